@@ -1,0 +1,275 @@
+"""The audit: from a model file and data to per-sample lambda_max, a summary and a verdict.
+
+This module only orchestrates; each step lives in its own module (intake in graph/, running in
+runtime.py, gradients in finite_differences.py and autodiff/, estimators in fisher/).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+import fimaudit
+from fimaudit.data import AuditData, load_data
+from fimaudit.errors import InputError
+from fimaudit.finite_differences import FiniteDifferenceJacobian
+from fimaudit.fisher.covariance import softmax
+from fimaudit.fisher.problem import SampleProblem
+from fimaudit.fisher.registry import get_estimator
+from fimaudit.fisher.result import SpectralResult
+from fimaudit.graph.batching import try_relax_batch
+from fimaudit.graph.describe import ModelDescription, describe_model
+from fimaudit.graph.loader import LoadedModel, load_model
+from fimaudit.graph.selection import (
+    LOGITS,
+    Selection,
+    as_log_probabilities,
+    build_logits_model,
+    looks_like_probabilities,
+    select_input_output,
+)
+from fimaudit.jacobian import InputJacobian
+from fimaudit.runtime import ModelRunner
+
+logger = logging.getLogger(__name__)
+
+STATISTICS = ("max", "p95", "mean", "median")
+GRADIENT_SOURCES = ("auto", "graph", "fd")
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class AuditConfig:
+    """Everything a user can choose about one audit (the CLI's options, as data)."""
+
+    model_path: str
+    data_path: str | None = None
+    samples: int | None = None
+    method: str = "exact"
+    gradients: str = "fd"
+    seed: int = 0
+    budget: int | None = None
+    input_name: str | None = None
+    output_name: str | None = None
+    threshold: float | None = None
+    statistic: str = "max"
+    providers: list[str] | None = None
+
+
+@dataclass
+class SampleAudit:
+    """The audit of one input sample."""
+
+    index: int
+    result: SpectralResult
+    top_prob: float
+    predicted_class: int
+    logits: np.ndarray
+
+
+@dataclass
+class Verdict:
+    threshold: float | None
+    statistic: str
+    value: float
+    passed: bool
+    reason: str
+
+
+@dataclass
+class PreparedModel:
+    """A loaded model made ready for differentiation: selection, logits model, runner."""
+
+    loaded: LoadedModel
+    description: ModelDescription
+    selection: Selection
+    logits_model: onnx.ModelProto
+    runner: ModelRunner
+    num_classes: int
+
+
+@dataclass
+class AuditResult:
+    config: AuditConfig
+    prepared: PreparedModel
+    data: AuditData
+    gradients: str
+    gradients_note: str
+    samples: list[SampleAudit]
+    summary: dict[str, float]
+    verdict: Verdict
+    seconds: float
+    model_evaluations: int
+    environment: dict[str, str]
+    started_at: str
+    architecture: dict[str, Any] = field(default_factory=lambda: {"family": "unknown"})
+    bound: dict[str, Any] | None = None
+
+
+def environment(provider: str) -> dict[str, str]:
+    """Versions that decide the numbers: recorded in every report."""
+    return {
+        "fimaudit": fimaudit.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "provider": provider,
+    }
+
+
+def _make_runner(logits_model: onnx.ModelProto, selection: Selection, config: AuditConfig, extra: dict[str, np.ndarray]) -> ModelRunner:
+    return ModelRunner(
+        model=logits_model,
+        input_name=selection.input_name,
+        output_names=[LOGITS],
+        fixed_batch=selection.fixed_batch,
+        providers=config.providers,
+        extra_feeds=extra,
+    )
+
+
+@dataclass
+class Intake:
+    """A model read and understood, before anything runs: what ``inspect`` shows."""
+
+    loaded: LoadedModel
+    description: ModelDescription
+    selection: Selection
+
+
+def intake(model_path: str, input_name: str | None = None, output_name: str | None = None) -> Intake:
+    """Load, validate and describe the model, and choose its input and output."""
+    loaded = load_model(model_path)
+    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name))
+
+
+def prepare_model(
+    taken: Intake, config: AuditConfig, probe: np.ndarray, extra: dict[str, np.ndarray] | None = None
+) -> PreparedModel:
+    """Build the logits model and a runner for it, settling what only a run can tell.
+
+    ``probe`` (one sample, [1, ...]) shows whether an output without a final Softmax holds
+    probabilities, whether a fixed batch dimension can be relaxed, and the number of classes.
+    """
+    selection = taken.selection
+    selection.input_shape = [selection.input_shape[0], *probe.shape[1:]]
+    logits_model = build_logits_model(taken.loaded, selection)
+    runner = _make_runner(logits_model, selection, config, extra or {})
+    (probe_logits,) = runner.run(probe)
+    if (
+        selection.output_kind == "logits"
+        and selection.logits_source == selection.output_name
+        and looks_like_probabilities(probe_logits)
+    ):
+        selection = as_log_probabilities(selection)
+        logits_model = build_logits_model(taken.loaded, selection)
+        runner = _make_runner(logits_model, selection, config, extra or {})
+        (probe_logits,) = runner.run(probe)
+    runner = try_relax_batch(runner, probe)
+    num_classes = int(probe_logits.reshape(probe.shape[0], -1).shape[1])
+    return PreparedModel(taken.loaded, taken.description, selection, logits_model, runner, num_classes)
+
+
+def make_jacobian(prepared: PreparedModel, requested: str) -> tuple[InputJacobian, str, str]:
+    """The gradient source for ``--gradients``; returns (source, name used, why)."""
+    if requested not in GRADIENT_SOURCES:
+        raise InputError(f"unknown gradient source {requested!r}; choose from {', '.join(GRADIENT_SOURCES)}")
+    sample_shape = tuple(int(d) for d in prepared.selection.sample_shape)
+    fd = FiniteDifferenceJacobian(prepared.runner, sample_shape, prepared.num_classes)
+    if requested == "fd":
+        return fd, "fd", "finite differences requested"
+    from fimaudit.autodiff.source import graph_jacobian_or_reason  # gradient graphs (issue 3)
+
+    source, reason = graph_jacobian_or_reason(prepared, sample_shape)
+    if source is not None:
+        return source, "graph", "gradient graphs derived from the ONNX graph"
+    if requested == "graph":
+        raise reason
+    return fd, "fd", f"finite differences (fallback: {reason})"
+
+
+def summarise(values: np.ndarray) -> dict[str, float]:
+    """Statistics of per-sample lambda_max over the audited data."""
+    return {
+        "count": int(values.size),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p95": float(np.percentile(values, 95)),
+        "min": float(values.min()),
+        "std": float(values.std()),
+    }
+
+
+def decide(summary: dict[str, float], threshold: float | None, statistic: str) -> Verdict:
+    """Pass when the chosen statistic of lambda_max is at or below the threshold."""
+    if statistic not in STATISTICS:
+        raise InputError(f"unknown statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
+    value = float(summary[statistic])
+    if threshold is None:
+        return Verdict(None, statistic, value, True, "no threshold set (--fail-above); nothing to gate")
+    passed = value <= threshold
+    relation = "at or below" if passed else "above"
+    reason = f"{statistic} lambda_max {value:.4g} is {relation} the threshold {threshold:.4g}"
+    return Verdict(threshold, statistic, value, passed, reason)
+
+
+def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditResult:
+    """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict."""
+    started = time.perf_counter()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if config.budget is not None and config.budget <= 0:
+        raise InputError(f"--budget must be a positive number of evaluations, got {config.budget}")
+    estimate = get_estimator(config.method)
+    # The selection is needed to read the data; a sample is needed to finish the preparation.
+    taken = intake(config.model_path, config.input_name, config.output_name)
+    data = load_data(config.data_path, taken.selection, config.samples, config.seed)
+    prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
+    jacobian, gradients, note = make_jacobian(prepared, config.gradients)
+    logits = jacobian.logits(data.inputs)
+    rng = np.random.default_rng(config.seed)
+    audits: list[SampleAudit] = []
+    total = data.inputs.shape[0]
+    for index in range(total):
+        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=jacobian)
+        result = estimate(problem, config.budget, rng)
+        probabilities = softmax(logits[index])
+        audits.append(
+            SampleAudit(
+                index=index,
+                result=result,
+                top_prob=float(probabilities.max()),
+                predicted_class=int(probabilities.argmax()),
+                logits=logits[index],
+            )
+        )
+        if progress is not None:
+            progress(index + 1, total)
+    values = np.array([audit.result.value for audit in audits])
+    summary = summarise(values)
+    verdict = decide(summary, config.threshold, config.statistic)
+    return AuditResult(
+        config=config,
+        prepared=prepared,
+        data=data,
+        gradients=gradients,
+        gradients_note=note,
+        samples=audits,
+        summary=summary,
+        verdict=verdict,
+        seconds=time.perf_counter() - started,
+        model_evaluations=jacobian.accounting.evaluations,
+        environment=environment(prepared.runner.provider),
+        started_at=started_at,
+    )

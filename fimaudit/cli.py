@@ -1,0 +1,177 @@
+"""The command line: a thin Click group; each command calls one library function.
+
+Exit codes: 0 audit passed (or no threshold), 1 the audit failed its threshold, 2 usage or input
+error. Errors are one line on stderr; ``-v`` shows the traceback and more logging.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+import fimaudit
+from fimaudit.errors import FimauditError
+
+logger = logging.getLogger("fimaudit")
+
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class ErrorReportingGroup(click.Group):
+    """Turns library errors into one line and exit code 2; -v keeps the traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FimauditError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            click.echo(f"fimaudit: error: {exc}", err=True)
+            ctx.exit(EXIT_ERROR)
+        except MemoryError:
+            click.echo("fimaudit: error: out of memory; use --samples or a smaller --max-memory", err=True)
+            ctx.exit(EXIT_ERROR)
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="fimaudit: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("fimaudit").setLevel(level)
+
+
+@click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(fimaudit.__version__, prog_name="fimaudit")
+@click.option("-v", "--verbose", count=True, help="More logging; tracebacks on errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
+    """Audit exported ONNX classifiers by the spectral norm of their input Fisher information."""
+    ctx.ensure_object(dict)
+    ctx.obj["verbose"] = verbose
+    _configure_logging(verbose)
+
+
+def model_argument(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("model", type=click.Path(exists=True, dir_okay=False, readable=True))(function)
+
+
+def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--input / --output: shared by every command that reads a model."""
+    function = click.option("--output", "output_name", metavar="NAME", help="Class-score output to audit (default: chosen automatically).")(function)
+    function = click.option("--input", "input_name", metavar="NAME", help="Float input to differentiate (default: chosen automatically).")(function)
+    return function
+
+
+def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A progress bar on stderr when it is a terminal; silent otherwise (CI logs, pipes)."""
+    if not sys.stderr.isatty():
+        return (lambda done, total: None), (lambda: None)
+    state: dict[str, Any] = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state:
+            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
+            state["bar"].__enter__()
+            state["done"] = 0
+        state["bar"].update(done - state["done"])
+        state["done"] = done
+
+    def finish() -> None:
+        if "bar" in state:
+            state["bar"].__exit__(None, None, None)
+
+    return update, finish
+
+
+@main.command()
+@model_argument
+@selection_options
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the description as JSON.")
+def inspect(model: str, input_name: str | None, output_name: str | None, json_path: str | None) -> None:
+    """Describe MODEL and show what an audit would differentiate."""
+    from fimaudit.inspection import inspect_model, inspection_text
+
+    from fimaudit.report.writing import check_writable, json_text, write_atomic
+
+    check_writable(json_path)
+    document = inspect_model(model, input_name, output_name)
+    click.echo(inspection_text(document))
+    if json_path:
+        write_atomic(json_path, json_text(document))
+
+
+@main.command()
+@model_argument
+@selection_options
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs.")
+@click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
+@click.option("--method", type=click.Choice(["exact"]), default="exact", show_default=True, help="Estimator of lambda_max.")
+@click.option("--gradients", type=click.Choice(["fd"]), default="fd", show_default=True, help="Gradient source.")
+@click.option("--budget", type=click.IntRange(min=1), help="Model evaluations per sample for budgeted estimators.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data and randomised estimators.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
+@click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this.")
+@click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
+def audit(
+    model: str,
+    input_name: str | None,
+    output_name: str | None,
+    data_path: str | None,
+    samples: int | None,
+    method: str,
+    gradients: str,
+    budget: int | None,
+    seed: int,
+    json_path: str | None,
+    report_path: str | None,
+    threshold: float | None,
+    statistic: str,
+) -> None:
+    """Compute lambda_max of the input Fisher information of MODEL on each sample."""
+    from fimaudit.audit import AuditConfig, run_audit
+    from fimaudit.report.document import build_document
+    from fimaudit.report.render import render_report
+    from fimaudit.report.writing import check_writable, json_text, write_atomic
+
+    for path in (json_path, report_path):
+        check_writable(path)
+    config = AuditConfig(
+        model_path=model,
+        data_path=data_path,
+        samples=samples,
+        method=method,
+        gradients=gradients,
+        seed=seed,
+        budget=budget,
+        input_name=input_name,
+        output_name=output_name,
+        threshold=threshold,
+        statistic=statistic,
+    )
+    update, finish = progress_reporter("auditing samples")
+    try:
+        result = run_audit(config, progress=update)
+    finally:
+        finish()
+    document = build_document(result)
+    if json_path:
+        write_atomic(json_path, json_text(document))
+    if report_path:
+        write_atomic(report_path, render_report(document))
+    click.echo(summary_line(document))
+    sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
+
+
+def summary_line(document: dict[str, Any]) -> str:
+    summary = document["summary"]
+    verdict = document["verdict"]
+    status = "no threshold" if verdict["threshold"] is None else ("PASS" if verdict["passed"] else "FAIL")
+    return (
+        f"{document['model']['path']}: {summary['count']} samples, lambda_max "
+        f"median {summary['median']:.4g}, p95 {summary['p95']:.4g}, max {summary['max']:.4g} "
+        f"[{document['method']['estimator']}, gradients {document['method']['gradients']}] — {status}: {verdict['reason']}"
+    )

@@ -1,0 +1,46 @@
+"""Exact lambda_max(F) from the K x K form: eig(C^{1/2} J J^T C^{1/2}).
+
+F = J^T C J is d x d with rank <= K - 1; its non-zero spectrum equals that of the K x K matrix
+C^{1/2} (J J^T) C^{1/2}, so one K x d Jacobian and a K x K eigenproblem give it exactly
+(up to the Jacobian's own accuracy). The top eigenvector of F is J^T C^{1/2} u / ||.||.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fimaudit.fisher.covariance import covariance_sqrt, softmax_covariance
+from fimaudit.fisher.result import SpectralResult
+
+
+def fisher_gram(jacobian: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The K x K matrix C^{1/2} J J^T C^{1/2} whose eigenvalues are F's non-zero eigenvalues."""
+    jac = np.asarray(jacobian, dtype=np.float64)
+    root = covariance_sqrt(softmax_covariance(logits))
+    projected = root @ jac
+    return projected @ projected.T
+
+
+def exact_lambda_max(jacobian: np.ndarray, logits: np.ndarray, with_eigenvector: bool = True) -> SpectralResult:
+    """lambda_max(F), trace(F) and the top eigenvector of F for one sample.
+
+    ``jacobian`` is dz/dx flattened to [K, d]; ``logits`` is z [K].
+    """
+    jac = np.asarray(jacobian, dtype=np.float64)
+    root = covariance_sqrt(softmax_covariance(logits))
+    projected = root @ jac  # C^{1/2} J, K x d
+    gram = projected @ projected.T
+    values, vectors = np.linalg.eigh(gram)
+    top = float(max(values[-1], 0.0))
+    eigenvector = None
+    if with_eigenvector:
+        direction = projected.T @ vectors[:, -1]
+        norm = np.linalg.norm(direction)
+        eigenvector = direction / norm if norm > 0 else direction
+    return SpectralResult(
+        value=top,
+        kind="exact",
+        trace=float(np.trace(gram)),
+        eigenvector=eigenvector,
+        diagnostics={"second_eigenvalue": float(max(values[-2], 0.0)) if values.size > 1 else 0.0},
+    )

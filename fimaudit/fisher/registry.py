@@ -1,0 +1,53 @@
+"""Estimators by name: ``@estimator("exact")`` registers the function it decorates.
+
+An estimator is ``f(problem, budget, rng) -> SpectralResult``: ``budget`` is its explicit cost
+limit (model evaluations or matvecs, as its docstring says; None for its default) and ``rng`` a
+``numpy.random.Generator`` seeded by the caller, never global state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import numpy as np
+
+from fimaudit.errors import InputError
+from fimaudit.fisher.problem import SampleProblem
+from fimaudit.fisher.result import SpectralResult
+
+
+class Estimator(Protocol):
+    def __call__(self, problem: SampleProblem, budget: int | None, rng: np.random.Generator) -> SpectralResult: ...
+
+
+_ESTIMATORS: dict[str, Estimator] = {}
+
+
+def estimator(name: str) -> Callable[[Estimator], Estimator]:
+    """Register ``function`` as the estimator called ``name``."""
+
+    def register(function: Estimator) -> Estimator:
+        if name in _ESTIMATORS:
+            raise ValueError(f"estimator {name!r} registered twice")
+        _ESTIMATORS[name] = function
+        return function
+
+    return register
+
+
+def get_estimator(name: str) -> Estimator:
+    _load_builtin_estimators()
+    try:
+        return _ESTIMATORS[name]
+    except KeyError:
+        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(_ESTIMATORS))}") from None
+
+
+def estimator_names() -> list[str]:
+    _load_builtin_estimators()
+    return sorted(_ESTIMATORS)
+
+
+def _load_builtin_estimators() -> None:
+    """Import the modules that define estimators (each registers itself on import)."""
+    from fimaudit.fisher import estimators  # noqa: F401

@@ -1,0 +1,132 @@
+"""Small read-only helpers over ONNX graphs: tensor types, shapes, producers, reachability."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+Dim = int | str | None
+
+FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+}
+
+
+def dtype_name(elem_type: int) -> str:
+    """'float32', 'int64', ... for an ONNX element type (or 'undefined')."""
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
+    except Exception:  # bfloat16 and friends have no numpy dtype
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+
+
+def value_shape(value: onnx.ValueInfoProto) -> list[Dim] | None:
+    """Dims of a tensor value: int when known, the symbol when named, None when unknown."""
+    if not value.type.HasField("tensor_type"):
+        return None
+    tensor_type = value.type.tensor_type
+    if not tensor_type.HasField("shape"):
+        return None
+    dims: list[Dim] = []
+    for dim in tensor_type.shape.dim:
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param"):
+            dims.append(dim.dim_param)
+        else:
+            dims.append(None)
+    return dims
+
+
+def is_tensor(value: onnx.ValueInfoProto) -> bool:
+    return value.type.HasField("tensor_type")
+
+
+def is_float_tensor(value: onnx.ValueInfoProto) -> bool:
+    return is_tensor(value) and value.type.tensor_type.elem_type in FLOAT_TYPES
+
+
+def type_description(value: onnx.ValueInfoProto) -> str:
+    """Human-readable type: 'tensor(float32)', 'seq(map(int64,tensor(float)))', ..."""
+    if is_tensor(value):
+        return f"tensor({dtype_name(value.type.tensor_type.elem_type)})"
+    which = value.type.WhichOneof("value")
+    return which or "unknown"
+
+
+def graph_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Real inputs: graph inputs that are not initializers (IR < 4 lists weights as inputs)."""
+    initializers = {init.name for init in graph.initializer}
+    return [value for value in graph.input if value.name not in initializers]
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    """Map from tensor name to the node that produces it."""
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def all_value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """Every typed tensor the model knows about (inputs, outputs, inferred intermediates)."""
+    graph = model.graph
+    infos = {value.name: value for value in graph.value_info}
+    infos.update({value.name: value for value in graph.input})
+    infos.update({value.name: value for value in graph.output})
+    return infos
+
+
+def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a control-flow node's subgraphs read from the enclosing scope (over-approximated)."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs)
+        if attribute.type == onnx.AttributeProto.GRAPH:
+            graphs.append(attribute.g)
+        for graph in graphs:
+            for inner in graph.node:
+                names.update(name for name in inner.input if name)
+                names |= subgraph_inputs(inner)
+    return names
+
+
+def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onnx.NodeProto]:
+    """Nodes (in graph order) that the given tensors depend on."""
+    producer_of = producers(graph)
+    needed: set[int] = set()
+    index_of = {id(node): i for i, node in enumerate(graph.node)}
+    stack = list(outputs)
+    seen: set[str] = set()
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = producer_of.get(name)
+        if node is None:
+            continue
+        needed.add(index_of[id(node)])
+        stack.extend(n for n in node.input if n)
+        stack.extend(subgraph_inputs(node))
+    return [graph.node[i] for i in sorted(needed)]
+
+
+def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The value of an initializer or Constant-node output, or None when computed at run time."""
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.output and node.output[0] == name:
+            for attribute in node.attribute:
+                if attribute.name == "value":
+                    return numpy_helper.to_array(attribute.t)
+                if attribute.name in ("value_float", "value_int"):
+                    return np.array(helper.get_attribute_value(attribute))
+                if attribute.name in ("value_floats", "value_ints"):
+                    return np.array(helper.get_attribute_value(attribute))
+    return None

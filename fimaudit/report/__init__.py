@@ -1,0 +1,1 @@
+"""The audit report: its data model (also the JSON document) and its HTML rendering."""

@@ -1,0 +1,152 @@
+"""The one place fimaudit talks to ONNX Runtime: providers, batching, evaluation accounting.
+
+Every model evaluation the audit pays for goes through ``ModelRunner.run_batched`` so that the
+report can state its cost honestly (``evaluations`` counts input rows, ``runs`` counts calls).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from fimaudit.errors import ModelError
+from fimaudit.graph.loader import lowest_ir_version_for
+
+logger = logging.getLogger(__name__)
+
+_IR_TOO_NEW = re.compile(r"max supported IR version: (\d+)", re.IGNORECASE)
+
+
+def available_providers() -> list[str]:
+    """ONNX Runtime providers to use, best first: CUDA when onnxruntime-gpu has it, then CPU."""
+    present = ort.get_available_providers()
+    preferred = [p for p in ("CUDAExecutionProvider",) if p in present]
+    return preferred + ["CPUExecutionProvider"]
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 4  # fatal only: fimaudit reports run errors itself, one line
+    if threads:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def create_session(
+    model: onnx.ModelProto, providers: Sequence[str] | None = None, threads: int | None = None
+) -> tuple[ort.InferenceSession, onnx.ModelProto]:
+    """Create an InferenceSession, lowering a too-new IR version when the opsets allow it.
+
+    Returns the session and the model actually loaded (possibly with a lowered IR version).
+    """
+    providers = list(providers or available_providers())
+    options = _session_options(threads)
+    try:
+        return ort.InferenceSession(model.SerializeToString(), options, providers=providers), model
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        message = str(exc)
+        match = _IR_TOO_NEW.search(message)
+        if not match:
+            raise ModelError(f"ONNX Runtime cannot load the model: {_first_line(message)}") from exc
+        max_ir = int(match.group(1))
+        needed = lowest_ir_version_for(model)
+        if needed > max_ir:
+            raise ModelError(
+                f"the model's IR version {model.ir_version} is newer than ONNX Runtime "
+                f"{ort.__version__} accepts (max {max_ir}) and its opsets need IR {needed}; "
+                "upgrade onnxruntime"
+            ) from exc
+        lowered = copy.copy(model)
+        lowered.ir_version = max_ir
+        logger.warning("lowered IR version %d -> %d for ONNX Runtime", model.ir_version, max_ir)
+        try:
+            session = ort.InferenceSession(lowered.SerializeToString(), options, providers=providers)
+        except Exception as exc2:
+            raise ModelError(
+                f"ONNX Runtime cannot load the model even at IR {max_ir}: {_first_line(str(exc2))}"
+            ) from exc2
+        return session, lowered
+
+
+def _first_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[0] if lines else "unknown error"
+
+
+@dataclass
+class RunAccounting:
+    """What the audit paid: input rows evaluated and session calls made."""
+
+    evaluations: int = 0
+    runs: int = 0
+
+    def add(self, rows: int) -> None:
+        self.evaluations += rows
+        self.runs += 1
+
+
+@dataclass
+class ModelRunner:
+    """Runs one model on batches of one input, respecting a fixed batch size if the model has one.
+
+    ``extra_feeds`` holds values for the model's other inputs (one row each, broadcast per batch).
+    """
+
+    model: onnx.ModelProto
+    input_name: str
+    output_names: list[str]
+    fixed_batch: int | None = None
+    max_batch: int = 256
+    providers: Sequence[str] | None = None
+    threads: int | None = None
+    extra_feeds: dict[str, np.ndarray] = field(default_factory=dict)
+    accounting: RunAccounting = field(default_factory=RunAccounting)
+
+    def __post_init__(self) -> None:
+        self.session, self.model = create_session(self.model, self.providers, self.threads)
+        self.provider = self.session.get_providers()[0]
+
+    @property
+    def batch_size(self) -> int:
+        return self.fixed_batch or self.max_batch
+
+    def _feeds(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        feeds = {self.input_name: rows}
+        for name, value in self.extra_feeds.items():
+            feeds[name] = np.repeat(value[None], rows.shape[0], axis=0)
+        return feeds
+
+    def run(self, rows: np.ndarray) -> list[np.ndarray]:
+        """One session call on exactly these rows (the caller respects the batch size)."""
+        try:
+            outputs = self.session.run(self.output_names, self._feeds(rows))
+        except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
+            raise ModelError(f"ONNX Runtime failed to run the model: {_first_line(str(exc))}") from exc
+        self.accounting.add(rows.shape[0])
+        return outputs
+
+    def run_batched(
+        self, inputs: np.ndarray, on_batch: Callable[[int], None] | None = None
+    ) -> list[np.ndarray]:
+        """Evaluate all rows of ``inputs`` in batches; outputs are concatenated along axis 0."""
+        size = self.batch_size
+        pieces: list[list[np.ndarray]] = []
+        for start in range(0, inputs.shape[0], size):
+            pieces.append(self.run(inputs[start : start + size]))
+            if on_batch is not None:
+                on_batch(min(size, inputs.shape[0] - start))
+        return [np.concatenate([piece[i] for piece in pieces], axis=0) for i in range(len(self.output_names))]
+
+
+def iterate_chunks(total: int, size: int) -> Iterable[slice]:
+    """Slices covering range(total) in pieces of at most ``size``."""
+    for start in range(0, total, max(1, size)):
+        yield slice(start, min(total, start + size))
