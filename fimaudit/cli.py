@@ -14,7 +14,9 @@ from typing import Any, Callable
 import click
 
 import fimaudit
+from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
+from fimaudit.fisher.registry import estimator_names
 
 logger = logging.getLogger("fimaudit")
 
@@ -108,8 +110,8 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @selection_options
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs.")
 @click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
-@click.option("--method", type=click.Choice(["exact"]), default="exact", show_default=True, help="Estimator of lambda_max.")
-@click.option("--gradients", type=click.Choice(["fd"]), default="fd", show_default=True, help="Gradient source.")
+@click.option("--method", type=click.Choice(estimator_names()), default="exact", show_default=True, help="Estimator of lambda_max.")
+@click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="fd", show_default=True, help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, else fd).")
 @click.option("--budget", type=click.IntRange(min=1), help="Model evaluations per sample for budgeted estimators.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data and randomised estimators.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")

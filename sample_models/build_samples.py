@@ -341,6 +341,23 @@ def export_dynamo_fixed_batch(model: nn.Module, path: Path, output_name: str) ->
         input_names=["input"],
         output_names=[output_name],
     )
+    strip_stack_traces(path)
+
+
+def strip_stack_traces(path: Path) -> None:
+    """Drop the per-node Python stack traces the dynamo exporter records.
+
+    They hold absolute paths of the build machine and this script's line
+    numbers, so keeping them would make the file depend on where and from
+    which revision it was built. The other node metadata (namespace, module
+    class hierarchy, fx node) is kept.
+    """
+    model = onnx.load(str(path), load_external_data=False)
+    for node in model.graph.node:
+        kept = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]
+        del node.metadata_props[:]
+        node.metadata_props.extend(kept)
+    onnx.save(model, str(path))  # initializers stay references to <file>.data
 
 
 def initializers_to_constants(src: Path, dst: Path) -> None:
