@@ -1,8 +1,11 @@
 """Input Jacobians by central finite differences through ONNX Runtime: works on any model.
 
-Step size: the model computes in float32 (or its own float type), so the truncation error h^2
-and the rounding error eps / h balance at h ~ eps^(1/3) (about 5e-3 in float32), scaled by the
-magnitude of each input element. The divisor is the step actually represented in the input's
+Step size: the model computes in float32 (or its own float type), so for a smooth model the
+truncation error h^2 and the rounding error eps / h balance at h ~ eps^(1/3) (about 5e-3 in
+float32). Classifiers are mostly piecewise linear (ReLU, max pooling), and a step that crosses a
+kink costs far more than rounding: on the VGG/DenseNet sample models, lambda_max against a float64
+reference erred by a median 0.4-0.6% at h = 5e-3 and 0.03-0.2% at h = 1e-3. We use h = eps^(1/3) / 5
+(1e-3 in float32), scaled by the magnitude of each input element. The divisor is the step actually represented in the input's
 dtype, (x + h) - (x - h), not 2 h, which removes one source of error for free.
 """
 
@@ -22,8 +25,8 @@ _DEFAULT_CHUNK_ROWS = 512
 
 
 def default_step(dtype: np.dtype) -> float:
-    """The relative central-difference step for a float dtype: eps^(1/3)."""
-    return float(np.cbrt(np.finfo(dtype).eps))
+    """The relative central-difference step for a float dtype: eps^(1/3) / 5 (see the module doc)."""
+    return float(np.cbrt(np.finfo(dtype).eps)) / 5.0
 
 
 class FiniteDifferenceJacobian:
@@ -63,7 +66,7 @@ class FiniteDifferenceJacobian:
         return self._evaluate(inputs)
 
     def steps(self, sample: np.ndarray) -> np.ndarray:
-        """Per-element steps h_i = eps^(1/3) * max(1, |x_i|)."""
+        """Per-element steps h_i = relative_step * max(1, |x_i|)."""
         flat = sample.reshape(-1).astype(np.float64)
         return self.relative_step * np.maximum(1.0, np.abs(flat))
 

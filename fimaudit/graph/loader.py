@@ -112,6 +112,20 @@ def _parse(path: Path) -> onnx.ModelProto:
     return model
 
 
+def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model as the installed checker can read it: a newer IR version is checked at ours.
+
+    Its opsets are still checked, so a model that truly needs a newer onnx fails validation.
+    """
+    if model.ir_version <= onnx.IR_VERSION:
+        return model
+    logger.warning("IR version %d is newer than onnx %s knows; validating at IR %d", model.ir_version, onnx.__version__, onnx.IR_VERSION)
+    lowered = onnx.ModelProto()
+    lowered.CopyFrom(model)
+    lowered.ir_version = onnx.IR_VERSION
+    return lowered
+
+
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Read, validate and shape-infer the ONNX model at ``path``.
 
@@ -125,7 +139,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     external = _resolve_external_data(model, model_path.parent)
     original_ir = int(model.ir_version)
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(_checkable(model))
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise ModelError(f"{model_path.name} fails ONNX validation: {first_line}") from exc
