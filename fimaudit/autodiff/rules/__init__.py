@@ -1,0 +1,8 @@
+"""Gradient rule families, one module per kind of op; importing this package registers them all.
+
+To add a family: write ``fimaudit/autodiff/rules/<family>.py`` with ``@vjp_rule``/``@jvp_rule``
+functions (contract in ``fimaudit/autodiff/registry.py``) and add one import line below.
+"""
+
+from fimaudit.autodiff.rules import elementwise  # noqa: F401
+from fimaudit.autodiff.rules import markers  # noqa: F401
