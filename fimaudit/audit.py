@@ -113,6 +113,8 @@ class AuditResult:
     started_at: str
     architecture: dict[str, Any] = field(default_factory=lambda: {"family": "unknown"})
     bound: dict[str, Any] | None = None
+    # Settings of the gradient source that decide its accuracy (e.g. the finite-difference step).
+    gradient_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def environment(provider: str) -> dict[str, str]:
@@ -272,4 +274,5 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
         model_evaluations=jacobian.accounting.evaluations,
         environment=environment(prepared.runner.provider),
         started_at=started_at,
+        gradient_settings={"fd_relative_step": jacobian.relative_step} if isinstance(jacobian, FiniteDifferenceJacobian) else {},
     )
