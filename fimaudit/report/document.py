@@ -1,20 +1,37 @@
 """The JSON document of an audit: the report's data model, schema-versioned.
 
 Field names are a contract with users' pipelines: add fields freely, never rename or remove
-one without raising ``SCHEMA_VERSION``.
+one without raising ``SCHEMA_VERSION``. The README's "The JSON document" section documents them.
+
+Sections other stages fill (``architecture``, ``bound``, ``gradient_check``, per-sample ``bound``)
+are always present, as null when not computed, so a reader can tell "not computed" from "absent
+by mistake". ``checks`` and the three-way ``verdict`` are derived last, from the document itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
+import numpy as np
+
 from fimaudit.audit import AuditResult
+from fimaudit.report.checks import sanity_checks
+from fimaudit.report.limitations import limitations
+from fimaudit.report.verdict import assess
 
 SCHEMA_VERSION = 1
 
 
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None else float(value)
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses to dicts, so results other stages attach serialise as JSON objects."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def sample_entry(audit: Any) -> dict[str, Any]:
@@ -36,13 +53,24 @@ def sample_entry(audit: Any) -> dict[str, Any]:
     }
 
 
+def data_statistics(inputs: np.ndarray) -> dict[str, float]:
+    """Range of the audited inputs: shows whether they look normalised the way the model expects."""
+    values = np.asarray(inputs, dtype=np.float64)
+    return {
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "std": float(values.std()),
+    }
+
+
 def build_document(result: AuditResult) -> dict[str, Any]:
     """The whole audit as plain JSON-ready data."""
     prepared = result.prepared
     description = prepared.description
     selection = prepared.selection
     config = result.config
-    return {
+    document: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "fimaudit", "version": result.environment["fimaudit"]},
         "created_at": result.started_at,
@@ -50,11 +78,14 @@ def build_document(result: AuditResult) -> dict[str, Any]:
         "model": {
             "path": description.path,
             "sha256": description.sha256,
+            "file_size": description.file_size,
             "producer": " ".join(p for p in (description.producer, description.producer_version) if p),
             "opset": description.opsets.get("ai.onnx", 0),
             "opsets": description.opsets,
             "ir_version": description.ir_version,
             "parameter_count": description.parameter_count,
+            "doc_string": description.doc_string,
+            "metadata": description.metadata,
             "input": {
                 "name": selection.input_name,
                 "shape": selection.input_shape,
@@ -67,12 +98,19 @@ def build_document(result: AuditResult) -> dict[str, Any]:
                 "num_classes": prepared.num_classes,
             },
         },
-        "architecture": result.architecture,
-        "data": {"source": result.data.source, "synthetic": result.data.synthetic, "count": len(result.samples)},
+        "architecture": plain(result.architecture),
+        "data": {
+            "source": result.data.source,
+            "synthetic": result.data.synthetic,
+            "count": len(result.samples),
+            "sample_shape": list(result.data.inputs.shape[1:]),
+            "statistics": data_statistics(result.data.inputs),
+        },
         "method": {
             "estimator": config.method,
             "gradients": result.gradients,
             "gradients_note": result.gradients_note,
+            "gradient_settings": dict(getattr(result, "gradient_settings", None) or {}),
             "budget": config.budget,
             "seed": config.seed,
             "provider": result.environment["provider"],
@@ -81,7 +119,8 @@ def build_document(result: AuditResult) -> dict[str, Any]:
         },
         "samples": [sample_entry(audit) for audit in result.samples],
         "summary": result.summary,
-        "bound": result.bound,
+        "bound": plain(result.bound),
+        "gradient_check": plain(getattr(result, "gradient_check", None)),
         "verdict": {
             "threshold": result.verdict.threshold,
             "statistic": result.verdict.statistic,
@@ -90,3 +129,16 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "reason": result.verdict.reason,
         },
     }
+    return finalise(document)
+
+
+def finalise(document: dict[str, Any]) -> dict[str, Any]:
+    """Derive ``checks``, the three-way ``verdict`` and ``limitations`` from a built document.
+
+    Runs last so that every section (including those other stages add) is seen by the checks.
+    """
+    checks = sanity_checks(document)
+    document["checks"] = checks
+    document["verdict"] = assess(document, checks)
+    document["limitations"] = limitations(document)
+    return document
