@@ -1,0 +1,322 @@
+"""The graph walk: from a forward model to its reverse-mode (VJP) and forward-mode (JVP) models.
+
+The gradient models contain the whole forward graph (rules read forward values by name) plus
+the gradient nodes the rules emit. Every gradient tensor carries a leading axis M (see
+``registry.py``), so one run computes M products for a whole batch:
+
+- VJP model: inputs ``x`` and ``fimaudit_cotangent`` [M, *shape(output)]; outputs the forward
+  output and ``fimaudit_input_grad`` [M, *shape(x)], the cotangents pulled back to x.
+- JVP model: inputs ``x`` and ``fimaudit_tangent`` [M, *shape(x)]; outputs the forward output
+  and ``fimaudit_logits_tangent`` [M, *shape(output)].
+
+Which tensors carry gradients is decided by dependency, not by op type: a tensor is
+differentiable iff it depends on the input through float tensors and no zero-gradient op. Shape
+arithmetic computed from the input (Shape -> Gather -> Concat -> Reshape target) is therefore off
+the path automatically, and so is everything computed from weights alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, shape_inference
+
+from fimaudit.autodiff import registry
+from fimaudit.autodiff.context import GraphFacts, RuleContext
+from fimaudit.errors import NotDifferentiableError, UnsupportedOpError
+from fimaudit.graph.tensors import FLOAT_TYPES, Dim, subgraph_inputs, value_shape
+
+logger = logging.getLogger(__name__)
+
+COTANGENT = "fimaudit_cotangent"
+TANGENT = "fimaudit_tangent"
+INPUT_GRAD = "fimaudit_input_grad"
+OUTPUT_TANGENT = "fimaudit_logits_tangent"
+LEAD_DIM = "fimaudit_m"
+
+
+class _LazyConstants(Mapping[str, np.ndarray]):
+    """Values of initializers and Constant nodes, converted to numpy only when a rule asks."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self._sources: dict[str, onnx.TensorProto | onnx.NodeProto] = {init.name: init for init in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                self._sources[node.output[0]] = node
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            source = self._sources[name]
+            if isinstance(source, onnx.TensorProto):
+                self._cache[name] = numpy_helper.to_array(source)
+            else:
+                value = _constant_node_value(source)
+                if value is None:
+                    raise KeyError(name)
+                self._cache[name] = value
+        return self._cache[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._sources
+
+    def get(self, name: str, default: np.ndarray | None = None) -> np.ndarray | None:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._sources)
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_float", "value_floats"):
+            return np.array(helper.get_attribute_value(attr), dtype=np.float32)
+        if attr.name in ("value_int", "value_ints"):
+            return np.array(helper.get_attribute_value(attr), dtype=np.int64)
+    return None
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Shape inference with data propagation; the model unchanged if inference fails."""
+    try:
+        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+    except Exception as exc:  # onnx raises InferenceError and plain RuntimeErrors
+        logger.warning("shape inference failed (%s); gradient rules get fewer static shapes", exc)
+        return model
+
+
+@dataclass
+class Analysis:
+    """The forward model, its facts, and the nodes that need a gradient rule."""
+
+    model: onnx.ModelProto
+    input_name: str
+    output_name: str
+    facts: GraphFacts
+    #: Nodes on the path, in graph (topological) order, whose outputs lead to the output.
+    active: list[onnx.NodeProto]
+    #: Nodes that depend on the input, feed the output, and are marked not differentiable.
+    blocked: list[onnx.NodeProto]
+
+
+def _types_and_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
+    graph = model.graph
+    types: dict[str, int] = {}
+    shapes: dict[str, list[Dim] | None] = {}
+    for value in [*graph.value_info, *graph.input, *graph.output]:
+        if value.type.HasField("tensor_type"):
+            if value.type.tensor_type.elem_type:
+                types[value.name] = value.type.tensor_type.elem_type
+            shape = value_shape(value)
+            if shape is not None:
+                shapes[value.name] = shape
+    for init in graph.initializer:
+        types[init.name] = init.data_type
+        shapes[init.name] = [int(d) for d in init.dims]
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+                    shapes[node.output[0]] = [int(d) for d in attr.t.dims]
+    return types, shapes
+
+
+def analyse(model: onnx.ModelProto, input_name: str, output_name: str) -> Analysis:
+    """Shape inference, the differentiable path, and the nodes that need rules."""
+    registry.load_rules()
+    inferred = _infer(model)
+    graph = inferred.graph
+    types, shapes = _types_and_shapes(inferred)
+    input_type = types.get(input_name, onnx.TensorProto.FLOAT)
+
+    def is_float(name: str) -> bool:
+        return types.get(name, input_type) in FLOAT_TYPES  # unknown type: assume float (needs a rule)
+
+    depends: set[str] = {input_name}  # depends on the input at all (any type)
+    differentiable: set[str] = {input_name}
+    for node in graph.node:
+        reads = [name for name in node.input if name] + sorted(subgraph_inputs(node))
+        if not any(name in depends for name in reads):
+            continue
+        depends.update(name for name in node.output if name)
+        if registry.is_zero_gradient(node.op_type, node.domain):
+            continue
+        if any(name in differentiable for name in reads):
+            differentiable.update(name for name in node.output if name and is_float(name))
+    if output_name not in differentiable:
+        raise NotDifferentiableError(
+            f"output {output_name!r} does not depend on input {input_name!r} through differentiable "
+            "float operations (the path goes through integer, boolean or zero-gradient ops only)"
+        )
+    # Backwards from the output: which tensors on the path lead to it.
+    leads: set[str] = {output_name}
+    reaches: set[str] = {output_name}  # any dependency, for not-differentiable reporting
+    active: list[onnx.NodeProto] = []
+    blocked: list[onnx.NodeProto] = []
+    for node in reversed(graph.node):
+        reads = [name for name in node.input if name] + sorted(subgraph_inputs(node))
+        if any(name in reaches for name in node.output):
+            reaches.update(reads)
+            if registry.is_not_differentiable(node.op_type, node.domain) and any(name in depends for name in reads):
+                blocked.append(node)
+        if not any(name in leads and name in differentiable for name in node.output):
+            continue
+        if not any(name in differentiable for name in reads):
+            continue
+        active.append(node)
+        leads.update(name for name in reads if name in differentiable)
+    active.reverse()
+    blocked.reverse()
+    facts = GraphFacts(
+        shapes=shapes,
+        elem_types=types,
+        constants=_LazyConstants(graph),  # type: ignore[arg-type]
+        differentiable=differentiable & leads,
+        opset=_opset(inferred),
+        float_type=input_type,
+    )
+    return Analysis(inferred, input_name, output_name, facts, active, blocked)
+
+
+def _missing(analysis: Analysis, mode: str) -> list[tuple[str, str]]:
+    lookup = registry.get_vjp if mode == "vjp" else registry.get_jvp
+    missing = [(node.op_type, node.name) for node in analysis.blocked]
+    for node in analysis.active:
+        if lookup(node.op_type, node.domain) is None:
+            missing.append((node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}", node.name))
+    return missing
+
+
+def missing_rules(
+    model: onnx.ModelProto, input_name: str, output_name: str | None = None, mode: str = "vjp"
+) -> list[tuple[str, str]]:
+    """Preflight: (op_type, node name) of every node on the path the builder cannot handle.
+
+    Checks before any compute. Includes nodes marked not differentiable that depend on the input
+    and feed the output. ``output_name`` defaults to the model's single output.
+    """
+    output = output_name or model.graph.output[0].name
+    return _missing(analyse(model, input_name, output), mode)
+
+
+def unsupported_error(missing: list[tuple[str, str]], mode: str = "vjp") -> UnsupportedOpError:
+    """One readable error for a preflight failure."""
+    ops = sorted({op for op, _ in missing})
+    nodes = ", ".join(f"{op} ({name or 'unnamed'})" for op, name in missing[:8])
+    more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+    blocked = sorted({op for op, _ in missing if registry.is_not_differentiable(op)})
+    note = f"; not differentiable: {', '.join(blocked)}" if blocked else ""
+    return UnsupportedOpError(
+        f"no {'reverse' if mode == 'vjp' else 'forward'}-mode gradient rule for {', '.join(ops)} "
+        f"on the differentiable path: {nodes}{more}{note}. Supported ops: "
+        f"{', '.join(registry.supported_ops(mode))}",
+        ops,
+    )
+
+
+def _new_context(analysis: Analysis, mode: str, seed: str) -> RuleContext:
+    taken = {name for node in analysis.model.graph.node for name in [*node.input, *node.output, node.name]}
+    taken |= {init.name for init in analysis.model.graph.initializer}
+    taken |= {value.name for value in analysis.model.graph.input}
+    return RuleContext(facts=analysis.facts, mode=mode, seed=seed, taken_names=taken)
+
+
+def _gradient_value_info(name: str, elem_type: int, shape: list[Dim] | None) -> onnx.ValueInfoProto:
+    dims: list[int | str | None] | None = None if shape is None else [LEAD_DIM, *shape]
+    return helper.make_tensor_value_info(name, elem_type, dims)
+
+
+def _assemble(analysis: Analysis, ctx: RuleContext, seed: onnx.ValueInfoProto, result: str, result_name: str, result_of: str) -> onnx.ModelProto:
+    model = copy.deepcopy(analysis.model)
+    graph = model.graph
+    ctx.nodes.append(helper.make_node("Identity", [result], [result_name], name=ctx.fresh("result")))
+    graph.node.extend(ctx.nodes)
+    graph.initializer.extend(ctx.initializers)
+    graph.input.append(seed)
+    keep = [value for value in graph.output if value.name == analysis.output_name]
+    del graph.output[:]
+    graph.output.extend(keep)
+    facts = analysis.facts
+    graph.output.append(_gradient_value_info(result_name, facts.elem_types.get(result_of, facts.float_type), facts.shapes.get(result_of)))
+    return model
+
+
+def _check_rule_result(node: onnx.NodeProto, names: object, width: int, mode: str) -> list[str | None]:
+    if not isinstance(names, (list, tuple)) or len(names) > width:
+        raise TypeError(f"{mode} rule of {node.op_type} returned {names!r}; expected a list of at most {width} names")
+    return list(names) + [None] * (width - len(names))
+
+
+def build_vjp_model(model: onnx.ModelProto, input_name: str, output_name: str | None = None) -> onnx.ModelProto:
+    """The reverse-mode model: (x, cotangent [M, *out]) -> (output, input gradient [M, *x])."""
+    output = output_name or model.graph.output[0].name
+    analysis = analyse(model, input_name, output)
+    missing = _missing(analysis, "vjp")
+    if missing:
+        raise unsupported_error(missing, "vjp")
+    facts = analysis.facts
+    ctx = _new_context(analysis, "vjp", COTANGENT)
+    contributions: dict[str, list[str]] = {output: [COTANGENT]}
+    for node in reversed(analysis.active):
+        grads = [ctx.accumulate(contributions[name]) if contributions.get(name) else None for name in node.output]
+        if all(g is None for g in grads):
+            continue
+        rule = registry.get_vjp(node.op_type, node.domain)
+        assert rule is not None  # checked by _missing
+        results = _check_rule_result(node, rule(ctx, node, grads), len(node.input), "VJP")
+        for name, grad in zip(node.input, results):
+            if grad is not None and ctx.needs_gradient(name):
+                contributions.setdefault(name, []).append(grad)
+    if not contributions.get(input_name):
+        raise NotDifferentiableError(f"no gradient reaches input {input_name!r}")
+    result = ctx.accumulate(contributions[input_name])
+    seed = _gradient_value_info(COTANGENT, facts.elem_types.get(output, facts.float_type), facts.shapes.get(output))
+    return _assemble(analysis, ctx, seed, result, INPUT_GRAD, input_name)
+
+
+def build_jvp_model(model: onnx.ModelProto, input_name: str, output_name: str | None = None) -> onnx.ModelProto:
+    """The forward-mode model: (x, tangent [M, *x]) -> (output, output tangent [M, *out])."""
+    output = output_name or model.graph.output[0].name
+    analysis = analyse(model, input_name, output)
+    missing = _missing(analysis, "jvp")
+    if missing:
+        raise unsupported_error(missing, "jvp")
+    facts = analysis.facts
+    ctx = _new_context(analysis, "jvp", TANGENT)
+    tangents: dict[str, str] = {input_name: TANGENT}
+    for node in analysis.active:
+        inputs = [tangents.get(name) if ctx.needs_gradient(name) else None for name in node.input]
+        if all(t is None for t in inputs):
+            continue
+        rule = registry.get_jvp(node.op_type, node.domain)
+        assert rule is not None
+        results = _check_rule_result(node, rule(ctx, node, inputs), len(node.output), "JVP")
+        for name, tangent in zip(node.output, results):
+            if tangent is not None and ctx.needs_gradient(name):
+                tangents[name] = tangent
+    if output not in tangents:
+        raise NotDifferentiableError(f"no tangent reaches output {output!r}")
+    seed = _gradient_value_info(TANGENT, facts.elem_types.get(input_name, facts.float_type), facts.shapes.get(input_name))
+    return _assemble(analysis, ctx, seed, tangents[output], OUTPUT_TANGENT, output)
