@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from fimaudit.errors import InputError
 from fimaudit.graph.selection import Selection
+from fimaudit.resources import MemoryBudget, check_fits, format_size
 
 logger = logging.getLogger(__name__)
 
@@ -34,35 +37,108 @@ class AuditData:
     extra_feeds: dict[str, np.ndarray]
 
 
-def _load_array_file(path: Path, input_name: str, extra_inputs: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+_NPY_MAGIC = b"\x93NUMPY"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_PICKLE_REFUSED = "holds pickled Python objects; fimaudit never unpickles data"
+
+
+@dataclass
+class _ArrayHeader:
+    """Shape and dtype of a stored array, read before any of its data."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def _read_header(stream: BinaryIO, source: str) -> _ArrayHeader:
+    """The .npy header at the start of ``stream``: refuses object arrays before they are read."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise InputError(f"{path.name} holds pickled Python objects; fimaudit never unpickles data") from exc
-        raise InputError(f"{path.name} is not a readable .npy/.npz file: {exc}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise InputError(f"{path.name} is not a readable .npy/.npz file ({type(exc).__name__})") from exc
-    if isinstance(loaded, np.ndarray):
-        return loaded, {}
-    with loaded as archive:
-        try:
-            names = list(archive.files)
-            if input_name in names:
-                main = archive[input_name]
-            elif len(names) == 1:
-                main = archive[names[0]]
-            else:
-                raise InputError(
-                    f"{path.name} holds arrays {names}; name one of them {input_name!r} "
-                    "(the model's input) or keep a single array"
-                )
-            extras = {name: archive[name] for name in extra_inputs if name in names}
-        except ValueError as exc:
-            raise InputError(f"{path.name} holds pickled Python objects; fimaudit never unpickles data") from exc
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise InputError(f"{path.name} is a corrupt .npz file ({type(exc).__name__})") from exc
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+        else:
+            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"{source} is not a readable .npy array (bad header: {_first_line(exc)})") from exc
+    if dtype.hasobject:
+        raise InputError(f"{source} {_PICKLE_REFUSED}")
+    return _ArrayHeader(tuple(int(d) for d in shape), dtype)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _check_size(header: _ArrayHeader, rows: int, budget: MemoryBudget, source: str) -> None:
+    per_row = int(np.prod(header.shape[1:], dtype=np.int64)) * header.dtype.itemsize
+    check_fits(f"reading {rows} samples of {source}", rows * per_row, budget, "use --samples or raise --max-memory")
+
+
+def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarray:
+    """The first ``samples`` rows of a .npy file, memory-mapped so only those rows are read."""
+    with path.open("rb") as stream:
+        header = _read_header(stream, path.name)
+    rows = header.shape[0] if header.shape else 1
+    if samples is not None:
+        rows = min(rows, samples)
+    _check_size(header, rows, budget, path.name)
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        return np.array(mapped[:rows] if mapped.ndim else mapped)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{path.name} is truncated or not a readable .npy file ({_first_line(exc)})") from exc
+
+
+def _read_npz(
+    path: Path, input_name: str, extra_inputs: list[str], samples: int | None, budget: MemoryBudget
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The input array (and the model's other inputs) from an .npz, headers checked first."""
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputError(f"{path.name} is a corrupt .npz file ({_first_line(exc)})") from exc
+    with archive:
+        names = [member[:-4] for member in archive.namelist() if member.endswith(".npy")]
+        if input_name in names:
+            main_name = input_name
+        elif len(names) == 1:
+            main_name = names[0]
+        else:
+            raise InputError(
+                f"{path.name} holds arrays {names}; name one of them {input_name!r} "
+                "(the model's input) or keep a single array"
+            )
+
+        def read(name: str, limit: int | None) -> np.ndarray:
+            source = f"{path.name}[{name!r}]"
+            try:
+                with archive.open(f"{name}.npy") as stream:
+                    header = _read_header(stream, source)
+                    _check_size(header, header.shape[0] if header.shape else 1, budget, source)
+                    array = np.lib.format.read_array(stream, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise InputError(f"{path.name} is a corrupt .npz file ({source}: {_first_line(exc)})") from exc
+            return array[:limit] if limit is not None and array.ndim else array
+
+        main = read(main_name, samples)
+        extras = {name: read(name, None) for name in extra_inputs if name in names}
     return main, extras
+
+
+def _load_array_file(
+    path: Path, input_name: str, extra_inputs: list[str], samples: int | None, budget: MemoryBudget
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Read a .npy or .npz by its content (never by its name), refusing pickles and oversize data."""
+    with path.open("rb") as stream:
+        start = stream.read(6)
+    if start.startswith(_NPY_MAGIC):
+        return _read_npy(path, samples, budget), {}
+    if start[:4] in _ZIP_MAGICS:
+        return _read_npz(path, input_name, extra_inputs, samples, budget)
+    if start[:1] == b"\x80":
+        raise InputError(f"{path.name} is a Python pickle; fimaudit never unpickles data (save arrays with numpy.save)")
+    raise InputError(f"{path.name} is not a readable .npy/.npz file (no numpy or zip header)")
 
 
 def _shape_text(shape: list) -> str:
@@ -82,9 +158,14 @@ def _check_shape(array: np.ndarray, selection: Selection, source: str) -> None:
         )
 
 
-def _check_values(array: np.ndarray, source: str) -> np.ndarray:
+def _expected(selection: Selection) -> str:
+    sample = ", ".join("?" if not isinstance(d, int) else str(d) for d in selection.sample_shape)
+    return f"input {selection.input_name!r} expects {selection.input_dtype} [N, {sample}]"
+
+
+def _check_values(array: np.ndarray, source: str, expected: str = "numeric data is required") -> np.ndarray:
     if array.dtype == object or array.dtype.kind not in "biuf":
-        raise InputError(f"{source} has dtype {array.dtype}; numeric data is required")
+        raise InputError(f"{source} has dtype {array.dtype}; {expected} (real numbers)")
     if array.dtype.kind == "f":
         bad = ~np.isfinite(array)
         if bad.any():
@@ -99,8 +180,15 @@ def load_data(
     samples: int | None = None,
     seed: int = 0,
     max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
+    budget: MemoryBudget | None = None,
 ) -> AuditData:
-    """Load ``path`` or synthesise inputs; at most ``samples`` rows, in the input's dtype."""
+    """Load ``path`` or synthesise inputs; at most ``samples`` rows, in the input's dtype.
+
+    Sizes are checked against ``budget`` (default: ``max_bytes``) from declared shapes and file
+    headers, before anything is allocated or read.
+    """
+    if budget is None:
+        budget = MemoryBudget(max_bytes, f"the input limit is {format_size(max_bytes)} (set --max-memory)")
     dtype = np.dtype(selection.input_dtype)
     if path is None:
         count = samples or DEFAULT_SYNTHETIC_SAMPLES
@@ -110,12 +198,12 @@ def load_data(
                 f"input {selection.input_name!r} has shape {_shape_text(selection.input_shape)} with "
                 "unknown sizes; synthetic data needs fixed sizes, pass --data"
             )
-        need = count * int(np.prod(shape)) * dtype.itemsize
-        if need > max_bytes:
-            raise InputError(
-                f"synthesising {count} samples of shape {_shape_text(shape)} would need {need / 2**30:.1f} GiB; "
-                "use --samples or --data"
-            )
+        # standard_normal draws float64 before the cast: both are alive for a moment.
+        need = count * int(np.prod(shape, dtype=np.int64)) * (8 + dtype.itemsize)
+        check_fits(
+            f"synthesising {count} sample{'s' if count != 1 else ''} of shape {_shape_text(shape)}",
+            need, budget, "use --samples, --data or a smaller input",
+        )
         rng = np.random.default_rng(seed)
         inputs = rng.standard_normal((count, *shape)).astype(dtype)
         return AuditData(inputs=inputs, source=f"synthetic N(0,1), seed {seed}", synthetic=True, extra_feeds={})
@@ -124,17 +212,20 @@ def load_data(
     if not data_path.is_file():
         raise InputError(f"data file not found: {data_path}")
     source = data_path.name
-    array, extras = _load_array_file(data_path, selection.input_name, selection.extra_inputs)
+    array, extras = _load_array_file(data_path, selection.input_name, selection.extra_inputs, samples, budget)
     if array.ndim == 0:
         raise InputError(f"{source} holds a scalar; expected samples along the first axis")
-    if samples is not None:
-        array = array[:samples]
     if array.shape[0] == 0:
         raise InputError(f"{source} holds no samples")
     _check_shape(array, selection, source)
-    _check_values(array, source)
+    _check_values(array, source, _expected(selection))
     if array.dtype != dtype:
         logger.info("casting %s from %s to the model's %s", source, array.dtype, dtype)
+        array = array.astype(dtype)
+        if dtype.kind == "f" and not np.isfinite(array).all():
+            raise InputError(f"{source} has values beyond the range of {dtype} (the model's input type)")
+    for name, value in extras.items():
+        _check_values(value, f"{source}[{name!r}]")
     missing = [name for name in selection.extra_inputs if name not in extras]
     if missing:
         raise InputError(
