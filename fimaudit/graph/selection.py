@@ -80,21 +80,66 @@ def _choose_input(model: onnx.ModelProto, requested: str | None) -> tuple[onnx.V
         chosen = matches[0]
         if not is_float_tensor(chosen):
             raise InputError(
-                f"input {requested!r} is {type_description(chosen)}, not a float tensor: "
-                "it cannot be differentiated"
+                f"input {requested!r} is {type_description(chosen)}, not a float tensor: it is not "
+                f"differentiable{_integer_input_note(model, chosen.name)}"
             )
     else:
         floats = [value for value in inputs if is_float_tensor(value)]
         if not floats:
-            described = ", ".join(f"{v.name} {type_description(v)}" for v in inputs) or "none"
+            described = "; ".join(
+                f"{v.name} {type_description(v)}{_integer_input_note(model, v.name)}" for v in inputs
+            ) or "none"
             raise ModelError(
-                f"the model has no float input to differentiate (inputs: {described}); "
-                "integer inputs such as token ids are not differentiable"
+                f"the model has no float input to differentiate (inputs: {described}); integer "
+                "inputs such as token ids are not differentiable"
             )
         # The largest float input is the data; small ones are usually masks or scalars.
         chosen = max(floats, key=lambda v: np.prod([d if isinstance(d, int) else 1 << 20 for d in value_shape(v) or [1]]))
     extra = [name for name in names if name != chosen.name]
     return chosen, extra
+
+
+def _integer_input_note(model: onnx.ModelProto, name: str) -> str:
+    """', it indexes the embedding Gather 'embed' (table 'emb.weight')' when ``name`` feeds one.
+
+    Token ids reach the network through an embedding lookup; the embedding's output is the first
+    float tensor, and naming it tells the user what a differentiable audit would start from.
+    """
+    passthrough = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
+    frontier, seen = [name], set()
+    while frontier:
+        current = frontier.pop()
+        seen.add(current)
+        for node in model.graph.node:
+            if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == current:
+                return f", it indexes the embedding Gather {node.name or node.output[0]!r} (table {node.input[0]!r})"
+            if node.op_type in passthrough and node.input and node.input[0] == current:
+                frontier.extend(out for out in node.output if out and out not in seen)
+    return ""
+
+
+QUANTIZING_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
+QUANTIZED_OPS = QUANTIZING_OPS | {
+    "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearSoftmax", "QGemm",
+}
+
+
+def quantized_nodes_on_path(model: onnx.ModelProto, input_name: str) -> list[onnx.NodeProto]:
+    """Quantized nodes computing on values derived from ``input_name`` (not on stored weights).
+
+    Such a model rounds its activations to integers: its outputs are piecewise constant in the
+    input, so it has no gradient, and finite differences see the quantizer's steps.
+    """
+    derived = {input_name}
+    found: list[onnx.NodeProto] = []
+    for node in model.graph.node:
+        if any(name in derived for name in node.input) or subgraph_inputs(node) & derived:
+            derived.update(out for out in node.output if out)
+            if node.op_type in QUANTIZED_OPS:
+                found.append(node)
+    return found
 
 
 def _choose_output(model: onnx.ModelProto, requested: str | None) -> onnx.ValueInfoProto:
