@@ -46,6 +46,10 @@ JVP rule (forward mode, the twin)::
   tangent input, else ``None`` (integer outputs such as TopK indices). Trailing ``None`` may be
   omitted.
 
+Unary elementwise ops may instead register the pointwise derivative once:
+``@pointwise_rule("Tanh")`` on ``def tanh_derivative(ctx, node) -> str`` (the name of a forward
+tensor holding f'(x)); both the VJP and the JVP are then the product with it.
+
 Markers
 -------
 - ``zero_gradient("Shape", "Floor", ...)``: the op's outputs never carry a gradient (shape
@@ -119,6 +123,35 @@ def jvp_rule(op_type: str, domain: str = "") -> Callable[[Rule], Rule]:
         _check_free(key, _JVP, "a JVP rule")
         _JVP[key] = function
         return function
+
+    return register
+
+
+Derivative = Callable[["RuleContext", onnx.NodeProto], str]
+
+
+def pointwise_rule(op_type: str, domain: str = "") -> Callable[[Derivative], Derivative]:
+    """Register both rules of a unary elementwise op y = f(x) from its pointwise derivative.
+
+    The decorated function returns the name of a *forward* tensor holding f'(x) (shape of x);
+    the VJP is ``g * f'(x)`` and the JVP ``t * f'(x)`` (the derivative is diagonal, so the
+    two rules are the same product). Use it for the op's first input only.
+    """
+
+    def register(derivative: Derivative) -> Derivative:
+        def vjp(ctx: "RuleContext", node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+            return [ctx.emit("Mul", [grads[0], derivative(ctx, node)])]
+
+        def jvp(ctx: "RuleContext", node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+            return [ctx.emit("Mul", [tangents[0], derivative(ctx, node)])]
+
+        for rule, kind in ((vjp, "vjp"), (jvp, "jvp")):
+            rule.__name__ = rule.__qualname__ = f"{derivative.__name__}_{kind}"
+            rule.__doc__ = f"{op_type}: the gradient times the pointwise derivative ({derivative.__name__})."
+            rule.__module__ = derivative.__module__
+        vjp_rule(op_type, domain)(vjp)
+        jvp_rule(op_type, domain)(jvp)
+        return derivative
 
     return register
 

@@ -1,7 +1,7 @@
 """Every gradient rule against the adjoint identity, finite differences and ONNX Runtime.
 
 ONE table (collected from tests/autodiff/cases_*.py, format in opcases.py) drives ONE test. Per case:
-1. float64, onnx.reference.ReferenceEvaluator running the generated VJP and JVP models:
+1. float64, onnx.reference.ReferenceEvaluator (a few ops corrected: reference_ops.py) running the generated VJP and JVP models:
    the adjoint identity <u, VJP(v-side)> = <JVP(v), u> to 1e-9, and the JVP against central
    finite differences of the forward model (h = 1e-6 relative; case tolerance ``fd_rtol``).
 2. float32, ONNX Runtime running the float32 variant: VJP and JVP equal the float64 reference
@@ -23,6 +23,7 @@ from onnx.reference import ReferenceEvaluator
 from fimaudit.autodiff import registry
 from fimaudit.autodiff.build import COTANGENT, TANGENT, build_jvp_model, build_vjp_model
 from tests.autodiff.opcases import OpCase
+from tests.autodiff.reference_ops import EXACT_OPS
 
 LEAD = 3  # M: cotangents/tangents per run
 
@@ -43,6 +44,11 @@ def _relative(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-12))
 
 
+def _reference(model) -> ReferenceEvaluator:
+    """onnx's float64 evaluator, with exact Erf and opset-faithful Softmax (reference_ops.py)."""
+    return ReferenceEvaluator(model, new_ops=EXACT_OPS)
+
+
 def _ort(model):
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -55,14 +61,14 @@ def test_rule(case: OpCase) -> None:
     rng = np.random.default_rng(abs(hash(case.id)) % (1 << 32))
     model64 = case.build(np.float64)
     x = case.sample(rng, case.x_shape).astype(np.float64)
-    forward = ReferenceEvaluator(model64)
+    forward = _reference(model64)
     (y,) = forward.run(None, {"x": x})
     u = rng.normal(size=(LEAD, *y.shape))
     v = rng.normal(size=(LEAD, *x.shape))
 
     vjp64, jvp64 = build_vjp_model(model64, "x", "y"), build_jvp_model(model64, "x", "y")
-    y_vjp, pulled = ReferenceEvaluator(vjp64).run(None, {"x": x, COTANGENT: u})
-    y_jvp, pushed = ReferenceEvaluator(jvp64).run(None, {"x": x, TANGENT: v})
+    y_vjp, pulled = _reference(vjp64).run(None, {"x": x, COTANGENT: u})
+    y_jvp, pushed = _reference(jvp64).run(None, {"x": x, TANGENT: v})
     assert pulled.shape == (LEAD, *x.shape) and pushed.shape == (LEAD, *y.shape)
     np.testing.assert_allclose(y_vjp, y, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(y_jvp, y, rtol=1e-12, atol=1e-12)

@@ -6,3 +6,4 @@ functions (contract in ``fimaudit/autodiff/registry.py``) and add one import lin
 
 from fimaudit.autodiff.rules import elementwise  # noqa: F401
 from fimaudit.autodiff.rules import markers  # noqa: F401
+from fimaudit.autodiff.rules import activations  # noqa: F401
