@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 import fimaudit
 from fimaudit.data import AuditData, load_data
-from fimaudit.errors import InputError
+from fimaudit.errors import InputError, NotDifferentiableError
 from fimaudit.finite_differences import FiniteDifferenceJacobian
 from fimaudit.fisher.covariance import softmax
 from fimaudit.fisher.problem import SampleProblem
@@ -28,21 +28,26 @@ from fimaudit.fisher.result import SpectralResult
 from fimaudit.graph.batching import try_relax_batch
 from fimaudit.graph.describe import ModelDescription, describe_model
 from fimaudit.graph.loader import LoadedModel, load_model
+from fimaudit.graph.subnormal import find_subnormals, flush_subnormals
 from fimaudit.graph.selection import (
     LOGITS,
     Selection,
     as_log_probabilities,
     build_logits_model,
     looks_like_probabilities,
+    quantized_nodes_on_path,
     select_input_output,
 )
 from fimaudit.jacobian import InputJacobian
+from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, plan_memory
 from fimaudit.runtime import ModelRunner
 
 logger = logging.getLogger(__name__)
 
 STATISTICS = ("max", "p95", "mean", "median")
 GRADIENT_SOURCES = ("auto", "graph", "fd")
+# Rows of perturbed inputs per model evaluation when memory allows (finite differences' default).
+DEFAULT_BATCH_ROWS = 512
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -63,6 +68,8 @@ class AuditConfig:
     threshold: float | None = None
     statistic: str = "max"
     providers: list[str] | None = None
+    max_memory: int | None = None
+    flush_subnormals: bool = False
 
 
 @dataclass
@@ -183,12 +190,26 @@ def prepare_model(
     return PreparedModel(taken.loaded, taken.description, selection, logits_model, runner, num_classes)
 
 
-def make_jacobian(prepared: PreparedModel, requested: str) -> tuple[InputJacobian, str, str]:
-    """The gradient source for ``--gradients``; returns (source, name used, why)."""
+def make_jacobian(
+    prepared: PreparedModel, requested: str, chunk_rows: int | None = None
+) -> tuple[InputJacobian, str, str]:
+    """The gradient source for ``--gradients``; returns (source, name used, why).
+
+    ``chunk_rows`` bounds the rows of perturbed inputs built at once (the memory plan's batch).
+    """
     if requested not in GRADIENT_SOURCES:
         raise InputError(f"unknown gradient source {requested!r}; choose from {', '.join(GRADIENT_SOURCES)}")
     sample_shape = tuple(int(d) for d in prepared.selection.sample_shape)
-    fd = FiniteDifferenceJacobian(prepared.runner, sample_shape, prepared.num_classes)
+    extra = {"chunk_rows": chunk_rows} if chunk_rows else {}
+    fd = FiniteDifferenceJacobian(prepared.runner, sample_shape, prepared.num_classes, **extra)
+    quantized = quantized_nodes_on_path(prepared.logits_model, prepared.selection.input_name)
+    if quantized:
+        named = ", ".join(f"{node.op_type} {node.name or node.output[0]!r}" for node in quantized[:3])
+        why = f"the model is quantized ({named}): its integer arithmetic has no gradient"
+        if requested == "graph":
+            raise NotDifferentiableError(f"{why}; use --gradients fd (finite differences)", [n.op_type for n in quantized])
+        logger.warning("%s; finite differences measure the steps of its quantizer", why)
+        return fd, "fd", f"finite differences ({why})"
     if requested == "fd":
         return fd, "fd", "finite differences requested"
     from fimaudit.autodiff.source import graph_jacobian_or_reason  # gradient graphs (issue 3)
@@ -227,18 +248,48 @@ def decide(summary: dict[str, float], threshold: float | None, statistic: str) -
     return Verdict(threshold, statistic, value, passed, reason)
 
 
+def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> None:
+    """Warn about subnormal weights (slow on CPUs); flush them to zero when asked."""
+    if flush:
+        flush_subnormals(model)
+        return
+    found = find_subnormals(model)
+    if found.count:
+        logger.warning(
+            "the model has %s subnormal weights; CPU inference may be several times slower: "
+            "--flush-subnormals sets them to zero for the audit", found.summary()
+        )
+
+
+def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget) -> MemoryPlan:
+    """Batch sizes that keep the audit within ``budget``; refuses before the long computation."""
+    itemsize = data.inputs.dtype.itemsize
+    sample_size = int(np.prod(data.inputs.shape[1:], dtype=np.int64))
+    needs = audit_needs(
+        prepared.logits_model, sample_size, itemsize, data.inputs.shape[0], prepared.num_classes,
+        min_rows=max(2, prepared.runner.fixed_batch or 1),
+    )
+    return plan_memory(needs, budget, preferred_rows=DEFAULT_BATCH_ROWS)
+
+
 def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditResult:
     """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict."""
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if config.budget is not None and config.budget <= 0:
         raise InputError(f"--budget must be a positive number of evaluations, got {config.budget}")
+    if config.threshold is not None and not np.isfinite(config.threshold):
+        raise InputError(f"--fail-above must be a finite number, got {config.threshold}")
     estimate = get_estimator(config.method)
+    memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
     taken = intake(config.model_path, config.input_name, config.output_name)
-    data = load_data(config.data_path, taken.selection, config.samples, config.seed)
+    _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
+    data = load_data(config.data_path, taken.selection, config.samples, config.seed, budget=memory)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
-    jacobian, gradients, note = make_jacobian(prepared, config.gradients)
+    plan = _plan_memory(prepared, data, memory)
+    prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
+    jacobian, gradients, note = make_jacobian(prepared, config.gradients, chunk_rows=plan.batch_rows)
     logits = jacobian.logits(data.inputs)
     rng = np.random.default_rng(config.seed)
     audits: list[SampleAudit] = []

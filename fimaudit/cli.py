@@ -24,25 +24,90 @@ EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
 
 class ErrorReportingGroup(click.Group):
-    """Turns library errors into one line and exit code 2; -v keeps the traceback."""
+    """Every failure is one line on stderr and exit code 2 (1 means an audit failed); -v keeps the traceback.
+
+    Library errors (FimauditError) carry their own message. Click's usage errors are shortened
+    to one line as well. Anything else is a bug in fimaudit or a library it calls: it still gets one
+    line and exit code 2 (a pipeline must never mistake it for a failed audit), with a hint to
+    rerun with -v for the traceback.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("fimaudit: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            command = f"{exc.ctx.command_path} " if getattr(exc, "ctx", None) else ""
+            click.echo(f"fimaudit: error: {exc.format_message()} (see '{command}--help')", err=True)
+            sys.exit(EXIT_ERROR)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
+        verbose = bool(ctx.obj and ctx.obj.get("verbose"))
         try:
             return super().invoke(ctx)
         except FimauditError as exc:
-            if ctx.obj and ctx.obj.get("verbose"):
+            if verbose:
                 raise
             click.echo(f"fimaudit: error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
         except MemoryError:
+            if verbose:
+                raise
             click.echo("fimaudit: error: out of memory; use --samples or a smaller --max-memory", err=True)
             ctx.exit(EXIT_ERROR)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if verbose:
+                raise
+            detail = " ".join(str(exc).split())[:300] or "no message"
+            click.echo(
+                f"fimaudit: error: internal error ({type(exc).__name__}: {detail}); rerun with -v for the "
+                "traceback and report it",
+                err=True,
+            )
+            ctx.exit(EXIT_ERROR)
+
+
+class _StderrHandler(logging.Handler):
+    """Log records to whatever stderr is now (a terminal, a pipe, or a test runner's capture)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(self.format(record), err=True)
+        except Exception:  # logging must never raise into the audit
+            self.handleError(record)
 
 
 def _configure_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="fimaudit: %(levelname)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("fimaudit").setLevel(level)
+    package = logging.getLogger("fimaudit")
+    package.setLevel(level)
+    if not any(isinstance(handler, _StderrHandler) for handler in package.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("fimaudit: %(levelname)s: %(message)s"))
+        package.addHandler(handler)
+
+
+class SizeType(click.ParamType):
+    """A memory size such as 512M, 2G or 1.5GiB (powers of 1024), as bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        from fimaudit.resources import parse_size
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.group(cls=ErrorReportingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,6 +183,8 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this.")
 @click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
+@click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available.")
+@click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit.")
 def audit(
     model: str,
     input_name: str | None,
@@ -132,6 +199,8 @@ def audit(
     report_path: str | None,
     threshold: float | None,
     statistic: str,
+    max_memory: int | None,
+    flush_subnormals: bool,
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
@@ -153,6 +222,8 @@ def audit(
         output_name=output_name,
         threshold=threshold,
         statistic=statistic,
+        max_memory=max_memory,
+        flush_subnormals=flush_subnormals,
     )
     update, finish = progress_reporter("auditing samples")
     try:
@@ -160,10 +231,11 @@ def audit(
     finally:
         finish()
     document = build_document(result)
-    if json_path:
-        write_atomic(json_path, json_text(document))
-    if report_path:
-        write_atomic(report_path, render_report(document))
+    # Everything is rendered before anything is written: a failure leaves no file at all.
+    outputs = [(json_path, json_text(document) if json_path else ""), (report_path, render_report(document) if report_path else "")]
+    for path, text in outputs:
+        if path:
+            write_atomic(path, text)
     click.echo(summary_line(document))
     sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
 
