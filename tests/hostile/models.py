@@ -1,0 +1,162 @@
+"""Small hostile ONNX models, built in code (onnx.helper) so the corpus needs no binary files.
+
+Each builder returns a ModelProto; the corpus (corpus.py) writes them into a test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+
+
+def _model(graph: onnx.GraphProto, opsets: dict[str, int] | None = None, ir_version: int = 8) -> onnx.ModelProto:
+    imports = [helper.make_opsetid(domain, version) for domain, version in (opsets or {"": OPSET}).items()]
+    model = helper.make_model(graph, opset_imports=imports, producer_name="fimaudit-hostile")
+    model.ir_version = ir_version
+    return model
+
+
+def linear(features: int = 4, classes: int = 3, seed: int = 0, weight: np.ndarray | None = None) -> onnx.ModelProto:
+    """logits = x W: the smallest well-formed classifier (input 'x' [N, features])."""
+    if weight is None:
+        weight = np.random.default_rng(seed).standard_normal((features, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["logits"], name="fc")],
+        "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(weight.astype(np.float32), "W")],
+    )
+    return _model(graph)
+
+
+def with_external_weight(location: str, features: int = 4, classes: int = 3) -> onnx.ModelProto:
+    """``linear`` whose weight claims to live in the external file ``location``."""
+    model = linear(features, classes)
+    weight = model.graph.initializer[0]
+    weight.ClearField("raw_data")
+    weight.ClearField("float_data")
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(features * classes * 4))):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, value
+    return model
+
+
+def custom_op() -> onnx.ModelProto:
+    """A node of an unknown custom domain: valid ONNX, but no runtime has a kernel for it."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"),
+            helper.make_node("FancyActivation", ["h"], ["logits"], name="fancy", domain="com.example.secret"),
+        ],
+        "custom",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.ones((4, 3), np.float32), "W")],
+    )
+    return _model(graph, {"": OPSET, "com.example.secret": 1})
+
+
+def opset_too_new(opset: int = 99) -> onnx.ModelProto:
+    """``linear`` importing a default-domain opset no released onnx knows."""
+    model = linear()
+    model.opset_import[0].version = opset
+    return model
+
+
+def huge_input() -> onnx.ModelProto:
+    """An input declared [N, 3, 100000, 100000]: 120 GB per sample in float32."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["x"], ["m"], name="pool", axes=[2, 3], keepdims=0),
+            helper.make_node("Identity", ["m"], ["logits"], name="head"),
+        ],
+        "huge",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 100000, 100000])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+    )
+    return _model(graph)
+
+
+def wide_input(features: int = 4096, classes: int = 10) -> onnx.ModelProto:
+    """A linear classifier with a moderately wide input (for memory-budget cases)."""
+    return linear(features, classes)
+
+
+def quantized() -> onnx.ModelProto:
+    """float x -> QuantizeLinear -> QLinearMatMul (uint8) -> DequantizeLinear -> logits."""
+    rng = np.random.default_rng(0)
+    weight = rng.integers(0, 255, size=(4, 3), dtype=np.uint8)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+        numpy_helper.from_array(weight, "W_q"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "w_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "w_zero"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "y_zero"),
+    ]
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["x_q"], name="quantize"),
+            helper.make_node(
+                "QLinearMatMul",
+                ["x_q", "x_scale", "x_zero", "W_q", "w_scale", "w_zero", "y_scale", "y_zero"],
+                ["y_q"],
+                name="qmatmul",
+            ),
+            helper.make_node("DequantizeLinear", ["y_q", "y_scale", "y_zero"], ["logits"], name="dequantize"),
+        ],
+        "quantized",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
+    return _model(graph)
+
+
+def token_ids() -> onnx.ModelProto:
+    """int64 token ids -> embedding Gather -> mean -> linear head: a text classifier."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["embedding.weight", "input_ids"], ["embedded"], name="token_embedding", axis=0),
+            helper.make_node("ReduceMean", ["embedded"], ["pooled"], name="pool", axes=[1], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "W"], ["logits"], name="head"),
+        ],
+        "text",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [
+            numpy_helper.from_array(rng.standard_normal((100, 16)).astype(np.float32), "embedding.weight"),
+            numpy_helper.from_array(rng.standard_normal((16, 2)).astype(np.float32), "W"),
+        ],
+    )
+    return _model(graph)
+
+
+def subnormal_weights(features: int = 4, classes: int = 3) -> onnx.ModelProto:
+    """``linear`` whose weight holds subnormal float32 values next to normal ones."""
+    weight = np.random.default_rng(0).standard_normal((features, classes)).astype(np.float32)
+    weight[0, :] = np.float32(1e-40)
+    return linear(features, classes, weight=weight)
+
+
+def zipmap_model() -> onnx.ModelProto:
+    """A tiny sklearn LogisticRegression converted by skl2onnx with its default ZipMap output."""
+    import warnings
+
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((30, 4)).astype(np.float32)
+    labels = (features[:, 0] > 0).astype(np.int64) + (features[:, 1] > 0).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        classifier = LogisticRegression(max_iter=200).fit(features, labels)
+        return to_onnx(classifier, features[:1], target_opset={"": 17, "ai.onnx.ml": 3})
