@@ -256,8 +256,8 @@ def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> None:
     found = find_subnormals(model)
     if found.count:
         logger.warning(
-            "the model has %s subnormal weights; CPU inference may be several times slower: "
-            "--flush-subnormals sets them to zero for the audit", found.summary()
+            "subnormal weights: %s; CPU inference may be several times slower "
+            "(--flush-subnormals sets them to zero for the audit)", found.summary()
         )
 
 

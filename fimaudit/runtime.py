@@ -22,6 +22,11 @@ from fimaudit.graph.loader import lowest_ir_version_for
 logger = logging.getLogger(__name__)
 
 _IR_TOO_NEW = re.compile(r"max supported IR version: (\d+)", re.IGNORECASE)
+_OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.DOTALL)
+# ORT prefixes messages with its status code and, for some, a C++ source location and signature.
+_ORT_STATUS = re.compile(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ")
+_ORT_SOURCE = re.compile(r"/onnxruntime_src/\S+:\d+ [^\n]*?\) (?=\S)")
+_MAX_REASON = 300
 
 
 def available_providers() -> list[str]:
@@ -53,6 +58,13 @@ def create_session(
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers), model
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         message = str(exc)
+        opset = _OPSET_TOO_NEW.search(message)
+        if opset:
+            raise ModelError(
+                f"the model imports opset {opset.group(1)} of {opset.group(2)}, but ONNX Runtime "
+                f"{ort.__version__} supports up to opset {opset.group(3)}; upgrade onnxruntime or "
+                "re-export the model with an older opset"
+            ) from exc
         match = _IR_TOO_NEW.search(message)
         if not match:
             raise ModelError(f"ONNX Runtime cannot load the model: {_first_line(message)}") from exc
@@ -77,8 +89,12 @@ def create_session(
 
 
 def _first_line(message: str) -> str:
+    """ORT's reason on one line, without its status prefix and C++ source location, capped."""
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    return lines[0] if lines else "unknown error"
+    if not lines:
+        return "unknown error"
+    reason = _ORT_SOURCE.sub("", _ORT_STATUS.sub("", lines[0]))
+    return reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 3] + "..."
 
 
 @dataclass

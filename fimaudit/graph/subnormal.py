@@ -33,11 +33,11 @@ class SubnormalReport:
     tensors: list[tuple[str, int]] = field(default_factory=list)
 
     def summary(self, limit: int = 3) -> str:
-        """'12 of 2,410 weights in 2 tensors (fc.weight 10, fc.bias 2)'."""
-        named = ", ".join(f"{name} {count}" for name, count in self.tensors[:limit])
-        more = f", ... {len(self.tensors) - limit} more" if len(self.tensors) > limit else ""
+        """'12 of 2,410 weights, in 2 tensors (fc.weight: 10, fc.bias: 2)'."""
+        named = ", ".join(f"{name}: {count:,}" for name, count in self.tensors[:limit])
+        more = f", {len(self.tensors) - limit} more" if len(self.tensors) > limit else ""
         plural = "s" if len(self.tensors) != 1 else ""
-        return f"{self.count:,} of {self.total:,} weights in {len(self.tensors)} tensor{plural} ({named}{more})"
+        return f"{self.count:,} of {self.total:,} weights, in {len(self.tensors)} tensor{plural} ({named}{more})"
 
 
 def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
