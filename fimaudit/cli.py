@@ -181,7 +181,8 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data and randomised estimators.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
-@click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this.")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a one-paragraph Markdown summary here (for pull-request comments).")
+@click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).")
 @click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
 @click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available.")
 @click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit.")
@@ -197,6 +198,7 @@ def audit(
     seed: int,
     json_path: str | None,
     report_path: str | None,
+    summary_path: str | None,
     threshold: float | None,
     statistic: str,
     max_memory: int | None,
@@ -204,11 +206,10 @@ def audit(
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
-    from fimaudit.report.document import build_document
-    from fimaudit.report.render import render_report
-    from fimaudit.report.writing import check_writable, json_text, write_atomic
+    from fimaudit.report.outputs import write_audit_outputs
+    from fimaudit.report.writing import check_writable
 
-    for path in (json_path, report_path):
+    for path in (json_path, report_path, summary_path):
         check_writable(path)
     config = AuditConfig(
         model_path=model,
@@ -230,20 +231,68 @@ def audit(
         result = run_audit(config, progress=update)
     finally:
         finish()
-    document = build_document(result)
     # Everything is rendered before anything is written: a failure leaves no file at all.
-    outputs = [(json_path, json_text(document) if json_path else ""), (report_path, render_report(document) if report_path else "")]
-    for path, text in outputs:
-        if path:
-            write_atomic(path, text)
+    document = write_audit_outputs(result, json_path, report_path, summary_path)
     click.echo(summary_line(document))
-    sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
+    # The document's verdict is three-way: an inconclusive audit does not pass the gate.
+    sys.exit(EXIT_PASSED if document["verdict"]["passed"] else EXIT_FAILED)
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True))
+@click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples, the same for every model. Default: synthetic N(0,1) inputs.")
+@click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
+@click.option("--method", type=click.Choice(estimator_names()), default="exact", show_default=True, help="Estimator of lambda_max.")
+@click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="fd", show_default=True, help="Gradient source (see audit --help).")
+@click.option("--budget", type=click.IntRange(min=1), help="Model evaluations per sample for budgeted estimators.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic data and randomised estimators.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison JSON here.")
+@click.option("--statistic", type=click.Choice(["median", "p95", "mean", "max"]), default="median", show_default=True, help="Statistic the models are ranked by.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="Relative tolerance for 'the same network gives the same numbers'.")
+def compare(
+    models: tuple[str, ...],
+    data_path: str | None,
+    samples: int | None,
+    method: str,
+    gradients: str,
+    budget: int | None,
+    seed: int,
+    report_path: str | None,
+    json_path: str | None,
+    statistic: str,
+    rtol: float,
+) -> None:
+    """Audit several MODELS on the same data and compare them side by side.
+
+    Exit 0 when models of the same network agree, 1 when they do not or a model could not be
+    audited, 2 on usage or input errors.
+    """
+    from fimaudit.audit import AuditConfig
+    from fimaudit.compare_audit import run_comparison
+    from fimaudit.report.outputs import write_comparison_outputs
+    from fimaudit.report.writing import check_writable
+
+    for path in (json_path, report_path):
+        check_writable(path)
+    config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
+                         gradients=gradients, seed=seed, budget=budget)
+    update, finish = progress_reporter("auditing models")
+    try:
+        comparison = run_comparison(models, config, progress=update)
+    finally:
+        finish()
+    document = write_comparison_outputs(comparison, json_path, report_path, rtol=rtol, statistic=statistic)
+    for rank in document["ranking"]["by_measured"]:
+        click.echo(f"{rank['rank']}. {rank['model']}: {statistic} lambda_max {rank['value']:.4g}")
+    click.echo(document["consistency"]["reason"])
+    sys.exit(EXIT_PASSED if document["consistency"]["consistent"] else EXIT_FAILED)
 
 
 def summary_line(document: dict[str, Any]) -> str:
     summary = document["summary"]
     verdict = document["verdict"]
-    status = "no threshold" if verdict["threshold"] is None else ("PASS" if verdict["passed"] else "FAIL")
+    status = {"no_threshold": "no threshold"}.get(verdict.get("status", ""), verdict.get("status", "").upper())
     return (
         f"{document['model']['path']}: {summary['count']} samples, lambda_max "
         f"median {summary['median']:.4g}, p95 {summary['p95']:.4g}, max {summary['max']:.4g} "

@@ -28,7 +28,9 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 def plain(value: Any) -> Any:
-    """Dataclasses to dicts, so results other stages attach serialise as JSON objects."""
+    """Results other stages attach, as JSON objects: their ``to_dict()``, else dataclass fields."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from fimaudit.report.images import Picture
 from fimaudit.report.view import build_view
 
 
@@ -36,6 +37,18 @@ def environment() -> jinja2.Environment:
     )
 
 
-def render_report(document: dict[str, Any]) -> str:
-    """The self-contained HTML report of one audit."""
-    return environment().get_template("report.html.j2").render(view=build_view(document))
+def render_report(document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "") -> str:
+    """The self-contained HTML report of one audit.
+
+    ``pictures`` (sample and eigenvector images, keyed by sample index) travel beside the document
+    because pixel arrays do not belong in the JSON.
+    """
+    view = build_view(document, pictures, pictures_note)
+    return environment().get_template("report.html.j2").render(view=view)
+
+
+def render_comparison(document: dict[str, Any]) -> str:
+    """The self-contained HTML report of ``fimaudit compare``."""
+    from fimaudit.report.compare_report import build_comparison_view
+
+    return environment().get_template("compare.html.j2").render(view=build_comparison_view(document))

@@ -1,115 +1,354 @@
 """The prepared view of a report: every number formatted and every chart laid out in Python.
 
 Templates only place what is here (they do no arithmetic), so what a reviewer reads is exactly
-what the JSON says, formatted once.
+what the JSON says, formatted once. Sections written by other stages (architecture, bound,
+per-layer contributions, dataset breakdown, gradient check) are shown when the document holds
+them and say "not computed" when it does not: a missing section is never silently left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from fimaudit.report.charts import Chart, histogram, sample_chart
+from fimaudit.report.checks import NOT_APPLICABLE, NOT_COMPUTED, PASSED, bound_value
+from fimaudit.report.formatting import MISSING, file_name, fmt, humanise, present, shape_text, table_from_records
+from fimaudit.report.images import Picture
+from fimaudit.report.verdict import FAIL, INCONCLUSIVE, NO_THRESHOLD, PASS
 
+NOT_COMPUTED_TEXT = "not computed"
+TOP_SAMPLES = 10
+PICTURED_SAMPLES = 6
 
-def fmt(value: float | None, digits: int = 4) -> str:
-    """A number as a reviewer reads it: 4 significant digits, '—' for missing."""
-    if value is None:
-        return "—"
-    return f"{value:.{digits}g}"
+VERDICT_HEADLINES = {PASS: "PASS", FAIL: "FAIL", INCONCLUSIVE: "INCONCLUSIVE", NO_THRESHOLD: "NO THRESHOLD"}
+CHECK_LABELS = {PASSED: "passed", "failed": "FAILED", NOT_COMPUTED: "not computed", NOT_APPLICABLE: "not applicable"}
+# Metadata keys that usually describe how inputs must be prepared.
+PREPROCESSING_WORDS = ("mean", "std", "norm", "scale", "preprocess", "resize", "crop", "layout", "range", "channel")
 
 
 @dataclass
-class Bar:
-    x: float
-    y: float
-    width: float
-    height: float
+class Row:
     label: str
-    count: int
+    value: str
+    code: bool = False
 
 
 @dataclass
-class Histogram:
-    """An SVG histogram laid out in a width x height box."""
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
 
+
+@dataclass
+class VerdictView:
+    status: str
+    headline: str
+    reason: str
+    rows: list[Row]
+
+
+@dataclass
+class CheckView:
+    title: str
+    status: str
+    label: str
+    detail: str
+
+
+@dataclass
+class PictureView:
+    index: int
+    caption: str
+    sample_uri: str
+    eigenvector_uri: str | None
     width: int
     height: int
-    bars: list[Bar]
-    axis_labels: list[tuple[float, str]]
+    note: str
+
+
+@dataclass
+class Section:
+    """A section other stages fill: its rows and tables, or why it is empty."""
+
+    rows: list[Row] = field(default_factory=list)
+    tables: list[Table] = field(default_factory=list)
+    missing: str = ""
+
+
+@dataclass
+class ReportView:
     title: str
+    file_name: str
+    created_at: str
+    tool_version: str
+    verdict: VerdictView
+    identity: list[Row]
+    metadata: list[Row]
+    doc_string: str
+    preprocessing: list[str]
+    environment: list[Row]
+    method: list[Row]
+    summary: list[Row]
+    histogram: Chart
+    per_class: Section
+    dataset: Section
+    top_samples: Table
+    pictures: list[PictureView]
+    pictures_note: str
+    bound_chart: Chart
+    bound: Section
+    layers: Section
+    architecture: Section
+    checks: list[CheckView]
+    limitations: list[str]
 
 
-def histogram(values: list[float], title: str, bins: int = 20, width: int = 560, height: int = 180) -> Histogram:
-    """Bin ``values`` on a log10 axis when they span decades (lambda_max usually does)."""
-    data = np.asarray(values, dtype=np.float64)
-    positive = data[data > 0]
-    use_log = positive.size == data.size and data.size > 0 and positive.max() / positive.min() > 100
-    transformed = np.log10(positive) if use_log else data
-    if transformed.size == 0:
-        return Histogram(width, height, [], [], title)
-    low, high = float(transformed.min()), float(transformed.max())
-    if high == low:
-        low, high = low - 0.5, high + 0.5
-    counts, edges = np.histogram(transformed, bins=bins, range=(low, high))
-    plot_height = height - 30
-    bar_width = width / bins
-    tallest = max(int(counts.max()), 1)
-    bars = []
-    for i, count in enumerate(counts):
-        left, right = edges[i], edges[i + 1]
-        label_left = 10**left if use_log else left
-        label_right = 10**right if use_log else right
-        bar_height = plot_height * int(count) / tallest
-        bars.append(
-            Bar(
-                x=round(i * bar_width, 2),
-                y=round(plot_height - bar_height, 2),
-                width=round(bar_width - 1, 2),
-                height=round(bar_height, 2),
-                label=f"{fmt(label_left, 3)} – {fmt(label_right, 3)}: {int(count)}",
-                count=int(count),
-            )
-        )
-    ticks = [0, bins // 2, bins]
-    axis = [(round(t * bar_width, 2), fmt(10 ** edges[t] if use_log else edges[t], 3)) for t in ticks]
-    scale = " (log scale)" if use_log else ""
-    return Histogram(width, height, bars, axis, title + scale)
+def most_sensitive(samples: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
+    """The ``count`` samples with the largest lambda_max, largest first (ties by index)."""
+    return sorted(samples, key=lambda s: (-float(s["lambda_max"]), s["index"]))[:count]
 
 
-def build_view(document: dict[str, Any], top: int = 10) -> dict[str, Any]:
-    """Everything the HTML template shows, from the JSON document."""
-    samples = document["samples"]
-    ranked = sorted(samples, key=lambda s: s["lambda_max"], reverse=True)[:top]
+def most_sensitive_indices(document: dict[str, Any], count: int = PICTURED_SAMPLES) -> list[int]:
+    return [s["index"] for s in most_sensitive(document["samples"], count)]
+
+
+def verdict_view(document: dict[str, Any]) -> VerdictView:
     verdict = document["verdict"]
-    if verdict["threshold"] is None:
-        status = "no threshold"
+    status = verdict.get("status") or (NO_THRESHOLD if verdict["threshold"] is None else PASS if verdict["passed"] else FAIL)
+    interval = verdict.get("interval")
+    rows = [
+        Row("Statistic", f"{verdict['statistic']} of lambda_max over {len(document['samples'])} samples"),
+        Row("Value", fmt(verdict["value"])),
+        Row("Threshold (--fail-above)", "none" if verdict["threshold"] is None else fmt(verdict["threshold"])),
+    ]
+    if interval is not None:
+        high = "no upper limit" if interval[1] is None else fmt(interval[1])
+        rows.append(Row("Range given intervals and bounds", f"{fmt(interval[0])} to {high}"))
+    return VerdictView(status, VERDICT_HEADLINES.get(status, status.upper()), verdict["reason"], rows)
+
+
+def identity_rows(document: dict[str, Any]) -> list[Row]:
+    model = document["model"]
+    inp, out = model["input"], model["output"]
+    opsets = ", ".join(f"{domain} {version}" for domain, version in model.get("opsets", {}).items())
+    rows = [
+        Row("File", file_name(model["path"]), code=True),
+        Row("Path", model["path"], code=True),
+        Row("SHA-256", model["sha256"], code=True),
+        Row("Producer", model["producer"] or MISSING),
+        Row("Opset / IR version", f"{model['opset']} / {model.get('ir_version', MISSING)}" + (f" ({opsets})" if opsets else "")),
+        Row("Parameters", fmt(model.get("parameter_count"))),
+        Row("Input", f"{inp['name']} {shape_text(inp['shape'])} {inp['dtype']}", code=True),
+        Row("Output", f"{out['name']}: {out['kind']} ({out.get('logits', '')}; {out.get('num_classes', '?')} classes)", code=True),
+    ]
+    if model.get("file_size") is not None:
+        rows.insert(3, Row("File size", f"{model['file_size']:,} bytes"))
+    return rows
+
+
+def preprocessing_notes(document: dict[str, Any]) -> list[str]:
+    """What the audit assumed about input preparation, and what the model's metadata hints."""
+    data = document["data"]
+    stats = data.get("statistics")
+    notes = [
+        "The data is fed to the model unchanged: lambda_max is with respect to the model's input tensor. "
+        "fimaudit applies no normalisation, resizing or layout change of its own."
+    ]
+    if stats:
+        notes.append(
+            f"Audited inputs range from {fmt(stats['min'])} to {fmt(stats['max'])} "
+            f"(mean {fmt(stats['mean'])}, std {fmt(stats['std'])}); check that this is what the model was trained on."
+        )
+    hints = [f"{key} = {value}" for key, value in document["model"].get("metadata", {}).items()
+             if any(word in key.lower() for word in PREPROCESSING_WORDS)]
+    if hints:
+        notes.append("The model's metadata mentions input preparation: " + "; ".join(hints))
     else:
-        status = "pass" if verdict["passed"] else "fail"
+        notes.append("The model's metadata states no preprocessing (no mean/std/scale/layout entries).")
+    return notes
+
+
+def environment_rows(document: dict[str, Any]) -> list[Row]:
+    environment = document["environment"]
+    rows = [Row(key, str(value)) for key, value in environment.items()]
+    rows.append(Row("seed", str(document["method"]["seed"])))
+    rows.append(Row("date", document["created_at"]))
+    return rows
+
+
+def method_rows(document: dict[str, Any]) -> list[Row]:
+    method, data = document["method"], document["data"]
+    kinds = sorted({s["kind"] for s in document["samples"]})
+    settings = method.get("gradient_settings") or {}
+    steps = "; ".join(f"{humanise(key)}: {present(value)}" for key, value in settings.items())
+    source = "synthetic N(0, 1) samples" if data.get("synthetic") else data["source"]
+    return [
+        Row("Estimator", f"{method['estimator']} (values reported as: {', '.join(kinds)})"),
+        Row("Gradient source", f"{method['gradients']}: {method.get('gradients_note', '')}"),
+        Row("Step sizes", steps or "none (no finite-difference step in this gradient source)"),
+        Row("Budget", "default (the estimator's own)" if method.get("budget") is None else f"{method['budget']} per sample"),
+        Row("Data", f"{source}: {data['count']} samples of shape {shape_text(data.get('sample_shape'))}"),
+        Row("Model evaluations", fmt(method.get("model_evaluations"))),
+        Row("Time", f"{fmt(method.get('seconds'), 3)} s"),
+    ]
+
+
+def summary_rows(document: dict[str, Any]) -> list[Row]:
     summary = document["summary"]
-    return {
-        "title": f"fimaudit report: {document['model']['path']}",
-        "status": status,
-        "verdict_reason": verdict["reason"],
-        "model": document["model"],
-        "method": document["method"],
-        "data": document["data"],
-        "environment": document["environment"],
-        "architecture_family": document["architecture"].get("family", "unknown"),
-        "created_at": document["created_at"],
-        "summary_rows": [(key, fmt(summary[key])) for key in ("count", "min", "median", "mean", "p95", "max")],
-        "histogram": histogram([s["lambda_max"] for s in samples], "Distribution of lambda_max over samples"),
-        "top_samples": [
-            {
-                "index": s["index"],
-                "lambda_max": fmt(s["lambda_max"]),
-                "kind": s["kind"],
-                "interval": "—" if s["interval"] is None else f"[{fmt(s['interval'][0])}, {fmt(s['interval'][1])}]",
-                "predicted_class": s["predicted_class"],
-                "top_prob": fmt(s["top_prob"], 6),
-                "trace": fmt(s["trace"]),
-            }
-            for s in ranked
-        ],
-        "bound": None if document["bound"] is None else fmt(document["bound"]["value"]),
-    }
+    labels = (("count", "Samples"), ("min", "Minimum"), ("median", "Median"), ("mean", "Mean"),
+              ("p95", "95th percentile"), ("max", "Maximum"), ("std", "Standard deviation"))
+    return [Row(label, fmt(summary[key])) for key, label in labels if key in summary]
+
+
+def top_samples_table(document: dict[str, Any]) -> Table:
+    ranked = most_sensitive(document["samples"], TOP_SAMPLES)
+    has_bounds = any(s.get("bound") is not None for s in document["samples"])
+    columns = ["Sample", "lambda_max", "Kind", "Interval", "Predicted class", "Top probability", "trace(F)"]
+    if has_bounds:
+        columns.append("Bound")
+    rows = []
+    for s in ranked:
+        row = [str(s["index"]), fmt(s["lambda_max"]), s["kind"], present(s.get("interval")),
+               str(s["predicted_class"]), fmt(s["top_prob"], 6), fmt(s.get("trace"))]
+        if has_bounds:
+            row.append(fmt(bound_value(s.get("bound"))))
+        rows.append(row)
+    return Table(f"The {len(ranked)} most sensitive samples", columns, rows)
+
+
+def generic_section(value: Any, missing: str) -> Section:
+    """Rows for scalar entries and one table per list of records: any JSON object, shown faithfully."""
+    if value is None or value == {} or value == []:
+        return Section(missing=missing)
+    section = Section()
+    if isinstance(value, list):
+        records = [item if isinstance(item, dict) else {"value": item} for item in value]
+        columns, rows = table_from_records(records)
+        section.tables.append(Table("", columns, rows))
+        return section
+    if not isinstance(value, dict):
+        section.rows.append(Row("Value", present(value)))
+        return section
+    for key, item in value.items():
+        if isinstance(item, list) and item and all(isinstance(entry, dict) for entry in item):
+            columns, rows = table_from_records(item)
+            section.tables.append(Table(humanise(key), columns, rows))
+        else:
+            section.rows.append(Row(humanise(key), present(item)))
+    return section
+
+
+def _split_per_class(dataset: Any) -> tuple[Any, Any]:
+    """The dataset section's per-class entry (any key naming classes), and the rest."""
+    if not isinstance(dataset, dict):
+        return None, dataset
+    keys = [key for key in dataset if "class" in key.lower()]
+    per_class = {key: dataset[key] for key in keys} or None
+    rest = {key: value for key, value in dataset.items() if key not in keys} or None
+    return per_class, rest
+
+
+def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
+    """The model-wide bound against the measured maximum, and its per-layer contributions."""
+    bound = document.get("bound")
+    if not bound:
+        missing = f"{NOT_COMPUTED_TEXT}: no analytic bound was computed for this model"
+        return Section(missing=missing), Section(missing=f"{NOT_COMPUTED_TEXT}: per-layer contributions come with the analytic bound")
+    value = bound_value(bound)
+    measured = float(document["summary"]["max"])
+    section = Section()
+    layers = Section(missing=f"{NOT_COMPUTED_TEXT}: the bound does not list per-layer contributions")
+    if value is not None:
+        section.rows.append(Row("Bound", fmt(value)))
+        section.rows.append(Row("Largest measured lambda_max", fmt(measured)))
+        if measured > 0:
+            section.rows.append(Row("Bound / measured", f"{fmt(value / measured, 3)}x"))
+    if isinstance(bound, dict):
+        for key, item in bound.items():
+            if key == "value":
+                continue
+            if isinstance(item, list) and item and all(isinstance(entry, dict) for entry in item):
+                columns, rows = table_from_records(item)
+                layers.tables.append(Table(humanise(key), columns, rows))
+                layers.missing = ""
+            else:
+                section.rows.append(Row(humanise(key), present(item)))
+    return section, layers
+
+
+def architecture_section(document: dict[str, Any]) -> Section:
+    architecture = document.get("architecture") or {}
+    if not architecture or architecture.get("family", "unknown") == "unknown" and len(architecture) == 1:
+        return Section(rows=[Row("Family", "unknown")],
+                       missing=f"{NOT_COMPUTED_TEXT}: no known architecture pattern was recognised or run")
+    return generic_section(architecture, "")
+
+
+def picture_views(document: dict[str, Any], pictures: dict[int, Picture] | None) -> list[PictureView]:
+    if not pictures:
+        return []
+    by_index = {s["index"]: s for s in document["samples"]}
+    views = []
+    for index in most_sensitive_indices(document, len(pictures)):
+        picture = pictures.get(index)
+        if picture is None:
+            continue
+        sample = by_index[index]
+        caption = (f"sample {index}: lambda_max {fmt(sample['lambda_max'])}, predicted class "
+                   f"{sample['predicted_class']} (p = {fmt(sample['top_prob'], 4)})")
+        views.append(PictureView(index, caption, picture.sample_uri, picture.eigenvector_uri,
+                                 picture.display_width, picture.display_height, picture.note))
+    return views
+
+
+def check_views(document: dict[str, Any]) -> list[CheckView]:
+    return [CheckView(c["title"], c["status"], CHECK_LABELS.get(c["status"], c["status"]), c["detail"])
+            for c in document.get("checks", [])]
+
+
+def histogram_chart(document: dict[str, Any]) -> Chart:
+    summary = document["summary"]
+    markers = [("median", summary.get("median"), "median"), ("p95", summary.get("p95"), "p95")]
+    threshold = document["verdict"]["threshold"]
+    if threshold is not None:
+        markers.append(("threshold", threshold, "threshold"))
+    return histogram([s["lambda_max"] for s in document["samples"]], markers)
+
+
+def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "") -> ReportView:
+    """Everything the HTML template shows, from the JSON document (and pictures, kept out of it)."""
+    model = document["model"]
+    per_class, rest = _split_per_class(document.get("dataset"))
+    bound, layers = bound_section(document)
+    sample_bounds = {s["index"]: v for s in document["samples"] if (v := bound_value(s.get("bound"))) is not None}
+    if not pictures and not pictures_note:
+        pictures_note = "not drawn (no pictures were passed to the report)"
+    return ReportView(
+        title=f"fimaudit report: {file_name(model['path'])}",
+        file_name=file_name(model["path"]),
+        created_at=document["created_at"],
+        tool_version=document["tool"]["version"],
+        verdict=verdict_view(document),
+        identity=identity_rows(document),
+        metadata=[Row(key, value) for key, value in model.get("metadata", {}).items()],
+        doc_string=model.get("doc_string", ""),
+        preprocessing=preprocessing_notes(document),
+        environment=environment_rows(document),
+        method=method_rows(document),
+        summary=summary_rows(document),
+        histogram=histogram_chart(document),
+        per_class=generic_section(per_class, f"{NOT_COMPUTED_TEXT}: no per-class breakdown in this audit"),
+        dataset=generic_section(rest, f"{NOT_COMPUTED_TEXT}: no dataset-level analysis in this audit"),
+        top_samples=top_samples_table(document),
+        pictures=picture_views(document, pictures),
+        pictures_note=pictures_note,
+        bound_chart=sample_chart(document["samples"], document["verdict"]["threshold"],
+                                 bound_value(document.get("bound")), sample_bounds),
+        bound=bound,
+        layers=layers,
+        architecture=architecture_section(document),
+        checks=check_views(document),
+        limitations=list(document.get("limitations", [])),
+    )

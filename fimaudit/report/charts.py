@@ -1,0 +1,325 @@
+"""Chart layouts for the HTML report: every coordinate computed here, so templates only place them.
+
+Three charts, all inline SVG:
+
+- ``histogram``: distribution of lambda_max over the samples (log axis when it spans decades),
+  with the median, p95 and the threshold marked;
+- ``sample_chart``: every sample's lambda_max sorted, with its interval where estimated, its own
+  bound where known, and the model-wide bound and threshold as lines (bound versus measured);
+- ``strip_chart``: one row per model on a shared log axis (comparison report).
+
+lambda_max spans decades across samples, so values are placed on log10 axes; zeros (possible for
+a sample whose prediction is certain) are drawn at the bottom of the axis and said to be so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from fimaudit.report.formatting import fmt
+
+
+@dataclass
+class Tick:
+    position: float
+    label: str
+
+
+@dataclass
+class Line:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    css: str
+    label: str = ""
+    label_x: float = 0.0
+    label_y: float = 0.0
+
+
+@dataclass
+class Rect:
+    x: float
+    y: float
+    width: float
+    height: float
+    title: str
+
+
+@dataclass
+class Dot:
+    cx: float
+    cy: float
+    css: str
+    title: str
+
+
+@dataclass
+class Chart:
+    """Everything an SVG chart shows, in pixels of a width x height box."""
+
+    width: int
+    height: int
+    title: str
+    left: float
+    right: float
+    top: float
+    bottom: float
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    x_label: str = ""
+    y_label: str = ""
+    rects: list[Rect] = field(default_factory=list)
+    dots: list[Dot] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    row_labels: list[Tick] = field(default_factory=list)
+    legend: list[tuple[str, str]] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def x_label_y(self) -> float:
+        return self.height - 6
+
+    @property
+    def x_center(self) -> float:
+        return _round((self.left + self.right) / 2)
+
+    @property
+    def y_center(self) -> float:
+        return _round((self.top + self.bottom) / 2)
+
+    @property
+    def plot_width(self) -> float:
+        return _round(self.right - self.left)
+
+    @property
+    def plot_height(self) -> float:
+        return _round(self.bottom - self.top)
+
+    @property
+    def x_tick_end(self) -> float:
+        return self.bottom + 4
+
+    @property
+    def row_label_x(self) -> float:
+        return self.left - 8
+
+    @property
+    def tick_label_y(self) -> float:
+        return self.bottom + 16
+
+    @property
+    def y_tick_label_x(self) -> float:
+        return self.left - 6
+
+
+def _round(value: float) -> float:
+    return round(float(value), 2)
+
+
+class LogAxis:
+    """Maps positive values to pixels between ``start`` and ``end`` on a log10 scale."""
+
+    def __init__(self, values: Sequence[float], start: float, end: float) -> None:
+        data = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+        positive = data[data > 0]
+        if positive.size == 0:
+            positive = np.array([1.0])
+        self.floor = float(positive.min())
+        self.has_zero = bool((data <= 0).any())
+        low, high = math.log10(self.floor), math.log10(float(positive.max()))
+        if high - low < 1e-9:
+            low, high = low - 0.5, high + 0.5
+        pad = 0.04 * (high - low)
+        self.low, self.high = low - pad, high + pad
+        self.start, self.end = start, end
+
+    def __call__(self, value: float) -> float:
+        clipped = max(float(value), 10**self.low)
+        fraction = (math.log10(clipped) - self.low) / (self.high - self.low)
+        fraction = min(max(fraction, 0.0), 1.0)
+        return _round(self.start + fraction * (self.end - self.start))
+
+    def contains(self, value: float) -> bool:
+        return value > 0 and self.low <= math.log10(value) <= self.high
+
+    def ticks(self) -> list[Tick]:
+        """Decades inside the range; when it spans less than two, also the ends' values."""
+        first, last = math.ceil(self.low), math.floor(self.high)
+        decades = list(range(first, last + 1))
+        if len(decades) > 8:
+            step = math.ceil(len(decades) / 6)
+            decades = decades[::step]
+        ticks = [Tick(self(10.0**k), fmt(10.0**k, 3)) for k in decades]
+        if len(ticks) < 2:
+            ticks = [Tick(self(10**v), fmt(10**v, 3)) for v in np.linspace(self.low, self.high, 4)]
+        return ticks
+
+
+def histogram(
+    values: Sequence[float],
+    markers: Sequence[tuple[str, float, str]] = (),
+    title: str = "Distribution of lambda_max over samples",
+    bins: int = 24,
+    width: int = 640,
+    height: int = 250,
+) -> Chart:
+    """Counts of samples per bin (log10 bins when the values span more than two decades).
+
+    ``markers`` are (label, value, css class) drawn as vertical lines: median, p95, threshold.
+    """
+    chart = Chart(width, height, title, left=44, right=width - 14, top=46, bottom=height - 42)
+    data = np.asarray(values, dtype=np.float64)
+    if data.size == 0:
+        chart.note = "no samples"
+        return chart
+    positive = data[data > 0]
+    use_log = positive.size == data.size and positive.max() / positive.min() > 100
+    transformed = np.log10(data) if use_log else data
+    low, high = float(transformed.min()), float(transformed.max())
+    if high == low:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(transformed, bins=bins, range=(low, high))
+    span_x = chart.right - chart.left
+    span_y = chart.bottom - chart.top
+    tallest = max(int(counts.max()), 1)
+
+    def shown(edge: float) -> float:
+        return 10**edge if use_log else edge
+
+    def x_of(raw: float) -> float:
+        t = math.log10(raw) if use_log else raw
+        return _round(chart.left + (t - low) / (high - low) * span_x)
+
+    bar_width = span_x / bins
+    for i, count in enumerate(counts):
+        bar_height = span_y * int(count) / tallest
+        chart.rects.append(
+            Rect(
+                x=_round(chart.left + i * bar_width),
+                y=_round(chart.bottom - bar_height),
+                width=_round(max(bar_width - 1, 0.5)),
+                height=_round(bar_height),
+                title=f"{fmt(shown(edges[i]), 3)} – {fmt(shown(edges[i + 1]), 3)}: {int(count)} samples",
+            )
+        )
+    chart.x_ticks = [Tick(_round(chart.left + t * span_x / 4), fmt(shown(low + t * (high - low) / 4), 3)) for t in range(5)]
+    chart.y_ticks = [Tick(_round(chart.bottom - span_y * c / tallest), str(c)) for c in sorted({0, tallest // 2, tallest})]
+    chart.x_label = "lambda_max" + (" (log scale)" if use_log else "")
+    chart.y_label = "samples"
+    for label, value, css in markers:
+        if value is None:
+            continue
+        raw_low, raw_high = shown(low), shown(high)
+        inside = raw_low <= value <= raw_high and (value > 0 or not use_log)
+        x = x_of(value) if inside else (chart.right if value > raw_high else chart.left)
+        text = f"{label} {fmt(value)}" + ("" if inside else " (off scale)")
+        # Labels of up to three markers are staggered so that close markers stay readable.
+        label_y = 12 + 12 * (len(chart.lines) % 3)
+        chart.lines.append(Line(x, chart.top, x, chart.bottom, css, text, _round(min(x + 3, chart.right - 110)), label_y))
+    return chart
+
+
+def sample_chart(
+    samples: Sequence[dict],
+    threshold: float | None,
+    model_bound: float | None,
+    sample_bounds: dict[int, float],
+    width: int = 640,
+    height: int = 260,
+) -> Chart:
+    """lambda_max of every sample sorted ascending, against bounds and the threshold."""
+    title = "lambda_max of each sample (sorted) against the analytic bound"
+    chart = Chart(width, height, title, left=54, right=width - 14, top=16, bottom=height - 42)
+    ordered = sorted(samples, key=lambda s: float(s["lambda_max"]))
+    everything: list[float] = [float(s["lambda_max"]) for s in ordered]
+    for s in ordered:
+        if s.get("interval"):
+            everything += [float(v) for v in s["interval"]]
+    everything += list(sample_bounds.values())
+    if model_bound is not None:
+        everything.append(model_bound)
+    if threshold is not None:
+        everything.append(threshold)
+    axis = LogAxis(everything, chart.bottom, chart.top)
+    count = max(len(ordered), 1)
+    step = (chart.right - chart.left) / count
+    for rank, sample in enumerate(ordered):
+        x = _round(chart.left + (rank + 0.5) * step)
+        value = float(sample["lambda_max"])
+        if sample.get("interval"):
+            low, high = sample["interval"]
+            chart.lines.append(Line(x, axis(high), x, axis(low), "interval"))
+        chart.dots.append(Dot(x, axis(value), f"measured {sample['kind']}",
+                              f"sample {sample['index']}: {fmt(value)} ({sample['kind']})"))
+        bound = sample_bounds.get(sample["index"])
+        if bound is not None:
+            chart.dots.append(Dot(x, axis(bound), "sample-bound", f"sample {sample['index']}: bound {fmt(bound)}"))
+    for label, value, css in (("bound", model_bound, "bound"), ("threshold", threshold, "threshold")):
+        if value is not None:
+            y = axis(value)
+            chart.lines.append(Line(chart.left, y, chart.right, y, css, f"{label} {fmt(value)}", chart.left + 4, _round(y - 4)))
+    chart.y_ticks = axis.ticks()
+    chart.x_label = f"samples, sorted by lambda_max ({len(ordered)})"
+    chart.y_label = "lambda_max (log)"
+    chart.legend = [("measured", "measured exact")]
+    if any(s.get("interval") for s in ordered):
+        chart.legend.append(("interval", "interval"))
+    if sample_bounds:
+        chart.legend.append(("per-sample bound", "sample-bound"))
+    if model_bound is not None:
+        chart.legend.append(("model bound", "bound"))
+    if threshold is not None:
+        chart.legend.append(("threshold", "threshold"))
+    notes = []
+    if model_bound is None and not sample_bounds:
+        notes.append("analytic bound: not computed")
+    if axis.has_zero:
+        notes.append("zeros drawn at the bottom of the axis")
+    chart.note = "; ".join(notes)
+    return chart
+
+
+@dataclass
+class StripRow:
+    label: str
+    values: list[float]
+    median: float | None
+    bound: float | None
+
+
+def strip_chart(rows: Sequence[StripRow], threshold: float | None = None, width: int = 720) -> Chart:
+    """One row per model: each sample a dot on a shared log axis, the median a bar, the bound a diamond."""
+    row_height = 34
+    height = 60 + row_height * max(len(rows), 1)
+    chart = Chart(width, height, "lambda_max per sample, by model", left=190, right=width - 16, top=14, bottom=height - 42)
+    everything = [v for row in rows for v in row.values] + [row.bound for row in rows if row.bound is not None]
+    if threshold is not None:
+        everything.append(threshold)
+    axis = LogAxis(everything, chart.left, chart.right)
+    for i, row in enumerate(rows):
+        y = _round(chart.top + row_height * (i + 0.5))
+        chart.row_labels.append(Tick(y, row.label))
+        chart.lines.append(Line(chart.left, y, chart.right, y, "row"))
+        for value in row.values:
+            chart.dots.append(Dot(axis(value), y, "measured", f"{row.label}: {fmt(value)}"))
+        if row.median is not None:
+            x = axis(row.median)
+            chart.lines.append(Line(x, _round(y - 11), x, _round(y + 11), "median", "", 0, 0))
+        if row.bound is not None:
+            chart.dots.append(Dot(axis(row.bound), y, "bound-mark", f"{row.label}: bound {fmt(row.bound)}"))
+    if threshold is not None:
+        x = axis(threshold)
+        chart.lines.append(Line(x, chart.top, x, chart.bottom, "threshold", f"threshold {fmt(threshold)}", _round(x + 3), chart.top + 10))
+    chart.x_ticks = [Tick(t.position, t.label) for t in axis.ticks()]
+    chart.x_label = "lambda_max (log scale)"
+    chart.legend = [("sample", "measured"), ("median", "median")]
+    if any(row.bound is not None for row in rows):
+        chart.legend.append(("bound", "bound-mark"))
+    else:
+        chart.note = "analytic bounds: not computed"
+    return chart
