@@ -138,19 +138,20 @@ class RuleContext:
                 self.taken_names.add(name)
                 return name
 
-    def emit(self, op_type: str, inputs: Sequence[str], domain: str = "", **attributes: object) -> str:
-        """Append one single-output node and return its output name."""
-        return self.emit_multi(op_type, inputs, 1, domain=domain, **attributes)[0]
+    def emit(self, op_type: str, inputs: Sequence[str], /, **attributes: object) -> str:
+        """Append one single-output node and return its output name.
 
-    def emit_multi(
-        self, op_type: str, inputs: Sequence[str], num_outputs: int, domain: str = "", **attributes: object
-    ) -> list[str]:
-        """Append one node with ``num_outputs`` outputs and return their names."""
-        outputs = [self.fresh(op_type.lower()) for _ in range(num_outputs)]
+        Keyword arguments are ONNX attributes (None values are dropped); positional parameters
+        are positional-only so any attribute name (``num_outputs``, ``domain``...) is free.
+        Nodes are emitted in the default ONNX domain.
+        """
+        return self.emit_multi(op_type, inputs, 1, **attributes)[0]
+
+    def emit_multi(self, op_type: str, inputs: Sequence[str], count: int, /, **attributes: object) -> list[str]:
+        """Append one node with ``count`` outputs and return their names."""
+        outputs = [self.fresh(op_type.lower()) for _ in range(count)]
         attrs = {key: value for key, value in attributes.items() if value is not None}
-        node = helper.make_node(
-            op_type, list(inputs), outputs, name=self.fresh(f"node_{op_type}"), domain=domain or None, **attrs
-        )
+        node = helper.make_node(op_type, list(inputs), outputs, name=self.fresh(f"node_{op_type}"), **attrs)
         self.nodes.append(node)
         return outputs
 
@@ -331,20 +332,25 @@ class RuleContext:
         return self.emit("Expand", [gradient, self.lead_shape(result)])
 
     # ---- the one broadcasting helper ---------------------------------------------------------
-    def unbroadcast(self, cotangent: str, operand: str, result: str) -> str:
-        """Sum a cotangent of the broadcast ``result`` ([M, *shape(result)]) down to ``operand``.
+    def unbroadcast(
+        self, cotangent: str, operand: str, result: str | None = None, *, result_shape: Sequence[Dim] | None = None
+    ) -> str:
+        """Sum a cotangent of a broadcast result ([M, *shape(result)]) down to ``operand``.
 
-        Returns a tensor of shape ``[M, *shape(operand)]``. Static shapes decide which axes to sum
-        when they can; otherwise (symbolic dims that may or may not be 1) the axes are computed
-        at run time (opset 13+, where ReduceSum takes axes as an input).
+        Returns a tensor of shape ``[M, *shape(operand)]``. Give the forward ``result`` tensor, or
+        its static ``result_shape`` when the broadcast result is not a forward tensor (MatMul's
+        batch axes). Static shapes decide which axes to sum when they can; otherwise (symbolic
+        dims that may or may not be 1) the axes are computed at run time (opset 13+).
         """
         operand_shape = self.static_shape(operand)
-        result_shape = self.static_shape(result)
+        if result_shape is None:
+            result_shape = self.static_shape(result) if result else None
         if operand_shape is None or result_shape is None:
             raise UnsupportedOpError(
-                f"cannot undo broadcasting of {operand!r} into {result!r}: shapes unknown after shape inference",
+                f"cannot undo broadcasting of {operand!r} into {result or 'its result'!r}: shapes unknown after shape inference",
                 [],
             )
+        result_shape = list(result_shape)
         rank_out, rank_in = len(result_shape), len(operand_shape)
         if operand_shape == result_shape:
             return cotangent
@@ -363,23 +369,23 @@ class RuleContext:
             else:
                 decidable = False
         if not decidable:
-            return self._unbroadcast_dynamic(cotangent, operand, result, rank_out, rank_in)
+            return self._unbroadcast_dynamic(cotangent, operand, rank_out, rank_in)
         reduced = self.reduce_sum(cotangent, axes, keepdims=True) if axes else cotangent
         if extra:
             reduced = self.squeeze(reduced, list(range(1, extra + 1)))
         return reduced
 
-    def _unbroadcast_dynamic(self, cotangent: str, operand: str, result: str, rank_out: int, rank_in: int) -> str:
+    def _unbroadcast_dynamic(self, cotangent: str, operand: str, rank_out: int, rank_in: int) -> str:
         if self.opset < AXES_AS_INPUT["ReduceSum"]:
             raise UnsupportedOpError(
-                f"cannot undo broadcasting of {operand!r} into {result!r} at opset {self.opset}: "
+                f"cannot undo broadcasting of {operand!r} at opset {self.opset}: "
                 "dimensions are not known statically",
                 [],
             )
         operand_shape = self.shape_of(operand)
         if rank_out > rank_in:
             operand_shape = self.emit("Concat", [self.ints([1] * (rank_out - rank_in)), operand_shape], axis=0)
-        differs = self.emit("Not", [self.emit("Equal", [operand_shape, self.shape_of(result)])])
+        differs = self.emit("Not", [self.emit("Equal", [operand_shape, self.shape_of(cotangent, 1)])])
         axes = self.emit("Reshape", [self.emit("NonZero", [differs]), self.ints([-1])])
         axes = self.emit("Add", [axes, self.ints([1])])
         reduced = self.emit("ReduceSum", [cotangent, axes], keepdims=1, noop_with_empty_axes=1)

@@ -3,7 +3,9 @@
 onnx 1.23's ReferenceEvaluator computes Erf (and Gelu's erf) in float32 (np.vectorize(..., otypes="f")) and
 implements Softmax/LogSoftmax of every opset with opset-13 semantics (one axis), while before
 opset 13 the input is coerced to 2-D at ``axis``. Both would make correct gradient rules fail
-a float64 comparison, so the tests run these exact versions instead.
+a float64 comparison, so the tests run these exact versions instead. Likewise its opset-9
+BatchNormalization (applies the training-mode momentum update by default) and its grouped
+ConvTranspose (fails on a reshape).
 """
 
 from __future__ import annotations
@@ -77,4 +79,63 @@ class LogSoftmax(OpRun):
         return ((shifted - np.log(np.exp(shifted).sum(axis=axes, keepdims=True))).astype(x.dtype),)
 
 
-EXACT_OPS = [Erf, Gelu, Softmax, LogSoftmax]
+class BatchNormalization(OpRun):
+    """Inference mode at every opset (onnx's opset-9 version applies the momentum update)."""
+
+    op_domain = ""
+
+    def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None):  # type: ignore[override]
+        eps = _declared(self, "epsilon")
+        eps = 1e-5 if eps is None else eps
+        shape = (-1,) + (1,) * (x.ndim - 2)
+        y = scale.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) + bias.reshape(shape)
+        return (y.astype(x.dtype),)
+
+
+class ConvTranspose(OpRun):
+    """onnx's ConvTranspose, run group by group (its grouped path fails on reshapes)."""
+
+    op_domain = ""
+
+    def _run(self, x, w, b=None, **attributes):  # type: ignore[override]
+        from onnx.reference.ops.op_conv_transpose import ConvTranspose as Original
+
+        group = _declared(self, "group") or 1
+        kwargs = {name: _declared(self, name) for name in ("auto_pad", "dilations", "kernel_shape", "output_padding", "output_shape", "pads", "strides")}
+        kwargs = {name: value for name, value in kwargs.items() if value is not None}
+        if isinstance(kwargs.get("auto_pad"), bytes):
+            kwargs["auto_pad"] = kwargs["auto_pad"].decode()
+        if "output_shape" in kwargs:  # onnx's evaluator fails here: turn it into explicit pads
+            kwargs = _pads_for_output_shape(x, w, kwargs)
+        run = Original._run
+        pieces = []
+        for part_x, part_w in zip(np.split(x, group, axis=1), np.split(w, group, axis=0)):
+            pieces.append(run(self, part_x, part_w, None, group=1, **kwargs)[0])
+        y = np.concatenate(pieces, axis=1)
+        if b is not None:
+            y = y + b.reshape((1, -1) + (1,) * (y.ndim - 2))
+        return (y.astype(x.dtype),)
+
+
+def _pads_for_output_shape(x: np.ndarray, w: np.ndarray, kwargs: dict) -> dict:
+    """The ONNX spec's split of total_padding (SAME_UPPER: extra at the end, else at the start)."""
+    rank = x.ndim - 2
+    strides = kwargs.get("strides", [1] * rank)
+    dilations = kwargs.get("dilations", [1] * rank)
+    extra = kwargs.get("output_padding", [0] * rank)
+    kernel = kwargs.get("kernel_shape", w.shape[2:])
+    begin, end = [], []
+    for i, out in enumerate(kwargs["output_shape"][-rank:]):
+        total = strides[i] * (x.shape[i + 2] - 1) + extra[i] + (kernel[i] - 1) * dilations[i] + 1 - out
+        if kwargs.get("auto_pad") == "SAME_UPPER":
+            begin.append(total // 2)
+            end.append(total - total // 2)
+        else:
+            begin.append(total - total // 2)
+            end.append(total // 2)
+    resolved = {name: value for name, value in kwargs.items() if name not in ("output_shape", "auto_pad")}
+    resolved["pads"] = begin + end
+    return resolved
+
+
+EXACT_OPS = [Erf, Gelu, Softmax, LogSoftmax, BatchNormalization, ConvTranspose]

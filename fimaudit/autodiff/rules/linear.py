@@ -1,0 +1,362 @@
+"""Gradient rules of linear layers: Conv, ConvTranspose, Gemm, MatMul, BatchNormalization.
+
+Only the data operand's path is differentiated; weights computed from the input are refused
+with UnsupportedOpError rather than silently ignored (no classifier exporter produces them,
+except MatMul in attention, where both operands are handled).
+
+Conv and ConvTranspose fold the lead axis M into the batch axis ([M, B, C, ...] -> [M*B, C, ...])
+and run the same kind of kernel as the forward pass:
+- the adjoint of Conv is ConvTranspose with the same weights, strides, dilations, group and pads,
+  plus ``output_padding = (X + pads - effective kernel) mod stride``, the rows the strided
+  convolution never reached, so that the result has exactly the input's spatial shape;
+- the adjoint of ConvTranspose is Conv with the same weights, strides, dilations, group and the
+  transpose's effective pads.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import onnx
+
+from fimaudit.autodiff.context import RuleContext, attribute, optional_input
+from fimaudit.autodiff.registry import jvp_rule, vjp_rule
+from fimaudit.errors import UnsupportedOpError
+
+
+def _refuse_weight_paths(ctx: RuleContext, node: onnx.NodeProto, data_inputs: int = 1) -> None:
+    """Raise when a weight/bias/statistic input is computed from the differentiated input."""
+    for name in node.input[data_inputs:]:
+        if ctx.needs_gradient(name):
+            raise UnsupportedOpError(
+                f"{node.op_type} node {node.name!r}: its parameter {name!r} depends on the input; "
+                "fimaudit differentiates only the data operand of this op",
+                [node.op_type],
+            )
+
+
+def _static_ints(ctx: RuleContext, name: str, node: onnx.NodeProto, what: str) -> list[int]:
+    shape = ctx.static_shape(name)
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        raise UnsupportedOpError(
+            f"{node.op_type} node {node.name!r}: the {what} shape of {name!r} must be known "
+            f"statically for its gradient (got {shape})",
+            [node.op_type],
+        )
+    return [int(d) for d in shape]  # type: ignore[arg-type]
+
+
+def _kernel(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
+    declared = attribute(node, "kernel_shape")
+    if declared:
+        return list(declared)  # type: ignore[arg-type]
+    return _static_ints(ctx, node.input[1], node, "weight")[2:]
+
+
+def _spatial_rank(ctx: RuleContext, node: onnx.NodeProto) -> int:
+    return ctx.require_rank(node.input[0], node) - 2
+
+
+def _common(ctx: RuleContext, node: onnx.NodeProto) -> tuple[list[int], list[int], list[int], int]:
+    """(kernel, strides, dilations, group) with defaults filled in."""
+    rank = _spatial_rank(ctx, node)
+    kernel = _kernel(ctx, node)
+    strides = list(attribute(node, "strides", [1] * rank))  # type: ignore[arg-type]
+    dilations = list(attribute(node, "dilations", [1] * rank))  # type: ignore[arg-type]
+    group = int(attribute(node, "group", 1))  # type: ignore[arg-type]
+    return kernel, strides, dilations, group
+
+
+def _conv_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int]) -> tuple[list[int], list[int]]:
+    """Conv's explicit (begin, end) pads, resolving auto_pad against the static input shape."""
+    rank = len(kernel)
+    auto_pad = attribute(node, "auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", "", None):
+        pads = list(attribute(node, "pads", [0] * (2 * rank)))  # type: ignore[arg-type]
+        return pads[:rank], pads[rank:]
+    if auto_pad == "VALID":
+        return [0] * rank, [0] * rank
+    spatial = _static_ints(ctx, node.input[0], node, "input")[2:]
+    begin, end = [], []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        out = math.ceil(size / s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small, large = total // 2, total - total // 2
+        begin.append(small if auto_pad == "SAME_UPPER" else large)
+        end.append(large if auto_pad == "SAME_UPPER" else small)
+    return begin, end
+
+
+def _conv_forward_attrs(node: onnx.NodeProto) -> dict[str, object]:
+    """The Conv/ConvTranspose attributes that the JVP repeats unchanged."""
+    names = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides", "output_padding", "output_shape")
+    return {name: attribute(node, name) for name in names if attribute(node, name) is not None}
+
+
+@vjp_rule("Conv")
+def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """ConvTranspose of the (folded) cotangent with the same weights; output_padding restores X."""
+    _refuse_weight_paths(ctx, node)
+    kernel, strides, dilations, group = _common(ctx, node)
+    begin, end = _conv_pads(ctx, node, kernel, strides, dilations)
+    output_padding = [0] * len(kernel)
+    if any(s > 1 for s in strides):
+        spatial = _static_ints(ctx, node.input[0], node, "input")[2:]
+        output_padding = [
+            (size + b + e - ((k - 1) * d + 1)) % s
+            for size, b, e, k, d, s in zip(spatial, begin, end, kernel, dilations, strides)
+        ]
+    folded = ctx.fold_lead(grads[0])  # type: ignore[arg-type]
+    pulled = ctx.emit(
+        "ConvTranspose",
+        [folded, node.input[1]],
+        strides=strides,
+        dilations=dilations,
+        group=group,
+        pads=begin + end,
+        kernel_shape=kernel,
+        output_padding=output_padding if any(output_padding) else None,
+    )
+    return [ctx.unfold_lead(pulled)]
+
+
+@jvp_rule("Conv")
+def conv_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The same convolution (no bias) applied to the folded tangent."""
+    _refuse_weight_paths(ctx, node)
+    pushed = ctx.emit("Conv", [ctx.fold_lead(tangents[0]), node.input[1]], **_conv_forward_attrs(node))  # type: ignore[arg-type]
+    return [ctx.unfold_lead(pushed)]
+
+
+def _conv_transpose_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
+    """ConvTranspose's effective (begin + end) pads, as ONNX defines them for auto_pad/output_shape."""
+    rank = len(kernel)
+    pads = attribute(node, "pads")
+    auto_pad = attribute(node, "auto_pad", "NOTSET")
+    output_shape = attribute(node, "output_shape")
+    if pads is not None and not output_shape:
+        return list(pads)  # type: ignore[arg-type]
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER") and not output_shape:
+        return [0] * (2 * rank)
+    spatial = _static_ints(ctx, node.input[0], node, "input")[2:]
+    output_padding = list(attribute(node, "output_padding", [0] * rank))  # type: ignore[arg-type]
+    target = list(output_shape)[-rank:] if output_shape else [size * s for size, s in zip(spatial, strides)]  # type: ignore[arg-type]
+    begin, end = [], []
+    for size, k, s, d, extra, out in zip(spatial, kernel, strides, dilations, output_padding, target):
+        total = s * (size - 1) + extra + (k - 1) * d + 1 - out
+        if auto_pad == "SAME_UPPER":
+            begin.append(total // 2)
+            end.append(total - total // 2)
+        else:
+            begin.append(total - total // 2)
+            end.append(total // 2)
+    return begin + end
+
+
+@vjp_rule("ConvTranspose")
+def conv_transpose_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """Conv of the (folded) cotangent with the same weights, strides, dilations, group and pads."""
+    _refuse_weight_paths(ctx, node)
+    kernel, strides, dilations, group = _common(ctx, node)
+    pads = _conv_transpose_pads(ctx, node, kernel, strides, dilations)
+    pulled = ctx.emit(
+        "Conv",
+        [ctx.fold_lead(grads[0]), node.input[1]],  # type: ignore[arg-type]
+        strides=strides,
+        dilations=dilations,
+        group=group,
+        pads=pads,
+        kernel_shape=kernel,
+    )
+    return [ctx.unfold_lead(pulled)]
+
+
+@jvp_rule("ConvTranspose")
+def conv_transpose_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The same transposed convolution (no bias) applied to the folded tangent."""
+    _refuse_weight_paths(ctx, node)
+    attrs = _conv_forward_attrs(node)
+    if not attrs.get("kernel_shape"):
+        attrs["kernel_shape"] = _kernel(ctx, node)
+    pushed = ctx.emit("ConvTranspose", [ctx.fold_lead(tangents[0]), node.input[1]], **attrs)  # type: ignore[arg-type]
+    return [ctx.unfold_lead(pushed)]
+
+
+# ---- MatMul ---------------------------------------------------------------------------------
+def _swap_last(ctx: RuleContext, forward: str, rank: int) -> str:
+    """A forward matrix (batch) with its last two axes swapped; a vector as the matching matrix."""
+    perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+    return ctx.transpose(forward, perm)
+
+
+def _matmul_ranks(ctx: RuleContext, node: onnx.NodeProto) -> tuple[int, int, int]:
+    a, b = node.input
+    return ctx.require_rank(a, node), ctx.require_rank(b, node), ctx.require_rank(node.output[0], node)
+
+
+@vjp_rule("MatMul")
+def matmul_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """numpy matmul with batch broadcasting and 1-D promotion: g_A = g B^T, g_B = A^T g, unbroadcast."""
+    (g,) = grads
+    a, b = node.input
+    y = node.output[0]
+    rank_a, rank_b, rank_y = _matmul_ranks(ctx, node)
+    # Promote to matrices: a vector A is [1, k], a vector B is [k, 1]; g gains the dropped axes.
+    if rank_a == 1 and rank_b == 1:
+        g2 = ctx.unsqueeze(g, [1, 2])  # type: ignore[arg-type]
+    elif rank_a == 1:
+        g2 = ctx.unsqueeze(g, [-2])  # type: ignore[arg-type]
+    elif rank_b == 1:
+        g2 = ctx.unsqueeze(g, [-1])  # type: ignore[arg-type]
+    else:
+        g2 = g  # type: ignore[assignment]
+    batch = rank_y - (2 - (rank_a == 1) - (rank_b == 1))  # batch axes of y
+    grad_a = grad_b = None
+    if ctx.needs_gradient(a):
+        b_t = ctx.unsqueeze(b, [0]) if rank_b == 1 else _swap_last(ctx, b, rank_b)
+        full = ctx.emit("MatMul", [g2, b_t])  # [M, *batch, n, k]
+        if rank_a == 1:
+            grad_a = ctx.reduce_sum(full, list(range(1, batch + 2)), keepdims=False)
+        else:
+            result_shape = _batch_dims(ctx, y, batch) + list(ctx.static_shape(a)[-2:])  # type: ignore[index]
+            grad_a = ctx.unbroadcast(full, a, result_shape=result_shape)
+    if ctx.needs_gradient(b):
+        a_t = ctx.unsqueeze(a, [1]) if rank_a == 1 else _swap_last(ctx, a, rank_a)
+        full = ctx.emit("MatMul", [a_t, g2])  # [M, *batch, k, p]
+        if rank_b == 1:
+            grad_b = ctx.reduce_sum(full, [*range(1, batch + 1), -1], keepdims=False)
+        else:
+            result_shape = _batch_dims(ctx, y, batch) + list(ctx.static_shape(b)[-2:])  # type: ignore[index]
+            grad_b = ctx.unbroadcast(full, b, result_shape=result_shape)
+    return [grad_a, grad_b]
+
+
+def _batch_dims(ctx: RuleContext, y: str, batch: int) -> list:
+    shape = ctx.static_shape(y)
+    assert shape is not None
+    return list(shape[:batch])
+
+
+@jvp_rule("MatMul")
+def matmul_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """t_y = t_A B + A t_B, computed on matrix-promoted operands lifted to the batch rank."""
+    ta, tb = tangents
+    a, b = node.input
+    rank_a, rank_b, rank_y = _matmul_ranks(ctx, node)
+    batch = rank_y - (2 - (rank_a == 1) - (rank_b == 1))
+    full_rank = batch + 2  # rank of the promoted product, without the lead axis
+    terms = []
+    if ta is not None:
+        promoted = ctx.unsqueeze(ta, [1]) if rank_a == 1 else ta  # [M, 1, k]
+        lifted = _lift_rank(ctx, promoted, max(rank_a, 2), full_rank)
+        b2 = ctx.unsqueeze(b, [1]) if rank_b == 1 else b
+        terms.append(ctx.emit("MatMul", [lifted, b2]))
+    if tb is not None:
+        promoted = ctx.unsqueeze(tb, [-1]) if rank_b == 1 else tb  # [M, k, 1]
+        lifted = _lift_rank(ctx, promoted, max(rank_b, 2), full_rank)
+        a2 = ctx.unsqueeze(a, [0]) if rank_a == 1 else a
+        terms.append(ctx.emit("MatMul", [a2, lifted]))
+    total = ctx.accumulate(terms)  # [M, *batch, n, p]
+    squeeze = ([-2] if rank_a == 1 else []) + ([-1] if rank_b == 1 else [])
+    if squeeze:
+        total = ctx.squeeze(total, [full_rank + 1 + axis for axis in squeeze])
+    return [total]
+
+
+def _lift_rank(ctx: RuleContext, gradient: str, rank: int, target: int) -> str:
+    """Insert axes after the lead axis so a [M, *s] gradient of rank(s) = rank reaches ``target``."""
+    if rank >= target:
+        return gradient
+    return ctx.unsqueeze(gradient, list(range(1, target - rank + 1)))
+
+
+# ---- Gemm -----------------------------------------------------------------------------------
+def _scaled(ctx: RuleContext, name: str, factor: float, like: str) -> str:
+    return name if factor == 1.0 else ctx.emit("Mul", [name, ctx.scalar(factor, like=like)])
+
+
+def _gemm_attrs(node: onnx.NodeProto) -> tuple[float, float, bool, bool]:
+    return (
+        float(attribute(node, "alpha", 1.0)),  # type: ignore[arg-type]
+        float(attribute(node, "beta", 1.0)),  # type: ignore[arg-type]
+        bool(attribute(node, "transA", 0)),
+        bool(attribute(node, "transB", 0)),
+    )
+
+
+@vjp_rule("Gemm")
+def gemm_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """Y = alpha A' B' + beta C: g_A' = alpha g B'^T, g_B' = alpha A'^T g, g_C = beta g (unbroadcast)."""
+    (g,) = grads
+    a, b = node.input[0], node.input[1]
+    c = optional_input(node, 2)
+    y = node.output[0]
+    alpha, beta, trans_a, trans_b = _gemm_attrs(node)
+    grad_a = grad_b = grad_c = None
+    if ctx.needs_gradient(a):
+        b_prime_t = b if trans_b else ctx.transpose(b, [1, 0])
+        pulled = _scaled(ctx, ctx.emit("MatMul", [g, b_prime_t]), alpha, y)  # [M, n, k]
+        grad_a = ctx.transpose(pulled, [0, 2, 1]) if trans_a else pulled
+    if ctx.needs_gradient(b):
+        a_prime_t = a if trans_a else ctx.transpose(a, [1, 0])
+        pulled = _scaled(ctx, ctx.emit("MatMul", [a_prime_t, g]), alpha, y)  # [M, k, p]
+        grad_b = ctx.transpose(pulled, [0, 2, 1]) if trans_b else pulled
+    if c is not None and ctx.needs_gradient(c):
+        grad_c = ctx.unbroadcast(_scaled(ctx, g, beta, y), c, y)
+    return [grad_a, grad_b, grad_c][: len(node.input)]
+
+
+@jvp_rule("Gemm")
+def gemm_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """t_Y = alpha (t_A' B' + A' t_B') + beta t_C."""
+    ta, tb = tangents[0], tangents[1]
+    tc = tangents[2] if len(tangents) > 2 else None
+    a, b = node.input[0], node.input[1]
+    y = node.output[0]
+    alpha, beta, trans_a, trans_b = _gemm_attrs(node)
+    terms = []
+    if ta is not None:
+        ta_prime = ctx.transpose(ta, [0, 2, 1]) if trans_a else ta
+        b_prime = ctx.transpose(b, [1, 0]) if trans_b else b
+        terms.append(ctx.emit("MatMul", [ta_prime, b_prime]))
+    if tb is not None:
+        tb_prime = ctx.transpose(tb, [0, 2, 1]) if trans_b else tb
+        a_prime = ctx.transpose(a, [1, 0]) if trans_a else a
+        terms.append(ctx.emit("MatMul", [a_prime, tb_prime]))
+    total = _scaled(ctx, ctx.accumulate(terms), alpha, y) if terms else None
+    if tc is not None:
+        c_term = _scaled(ctx, ctx.expand_to(tc, node.input[2], y), beta, y)
+        total = c_term if total is None else ctx.emit("Add", [total, c_term])
+    return [total]
+
+
+# ---- BatchNormalization (inference) ---------------------------------------------------------
+def _batchnorm_slope(ctx: RuleContext, node: onnx.NodeProto) -> str:
+    """scale / sqrt(var + eps), shaped [C, 1, ..., 1] to broadcast over [N, C, *spatial]."""
+    if int(attribute(node, "training_mode", 0)):  # type: ignore[arg-type]
+        raise UnsupportedOpError(
+            f"BatchNormalization node {node.name!r} runs in training mode (batch statistics); "
+            "fimaudit differentiates inference graphs only",
+            ["BatchNormalization"],
+        )
+    _refuse_weight_paths(ctx, node)
+    x, scale, _, _, variance = node.input[:5]
+    epsilon = float(attribute(node, "epsilon", 1e-5))  # type: ignore[arg-type]
+    std = ctx.emit("Sqrt", [ctx.emit("Add", [variance, ctx.scalar(epsilon, like=variance)])])
+    slope = ctx.emit("Div", [scale, std])
+    if ctx.elem_type(scale) != ctx.elem_type(x):
+        slope = ctx.emit("Cast", [slope], to=ctx.elem_type(x))
+    rank = ctx.require_rank(x, node)
+    return ctx.unsqueeze(slope, list(range(1, rank - 1))) if rank > 2 else slope
+
+
+@vjp_rule("BatchNormalization")
+def batch_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """Inference BatchNorm is a per-channel affine map: g_x = g * scale / sqrt(var + eps)."""
+    return [ctx.emit("Mul", [grads[0], _batchnorm_slope(ctx, node)])]  # type: ignore[list-item]
+
+
+@jvp_rule("BatchNormalization")
+def batch_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    return [ctx.emit("Mul", [tangents[0], _batchnorm_slope(ctx, node)])]  # type: ignore[list-item]
