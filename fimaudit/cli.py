@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+import traceback
 from typing import Any, Callable
 
 import click
@@ -44,26 +45,28 @@ class ErrorReportingGroup(click.Group):
             command = f"{exc.ctx.command_path} " if getattr(exc, "ctx", None) else ""
             click.echo(f"fimaudit: error: {exc.format_message()} (see '{command}--help')", err=True)
             sys.exit(EXIT_ERROR)
+        except Exception:  # only with -v: invoke() re-raised it so that the traceback shows
+            click.echo(traceback.format_exc().rstrip(), err=True)
+            sys.exit(EXIT_ERROR)
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
-        verbose = bool(ctx.obj and ctx.obj.get("verbose"))
         try:
             return super().invoke(ctx)
         except FimauditError as exc:
-            if verbose:
+            if _verbose(ctx):
                 raise
             click.echo(f"fimaudit: error: {exc}", err=True)
             ctx.exit(EXIT_ERROR)
         except MemoryError:
-            if verbose:
+            if _verbose(ctx):
                 raise
             click.echo("fimaudit: error: out of memory; use --samples or a smaller --max-memory", err=True)
             ctx.exit(EXIT_ERROR)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except Exception as exc:
-            if verbose:
+            if _verbose(ctx):
                 raise
             detail = " ".join(str(exc).split())[:300] or "no message"
             click.echo(
@@ -72,6 +75,11 @@ class ErrorReportingGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_ERROR)
+
+
+def _verbose(ctx: click.Context) -> bool:
+    """-v was given (read when handling an error: the group callback stores it)."""
+    return bool(ctx.obj and ctx.obj.get("verbose"))
 
 
 class _StderrHandler(logging.Handler):

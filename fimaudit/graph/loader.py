@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from onnx import external_data_helper, shape_inference
 
 from fimaudit.errors import ModelError
@@ -109,7 +111,32 @@ def _parse(path: Path) -> onnx.ModelProto:
         raise ModelError(f"{path.name} is not a valid ONNX file (protobuf parse failed)") from exc
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelError(f"{path.name} is not an ONNX model (no graph found)")
+    broken = _undecodable_text(model)
+    if broken:
+        raise ModelError(f"{path.name} is corrupt: its text field {broken} is not valid UTF-8")
     return model
+
+
+def _undecodable_text(message: Message, where: str = "model") -> str | None:
+    """The path of the first string field protobuf could not decode (it then hands out bytes).
+
+    ONNX's proto2 strings are not validated on parsing: a corrupt name or producer would reach
+    every later stage as ``bytes``; refuse it here instead.
+    """
+    for descriptor, value in message.ListFields():
+        repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 5; older ones have .label
+        if repeated is None:
+            repeated = descriptor.label == FieldDescriptor.LABEL_REPEATED
+        values = value if repeated else [value]
+        if descriptor.type == FieldDescriptor.TYPE_STRING:
+            if any(isinstance(item, bytes) for item in values):
+                return f"{where}.{descriptor.name}"
+        elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
+            for index, item in enumerate(values):
+                found = _undecodable_text(item, f"{where}.{descriptor.name}[{index}]" if len(values) > 1 else f"{where}.{descriptor.name}")
+                if found:
+                    return found
+    return None
 
 
 def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
