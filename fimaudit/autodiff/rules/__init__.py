@@ -7,3 +7,6 @@ functions (contract in ``fimaudit/autodiff/registry.py``) and add one import lin
 from fimaudit.autodiff.rules import elementwise  # noqa: F401
 from fimaudit.autodiff.rules import markers  # noqa: F401
 from fimaudit.autodiff.rules import activations  # noqa: F401
+from fimaudit.autodiff.rules import linear  # noqa: F401
+from fimaudit.autodiff.rules import shape  # noqa: F401
+from fimaudit.autodiff.rules import normalization  # noqa: F401
