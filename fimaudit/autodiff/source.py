@@ -1,0 +1,208 @@
+"""Input Jacobians from gradient graphs: the InputJacobian ("graph") run by ONNX Runtime.
+
+The VJP model (``build.build_vjp_model``) maps a batch x [B, ...] and cotangents [M, B, K] to
+[M, B, ...]; one-hot cotangents give M rows of every sample's Jacobian in one run. The JVP
+model maps tangents [M, B, ...] to [M, B, K] (forward mode, for matrix-free estimators).
+
+Memory: a run with M cotangents over B samples makes ONNX Runtime carry M*B rows through the
+backward graph and returns M*B*d values. ``max_rows`` (the audit's planned batch rows) bounds
+M*B; for K = 1000 classes and a 3x224x224 input, ``dense`` therefore fills each sample's K x d
+Jacobian chunk by chunk and never holds more than one chunk's output besides the result.
+
+Cost accounting (``RunAccounting``, shared with the logits runner): one gradient run over B
+samples with M cotangent (or tangent) rows counts ``B + M*B`` evaluations: B forward rows and
+M*B gradient rows, each gradient row counted as one forward-sized evaluation (its compute is
+about one to two forward passes of the same rows), and one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnx
+
+from fimaudit.autodiff.build import (
+    COTANGENT,
+    INPUT_GRAD,
+    OUTPUT_TANGENT,
+    TANGENT,
+    build_jvp_model,
+    build_vjp_model,
+    missing_rules,
+    unsupported_error,
+)
+from fimaudit.errors import ModelError, UnsupportedOpError
+from fimaudit.graph.selection import LOGITS
+from fimaudit.runtime import ModelRunner, RunAccounting, create_session
+
+logger = logging.getLogger(__name__)
+
+
+def _numpy_dtype(session: Any, name: str, default: str) -> np.dtype:
+    types = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16"}
+    for value in session.get_inputs():
+        if value.name == name:
+            return np.dtype(types.get(value.type, default))
+    return np.dtype(default)
+
+
+class _GradientSession:
+    """One gradient model in ONNX Runtime, fed like the logits runner (extra inputs repeated)."""
+
+    def __init__(self, model: onnx.ModelProto, runner: ModelRunner, seed: str, result: str) -> None:
+        self.session, self.model = create_session(model, runner.providers, runner.threads)
+        self.runner = runner
+        self.seed = seed
+        self.result = result
+        self.input_dtype = _numpy_dtype(self.session, runner.input_name, "float32")
+        self.seed_dtype = _numpy_dtype(self.session, seed, "float32")
+
+    def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
+        feeds = {self.runner.input_name: rows.astype(self.input_dtype, copy=False), self.seed: seeds.astype(self.seed_dtype, copy=False)}
+        for name, value in self.runner.extra_feeds.items():
+            feeds[name] = np.repeat(value[None], rows.shape[0], axis=0)
+        try:
+            logits, gradient = self.session.run([LOGITS, self.result], feeds)
+        except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+            raise ModelError(f"ONNX Runtime failed to run the gradient graph: {first}") from exc
+        self.runner.accounting.add(rows.shape[0] * (1 + seeds.shape[0]))
+        return logits, gradient
+
+
+class GraphJacobian:
+    """Logits and exact input derivatives from gradient graphs derived from the ONNX graph."""
+
+    name = "graph"
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        sample_shape: tuple[int, ...],
+        num_classes: int,
+        vjp_model: onnx.ModelProto,
+        max_rows: int | None = None,
+    ) -> None:
+        self.runner = runner
+        self.sample_shape = tuple(sample_shape)
+        self.input_size = int(np.prod(sample_shape))
+        self.num_classes = num_classes
+        self.max_rows = max(1, max_rows or runner.max_batch)
+        self._vjp = _GradientSession(vjp_model, runner, COTANGENT, INPUT_GRAD)
+        self._jvp: _GradientSession | None = None
+        self._jvp_unavailable: str | None = None
+        self._cache_key: bytes | None = None
+        self._cache_value: np.ndarray | None = None
+
+    @property
+    def accounting(self) -> RunAccounting:
+        return self.runner.accounting
+
+    @property
+    def batch(self) -> int | None:
+        """The model's fixed batch size, if it has one (every run then has exactly that many rows)."""
+        return self.runner.fixed_batch
+
+    # ---- logits ------------------------------------------------------------------------------
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        (values,) = self.runner.run_batched(inputs)
+        return values.reshape(inputs.shape[0], -1).astype(np.float64)
+
+    # ---- dense Jacobians ---------------------------------------------------------------------
+    def _padded(self, rows: np.ndarray) -> np.ndarray:
+        """Rows padded (with copies of the last row) to the fixed batch size, if any."""
+        if self.batch is None or rows.shape[0] == self.batch:
+            return rows
+        fill = np.repeat(rows[-1:], self.batch - rows.shape[0], axis=0)
+        return np.concatenate([rows, fill])
+
+    def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """Jacobians [N, K, d] (float64): one-hot cotangents, M classes x B samples per run."""
+        count = inputs.shape[0]
+        k = self.num_classes
+        jacobians = np.empty((count, k, self.input_size), dtype=np.float64)
+        per_run = self.batch or max(1, min(count, self.max_rows // k))
+        for start in range(0, count, per_run):
+            rows = self._padded(inputs[start : start + per_run])
+            real = min(per_run, count - start)
+            width = rows.shape[0]
+            classes = max(1, self.max_rows // width)
+            for first in range(0, k, classes):
+                last = min(k, first + classes)
+                seeds = np.zeros((last - first, width, k), dtype=self._vjp.seed_dtype)
+                seeds[np.arange(last - first), :, np.arange(first, last)] = 1
+                _, gradient = self._vjp.run(rows, seeds)
+                chunk = gradient.reshape(last - first, width, self.input_size)[:, :real]
+                jacobians[start : start + real, first:last] = chunk.transpose(1, 0, 2)
+        return jacobians
+
+    def _cached_jacobian(self, sample: np.ndarray) -> np.ndarray:
+        key = sample.tobytes()
+        if key != self._cache_key:
+            self._cache_value = self.dense(sample[None])[0]
+            self._cache_key = key
+        assert self._cache_value is not None
+        return self._cache_value
+
+    # ---- products ----------------------------------------------------------------------------
+    def _one_sample_runs(self, session: _GradientSession, sample: np.ndarray, vectors: np.ndarray, seed_shape: tuple[int, ...]) -> np.ndarray:
+        """Run ``session`` on one sample with M seed vectors, in chunks; returns [M, prod(out)]."""
+        rows = self._padded(sample[None])
+        width = rows.shape[0]
+        chunk = max(1, self.max_rows // width)
+        results = []
+        for start in range(0, vectors.shape[0], chunk):
+            part = vectors[start : start + chunk]
+            seeds = np.zeros((part.shape[0], width, *seed_shape), dtype=session.seed_dtype)
+            seeds[:, 0] = part.reshape(part.shape[0], *seed_shape)
+            _, out = session.run(rows, seeds)
+            results.append(out[:, 0].reshape(part.shape[0], -1).astype(np.float64))
+        return np.concatenate(results) if results else np.zeros((0, 0))
+
+    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        """J^T u for one sample and cotangents [M, K]: [M, d] (float64), one reverse run per chunk."""
+        return self._one_sample_runs(self._vjp, sample, cotangents, (self.num_classes,))
+
+    def _jvp_session(self) -> _GradientSession | None:
+        if self._jvp is None and self._jvp_unavailable is None:
+            try:
+                model = build_jvp_model(self.runner.model, self.runner.input_name, LOGITS)
+                self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
+            except (UnsupportedOpError, ModelError) as exc:
+                self._jvp_unavailable = str(exc)
+                logger.warning("forward-mode gradient graph unavailable (%s); J v uses the dense Jacobian", exc)
+        return self._jvp
+
+    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        """J v for one sample and tangents [M, d]: [M, K] (float64), forward mode."""
+        session = self._jvp_session()
+        if session is None:
+            return tangents.astype(np.float64) @ self._cached_jacobian(sample).T
+        return self._one_sample_runs(session, sample, tangents, self.sample_shape)
+
+
+def graph_jacobian_or_reason(
+    prepared: Any, sample_shape: tuple[int, ...]
+) -> tuple[GraphJacobian | None, UnsupportedOpError | None]:
+    """A GraphJacobian for a prepared model, or None and the reason (for --gradients auto).
+
+    Checks coverage first (every op on the differentiable path has a rule) so an unsupported
+    model costs no compute; a gradient graph ONNX Runtime cannot load is also a reason.
+    """
+    runner: ModelRunner = prepared.runner
+    model = runner.model
+    try:
+        missing = missing_rules(model, runner.input_name, LOGITS, "vjp")
+        if missing:
+            return None, unsupported_error(missing, "vjp")
+        vjp_model = build_vjp_model(model, runner.input_name, LOGITS)
+        source = GraphJacobian(runner, sample_shape, prepared.num_classes, vjp_model)
+    except UnsupportedOpError as exc:
+        return None, exc
+    except ModelError as exc:
+        logger.warning("gradient graph rejected by ONNX Runtime: %s", exc)
+        return None, UnsupportedOpError(f"the gradient graph could not be loaded ({exc})")
+    return source, None
