@@ -297,6 +297,34 @@ def compare(
     sys.exit(EXIT_PASSED if document["consistency"]["consistent"] else EXIT_FAILED)
 
 
+
+@main.command()
+@model_argument
+@selection_options
+@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False), help=".npy or .npz of samples (first axis indexes samples).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Write the Jacobians here (.npy, float32 [N, K, *input dims]).")
+@click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source (see audit --help).")
+@click.option("--samples", type=click.IntRange(min=1), help="Use at most the first N samples.")
+@click.option("--max-memory", type=SizeType(), help="Memory the computation may use (e.g. 2G).")
+def jacobian(
+    model: str,
+    input_name: str | None,
+    output_name: str | None,
+    data_path: str,
+    out_path: str,
+    gradients: str,
+    samples: int | None,
+    max_memory: int | None,
+) -> None:
+    """Write the input Jacobians d logits / d input of MODEL on the samples of --data."""
+    from fimaudit.jacobian_export import export_jacobian
+    from fimaudit.report.writing import check_writable
+
+    check_writable(out_path)
+    result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory)
+    shape = "x".join(str(d) for d in result.shape)
+    click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
+
 def summary_line(document: dict[str, Any]) -> str:
     summary = document["summary"]
     verdict = document["verdict"]

@@ -230,8 +230,9 @@ def unsupported_error(missing: list[tuple[str, str]], mode: str = "vjp") -> Unsu
     note = f"; not differentiable: {', '.join(blocked)}" if blocked else ""
     return UnsupportedOpError(
         f"no {'reverse' if mode == 'vjp' else 'forward'}-mode gradient rule for {', '.join(ops)} "
-        f"on the differentiable path: {nodes}{more}{note}. Supported ops: "
-        f"{', '.join(registry.supported_ops(mode))}",
+        f"on the differentiable path: {nodes}{more}{note}. Ops with rules: "
+        f"{', '.join(registry.vjp_ops() if mode == 'vjp' else registry.jvp_ops())} (and zero-gradient "
+        "shape/comparison ops)",
         ops,
     )
 
