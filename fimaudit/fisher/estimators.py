@@ -1,3 +1,10 @@
 """Imports every estimator module so that each registers itself (see registry.py)."""
 
-from fimaudit.fisher import exact_estimator  # noqa: F401
+from fimaudit.fisher import (  # noqa: F401
+    auto,
+    blackbox,
+    exact_estimator,
+    hutchinson,
+    lanczos,
+    power,
+)

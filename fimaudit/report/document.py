@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fimaudit.audit import AuditResult
+from fimaudit.fisher.dataset_view import dataset_view
 from fimaudit.report.checks import sanity_checks
 from fimaudit.report.limitations import limitations
 from fimaudit.report.verdict import assess
@@ -121,6 +122,7 @@ def build_document(result: AuditResult) -> dict[str, Any]:
         },
         "samples": [sample_entry(audit) for audit in result.samples],
         "summary": result.summary,
+        "dataset": dataset_view(result.samples),
         "bound": plain(result.bound),
         "gradient_check": plain(getattr(result, "gradient_check", None)),
         "verdict": {
