@@ -1,0 +1,105 @@
+"""fimaudit compare: side-by-side audits, ranking, and whether exports of one network agree."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from fimaudit.audit import AuditConfig
+from fimaudit.cli import main
+from fimaudit.compare_audit import run_comparison
+from fimaudit.errors import InputError
+from fimaudit.report.compare_report import build_comparison_document
+from fimaudit.report.render import render_comparison
+from tests.conftest import SAMPLES, linear_classifier
+from tests.report.helpers import DIGITS
+
+MLPS = [str(SAMPLES / name) for name in ("mlp.onnx", "mlp_constants.onnx", "mlp_softmax.onnx")]
+VGG = str(SAMPLES / "vgg_small.onnx")
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    return run_comparison(MLPS + [VGG], AuditConfig(model_path="", data_path=DIGITS, samples=12, gradients="fd"))
+
+
+def test_three_exports_of_the_mlp_land_on_the_same_numbers(comparison) -> None:
+    document = build_comparison_document(comparison)
+    (group,) = document["agreement"]
+    assert group["models"] == ["mlp.onnx", "mlp_constants.onnx", "mlp_softmax.onnx"]
+    assert group["agree"] is True and len(group["pairs"]) == 3
+    for pair in group["pairs"]:
+        assert pair["samples"] == 12 and pair["same_predicted_class"] == 12
+        assert pair["max_relative_difference"] <= 1e-3
+    values = [[s["lambda_max"] for s in m["audit"]["samples"]] for m in document["models"][:3]]
+    np.testing.assert_allclose(values[1], values[0], rtol=1e-3)
+    np.testing.assert_allclose(values[2], values[0], rtol=1e-3)
+    assert document["consistency"]["consistent"] is True
+
+
+def test_ranking_orders_models_by_the_statistic(comparison) -> None:
+    document = build_comparison_document(comparison, statistic="p95")
+    ranked = document["ranking"]["by_measured"]
+    assert [r["rank"] for r in ranked] == [1, 2, 3, 4]
+    assert [r["value"] for r in ranked] == sorted(r["value"] for r in ranked)
+    by_label = {m["label"]: m["summary"]["p95"] for m in document["models"]}
+    assert all(by_label[r["model"]] == r["value"] for r in ranked)
+    assert document["ranking"]["by_bound"] is None and len(document["ranking"]["bound_missing"]) == 4
+
+
+def test_comparison_report_renders_every_model(comparison) -> None:
+    html = render_comparison(build_comparison_document(comparison))
+    for name in ("mlp.onnx", "mlp_constants.onnx", "mlp_softmax.onnx", "vgg_small.onnx"):
+        assert name in html
+    assert ">CONSISTENT<" in html and "the same numbers" in html
+    assert "Ranking by analytic bound: not computed" in html
+    assert "<script" not in html.lower() and "default-src 'none'" in html
+
+
+def test_a_changed_weight_is_caught_as_disagreement(tmp_path) -> None:
+    model = onnx.load(MLPS[0])
+    first = model.graph.initializer[0]
+    first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 1.05, first.name))
+    changed = tmp_path / "mlp_changed.onnx"
+    onnx.save(model, changed)
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(main, ["compare", MLPS[0], str(changed), "--data", DIGITS, "--samples", "6", "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    document = json.loads(out.read_text())
+    (group,) = document["agreement"]
+    assert group["agree"] is False and group["pairs"][0]["max_relative_difference"] > 1e-2
+    assert "do not land on the same numbers" in result.output
+
+
+def test_cli_compare_writes_report_and_json(tmp_path) -> None:
+    report, out = tmp_path / "c.html", tmp_path / "c.json"
+    result = CliRunner().invoke(main, ["compare", *MLPS, "--data", DIGITS, "--samples", "4", "--report", str(report), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "1. mlp" in result.output and "land on the same numbers" in result.output
+    document = json.loads(out.read_text())
+    assert document["kind"] == "comparison" and document["schema_version"] == 1
+    assert [m["status"] for m in document["models"]] == ["audited"] * 3
+    assert "<html" in report.read_text()
+
+
+def test_a_model_that_cannot_be_audited_is_reported_not_dropped(save_model, tmp_path) -> None:
+    tabular = save_model(linear_classifier(np.ones((3, 4))), "tabular.onnx")
+    out = tmp_path / "c.json"
+    result = CliRunner().invoke(main, ["compare", MLPS[0], str(tabular), "--data", DIGITS, "--samples", "3", "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    models = json.loads(out.read_text())["models"]
+    assert models[1]["status"] == "error" and "InputError" in models[1]["error"]
+    assert "could not be audited: tabular.onnx" in result.output
+
+
+def test_nothing_to_compare_is_an_input_error(save_model) -> None:
+    tabular = str(save_model(linear_classifier(np.ones((3, 4))), "tabular.onnx"))
+    with pytest.raises(InputError):
+        run_comparison([MLPS[0]], AuditConfig(model_path="", data_path=DIGITS))
+    result = CliRunner().invoke(main, ["compare", tabular, tabular, "--data", DIGITS])
+    assert result.exit_code == 2 and "Traceback" not in result.output
