@@ -10,3 +10,4 @@ from fimaudit.autodiff.rules import activations  # noqa: F401
 from fimaudit.autodiff.rules import linear  # noqa: F401
 from fimaudit.autodiff.rules import shape  # noqa: F401
 from fimaudit.autodiff.rules import normalization  # noqa: F401
+from fimaudit.autodiff.rules import reduce  # noqa: F401
