@@ -43,7 +43,7 @@ class ErrorReportingGroup(click.Group):
             sys.exit(130)
         except click.ClickException as exc:
             command = f"{exc.ctx.command_path} " if getattr(exc, "ctx", None) else ""
-            click.echo(f"fimaudit: error: {exc.format_message()} (see '{command}--help')", err=True)
+            click.echo(f"fimaudit: error: {one_line(exc.format_message())} (see '{command}--help')", err=True)
             sys.exit(EXIT_ERROR)
         except Exception:  # only with -v: invoke() re-raised it so that the traceback shows
             click.echo(traceback.format_exc().rstrip(), err=True)
@@ -56,7 +56,7 @@ class ErrorReportingGroup(click.Group):
         except FimauditError as exc:
             if _verbose(ctx):
                 raise
-            click.echo(f"fimaudit: error: {exc}", err=True)
+            click.echo(f"fimaudit: error: {one_line(str(exc))}", err=True)
             ctx.exit(EXIT_ERROR)
         except MemoryError:
             if _verbose(ctx):
@@ -68,13 +68,20 @@ class ErrorReportingGroup(click.Group):
         except Exception as exc:
             if _verbose(ctx):
                 raise
-            detail = " ".join(str(exc).split())[:300] or "no message"
+            detail = one_line(str(exc))[:300] or "no message"
             click.echo(
                 f"fimaudit: error: internal error ({type(exc).__name__}: {detail}); rerun with -v for the "
                 "traceback and report it",
                 err=True,
             )
             ctx.exit(EXIT_ERROR)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: messages quote names taken from untrusted models, and a
+    newline or a terminal escape sequence in a tensor name must not break the one-line contract."""
+    text = " ".join(text.strip().split("\n"))
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _verbose(ctx: click.Context) -> bool:
@@ -87,7 +94,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            click.echo(self.format(record), err=True)
+            click.echo(one_line(self.format(record)), err=True)
         except Exception:  # logging must never raise into the audit
             self.handleError(record)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from onnx import external_data_helper, shape_inference
+from onnx import external_data_helper, numpy_helper, shape_inference
 
 from fimaudit.errors import ModelError
 
@@ -81,13 +81,22 @@ def _resolve_external_data(model: onnx.ModelProto, base_dir: Path) -> list[str]:
         location = info.get("location", "")
         if not location:
             raise ModelError(f"tensor {tensor.name!r} uses external data but names no file")
-        target = (root / location).resolve()
+        try:
+            target = (root / location).resolve()
+        except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops, long names
+            raise ModelError(
+                f"tensor {tensor.name!r} names an unusable external data file {location[:80]!r} ({exc})"
+            ) from exc
         if os.path.isabs(location) or root not in target.parents:
             raise ModelError(
                 f"tensor {tensor.name!r} points to external data outside the model's folder "
                 f"({location!r}); refusing to read it"
             )
-        if not target.is_file():
+        try:
+            present = target.is_file()
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"tensor {tensor.name!r} names an unusable external data file ({exc.strerror or exc})") from exc
+        if not present:
             raise ModelError(
                 f"external data file {location!r} for tensor {tensor.name!r} is missing "
                 f"(expected beside the model in {root})"
@@ -153,6 +162,22 @@ def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
     return lowered
 
 
+def _check_weights(model: onnx.ModelProto, name: str) -> None:
+    """Every stored tensor must hold the data its type and shape declare.
+
+    The checker does not compare a tensor's bytes with its dims; a corrupt file would otherwise
+    fail later, inside whatever first reads the weight.
+    """
+    for tensor in external_data_helper._get_all_tensors(model):
+        try:
+            numpy_helper.to_array(tensor)  # raw data is viewed, not copied
+        except Exception as exc:  # onnx/numpy raise ValueError, TypeError, KeyError ... for bad tensors
+            raise ModelError(
+                f"{name} is corrupt: tensor {tensor.name!r} (dims {list(tensor.dims)}, type "
+                f"{tensor.data_type}) does not hold the data its shape declares ({type(exc).__name__})"
+            ) from exc
+
+
 def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     """Read, validate and shape-infer the ONNX model at ``path``.
 
@@ -172,6 +197,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         raise ModelError(f"{model_path.name} fails ONNX validation: {first_line}") from exc
     except ValueError as exc:  # e.g. > 2 GB protos; checker wants a path then
         raise ModelError(f"{model_path.name} cannot be validated in memory: {exc}") from exc
+    _check_weights(model, model_path.name)
     try:
         inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
     except Exception as exc:  # shape inference is advisory; an error there is not fatal

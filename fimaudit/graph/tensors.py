@@ -23,7 +23,11 @@ def dtype_name(elem_type: int) -> str:
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
     except Exception:  # bfloat16 and friends have no numpy dtype
+        pass
+    try:
         return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:  # a number no ONNX release defines (corrupt or hostile file)
+        return f"unknown type {elem_type}"
 
 
 def value_shape(value: onnx.ValueInfoProto) -> list[Dim] | None:
