@@ -240,13 +240,20 @@ def generic_section(value: Any, missing: str) -> Section:
     return section
 
 
-def _split_per_class(dataset: Any) -> tuple[Any, Any]:
-    """The dataset section's per-class entry (any key naming classes), and the rest."""
+# Parts of the dataset section the report already shows (quantiles, most sensitive samples).
+DATASET_SHOWN_ELSEWHERE = ("summary", "most_sensitive")
+
+
+def _split_dataset(dataset: Any) -> tuple[Any, Any]:
+    """The dataset section's per-class entries, and what is not shown elsewhere in the report."""
     if not isinstance(dataset, dict):
         return None, dataset
     keys = [key for key in dataset if "class" in key.lower()]
-    per_class = {key: dataset[key] for key in keys} or None
-    rest = {key: value for key, value in dataset.items() if key not in keys} or None
+    if len(keys) == 1:
+        per_class = dataset[keys[0]]
+    else:
+        per_class = {key: dataset[key] for key in keys} or None
+    rest = {key: value for key, value in dataset.items() if key not in keys and key not in DATASET_SHOWN_ELSEWHERE}
     return per_class, rest
 
 
@@ -320,7 +327,7 @@ def histogram_chart(document: dict[str, Any]) -> Chart:
 def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "") -> ReportView:
     """Everything the HTML template shows, from the JSON document (and pictures, kept out of it)."""
     model = document["model"]
-    per_class, rest = _split_per_class(document.get("dataset"))
+    per_class, rest = _split_dataset(document.get("dataset"))
     bound, layers = bound_section(document)
     sample_bounds = {s["index"]: v for s in document["samples"] if (v := bound_value(s.get("bound"))) is not None}
     if not pictures and not pictures_note:
@@ -340,7 +347,7 @@ def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = N
         summary=summary_rows(document),
         histogram=histogram_chart(document),
         per_class=generic_section(per_class, f"{NOT_COMPUTED_TEXT}: no per-class breakdown in this audit"),
-        dataset=generic_section(rest, f"{NOT_COMPUTED_TEXT}: no dataset-level analysis in this audit"),
+        dataset=generic_section(rest, "") if rest else Section(),
         top_samples=top_samples_table(document),
         pictures=picture_views(document, pictures),
         pictures_note=pictures_note,

@@ -60,10 +60,23 @@ def test_identity_method_and_numbers_are_shown(audited, html: str) -> None:
     assert "is above the threshold 3" in html
 
 
-def test_absent_sections_say_not_computed(html: str) -> None:
+def test_absent_sections_say_not_computed(audited) -> None:
+    _, base = audited
+    document = copy.deepcopy(base)
+    document.pop("dataset", None)
+    document["bound"] = None
+    html = render_report(finalise(document))
     for text in ("not computed: no per-class breakdown", "not computed: no analytic bound",
                  "not computed: per-layer contributions", "analytic bound: not computed"):
         assert text in html
+
+
+def test_per_class_breakdown_from_the_dataset_view(audited, html: str) -> None:
+    _, document = audited
+    per_class = document["dataset"]["per_class"]
+    assert per_class and "<th>Class</th>" in html
+    for row in per_class:
+        assert f"<td>{row['class']}</td><td>{row['count']}</td>" in html
 
 
 def test_sections_written_by_other_stages_are_shown(audited) -> None:
@@ -75,7 +88,8 @@ def test_sections_written_by_other_stages_are_shown(audited) -> None:
     for entry in document["samples"]:
         entry["bound"] = entry["lambda_max"] * 2
     document["architecture"] = {"family": "mlp", "blocks": 2}
-    document["dataset"] = {"per_class": [{"class": 3, "count": 2, "median": 0.5}], "note": "by predicted class"}
+    document["dataset"] = {"per_class": [{"class": 3, "count": 2, "median": 0.5}], "note": "by predicted class",
+                           "summary": {"count": 8}, "most_sensitive": []}
     document["method"]["gradients"] = "graph"
     document["gradient_check"] = {"passed": True, "max_jacobian_relative_error": 3e-6, "tolerance": 0.02}
     html = render_report(finalise(document))
