@@ -60,6 +60,8 @@ class OpCase:
     fd_rtol: float = 1e-6
     #: Relative tolerance of ONNX Runtime float32 against the float64 reference.
     f32_rtol: float = 1e-4
+    #: Declare x's first dimension as the symbol "N" (as exporters do for a dynamic batch).
+    symbolic_batch: bool = False
 
     def build(self, dtype: np.dtype) -> onnx.ModelProto:
         """The case's model at float ``dtype`` (np.float32 or np.float64)."""
@@ -74,7 +76,7 @@ class OpCase:
         graph = helper.make_graph(
             nodes,
             self.id.replace("/", "_"),
-            [helper.make_tensor_value_info("x", elem, list(self.x_shape))],
+            [helper.make_tensor_value_info("x", elem, ["N", *self.x_shape[1:]] if self.symbolic_batch else list(self.x_shape))],
             [helper.make_tensor_value_info("y", onnx.TensorProto.UNDEFINED, None)],
             initializers,
         )
@@ -115,6 +117,7 @@ def single(
     num_outputs: int = 1,
     fd_rtol: float = 1e-6,
     f32_rtol: float = 1e-4,
+    symbolic_batch: bool = False,
     **attributes: object,
 ) -> OpCase:
     """A one-node case: ``op_type(inputs) -> y`` (``output`` picks which output is y).
@@ -138,6 +141,7 @@ def single(
         covers=(op_type,),
         fd_rtol=fd_rtol,
         f32_rtol=f32_rtol,
+        symbolic_batch=symbolic_batch,
     )
 
 
@@ -151,6 +155,7 @@ def chain(
     sample: Sampler = normal,
     fd_rtol: float = 1e-6,
     f32_rtol: float = 1e-4,
+    symbolic_batch: bool = False,
 ) -> OpCase:
     """A several-node case (x -> ... -> y), e.g. an op whose second operand is also on the path."""
     return OpCase(
@@ -163,6 +168,7 @@ def chain(
         covers=tuple(covers),
         fd_rtol=fd_rtol,
         f32_rtol=f32_rtol,
+        symbolic_batch=symbolic_batch,
     )
 
 

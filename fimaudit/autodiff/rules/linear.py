@@ -47,6 +47,19 @@ def _static_ints(ctx: RuleContext, name: str, node: onnx.NodeProto, what: str) -
     return [int(d) for d in shape]  # type: ignore[arg-type]
 
 
+def _static_spatial(ctx: RuleContext, name: str, node: onnx.NodeProto) -> list[int]:
+    """Spatial dims (after batch and channels) of a forward tensor; they must be static."""
+    shape = ctx.static_shape(name)
+    spatial = None if shape is None else shape[2:]
+    if spatial is None or not all(isinstance(d, int) for d in spatial):
+        raise UnsupportedOpError(
+            f"{node.op_type} node {node.name!r}: the spatial shape of {name!r} must be known "
+            f"statically for its gradient (got {shape})",
+            [node.op_type],
+        )
+    return [int(d) for d in spatial]  # type: ignore[arg-type]
+
+
 def _kernel(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
     declared = attribute(node, "kernel_shape")
     if declared:
@@ -77,7 +90,7 @@ def _conv_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], stride
         return pads[:rank], pads[rank:]
     if auto_pad == "VALID":
         return [0] * rank, [0] * rank
-    spatial = _static_ints(ctx, node.input[0], node, "input")[2:]
+    spatial = _static_spatial(ctx, node.input[0], node)
     begin, end = [], []
     for size, k, s, d in zip(spatial, kernel, strides, dilations):
         out = math.ceil(size / s)
@@ -102,7 +115,7 @@ def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
     begin, end = _conv_pads(ctx, node, kernel, strides, dilations)
     output_padding = [0] * len(kernel)
     if any(s > 1 for s in strides):
-        spatial = _static_ints(ctx, node.input[0], node, "input")[2:]
+        spatial = _static_spatial(ctx, node.input[0], node)
         output_padding = [
             (size + b + e - ((k - 1) * d + 1)) % s
             for size, b, e, k, d, s in zip(spatial, begin, end, kernel, dilations, strides)
@@ -139,7 +152,7 @@ def _conv_transpose_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[in
         return list(pads)  # type: ignore[arg-type]
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER") and not output_shape:
         return [0] * (2 * rank)
-    spatial = _static_ints(ctx, node.input[0], node, "input")[2:]
+    spatial = _static_spatial(ctx, node.input[0], node)
     output_padding = list(attribute(node, "output_padding", [0] * rank))  # type: ignore[arg-type]
     target = list(output_shape)[-rank:] if output_shape else [size * s for size, s in zip(spatial, strides)]  # type: ignore[arg-type]
     begin, end = [], []
