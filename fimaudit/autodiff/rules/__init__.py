@@ -11,3 +11,4 @@ from fimaudit.autodiff.rules import linear  # noqa: F401
 from fimaudit.autodiff.rules import shape  # noqa: F401
 from fimaudit.autodiff.rules import normalization  # noqa: F401
 from fimaudit.autodiff.rules import reduce  # noqa: F401
+from fimaudit.autodiff.rules import gather  # noqa: F401
