@@ -8,6 +8,10 @@ Memory: a run with M cotangents over B samples makes ONNX Runtime carry M*B rows
 backward graph and returns M*B*d values. ``max_rows`` (the audit's planned batch rows) bounds
 M*B; for K = 1000 classes and a 3x224x224 input, ``dense`` therefore fills each sample's K x d
 Jacobian chunk by chunk and never holds more than one chunk's output besides the result.
+Measured (one sample, a Conv-Relu-Flatten-Gemm model with K = 1000 and a 3x224x224 input, CPU):
+the float64 result is 1148 MiB; peak RSS above it and the model was about 57 MiB with
+max_rows = 32, 470 MiB with 256 and 1240 MiB with 1000 (one chunk's float32 output, M*d*4 bytes,
+plus ONNX Runtime's backward buffers for M rows).
 
 Cost accounting (``RunAccounting``, shared with the logits runner): one gradient run over B
 samples with M cotangent (or tangent) rows counts ``B + M*B`` evaluations: B forward rows and
