@@ -9,8 +9,12 @@ to their highest possible values brackets the true statistic. Then:
 - **pass**: the top of the bracket is at or below T;
 - **fail**: the bottom of the bracket is above T;
 - **inconclusive**: the bracket straddles T (for example an interval [8, 12] against T = 10, or a
-  lower bound of 3 against T = 10: it can show a failure, never a pass), or a sanity check failed
-  (gradient check, estimator convergence, bound >= measured), so the values cannot be trusted.
+  lower bound of 3 against T = 10: it can show a failure, never a pass), or a sanity check that
+  undermines every value failed (the gradient check, or bound >= measured).
+
+An estimate that did not converge (``diagnostics.converged`` false) keeps the bottom of its
+interval (a Rayleigh quotient is never above lambda_max) but loses its top: it counts as a lower
+bound, so it can still show a failure but no longer a pass.
 
 Inconclusive does not pass the gate: ``passed`` is true only for a pass (and when no threshold is
 set), so a CI job exits 1 for a fail or an inconclusive audit, and the reason says which.
@@ -37,6 +41,10 @@ def sample_range(sample: dict[str, Any]) -> tuple[float, float]:
     """Lowest and highest value the sample's true lambda_max can have (inf: no upper limit)."""
     value = float(sample["lambda_max"])
     kind = sample["kind"]
+    diagnostics = sample.get("diagnostics") or {}
+    if kind == "estimate" and diagnostics.get("converged") is False:
+        low = sample["interval"][0] if sample.get("interval") else value
+        return float(low), float("inf")
     if kind == "estimate" and sample.get("interval"):
         low, high = sample["interval"]
         return float(low), float(high)
@@ -69,8 +77,13 @@ def statistic_bracket(samples: list[dict[str, Any]], statistic: str) -> tuple[fl
     return statistic_of(lows, statistic), (None if high >= _UNBOUNDED_CUTOFF else high)
 
 
-def _failed_checks(checks: list[dict[str, str]]) -> list[str]:
-    return [check["title"].split(" (")[0].lower() for check in checks if check["status"] == FAILED]
+# Checks whose failure makes every value suspect; a convergence failure is handled per sample.
+UNDERMINING_CHECKS = ("gradient_check", "bound_check")
+
+
+def _failed_checks(checks: list[dict[str, str]], names: tuple[str, ...] | None = None) -> list[str]:
+    return [check["title"].split(" (")[0].lower() for check in checks
+            if check["status"] == FAILED and (names is None or check["name"] in names)]
 
 
 def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, Any]:
@@ -81,7 +94,7 @@ def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, 
     value = float(recorded["value"])
     all_exact = all(s["kind"] == "exact" for s in samples)
     low, high = (value, value) if all_exact else statistic_bracket(samples, statistic)
-    failed = _failed_checks(checks)
+    failed = _failed_checks(checks, UNDERMINING_CHECKS)
     bracket = None if all_exact else [low, high]
     verdict = {
         "threshold": threshold,
@@ -92,8 +105,8 @@ def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, 
     name = f"{statistic} lambda_max"
     if threshold is None:
         reason = "no threshold set (--fail-above); nothing to gate"
-        if failed:
-            reason += f", but the {' and the '.join(failed)} failed"
+        if _failed_checks(checks):
+            reason += f", but the {' and the '.join(_failed_checks(checks))} failed"
         return {**verdict, "status": NO_THRESHOLD, "passed": True, "reason": reason}
     limit = fmt(threshold)
     above = sum(1 for s in samples if float(s["lambda_max"]) > threshold)
@@ -104,16 +117,18 @@ def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, 
     elif high is not None and high <= threshold:
         status = PASS
         reason = (f"{name} {fmt(value)} is at or below the threshold {limit}" if all_exact
-                  else f"{name} is at most {fmt(high)} (top of its interval), at or below the threshold {limit}")
+                  else f"{name} is at most {fmt(high)} (the top of its range given the intervals and bounds), at or below the threshold {limit}")
     elif low > threshold:
         status = FAIL
         reason = (f"{name} {fmt(value)} is above the threshold {limit}" if all_exact
-                  else f"{name} is at least {fmt(low)} (bottom of its interval), above the threshold {limit}")
+                  else f"{name} is at least {fmt(low)} (the bottom of its range given the intervals and bounds), above the threshold {limit}")
         reason += f" ({above} of {len(samples)} samples above it)"
     else:
         status = INCONCLUSIVE
         if high is None:
-            reason = (f"{name} is at least {fmt(low)} but has no upper limit (lower bounds only), "
+            unconverged = sum(1 for s in samples if s["kind"] == "estimate" and (s.get("diagnostics") or {}).get("converged") is False)
+            why = f"{unconverged} estimates did not converge" if unconverged else "lower bounds only"
+            reason = (f"{name} is at least {fmt(low)} but has no upper limit ({why}), "
                       f"so it cannot be shown to be at or below the threshold {limit}")
         else:
             reason = f"{name} lies between {fmt(low)} and {fmt(high)}, which straddles the threshold {limit}"

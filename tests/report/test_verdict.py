@@ -114,3 +114,14 @@ def test_pass_and_fail_are_never_wrong_when_the_truth_is_inside_the_intervals(en
         assert true_statistic <= threshold * (1 + 1e-9)
     if verdict["status"] == "fail":
         assert true_statistic > threshold * (1 - 1e-9)
+
+
+def test_an_unconverged_estimate_can_fail_but_not_pass() -> None:
+    unconverged = {"converged": False}
+    high = [sample(0, 30.0, "estimate", [29.0, 31.0], diagnostics=unconverged), sample(1, 1.0)]
+    assert verdict_of(synthetic_document(high, threshold=10.0))["status"] == "fail"
+    low = [sample(0, 3.0, "estimate", [2.9, 3.1], diagnostics=unconverged), sample(1, 1.0)]
+    verdict = verdict_of(synthetic_document(low, threshold=10.0))
+    assert verdict["status"] == "inconclusive" and "1 estimates did not converge" in verdict["reason"]
+    converged = [sample(0, 3.0, "estimate", [2.9, 3.1], diagnostics={"converged": True})]
+    assert verdict_of(synthetic_document(converged, threshold=10.0))["status"] == "pass"
