@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 import fimaudit
 from fimaudit.data import AuditData, load_data
-from fimaudit.errors import InputError, NotDifferentiableError
+from fimaudit.errors import InputError, ModelError, NotDifferentiableError
 from fimaudit.finite_differences import FiniteDifferenceJacobian
 from fimaudit.fisher.covariance import softmax
 from fimaudit.fisher.problem import SampleProblem
@@ -272,6 +272,17 @@ def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget)
     return plan_memory(needs, budget, preferred_rows=DEFAULT_BATCH_ROWS)
 
 
+def _require_finite(what: str, values: np.ndarray, source: str) -> None:
+    """NaN or Inf scores mean a broken model (or inputs far out of range): stop with the reason."""
+    bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ModelError(
+            f"{what} are NaN or Inf on {int(bad.sum())} of {bad.size} samples of {source} (first: "
+            f"sample {first}); check the model's weights and the input's scale"
+        )
+
+
 def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditResult:
     """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict."""
     started = time.perf_counter()
@@ -291,12 +302,18 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
     jacobian, gradients, note = make_jacobian(prepared, config.gradients, chunk_rows=plan.batch_rows)
     logits = jacobian.logits(data.inputs)
+    _require_finite("the model's scores", logits, data.source)
     rng = np.random.default_rng(config.seed)
     audits: list[SampleAudit] = []
     total = data.inputs.shape[0]
     for index in range(total):
         problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=jacobian)
         result = estimate(problem, config.budget, rng)
+        if not np.isfinite(result.value):
+            raise ModelError(
+                f"lambda_max of sample {index} is {result.value}: the model's derivatives overflow "
+                "or are undefined there"
+            )
         probabilities = softmax(logits[index])
         audits.append(
             SampleAudit(

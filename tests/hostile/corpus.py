@@ -186,6 +186,13 @@ def _(tmp: Path) -> list[str]:
     return ["audit", str(_save(models.token_ids(), tmp / "model.onnx")), "--input", "input_ids"]
 
 
+@case("model-nan-weights", 2, r"the model's scores are NaN or Inf on 2 of 2 samples")
+def _(tmp: Path) -> list[str]:
+    weight = np.ones((4, 3), np.float32)
+    weight[1, 2] = np.nan
+    return ["audit", str(_save(models.linear(weight=weight), tmp / "model.onnx")), "--samples", "2"]
+
+
 @case("unknown-input-name", 2, r"--input 'pixels' is not a model input; inputs are: input")
 def _(tmp: Path) -> list[str]:
     return ["audit", str(MLP), "--input", "pixels"]
