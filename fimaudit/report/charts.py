@@ -121,6 +121,17 @@ def _round(value: float) -> float:
     return round(float(value), 2)
 
 
+def tick_label(value: float) -> str:
+    """Short axis labels: 0.01, 250, 1000, then 1e5 rather than 1e+05."""
+    if value == 0 or 1e-3 <= abs(value) < 1e4:
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    text = f"{value:.2g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
 class LogAxis:
     """Maps positive values to pixels between ``start`` and ``end`` on a log10 scale."""
 
@@ -154,9 +165,9 @@ class LogAxis:
         if len(decades) > 8:
             step = math.ceil(len(decades) / 6)
             decades = decades[::step]
-        ticks = [Tick(self(10.0**k), fmt(10.0**k, 3)) for k in decades]
+        ticks = [Tick(self(10.0**k), tick_label(10.0**k)) for k in decades]
         if len(ticks) < 2:
-            ticks = [Tick(self(10**v), fmt(10**v, 3)) for v in np.linspace(self.low, self.high, 4)]
+            ticks = [Tick(self(10**v), tick_label(10**v)) for v in np.linspace(self.low, self.high, 4)]
         return ticks
 
 
@@ -207,7 +218,7 @@ def histogram(
                 title=f"{fmt(shown(edges[i]), 3)} – {fmt(shown(edges[i + 1]), 3)}: {int(count)} samples",
             )
         )
-    chart.x_ticks = [Tick(_round(chart.left + t * span_x / 4), fmt(shown(low + t * (high - low) / 4), 3)) for t in range(5)]
+    chart.x_ticks = [Tick(_round(chart.left + t * span_x / 4), tick_label(shown(low + t * (high - low) / 4))) for t in range(5)]
     chart.y_ticks = [Tick(_round(chart.bottom - span_y * c / tallest), str(c)) for c in sorted({0, tallest // 2, tallest})]
     chart.x_label = "lambda_max" + (" (log scale)" if use_log else "")
     chart.y_label = "samples"

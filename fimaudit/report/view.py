@@ -15,7 +15,10 @@ from fimaudit.report.charts import Chart, histogram, sample_chart
 from fimaudit.report.checks import NOT_APPLICABLE, NOT_COMPUTED, PASSED, bound_value
 from fimaudit.report.formatting import MISSING, file_name, fmt, humanise, present, shape_text, table_from_records
 from fimaudit.report.images import Picture
-from fimaudit.report.verdict import FAIL, INCONCLUSIVE, NO_THRESHOLD, PASS
+from fimaudit.report.verdict import FAIL, INCONCLUSIVE, NO_THRESHOLD, PASS, statistic_bracket
+
+# Statistics whose range over the samples' intervals and bounds is shown.
+STATISTICS = ("median", "mean", "p95", "max")
 
 NOT_COMPUTED_TEXT = "not computed"
 TOP_SAMPLES = 10
@@ -196,10 +199,22 @@ def method_rows(document: dict[str, Any]) -> list[Row]:
 
 
 def summary_rows(document: dict[str, Any]) -> list[Row]:
+    """Quantiles of lambda_max; when values are not all exact, each with its possible range."""
     summary = document["summary"]
+    samples = document["samples"]
+    uncertain = any(s["kind"] != "exact" for s in samples)
     labels = (("count", "Samples"), ("min", "Minimum"), ("median", "Median"), ("mean", "Mean"),
               ("p95", "95th percentile"), ("max", "Maximum"), ("std", "Standard deviation"))
-    return [Row(label, fmt(summary[key])) for key, label in labels if key in summary]
+    rows = []
+    for key, label in labels:
+        if key not in summary:
+            continue
+        text = fmt(summary[key])
+        if uncertain and key in STATISTICS:
+            low, high = statistic_bracket(samples, key)
+            text += f" (range {fmt(low)} to {'no upper limit' if high is None else fmt(high)})"
+        rows.append(Row(label, text))
+    return rows
 
 
 def top_samples_table(document: dict[str, Any]) -> Table:
