@@ -242,3 +242,30 @@ def test_gradients_graph_on_an_unsupported_model_exits_2(tmp_path: Path, save_mo
     fallback = CliRunner().invoke(main, ["jacobian", str(path), "--data", str(data), "--out", str(tmp_path / "J.npy"), "--gradients", "auto"])
     assert fallback.exit_code == 0, fallback.output
     assert "fallback" in fallback.output
+
+
+def test_fixed_batch_two_and_extra_inputs() -> None:
+    """A fixed batch of 2 (odd sample counts are padded) and a second model input fed per row."""
+    rng = np.random.default_rng(2)
+    weight = rng.normal(size=(4, 5)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "m"], ["h"]), helper.make_node("MatMul", ["h", "W"], [LOGITS])],
+        "masked",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4]), helper.make_tensor_value_info("m", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, [2, 5])],
+        [numpy_helper.from_array(weight, "W")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    mask = np.array([1.0, 0.0, 2.0, -1.0], dtype=np.float32)
+    runner = ModelRunner(model, "x", [LOGITS], fixed_batch=2, extra_feeds={"m": mask})
+    source = GraphJacobian(runner, (4,), 5, build_vjp_model(model, "x", LOGITS))
+    inputs = rng.normal(size=(3, 4)).astype(np.float32)
+    expected = (weight * mask[:, None]).T  # d z / d x = W^T diag(m), the same for every sample
+    dense = source.dense(inputs)
+    assert dense.shape == (3, 5, 4)
+    np.testing.assert_allclose(dense, np.broadcast_to(expected, (3, 5, 4)), rtol=1e-6, atol=1e-6)
+    cotangents = rng.normal(size=(2, 5))
+    np.testing.assert_allclose(source.vjp(inputs[0], cotangents), cotangents @ expected, rtol=1e-5, atol=1e-5)
+    tangents = rng.normal(size=(3, 4))
+    np.testing.assert_allclose(source.jvp(inputs[0], tangents), tangents @ expected.T, rtol=1e-5, atol=1e-5)
