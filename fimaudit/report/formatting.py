@@ -66,8 +66,16 @@ def table_from_records(records: list[dict[str, Any]]) -> tuple[list[str], list[l
         for key in record:
             if key not in columns:
                 columns.append(key)
-    rows = [[present(record.get(column)) for column in columns] for record in records]
+    rows = [[clip(present(record.get(column))) for column in columns] for record in records]
     return [humanise(column) for column in columns], rows
+
+
+#: Table cells longer than this are cut (the JSON document keeps the whole value).
+CELL_LIMIT = 160
+
+
+def clip(text: str, limit: int = CELL_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 20] + " … (cut; full in the JSON)"
 
 
 def file_name(path: str) -> str:

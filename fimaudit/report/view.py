@@ -273,36 +273,45 @@ def _split_dataset(dataset: Any) -> tuple[Any, Any]:
 
 
 def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
-    """The model-wide bound against the measured maximum, and its per-layer contributions."""
+    """The model-wide bound against the measured maximum, and its per-layer contributions.
+
+    Lists of records under a key naming layers go to the per-layer section; other lists (blocks,
+    problems) stay with the bound, and scalars and objects become rows.
+    """
     bound = document.get("bound")
+    layers = Section(missing=f"{NOT_COMPUTED_TEXT}: per-layer contributions come with the analytic bound")
     if not bound:
-        missing = f"{NOT_COMPUTED_TEXT}: no analytic bound was computed for this model"
-        return Section(missing=missing), Section(missing=f"{NOT_COMPUTED_TEXT}: per-layer contributions come with the analytic bound")
+        return Section(missing=f"{NOT_COMPUTED_TEXT}: no analytic bound was computed for this model"), layers
     value = bound_value(bound)
     measured = float(document["summary"]["max"])
     section = Section()
-    layers = Section(missing=f"{NOT_COMPUTED_TEXT}: the bound does not list per-layer contributions")
+    layers.missing = f"{NOT_COMPUTED_TEXT}: the bound does not list per-layer contributions"
     if value is not None:
         section.rows.append(Row("Bound", fmt(value)))
         section.rows.append(Row("Largest measured lambda_max", fmt(measured)))
         if measured > 0:
             section.rows.append(Row("Bound / measured", f"{fmt(value / measured, 3)}x"))
+    else:
+        reason = bound.get("reason") if isinstance(bound, dict) else None
+        section.rows.append(Row("Bound", f"none valid for every input{': ' + reason if reason else ''}"))
     if isinstance(bound, dict):
         for key, item in bound.items():
-            if key == "value":
+            if key in ("value", "reason"):
                 continue
             if isinstance(item, list) and item and all(isinstance(entry, dict) for entry in item):
                 columns, rows = table_from_records(item)
-                layers.tables.append(Table(humanise(key), columns, rows))
-                layers.missing = ""
-            else:
+                target = layers if "layer" in key.lower() else section
+                target.tables.append(Table(humanise(key), columns, rows))
+                if target is layers:
+                    layers.missing = ""
+            elif item not in (None, [], {}):
                 section.rows.append(Row(humanise(key), present(item)))
     return section, layers
 
 
 def architecture_section(document: dict[str, Any]) -> Section:
     architecture = document.get("architecture") or {}
-    if not architecture or architecture.get("family", "unknown") == "unknown" and len(architecture) == 1:
+    if not architecture or (architecture.get("family", "unknown") == "unknown" and len(architecture) == 1):
         return Section(rows=[Row("Family", "unknown")],
                        missing=f"{NOT_COMPUTED_TEXT}: no known architecture pattern was recognised or run")
     return generic_section(architecture, "")

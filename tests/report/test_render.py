@@ -83,8 +83,9 @@ def test_sections_written_by_other_stages_are_shown(audited) -> None:
     _, base = audited
     document = copy.deepcopy(base)
     top = max(s["lambda_max"] for s in document["samples"])
-    document["bound"] = {"value": top * 40, "kind": "upper_bound", "method": "lipschitz product",
-                         "layers": [{"name": "Gemm_0", "op": "Gemm", "factor": 3.5}, {"name": "Tanh_1", "op": "Tanh", "factor": 1.0}]}
+    document["bound"] = {"value": top * 40, "kind": "upper_bound", "statement": "lipschitz product",
+                         "per_layer": [{"name": "Gemm_0", "op": "Gemm", "factor": 3.5}, {"name": "Tanh_1", "op": "Tanh", "factor": 1.0}],
+                         "blocks": [{"kind": "linear", "nodes": ["n"] * 200}], "problems": [], "reason": None}
     for entry in document["samples"]:
         entry["bound"] = entry["lambda_max"] * 2
     document["architecture"] = {"family": "mlp", "blocks": 2}
@@ -94,6 +95,7 @@ def test_sections_written_by_other_stages_are_shown(audited) -> None:
     document["gradient_check"] = {"passed": True, "max_jacobian_relative_error": 3e-6, "tolerance": 0.02}
     html = render_report(finalise(document))
     assert "lipschitz product" in html and "Gemm_0" in html and "Bound / measured" in html and "40x" in html
+    assert "<h3>Blocks</h3>" in html and "(cut; full in the JSON)" in html
     assert "Blocks" in html and ">mlp<" in html
     assert "by predicted class" in html and "<th>Median</th>" in html
     assert "per-sample bound" in html
@@ -133,3 +135,13 @@ def test_templates_do_no_arithmetic_and_mark_nothing_safe() -> None:
         stripped = re.sub(r"'[^']*'|\"[^\"]*\"", "''", expression).strip().strip("-")
         assert not re.search(r"[-+*/%]", stripped), f"arithmetic in {name}: {expression}"
         assert "safe" not in stripped and "Markup" not in stripped, f"unescaped output in {name}: {expression}"
+
+
+def test_a_bound_without_value_says_why(audited) -> None:
+    _, base = audited
+    document = copy.deepcopy(base)
+    document["bound"] = {"value": None, "kind": "upper_bound", "reason": "gates need a bounded input domain", "per_layer": []}
+    html = render_report(finalise(document))
+    assert "none valid for every input: gates need a bounded input domain" in html
+    assert "not computed: the bound does not list per-layer contributions" in html
+    assert [c for c in finalise(document)["checks"] if c["name"] == "bound_check"][0]["status"] == "not_computed"
