@@ -178,10 +178,13 @@ def histogram(
     bins: int = 24,
     width: int = 640,
     height: int = 250,
+    extend_to: float | None = None,
 ) -> Chart:
     """Counts of samples per bin (log10 bins when the values span more than two decades).
 
     ``markers`` are (label, value, css class) drawn as vertical lines: median, p95, threshold.
+    ``extend_to`` (the threshold) widens the axis to show it, unless it is far off the data
+    (beyond ten times the range), where it is drawn at the edge and labelled off scale.
     """
     chart = Chart(width, height, title, left=44, right=width - 14, top=46, bottom=height - 42)
     data = np.asarray(values, dtype=np.float64)
@@ -192,6 +195,11 @@ def histogram(
     use_log = positive.size == data.size and positive.max() / positive.min() > 100
     transformed = np.log10(data) if use_log else data
     low, high = float(transformed.min()), float(transformed.max())
+    if extend_to is not None and extend_to > 0 and (not use_log or positive.min() / 10 <= extend_to <= positive.max() * 10):
+        extra = math.log10(extend_to) if use_log else extend_to
+        if not use_log and not (low - 10 * (high - low + 1e-300) <= extra <= high + 10 * (high - low + 1e-300)):
+            extra = low
+        low, high = min(low, extra), max(high, extra)
     if high == low:
         low, high = low - 0.5, high + 0.5
     counts, edges = np.histogram(transformed, bins=bins, range=(low, high))
@@ -225,9 +233,10 @@ def histogram(
     for label, value, css in markers:
         if value is None:
             continue
-        raw_low, raw_high = shown(low), shown(high)
-        inside = raw_low <= value <= raw_high and (value > 0 or not use_log)
-        x = x_of(value) if inside else (chart.right if value > raw_high else chart.left)
+        position = (math.log10(value) if value > 0 else -math.inf) if use_log else value
+        slack = 1e-9 * (high - low)
+        inside = low - slack <= position <= high + slack
+        x = x_of(value) if inside else (chart.right if position > high else chart.left)
         text = f"{label} {fmt(value)}" + ("" if inside else " (off scale)")
         # Labels of up to three markers are staggered so that close markers stay readable.
         label_y = 12 + 12 * (len(chart.lines) % 3)

@@ -345,7 +345,7 @@ def histogram_chart(document: dict[str, Any]) -> Chart:
     threshold = document["verdict"]["threshold"]
     if threshold is not None:
         markers.append(("threshold", threshold, "threshold"))
-    return histogram([s["lambda_max"] for s in document["samples"]], markers)
+    return histogram([s["lambda_max"] for s in document["samples"]], markers, extend_to=threshold)
 
 
 def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "") -> ReportView:

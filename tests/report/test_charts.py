@@ -63,3 +63,11 @@ def test_strip_chart_has_a_row_per_model() -> None:
 
 def test_tick_labels_are_short() -> None:
     assert [tick_label(v) for v in (0.0001, 0.024, 1000.0, 1e4, 2.5e5)] == ["0.0001", "0.024", "1000", "1e4", "2.5e5"]
+
+
+def test_histogram_widens_to_show_a_nearby_threshold() -> None:
+    values = [0.01, 0.5, 2.0, 42.0]
+    chart = histogram(values, [("threshold", 50.0, "threshold")], extend_to=50.0)
+    (threshold,) = chart.lines
+    assert chart.left < threshold.x1 <= chart.right and "off scale" not in threshold.label
+    assert chart.x_ticks[-1].label == "50"
