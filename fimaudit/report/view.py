@@ -26,6 +26,8 @@ PICTURED_SAMPLES = 6
 
 VERDICT_HEADLINES = {PASS: "PASS", FAIL: "FAIL", INCONCLUSIVE: "INCONCLUSIVE", NO_THRESHOLD: "NO THRESHOLD"}
 CHECK_LABELS = {PASSED: "passed", "failed": "FAILED", NOT_COMPUTED: "not computed", NOT_APPLICABLE: "not applicable"}
+# Names of gradient settings as a reviewer reads them.
+SETTING_LABELS = {"fd_relative_step": "finite-difference relative step r (element i moves by r * max(1, |x_i|))"}
 # Metadata keys that usually describe how inputs must be prepared.
 PREPROCESSING_WORDS = ("mean", "std", "norm", "scale", "preprocess", "resize", "crop", "layout", "range", "channel")
 
@@ -185,7 +187,7 @@ def method_rows(document: dict[str, Any]) -> list[Row]:
     method, data = document["method"], document["data"]
     kinds = sorted({s["kind"] for s in document["samples"]})
     settings = method.get("gradient_settings") or {}
-    steps = "; ".join(f"{humanise(key)}: {present(value)}" for key, value in settings.items())
+    steps = "; ".join(f"{SETTING_LABELS.get(key, humanise(key))}: {present(value)}" for key, value in settings.items())
     source = "synthetic N(0, 1) samples" if data.get("synthetic") else data["source"]
     return [
         Row("Estimator", f"{method['estimator']} (values reported as: {', '.join(kinds)})"),
@@ -270,6 +272,13 @@ def _split_dataset(dataset: Any) -> tuple[Any, Any]:
         per_class = {key: dataset[key] for key in keys} or None
     rest = {key: value for key, value in dataset.items() if key not in keys and key not in DATASET_SHOWN_ELSEWHERE}
     return per_class, rest
+
+
+def _titled(section: Section, title: str) -> Section:
+    """Give a section's untitled tables a title."""
+    for table in section.tables:
+        table.title = table.title or title
+    return section
 
 
 def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
@@ -370,7 +379,8 @@ def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = N
         method=method_rows(document),
         summary=summary_rows(document),
         histogram=histogram_chart(document),
-        per_class=generic_section(per_class, f"{NOT_COMPUTED_TEXT}: no per-class breakdown in this audit"),
+        per_class=_titled(generic_section(per_class, f"{NOT_COMPUTED_TEXT}: no per-class breakdown in this audit"),
+                          "lambda_max by predicted class"),
         dataset=generic_section(rest, "") if rest else Section(),
         top_samples=top_samples_table(document),
         pictures=picture_views(document, pictures),

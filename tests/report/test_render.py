@@ -55,7 +55,7 @@ def test_identity_method_and_numbers_are_shown(audited, html: str) -> None:
     _, document = audited
     assert document["model"]["sha256"] in html
     assert "pytorch" in html and "CPUExecutionProvider" in html
-    assert "Fd relative step" in html
+    assert "finite-difference relative step" in html
     assert f"{document['summary']['max']:.4g}" in html
     assert "is above the threshold 3" in html
 
