@@ -351,6 +351,11 @@ def _(tmp: Path) -> list[str]:
     return _audit_mlp(DIGITS, "--seed", "1.5")
 
 
+@case("seed-negative", 2, r"Invalid value for '--seed': -1 is not in the range x>=0")
+def _(tmp: Path) -> list[str]:
+    return _audit_mlp(DIGITS, "--seed", "-1")
+
+
 @case("threshold-nan", 2, r"--fail-above must be a finite number")
 def _(tmp: Path) -> list[str]:
     return _audit_mlp(DIGITS, "--samples", "2", "--fail-above", "nan")

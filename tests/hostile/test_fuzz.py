@@ -32,13 +32,15 @@ from tests.hostile import models
 
 EXAMPLES = int(os.environ.get("FIMAUDIT_FUZZ_EXAMPLES", "0")) or None
 FUZZ = settings(
-    max_examples=EXAMPLES or 40,
+    max_examples=EXAMPLES or 100,
     deadline=None,
     derandomize=EXAMPLES is None,  # reproducible in CI; random in a campaign
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
 )
 BASE_MODEL = models.linear(features=4, classes=3)
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_models"
+SAMPLE_MODEL, SAMPLE_DATA = SAMPLES / "mlp.onnx", SAMPLES / "digits_test.npy"
 BASE_BYTES = BASE_MODEL.SerializeToString()
 
 
@@ -246,3 +248,25 @@ def test_fuzzed_data(array: np.ndarray, container: str, cut: int | None) -> None
         if cut is not None:
             data.write_bytes(data.read_bytes()[:cut])
         run_cli(["audit", str(model), "--data", str(data), "--samples", "3"])
+
+
+# --- option values -------------------------------------------------------------------------------
+
+OPTION_VALUES = st.one_of(
+    st.integers(-3, 10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=10),
+    st.sampled_from(["0", "1", "2K", "1G", "nan", "inf", "-0", "exact", "max", "logits", "input", ""]),
+)
+OPTIONS = st.sampled_from(
+    ["--seed", "--samples", "--budget", "--max-memory", "--fail-above", "--statistic", "--method", "--input", "--output"]
+)
+
+
+@FUZZ
+@given(options=st.lists(st.tuples(OPTIONS, OPTION_VALUES), min_size=1, max_size=3))
+def test_fuzzed_options(options: list[tuple[str, str]]) -> None:
+    args = ["audit", str(SAMPLE_MODEL), "--data", str(SAMPLE_DATA), "--samples", "2"]
+    for name, value in options:
+        args += [name, value]
+    run_cli(args)
