@@ -29,6 +29,7 @@ from onnx import helper, numpy_helper, shape_inference
 
 from fimaudit.autodiff import registry
 from fimaudit.autodiff.context import GraphFacts, RuleContext
+from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
 from fimaudit.errors import NotDifferentiableError, UnsupportedOpError
 from fimaudit.graph.tensors import FLOAT_TYPES, Dim, subgraph_inputs, value_shape
 
@@ -143,8 +144,12 @@ def _types_and_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str,
     return types, shapes
 
 
-def analyse(model: onnx.ModelProto, input_name: str, output_name: str) -> Analysis:
-    """Shape inference, the differentiable path, and the nodes that need rules."""
+def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: ShapeProbe | None = None) -> Analysis:
+    """Shape inference, the differentiable path, and the nodes that need rules.
+
+    With a ``probe``, shapes that static inference left unknown around the active nodes are
+    measured by running the model (probe_shapes.py).
+    """
     registry.load_rules()
     inferred = _infer(model)
     graph = inferred.graph
@@ -189,6 +194,15 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str) -> Analys
         leads.update(name for name in reads if name in differentiable)
     active.reverse()
     blocked.reverse()
+    if probe is not None:
+        unknown = sorted(
+            {name for node in active for name in [*node.input, *node.output] if name and shapes.get(name) is None}
+        )
+        batch = (shapes.get(input_name) or ["N"])[0]
+        measured = measured_shapes(inferred, input_name, unknown, probe, batch if isinstance(batch, str) else "N")
+        if unknown:
+            logger.info("shapes measured by a probe run for %d of %d tensors without a static shape", len(measured), len(unknown))
+        shapes.update(measured)
     facts = GraphFacts(
         shapes=shapes,
         elem_types=types,
@@ -211,7 +225,7 @@ def _missing(analysis: Analysis, mode: str) -> list[tuple[str, str]]:
 
 def missing_rules(
     model: onnx.ModelProto, input_name: str, output_name: str | None = None, mode: str = "vjp"
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str]]:  # no probe: preflight runs nothing
     """Preflight: (op_type, node name) of every node on the path the builder cannot handle.
 
     Checks before any compute. Includes nodes marked not differentiable that depend on the input
@@ -270,10 +284,12 @@ def _check_rule_result(node: onnx.NodeProto, names: object, width: int, mode: st
     return list(names) + [None] * (width - len(names))
 
 
-def build_vjp_model(model: onnx.ModelProto, input_name: str, output_name: str | None = None) -> onnx.ModelProto:
+def build_vjp_model(
+    model: onnx.ModelProto, input_name: str, output_name: str | None = None, probe: ShapeProbe | None = None
+) -> onnx.ModelProto:
     """The reverse-mode model: (x, cotangent [M, *out]) -> (output, input gradient [M, *x])."""
     output = output_name or model.graph.output[0].name
-    analysis = analyse(model, input_name, output)
+    analysis = analyse(model, input_name, output, probe)
     missing = _missing(analysis, "vjp")
     if missing:
         raise unsupported_error(missing, "vjp")
@@ -297,10 +313,12 @@ def build_vjp_model(model: onnx.ModelProto, input_name: str, output_name: str | 
     return _assemble(analysis, ctx, seed, result, INPUT_GRAD, input_name)
 
 
-def build_jvp_model(model: onnx.ModelProto, input_name: str, output_name: str | None = None) -> onnx.ModelProto:
+def build_jvp_model(
+    model: onnx.ModelProto, input_name: str, output_name: str | None = None, probe: ShapeProbe | None = None
+) -> onnx.ModelProto:
     """The forward-mode model: (x, tangent [M, *x]) -> (output, output tangent [M, *out])."""
     output = output_name or model.graph.output[0].name
-    analysis = analyse(model, input_name, output)
+    analysis = analyse(model, input_name, output, probe)
     missing = _missing(analysis, "jvp")
     if missing:
         raise unsupported_error(missing, "jvp")

@@ -37,6 +37,7 @@ from fimaudit.autodiff.build import (
     missing_rules,
     unsupported_error,
 )
+from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.errors import ModelError, UnsupportedOpError
 from fimaudit.graph.selection import LOGITS
 from fimaudit.runtime import ModelRunner, RunAccounting, create_session
@@ -96,6 +97,7 @@ class GraphJacobian:
         self.num_classes = num_classes
         self.max_rows = max(1, max_rows or runner.max_batch)
         self._vjp = _GradientSession(vjp_model, runner, COTANGENT, INPUT_GRAD)
+        self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
         self._cache_key: bytes | None = None
@@ -173,7 +175,7 @@ class GraphJacobian:
     def _jvp_session(self) -> _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
-                model = build_jvp_model(self.runner.model, self.runner.input_name, LOGITS)
+                model = build_jvp_model(self.runner.model, self.runner.input_name, LOGITS, self.probe)
                 self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
             except (UnsupportedOpError, ModelError) as exc:
                 self._jvp_unavailable = str(exc)
@@ -186,6 +188,11 @@ class GraphJacobian:
         if session is None:
             return tangents.astype(np.float64) @ self._cached_jacobian(sample).T
         return self._one_sample_runs(session, sample, tangents, self.sample_shape)
+
+
+def shape_probe(runner: ModelRunner, sample_shape: tuple[int, ...], dtype: np.dtype) -> ShapeProbe:
+    """Placeholder inputs for measuring shapes static inference missed (see probe_shapes.py)."""
+    return ShapeProbe(tuple(sample_shape), np.dtype(dtype), runner.fixed_batch, dict(runner.extra_feeds), list(runner.providers or []) or None)
 
 
 def graph_jacobian_or_reason(
@@ -202,7 +209,8 @@ def graph_jacobian_or_reason(
         missing = missing_rules(model, runner.input_name, LOGITS, "vjp")
         if missing:
             return None, unsupported_error(missing, "vjp")
-        vjp_model = build_vjp_model(model, runner.input_name, LOGITS)
+        dtype = _numpy_dtype(runner.session, runner.input_name, "float32")
+        vjp_model = build_vjp_model(model, runner.input_name, LOGITS, shape_probe(runner, sample_shape, dtype))
         source = GraphJacobian(runner, sample_shape, prepared.num_classes, vjp_model)
     except UnsupportedOpError as exc:
         return None, exc
