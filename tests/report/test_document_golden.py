@@ -108,3 +108,16 @@ def test_contract_fields_of_the_foundation(document: dict[str, Any]) -> None:
     assert set(document["verdict"]) >= {"threshold", "passed", "status", "reason"}
     assert [c["name"] for c in document["checks"]] == ["gradient_check", "convergence", "bound_check"]
     assert document["limitations"]
+
+
+def test_readme_documents_every_top_level_field(document: dict[str, Any]) -> None:
+    """The README's "The JSON document" section names every top-level field, and its example parses."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The JSON document"):]
+    example = json.loads(re.search(r"```json\n(.*?)```", section, re.S).group(1))
+    assert example["schema_version"] == document["schema_version"]
+    undocumented = [key for key in document if f"`{key}" not in section]
+    assert not undocumented, f"add these fields to the README's JSON section: {undocumented}"
+    assert set(example) == set(document), "the README example shows every top-level field"
