@@ -269,3 +269,49 @@ def test_fixed_batch_two_and_extra_inputs() -> None:
     np.testing.assert_allclose(source.vjp(inputs[0], cotangents), cotangents @ expected, rtol=1e-5, atol=1e-5)
     tangents = rng.normal(size=(3, 4))
     np.testing.assert_allclose(source.jvp(inputs[0], tangents), tangents @ expected.T, rtol=1e-5, atol=1e-5)
+
+
+def _rank_hidden_model() -> onnx.ModelProto:
+    """x [N, 4] -> Reshape to [N, 2, 2] with a target chosen by an If (rank unknown statically) -> MatMul."""
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    weight = numpy_helper.from_array(np.random.default_rng(3).normal(size=(2, 3)).astype(np.float32), "W")
+
+    def branch(name: str, target: list[int]) -> onnx.GraphProto:
+        value = helper.make_tensor(f"{name}_value", TensorProto.INT64, [len(target)], target)
+        return helper.make_graph(
+            [helper.make_node("Constant", [], [f"{name}_out"], value=value)],
+            name,
+            [],
+            [helper.make_tensor_value_info(f"{name}_out", TensorProto.INT64, [len(target)])],
+        )
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("If", ["cond"], ["target"], then_branch=branch("then", [-1, 2, 2]), else_branch=branch("else", [-1, 4])),
+            helper.make_node("Reshape", ["x", "target"], ["r"]),
+            helper.make_node("MatMul", ["r", "W"], ["m"]),
+            helper.make_node("Flatten", ["m"], [LOGITS]),
+        ],
+        "hidden",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", 6])],
+        [cond, weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_probe_runs_supply_ranks_static_inference_misses() -> None:
+    from fimaudit.autodiff.probe_shapes import ShapeProbe
+
+    model = _rank_hidden_model()
+    with pytest.raises(UnsupportedOpError, match="rank"):
+        build_vjp_model(model, "x", LOGITS)
+    runner = ModelRunner(model, "x", [LOGITS])
+    source = GraphJacobian(runner, (4,), 6, build_vjp_model(model, "x", LOGITS, ShapeProbe((4,))))
+    inputs = np.random.default_rng(4).normal(size=(3, 4)).astype(np.float32)
+    expected = FiniteDifferenceJacobian(runner, (4,), 6).dense(inputs)  # a linear model: FD is exact to float32
+    assert _relative(source.dense(inputs), expected) < 1e-3
+    tangents = np.random.default_rng(5).normal(size=(2, 4))
+    assert _relative(source.jvp(inputs[0], tangents), tangents @ expected[0].T) < 1e-3
