@@ -176,6 +176,11 @@ def _(tmp: Path) -> list[str]:
     return ["audit", str(_save(models.zipmap_model(), tmp / "model.onnx")), "--samples", "2"]
 
 
+@case("zipmap-output-chosen", 2, r"output 'output_probability' is sequence_type.*zipmap': False")
+def _(tmp: Path) -> list[str]:
+    return ["audit", str(_save(models.zipmap_model(), tmp / "model.onnx")), "--output", "output_probability"]
+
+
 @case("token-id-input", 2, r"input_ids tensor\(int64\), it indexes the embedding Gather 'token_embedding'.*not differentiable")
 def _(tmp: Path) -> list[str]:
     return ["audit", str(_save(models.token_ids(), tmp / "model.onnx"))]
@@ -222,6 +227,14 @@ def _(tmp: Path) -> list[str]:
     np.save(tmp / "full.npy", _digits(8))
     (tmp / "data.npy").write_bytes((tmp / "full.npy").read_bytes()[:300])
     return _audit_mlp(tmp / "data.npy")
+
+
+@case("data-header-claims-huge", 2, r"reading 1000000000 samples of data\.npy would need 238\.4 GiB")
+def _(tmp: Path) -> list[str]:
+    header = {"descr": "<f4", "fortran_order": False, "shape": (10**9, 1, 8, 8)}
+    with open(tmp / "data.npy", "wb") as stream:
+        np.lib.format.write_array_header_1_0(stream, header)
+    return _audit_mlp(tmp / "data.npy", "--max-memory", "8G")
 
 
 @case("data-pickled-npy", 2, r"pickled Python objects; fimaudit never unpickles")

@@ -5,6 +5,8 @@ Each builder returns a ModelProto; the corpus (corpus.py) writes them into a tes
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -148,6 +150,14 @@ def subnormal_weights(features: int = 4, classes: int = 3) -> onnx.ModelProto:
 
 def zipmap_model() -> onnx.ModelProto:
     """A tiny sklearn LogisticRegression converted by skl2onnx with its default ZipMap output."""
+    model = onnx.ModelProto()
+    model.ParseFromString(_zipmap_bytes())
+    return model
+
+
+@functools.lru_cache(maxsize=1)
+def _zipmap_bytes() -> bytes:
+    """Converted once per test session: importing skl2onnx and converting takes seconds."""
     import warnings
 
     from skl2onnx import to_onnx
@@ -159,4 +169,4 @@ def zipmap_model() -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         classifier = LogisticRegression(max_iter=200).fit(features, labels)
-        return to_onnx(classifier, features[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+        return to_onnx(classifier, features[:1], target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
