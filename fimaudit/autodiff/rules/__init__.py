@@ -12,3 +12,5 @@ from fimaudit.autodiff.rules import shape  # noqa: F401
 from fimaudit.autodiff.rules import normalization  # noqa: F401
 from fimaudit.autodiff.rules import reduce  # noqa: F401
 from fimaudit.autodiff.rules import gather  # noqa: F401
+from fimaudit.autodiff.rules import pooling  # noqa: F401
+from fimaudit.autodiff.rules import resize  # noqa: F401

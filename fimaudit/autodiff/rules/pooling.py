@@ -1,0 +1,296 @@
+"""Gradient rules of pooling: GlobalAveragePool, GlobalMaxPool, AveragePool, MaxPool.
+
+Window geometry (kernel, strides, dilations, pads resolved from ``auto_pad``) must be static in
+the spatial dims; batch and channels may be symbolic. The forward-mode rules re-use the forward
+op (AveragePool of the tangent) or an exact "extract the windows" convolution; the reverse-mode
+rules scatter window contributions back with ``ConvTranspose`` (col2im), cropping the padding.
+
+- AveragePool is linear: y = r * (sum over the window's taps inside the input), with a per-output
+  factor r = 1 / divisor. The divisor depends on ``count_include_pad`` and, under ``ceil_mode``,
+  on a runtime convention for windows that run past the padding, so r is not derived here: it is
+  computed in the gradient graph as AveragePool(ones) / (number of taps inside the input), on
+  the same runtime as the forward. The VJP then scatters g * r with an all-ones ConvTranspose.
+- MaxPool: each output's derivative is the indicator of the window taps equal to the maximum.
+  The taps of every window are extracted exactly (Pad with -inf, strided Slices), compared with
+  the output, and ties share the gradient evenly (as ReduceMax here and PyTorch's ``amax``; the
+  one-hot at the first maximum that PyTorch's ``max_pool2d`` uses differs only at ties, where the
+  function is not differentiable). The VJP scatters the weighted cotangent with a one-hot
+  ConvTranspose; the JVP extracts tangent windows with the matching one-hot Conv. Overlapping
+  windows (stride < kernel) are handled: ConvTranspose sums all windows a tap belongs to.
+- Under ``ceil_mode`` onnx shape inference can report one output more than ONNX Runtime and
+  onnx.reference compute (both drop a last window that starts in the padding, as PyTorch does).
+  ONNX Runtime then folds ``Shape`` of the output to the inferred (wrong) value, so no gradient
+  graph can be consistent: such nodes are refused with UnsupportedOpError when the graph is built.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from fimaudit.autodiff.context import RuleContext, attribute
+from fimaudit.autodiff.registry import jvp_rule, vjp_rule
+from fimaudit.errors import UnsupportedOpError
+
+PADS_AS_INPUT = 11
+
+
+# ---- window geometry --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Window:
+    """Static geometry of a pooling node over its spatial dims."""
+
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+    begins: list[int]
+    ends: list[int]
+    in_dims: list[int]
+    ceil_mode: bool
+
+    @property
+    def extents(self) -> list[int]:
+        """Span of a dilated window per axis."""
+        return [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations)]
+
+    @property
+    def max_out(self) -> list[int]:
+        """Output size per axis before any runtime drops a last window starting in the padding."""
+        sizes = []
+        for n, b, e, extent, s in zip(self.in_dims, self.begins, self.ends, self.extents, self.strides):
+            span = n + b + e - extent
+            sizes.append((math.ceil(span / s) if self.ceil_mode else span // s) + 1)
+        return sizes
+
+    @property
+    def padded_ends(self) -> list[int]:
+        """End padding that makes every window (up to ``max_out``) lie inside the padded input."""
+        return [
+            max(e, (o - 1) * s + extent - n - b)
+            for n, b, e, o, s, extent in zip(self.in_dims, self.begins, self.ends, self.max_out, self.strides, self.extents)
+        ]
+
+    @property
+    def taps(self) -> int:
+        return int(np.prod(self.kernel))
+
+
+def window(ctx: RuleContext, node: onnx.NodeProto) -> Window:
+    """Resolve kernel, strides, dilations and pads (explicit or ``auto_pad``) of a pooling node."""
+    x = node.input[0]
+    shape = ctx.static_shape(x)
+    kernel = [int(k) for k in attribute(node, "kernel_shape")]  # type: ignore[union-attr]
+    count = len(kernel)
+    if shape is None or len(shape) != count + 2 or not all(isinstance(d, int) for d in shape[2:]):
+        raise UnsupportedOpError(
+            f"{node.op_type} node {node.name!r}: the spatial dims of {x!r} must be static", [node.op_type]
+        )
+    in_dims = [int(d) for d in shape[2:]]  # type: ignore[arg-type]
+    strides = [int(s) for s in attribute(node, "strides", [1] * count)]  # type: ignore[union-attr]
+    dilations = [int(d) for d in attribute(node, "dilations", [1] * count)]  # type: ignore[union-attr]
+    auto_pad = str(attribute(node, "auto_pad", "NOTSET"))
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        begins, ends = [], []
+        for n, k, s, d in zip(in_dims, kernel, strides, dilations):
+            total = max(0, (math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n)
+            small, large = total // 2, total - total // 2
+            begins.append(small if auto_pad == "SAME_UPPER" else large)
+            ends.append(large if auto_pad == "SAME_UPPER" else small)
+    elif auto_pad == "VALID":
+        begins, ends = [0] * count, [0] * count
+    else:
+        pads = [int(p) for p in attribute(node, "pads", [0] * (2 * count))]  # type: ignore[union-attr]
+        begins, ends = pads[:count], pads[count:]
+    win = Window(kernel, strides, dilations, begins, ends, in_dims, bool(attribute(node, "ceil_mode", 0)))
+    if win.ceil_mode and any((o - 1) * s >= n + b for o, s, n, b in zip(win.max_out, strides, in_dims, begins)):
+        raise UnsupportedOpError(
+            f"{node.op_type} node {node.name!r}: with ceil_mode its last window starts in the padding; ONNX "
+            "Runtime drops that window but onnx shape inference counts it, so the model's shapes disagree "
+            "with what runs (use finite differences, or re-export without ceil_mode)",
+            [node.op_type],
+        )
+    return win
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _spatial(count: int, first: int = 2) -> list[int]:
+    return list(range(first, first + count))
+
+
+def _node_attributes(node: onnx.NodeProto) -> dict[str, object]:
+    return {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+
+
+def _pad(ctx: RuleContext, tensor: str, begins: list[int], ends: list[int], value: float | None = None) -> str:
+    """Constant-pad the spatial dims of an [B, C, *spatial] tensor (opset-aware form)."""
+    pads = [0, 0, *begins, 0, 0, *ends]
+    if not any(pads):
+        return tensor
+    if ctx.opset < PADS_AS_INPUT:
+        return ctx.emit("Pad", [tensor], pads=pads, value=value)
+    inputs = [tensor, ctx.ints(pads)]
+    if value is not None:  # a 0-d constant (Reshape to [] whatever rank ctx.scalar stores)
+        inputs.append(ctx.emit("Reshape", [ctx.scalar(value, like=tensor), ctx.ints([])]))
+    return ctx.emit("Pad", inputs)
+
+
+def _col2im(ctx: RuleContext, columns: str, weight: str, win: Window) -> str:
+    """Scatter window columns [B, K, *out] back to the input grid [B, 1, *in] (summing overlaps).
+
+    ConvTranspose places column k of output o at padded position o * s + tap_k * d; the result is
+    padded at the end by the stride (it can fall short of the input by less than one stride) and
+    cropped to the input's range [begin, begin + n) of the padded grid.
+    """
+    full = ctx.emit("ConvTranspose", [columns, weight], strides=win.strides, dilations=win.dilations)
+    count = len(win.kernel)
+    padded = _pad(ctx, full, [0] * count, list(win.strides))
+    stops = [b + n for b, n in zip(win.begins, win.in_dims)]
+    return ctx.slice(padded, win.begins, stops, _spatial(count))
+
+
+def _fold(ctx: RuleContext, gradient: str, channels: int, spatial_from: int) -> str:
+    """Reshape [M, N, C, (K), *spatial] to [M*N*C, channels, *spatial] (spatial read at run time)."""
+    target = ctx.emit("Concat", [ctx.ints([-1, channels]), ctx.shape_of(gradient, spatial_from)], axis=0)
+    return ctx.emit("Reshape", [gradient, target])
+
+
+# ---- GlobalAveragePool / GlobalMaxPool --------------------------------------------------------
+def _global_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
+    """Spatial axes of the forward input (2 .. rank - 1)."""
+    return list(range(2, ctx.require_rank(node.input[0], node)))
+
+
+def _global_average_factor(ctx: RuleContext, node: onnx.NodeProto) -> str:
+    x, y = node.input[0], node.output[0]
+    shape = ctx.static_shape(x)
+    if shape is not None and all(isinstance(d, int) for d in shape[2:]):
+        return ctx.scalar(1.0 / int(np.prod(shape[2:])), like=x)  # type: ignore[arg-type]
+    sizes = [ctx.emit("Cast", [ctx.emit("Size", [name])], to=ctx.elem_type(x)) for name in (y, x)]
+    return ctx.emit("Div", sizes)
+
+
+@vjp_rule("GlobalAveragePool")
+def global_average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """Spread the cotangent evenly over the spatial positions."""
+    scaled = ctx.emit("Mul", [grads[0], _global_average_factor(ctx, node)])  # type: ignore[list-item]
+    return [ctx.expand_lead(scaled, node.input[0])]
+
+
+@jvp_rule("GlobalAveragePool")
+def global_average_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    axes = [a + 1 for a in _global_axes(ctx, node)]
+    return [ctx.reduce("ReduceMean", tangents[0], axes, keepdims=True)]  # type: ignore[arg-type]
+
+
+def _global_max_weights(ctx: RuleContext, node: onnx.NodeProto) -> str:
+    """(x == max) / (number of maxima) per channel: ties share the gradient."""
+    x, y = node.input[0], node.output[0]
+    mask = ctx.emit("Cast", [ctx.emit("Equal", [x, y])], to=ctx.elem_type(x))
+    return ctx.emit("Div", [mask, ctx.reduce_sum(mask, _global_axes(ctx, node), keepdims=True)])
+
+
+@vjp_rule("GlobalMaxPool")
+def global_max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """The cotangent goes to the maximal position(s) of each channel."""
+    return [ctx.emit("Mul", [grads[0], _global_max_weights(ctx, node)])]  # type: ignore[list-item]
+
+
+@jvp_rule("GlobalMaxPool")
+def global_max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    weighted = ctx.emit("Mul", [tangents[0], _global_max_weights(ctx, node)])  # type: ignore[list-item]
+    return [ctx.reduce_sum(weighted, [a + 1 for a in _global_axes(ctx, node)], keepdims=True)]
+
+
+# ---- AveragePool ------------------------------------------------------------------------------
+def _taps_inside(win: Window) -> np.ndarray:
+    """Per output position (up to ``max_out``), how many window taps fall inside the input."""
+    per_axis = []
+    for n, b, o, s, k, d in zip(win.in_dims, win.begins, win.max_out, win.strides, win.kernel, win.dilations):
+        positions = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - b
+        per_axis.append(((positions >= 0) & (positions < n)).sum(axis=1))
+    counts = per_axis[0]
+    for more in per_axis[1:]:
+        counts = np.multiply.outer(counts, more)
+    return counts
+
+
+def _average_factor(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
+    """[1, 1, *out]: 1 / divisor of each output, as the runtime computes the forward op."""
+    x = node.input[0]
+    dtype = ctx.float_dtype(x)
+    ones = ctx.constant(np.ones([1, 1, *win.in_dims], dtype=dtype), "ones")
+    averaged_ones = ctx.emit("AveragePool", [ones], **_node_attributes(node))
+    inside = np.maximum(_taps_inside(win), 1).astype(dtype).reshape(1, 1, *win.max_out)
+    count = len(win.kernel)
+    inside_now = ctx.slice(ctx.constant(inside, "taps"), [0] * count, ctx.shape_of(averaged_ones, 2), _spatial(count))
+    return ctx.emit("Div", [averaged_ones, inside_now])
+
+
+@vjp_rule("AveragePool")
+def average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """Scale the cotangent by 1/divisor and scatter it over each window (ConvTranspose of ones)."""
+    x = node.input[0]
+    win = window(ctx, node)
+    scaled = ctx.emit("Mul", [grads[0], _average_factor(ctx, node, win)])  # type: ignore[list-item]
+    ones = ctx.constant(np.ones([1, 1, *win.kernel], dtype=ctx.float_dtype(x)), "window")
+    return [ctx.reshape_like(_col2im(ctx, _fold(ctx, scaled, 1, 3), ones, win), x)]
+
+
+@jvp_rule("AveragePool")
+def average_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """AveragePool is linear: pool the tangent (lead axis folded into the batch)."""
+    pooled = ctx.emit("AveragePool", [ctx.fold_lead(tangents[0])], **_node_attributes(node))  # type: ignore[arg-type]
+    return [ctx.unfold_lead(pooled)]
+
+
+# ---- MaxPool ----------------------------------------------------------------------------------
+def _one_hot_taps(ctx: RuleContext, win: Window, like: str) -> str:
+    """Weight [K, 1, *kernel]: filter k picks tap k (row-major order, as ``itertools.product``)."""
+    return ctx.constant(np.eye(win.taps, dtype=ctx.float_dtype(like)).reshape(win.taps, 1, *win.kernel), "taps")
+
+
+def _max_weights(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
+    """[N, C, K, *out]: for each window tap, (tap == max) / (number of taps equal to the max)."""
+    x, y = node.input[0], node.output[0]
+    count = len(win.kernel)
+    padded = _pad(ctx, x, win.begins, win.padded_ends, value=-math.inf)
+    taps = []
+    for offset in itertools.product(*[range(k) for k in win.kernel]):
+        starts = [o * d for o, d in zip(offset, win.dilations)]
+        stops = [start + (out - 1) * s + 1 for start, out, s in zip(starts, win.max_out, win.strides)]
+        taps.append(ctx.unsqueeze(ctx.slice(padded, starts, stops, _spatial(count), win.strides), [2]))
+    stacked = ctx.emit("Concat", taps, axis=2) if len(taps) > 1 else taps[0]
+    stacked = ctx.slice(stacked, [0] * count, ctx.shape_of(y, 2), _spatial(count, 3))
+    mask = ctx.emit("Cast", [ctx.emit("Equal", [stacked, ctx.unsqueeze(y, [2])])], to=ctx.elem_type(x))
+    return ctx.emit("Div", [mask, ctx.reduce_sum(mask, [2], keepdims=True)])
+
+
+@vjp_rule("MaxPool")
+def max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+    """Route each output's cotangent to its window's maximum; overlapping windows accumulate."""
+    x = node.input[0]
+    win = window(ctx, node)
+    weighted = ctx.emit("Mul", [ctx.unsqueeze(grads[0], [3]), _max_weights(ctx, node, win)])  # type: ignore[arg-type]
+    columns = _fold(ctx, weighted, win.taps, 4)
+    return [ctx.reshape_like(_col2im(ctx, columns, _one_hot_taps(ctx, win, x), win), x)]
+
+
+@jvp_rule("MaxPool")
+def max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """Extract the tangent's window taps (one-hot Conv) and weight them like the VJP."""
+    x, y = node.input[0], node.output[0]
+    win = window(ctx, node)
+    count = len(win.kernel)
+    flat = ctx.emit("Reshape", [tangents[0], ctx.ints([-1, 1, *win.in_dims])])  # type: ignore[list-item]
+    padded = _pad(ctx, flat, win.begins, win.padded_ends)
+    columns = ctx.emit("Conv", [padded, _one_hot_taps(ctx, win, x)], strides=win.strides, dilations=win.dilations)
+    columns = ctx.slice(columns, [0] * count, ctx.shape_of(y, 2), _spatial(count))
+    target = ctx.emit("Concat", [ctx.lead_dim(), ctx.shape_of(y, 0, 2), ctx.ints([win.taps]), ctx.shape_of(y, 2)], axis=0)
+    weighted = ctx.emit("Mul", [ctx.emit("Reshape", [columns, target]), _max_weights(ctx, node, win)])
+    return [ctx.reduce_sum(weighted, [3], keepdims=False)]  # the Indices output has no tangent
