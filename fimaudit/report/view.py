@@ -95,7 +95,7 @@ class ReportView:
     preprocessing: list[str]
     environment: list[Row]
     method: list[Row]
-    summary: list[Row]
+    summary: Table
     histogram: Chart
     per_class: Section
     dataset: Section
@@ -130,7 +130,7 @@ def verdict_view(document: dict[str, Any]) -> VerdictView:
     ]
     if interval is not None:
         high = "no upper limit" if interval[1] is None else fmt(interval[1])
-        rows.append(Row("Range given intervals and bounds", f"{fmt(interval[0])} to {high}"))
+        rows.append(Row("Range if every interval holds", f"{fmt(interval[0])} to {high}"))
     return VerdictView(status, VERDICT_HEADLINES.get(status, status.upper()), verdict["reason"], rows)
 
 
@@ -200,7 +200,7 @@ def method_rows(document: dict[str, Any]) -> list[Row]:
     ]
 
 
-def summary_rows(document: dict[str, Any]) -> list[Row]:
+def summary_table(document: dict[str, Any]) -> Table:
     """Quantiles of lambda_max; when values are not all exact, each with its possible range."""
     summary = document["summary"]
     samples = document["samples"]
@@ -211,12 +211,16 @@ def summary_rows(document: dict[str, Any]) -> list[Row]:
     for key, label in labels:
         if key not in summary:
             continue
-        text = fmt(summary[key])
-        if uncertain and key in STATISTICS:
-            low, high = statistic_bracket(samples, key)
-            text += f" (range {fmt(low)} to {'no upper limit' if high is None else fmt(high)})"
-        rows.append(Row(label, text))
-    return rows
+        row = [label, fmt(summary[key])]
+        if uncertain:
+            if key in STATISTICS:
+                low, high = statistic_bracket(samples, key)
+                row.append(f"{fmt(low)} to {'no upper limit' if high is None else fmt(high)}")
+            else:
+                row.append("")
+        rows.append(row)
+    columns = ["Statistic", "Value"] + (["Range if every interval holds"] if uncertain else [])
+    return Table("Quantiles of lambda_max", columns, rows)
 
 
 def top_samples_table(document: dict[str, Any]) -> Table:
@@ -272,13 +276,6 @@ def _split_dataset(dataset: Any) -> tuple[Any, Any]:
         per_class = {key: dataset[key] for key in keys} or None
     rest = {key: value for key, value in dataset.items() if key not in keys and key not in DATASET_SHOWN_ELSEWHERE}
     return per_class, rest
-
-
-def _titled(section: Section, title: str) -> Section:
-    """Give a section's untitled tables a title."""
-    for table in section.tables:
-        table.title = table.title or title
-    return section
 
 
 def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
@@ -377,10 +374,9 @@ def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = N
         preprocessing=preprocessing_notes(document),
         environment=environment_rows(document),
         method=method_rows(document),
-        summary=summary_rows(document),
+        summary=summary_table(document),
         histogram=histogram_chart(document),
-        per_class=_titled(generic_section(per_class, f"{NOT_COMPUTED_TEXT}: no per-class breakdown in this audit"),
-                          "lambda_max by predicted class"),
+        per_class=generic_section(per_class, f"{NOT_COMPUTED_TEXT}: no per-class breakdown in this audit"),
         dataset=generic_section(rest, "") if rest else Section(),
         top_samples=top_samples_table(document),
         pictures=picture_views(document, pictures),
