@@ -98,6 +98,22 @@ def directional_derivatives(
     return results
 
 
+def gaussian_directional_derivatives(
+    problem: SampleProblem, count: int, rng: np.random.Generator, relative_step: float | None = None
+) -> np.ndarray:
+    """J g for ``count`` fresh Gaussian directions g, drawn chunk by chunk ([count, K]).
+
+    The directions are never all held at once: 200 directions of a 224 x 224 x 3 input would
+    take 240 MB.
+    """
+    per_chunk = max(1, _MAX_CHUNK_ELEMENTS // (2 * max(1, problem.input_size)))
+    pieces = []
+    for start in range(0, count, per_chunk):
+        directions = gaussian_directions(rng, min(per_chunk, count - start), problem.input_size)
+        pieces.append(directional_derivatives(problem, directions, relative_step))
+    return np.concatenate(pieces) if pieces else np.empty((0, problem.num_classes))
+
+
 def _top_vector(columns: np.ndarray) -> np.ndarray:
     _, vectors = np.linalg.eigh(columns @ columns.T)
     return vectors[:, -1]
@@ -140,8 +156,7 @@ def blackbox_lambda_max(
     rng = rng if rng is not None else np.random.default_rng(0)
     meter = CostMeter(problem)
     count = evaluations // 2
-    directions = gaussian_directions(rng, count, problem.input_size)
-    derivatives = directional_derivatives(problem, directions, relative_step)  # [m, K]
+    derivatives = gaussian_directional_derivatives(problem, count, rng, relative_step)  # [m, K]
     root = covariance_sqrt(softmax_covariance(problem.logits))
     sketch = sketch_lambda_max(root @ derivatives.T, CONFIDENCE)
     return SpectralResult(

@@ -96,3 +96,16 @@ def test_sample_models_median_error_and_coverage_at_budget_400(digits_problems) 
                 covered.append(result.interval[0] <= exact <= result.interval[1])
     assert np.median(errors) <= 0.10, np.median(errors)
     assert np.mean(covered) >= 0.90, np.mean(covered)
+
+
+def test_directions_drawn_in_chunks_give_the_same_estimate(monkeypatch) -> None:
+    """Large inputs draw directions chunk by chunk; the estimate must not depend on the chunking."""
+    import fimaudit.fisher.blackbox as blackbox
+
+    known = random_problem(np.random.default_rng(4), classes=5, size=100, decay=0.7)
+    whole = blackbox_lambda_max(forward_only(known), 60, np.random.default_rng(9))
+    monkeypatch.setattr(blackbox, "_MAX_CHUNK_ELEMENTS", 2 * 100 * 7)  # 7 directions per chunk
+    chunked = blackbox_lambda_max(forward_only(known), 60, np.random.default_rng(9))
+    assert chunked.value == pytest.approx(whole.value, rel=1e-12)
+    assert chunked.interval == pytest.approx(whole.interval, rel=1e-12)
+    assert chunked.model_evaluations == whole.model_evaluations == 60
