@@ -110,3 +110,19 @@ def test_draw_samples_pictures_sample_and_eigenvector() -> None:
 def test_non_images_are_not_drawn() -> None:
     pictures, note = draw_samples(np.zeros((2, 64), np.float32), {}, [0, 1])
     assert pictures == {} and "not images" in note
+
+
+def test_colour_images_show_the_eigenvector_length_per_pixel() -> None:
+    rng = np.random.default_rng(2)
+    inputs = rng.random((1, 3, 6, 5)).astype(np.float32)
+    vector = np.zeros((3, 6, 5))
+    vector[:, 2, 3] = [3.0, -4.0, 0.0]  # length 5 at one pixel
+    vector[0, 0, 0] = 1.0
+    pictures, legend = draw_samples(inputs, {0: vector}, [0])
+    assert "across channels" in legend
+    sample = decode_png(base64.b64decode(pictures[0].sample_uri.split(",", 1)[1]))
+    eigen = decode_png(base64.b64decode(pictures[0].eigenvector_uri.split(",", 1)[1]))
+    assert sample.shape == (6, 5, 3) and eigen.shape == (6, 5, 3)
+    assert tuple(eigen[2, 3]) == (178, 24, 43)  # the largest: full red
+    assert eigen[1, 1].min() > 240  # zero: white
+    assert eigen[0, 0][1] > eigen[2, 3][1]  # a fifth of the length: lighter
