@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 import traceback
 from typing import Any, Callable
@@ -224,8 +225,7 @@ def audit(
     from fimaudit.report.outputs import write_audit_outputs
     from fimaudit.report.writing import check_writable
 
-    for path in (json_path, report_path, summary_path):
-        check_writable(path)
+    check_output_paths([model, data_path], [json_path, report_path, summary_path])
     config = AuditConfig(
         model_path=model,
         data_path=data_path,
@@ -331,6 +331,26 @@ def jacobian(
     result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory)
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
+
+def check_output_paths(inputs: list[str | None], outputs: list[str | None]) -> None:
+    """Before any computation: every output writable, each a file of its own, none an input.
+
+    ``fimaudit audit model.onnx --json model.onnx`` would otherwise replace the model with its
+    own report once the audit is done.
+    """
+    from fimaudit.errors import OutputPathError
+    from fimaudit.report.writing import check_writable
+
+    seen: dict[str, str] = {os.path.realpath(path): "an input" for path in inputs if path}
+    for path in outputs:
+        if not path:
+            continue
+        check_writable(path)
+        key = os.path.realpath(path)
+        if key in seen:
+            raise OutputPathError(f"cannot write {path}: it is {seen[key]} of this run")
+        seen[key] = "another output"
+
 
 def summary_line(document: dict[str, Any]) -> str:
     summary = document["summary"]
