@@ -73,4 +73,10 @@ CASES: list[OpCase] = [
         weights={"i": i64([[0, 3], [1, 0]]), "zero": i64(0)},
         opset=18,
     ),
+    # Symbolic batch dim N.
+    single("Gather/symbolic-batch-axis1", "Gather", X3, ["x", "i"], {"i": i64([3, 0, 3])}, axis=1, opset=13, symbolic_batch=True),
+    single("Gather/symbolic-batch-axis2-opset18", "Gather", X3, ["x", "i"], {"i": i64([[2, -1]])}, axis=2, opset=18, symbolic_batch=True),
+    single("GatherND/symbolic-batch-batch-dims", "GatherND", X3, ["x", "i"], {"i": i64([[[3], [0]], [[-4], [1]]])}, batch_dims=1, opset=16, symbolic_batch=True),
+    single("GatherElements/symbolic-batch", "GatherElements", X3, ["x", "i"], {"i": i64(_rng.integers(0, 4, size=(2, 3, 3)))}, axis=1, opset=16, symbolic_batch=True),
+    single("ScatterND/symbolic-batch", "ScatterND", X3, ["x", "i", "u"], {"i": i64([[1, 2], [0, 0]]), "u": _rng.normal(size=(2, 3))}, opset=16, symbolic_batch=True),
 ]

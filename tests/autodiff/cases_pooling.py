@@ -46,4 +46,9 @@ CASES: list[OpCase] = [
     *_pool_cases("MaxPool", sample=distinct),
     single("MaxPool/dilations", "MaxPool", X, kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 0, 1], sample=distinct, opset=12),
     single("MaxPool/indices-output", "MaxPool", X, kernel_shape=[3, 3], strides=[1, 1], num_outputs=2, sample=distinct),
+    # Symbolic batch dim N (spatial dims static).
+    single("GlobalAveragePool/symbolic-batch", "GlobalAveragePool", X, symbolic_batch=True),
+    single("GlobalMaxPool/symbolic-batch", "GlobalMaxPool", X, sample=distinct, symbolic_batch=True),
+    single("AveragePool/symbolic-batch", "AveragePool", X, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], symbolic_batch=True),
+    single("MaxPool/symbolic-batch", "MaxPool", X, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], sample=distinct, symbolic_batch=True),
 ]

@@ -37,4 +37,9 @@ CASES: list[OpCase] = [
     *_variants("ReduceL2", 18, away_from_zero),
     *_variants("ReduceSumSquare", 18),
     *_variants("ReduceLogSumExp", 18),
+    # Symbolic batch dim N: ReduceMean over N divides by a count read at run time.
+    single("ReduceMean/symbolic-batch-over-batch", "ReduceMean", X4, axes=[0, 2], opset=13, symbolic_batch=True),
+    single("ReduceSum/symbolic-batch", "ReduceSum", X4, ["x", "a"], {"a": i64(-1)}, keepdims=0, opset=13, symbolic_batch=True),
+    single("ReduceMax/symbolic-batch", "ReduceMax", X4, axes=[1], keepdims=0, opset=13, sample=distinct, symbolic_batch=True),
+    single("ReduceL2/symbolic-batch-all", "ReduceL2", X4, opset=13, sample=away_from_zero, symbolic_batch=True),
 ]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.autodiff.opcases import OpCase, single
+from onnx import helper
+
+from tests.autodiff.opcases import OpCase, chain, single
 
 X = (1, 2, 4, 5)
 EMPTY = np.zeros(0, dtype=np.float32)
@@ -58,4 +60,20 @@ CASES: list[OpCase] = [
     # cubic
     _scales("Resize/cubic-half-pixel", UP2, mode="cubic"),
     _scales("Resize/cubic-exclude-outside-asymmetric", f32(1, 1, 1.5, 2), opset=11, mode="cubic", coordinate_transformation_mode="asymmetric", exclude_outside=1, cubic_coeff_a=-0.5),
+    # Symbolic batch dim N.
+    _scales("Resize/symbolic-batch-linear", UP2, mode="linear", symbolic_batch=True),
+    _sizes("Resize/symbolic-batch-nearest-sizes", i64(1, 2, 8, 10), mode="nearest", symbolic_batch=True),
+    chain(
+        "Resize/symbolic-batch-runtime-sizes",  # as torch exports F.interpolate(size=...)
+        lambda: [
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("Slice", ["shape", "zero", "two"], ["batch_channels"]),
+            helper.make_node("Concat", ["batch_channels", "spatial"], ["sizes"], axis=0),
+            helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+        ],
+        X,
+        covers=["Resize"],
+        weights={"zero": i64(0), "two": i64(2), "spatial": i64(7, 3)},
+        symbolic_batch=True,
+    ),
 ]

@@ -142,4 +142,18 @@ CASES: list[OpCase] = [
         weights={"zero": i64(0), "one": i64(1), "pattern": i64(1, 0, 0, 2), "axes": i64(2, 0)},
         opset=18,
     ),
+    # Symbolic batch dim N: shapes read at run time (Concat/Slice along N take the run-time paths).
+    single("Reshape/symbolic-batch", "Reshape", X4, ["x", "s"], {"s": i64(0, -1)}, symbolic_batch=True),
+    single("Flatten/symbolic-batch", "Flatten", X4, symbolic_batch=True),
+    single("Transpose/symbolic-batch", "Transpose", X4, perm=[3, 0, 2, 1], symbolic_batch=True),
+    single("Squeeze/symbolic-batch", "Squeeze", (2, 1, 3), ["x", "a"], {"a": i64(1)}, opset=13, symbolic_batch=True),
+    single("Unsqueeze/symbolic-batch", "Unsqueeze", (2, 3), axes=[1], opset=11, symbolic_batch=True),
+    single("Concat/symbolic-batch-axis0", "Concat", (2, 3), ["x", "w", "x"], {"w": _rng.normal(size=(1, 3))}, axis=0, symbolic_batch=True),
+    single("Split/symbolic-batch", "Split", (2, 6), ["x", "s"], {"s": i64(4, 2)}, axis=1, num_outputs=2, output=0, opset=13, symbolic_batch=True),
+    single("Slice/symbolic-batch-axis0", "Slice", X4, ["x", "b", "e", "a"], {"b": i64(1), "e": i64(100), "a": i64(0)}, symbolic_batch=True),
+    single("Slice/symbolic-batch-axis2", "Slice", X4, ["x", "b", "e", "a"], {"b": i64(1), "e": i64(-1), "a": i64(2)}, symbolic_batch=True),
+    single("Expand/symbolic-batch", "Expand", (2, 1, 3), ["x", "s"], {"s": i64(4, 1)}, symbolic_batch=True),
+    single("Tile/symbolic-batch", "Tile", (2, 3), ["x", "r"], {"r": i64(2, 2)}, symbolic_batch=True),
+    single("Pad/symbolic-batch-reflect", "Pad", (2, 3, 5), ["x", "p"], {"p": i64(0, 0, 2, 0, 0, 1)}, mode="reflect", opset=13, symbolic_batch=True),
+    single("Pad/symbolic-batch-constant", "Pad", (2, 3, 5), ["x", "p"], {"p": i64(1, 0, 2, 0, 0, 1)}, opset=13, symbolic_batch=True),
 ]

@@ -168,11 +168,11 @@ def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[
         return [ctx.emit("ScatterElements", [zeros, full_index, g], axis=axis + 1, reduction="add")]  # type: ignore[list-item]
     data_shape, index_shape = ctx.static_shape(data), ctx.static_shape(indices)
     if data_shape is None or index_shape is None or any(
-        a != b or not isinstance(a, int) for i, (a, b) in enumerate(zip(data_shape, index_shape)) if i != axis
+        a != b or a is None for i, (a, b) in enumerate(zip(data_shape, index_shape)) if i != axis
     ):
         raise UnsupportedOpError(
-            f"GatherElements node {node.name!r}: before opset {SCATTER_REDUCTION} the gradient needs static "
-            "indices whose dims other than the axis equal the data's",
+            f"GatherElements node {node.name!r}: before opset {SCATTER_REDUCTION} the gradient needs indices "
+            "whose dims other than the axis are known to equal the data's",
             ["GatherElements"],
         )
     positions = ctx.emit("Reshape", [_arange(ctx, n), ctx.ints([-1] + [1] * (rank - axis - 1))])

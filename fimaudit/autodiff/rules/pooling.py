@@ -245,6 +245,7 @@ def average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str
 @jvp_rule("AveragePool")
 def average_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """AveragePool is linear: pool the tangent (lead axis folded into the batch)."""
+    window(ctx, node)  # refuses what the VJP refuses (ceil_mode window in the padding)
     pooled = ctx.emit("AveragePool", [ctx.fold_lead(tangents[0])], **_node_attributes(node))  # type: ignore[arg-type]
     return [ctx.unfold_lead(pooled)]
 

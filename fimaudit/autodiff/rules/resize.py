@@ -47,15 +47,14 @@ class AxisResize:
 
 
 def _constant_values(ctx: RuleContext, node: onnx.NodeProto, index: int) -> np.ndarray | None:
-    """A non-empty constant input, None when absent or empty; raises when computed at run time."""
+    """A non-empty constant input, None when absent or empty; raises for scales computed at run time."""
     name = optional_input(node, index)
     if name is None:
         return None
     value = ctx.constant_value(name)
     if value is None:
-        shape = ctx.static_shape(name)
-        if shape == [0]:
-            return None
+        if index == 3 or ctx.static_shape(name) == [0]:
+            return None  # sizes computed at run time: the output's inferred shape tells them
         raise UnsupportedOpError(
             f"Resize node {node.name!r}: {('roi', 'scales', 'sizes')[index - 1]} computed at run time are not supported",
             ["Resize"],
@@ -64,48 +63,55 @@ def _constant_values(ctx: RuleContext, node: onnx.NodeProto, index: int) -> np.n
     return value if value.size else None
 
 
-def _axes(ctx: RuleContext, node: onnx.NodeProto) -> tuple[list[int], list[int], list[int]]:
-    """(resized axes, input dims, output dims) with the dims that matter known statically."""
-    x, y = node.input[0], node.output[0]
-    rank = ctx.require_rank(x, node)
-    axes = [ctx.normalize_axis(int(a), rank) for a in attribute(node, "axes", range(rank))]  # type: ignore[union-attr]
-    in_shape, out_shape = ctx.static_shape(x), ctx.static_shape(y)
-    first = min(axes)
-    if in_shape is None or not all(isinstance(d, int) for d in in_shape[first:]):
-        raise UnsupportedOpError(f"Resize node {node.name!r}: the resized dims of {x!r} must be static", ["Resize"])
-    return axes, [int(d) if isinstance(d, int) else -1 for d in in_shape], [  # type: ignore[misc]
-        int(d) if isinstance(d, int) else -1 for d in (out_shape or [None] * rank)
-    ]
-
-
 def resized_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[AxisResize]:
-    """Every axis the node changes, with the scale ONNX uses in its coordinate transformation."""
+    """Every axis the node changes, with the scale ONNX uses in its coordinate transformation.
+
+    Axes with scale 1 or equal sizes are the identity and left out; so are axes whose sizes are
+    not static when sizes (not scales) are given (see below); the others need static sizes. Output sizes come
+    from constant scales (floor(n * scale); shape inference's value when it has one), constant
+    sizes, or else shape inference (sizes computed at run time, as torch exports ``size=``).
+    """
     if ctx.opset < RESIZE_INPUTS:
         raise UnsupportedOpError(f"Resize node {node.name!r}: opset {ctx.opset} Resize is not supported", ["Resize"])
     if int(attribute(node, "antialias", 0)):  # type: ignore[arg-type]
         raise UnsupportedOpError(f"Resize node {node.name!r}: antialias is not supported", ["Resize"])
-    axes, in_dims, out_dims = _axes(ctx, node)
+    x, y = node.input[0], node.output[0]
+    rank = ctx.require_rank(x, node)
+    axes = [ctx.normalize_axis(int(a), rank) for a in attribute(node, "axes", range(rank))]  # type: ignore[union-attr]
+    in_shape = ctx.static_shape(x) or [None] * rank
+    out_shape = ctx.static_shape(y) or [None] * rank
     scales, sizes = _constant_values(ctx, node, 2), _constant_values(ctx, node, 3)
-    lengths = [in_dims[a] for a in axes]
-    if scales is not None:
-        factors = [float(s) for s in scales]
-        outs = [math.floor(n * s) for n, s in zip(lengths, factors)]
-        # Shape inference's sizes are what the builder declares: prefer them (float rounding).
-        outs = [out_dims[a] if out_dims[a] >= 0 else o for a, o in zip(axes, outs)]
-    elif sizes is not None:
-        outs = [int(s) for s in sizes]
-        factors = [o / n for o, n in zip(outs, lengths)]
-        policy = str(attribute(node, "keep_aspect_ratio_policy", "stretch"))
-        if policy != "stretch":
-            common = min(factors) if policy == "not_larger" else max(factors)
-            factors = [common] * len(axes)
-            outs = [math.floor(n * common + 0.5) for n in lengths]
-    else:
-        outs = [out_dims[a] for a in axes]
-        if min(outs) < 0:
-            raise UnsupportedOpError(f"Resize node {node.name!r}: neither scales nor sizes are known", ["Resize"])
-        factors = [o / n for o, n in zip(outs, lengths)]
-    return [AxisResize(a, n, o, s) for a, n, o, s in zip(axes, lengths, outs, factors)]
+    policy = str(attribute(node, "keep_aspect_ratio_policy", "stretch"))
+    if scales is None and policy != "stretch":
+        if sizes is None or not all(isinstance(in_shape[a], int) for a in axes):
+            raise UnsupportedOpError(
+                f"Resize node {node.name!r}: keep_aspect_ratio_policy needs constant sizes and static input dims", ["Resize"]
+            )
+        ratios = [int(size) / int(in_shape[a]) for size, a in zip(sizes, axes)]  # type: ignore[arg-type]
+        common = min(ratios) if policy == "not_larger" else max(ratios)
+        return [
+            AxisResize(a, int(in_shape[a]), math.floor(int(in_shape[a]) * common + 0.5), common)  # type: ignore[arg-type]
+            for a in axes
+        ]
+    changed = []
+    for i, axis in enumerate(axes):
+        length_in, inferred_out = in_shape[axis], out_shape[axis]
+        if scales is not None:
+            if float(scales[i]) == 1.0:
+                continue
+            if not isinstance(length_in, int):
+                raise UnsupportedOpError(f"Resize node {node.name!r}: resized axis {axis} must be static", ["Resize"])
+            out = inferred_out if isinstance(inferred_out, int) else math.floor(length_in * float(scales[i]))
+            changed.append(AxisResize(axis, length_in, out, float(scales[i])))
+            continue
+        out = int(sizes[i]) if sizes is not None else inferred_out
+        if not isinstance(length_in, int) or not isinstance(out, int) or out == length_in:
+            # Equal sizes: the identity. A size not known statically (the batch dim N against
+            # Shape(x)[0] in runtime sizes) is taken as unchanged too; were it changed, the final
+            # Reshape to the other side's runtime shape fails loudly (element counts differ).
+            continue
+        changed.append(AxisResize(axis, length_in, out, out / length_in))
+    return changed
 
 
 # ---- the 1-D interpolation matrix (ONNX Resize semantics) ------------------------------------

@@ -479,16 +479,17 @@ def pad_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
         if pads is None:
             return [_crop_dynamic(ctx, node, g, rank, axes)]  # type: ignore[arg-type]
         return [_crop_static(ctx, g, rank, axes, pads)]  # type: ignore[arg-type]
-    dims = _static_dims(ctx, data, axes)
+    count = len(axes)
+    padded = [(axis, before, after) for axis, before, after in zip(axes, (pads or [])[:count], (pads or [])[count:]) if before or after]
+    dims = _static_dims(ctx, data, [axis for axis, _, _ in padded])
     if pads is None or dims is None or min(pads) < 0:
         raise UnsupportedOpError(
-            f"Pad node {node.name!r}: mode {mode!r} needs constant non-negative pads and static sizes", ["Pad"]
+            f"Pad node {node.name!r}: mode {mode!r} needs constant non-negative pads and static sizes of the padded axes",
+            ["Pad"],
         )
-    count = len(axes)
     result = g
-    for axis, n, before, after in zip(axes, dims, pads[:count], pads[count:]):
-        if before or after:
-            result = _fold_borders(ctx, result, rank, axis, n, before, after, mode)  # type: ignore[arg-type]
+    for (axis, before, after), n in zip(padded, dims):
+        result = _fold_borders(ctx, result, rank, axis, n, before, after, mode)  # type: ignore[arg-type]
     return [result]
 
 
