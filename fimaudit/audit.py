@@ -60,7 +60,7 @@ class AuditConfig:
     data_path: str | None = None
     samples: int | None = None
     method: str = "exact"
-    gradients: str = "fd"
+    gradients: str = "auto"
     seed: int = 0
     budget: int | None = None
     input_name: str | None = None

@@ -175,7 +175,7 @@ class GraphJacobian:
     def _jvp_session(self) -> _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
-                model = build_jvp_model(self.runner.model, self.runner.input_name, LOGITS, self.probe)
+                model = build_jvp_model(with_sample_shape(self.runner.model, self.runner.input_name, self.sample_shape), self.runner.input_name, LOGITS, self.probe)
                 self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
             except (UnsupportedOpError, ModelError) as exc:
                 self._jvp_unavailable = str(exc)
@@ -195,6 +195,35 @@ def shape_probe(runner: ModelRunner, sample_shape: tuple[int, ...], dtype: np.dt
     return ShapeProbe(tuple(sample_shape), np.dtype(dtype), runner.fixed_batch, dict(runner.extra_feeds), list(runner.providers or []) or None)
 
 
+def with_sample_shape(model: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """A copy whose input declares the data's sample shape (the batch axis stays as it is).
+
+    Exporters leave spatial dims symbolic ('?', 'height'); gradient rules of pooling and strided
+    convolutions need them static. The gradient model only ever sees samples of this shape, so
+    fixing them is exact. Stale intermediate shape hints are dropped and inferred again.
+    """
+    value = next((v for v in model.graph.input if v.name == input_name), None)
+    if value is None or not value.type.tensor_type.HasField("shape"):
+        return model
+    dims = value.type.tensor_type.shape.dim
+    if len(dims) != len(sample_shape) + 1:
+        return model
+    if all(dim.HasField("dim_value") and dim.dim_value == size for dim, size in zip(list(dims)[1:], sample_shape)):
+        return model
+    specialised = onnx.ModelProto()
+    specialised.CopyFrom(model)
+    declared = next(v for v in specialised.graph.input if v.name == input_name)
+    for dim, size in zip(list(declared.type.tensor_type.shape.dim)[1:], sample_shape):
+        dim.Clear()
+        dim.dim_value = int(size)
+    first = declared.type.tensor_type.shape.dim[0]
+    if first.HasField("dim_value") and first.dim_value <= 0:  # '-1' written as a value: a dynamic batch
+        first.Clear()
+        first.dim_param = "N"
+    del specialised.graph.value_info[:]
+    return specialised
+
+
 def graph_jacobian_or_reason(
     prepared: Any, sample_shape: tuple[int, ...]
 ) -> tuple[GraphJacobian | None, UnsupportedOpError | None]:
@@ -204,7 +233,7 @@ def graph_jacobian_or_reason(
     model costs no compute; a gradient graph ONNX Runtime cannot load is also a reason.
     """
     runner: ModelRunner = prepared.runner
-    model = runner.model
+    model = with_sample_shape(runner.model, runner.input_name, tuple(sample_shape))
     try:
         missing = missing_rules(model, runner.input_name, LOGITS, "vjp")
         if missing:
