@@ -85,3 +85,13 @@ def test_screenshot_of_the_report(audit_report: Path, tmp_path: Path) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1100, 1400) and len(data) > 20_000
+
+
+def test_report_prints_to_pdf(audit_report: Path, tmp_path: Path) -> None:
+    pdf = tmp_path / "report.pdf"
+    run = chromium(audit_report, tmp_path / "profile", "--no-pdf-header-footer", f"--print-to-pdf={pdf}")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert CONSOLE.findall(run.stderr) == []
+    data = pdf.read_bytes()
+    pages = re.findall(rb"/Type\s*/Page(?!s)", data)
+    assert data.startswith(b"%PDF") and len(pages) >= 2
