@@ -190,12 +190,14 @@ def audit_needs(
     """Memory of a Jacobian-based audit of ``samples`` inputs of ``sample_size`` elements.
 
     Per evaluated row: the input row (three copies: the perturbed rows, the batch built from
-    them, ONNX Runtime's view), the float64 logits, and the activations.
+    them, ONNX Runtime's view), the float64 logits, and the activations twice (a gradient graph
+    keeps the forward activations alive for its backward pass; finite differences need only one
+    set, so for them this errs on the safe side).
     """
     held = {
         "weights": WEIGHT_COPIES * weight_bytes(model),
         "data": samples * sample_size * itemsize,
         "Jacobian": JACOBIAN_COPIES * num_classes * sample_size * 8,
     }
-    per_row = 3 * sample_size * itemsize + 2 * num_classes * 8 + activation_bytes_per_row(model)
+    per_row = 3 * sample_size * itemsize + 2 * num_classes * 8 + 2 * activation_bytes_per_row(model)
     return MemoryNeeds(held=held, per_row=per_row, min_rows=max(1, min_rows))
