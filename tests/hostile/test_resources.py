@@ -99,3 +99,18 @@ def test_cli_refuses_a_budget_too_small_up_front(monkeypatch: pytest.MonkeyPatch
     match = re.search(r"needs at least ([\d.]+) KiB .* --max-memory is 20\.0 KiB", result.stderr)
     assert match and float(match.group(1)) > 20, result.stderr
     assert len(seen) <= 2, "the long computation started before the refusal"
+
+
+def test_max_memory_is_honoured_by_gradient_graphs() -> None:
+    """The planned batch also bounds the rows (classes x samples) of each gradient-graph run."""
+    base = AuditConfig(
+        model_path=str(SAMPLES / "vgg_small.onnx"), data_path=str(SAMPLES / "digits_test.npy"),
+        samples=2, gradients="graph",
+    )
+    free = run_audit(base)
+    tight = run_audit(AuditConfig(**{**base.__dict__, "max_memory": 300 << 10}))
+    assert tight.gradients == free.gradients == "graph"
+    assert tight.prepared.runner.accounting.runs > free.prepared.runner.accounting.runs
+    np.testing.assert_allclose(
+        [s.result.value for s in tight.samples], [s.result.value for s in free.samples], rtol=1e-6
+    )
