@@ -10,13 +10,14 @@ rules scatter window contributions back with ``ConvTranspose`` (col2im), croppin
   on a runtime convention for windows that run past the padding, so r is not derived here: it is
   computed in the gradient graph as AveragePool(ones) / (number of taps inside the input), on
   the same runtime as the forward. The VJP then scatters g * r with an all-ones ConvTranspose.
-- MaxPool: each output's derivative is the indicator of the window taps equal to the maximum.
-  The taps of every window are extracted exactly (Pad with -inf, strided Slices), compared with
-  the output, and ties share the gradient evenly (as ReduceMax here and PyTorch's ``amax``; the
-  one-hot at the first maximum that PyTorch's ``max_pool2d`` uses differs only at ties, where the
-  function is not differentiable). The VJP scatters the weighted cotangent with a one-hot
-  ConvTranspose; the JVP extracts tangent windows with the matching one-hot Conv. Overlapping
-  windows (stride < kernel) are handled: ConvTranspose sums all windows a tap belongs to.
+- MaxPool: each output's derivative picks the input at its window's maximum. The taps of every
+  window are extracted exactly (Pad with -inf, one strided Slice per tap) and ArgMax names the
+  winning tap (the first at a tie, in row-major tap order; PyTorch's ``max_pool2d`` also takes one
+  maximum, ReduceMax/GlobalMaxPool here split ties evenly); a static table turns it into a flat
+  input index. The JVP gathers the tangent there (GatherElements); the VJP scatter-adds the
+  cotangent there (ScatterElements 'add' from opset 16; before, a one-hot ConvTranspose of the
+  winning taps). Overlapping windows (stride < kernel) accumulate correctly in both. The
+  Indices output of MaxPool is not used: onnx.reference computes it wrongly for unit strides.
 - Under ``ceil_mode`` onnx shape inference can report one output more than ONNX Runtime and
   onnx.reference compute (both drop a last window that starts in the padding, as PyTorch does).
   ONNX Runtime then folds ``Shape`` of the output to the inferred (wrong) value, so no gradient
@@ -39,6 +40,7 @@ from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
 
 PADS_AS_INPUT = 11
+SCATTER_REDUCTION = 16  # ScatterElements gained reduction='add'
 
 
 # ---- window geometry --------------------------------------------------------------------------
@@ -256,9 +258,13 @@ def _one_hot_taps(ctx: RuleContext, win: Window, like: str) -> str:
     return ctx.constant(np.eye(win.taps, dtype=ctx.float_dtype(like)).reshape(win.taps, 1, *win.kernel), "taps")
 
 
-def _max_weights(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
-    """[N, C, K, *out]: for each window tap, (tap == max) / (number of taps equal to the max)."""
-    x, y = node.input[0], node.output[0]
+def _winning_tap(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
+    """int64 [N, C, 1, *out]: which window tap holds the maximum (the first one at a tie).
+
+    The taps are extracted exactly (Pad with -inf, one strided Slice per tap), so ArgMax sees the
+    very values MaxPool compared.
+    """
+    x = node.input[0]
     count = len(win.kernel)
     padded = _pad(ctx, x, win.begins, win.padded_ends, value=-math.inf)
     taps = []
@@ -267,31 +273,77 @@ def _max_weights(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
         stops = [start + (out - 1) * s + 1 for start, out, s in zip(starts, win.max_out, win.strides)]
         taps.append(ctx.unsqueeze(ctx.slice(padded, starts, stops, _spatial(count), win.strides), [2]))
     stacked = ctx.emit("Concat", taps, axis=2) if len(taps) > 1 else taps[0]
-    stacked = ctx.slice(stacked, [0] * count, ctx.shape_of(y, 2), _spatial(count, 3))
-    mask = ctx.emit("Cast", [ctx.emit("Equal", [stacked, ctx.unsqueeze(y, [2])])], to=ctx.elem_type(x))
-    return ctx.emit("Div", [mask, ctx.reduce_sum(mask, [2], keepdims=True)])
+    return ctx.emit("ArgMax", [stacked], axis=2, keepdims=1)
+
+
+def _input_positions(win: Window) -> np.ndarray:
+    """int64 [K, *out]: flat spatial index in the input of tap k of each window (clipped inside)."""
+    grids = []
+    for n, b, o, s, k, d in zip(win.in_dims, win.begins, win.max_out, win.strides, win.kernel, win.dilations):
+        grids.append(np.clip(np.arange(k)[:, None] * d + np.arange(o)[None, :] * s - b, 0, n - 1))  # [k, o]
+    flat = np.zeros([*win.kernel, *win.max_out], dtype=np.int64)
+    count = len(win.kernel)
+    for axis, grid in enumerate(grids):
+        shape = [1] * (2 * count)
+        shape[axis], shape[count + axis] = grid.shape
+        flat = flat * win.in_dims[axis] + grid.reshape(shape)
+    return flat.reshape(win.taps, *win.max_out)
+
+
+def _argmax_index(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
+    """int64 [N, C, P]: flat spatial input index of each output's maximum (P = output positions)."""
+    tap = _winning_tap(ctx, node, win)
+    table = ctx.constant(_input_positions(win)[None, None], "positions")  # [1, 1, K, *out]
+    expanded = ctx.emit("Expand", [table, ctx.emit("Concat", [ctx.shape_of(tap, 0, 2), ctx.ints([win.taps, *win.max_out])], axis=0)])
+    index = ctx.emit("GatherElements", [expanded, tap], axis=2)  # [N, C, 1, *out]
+    return ctx.emit("Reshape", [index, ctx.emit("Concat", [ctx.shape_of(node.output[0], 0, 2), ctx.ints([-1])], axis=0)])
+
+
+def _flat_lead(ctx: RuleContext, gradient: str, forward: str) -> str:
+    """[M, N, C, *spatial] -> [M, N, C, prod(spatial)]."""
+    return ctx.emit("Reshape", [gradient, ctx.emit("Concat", [ctx.lead_dim(), ctx.shape_of(forward, 0, 2), ctx.ints([-1])], axis=0)])
+
+
+def _lead_index(ctx: RuleContext, index: str, like: str) -> str:
+    """Broadcast an index [N, C, P] over the lead axis to the shape of the gradient ``like``."""
+    return ctx.emit("Expand", [ctx.unsqueeze(index, [0]), ctx.emit("Shape", [like])])
 
 
 @vjp_rule("MaxPool")
 def max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """Route each output's cotangent to its window's maximum; overlapping windows accumulate."""
+    """Route each output's cotangent to its window's maximum; overlapping windows accumulate.
+
+    From opset 16 a ScatterElements 'add' at the argmax indices; before, the one-hot of the
+    winning tap scattered by a one-hot ConvTranspose (no scatter reduction exists).
+    """
     x = node.input[0]
     win = window(ctx, node)
-    weighted = ctx.emit("Mul", [ctx.unsqueeze(grads[0], [3]), _max_weights(ctx, node, win)])  # type: ignore[arg-type]
+    g = grads[0]
+    if ctx.opset >= SCATTER_REDUCTION:
+        updates = _flat_lead(ctx, g, node.output[0])  # type: ignore[arg-type]
+        zeros = _flat_lead(ctx, ctx.zeros_lead_like(x), x)
+        index = _lead_index(ctx, _argmax_index(ctx, node, win), updates)
+        scattered = ctx.emit("ScatterElements", [zeros, index, updates], axis=3, reduction="add")
+        return [ctx.reshape_like(scattered, x)]
+    taps = ctx.emit("Reshape", [ctx.emit("Range", [_int_scalar(ctx, 0), _int_scalar(ctx, win.taps), _int_scalar(ctx, 1)]), ctx.ints([1, 1, win.taps] + [1] * len(win.kernel))])
+    mask = ctx.emit("Cast", [ctx.emit("Equal", [_winning_tap(ctx, node, win), taps])], to=ctx.elem_type(x))
+    weighted = ctx.emit("Mul", [ctx.unsqueeze(g, [3]), mask])  # type: ignore[arg-type]
     columns = _fold(ctx, weighted, win.taps, 4)
     return [ctx.reshape_like(_col2im(ctx, columns, _one_hot_taps(ctx, win, x), win), x)]
 
 
 @jvp_rule("MaxPool")
 def max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    """Extract the tangent's window taps (one-hot Conv) and weight them like the VJP."""
+    """Gather the tangent at each window's maximum (the Indices output has no tangent)."""
     x, y = node.input[0], node.output[0]
     win = window(ctx, node)
-    count = len(win.kernel)
-    flat = ctx.emit("Reshape", [tangents[0], ctx.ints([-1, 1, *win.in_dims])])  # type: ignore[list-item]
-    padded = _pad(ctx, flat, win.begins, win.padded_ends)
-    columns = ctx.emit("Conv", [padded, _one_hot_taps(ctx, win, x)], strides=win.strides, dilations=win.dilations)
-    columns = ctx.slice(columns, [0] * count, ctx.shape_of(y, 2), _spatial(count))
-    target = ctx.emit("Concat", [ctx.lead_dim(), ctx.shape_of(y, 0, 2), ctx.ints([win.taps]), ctx.shape_of(y, 2)], axis=0)
-    weighted = ctx.emit("Mul", [ctx.emit("Reshape", [columns, target]), _max_weights(ctx, node, win)])
-    return [ctx.reduce_sum(weighted, [3], keepdims=False)]  # the Indices output has no tangent
+    flat = _flat_lead(ctx, tangents[0], x)  # type: ignore[arg-type]
+    index = _argmax_index(ctx, node, win)
+    target = ctx.emit("Concat", [ctx.lead_dim(), ctx.emit("Shape", [index])], axis=0)
+    gathered = ctx.emit("GatherElements", [flat, ctx.emit("Expand", [ctx.unsqueeze(index, [0]), target])], axis=3)
+    return [ctx.reshape_like(gathered, y)]
+
+
+def _int_scalar(ctx: RuleContext, value: int) -> str:
+    """A 0-d int64 tensor (Range wants true scalars; ``ctx.constant`` stores 0-d arrays as [1])."""
+    return ctx.squeeze(ctx.ints([value]), [0])
