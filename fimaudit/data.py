@@ -48,6 +48,7 @@ class _ArrayHeader:
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    fortran_order: bool = False
 
 
 def _read_header(stream: BinaryIO, source: str) -> _ArrayHeader:
@@ -55,14 +56,16 @@ def _read_header(stream: BinaryIO, source: str) -> _ArrayHeader:
     try:
         version = np.lib.format.read_magic(stream)
         if version == (1, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(stream)
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
         else:
-            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(stream)
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
     except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
         raise InputError(f"{source} is not a readable .npy array (bad header: {_first_line(exc)})") from exc
     if dtype.hasobject:
         raise InputError(f"{source} {_PICKLE_REFUSED}")
-    return _ArrayHeader(tuple(int(d) for d in shape), dtype)
+    if any(int(d) < 0 for d in shape):
+        raise InputError(f"{source} is not a readable .npy array (bad header: shape {tuple(shape)})")
+    return _ArrayHeader(tuple(int(d) for d in shape), dtype, bool(fortran))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -76,17 +79,31 @@ def _check_size(header: _ArrayHeader, rows: int, budget: MemoryBudget, source: s
 
 
 def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarray:
-    """The first ``samples`` rows of a .npy file, memory-mapped so only those rows are read."""
+    """The first ``samples`` rows of a .npy file; the rest of the file is never read.
+
+    Rows are contiguous in C order, so they are read straight after the header into an array of
+    their own; a Fortran-ordered file (rare) is read whole, and budgeted whole.
+    """
     with path.open("rb") as stream:
         header = _read_header(stream, path.name)
-    rows = header.shape[0] if header.shape else 1
-    if samples is not None:
-        rows = min(rows, samples)
-    _check_size(header, rows, budget, path.name)
+        partial = bool(header.shape) and not header.fortran_order
+        rows = header.shape[0] if header.shape else 1
+        if samples is not None and partial:
+            rows = min(rows, samples)
+        _check_size(header, rows, budget, path.name)
+        if partial:
+            array = np.empty((rows, *header.shape[1:]), dtype=header.dtype)
+            wanted = array.nbytes
+            got = stream.readinto(array.reshape(-1).view(np.uint8)) if wanted else 0
+            if got != wanted:
+                raise InputError(
+                    f"{path.name} is truncated: {rows} samples need {wanted} bytes of data, the file "
+                    f"holds {got or 0}"
+                )
+            return array
     try:
-        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-        return np.array(mapped[:rows] if mapped.ndim else mapped)
-    except (ValueError, OSError) as exc:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path.name} is truncated or not a readable .npy file ({_first_line(exc)})") from exc
 
 
@@ -115,7 +132,8 @@ def _read_npz(
             try:
                 with archive.open(f"{name}.npy") as stream:
                     header = _read_header(stream, source)
-                    _check_size(header, header.shape[0] if header.shape else 1, budget, source)
+                _check_size(header, header.shape[0] if header.shape else 1, budget, source)
+                with archive.open(f"{name}.npy") as stream:  # read_array wants the header again
                     array = np.lib.format.read_array(stream, allow_pickle=False)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
                 raise InputError(f"{path.name} is a corrupt .npz file ({source}: {_first_line(exc)})") from exc
@@ -221,7 +239,8 @@ def load_data(
     _check_values(array, source, _expected(selection))
     if array.dtype != dtype:
         logger.info("casting %s from %s to the model's %s", source, array.dtype, dtype)
-        array = array.astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected just below
+            array = array.astype(dtype)
         if dtype.kind == "f" and not np.isfinite(array).all():
             raise InputError(f"{source} has values beyond the range of {dtype} (the model's input type)")
     for name, value in extras.items():

@@ -171,6 +171,11 @@ def _(tmp: Path) -> list[str]:
     return ["audit", str(_save(models.quantized(), tmp / "model.onnx")), "--gradients", "graph", "--samples", "2"]
 
 
+@case("quantized-fd-warned", 0, r"WARNING: the model is quantized \(QuantizeLinear 'quantize', QLinearMatMul 'qmatmul'.*steps of its quantizer")
+def _(tmp: Path) -> list[str]:
+    return ["audit", str(_save(models.quantized(), tmp / "model.onnx")), "--gradients", "auto", "--samples", "2"]
+
+
 @case("zipmap-output", 2, r"ZipMap.*zipmap")
 def _(tmp: Path) -> list[str]:
     return ["audit", str(_save(models.zipmap_model(), tmp / "model.onnx")), "--samples", "2"]
@@ -309,6 +314,18 @@ def _(tmp: Path) -> list[str]:
 def _(tmp: Path) -> list[str]:
     np.savez(tmp / "data.npz", images=_digits(2), labels=np.arange(2))
     return _audit_mlp(tmp / "data.npz")
+
+
+@case("extra-input-missing", 2, r"the model has other inputs \['bias_in'\]; pass an \.npz")
+def _(tmp: Path) -> list[str]:
+    np.save(tmp / "data.npy", np.ones((2, 4), np.float32))
+    return ["audit", str(_save(models.two_inputs(), tmp / "model.onnx")), "--data", str(tmp / "data.npy")]
+
+
+@case("extra-input-nan", 2, r"data\.npz\['bias_in'\] contains 1 NaN/Inf")
+def _(tmp: Path) -> list[str]:
+    np.savez(tmp / "data.npz", x=np.ones((2, 4), np.float32), bias_in=np.array([[0.0, np.nan, 1.0]], np.float32))
+    return ["audit", str(_save(models.two_inputs(), tmp / "model.onnx")), "--data", str(tmp / "data.npz")]
 
 
 @case("npz-corrupt", 2, r"data\.npz.*(corrupt|not a readable)")

@@ -141,6 +141,24 @@ def token_ids() -> onnx.ModelProto:
     return _model(graph)
 
 
+def two_inputs() -> onnx.ModelProto:
+    """logits = x W + bias_in: a data input 'x' [N, 4] and a second float input 'bias_in' [N, 3]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"),
+            helper.make_node("Add", ["h", "bias_in"], ["logits"], name="add"),
+        ],
+        "two_inputs",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4]),
+            helper.make_tensor_value_info("bias_in", TensorProto.FLOAT, ["N", 3]),
+        ],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.ones((4, 3), np.float32), "W")],
+    )
+    return _model(graph)
+
+
 def subnormal_weights(features: int = 4, classes: int = 3) -> onnx.ModelProto:
     """``linear`` whose weight holds subnormal float32 values next to normal ones."""
     weight = np.random.default_rng(0).standard_normal((features, classes)).astype(np.float32)
