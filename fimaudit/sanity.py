@@ -1,8 +1,13 @@
 """Sanity checks that make a report trustworthy: the gradients agree with finite differences.
 
-When an audit uses gradient graphs, a few samples are differentiated both ways. Finite
-differences are noisy (float32, kinks), so the check uses a tolerance on the relative Frobenius
-error of the Jacobian; a graph rule with a real bug is off by O(1), far above that.
+When an audit uses gradient graphs, a few samples are differentiated both ways along random
+directions: the graph's J v against central differences of the logits along v. Random
+directions cost two model evaluations each (a dense finite-difference Jacobian costs 2 d), and
+a wrong gradient rule shows in almost every direction. Finite differences are noisy: in float32,
+and wherever a step crosses ReLU or max-pool kinks, a direction can be off by several percent
+(measured on the sample CNNs: per-direction errors up to 12%, per-sample medians up to 2.3%). So
+each sample's error is the *median* over directions of the per-direction relative error, against a
+tolerance of 5%; a rule with a real bug is off by O(1) in most directions, far above it.
 """
 
 from __future__ import annotations
@@ -12,40 +17,36 @@ from typing import Any
 
 import numpy as np
 
-from fimaudit.fisher.exact import exact_lambda_max
 from fimaudit.jacobian import InputJacobian
 
-#: Relative Frobenius error of J (graph vs finite differences) above which the check fails.
-GRADIENT_CHECK_TOLERANCE = 2e-2
+#: Median relative error of the directional derivatives above which the check fails.
+GRADIENT_CHECK_TOLERANCE = 5e-2
+#: Random directions per checked sample.
+GRADIENT_CHECK_DIRECTIONS = 16
 
 
 @dataclass
 class GradientCheck:
-    """Graph gradients against finite differences on the first few samples."""
+    """Graph directional derivatives against finite differences on the first few samples."""
 
     samples: list[int]
-    jacobian_relative_errors: list[float]
-    lambda_max_relative_errors: list[float]
+    relative_errors: list[float]
+    directions: int
     tolerance: float
 
     @property
     def passed(self) -> bool:
-        return max(self.jacobian_relative_errors, default=0.0) <= self.tolerance
+        return max(self.relative_errors, default=0.0) <= self.tolerance
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
-            "jacobian_relative_errors": self.jacobian_relative_errors,
-            "lambda_max_relative_errors": self.lambda_max_relative_errors,
-            "max_jacobian_relative_error": max(self.jacobian_relative_errors, default=0.0),
+            "directions_per_sample": self.directions,
+            "relative_errors": self.relative_errors,
+            "max_relative_error": max(self.relative_errors, default=0.0),
             "tolerance": self.tolerance,
             "passed": self.passed,
         }
-
-
-def _relative(a: float, b: float) -> float:
-    scale = max(abs(a), abs(b))
-    return 0.0 if scale == 0 else abs(a - b) / scale
 
 
 def gradient_check(
@@ -53,18 +54,25 @@ def gradient_check(
     reference: InputJacobian,
     inputs: np.ndarray,
     count: int = 3,
+    directions: int = GRADIENT_CHECK_DIRECTIONS,
     tolerance: float = GRADIENT_CHECK_TOLERANCE,
+    seed: int = 0,
 ) -> GradientCheck:
-    """Compare the dense Jacobians of ``checked`` and ``reference`` on the first ``count`` samples."""
+    """Compare ``checked`` and ``reference`` J v along random unit directions on ``count`` samples.
+
+    For each sample the error is the median over directions v of
+    ||J_checked v - J_reference v|| / ||J_reference v||.
+    """
+    rng = np.random.default_rng(seed)
+    errors = []
     chosen = inputs[:count]
-    ours = checked.dense(chosen)
-    theirs = reference.dense(chosen)
-    logits = reference.logits(chosen)
-    jac_errors, lam_errors = [], []
-    for i in range(chosen.shape[0]):
-        norm = float(np.linalg.norm(theirs[i]))
-        jac_errors.append(0.0 if norm == 0 else float(np.linalg.norm(ours[i] - theirs[i]) / norm))
-        ours_lam = exact_lambda_max(ours[i], logits[i], with_eigenvector=False).value
-        theirs_lam = exact_lambda_max(theirs[i], logits[i], with_eigenvector=False).value
-        lam_errors.append(_relative(ours_lam, theirs_lam))
-    return GradientCheck(list(range(chosen.shape[0])), jac_errors, lam_errors, tolerance)
+    for sample in chosen:
+        tangents = rng.standard_normal((directions, sample.size))
+        tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+        ours = checked.jvp(sample, tangents)
+        theirs = reference.jvp(sample, tangents)
+        norms = np.linalg.norm(theirs, axis=1)
+        differences = np.linalg.norm(ours - theirs, axis=1)
+        per_direction = np.where(norms > 0, differences / np.where(norms > 0, norms, 1.0), differences)
+        errors.append(float(np.median(per_direction)))
+    return GradientCheck(list(range(chosen.shape[0])), errors, directions, tolerance)
