@@ -158,7 +158,8 @@ class RuleContext:
     # ---- constants ---------------------------------------------------------------------------
     def constant(self, value: np.ndarray, hint: str = "const") -> str:
         """An initializer holding ``value`` (deduplicated by dtype, shape and bytes)."""
-        array = np.ascontiguousarray(value)
+        # ascontiguousarray promotes 0-d arrays to shape [1]; keep true scalars scalar.
+        array = np.ascontiguousarray(value).reshape(np.shape(value))
         key = (helper.np_dtype_to_tensor_dtype(array.dtype), array.shape, array.tobytes())
         if key in self._constant_cache:
             return self._constant_cache[key]
