@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx
@@ -40,20 +40,56 @@ class SubnormalReport:
         return f"{self.count:,} of {self.total:,} weights, in {len(self.tensors)} tensor{plural} ({named}{more})"
 
 
-def _weight_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Initializers and Constant-node values of ``graph`` and of its subgraphs."""
-    yield from graph.initializer
+@dataclass
+class _Weights:
+    """One stored array of float weights: a tensor, or a float-list attribute (ai.onnx.ml ops)."""
+
+    name: str
+    values: np.ndarray
+    store: Callable[[np.ndarray], None]
+
+
+def _tensor_weights(tensor: onnx.TensorProto, fallback: str) -> _Weights | None:
+    if tensor.data_type not in _FLOAT_TYPES or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    name = tensor.name or fallback
+
+    def store(values: np.ndarray) -> None:
+        tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+
+    return _Weights(name, numpy_helper.to_array(tensor), store)
+
+
+def _list_weights(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> _Weights:
+    def store(values: np.ndarray) -> None:
+        del attribute.floats[:]
+        attribute.floats.extend(values.tolist())
+
+    return _Weights(f"{node.name or node.op_type}.{attribute.name}", np.array(attribute.floats, dtype=np.float32), store)
+
+
+def _weights(graph: onnx.GraphProto) -> Iterator[_Weights]:
+    """Float weights of ``graph`` and its subgraphs: initializers, Constant values, float lists."""
+    for index, tensor in enumerate(graph.initializer):
+        found = _tensor_weights(tensor, f"initializer #{index}")
+        if found:
+            yield found
     for node in graph.node:
         for attribute in node.attribute:
-            if attribute.type == onnx.AttributeProto.TENSOR:
-                yield attribute.t
-            elif attribute.type == onnx.AttributeProto.TENSORS:
-                yield from attribute.tensors
+            tensors = [attribute.t] if attribute.type == onnx.AttributeProto.TENSOR else []
+            if attribute.type == onnx.AttributeProto.TENSORS:
+                tensors = list(attribute.tensors)
+            for tensor in tensors:
+                found = _tensor_weights(tensor, f"{node.name or node.op_type}.{attribute.name}")
+                if found:
+                    yield found
+            if attribute.type == onnx.AttributeProto.FLOATS and len(attribute.floats):
+                yield _list_weights(node, attribute)
             elif attribute.type == onnx.AttributeProto.GRAPH:
-                yield from _weight_tensors(attribute.g)
+                yield from _weights(attribute.g)
             elif attribute.type == onnx.AttributeProto.GRAPHS:
                 for subgraph in attribute.graphs:
-                    yield from _weight_tensors(subgraph)
+                    yield from _weights(subgraph)
 
 
 def subnormal_mask(values: np.ndarray) -> np.ndarray:
@@ -62,24 +98,15 @@ def subnormal_mask(values: np.ndarray) -> np.ndarray:
     return (magnitude > 0) & (magnitude < np.finfo(values.dtype).tiny)
 
 
-def _float_array(tensor: onnx.TensorProto) -> np.ndarray | None:
-    if tensor.data_type not in _FLOAT_TYPES or tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return None
-    return numpy_helper.to_array(tensor)
-
-
 def find_subnormals(model: onnx.ModelProto) -> SubnormalReport:
     """Count the subnormal values among the model's float weights (external data must be loaded)."""
     report = SubnormalReport()
-    for index, tensor in enumerate(_weight_tensors(model.graph)):
-        values = _float_array(tensor)
-        if values is None:
-            continue
-        report.total += int(values.size)
-        found = int(subnormal_mask(values).sum())
+    for weights in _weights(model.graph):
+        report.total += int(weights.values.size)
+        found = int(subnormal_mask(weights.values).sum())
         if found:
             report.count += found
-            report.tensors.append((tensor.name or f"constant #{index}", found))
+            report.tensors.append((weights.name, found))
     report.tensors.sort(key=lambda item: -item[1])
     return report
 
@@ -89,13 +116,9 @@ def flush_subnormals(model: onnx.ModelProto) -> SubnormalReport:
     report = find_subnormals(model)
     if not report.count:
         return report
-    for tensor in _weight_tensors(model.graph):
-        values = _float_array(tensor)
-        if values is None:
-            continue
-        mask = subnormal_mask(values)
+    for weights in _weights(model.graph):
+        mask = subnormal_mask(weights.values)
         if mask.any():
-            flushed = np.where(mask, np.zeros((), values.dtype), values)
-            tensor.CopyFrom(numpy_helper.from_array(flushed, tensor.name))
+            weights.store(np.where(mask, np.zeros((), weights.values.dtype), weights.values))
     logger.info("flushed %s to zero", report.summary())
     return report

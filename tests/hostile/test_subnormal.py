@@ -79,3 +79,27 @@ def test_flushing_does_not_change_lambda(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         [s.result.value for s in flushed.samples], [s.result.value for s in kept.samples], rtol=1e-6
     )
+
+
+def test_float_list_attributes_are_scanned_and_flushed() -> None:
+    """ai.onnx.ml operators keep their weights in float-list attributes (LinearClassifier ...)."""
+    node = helper.make_node(
+        "LinearClassifier", ["x"], ["label", "scores"], name="linear", domain="ai.onnx.ml",
+        coefficients=[1.0, 1e-40, -2.0, -1e-41], intercepts=[0.5, 0.0], classlabels_ints=[0, 1],
+    )
+    graph = helper.make_graph([node], "ml", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 2])], [])
+    model = helper.make_model(graph)
+    report = find_subnormals(model)
+    assert (report.count, report.total, report.tensors) == (2, 6, [("linear.coefficients", 2)])
+    flush_subnormals(model)
+    coefficients = next(a for a in model.graph.node[0].attribute if a.name == "coefficients")
+    assert list(coefficients.floats) == [1.0, 0.0, -2.0, 0.0]
+
+
+def test_a_real_export_with_subnormal_weights() -> None:
+    """skl2onnx's MLPClassifier export (tests/models, trained with L2 decay) holds 86 of them."""
+    path = Path(__file__).resolve().parents[1] / "models" / "sklearn_mlp_tensor.onnx"
+    if not path.exists():
+        pytest.skip("tests/models not built")
+    report = find_subnormals(onnx.load(path))
+    assert report.count > 0
