@@ -199,10 +199,15 @@ GRADIENTS = ["fd", "auto"] if importlib.util.find_spec("fimaudit.autodiff.source
 
 
 @FUZZ
-@given(changes=st.lists(mutations(), min_size=1, max_size=3), gradients=st.sampled_from(GRADIENTS))
-def test_mutated_model_structure(changes: list[Mutation], gradients: str) -> None:
+@given(
+    changes=st.lists(mutations(), min_size=1, max_size=3),
+    gradients=st.sampled_from(GRADIENTS),
+    command=st.sampled_from(["audit", "inspect"]),
+    base=st.sampled_from(["linear", "mlp.onnx", "vgg_small.onnx"]),
+)
+def test_mutated_model_structure(changes: list[Mutation], gradients: str, command: str, base: str) -> None:
     model = onnx.ModelProto()
-    model.CopyFrom(BASE_MODEL)
+    model.CopyFrom(BASE_MODEL if base == "linear" else onnx.load(SAMPLES / base))
     for change in changes:
         try:
             change(model)
@@ -211,7 +216,7 @@ def test_mutated_model_structure(changes: list[Mutation], gradients: str) -> Non
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         path.write_bytes(model.SerializeToString())
-        run_cli(audit_args(path, "--gradients", gradients))
+        run_cli(audit_args(path, "--gradients", gradients) if command == "audit" else ["inspect", str(path)])
 
 
 # --- data arrays ---------------------------------------------------------------------------------
@@ -220,9 +225,15 @@ DTYPES = st.one_of(
     hnp.floating_dtypes(), hnp.integer_dtypes(), hnp.boolean_dtypes(), hnp.complex_number_dtypes(),
     hnp.unicode_string_dtypes(max_len=3), hnp.datetime64_dtypes(), hnp.byte_string_dtypes(max_len=3),
 )
-ARRAYS = DTYPES.flatmap(
+ANY_ARRAY = DTYPES.flatmap(
     lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))
 )
+# Arrays the linear model accepts, [n, 4], with any real values (huge, tiny, NaN, Inf): they reach
+# the audit itself.
+NEAR_VALID = st.one_of(hnp.floating_dtypes(), hnp.integer_dtypes(), hnp.boolean_dtypes()).flatmap(
+    lambda dtype: hnp.arrays(dtype, st.tuples(st.integers(0, 3), st.just(4)))
+)
+ARRAYS = st.one_of(ANY_ARRAY, NEAR_VALID)
 
 
 @FUZZ
