@@ -5,7 +5,7 @@ Each builder returns a ModelProto; the corpus (corpus.py) writes them into a tes
 
 from __future__ import annotations
 
-import functools
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -166,16 +166,20 @@ def subnormal_weights(features: int = 4, classes: int = 3) -> onnx.ModelProto:
     return linear(features, classes, weight=weight)
 
 
+ZIPMAP_FILE = Path(__file__).resolve().parent / "files" / "zipmap_logreg.onnx"
+
+
 def zipmap_model() -> onnx.ModelProto:
-    """A tiny sklearn LogisticRegression converted by skl2onnx with its default ZipMap output."""
-    model = onnx.ModelProto()
-    model.ParseFromString(_zipmap_bytes())
-    return model
+    """skl2onnx's default export of a tiny LogisticRegression: a ZipMap output (a kept file).
+
+    Kept as a file because skl2onnx and scikit-learn are not test dependencies; rebuild it with
+    ``python -m tests.hostile.files.build_files``.
+    """
+    return onnx.load(ZIPMAP_FILE)
 
 
-@functools.lru_cache(maxsize=1)
-def _zipmap_bytes() -> bytes:
-    """Converted once per test session: importing skl2onnx and converting takes seconds."""
+def build_zipmap_model() -> onnx.ModelProto:
+    """Convert a tiny LogisticRegression with skl2onnx's defaults (ZipMap probabilities)."""
     import warnings
 
     from skl2onnx import to_onnx
@@ -187,4 +191,4 @@ def _zipmap_bytes() -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         classifier = LogisticRegression(max_iter=200).fit(features, labels)
-        return to_onnx(classifier, features[:1], target_opset={"": 17, "ai.onnx.ml": 3}).SerializeToString()
+        return to_onnx(classifier, features[:1], target_opset={"": 17, "ai.onnx.ml": 3})
