@@ -208,6 +208,15 @@ def _(tmp: Path) -> list[str]:
     return ["audit", str(MLP), "--input", "pixels"]
 
 
+@case("names-with-terminal-escapes", 2, r"outputs are: logits \\x1b\[2J\\rpwned$")
+def _(tmp: Path) -> list[str]:
+    model = models.linear()
+    hostile = "logits\n\x1b[2J\rpwned"
+    model.graph.node[0].output[0] = hostile
+    model.graph.output[0].name = hostile
+    return ["audit", str(_save(model, tmp / "model.onnx")), "--output", "probs"]
+
+
 @case("unknown-output-name", 2, r"--output 'probs' is not a model output")
 def _(tmp: Path) -> list[str]:
     return ["audit", str(MLP), "--output", "probs"]
