@@ -128,6 +128,8 @@ class AuditResult:
     bound: dict[str, Any] | None = None
     # Settings of the gradient source that decide its accuracy (e.g. the finite-difference step).
     gradient_settings: dict[str, Any] = field(default_factory=dict)
+    #: Subnormal weights found: {"count", "total", "flushed"} (flushed: the audit zeroed them).
+    subnormal_weights: dict[str, Any] = field(default_factory=dict)
     # Graph gradients against finite differences on a few samples (None with fd gradients).
     gradient_check: GradientCheck | None = None
 
@@ -256,17 +258,18 @@ def decide(summary: dict[str, float], threshold: float | None, statistic: str) -
     return Verdict(threshold, statistic, value, passed, reason)
 
 
-def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> None:
-    """Warn about subnormal weights (slow on CPUs); flush them to zero when asked."""
-    if flush:
-        flush_subnormals(model)
-        return
-    found = find_subnormals(model)
-    if found.count:
+def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> dict[str, Any]:
+    """Warn about subnormal weights (slow on CPUs); flush them to zero when asked.
+
+    Returns what the report records: a flushed audit did not run the exact file it names.
+    """
+    found = flush_subnormals(model) if flush else find_subnormals(model)
+    if found.count and not flush:
         logger.warning(
             "subnormal weights: %s; CPU inference may be several times slower "
             "(--flush-subnormals sets them to zero for the audit)", found.summary()
         )
+    return {"count": found.count, "total": found.total, "flushed": bool(flush and found.count)}
 
 
 def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget) -> MemoryPlan:
@@ -314,7 +317,7 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
     taken = intake(config.model_path, config.input_name, config.output_name)
-    _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
+    subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
     data = load_data(config.data_path, taken.selection, config.samples, config.seed, budget=memory)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
     plan = _plan_memory(prepared, data, memory)
@@ -373,4 +376,5 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
         started_at=started_at,
         gradient_settings={"fd_relative_step": jacobian.relative_step} if isinstance(jacobian, FiniteDifferenceJacobian) else {},
         gradient_check=check,
+        subnormal_weights=subnormals,
     )

@@ -87,6 +87,7 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "opsets": description.opsets,
             "ir_version": description.ir_version,
             "parameter_count": description.parameter_count,
+            "subnormal_weights": result.subnormal_weights,
             "doc_string": description.doc_string,
             "metadata": description.metadata,
             "input": {

@@ -103,3 +103,15 @@ def test_a_real_export_with_subnormal_weights() -> None:
         pytest.skip("tests/models not built")
     report = find_subnormals(onnx.load(path))
     assert report.count > 0
+
+
+def test_the_json_says_whether_the_audit_flushed(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(models.subnormal_weights().SerializeToString())
+    for flag, flushed in (([], False), (["--flush-subnormals"], True)):
+        out = tmp_path / "audit.json"
+        result = CliRunner().invoke(main, ["audit", str(path), "--samples", "2", "--gradients", "fd", "--json", str(out), *flag])
+        assert result.exit_code == 0, result.output
+        assert json.loads(out.read_text())["model"]["subnormal_weights"] == {"count": 3, "total": 12, "flushed": flushed}
