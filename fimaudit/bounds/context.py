@@ -1,0 +1,96 @@
+"""What a bound rule sees of its node: attributes, constants, shapes, values, magnitudes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from fimaudit.bounds.registry import BoundUnavailable
+from fimaudit.graph.patterns.view import GraphView, Shape, attribute
+
+MODES = ("global", "local")
+
+
+@dataclass
+class NodeContext:
+    """One node as a rule sees it (shapes are at batch size 1: a bound is about one sample)."""
+
+    node: onnx.NodeProto
+    view: GraphView
+    mode: str = "global"
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    magnitudes: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def local(self) -> bool:
+        return self.mode == "local"
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    def attr(self, name: str, default: object = None) -> object:
+        return attribute(self.node, name, default)
+
+    def input_name(self, index: int) -> str:
+        return self.node.input[index] if index < len(self.node.input) else ""
+
+    def has_input(self, index: int) -> bool:
+        return bool(self.input_name(index))
+
+    def varying(self, index: int) -> bool:
+        return self.input_name(index) in self.view.varying
+
+    def varying_inputs(self) -> list[int]:
+        return self.view.varying_inputs(self.node)
+
+    def const(self, index: int) -> np.ndarray | None:
+        """The constant value of input ``index`` (None when it is computed or absent)."""
+        name = self.input_name(index)
+        return self.view.const(name) if name else None
+
+    def require_const(self, index: int, what: str) -> np.ndarray:
+        value = self.const(index)
+        if value is None:
+            raise BoundUnavailable(f"{self.node.op_type} node {self.name!r}: {what} (input {index}) is not a constant")
+        return np.asarray(value)
+
+    def shape(self, index: int) -> Shape:
+        """Static shape of input ``index`` at batch 1; BoundUnavailable when unknown."""
+        name = self.input_name(index)
+        shape = self.view.shape(name)
+        if shape is None and name in self.values:
+            shape = tuple(int(d) for d in self.values[name].shape)
+        if shape is None:
+            raise BoundUnavailable(f"{self.node.op_type} node {self.name!r}: the shape of {name!r} is unknown")
+        return shape
+
+    def output_shape(self, index: int = 0) -> Shape:
+        name = self.node.output[index]
+        shape = self.view.shape(name)
+        if shape is None and name in self.values:
+            shape = tuple(int(d) for d in self.values[name].shape)
+        if shape is None:
+            raise BoundUnavailable(f"{self.node.op_type} node {self.name!r}: the shape of output {name!r} is unknown")
+        return shape
+
+    def value(self, index: int) -> np.ndarray | None:
+        """Input ``index`` at this sample (local mode), or its constant value, else None."""
+        name = self.input_name(index)
+        if name in self.values:
+            return self.values[name]
+        return self.view.const(name) if name else None
+
+    def output_value(self, index: int = 0) -> np.ndarray | None:
+        return self.values.get(self.node.output[index])
+
+    def magnitude(self, index: int) -> float:
+        """A bound on max |input_index| over the input domain (inf when unknown)."""
+        name = self.input_name(index)
+        constant = self.view.const(name) if name else None
+        if constant is not None:
+            return float(np.max(np.abs(constant))) if constant.size else 0.0
+        return self.magnitudes.get(name, math.inf)

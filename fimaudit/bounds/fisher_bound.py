@@ -1,0 +1,227 @@
+"""Certified upper bounds on lambda_max(F(x)) from the weights: global and per sample.
+
+    lambda_max(F(x)) = ||C(x)^{1/2} J(x)||^2,  J = M J_h  (M: the linear head, see head.py)
+                     <= ||C(x)^{1/2} M||^2 ||J_h(x)||^2.
+
+- Global (every x in R^d, or in the given box): ||J_h(x)|| <= L(h), the certified Lipschitz
+  constant composed along the graph (compose.py), and sup_p ||C^{1/2} M||^2 =
+  max_ij ||m_i - m_j||^2 / 4 <= ||M||^2 / 2, so lambda_max(F) <= L^2 / 2 in the plain form.
+- Per sample: ||J_h(x)|| <= L_x(h), composed from local gains at the sample's activations
+  (exact for the linear layers, the actual derivatives for GELU/tanh/softmax/LayerNorm and
+  attention's products), and ||C(x)^{1/2} M||^2 exactly. Also reported, and used when smaller:
+  ||C(x)|| L_x(logits)^2 with ||C|| <= min(1/2, 1 - sum p^2).
+
+What each needs: the global bound needs only the weights. For attention, products of two
+activations are bounded through the activations' magnitude (finite behind a LayerNorm,
+whatever the input); elsewhere such products (gates) need a bounded input domain, and without
+one the global bound is null with that reason. The per-sample bound holds at its sample only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from fimaudit.bounds.compose import BoundEngine, Propagation
+from fimaudit.bounds.folding import fold_batchnorms
+from fimaudit.bounds.head import LinearHead, find_linear_head
+from fimaudit.bounds.linalg import certify
+from fimaudit.bounds.probe import IntermediateProbe
+from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
+from fimaudit.graph.architecture import Architecture, prepare_view
+from fimaudit.graph.patterns.view import GraphView
+
+logger = logging.getLogger(__name__)
+
+KIND = "upper_bound"
+
+
+@dataclass
+class BoundAnalysis:
+    """Everything the bounds found for one model (``global_bound`` and ``samples`` are JSON-ready)."""
+
+    global_bound: dict[str, Any]
+    samples: list[dict[str, Any] | None] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _statement(input_range: tuple[float, float] | None) -> str:
+    if input_range is None:
+        return "lambda_max(F(x)) <= value for every input x (no domain assumed)"
+    low, high = input_range
+    return f"lambda_max(F(x)) <= value for every input x with entries in [{low:g}, {high:g}]"
+
+
+def _assumptions(propagation: Propagation) -> list[str]:
+    notes = {record.assumption for record in propagation.records if record.assumption}
+    return sorted(n for n in notes if n)
+
+
+def _block_entries(engine: BoundEngine, architecture: Architecture | None) -> list[dict[str, Any]]:
+    """Recognised blocks with their growth factor L(out) / L(in) (and residual branch gains)."""
+    if architecture is None or engine.global_result is None:
+        return []
+    entries = []
+    view = engine.view
+    for block in architecture.blocks:
+        start, end = block.get("input"), block.get("output")
+        entry = {"kind": block["kind"], "input": start, "output": end, "nodes": len(block["nodes"]),
+                 "first_node": block["nodes"][0] if block["nodes"] else None,
+                 "factor": engine.block_factor(start, end) if start and end else None}
+        join_name = block.get("details", {}).get("add") or block.get("details", {}).get("residual_add")
+        join = next((n for n in view.nodes if n.name == join_name), None)
+        if join is not None and start:
+            entry["terms"] = {name: engine.block_factor(start, name) for name in join.input if name in view.varying}
+        entries.append(entry)
+    return entries
+
+
+class FisherBounds:
+    """Bounds for one logits model: build once, then ``global_bound()`` and ``sample_bound()``."""
+
+    def __init__(
+        self,
+        logits_model: onnx.ModelProto,
+        input_name: str,
+        logits_name: str,
+        sample_shape: Sequence[int],
+        num_classes: int,
+        input_range: tuple[float, float] | None = None,
+        providers: Sequence[str] | None = None,
+        extra_feeds: dict[str, np.ndarray] | None = None,
+        view: GraphView | None = None,
+    ) -> None:
+        self.model = logits_model
+        self.logits_name = logits_name
+        self.num_classes = num_classes
+        self.input_range = input_range
+        self.view = view or prepare_view(logits_model, input_name, [logits_name], tuple(sample_shape))[0]
+        self.folded = fold_batchnorms(self.view)
+        magnitude = math.inf if input_range is None else max(abs(input_range[0]), abs(input_range[1]))
+        self.engine = BoundEngine(self.view, magnitude)
+        self.providers = providers
+        self.extra_feeds = extra_feeds
+        self._probe: IntermediateProbe | None = None
+        self.head: LinearHead | None = None
+
+    def probe(self) -> IntermediateProbe:
+        if self._probe is None:
+            wanted = self.engine.value_tensors() + self.engine.unknown_shape_tensors()
+            self._probe = IntermediateProbe(self.model, self.view, wanted, self.providers, self.extra_feeds)
+        return self._probe
+
+    def learn_shapes(self, sample: np.ndarray) -> None:
+        """Fill shapes static inference could not resolve from one probe run."""
+        unknown = self.engine.unknown_shape_tensors()
+        if not unknown:
+            return
+        values = self.probe().run(sample)
+        for name in unknown:
+            if name in values:
+                self.view.shapes[name] = tuple(int(d) for d in values[name].shape)
+
+    def global_bound(self, family: str = "unknown", architecture: Architecture | None = None) -> dict[str, Any]:
+        """The bound valid for every input, with per-layer contributions (JSON-ready)."""
+        propagation = self.engine.run_global()
+        self.head = find_linear_head(self.view, self.logits_name, self.num_classes)
+        lipschitz_h = propagation.of(self.head.tensor)
+        lipschitz = propagation.of(self.logits_name)
+        factor = self.head.global_factor()
+        value = None if lipschitz_h is None else certify(factor * lipschitz_h**2)
+        if value is not None and lipschitz is not None:
+            value = min(value, certify(0.5 * lipschitz**2))
+        problems = [problem.to_dict() for problem in propagation.problems]
+        reason = None
+        if value is None:
+            reason = "; ".join(p["reason"] for p in problems[:5]) or "the logits do not depend on the input through bounded layers"
+        return {
+            "value": value,
+            "kind": KIND,
+            "family": family,
+            "statement": _statement(self.input_range),
+            "lipschitz": lipschitz,
+            "head": {"tensor": self.head.tensor, "lipschitz": lipschitz_h, "covariance_factor": factor,
+                     "nodes": self.head.nodes, "classes": self.num_classes},
+            "per_layer": [record.to_dict() for record in propagation.records],
+            "blocks": _block_entries(self.engine, architecture),
+            "problems": problems,
+            "reason": reason,
+            "assumptions": _assumptions(propagation),
+        }
+
+    def sample_bound(self, sample: np.ndarray, logits: np.ndarray, measured: float | None = None) -> dict[str, Any]:
+        """The bound at one sample (its activations and probabilities), JSON-ready."""
+        if self.head is None:
+            self.global_bound()
+        assert self.head is not None
+        values = self.probe().run(sample)
+        propagation = self.engine.run_local(values)
+        lipschitz_h = propagation.of(self.head.tensor)
+        lipschitz = propagation.of(self.logits_name)
+        covariance = softmax_covariance(np.asarray(logits, dtype=np.float64).reshape(-1))
+        head_factor = self.head.sample_factor(covariance_sqrt(covariance))
+        norm_c = covariance_norm_bound(np.asarray(logits, dtype=np.float64).reshape(-1))
+        candidates = []
+        if lipschitz_h is not None:
+            candidates.append(certify(head_factor * lipschitz_h**2))
+        if lipschitz is not None:
+            candidates.append(certify(norm_c * lipschitz**2))
+        value = min(candidates) if candidates else None
+        entry: dict[str, Any] = {
+            "value": value,
+            "kind": KIND,
+            "lipschitz": lipschitz,
+            "head_lipschitz": lipschitz_h,
+            "covariance_factor": head_factor,
+            "covariance_norm_bound": norm_c,
+            "tightness": (value / measured) if value is not None and measured else None,
+        }
+        if value is None:
+            entry["reason"] = "; ".join(p.reason for p in propagation.problems[:3])
+        return entry
+
+
+def analyse_bounds(
+    logits_model: onnx.ModelProto,
+    input_name: str,
+    logits_name: str,
+    inputs: np.ndarray,
+    logits: np.ndarray,
+    measured: Sequence[float] | None = None,
+    architecture: Architecture | None = None,
+    input_range: tuple[float, float] | None = None,
+    providers: Sequence[str] | None = None,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+) -> BoundAnalysis:
+    """Global bound and one bound per sample, with tightness against ``measured`` lambda_max."""
+    started = time.perf_counter()
+    family = architecture.family if architecture is not None else "unknown"
+    bounds = FisherBounds(logits_model, input_name, logits_name, inputs.shape[1:], logits.shape[-1],
+                          input_range, providers, extra_feeds)
+    bounds.learn_shapes(inputs[0])
+    result = bounds.global_bound(family, architecture)
+    samples: list[dict[str, Any] | None] = []
+    for index in range(inputs.shape[0]):
+        value = None if measured is None else float(measured[index])
+        samples.append(bounds.sample_bound(inputs[index], logits[index], value))
+    result["per_sample"] = _sample_summary(samples, measured, result["value"])
+    return BoundAnalysis(result, samples, time.perf_counter() - started)
+
+
+def _sample_summary(samples: list[dict[str, Any] | None], measured: Sequence[float] | None, global_value: float | None) -> dict[str, Any]:
+    values = np.array([s["value"] for s in samples if s and s["value"] is not None], dtype=np.float64)
+    ratios = np.array([s["tightness"] for s in samples if s and s.get("tightness") is not None], dtype=np.float64)
+    summary: dict[str, Any] = {"count": int(values.size)}
+    if values.size:
+        summary.update({"max": float(values.max()), "median": float(np.median(values)), "min": float(values.min())})
+    if ratios.size:
+        summary["tightness"] = {"median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())}
+    if measured is not None and len(measured) and global_value is not None and max(measured) > 0:
+        summary["global_over_max_measured"] = global_value / float(max(measured))
+    return summary

@@ -1,0 +1,213 @@
+"""Convolutions: a certified bound on the l2 operator norm with the real stride, padding,
+dilation and groups.
+
+The argument (per spatial axis; axes multiply):
+
+1. Zero padding is an isometric embedding of x into the padded length P = in + pad_begin + pad_end.
+2. Zero-extend to a ring of length N = s * M, M = ceil(P / s) (another isometric embedding).
+   The strided *circular* correlation on that ring, y~[m] = sum_e wd[e] x~[(s m + e) mod N]
+   (wd: the kernel with its dilation holes), agrees with the real convolution on every real
+   output m, because the real outputs read indices s m + e <= P - 1 < N: no wrap-around.
+   Hence ||Conv|| <= ||circular strided correlation||.
+3. Split the ring into its s phases x_r[i] = x~[s i + r] (a permutation) and the kernel into
+   w_r[j] = wd[s j + r]: y~ = sum_r circ_M(w_r) x_r, a stride-1 circular correlation with
+   s * C_in input channels. All circulants on a ring of length M are diagonalised by the same
+   unitary DFT, so the norm is max over frequencies w of || [w_0^(w), ..., w_{s-1}^(w)] ||_2,
+   a C_out x (s C_in) complex matrix per frequency: exact for the ring, an upper bound for the
+   convolution.
+4. Groups act on disjoint channel blocks: the norm is the largest group's.
+
+For stride 1 this is the classical FFT bound on the zero-padded size; for strides it is exact
+for the ring instead of bounding the strided conv by its stride-1 version (a 2x2 stride-2 patch
+embedding gets ||W reshaped||, not up to twice that). When the frequency computation would be
+too large, cheaper certified bounds are used: sum over kernel taps of ||W_tap||_2 (a conv is a
+sum of shifted 1x1 convolutions, each shift a partial isometry) and sqrt(||A||_1 ||A||_inf).
+A power-iteration estimate is never used: it is a lower bound.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from fimaudit.bounds.context import NodeContext
+from fimaudit.bounds.linalg import batched_spectral_norms, certify, spectral_norm
+from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
+
+# Floating-point work (frequencies x SVD cost) above which the FFT bound is not attempted.
+FFT_BUDGET = 4e10
+
+
+def _conv_geometry(ctx: NodeContext, weight: np.ndarray) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(padded input sizes, strides, dilations, kernel sizes) for the node's actual input."""
+    spatial = list(ctx.shape(0)[2:])
+    kernel = list(weight.shape[2:])
+    rank = len(kernel)
+    if len(spatial) != rank:
+        raise BoundUnavailable(f"Conv node {ctx.name!r}: input rank does not match the kernel")
+    strides = [int(s) for s in (ctx.attr("strides") or [1] * rank)]
+    dilations = [int(d) for d in (ctx.attr("dilations") or [1] * rank)]
+    auto_pad = str(ctx.attr("auto_pad", "NOTSET") or "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads_total = []
+        for size, stride, dilation, k in zip(spatial, strides, dilations, kernel):
+            out = math.ceil(size / stride)
+            pads_total.append(max(0, (out - 1) * stride + (k - 1) * dilation + 1 - size))
+        padded = [size + total for size, total in zip(spatial, pads_total)]
+    elif auto_pad == "VALID":
+        padded = spatial
+    else:
+        pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * rank))]
+        padded = [size + pads[i] + pads[i + rank] for i, size in enumerate(spatial)]
+    return padded, strides, dilations, kernel
+
+
+def conv_norm_bound(
+    weight: np.ndarray,
+    padded: list[int],
+    strides: list[int],
+    dilations: list[int],
+    groups: int = 1,
+    budget: float = FFT_BUDGET,
+) -> tuple[float, str]:
+    """Certified upper bound on ||Conv|| (see the module docstring) and the method used."""
+    w = np.asarray(weight, dtype=np.float64)
+    c_out, c_in_g = w.shape[:2]
+    kernel = list(w.shape[2:])
+    if c_out % groups:
+        raise BoundUnavailable(f"Conv weight has {c_out} output channels, not divisible by group={groups}")
+    per_group = np.split(w, groups, axis=0)
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    if any(e > p for e, p in zip(extents, padded)):
+        raise BoundUnavailable("Conv kernel is larger than its padded input")
+    cheap = min(_tap_sum_bound(per_group), _l1_linf_bound(w, groups, strides, extents))
+    if all(e == 1 for e in extents):
+        value = max(spectral_norm(g.reshape(g.shape[0], -1)) for g in per_group)
+        return min(value, cheap), "1x1 convolution: spectral norm of the channel matrix"
+    rings = [math.ceil(p / s) for p, s in zip(padded, strides)]
+    phases = int(np.prod(strides))
+    frequencies = int(np.prod(rings[:-1])) * (rings[-1] // 2 + 1)
+    rows, cols = w.shape[0] // groups, c_in_g * phases
+    cost = groups * frequencies * min(rows, cols) ** 2 * max(rows, cols)
+    if cost > budget:
+        return cheap, "sum over taps of tap norms / sqrt(||A||_1 ||A||_inf) (FFT bound too large to compute)"
+    value = 0.0
+    absolute = 0.0
+    for g in per_group:
+        dilated = _dilate(g, dilations)
+        blocks = _phase_blocks(dilated, strides, rings)  # [c_out_g, c_in_g * phases, *rings]
+        spectrum = np.fft.rfftn(blocks, axes=tuple(range(2, blocks.ndim)))
+        matrices = np.moveaxis(spectrum, (0, 1), (-2, -1))
+        value = max(value, float(batched_spectral_norms(matrices).max()))
+        absolute = max(absolute, 1e-12 * float(np.abs(g).sum()) * max(1.0, math.log2(max(2, int(np.prod(rings))))))
+    stride_note = "strided, polyphase" if phases > 1 else "stride 1"
+    return min(certify(value, absolute), cheap), f"circular-convolution FFT bound on the padded input ({stride_note})"
+
+
+def _dilate(weight: np.ndarray, dilations: list[int]) -> np.ndarray:
+    if all(d == 1 for d in dilations):
+        return weight
+    kernel = weight.shape[2:]
+    shape = [*weight.shape[:2], *[(k - 1) * d + 1 for k, d in zip(kernel, dilations)]]
+    out = np.zeros(shape, dtype=weight.dtype)
+    out[(slice(None), slice(None), *[slice(None, None, d) for d in dilations])] = weight
+    return out
+
+
+def _phase_blocks(weight: np.ndarray, strides: list[int], rings: list[int]) -> np.ndarray:
+    """[c_out, c_in, E...] -> [c_out, c_in * prod(s), M...] with w_r[j] = w[s j + r]."""
+    c_out, c_in = weight.shape[:2]
+    rank = len(strides)
+    padded = np.zeros((c_out, c_in, *[s * m for s, m in zip(strides, rings)]), dtype=weight.dtype)
+    padded[(slice(None), slice(None), *[slice(0, e) for e in weight.shape[2:]])] = weight
+    # split every spatial axis of length s*M into (M, s): index e = j * s + r
+    split_shape = [c_out, c_in]
+    for s, m in zip(strides, rings):
+        split_shape += [m, s]
+    split = padded.reshape(split_shape)
+    ring_axes = [2 + 2 * i for i in range(rank)]
+    phase_axes = [3 + 2 * i for i in range(rank)]
+    ordered = split.transpose([0, 1, *phase_axes, *ring_axes])
+    return ordered.reshape(c_out, c_in * int(np.prod(strides)), *rings)
+
+
+def _tap_sum_bound(per_group: list[np.ndarray]) -> float:
+    """sum over kernel taps of ||W[:, :, tap]||_2, largest over groups."""
+    best = 0.0
+    for g in per_group:
+        taps = g.reshape(g.shape[0], g.shape[1], -1)
+        total = sum(spectral_norm(taps[:, :, t]) for t in range(taps.shape[2]))
+        best = max(best, total)
+    return best
+
+
+def _l1_linf_bound(weight: np.ndarray, groups: int, strides: list[int], extents: list[int]) -> float:
+    """sqrt(||A||_1 ||A||_inf) of the conv matrix, each norm bounded by sums over all taps.
+
+    ||A||_inf: an output reads at most every tap of every input channel of its group.
+    ||A||_1: an input entry is read by at most prod(ceil(E / s)) positions of each tap
+    pattern; bounded here by summing every tap of every output channel reading it.
+    """
+    a = np.abs(weight)
+    c_out = a.shape[0]
+    row = a.reshape(c_out, -1).sum(axis=1).max()
+    per_group = np.split(a, groups, axis=0)
+    column = max(float(g.sum(axis=(0, *range(2, g.ndim))).max()) for g in per_group)
+    return certify(math.sqrt(float(row) * column))
+
+
+@layer_bound("Conv")
+def conv_bound(ctx: NodeContext) -> LayerGain:
+    """Conv with constant weights: the FFT / polyphase bound (bias does not change the gain)."""
+    if ctx.varying_inputs() != [0]:
+        raise BoundUnavailable(f"Conv node {ctx.name!r}: input-dependent weights are not supported")
+    weight = ctx.require_const(1, "the weight")
+    padded, strides, dilations, _kernel = _conv_geometry(ctx, weight)
+    groups = int(ctx.attr("group", 1) or 1)
+    value, method = _cached_bound(weight, padded, strides, dilations, groups)
+    bias = ctx.const(2)
+    per_output = np.abs(weight.astype(np.float64)).reshape(weight.shape[0], -1).sum(axis=1).max()
+    magnitude = float(per_output) * ctx.magnitude(0) + (float(np.abs(bias).max()) if bias is not None and bias.size else 0.0)
+    return LayerGain({0: value}, method, magnitude=magnitude)
+
+
+_CACHE: dict[tuple, tuple[float, str]] = {}
+
+
+def _cached_bound(weight: np.ndarray, padded: list[int], strides: list[int], dilations: list[int], groups: int) -> tuple[float, str]:
+    """Memoised conv_norm_bound (the same weights are bounded once per process, not per sample)."""
+    key = (weight.shape, hash(np.ascontiguousarray(weight).tobytes()), tuple(padded), tuple(strides), tuple(dilations), groups)
+    if key not in _CACHE:
+        if len(_CACHE) > 4096:
+            _CACHE.clear()
+        _CACHE[key] = conv_norm_bound(weight, padded, strides, dilations, groups)
+    return _CACHE[key]
+
+
+def conv_matrix_norm(weight: np.ndarray, spatial: list[int], strides: list[int], pads: list[int], dilations: list[int], groups: int) -> float:
+    """The exact operator norm of a (small) convolution, from its dense matrix (tests, benchmarks)."""
+    w = np.asarray(weight, dtype=np.float64)
+    c_out, c_in_g = w.shape[:2]
+    c_in = c_in_g * groups
+    rank = len(spatial)
+    kernel = w.shape[2:]
+    out_sizes = [
+        (spatial[i] + pads[i] + pads[i + rank] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1
+        for i in range(rank)
+    ]
+    matrix = np.zeros((c_out * int(np.prod(out_sizes)), c_in * int(np.prod(spatial))))
+    out_per_group = c_out // groups
+    for co in range(c_out):
+        g = co // out_per_group
+        for position in itertools.product(*[range(o) for o in out_sizes]):
+            row = co * int(np.prod(out_sizes)) + int(np.ravel_multi_index(position, out_sizes))
+            for ci in range(c_in_g):
+                channel = g * c_in_g + ci
+                for tap in itertools.product(*[range(k) for k in kernel]):
+                    source = [position[i] * strides[i] - pads[i] + tap[i] * dilations[i] for i in range(rank)]
+                    if all(0 <= source[i] < spatial[i] for i in range(rank)):
+                        col = channel * int(np.prod(spatial)) + int(np.ravel_multi_index(source, spatial))
+                        matrix[row, col] += w[(co, ci, *tap)]
+    return float(np.linalg.norm(matrix, 2))

@@ -1,0 +1,101 @@
+"""Which architecture family a model is: VGG, ResNet, DenseNet, Transformer, MLP, or unknown.
+
+Why: the paper's closed-form bounds are stated per family (chain, residual 1 + L, dense
+sqrt(1 + L^2), attention), and a report reads better when it says "ResNet, 8 residual blocks"
+than when it lists 60 nodes. Recognition works on the graph as exported — folded or unfolded
+BatchNorm, GlobalAveragePool or ReduceMean, Gemm or MatMul, fused or decomposed LayerNorm and
+GELU — because every pattern is stated over input-dependent tensors and fused operators
+(graph/patterns/), not over node names or exporter habits.
+
+Families are tried most specific first: transformer (attention), densenet (dense concats),
+resnet (residual additions), vgg (plain conv chain), mlp (plain dense chain). The first that
+matches names the family; every other pattern's reason for failing is reported too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import onnx
+
+from fimaudit.graph.patterns import densenet, mlp, resnet, transformer, vgg
+from fimaudit.graph.patterns.common import PatternResult, Reachability
+from fimaudit.graph.patterns.fusion import fuse_operators
+from fimaudit.graph.patterns.view import GraphView
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("transformer", "densenet", "resnet", "vgg", "mlp")
+_MATCHERS: dict[str, Callable[[GraphView, Reachability], PatternResult]] = {
+    "transformer": transformer.match,
+    "densenet": densenet.match,
+    "resnet": resnet.match,
+    "vgg": vgg.match,
+    "mlp": mlp.match,
+}
+
+
+@dataclass
+class Architecture:
+    """The recognised family, its blocks and, for every family that did not match, why."""
+
+    family: str
+    blocks: list[dict[str, Any]]
+    reasons: dict[str, str]
+    fused: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        kinds: dict[str, int] = {}
+        for block in self.blocks:
+            kinds[block["kind"]] = kinds.get(block["kind"], 0) + 1
+        return {
+            "family": self.family,
+            "block_counts": kinds,
+            "blocks": self.blocks,
+            "reasons": self.reasons,
+            "fused_operators": {kind: len(names) for kind, names in self.fused.items()},
+        }
+
+
+def prepare_view(model: onnx.ModelProto, input_name: str | None = None, outputs: list[str] | None = None,
+                 sample_shape: tuple[int, ...] | None = None) -> tuple[GraphView, dict[str, list[str]]]:
+    """The fused GraphView of ``model`` that recognition and the bounds share."""
+    view = GraphView.from_model(model, input_name, outputs, sample_shape)
+    fused = fuse_operators(view)
+    return view, fused
+
+
+def recognise_view(view: GraphView, fused: dict[str, list[str]] | None = None) -> Architecture:
+    """Run every family pattern over a prepared view and pick the first that matches."""
+    reach = Reachability(view)
+    results = {family: _MATCHERS[family](view, reach) for family in FAMILIES}
+    family = next((name for name in FAMILIES if results[name].matched), "unknown")
+    reasons = {name: str(result.reason) for name, result in results.items() if name != family and result.reason}
+    blocks = [block.to_dict() for block in results[family].blocks] if family != "unknown" else []
+    logger.info("architecture: %s (%d blocks)", family, len(blocks))
+    return Architecture(family, blocks, reasons, fused or {})
+
+
+def recognise_architecture(model: onnx.ModelProto, input_name: str | None = None,
+                           outputs: list[str] | None = None) -> Architecture:
+    """Recognise the family of ``model`` as seen from ``input_name`` (default: its first input)."""
+    view, fused = prepare_view(model, input_name, outputs)
+    return recognise_view(view, fused)
+
+
+def architecture_lines(architecture: dict[str, Any], max_blocks: int = 12) -> list[str]:
+    """Human-readable lines for ``fimaudit inspect`` (a prepared dict, as in the JSON)."""
+    counts = ", ".join(f"{count} {kind}" for kind, count in architecture.get("block_counts", {}).items())
+    lines = [f"architecture: {architecture['family']}" + (f" ({counts})" if counts else "")]
+    for block in architecture.get("blocks", [])[:max_blocks]:
+        nodes = block["nodes"]
+        shown = f"{nodes[0]} .. {nodes[-1]}" if len(nodes) > 1 else (nodes[0] if nodes else "")
+        lines.append(f"  {block['kind']}: {len(nodes)} nodes, {shown}")
+    hidden = len(architecture.get("blocks", [])) - max_blocks
+    if hidden > 0:
+        lines.append(f"  ... {hidden} more blocks")
+    for family, reason in architecture.get("reasons", {}).items():
+        lines.append(f"  not {family}: {reason}")
+    return lines
