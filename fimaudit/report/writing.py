@@ -25,7 +25,8 @@ def check_writable(path: str | os.PathLike[str] | None) -> None:
     if target.is_dir():
         raise OutputPathError(f"{target} is a folder; give a file name")
     if not folder.is_dir():
-        raise OutputPathError(f"cannot write {target}: folder {folder} does not exist")
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise OutputPathError(f"cannot write {target}: {folder} {what}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise OutputPathError(f"cannot write {target}: folder {folder} is not writable")
     if target.exists() and not os.access(target, os.W_OK):
@@ -36,7 +37,10 @@ def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
     """Write ``content`` to ``path`` through a temporary file and a rename."""
     target = Path(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    except OSError as exc:
+        raise OutputPathError(f"cannot write {target}: {exc.strerror or exc}") from exc
     try:
         # mkstemp creates the file 0600; a report is an ordinary file: honour the umask.
         umask = os.umask(0)
@@ -47,11 +51,13 @@ def write_atomic(path: str | os.PathLike[str], content: str | bytes) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, target)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(temporary)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):  # disk full, quota, I/O error: a clear one-line error
+            raise OutputPathError(f"cannot write {target}: {exc.strerror or exc}") from exc
         raise
 
 

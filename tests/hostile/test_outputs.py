@@ -134,4 +134,5 @@ def test_failure_while_writing_leaves_no_partial_file(tmp_path: Path, monkeypatc
     result = audit(tmp_path)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+    assert "No space left on device" in result.output and "internal error" not in result.output
     assert files_in(tmp_path) == []
