@@ -76,6 +76,8 @@ class AuditConfig:
     providers: list[str] | None = None
     max_memory: int | None = None
     flush_subnormals: bool = False
+    # Analytic certified bounds (fimaudit/bounds) beside the measurement; off skips their cost.
+    bounds: bool = True
 
 
 @dataclass
@@ -87,6 +89,8 @@ class SampleAudit:
     top_prob: float
     predicted_class: int
     logits: np.ndarray
+    # Certified upper bound on this sample's lambda_max (fimaudit/bounds), JSON-ready.
+    bound: dict[str, Any] | None = None
 
 
 @dataclass
@@ -305,6 +309,25 @@ def _keep_top_eigenvectors(audits: list[SampleAudit], keep: int) -> None:
         min(holding, key=lambda audit: audit.result.value).result.eigenvector = None
 
 
+def _analytic_bounds(
+    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleAudit], config: AuditConfig
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Architecture and certified bounds (global, and per sample into ``audits``)."""
+    from fimaudit.bounds.fisher_bound import bound_audit  # analytic bounds (issue 5)
+    from fimaudit.graph.architecture import recognise_architecture
+
+    if not config.bounds:
+        return recognise_architecture(prepared.loaded.proto, prepared.selection.input_name).to_dict(), None
+    measured = [audit.result.value for audit in audits]
+    architecture, bound, per_sample = bound_audit(
+        prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
+        data.inputs, logits, measured, config.providers, data.extra_feeds,
+    )
+    for audit, entry in zip(audits, per_sample):
+        audit.bound = entry
+    return architecture, bound
+
+
 def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditResult:
     """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict."""
     started = time.perf_counter()
@@ -361,6 +384,7 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     values = np.array([audit.result.value for audit in audits])
     summary = summarise(values)
     verdict = decide(summary, config.threshold, config.statistic)
+    architecture, bound = _analytic_bounds(prepared, data, logits, audits, config)
     return AuditResult(
         config=config,
         prepared=prepared,
@@ -377,4 +401,6 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
         gradient_settings={"fd_relative_step": jacobian.relative_step} if isinstance(jacobian, FiniteDifferenceJacobian) else {},
         gradient_check=check,
         subnormal_weights=subnormals,
+        architecture=architecture,
+        bound=bound,
     )

@@ -33,6 +33,7 @@ from fimaudit.bounds.folding import fold_batchnorms
 from fimaudit.bounds.head import LinearHead, find_linear_head
 from fimaudit.bounds.linalg import certify
 from fimaudit.bounds.probe import IntermediateProbe
+from fimaudit.errors import FimauditError
 from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
 from fimaudit.graph.architecture import Architecture, prepare_view
 from fimaudit.graph.patterns.view import GraphView
@@ -225,3 +226,35 @@ def _sample_summary(samples: list[dict[str, Any] | None], measured: Sequence[flo
     if measured is not None and len(measured) and global_value is not None and max(measured) > 0:
         summary["global_over_max_measured"] = global_value / float(max(measured))
     return summary
+
+
+def bound_audit(
+    loaded_model: onnx.ModelProto,
+    logits_model: onnx.ModelProto,
+    input_name: str,
+    logits_name: str,
+    inputs: np.ndarray,
+    logits: np.ndarray,
+    measured: Sequence[float],
+    providers: Sequence[str] | None = None,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any] | None]]:
+    """What the audit records: (architecture, global bound, per-sample bounds), all JSON-ready.
+
+    A model the bounds cannot handle (an op without a rule, an unreadable shape) gives a null
+    bound with the reason instead of failing the audit: lambda_max is the audit's result, the
+    bound its theoretical companion.
+    """
+    from fimaudit.graph.architecture import recognise_architecture
+
+    architecture = recognise_architecture(loaded_model, input_name)
+    try:
+        analysis = analyse_bounds(logits_model, input_name, logits_name, inputs, logits, measured, architecture,
+                                  providers=providers, extra_feeds=extra_feeds)
+    except FimauditError as exc:
+        logger.warning("no bound: %s", exc)
+        empty = {"value": None, "kind": KIND, "family": architecture.family, "reason": str(exc),
+                 "per_layer": [], "blocks": [], "problems": [], "assumptions": []}
+        return architecture.to_dict(), empty, [None] * inputs.shape[0]
+    analysis.global_bound["seconds"] = analysis.seconds
+    return architecture.to_dict(), analysis.global_bound, analysis.samples

@@ -53,6 +53,7 @@ def sample_entry(audit: Any) -> dict[str, Any]:
         "matvecs": result.matvecs,
         "seconds": result.seconds,
         "diagnostics": result.diagnostics,
+        "bound": getattr(audit, "bound", None),
     }
 
 
