@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fimaudit.audit import intake
+from fimaudit.graph.architecture import architecture_lines, recognise_architecture
 
 
 def inspect_model(model_path: str, input_name: str | None = None, output_name: str | None = None) -> dict[str, Any]:
@@ -19,6 +20,7 @@ def inspect_model(model_path: str, input_name: str | None = None, output_name: s
             "fixed_batch": selection.fixed_batch,
             "extra_inputs": selection.extra_inputs,
         },
+        "architecture": recognise_architecture(taken.loaded.proto, selection.input_name).to_dict(),
     }
 
 
@@ -55,4 +57,6 @@ def inspection_text(document: dict[str, Any]) -> str:
     lines.append(f"audit output: {chosen_out['name']} ({chosen_out['kind']}; logits: {chosen_out['logits']})")
     if selection["extra_inputs"]:
         lines.append("other inputs: " + ", ".join(selection["extra_inputs"]))
+    if "architecture" in document:
+        lines += architecture_lines(document["architecture"])
     return "\n".join(lines)
