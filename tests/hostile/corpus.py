@@ -400,7 +400,7 @@ def _(tmp: Path) -> list[str]:
     return _audit_mlp(DIGITS, "--samples", "2", "--fail-above", "nan")
 
 
-@case("json-in-missing-folder", 2, r"folder .*nowhere does not exist")
+@case("json-in-missing-folder", 2, r"cannot write .*audit.json: .*nowhere does not exist")
 def _(tmp: Path) -> list[str]:
     return _audit_mlp(DIGITS, "--json", str(tmp / "nowhere" / "audit.json"))
 
