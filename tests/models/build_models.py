@@ -35,7 +35,7 @@ import onnx
 HERE = Path(__file__).resolve().parent
 SKLEARN_OPSET = 17
 DIGITS_SAMPLES = 32
-TEXT_SHAPE = (3, 16, 64)  # the classifier takes any height/width; RapidOCR feeds 3x48x192
+TEXT_SHAPE = (3, 48, 16)  # RapidOCR feeds 3x48x192; see README.md for why height 48, width 16
 TEXT_SAMPLES = 4
 
 WHEEL = "rapidocr-onnxruntime==1.4.4"
@@ -97,10 +97,10 @@ def fetch_wheel_model(out_dir: Path) -> dict:
         raise SystemExit(f"{WHEEL_MEMBER}: sha256 {digest} differs from the recorded {WHEEL_MODEL_SHA256}")
     (out_dir / WHEEL_MODEL).write_bytes(data)
     images = np.random.default_rng(0).uniform(-1.0, 1.0, (TEXT_SAMPLES, *TEXT_SHAPE)).astype(np.float32)
-    np.save(out_dir / "text_3x16x64.npy", images)
+    np.save(out_dir / "text_3x48x16.npy", images)
     return {
         "file": WHEEL_MODEL, "exporter": "paddle2onnx (PaddlePaddle)", "source": f"PyPI {WHEEL}: {WHEEL_MEMBER}",
-        "sha256": digest, "output": "softmax probabilities [N, 2]", "data": "text_3x16x64.npy",
+        "sha256": digest, "output": "softmax probabilities [N, 2]", "data": "text_3x48x16.npy",
         "licence": "Apache-2.0 (LICENSE-Apache-2.0.txt)",
     }
 
