@@ -16,17 +16,17 @@ def psd_matrix(seed: int, size: int = 120, decay: float = 0.97) -> np.ndarray:
     return (basis * decay ** np.arange(size)) @ basis.T
 
 
-@pytest.mark.parametrize("estimate", [hutchinson_trace, hutch_plus_plus_trace])
-def test_error_shrinks_with_the_budget(estimate) -> None:
+@pytest.mark.parametrize("estimate, budgets", [(hutchinson_trace, (12, 300, 3000)), (hutch_plus_plus_trace, (12, 60, 240))])
+def test_error_shrinks_with_the_budget(estimate, budgets) -> None:
     matrix = psd_matrix(0)
     truth = float(np.trace(matrix))
     operator = aslinearoperator(matrix)
-    errors = {}
-    for budget in (12, 300, 3000):
+    errors = []
+    for budget in budgets:
         runs = [estimate(operator, budget, np.random.default_rng(seed)) for seed in range(20)]
-        errors[budget] = float(np.mean([abs(run.value - truth) / truth for run in runs]))
-    assert errors[12] > errors[300] > errors[3000]
-    assert errors[3000] < 0.01
+        errors.append(float(np.mean([abs(run.value - truth) / truth for run in runs])))
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.01
 
 
 def test_hutch_plus_plus_beats_hutchinson_on_a_decaying_spectrum() -> None:
