@@ -49,7 +49,18 @@ def test_ranking_orders_models_by_the_statistic(comparison) -> None:
     assert [r["value"] for r in ranked] == sorted(r["value"] for r in ranked)
     by_label = {m["label"]: m["summary"]["p95"] for m in document["models"]}
     assert all(by_label[r["model"]] == r["value"] for r in ranked)
-    assert document["ranking"]["by_bound"] is None and len(document["ranking"]["bound_missing"]) == 4
+    by_bound = document["ranking"]["by_bound"]
+    assert document["ranking"]["bound_missing"] == []
+    assert [r["value"] for r in by_bound] == sorted(r["value"] for r in by_bound)
+    bounds = {m["label"]: m["audit"]["bound"]["value"] for m in document["models"]}
+    assert all(bounds[r["model"]] == r["value"] for r in by_bound)
+
+
+def test_ranking_by_bound_is_not_computed_without_bounds() -> None:
+    config = AuditConfig(model_path="", data_path=DIGITS, samples=3, gradients="fd", bounds=False)
+    document = build_comparison_document(run_comparison(MLPS[:1] + [VGG], config))
+    assert document["ranking"]["by_bound"] is None and len(document["ranking"]["bound_missing"]) == 2
+    assert "Ranking by analytic bound: not computed" in render_comparison(document)
 
 
 def test_comparison_report_renders_every_model(comparison) -> None:
@@ -57,7 +68,7 @@ def test_comparison_report_renders_every_model(comparison) -> None:
     for name in ("mlp.onnx", "mlp_constants.onnx", "mlp_softmax.onnx", "vgg_small.onnx"):
         assert name in html
     assert ">CONSISTENT<" in html and "the same numbers" in html
-    assert "Ranking by analytic bound: not computed" in html
+    assert "Ranking by analytic bound" in html and "Ranking by analytic bound: not computed" not in html
     assert "<script" not in html.lower() and "default-src 'none'" in html
 
 

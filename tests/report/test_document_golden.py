@@ -39,6 +39,8 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
         sample["seconds"] = VOLATILE
     if isinstance(document.get("dataset"), dict) and "seconds" in document["dataset"].get("summary", {}):
         document["dataset"]["summary"]["seconds"] = VOLATILE
+    if isinstance(document.get("bound"), dict) and "seconds" in document["bound"]:
+        document["bound"]["seconds"] = VOLATILE
     return document
 
 

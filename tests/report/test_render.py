@@ -64,6 +64,8 @@ def test_absent_sections_say_not_computed(audited) -> None:
     document = copy.deepcopy(base)
     document.pop("dataset", None)
     document["bound"] = None
+    for entry in document["samples"]:
+        entry.pop("bound", None)
     html = render_report(finalise(document))
     for text in ("not computed: no per-class breakdown", "not computed: no analytic bound",
                  "not computed: per-layer contributions", "analytic bound: not computed"):
@@ -140,6 +142,8 @@ def test_a_bound_without_value_says_why(audited) -> None:
     _, base = audited
     document = copy.deepcopy(base)
     document["bound"] = {"value": None, "kind": "upper_bound", "reason": "gates need a bounded input domain", "per_layer": []}
+    for entry in document["samples"]:
+        entry.pop("bound", None)
     html = render_report(finalise(document))
     assert "none valid for every input: gates need a bounded input domain" in html
     assert "not computed: the bound does not list per-layer contributions" in html
