@@ -178,6 +178,8 @@ def lanczos_lambda_max(
     operator = make_operator(problem, side, meter)
     pair = lanczos_top(operator, matvecs, rng, tol)
     result = eigenpair_result(pair, "lanczos", tol)
+    if not pair.converged:
+        logger.debug("lanczos: %s after %d products; reporting a lower bound", pair.stop_reason, pair.matvecs)
     if isinstance(operator, FisherGramOperator):
         result.eigenvector = operator.lift(pair.vector)
         result.diagnostics["side"] = "gram"
