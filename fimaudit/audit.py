@@ -233,6 +233,7 @@ def make_jacobian(
         return source, "graph", "gradient graphs derived from the ONNX graph"
     if requested == "graph":
         raise reason
+    logger.warning("gradient graphs unavailable (%s); using finite differences", reason)
     return fd, "fd", f"finite differences (fallback: {reason})"
 
 
