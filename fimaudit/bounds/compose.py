@@ -121,6 +121,18 @@ class BoundEngine:
                 names.extend(n for n in [*node.input, *node.output] if n and n not in self.view.constants)
         return list(dict.fromkeys(names))
 
+    def unknown_constant_tensors(self) -> list[str]:
+        """Computed tensors that do not depend on the input's values (shape arithmetic, scales
+        derived from shapes) read by input-dependent nodes but not folded: a probe run reads them."""
+        names: list[str] = []
+        external = getattr(self.view, "external_inputs", set())
+        for node in self.varying_nodes():
+            for name in node.input:
+                if name and name not in self.view.varying and name not in self.view.constants and name not in external:
+                    if name in self.view.producer:
+                        names.append(name)
+        return list(dict.fromkeys(names))
+
     def unknown_shape_tensors(self) -> list[str]:
         """Input-dependent tensors (and computed non-constant inputs) whose shape is unknown."""
         names: list[str] = []

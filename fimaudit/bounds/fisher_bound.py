@@ -113,18 +113,24 @@ class FisherBounds:
 
     def probe(self) -> IntermediateProbe:
         if self._probe is None:
-            wanted = self.engine.value_tensors() + self.engine.unknown_shape_tensors()
+            wanted = self.engine.value_tensors() + self.engine.unknown_shape_tensors() + self.engine.unknown_constant_tensors()
             self._probe = IntermediateProbe(self.model, self.view, wanted, self.providers, self.extra_feeds)
         return self._probe
 
     def learn_shapes(self, sample: np.ndarray) -> None:
-        """Fill shapes static inference could not resolve from one probe run."""
+        """Fill what static analysis could not resolve from one probe run: shapes, and the values
+        of computed tensors that do not depend on the input's values (the same for every input)."""
         unknown = self.engine.unknown_shape_tensors()
-        if not unknown:
+        fixed = self.engine.unknown_constant_tensors()
+        if not unknown and not fixed:
             return
         values = self.probe().run(sample)
         for name in unknown:
             if name in values:
+                self.view.shapes[name] = tuple(int(d) for d in values[name].shape)
+        for name in fixed:
+            if name in values:
+                self.view.constants[name] = np.asarray(values[name])
                 self.view.shapes[name] = tuple(int(d) for d in values[name].shape)
 
     def global_bound(self, family: str = "unknown", architecture: Architecture | None = None) -> dict[str, Any]:

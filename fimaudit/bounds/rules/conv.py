@@ -33,7 +33,7 @@ import math
 import numpy as np
 
 from fimaudit.bounds.context import NodeContext
-from fimaudit.bounds.linalg import batched_spectral_norms, certify, spectral_norm
+from fimaudit.bounds.linalg import certify, max_spectral_norm, spectral_norm
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
 
 # Floating-point work (frequencies x SVD cost) above which the FFT bound is not attempted.
@@ -82,7 +82,7 @@ def conv_norm_bound(
     extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
     if any(e > p for e, p in zip(extents, padded)):
         raise BoundUnavailable("Conv kernel is larger than its padded input")
-    cheap = min(_tap_sum_bound(per_group), _l1_linf_bound(w, groups, strides, extents))
+    cheap = _l1_linf_bound(w, groups, strides, extents)
     if all(e == 1 for e in extents):
         value = max(spectral_norm(g.reshape(g.shape[0], -1)) for g in per_group)
         return min(value, cheap), "1x1 convolution: spectral norm of the channel matrix"
@@ -92,6 +92,7 @@ def conv_norm_bound(
     rows, cols = w.shape[0] // groups, c_in_g * phases
     cost = groups * frequencies * min(rows, cols) ** 2 * max(rows, cols)
     if cost > budget:
+        cheap = min(cheap, _tap_sum_bound(per_group))
         return cheap, "sum over taps of tap norms / sqrt(||A||_1 ||A||_inf) (FFT bound too large to compute)"
     value = 0.0
     absolute = 0.0
@@ -100,7 +101,7 @@ def conv_norm_bound(
         blocks = _phase_blocks(dilated, strides, rings)  # [c_out_g, c_in_g * phases, *rings]
         spectrum = np.fft.rfftn(blocks, axes=tuple(range(2, blocks.ndim)))
         matrices = np.moveaxis(spectrum, (0, 1), (-2, -1))
-        value = max(value, float(batched_spectral_norms(matrices).max()))
+        value = max(value, max_spectral_norm(matrices))
         absolute = max(absolute, 1e-12 * float(np.abs(g).sum()) * max(1.0, math.log2(max(2, int(np.prod(rings))))))
     stride_note = "strided, polyphase" if phases > 1 else "stride 1"
     return min(certify(value, absolute), cheap), f"circular-convolution FFT bound on the padded input ({stride_note})"

@@ -53,6 +53,8 @@ def _factor_gain(ctx: NodeContext, index: int, other: int) -> tuple[float, str |
     if value is not None:
         note = LOCAL_NOTE if ctx.varying(other) else None
         return broadcast_gain(np.abs(np.asarray(value, dtype=np.float64)), in_shape, out_shape), note
+    if not ctx.varying(other):
+        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: the factor {ctx.input_name(other)!r} is neither a constant nor input-dependent (an unknown extra input?)")
     magnitude = ctx.magnitude(other)
     if not math.isfinite(magnitude):
         raise BoundUnavailable(

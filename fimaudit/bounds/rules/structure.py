@@ -95,3 +95,22 @@ def copy_bound(ctx: NodeContext) -> LayerGain:
     _data_only(ctx)
     copies = broadcast_copies(ctx.shape(0), ctx.output_shape())
     return LayerGain({0: certify(math.sqrt(copies))}, f"copies each entry {copies} time(s)", magnitude=ctx.magnitude(0))
+
+
+@layer_bound("GatherND")
+def gather_nd_bound(ctx: NodeContext) -> LayerGain:
+    """Constant indices: sqrt(largest number of times one slice is gathered)."""
+    _data_only(ctx)
+    indices = ctx.require_const(1, "the indices").astype(np.int64)
+    shape = ctx.shape(0)
+    batch_dims = int(ctx.attr("batch_dims", 0) or 0)
+    depth = indices.shape[-1]
+    sizes = np.array(shape[batch_dims : batch_dims + depth], dtype=np.int64)
+    batches = int(np.prod(indices.shape[:batch_dims])) if batch_dims else 1
+    tuples = np.where(indices < 0, indices + sizes, indices).reshape(batches, -1, depth)
+    repeats = 0
+    for group in tuples:
+        if group.size:
+            _, counts = np.unique(group, axis=0, return_counts=True)
+            repeats = max(repeats, int(counts.max()))
+    return LayerGain({0: certify(math.sqrt(repeats))}, f"gathers each slice at most {repeats} time(s)", magnitude=ctx.magnitude(0))
