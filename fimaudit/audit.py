@@ -65,7 +65,7 @@ class AuditConfig:
     model_path: str
     data_path: str | None = None
     samples: int | None = None
-    method: str = "exact"
+    method: str = "auto"
     gradients: str = "auto"
     seed: int = 0
     budget: int | None = None

@@ -191,7 +191,7 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @selection_options
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs.")
 @click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
-@click.option("--method", type=click.Choice(estimator_names()), default="exact", show_default=True, help="Estimator of lambda_max.")
+@click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many.")
 @click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, else fd).")
 @click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators.")
@@ -257,7 +257,7 @@ def audit(
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True))
 @click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples, the same for every model. Default: synthetic N(0,1) inputs.")
 @click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
-@click.option("--method", type=click.Choice(estimator_names()), default="exact", show_default=True, help="Estimator of lambda_max.")
+@click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many.")
 @click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source (see audit --help).")
 @click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators.")

@@ -50,7 +50,7 @@ def test_audit_writes_json_with_the_contract_fields(tmp_path) -> None:
     assert model["input"] == {"name": "input", "shape": ["batch", 1, 8, 8], "dtype": "float32"}
     assert model["output"]["kind"] == "logits"
     assert document["architecture"]["family"] in {"vgg", "resnet", "densenet", "transformer", "mlp", "unknown"}
-    assert document["method"]["estimator"] == "exact"
+    assert document["method"]["estimator"] == "auto"  # the default: exact for 10 classes
     assert document["method"]["gradients"] == "fd"
     assert document["method"]["provider"] == "CPUExecutionProvider"
     assert len(document["samples"]) == 5
