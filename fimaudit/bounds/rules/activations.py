@@ -283,7 +283,10 @@ def softmax_bound(ctx: NodeContext) -> LayerGain:
     output = ctx.output_value(0) if ctx.local else None
     if output is None:
         return LayerGain({0: 0.5}, "||diag(p) - p p^T|| <= 1/2", magnitude=1.0)
-    gain = min(0.5, certify(softmax_jacobian_norm_bound(_softmax_rows(ctx, output))))
+    rows = _softmax_rows(ctx, output)
+    if not np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):  # not the rows we think: stay global
+        return LayerGain({0: 0.5}, "||diag(p) - p p^T|| <= 1/2", magnitude=1.0)
+    gain = min(0.5, certify(softmax_jacobian_norm_bound(rows)))
     return LayerGain({0: gain}, "||diag(p) - p p^T|| at this sample's probabilities", magnitude=1.0, assumption=LOCAL_NOTE)
 
 

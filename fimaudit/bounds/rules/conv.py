@@ -27,7 +27,6 @@ A power-iteration estimate is never used: it is a lower bound.
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import numpy as np
@@ -185,30 +184,3 @@ def _cached_bound(weight: np.ndarray, padded: list[int], strides: list[int], dil
             _CACHE.clear()
         _CACHE[key] = conv_norm_bound(weight, padded, strides, dilations, groups)
     return _CACHE[key]
-
-
-def conv_matrix_norm(weight: np.ndarray, spatial: list[int], strides: list[int], pads: list[int], dilations: list[int], groups: int) -> float:
-    """The exact operator norm of a (small) convolution, from its dense matrix (tests, benchmarks)."""
-    w = np.asarray(weight, dtype=np.float64)
-    c_out, c_in_g = w.shape[:2]
-    c_in = c_in_g * groups
-    rank = len(spatial)
-    kernel = w.shape[2:]
-    out_sizes = [
-        (spatial[i] + pads[i] + pads[i + rank] - ((kernel[i] - 1) * dilations[i] + 1)) // strides[i] + 1
-        for i in range(rank)
-    ]
-    matrix = np.zeros((c_out * int(np.prod(out_sizes)), c_in * int(np.prod(spatial))))
-    out_per_group = c_out // groups
-    for co in range(c_out):
-        g = co // out_per_group
-        for position in itertools.product(*[range(o) for o in out_sizes]):
-            row = co * int(np.prod(out_sizes)) + int(np.ravel_multi_index(position, out_sizes))
-            for ci in range(c_in_g):
-                channel = g * c_in_g + ci
-                for tap in itertools.product(*[range(k) for k in kernel]):
-                    source = [position[i] * strides[i] - pads[i] + tap[i] * dilations[i] for i in range(rank)]
-                    if all(0 <= source[i] < spatial[i] for i in range(rank)):
-                        col = channel * int(np.prod(spatial)) + int(np.ravel_multi_index(source, spatial))
-                        matrix[row, col] += w[(co, ci, *tap)]
-    return float(np.linalg.norm(matrix, 2))
