@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
-from fimaudit.fisher.operator import CostMeter, FisherGramOperator, make_operator, resolve_budget
+from fimaudit.fisher.operator import CostMeter, FisherGramOperator, FisherOperator, make_operator, resolve_budget
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import estimator
 from fimaudit.fisher.result import SpectralResult
@@ -164,6 +164,24 @@ def eigenpair_result(pair: TopEigenpair, method: str, tol: float) -> SpectralRes
     return SpectralResult(value=pair.value, kind="lower_bound", diagnostics=diagnostics)
 
 
+def operator_result(
+    pair: TopEigenpair, method: str, tol: float, operator: FisherOperator | FisherGramOperator, meter: CostMeter
+) -> SpectralResult:
+    """The result of an iterative method: value and kind, F's eigenvector, the side used, costs."""
+    result = eigenpair_result(pair, method, tol)
+    if isinstance(operator, FisherGramOperator):
+        result.eigenvector = operator.lift(pair.vector)
+        result.diagnostics["side"] = "gram"
+    else:
+        result.eigenvector = pair.vector
+        result.diagnostics["side"] = "input"
+    result.matvecs = meter.matvecs
+    result.model_evaluations = meter.model_evaluations
+    result.seconds = meter.seconds
+    result.diagnostics.update(meter.costs())
+    return result
+
+
 def lanczos_lambda_max(
     problem: SampleProblem,
     budget: int | None = None,
@@ -177,20 +195,9 @@ def lanczos_lambda_max(
     meter = CostMeter(problem)
     operator = make_operator(problem, side, meter)
     pair = lanczos_top(operator, matvecs, rng, tol)
-    result = eigenpair_result(pair, "lanczos", tol)
     if not pair.converged:
         logger.debug("lanczos: %s after %d products; reporting a lower bound", pair.stop_reason, pair.matvecs)
-    if isinstance(operator, FisherGramOperator):
-        result.eigenvector = operator.lift(pair.vector)
-        result.diagnostics["side"] = "gram"
-    else:
-        result.eigenvector = pair.vector
-        result.diagnostics["side"] = "input"
-    result.matvecs = meter.matvecs
-    result.model_evaluations = meter.model_evaluations
-    result.seconds = meter.seconds
-    result.diagnostics.update(meter.costs())
-    return result
+    return operator_result(pair, "lanczos", tol, operator, meter)
 
 
 @estimator("lanczos")

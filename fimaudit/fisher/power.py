@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
-from fimaudit.fisher.lanczos import TopEigenpair, eigenpair_result
-from fimaudit.fisher.operator import CostMeter, FisherGramOperator, make_operator, resolve_budget
+from fimaudit.fisher.lanczos import TopEigenpair, operator_result
+from fimaudit.fisher.operator import CostMeter, make_operator, resolve_budget
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import estimator
 from fimaudit.fisher.result import SpectralResult
@@ -64,18 +64,8 @@ def power_lambda_max(
     meter = CostMeter(problem)
     operator = make_operator(problem, side, meter)
     pair = power_top(operator, matvecs, rng, tol)
-    result = eigenpair_result(pair, "power", tol)
-    if isinstance(operator, FisherGramOperator):
-        result.eigenvector = operator.lift(pair.vector)
-        result.diagnostics["side"] = "gram"
-    else:
-        result.eigenvector = pair.vector
-        result.diagnostics["side"] = "input"
+    result = operator_result(pair, "power", tol, operator, meter)
     result.diagnostics["iterations"] = pair.matvecs
-    result.matvecs = meter.matvecs
-    result.model_evaluations = meter.model_evaluations
-    result.seconds = meter.seconds
-    result.diagnostics.update(meter.costs())
     return result
 
 
