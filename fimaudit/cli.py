@@ -6,7 +6,6 @@ error. Errors are one line on stderr; ``-v`` shows the traceback and more loggin
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
@@ -148,6 +147,23 @@ def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Data, estimator, gradients and resources: shared by ``audit`` and ``compare``."""
+    options = [
+        click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs."),
+        click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16)."),
+        click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many."),
+        click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, else fd)."),
+        click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100)."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators."),
+        click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available."),
+        click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
 def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A progress bar on stderr when it is a terminal; silent otherwise (CI logs, pipes)."""
     if not sys.stderr.isatty():
@@ -177,9 +193,9 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
     """Describe MODEL and show what an audit would differentiate."""
     from fimaudit.inspection import inspect_model, inspection_text
 
-    from fimaudit.report.writing import check_writable, json_text, write_atomic
+    from fimaudit.report.writing import json_text, write_atomic
 
-    check_writable(json_path)
+    check_output_paths([model], [json_path])
     document = inspect_model(model, input_name, output_name)
     click.echo(inspection_text(document))
     if json_path:
@@ -189,19 +205,12 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @main.command()
 @model_argument
 @selection_options
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs.")
-@click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
-@click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many.")
-@click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, else fd).")
-@click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators.")
+@estimation_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a one-paragraph Markdown summary here (for pull-request comments).")
 @click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).")
 @click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
-@click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available.")
-@click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit.")
 def audit(
     model: str,
     input_name: str | None,
@@ -223,7 +232,6 @@ def audit(
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
     from fimaudit.report.outputs import write_audit_outputs
-    from fimaudit.report.writing import check_writable
 
     check_output_paths([model, data_path], [json_path, report_path, summary_path])
     config = AuditConfig(
@@ -255,12 +263,7 @@ def audit(
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True))
-@click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples, the same for every model. Default: synthetic N(0,1) inputs.")
-@click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16).")
-@click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many.")
-@click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source (see audit --help).")
-@click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100).")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators.")
+@estimation_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison JSON here.")
 @click.option("--statistic", type=click.Choice(["median", "p95", "mean", "max"]), default="median", show_default=True, help="Statistic the models are ranked by.")
@@ -277,6 +280,8 @@ def compare(
     json_path: str | None,
     statistic: str,
     rtol: float,
+    max_memory: int | None,
+    flush_subnormals: bool,
 ) -> None:
     """Audit several MODELS on the same data and compare them side by side.
 
@@ -286,12 +291,11 @@ def compare(
     from fimaudit.audit import AuditConfig
     from fimaudit.compare_audit import run_comparison
     from fimaudit.report.outputs import write_comparison_outputs
-    from fimaudit.report.writing import check_writable
 
-    for path in (json_path, report_path):
-        check_writable(path)
+    check_output_paths([*models, data_path], [json_path, report_path])
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
-                         gradients=gradients, seed=seed, budget=budget)
+                         gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
+                         flush_subnormals=flush_subnormals)
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)
@@ -325,9 +329,8 @@ def jacobian(
 ) -> None:
     """Write the input Jacobians d logits / d input of MODEL on the samples of --data."""
     from fimaudit.jacobian_export import export_jacobian
-    from fimaudit.report.writing import check_writable
 
-    check_writable(out_path)
+    check_output_paths([model, data_path], [out_path])
     result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory)
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
