@@ -117,7 +117,7 @@ class BoundEngine:
         """Tensors the local rules read (inputs and outputs of value-reading ops)."""
         names: list[str] = []
         for node in self.varying_nodes():
-            if reads_values(node.op_type):
+            if reads_values(NodeContext(node, self.view)):
                 names.extend(n for n in [*node.input, *node.output] if n and n not in self.view.constants)
         return list(dict.fromkeys(names))
 
@@ -166,7 +166,7 @@ class BoundEngine:
     def local_gain(self, node: onnx.NodeProto, values: dict[str, np.ndarray]) -> LayerGain | BoundProblem:
         """The local rule's gain (inflated by LOCAL_MARGIN), never above the global one."""
         cached = self.global_gain(node)
-        if not reads_values(node.op_type):
+        if not reads_values(NodeContext(node, self.view)):
             return cached
         local = self._rule_gain(node, "local", values, self.global_result.magnitudes if self.global_result else {})
         if isinstance(local, BoundProblem):

@@ -52,6 +52,11 @@ class BoundAnalysis:
     seconds: float = 0.0
 
 
+def _finite(value: float) -> float | None:
+    """A bound that overflowed is no number to print (JSON has no Infinity): None, with a reason."""
+    return value if math.isfinite(value) else None
+
+
 def _statement(input_range: tuple[float, float] | None) -> str:
     if input_range is None:
         return "lambda_max(F(x)) <= value for every input x (no domain assumed)"
@@ -140,13 +145,17 @@ class FisherBounds:
         lipschitz_h = propagation.of(self.head.tensor)
         lipschitz = propagation.of(self.logits_name)
         factor = self.head.global_factor()
-        value = None if lipschitz_h is None else certify(factor * lipschitz_h**2)
-        if value is not None and lipschitz is not None:
-            value = min(value, certify(0.5 * lipschitz**2))
+        candidates = []
+        if lipschitz_h is not None:
+            candidates.append(certify(factor * lipschitz_h**2))
+        if lipschitz is not None:
+            candidates.append(certify(0.5 * lipschitz**2))
+        value = _finite(min(candidates)) if candidates else None
         problems = [problem.to_dict() for problem in propagation.problems]
         reason = None
         if value is None:
-            reason = "; ".join(p["reason"] for p in problems[:5]) or "the logits do not depend on the input through bounded layers"
+            reason = ("; ".join(p["reason"] for p in problems[:5]) if problems else
+                      "the composed bound exceeds the floating-point range")
         return {
             "value": value,
             "kind": KIND,
@@ -179,7 +188,7 @@ class FisherBounds:
             candidates.append(certify(head_factor * lipschitz_h**2))
         if lipschitz is not None:
             candidates.append(certify(norm_c * lipschitz**2))
-        value = min(candidates) if candidates else None
+        value = _finite(min(candidates)) if candidates else None
         entry: dict[str, Any] = {
             "value": value,
             "kind": KIND,
@@ -190,7 +199,7 @@ class FisherBounds:
             "tightness": (value / measured) if value is not None and measured else None,
         }
         if value is None:
-            entry["reason"] = "; ".join(p.reason for p in propagation.problems[:3])
+            entry["reason"] = "; ".join(p.reason for p in propagation.problems[:3]) or "the composed bound exceeds the floating-point range"
         return entry
 
 

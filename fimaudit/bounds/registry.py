@@ -69,15 +69,22 @@ class LayerGain:
 
 
 BoundRule = Callable[["NodeContext"], LayerGain]
+LocalWhen = Callable[["NodeContext"], bool]
 
 _RULES: dict[str, BoundRule] = {}
-_LOCAL: set[str] = set()
+_LOCAL: dict[str, LocalWhen] = {}
 
 
-def layer_bound(*op_types: str, local: bool = False) -> Callable[[BoundRule], BoundRule]:
+def _always(_ctx: "NodeContext") -> bool:
+    return True
+
+
+def layer_bound(*op_types: str, local: bool | LocalWhen = False) -> Callable[[BoundRule], BoundRule]:
     """Register ``function`` as the bound rule of ``op_types``.
 
-    ``local=True``: the rule reads the sample's activations in local mode (``ctx.value``).
+    ``local=True``: the rule reads the sample's activations in local mode (``ctx.value``);
+    a predicate instead says for which nodes it does (a product of two activations does, a
+    layer with constant weights does not: its gain is computed once, not per sample).
     """
 
     def register(function: BoundRule) -> BoundRule:
@@ -86,7 +93,7 @@ def layer_bound(*op_types: str, local: bool = False) -> Callable[[BoundRule], Bo
                 raise ValueError(f"a bound rule for {op_type} is already registered ({_RULES[op_type].__name__})")
             _RULES[op_type] = function
             if local:
-                _LOCAL.add(op_type)
+                _LOCAL[op_type] = _always if local is True else local
         return function
 
     return register
@@ -98,10 +105,11 @@ def get_rule(op_type: str) -> BoundRule | None:
     return _RULES.get(op_type)
 
 
-def reads_values(op_type: str) -> bool:
-    """True when the op's rule uses the sample's activations in local mode."""
+def reads_values(ctx: "NodeContext") -> bool:
+    """True when the node's rule uses the sample's activations in local mode."""
     load_rules()
-    return op_type in _LOCAL
+    when = _LOCAL.get(ctx.node.op_type)
+    return when is not None and when(ctx)
 
 
 def supported_ops() -> list[str]:

@@ -189,3 +189,8 @@ CASES: list[Case] = [
          (1, 3, 4), {"g": w(4), "b": w(4)}),
     Case("gemm_bilinear", "Gemm", [n("Tanh", ["x"], ["t"]), n("Gemm", ["t", "t"], transB=1)], (1, 4)),
 ]
+
+CASES += [
+    Case("resize_nearest", "Resize", [n("Resize", ["x", "", "", "sizes"], mode="nearest", coordinate_transformation_mode="asymmetric",
+                                        nearest_mode="floor")], (1, 1, 2, 3), {"sizes": i64(1, 1, 5, 7)}, opset=13, linear=True, factor=1.0 + 1e-6),
+]

@@ -95,7 +95,11 @@ def _batch(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape[:-2]) if len(shape) > 2 else ()
 
 
-@layer_bound("MatMul", local=True)
+def _two_activations(ctx: NodeContext) -> bool:
+    return len([i for i in ctx.varying_inputs() if i < 2]) == 2
+
+
+@layer_bound("MatMul", local=_two_activations)
 def matmul_bound(ctx: NodeContext) -> LayerGain:
     """X W or W X with constant W: exact spectral norm; two activations: see the module doc."""
     varying = ctx.varying_inputs()
@@ -117,7 +121,7 @@ def matmul_bound(ctx: NodeContext) -> LayerGain:
     return LayerGain(gains, method, magnitude=magnitude, assumption=assumption)
 
 
-@layer_bound("Gemm", local=True)
+@layer_bound("Gemm", local=_two_activations)
 def gemm_bound(ctx: NodeContext) -> LayerGain:
     """Y = alpha A' B' + beta C (A' = A or A^T, B' likewise)."""
     alpha = float(ctx.attr("alpha", 1.0))

@@ -64,7 +64,15 @@ def _factor_gain(ctx: NodeContext, index: int, other: int) -> tuple[float, str |
     return certify(magnitude * math.sqrt(broadcast_copies(in_shape, out_shape))), "global: activation magnitude bounded upstream"
 
 
-@layer_bound("Mul", local=True)
+def _two_factors(ctx: NodeContext) -> bool:
+    return len(ctx.varying_inputs()) == 2
+
+
+def _divisor_varies(ctx: NodeContext) -> bool:
+    return ctx.varying(1)
+
+
+@layer_bound("Mul", local=_two_factors)
 def mul_bound(ctx: NodeContext) -> LayerGain:
     """Scaling by a constant (exact), or the product rule for two activations."""
     varying = ctx.varying_inputs()
@@ -81,7 +89,7 @@ def mul_bound(ctx: NodeContext) -> LayerGain:
     return LayerGain(gains, method, magnitude=magnitude, assumption="; ".join(sorted(notes)) or None)
 
 
-@layer_bound("Div", local=True)
+@layer_bound("Div", local=_divisor_varies)
 def div_bound(ctx: NodeContext) -> LayerGain:
     """a / c with a fixed divisor: exact; an input-dependent divisor: at the sample only,
     d(a / b) = da / b - a db / b^2."""

@@ -114,3 +114,50 @@ def gather_nd_bound(ctx: NodeContext) -> LayerGain:
             _, counts = np.unique(group, axis=0, return_counts=True)
             repeats = max(repeats, int(counts.max()))
     return LayerGain({0: certify(math.sqrt(repeats))}, f"gathers each slice at most {repeats} time(s)", magnitude=ctx.magnitude(0))
+
+
+@layer_bound("Resize")
+def resize_bound(ctx: NodeContext) -> LayerGain:
+    """Nearest-neighbour resizing copies entries: sqrt(largest number of copies of one entry).
+
+    Which entry each output copies is read off by resizing a tensor of entry numbers with the
+    node's own attributes and scales/sizes (onnx's reference runtime), so every coordinate
+    transformation and rounding mode is counted exactly. Linear and cubic modes have no rule.
+    """
+    _data_only(ctx)
+    mode = str(ctx.attr("mode", "nearest") or "nearest")
+    if mode != "nearest":
+        raise BoundUnavailable(f"Resize node {ctx.name!r}: mode {mode!r} has no bound rule (only nearest)")
+    shape = ctx.shape(0)
+    extra = {}
+    for index in range(1, len(ctx.node.input)):
+        if ctx.has_input(index):
+            value = ctx.const(index)
+            if value is None:
+                raise BoundUnavailable(f"Resize node {ctx.name!r}: its scales or sizes are computed at run time")
+            extra[ctx.input_name(index)] = value
+    copies = _resize_copies(ctx.node, shape, extra, ctx.view.opset)
+    return LayerGain({0: certify(math.sqrt(copies))}, f"nearest resize copies each entry at most {copies} time(s)",
+                     magnitude=ctx.magnitude(0))
+
+
+def _resize_copies(node, shape: tuple[int, ...], constants: dict[str, np.ndarray], opset: int) -> int:
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    data = "fimaudit_resize_entries"
+    inputs = [data] + list(node.input[1:])
+    probe = helper.make_node("Resize", inputs, ["out"], **{a.name: helper.get_attribute_value(a) for a in node.attribute})
+    graph = helper.make_graph(
+        [probe], "resize_copies", [helper.make_tensor_value_info(data, TensorProto.DOUBLE, list(shape))],
+        [helper.make_tensor_value_info("out", TensorProto.DOUBLE, None)],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(opset, 11))])
+    entries = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    try:
+        (out,) = ReferenceEvaluator(model).run(None, {data: entries})
+    except Exception as exc:  # the reference runtime refuses the attributes: no certified count
+        raise BoundUnavailable(f"Resize node {node.name!r}: cannot count its copies ({exc})") from exc
+    counts = np.bincount(np.asarray(out).reshape(-1).astype(np.int64), minlength=1)
+    return int(counts.max())
