@@ -64,15 +64,16 @@ def batched_spectral_norms(matrices: np.ndarray, chunk_entries: int = 1 << 22) -
     return out.reshape(lead)
 
 
-def max_spectral_norm(matrices: np.ndarray, power_steps: int = 4, chunk: int = 16) -> float:
+def max_spectral_norm(matrices: np.ndarray, power_steps: int = 8, chunk: int = 4) -> float:
     """max over a [F, m, n] stack of the largest singular value, without decomposing them all.
 
     Every matrix gets a cheap upper bound, min(||A||_F, sqrt(||A||_1 ||A||_inf)), and a lower
     bound ||A v|| / ||v|| after a few batched power steps (true for any v). Matrices whose upper
     bound is below the best lower bound cannot hold the maximum; the rest are decomposed exactly,
     largest upper bound first, stopping once no remaining upper bound exceeds the exact maximum
-    found. The result is the exact maximum (up to rounding): pruning only skips matrices that
-    provably cannot reach it.
+    found. The result is the exact maximum (up to rounding) for blocks up to 128 wide, and within
+    0.1% above it for larger ones (a 12-step Gram iteration bound instead of an eigensolver):
+    pruning only skips matrices that provably cannot reach it.
     """
     stack = np.asarray(matrices)
     flat = stack.reshape(-1, *stack.shape[-2:])
@@ -84,6 +85,8 @@ def max_spectral_norm(matrices: np.ndarray, power_steps: int = 4, chunk: int = 1
     linf = magnitude.sum(axis=2).max(axis=1)
     upper = np.minimum(frobenius, np.sqrt(l1 * linf)) * (1.0 + 1e-12)
     del magnitude
+    if min(flat.shape[1:]) > 8:
+        upper = np.minimum(upper, gram_iteration_bounds(flat))
     rng = np.random.default_rng(0)
     vector = rng.standard_normal((flat.shape[0], flat.shape[2], 1)) + 0j
     lower = np.zeros(flat.shape[0])
@@ -100,8 +103,48 @@ def max_spectral_norm(matrices: np.ndarray, power_steps: int = 4, chunk: int = 1
         indices = candidates[start : start + chunk]
         if upper[indices[0]] <= best:
             break
-        best = max(best, float(batched_spectral_norms(flat[indices]).max()))
+        if min(flat.shape[1:]) <= 128:
+            best = max(best, float(batched_spectral_norms(flat[indices]).max()))
+        else:  # large blocks: 12 Gram steps bound sigma_1 within rank^(1/8192) (< 0.1%), no eigensolver
+            best = max(best, float(gram_iteration_bounds(flat[indices], steps=12).max()))
     return best
+
+
+def gram_iteration_bounds(matrices: np.ndarray, steps: int = 6, chunk_entries: int = 1 << 22) -> np.ndarray:
+    """Upper bounds on the largest singular value of each matrix of a [F, m, n] stack.
+
+    Gram iteration (Delattre et al., 2023): with G_0 = A and G_{k+1} = G_k G_k^H,
+    sigma_1(G_k) = sigma_1(A)^(2^k) <= ||G_k||_F, so sigma_1(A) <= ||G_k||_F^(1/2^k), within a
+    factor rank^(1/2^(k+1)) of the truth (1.05 for rank 512 after 6 steps). Each step is one
+    matrix product (fast BLAS) instead of an eigen-decomposition; iterates are rescaled to
+    norm 1 and the scales kept in logarithms. Used to prune, then confirmed exactly.
+    """
+    flat = np.asarray(matrices)
+    if flat.shape[1] > flat.shape[2]:
+        flat = flat.conj().transpose(0, 2, 1)
+    out = np.empty(flat.shape[0], dtype=np.float64)
+    step_size = max(1, chunk_entries // max(1, flat.shape[1] * flat.shape[2]))
+    for start in range(0, flat.shape[0], step_size):
+        block = flat[start : start + step_size].astype(np.complex128)
+        peak = np.abs(block).max(axis=(1, 2))
+        scale = np.where(peak > 0, peak, 1.0)
+        block = block / scale[:, None, None]  # no underflow in the norms below
+        norms = np.linalg.norm(block, axis=(1, 2))
+        safe = np.where(norms > 0, norms, 1.0)
+        logs = np.log(safe) + np.log(scale)
+        current = block / safe[:, None, None]
+        current = current @ current.conj().transpose(0, 2, 1)
+        for _ in range(steps):
+            size = np.linalg.norm(current, axis=(1, 2))
+            size = np.where(size > 0, size, 1.0)
+            logs = 2.0 * logs + np.log(size)  # log-scale of G_k before the next product
+            current = current / size[:, None, None]
+            current = current @ current.conj().transpose(0, 2, 1)
+        final = np.linalg.norm(current, axis=(1, 2))
+        total = 2.0 * logs + np.log(np.where(final > 0, final, 1e-300))
+        bound = np.exp(total / 2.0 ** (steps + 1))
+        out[start : start + step_size] = np.where(peak > 0, bound * (1.0 + 1e-9), 0.0)
+    return out
 
 
 def broadcast_copies(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
