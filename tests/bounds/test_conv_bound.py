@@ -110,3 +110,23 @@ def test_conv_tightness_on_sample_layers(samples_dir, model_name: str) -> None:
         assert exact <= bound <= 1.5 * exact
         checked += 1
     assert checked >= 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(geometries)
+def test_cropped_kernel_bound_is_above_the_exact_norm(g: dict) -> None:
+    """The rule's path: taps that only read padding dropped first (asymmetric pads included)."""
+    from fimaudit.bounds.rules.conv import active_kernel
+
+    rank, groups = g["rank"], g["groups"]
+    kernel = [g["kernel"]] * rank
+    dilations = [g["dilation"]] * rank
+    spatial = [max(1, g["size"] - 2)] * rank
+    begin, end = [g["pad"] + 1] * rank, [g["pad"]] * rank
+    if (g["kernel"] - 1) * g["dilation"] + 1 > spatial[0] + begin[0] + end[0]:
+        return
+    weight = np.random.default_rng(g["seed"]).standard_normal((g["c_out_g"] * groups, g["c_in_g"], *kernel))
+    exact = float(np.linalg.norm(conv_matrix(weight, spatial, [g["stride"]] * rank, begin + end, dilations, groups), 2))
+    cropped, padded = active_kernel(weight, spatial, [g["stride"]] * rank, dilations, begin, end)
+    bound, _ = conv_norm_bound(cropped, padded, [g["stride"]] * rank, dilations, groups)
+    assert bound >= exact
