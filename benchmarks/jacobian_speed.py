@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import logging
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -132,23 +133,33 @@ def fimaudit_job(model_path: Path, probe: np.ndarray, threads: int) -> Callable[
 # ------------------------------------------------------------------ memory
 
 
-def peak_rss_of_audit(model: Path, max_memory: str | None, threads: int) -> dict:
+# The child reports its own peak RSS (RUSAGE_CHILDREN would give the largest child so far).
+_CHILD = (
+    "import resource, runpy, sys\n"
+    "sys.argv = ['fimaudit'] + sys.argv[1:]\n"
+    "try:\n"
+    "    runpy.run_module('fimaudit', run_name='__main__')\n"
+    "finally:\n"
+    "    print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+)
+
+
+def peak_rss_of_audit(model: Path, max_memory: str | None, threads: int, method: str = "exact") -> dict:
     """Run one graph-gradient audit of one sample in a fresh process; its peak RSS and time."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "audit.json"
-        command = [sys.executable, "-m", "fimaudit", "audit", str(model), "--samples", "1",
-                   "--gradients", "graph", "--json", str(out)]
+        command = [sys.executable, "-c", _CHILD, "audit", str(model), "--samples", "1",
+                   "--gradients", "graph", "--method", method, "--json", str(out)]
         if max_memory:
             command += ["--max-memory", max_memory]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True,
-                              env={**__import__("os").environ, "OMP_NUM_THREADS": str(threads)})
+                              env={**os.environ, "OMP_NUM_THREADS": str(threads)})
         seconds = time.perf_counter() - started
-        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        row = {"max_memory": max_memory or "default", "exit": done.returncode, "seconds": seconds,
-               "peak_rss_mib": peak_kib / 1024 if peak_kib > before else None,
-               "message": (done.stdout + done.stderr).strip().splitlines()[-1:] }
+        peak = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KIB")]
+        messages = [line for line in (done.stdout + done.stderr).splitlines() if line and not line.startswith("PEAK_RSS_KIB")]
+        row = {"method": method, "max_memory": max_memory or "default", "exit": done.returncode, "seconds": seconds,
+               "peak_rss_mib": int(peak[0]) / 1024 if peak else None, "message": messages[-1:]}
         if out.exists():
             document = json.loads(out.read_text())
             row["lambda_max"] = document["samples"][0]["lambda_max"]
@@ -169,7 +180,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per sample and path; the fastest counts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--memory-limits", nargs="*", default=["default", "3G"])
+    parser.add_argument("--memory-limits", nargs="*", default=["default", "4G"])
+    parser.add_argument("--memory-methods", nargs="*", default=["exact"], help="also e.g. lanczos (matrix-free)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -218,9 +230,12 @@ def main() -> None:
     model = args.corpus / MEMORY_MODEL
     print(f"\nmemory: {MEMORY_MODEL} (K=1000, d=3*224*224=150528; one K x d float64 Jacobian is "
           f"{1000 * 150528 * 8 / 2**20:.0f} MiB), one sample, --gradients graph, fresh process each")
-    for limit in args.memory_limits:
-        row = peak_rss_of_audit(model, None if limit == "default" else limit, args.threads)
-        print(f"  --max-memory {row['max_memory']:8s} exit {row['exit']}  peak RSS "
+    baseline = peak_rss_of_audit(ROOT / "sample_models" / "mlp.onnx", None, args.threads)
+    print(f"  baseline: the same command on sample_models/mlp.onnx (64 inputs, 10 classes) peaks at "
+          f"{baseline['peak_rss_mib']:.0f} MiB")
+    for method, limit in itertools.product(args.memory_methods, args.memory_limits):
+        row = peak_rss_of_audit(model, None if limit == "default" else limit, args.threads, method)
+        print(f"  --method {method:8s} --max-memory {row['max_memory']:8s} exit {row['exit']}  peak RSS "
               f"{row['peak_rss_mib'] if row['peak_rss_mib'] is None else round(row['peak_rss_mib'])} MiB  "
               f"{row['seconds']:.1f} s  lambda_max {row.get('lambda_max')}  evaluations {row.get('model_evaluations')}  "
               f"| {' '.join(row['message'])[:200]}")
