@@ -173,12 +173,12 @@ class BoundEngine:
             return cached
         inflated = {i: g * (1.0 + LOCAL_MARGIN) for i, g in local.gains.items()}
         if isinstance(cached, BoundProblem):
-            return LayerGain(inflated, local.method, local.combine, local.magnitude, local.assumption)
+            return LayerGain(inflated, local.method, local.combine, local.magnitude, local.assumption, outputs=local.outputs)
         gains = {i: min(inflated[i], cached.gains.get(i, math.inf)) for i in inflated}
         tighter = any(inflated[i] < cached.gains.get(i, math.inf) for i in inflated)
         if not tighter:
             return cached
-        return LayerGain(gains, local.method, local.combine, cached.magnitude, local.assumption)
+        return LayerGain(gains, local.method, local.combine, cached.magnitude, local.assumption, outputs=local.outputs)
 
     # -------------------------------------------------------------- walks
 
@@ -220,9 +220,14 @@ class BoundEngine:
                 out_value = math.sqrt(sum(t * t for t in terms))
             else:
                 out_value = sum(terms)
-            for out in outputs:
-                lipschitz[out] = out_value if view.is_float(out) else None
-                result.magnitudes[out] = gain.magnitude
+            for position, out in enumerate(node.output):
+                if out not in outputs:
+                    continue
+                covered = gain.outputs is None or position in gain.outputs
+                lipschitz[out] = out_value if view.is_float(out) and covered else None
+                result.magnitudes[out] = gain.magnitude if covered else math.inf
+                if not covered and view.consumers.get(out):
+                    result.problems.append(_problem(node, f"output {position} of {node.op_type} node {node.name!r} is used, and its rule covers only output(s) {list(gain.outputs or [])}", "unavailable"))
             result.records.append(LayerRecord(
                 node.name, node.op_type, view.original_names(node),
                 {node.input[i]: gain.gains[i] for i in varying}, gain.combine, gain.method, out_value, gain.assumption,

@@ -59,6 +59,8 @@ class LayerGain:
     magnitude: float = math.inf
     assumption: str | None = None
     details: dict[str, float] = field(default_factory=dict)
+    # Which outputs the gain covers (None: all; LayerNorm's Mean/InvStdDev outputs are other maps).
+    outputs: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.combine not in COMBINES:

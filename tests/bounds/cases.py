@@ -36,6 +36,8 @@ class Case:
     runtime: str = "reference"
     # elementwise graph: its Jacobian is diagonal, read from one pair of evaluations
     pointwise: bool = False
+    # False: no bound even at a sample (an output the rule does not cover is used)
+    has_local: bool = True
 
     def model(self) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in self.initializers.items()]
@@ -193,4 +195,11 @@ CASES: list[Case] = [
 CASES += [
     Case("resize_nearest", "Resize", [n("Resize", ["x", "", "", "sizes"], mode="nearest", coordinate_transformation_mode="asymmetric",
                                         nearest_mode="floor")], (1, 1, 2, 3), {"sizes": i64(1, 1, 5, 7)}, opset=13, linear=True, factor=1.0 + 1e-6),
+]
+
+# LayerNorm's second output (the mean) read downstream: its rule covers only Y, so no bound.
+CASES += [
+    Case("layernorm_mean_output_used", "LayerNormalization",
+         [n("LayerNormalization", ["x", "g"], ["l", "mean"], axis=-1, epsilon=1e-3), n("Add", ["l", "mean"])], (1, 2, 3),
+         {"g": w(3)}, has_global=False, has_local=False),
 ]

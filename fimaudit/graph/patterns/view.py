@@ -122,6 +122,30 @@ def with_batch_one(model: onnx.ModelProto, input_name: str, sample_shape: Shape 
         return fixed
 
 
+class LazyConstants(dict):
+    """Constants by name, converted from TensorProto to numpy on first use.
+
+    Recognition looks at few weights and the bounds at each once; converting a 500 MB model's
+    every initializer up front would copy all of it for nothing.
+    """
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = super().__getitem__(name)
+        if isinstance(value, onnx.TensorProto):
+            value = numpy_helper.to_array(value)
+            super().__setitem__(name, value)
+        return value
+
+    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
+        return self[name] if name in self else default
+
+    def values(self):  # type: ignore[override]
+        return [self[name] for name in self]
+
+    def items(self):  # type: ignore[override]
+        return [(name, self[name]) for name in self]
+
+
 @dataclass
 class GraphView:
     """Nodes in topological order with constants, static shapes and the varying set.
@@ -165,7 +189,7 @@ class GraphView:
                 raise ValueError("the model has no input")
             input_name = real_inputs[0]
         inferred = with_batch_one(model, input_name, sample_shape)
-        constants: dict[str, np.ndarray] = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        constants: dict[str, np.ndarray] = LazyConstants({init.name: init for init in graph.initializer})
         elem_types: dict[str, int] = {init.name: init.data_type for init in graph.initializer}
         shapes: dict[str, Shape] = {}
         for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
@@ -186,8 +210,11 @@ class GraphView:
                     elem_types.setdefault(node.output[0], int(helper.np_dtype_to_tensor_dtype(value.dtype)))
                 continue
             nodes.append(node)
-        for name, value in constants.items():
-            shapes.setdefault(name, tuple(int(d) for d in value.shape))
+        for init in graph.initializer:
+            shapes.setdefault(init.name, tuple(int(d) for d in init.dims))
+        for name in constants:
+            if name not in shapes:
+                shapes[name] = tuple(int(d) for d in constants[name].shape)
         view = cls(
             nodes=nodes,
             input_name=input_name,
