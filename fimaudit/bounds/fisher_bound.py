@@ -52,6 +52,18 @@ class BoundAnalysis:
     seconds: float = 0.0
 
 
+def json_ready(value: Any) -> Any:
+    """The same structure with every non-finite float (an overflowed product, 0/0) as None:
+    JSON has no Infinity or NaN, and fimaudit's writer refuses them."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(float(value)) else None
+    return value
+
+
 def _finite(value: float) -> float | None:
     """A bound that overflowed is no number to print (JSON has no Infinity): None, with a reason."""
     return value if math.isfinite(value) else None
@@ -156,7 +168,7 @@ class FisherBounds:
         if value is None:
             reason = ("; ".join(p["reason"] for p in problems[:5]) if problems else
                       "the composed bound exceeds the floating-point range")
-        return {
+        return json_ready({
             "value": value,
             "kind": KIND,
             "family": family,
@@ -169,7 +181,7 @@ class FisherBounds:
             "problems": problems,
             "reason": reason,
             "assumptions": _assumptions(propagation),
-        }
+        })
 
     def sample_bound(self, sample: np.ndarray, logits: np.ndarray, measured: float | None = None) -> dict[str, Any]:
         """The bound at one sample (its activations and probabilities), JSON-ready."""
@@ -200,7 +212,7 @@ class FisherBounds:
         }
         if value is None:
             entry["reason"] = "; ".join(p.reason for p in propagation.problems[:3]) or "the composed bound exceeds the floating-point range"
-        return entry
+        return json_ready(entry)
 
 
 def analyse_bounds(
@@ -226,7 +238,7 @@ def analyse_bounds(
     for index in range(inputs.shape[0]):
         value = None if measured is None else float(measured[index])
         samples.append(bounds.sample_bound(inputs[index], logits[index], value))
-    result["per_sample"] = _sample_summary(samples, measured, result["value"])
+    result["per_sample"] = json_ready(_sample_summary(samples, measured, result["value"]))
     return BoundAnalysis(result, samples, time.perf_counter() - started)
 
 

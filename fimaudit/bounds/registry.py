@@ -21,9 +21,10 @@ How to write a rule
   estimate (power iteration, sampling) is never a gain. Spectral norms computed in floating point
   get the relative safety margin of ``fimaudit.bounds.linalg``.
 - ``ctx.mode`` is "global" (valid for every input) or "local" (valid at this sample: the gain
-  bounds the norm of the op's Jacobian at the activations in ``ctx.value(i)``). Local rules are
-  registered with ``local=True`` so the probe run records the values they read; they must fall
-  back to the global gain when a value is missing, and never return more than the global gain.
+  bounds the norm of the op's Jacobian at the activations in ``ctx.value(i)``). Rules that read
+  activations are registered with ``local=True`` (or a predicate saying for which nodes they do)
+  so the probe run records the values they read; they must fall back to the global gain when a
+  value is missing. The walk never uses a local gain above the global one.
 - ``magnitude`` is a bound on max |output| over the whole input domain (global mode), used by
   the rules of products of two activations; ``math.inf`` when unknown.
 - A rule that cannot bound this node raises ``BoundUnavailable`` with a one-line reason (for

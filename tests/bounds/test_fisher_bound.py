@@ -85,3 +85,29 @@ def test_document_carries_the_bounds(entry: dict) -> None:
         assert sample["bound"]["kind"] == "upper_bound"
         assert sample["bound"]["tightness"] == pytest.approx(sample["bound"]["value"] / sample["lambda_max"])
     assert document["architecture"]["family"] == entry["family"]
+
+
+def test_overflowing_bounds_are_null_not_infinite() -> None:
+    """A deep enough product overflows float64: the JSON says null with a reason, never Infinity."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fimaudit.bounds.fisher_bound import FisherBounds
+
+    nodes, inits, current = [], [], "x"
+    for layer in range(40):
+        inits.append(numpy_helper.from_array((np.eye(4) * 1e9).astype(np.float32), f"W{layer}"))
+        nodes.append(helper.make_node("MatMul", [current, f"W{layer}"], [f"h{layer}"]))
+        current = f"h{layer}"
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(current, TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    bounds = FisherBounds(model, "x", current, (4,), 4)
+    result = bounds.global_bound()
+    assert result["value"] is None and "floating-point range" in result["reason"]
+    json.dumps(result, allow_nan=False)
+    sample = bounds.sample_bound(np.ones(4, np.float32), np.zeros(4))
+    assert sample["value"] is None
+    json.dumps(sample, allow_nan=False)
