@@ -41,7 +41,7 @@ from fimaudit.graph.selection import (
 from fimaudit.jacobian import InputJacobian
 from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, plan_memory
 from fimaudit.runtime import ModelRunner
-from fimaudit.sanity import GradientCheck, gradient_check
+from fimaudit.sanity import GRADIENT_CHECK_STEP_FACTORS, GradientCheck, gradient_check
 
 logger = logging.getLogger(__name__)
 
@@ -375,8 +375,12 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
             progress(index + 1, total)
     check = None
     if gradients == "graph":
-        reference = make_jacobian(prepared, "fd", chunk_rows=plan.batch_rows)[0]
-        check = gradient_check(jacobian, reference, data.inputs, count=GRADIENT_CHECK_SAMPLES)
+        references = []
+        for factor in GRADIENT_CHECK_STEP_FACTORS:
+            reference = make_jacobian(prepared, "fd", chunk_rows=plan.batch_rows)[0]
+            reference.relative_step *= factor
+            references.append(reference)
+        check = gradient_check(jacobian, references, data.inputs, count=GRADIENT_CHECK_SAMPLES)
         if not check.passed:
             logger.warning(
                 "gradient check failed: graph and finite-difference directional derivatives differ by %.3g (relative)",

@@ -36,10 +36,22 @@ def test_gradient_check_passes_on_agreement_and_fails_on_a_wrong_rule() -> None:
     matrix = rng.standard_normal((5, 12))
     inputs = rng.standard_normal((4, 12))
     noisy = matrix * (1 + 1e-4 * rng.standard_normal(matrix.shape))
-    good = gradient_check(MatrixJacobian(noisy), MatrixJacobian(matrix), inputs)
+    good = gradient_check(MatrixJacobian(noisy), [MatrixJacobian(matrix)], inputs)
     assert good.passed and len(good.relative_errors) == 3
     wrong = matrix.copy()
     wrong[:, 3] *= -1.0  # one input's gradient with the wrong sign
-    bad = gradient_check(MatrixJacobian(wrong), MatrixJacobian(matrix), inputs)
+    bad = gradient_check(MatrixJacobian(wrong), [MatrixJacobian(matrix)], inputs)
     assert not bad.passed
     assert min(bad.relative_errors) > 0.05
+
+
+def test_each_direction_keeps_its_best_reference() -> None:
+    """A reference that is right in some directions rescues only those directions."""
+    rng = np.random.default_rng(1)
+    matrix = rng.standard_normal((4, 10))
+    inputs = rng.standard_normal((3, 10))
+    off = matrix * 1.5  # 50% off everywhere
+    both = gradient_check(MatrixJacobian(matrix), [MatrixJacobian(off), MatrixJacobian(matrix)], inputs)
+    assert both.passed and max(both.relative_errors) < 1e-12
+    only_off = gradient_check(MatrixJacobian(matrix), [MatrixJacobian(off)], inputs)
+    assert not only_off.passed
