@@ -158,6 +158,7 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators."),
         click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available."),
         click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit."),
+        click.option("--bounds/--no-bounds", default=True, show_default=True, help="Compute certified analytic upper bounds from the weights (certified convolution norms take tens of seconds on ImageNet-size CNNs)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -228,6 +229,7 @@ def audit(
     statistic: str,
     max_memory: int | None,
     flush_subnormals: bool,
+    bounds: bool,
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
@@ -248,6 +250,7 @@ def audit(
         statistic=statistic,
         max_memory=max_memory,
         flush_subnormals=flush_subnormals,
+        bounds=bounds,
     )
     update, finish = progress_reporter("auditing samples")
     try:
@@ -282,6 +285,7 @@ def compare(
     rtol: float,
     max_memory: int | None,
     flush_subnormals: bool,
+    bounds: bool,
 ) -> None:
     """Audit several MODELS on the same data and compare them side by side.
 
@@ -295,7 +299,7 @@ def compare(
     check_output_paths([*models, data_path], [json_path, report_path])
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
-                         flush_subnormals=flush_subnormals)
+                         flush_subnormals=flush_subnormals, bounds=bounds)
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)

@@ -118,3 +118,13 @@ def test_bad_input_is_one_line_and_exit_two(tmp_path, case: str) -> None:
     assert "Traceback" not in result.output
     error_lines = [line for line in result.output.splitlines() if "rror" in line]
     assert len(error_lines) == 1
+
+
+def test_no_bounds_skips_the_analytic_bound(tmp_path) -> None:
+    out = tmp_path / "a.json"
+    result = invoke("audit", MLP, "--data", DATA, "--samples", "2", "--no-bounds", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["bound"] is None
+    assert document["architecture"]["family"] == "mlp"
+    assert all(sample.get("bound") is None for sample in document["samples"])
