@@ -76,6 +76,12 @@ def _statement(input_range: tuple[float, float] | None) -> str:
     return f"lambda_max(F(x)) <= value for every input x with entries in [{low:g}, {high:g}]"
 
 
+def _largest_gains(propagation: Propagation, count: int = 10) -> list[dict[str, Any]]:
+    """The layers that multiply the constant most: where the model's sensitivity comes from."""
+    ranked = sorted(propagation.records, key=lambda record: record.gain, reverse=True)
+    return [{"node": r.node, "op": r.op, "gain": r.gain} for r in ranked[:count] if r.gain > 1.0]
+
+
 def _assumptions(propagation: Propagation) -> list[str]:
     notes = {record.assumption for record in propagation.records if record.assumption}
     return sorted(n for n in notes if n)
@@ -177,6 +183,7 @@ class FisherBounds:
             "head": {"tensor": self.head.tensor, "lipschitz": lipschitz_h, "covariance_factor": factor,
                      "nodes": self.head.nodes, "classes": self.num_classes},
             "per_layer": [record.to_dict() for record in propagation.records],
+            "largest_gains": _largest_gains(propagation),
             "blocks": _block_entries(self.engine, architecture),
             "problems": problems,
             "reason": reason,
