@@ -133,7 +133,7 @@ def _cell(value: Any, width: int, fmt: str = "{:.1e}") -> str:
         text = fmt.format(value)
     else:
         text = str(value)
-    return text.ljust(width)
+    return (text if not width or len(text) < width else text[: width - 2] + "~").ljust(width)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
