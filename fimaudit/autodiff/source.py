@@ -241,9 +241,13 @@ def graph_jacobian_or_reason(
         dtype = _numpy_dtype(runner.session, runner.input_name, "float32")
         vjp_model = build_vjp_model(model, runner.input_name, LOGITS, shape_probe(runner, sample_shape, dtype))
         source = GraphJacobian(runner, sample_shape, prepared.num_classes, vjp_model)
+        # One reverse run on a zero input: a graph ONNX Runtime loads but cannot run (its shape
+        # arithmetic disagreeing with the ONNX formulas, e.g. a pooling window larger than its
+        # input) is a reason to fall back now, not an error halfway through the audit.
+        source.vjp(np.zeros(sample_shape, dtype=dtype), np.ones((1, prepared.num_classes)))
     except UnsupportedOpError as exc:
         return None, exc
     except ModelError as exc:
         logger.warning("gradient graph rejected by ONNX Runtime: %s", exc)
-        return None, UnsupportedOpError(f"the gradient graph could not be loaded ({exc})")
+        return None, UnsupportedOpError(f"the gradient graph could not be loaded or run ({exc})")
     return source, None
