@@ -13,12 +13,16 @@ from fimaudit.fisher.covariance import covariance_sqrt, softmax_covariance
 from fimaudit.fisher.result import SpectralResult
 
 
+def _gram_and_root(jac: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(C^{1/2} J J^T C^{1/2}, C^{1/2}); J J^T first, so no second K x d array is made
+    (that copy is 1.1 GiB at K = 1000 and 3x224x224)."""
+    root = covariance_sqrt(softmax_covariance(logits))
+    return root @ (jac @ jac.T) @ root, root
+
+
 def fisher_gram(jacobian: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """The K x K matrix C^{1/2} J J^T C^{1/2} whose eigenvalues are F's non-zero eigenvalues."""
-    jac = np.asarray(jacobian, dtype=np.float64)
-    root = covariance_sqrt(softmax_covariance(logits))
-    projected = root @ jac
-    return projected @ projected.T
+    return _gram_and_root(np.asarray(jacobian, dtype=np.float64), logits)[0]
 
 
 def exact_lambda_max(jacobian: np.ndarray, logits: np.ndarray, with_eigenvector: bool = True) -> SpectralResult:
@@ -27,14 +31,12 @@ def exact_lambda_max(jacobian: np.ndarray, logits: np.ndarray, with_eigenvector:
     ``jacobian`` is dz/dx flattened to [K, d]; ``logits`` is z [K].
     """
     jac = np.asarray(jacobian, dtype=np.float64)
-    root = covariance_sqrt(softmax_covariance(logits))
-    projected = root @ jac  # C^{1/2} J, K x d
-    gram = projected @ projected.T
+    gram, root = _gram_and_root(jac, logits)
     values, vectors = np.linalg.eigh(gram)
     top = float(max(values[-1], 0.0))
     eigenvector = None
     if with_eigenvector:
-        direction = projected.T @ vectors[:, -1]
+        direction = jac.T @ (root @ vectors[:, -1])
         norm = np.linalg.norm(direction)
         eigenvector = direction / norm if norm > 0 else direction
     return SpectralResult(
