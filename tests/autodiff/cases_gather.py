@@ -4,7 +4,8 @@ onnx.reference's GatherElements accepts only indices whose other dims equal the 
 misreads a negative axis; the cases stay within that.
 
 Opset 13 cases use the one-hot scatter (no ScatterElements reduction before 16), opset 16+
-cases ScatterElements(reduction='add').
+cases ScatterElements(reduction='add'); a single constant Gather index (0-d or [1]) takes the
+Pad fast path at every opset.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def _gather_variants(opset: int) -> list[OpCase]:
     return [
         single(f"Gather/opset{opset}-axis1-repeated-negative", "Gather", X3, ["x", "i"], {"i": i64([[0, -1], [2, 0]])}, axis=1, opset=opset),
         single(f"Gather/opset{opset}-scalar-index", "Gather", X3, ["x", "i"], {"i": i64(-4)}, axis=-2, opset=opset),
+        single(f"Gather/opset{opset}-one-element-index", "Gather", X3, ["x", "i"], {"i": i64([-2])}, axis=1, opset=opset),
         single(f"Gather/opset{opset}-axis0", "Gather", X3, ["x", "i"], {"i": i64([1, 1, 0])}, opset=opset),
         single(f"Gather/opset{opset}-last-axis", "Gather", X3, ["x", "i"], {"i": np.array([2, -3], np.int32)}, axis=2, opset=opset),
     ]
@@ -75,6 +77,7 @@ CASES: list[OpCase] = [
     ),
     # Symbolic batch dim N.
     single("Gather/symbolic-batch-axis1", "Gather", X3, ["x", "i"], {"i": i64([3, 0, 3])}, axis=1, opset=13, symbolic_batch=True),
+    single("Gather/symbolic-batch-scalar-middle", "Gather", X3, ["x", "i"], {"i": i64(-3)}, axis=1, opset=16, symbolic_batch=True),
     single("Gather/symbolic-batch-axis2-opset18", "Gather", X3, ["x", "i"], {"i": i64([[2, -1]])}, axis=2, opset=18, symbolic_batch=True),
     single("GatherND/symbolic-batch-batch-dims", "GatherND", X3, ["x", "i"], {"i": i64([[[3], [0]], [[-4], [1]]])}, batch_dims=1, opset=16, symbolic_batch=True),
     single("GatherElements/symbolic-batch", "GatherElements", X3, ["x", "i"], {"i": i64(_rng.integers(0, 4, size=(2, 3, 3)))}, axis=1, opset=16, symbolic_batch=True),

@@ -85,13 +85,47 @@ def _lead_first(ctx: RuleContext, tensor: str, rank: int) -> str:
 
 
 # ---- Gather ---------------------------------------------------------------------------------
+def _single_constant_position(ctx: RuleContext, node: onnx.NodeProto, rank: int, axis: int) -> tuple[int, int, bool] | None:
+    """(wrapped index i, static axis size, whether the index is 0-d) when Gather picks one
+    compile-time constant position of a static axis (a ViT's class token ``x[:, 0]``), else None."""
+    data, indices = node.input[:2]
+    value = ctx.constant_value(indices)
+    if value is None or value.size != 1 or value.ndim > 1 or value.dtype.kind not in "iu":
+        return None
+    shape = ctx.static_shape(data)
+    size = shape[axis] if shape is not None and len(shape) == rank else None
+    if not isinstance(size, int):
+        return None
+    position = int(value.reshape(-1)[0])
+    position = position + size if position < 0 else position
+    if not 0 <= position < size:
+        return None
+    out_rank = ctx.rank(node.output[0])
+    if out_rank is not None and out_rank != rank - 1 + value.ndim:
+        return None
+    return position, size, value.ndim == 0
+
+
 @vjp_rule("Gather")
 def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """Scatter-add the cotangent back to the gathered positions (repeated indices accumulate)."""
+    """Scatter-add the cotangent back to the gathered positions (repeated indices accumulate).
+
+    One constant position i needs no scatter: the data's cotangent is the output's, given back
+    its axis and zero-padded (i before, size - i - 1 after). ScatterElements was 55% of the
+    small ViT's VJP run time for its class-token Gather.
+    """
     (g,) = grads
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
     axis = ctx.normalize_axis(int(attribute(node, "axis", 0)), rank)  # type: ignore[arg-type]
+    single = _single_constant_position(ctx, node, rank, axis)
+    if single is not None:
+        position, size, scalar = single
+        lead_axis = axis + 1  # the cotangent has the lead axis M first
+        slab = ctx.unsqueeze(g, [lead_axis]) if scalar else g  # type: ignore[arg-type]
+        pads = [0] * (2 * (rank + 1))
+        pads[lead_axis], pads[rank + 1 + lead_axis] = position, size - position - 1
+        return [ctx.emit("Pad", [slab, ctx.ints(pads)], mode="constant")]  # type: ignore[list-item]
     n = _product(ctx, data, axis, axis + 1)
     flat = ctx.emit("Reshape", [_wrap_negative(ctx, indices, n), ctx.ints([1, -1])])  # [1, N]
     rows = ctx.emit(
