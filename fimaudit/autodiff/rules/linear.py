@@ -15,7 +15,6 @@ and run the same kind of kernel as the forward pass:
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import onnx
@@ -23,6 +22,7 @@ import onnx
 from fimaudit.autodiff.context import RuleContext, attribute, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.padding import same_padding
 
 
 def _refuse_weight_paths(ctx: RuleContext, node: onnx.NodeProto, data_inputs: int = 1) -> None:
@@ -91,14 +91,7 @@ def _conv_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], stride
     if auto_pad == "VALID":
         return [0] * rank, [0] * rank
     spatial = _static_spatial(ctx, node.input[0], node)
-    begin, end = [], []
-    for size, k, s, d in zip(spatial, kernel, strides, dilations):
-        out = math.ceil(size / s)
-        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-        small, large = total // 2, total - total // 2
-        begin.append(small if auto_pad == "SAME_UPPER" else large)
-        end.append(large if auto_pad == "SAME_UPPER" else small)
-    return begin, end
+    return same_padding(spatial, kernel, strides, dilations, auto_pad)
 
 
 def _conv_forward_attrs(node: onnx.NodeProto) -> dict[str, object]:

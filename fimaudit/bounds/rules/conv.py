@@ -36,6 +36,7 @@ import numpy as np
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.linalg import certify, max_spectral_norm, spectral_norm
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
+from fimaudit.graph.padding import same_padding
 
 # Floating-point work (frequencies x SVD cost) above which the FFT bound is not attempted.
 FFT_BUDGET = 4e10
@@ -52,13 +53,7 @@ def _conv_geometry(ctx: NodeContext, weight: np.ndarray) -> tuple[list[int], lis
     dilations = [int(d) for d in (ctx.attr("dilations") or [1] * rank)]
     auto_pad = str(ctx.attr("auto_pad", "NOTSET") or "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
-        for size, stride, dilation, k in zip(spatial, strides, dilations, kernel):
-            out = math.ceil(size / stride)
-            total = max(0, (out - 1) * stride + (k - 1) * dilation + 1 - size)
-            small, large = total // 2, total - total // 2
-            begin.append(small if auto_pad == "SAME_UPPER" else large)
-            end.append(large if auto_pad == "SAME_UPPER" else small)
+        begin, end = same_padding(spatial, kernel, strides, dilations, auto_pad)
     elif auto_pad == "VALID":
         begin, end = [0] * rank, [0] * rank
     else:

@@ -25,6 +25,7 @@ import numpy as np
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.linalg import certify, spectral_norm
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
+from fimaudit.graph.padding import same_padding
 
 
 def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
@@ -36,13 +37,7 @@ def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], l
     dilations = [int(d) for d in (ctx.attr("dilations") or [1] * rank)]
     auto_pad = str(ctx.attr("auto_pad", "NOTSET") or "NOTSET")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads_begin, pads_end = [], []
-        for size, stride, dilation, k in zip(spatial, strides, dilations, kernel):
-            out = math.ceil(size / stride)
-            total = max(0, (out - 1) * stride + (k - 1) * dilation + 1 - size)
-            small, large = total // 2, total - total // 2
-            pads_begin.append(small if auto_pad == "SAME_UPPER" else large)
-            pads_end.append(large if auto_pad == "SAME_UPPER" else small)
+        pads_begin, pads_end = same_padding(spatial, kernel, strides, dilations, auto_pad)
         pads = pads_begin + pads_end
     elif auto_pad == "VALID":
         pads = [0] * (2 * rank)
