@@ -18,6 +18,7 @@ import fimaudit
 from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
+from fimaudit.interrupts import Interrupted, install_handlers
 
 logger = logging.getLogger("fimaudit")
 
@@ -36,8 +37,12 @@ class ErrorReportingGroup(click.Group):
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        install_handlers()
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except Interrupted as exc:
+            click.echo(f"fimaudit: {exc}; stopped, no output written", err=True)
+            sys.exit(exc.exit_code)
         except click.exceptions.Abort:
             click.echo("fimaudit: aborted", err=True)
             sys.exit(130)
