@@ -205,7 +205,7 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
     document = inspect_model(model, input_name, output_name)
     click.echo(inspection_text(document))
     if json_path:
-        write_atomic(json_path, json_text(document))
+        write_atomic(json_path, json_text(document), inputs=[model, *_external_files(model, document)])
 
 
 @main.command()
@@ -348,20 +348,19 @@ def check_output_paths(inputs: list[str | None], outputs: list[str | None]) -> N
     """Before any computation: every output writable, each a file of its own, none an input.
 
     ``fimaudit audit model.onnx --json model.onnx`` would otherwise replace the model with its
-    own report once the audit is done.
+    own report once the audit is done. The writers check again when they commit, with the
+    model's external-data files, which only the loader knows (report/writing.py).
     """
-    from fimaudit.errors import OutputPathError
-    from fimaudit.report.writing import check_writable
+    from fimaudit.report.writing import check_outputs
 
-    seen: dict[str, str] = {os.path.realpath(path): "an input" for path in inputs if path}
-    for path in outputs:
-        if not path:
-            continue
-        check_writable(path)
-        key = os.path.realpath(path)
-        if key in seen:
-            raise OutputPathError(f"cannot write {path}: it is {seen[key]} of this run")
-        seen[key] = "another output"
+    check_outputs(inputs, outputs)
+
+
+def _external_files(model: str, document: dict[str, Any]) -> list[str]:
+    """The external-data files of an inspected model (entries: locations, or records with one)."""
+    entries = document["model"].get("external_data_files") or []
+    names = [entry if isinstance(entry, str) else entry.get("location") or entry.get("path") for entry in entries]
+    return [os.path.join(os.path.dirname(model), name) for name in names if name]
 
 
 def summary_line(document: dict[str, Any]) -> str:

@@ -3,16 +3,15 @@
 For users who want J itself (their own analysis, attacks, saliency). The logits are those the
 audit differentiates (see graph/selection.py: the input of a final Softmax, the two-class
 logits of a sigmoid, or log p). The file holds [N, K, *input dims] float32 and is written
-sample chunk by sample chunk into a memory-mapped temporary file in the destination folder,
-then renamed into place: memory stays bounded by one chunk, and an interrupted run leaves no
-half-written file behind.
+sample chunk by sample chunk (the .npy header, then each chunk's bytes) into a temporary file in
+the destination folder, then renamed into place through the output transaction of
+report/writing.py: memory stays bounded by one chunk, a full disk is an ordinary write error (a
+memory-mapped file would die of SIGBUS instead), and a failed or interrupted run leaves no file.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +20,13 @@ import numpy as np
 
 from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
 from fimaudit.data import load_data
+from fimaudit.report.writing import OutputSet
 from fimaudit.resources import MemoryBudget
 
 logger = logging.getLogger(__name__)
+
+#: The .npy element type: little-endian float32 whatever the machine.
+NPY_DTYPE = "<f4"
 
 
 @dataclass
@@ -54,33 +57,27 @@ def export_jacobian(
         model_path=model_path, data_path=data_path, samples=samples, gradients=gradients,
         input_name=input_name, output_name=output_name,
     )
-    taken = intake(model_path, input_name, output_name)
-    data = load_data(data_path, taken.selection, samples, 0, budget=MemoryBudget.from_option(max_memory))
-    prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
-    jacobian, used, note = make_jacobian(prepared, gradients)
-    inputs = data.inputs
-    shape = (inputs.shape[0], prepared.num_classes, *inputs.shape[1:])
-    per_chunk = max(1, prepared.runner.max_batch // max(1, prepared.num_classes))
+    with OutputSet([out_path], [model_path, data_path]) as outputs:
+        outputs.check()
+        taken = intake(model_path, input_name, output_name)
+        inputs = [taken.loaded.path.parent / location for location in taken.loaded.external_data_files]
+        outputs.add_inputs(inputs)
+        outputs.check()  # an output over the model's external data is refused before the compute
+        data = load_data(data_path, taken.selection, samples, 0, budget=MemoryBudget.from_option(max_memory))
+        prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
+        jacobian, used, note = make_jacobian(prepared, gradients)
+        samples_in = data.inputs
+        shape = (samples_in.shape[0], prepared.num_classes, *samples_in.shape[1:])
+        per_chunk = max(1, prepared.runner.max_batch // max(1, prepared.num_classes))
+        stream = outputs.stage(out_path)
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(NPY_DTYPE)), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(stream, header)
+        for start in range(0, samples_in.shape[0], per_chunk):
+            block = jacobian.dense(samples_in[start : start + per_chunk])
+            rows = np.ascontiguousarray(block, dtype=NPY_DTYPE).reshape(block.shape[0], *shape[1:])
+            stream.write(memoryview(rows).cast("B"))
+        outputs.commit(inputs)
     target = Path(out_path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp.npy", dir=target.parent or ".")
-    os.close(handle)
-    try:
-        output = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.float32, shape=shape)
-        for start in range(0, inputs.shape[0], per_chunk):
-            block = jacobian.dense(inputs[start : start + per_chunk])
-            output[start : start + block.shape[0]] = block.reshape(block.shape[0], *shape[1:])
-        output.flush()
-        del output
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)
-        os.replace(temporary, target)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
     logger.info("wrote %s: %s (%s)", target, shape, note)
     return JacobianExport(
         path=str(target),

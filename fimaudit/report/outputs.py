@@ -1,14 +1,16 @@
 """Write what an audit produces: the JSON document, the HTML report and the Markdown summary.
 
 One function per command so that the command line stays thin and every caller (CLI, tests)
-writes the same files the same way. Everything is rendered before anything is written, and each
-file is written atomically: a failure leaves no file at all rather than a partial set.
+writes the same files the same way. Everything is rendered before anything is written, and the
+files are written as one transaction (report/writing.py): all appear or none, and none of them
+replaces a file the audit read (the model, its external data, the data file).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from fimaudit.audit import AuditResult
 from fimaudit.compare_audit import Comparison
@@ -18,7 +20,7 @@ from fimaudit.report.images import audit_pictures
 from fimaudit.report.render import render_comparison, render_report
 from fimaudit.report.summary_markdown import summary_markdown
 from fimaudit.report.view import most_sensitive_indices
-from fimaudit.report.writing import json_text, write_atomic
+from fimaudit.report.writing import OutputSet, json_text
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +31,30 @@ def html_report(result: AuditResult, document: dict[str, Any]) -> str:
     return render_report(document, pictures, note)
 
 
-def _write_all(outputs: list[tuple[str | None, Callable[[], str]]]) -> None:
-    """Render every requested output, then write them (nothing is written if rendering fails)."""
-    rendered = [(path, render()) for path, render in outputs if path]
-    for path, text in rendered:
-        write_atomic(path, text)
-        logger.info("wrote %s", path)
+def audit_inputs(result: AuditResult) -> list[Path]:
+    """Every file ``result``'s audit read: the model, each external-data file, the data file."""
+    loaded = result.prepared.loaded
+    files = [Path(result.config.model_path), Path(loaded.path)]
+    files += [Path(loaded.path).parent / location for location in loaded.external_data_files]
+    if result.config.data_path:
+        files.append(Path(result.config.data_path))
+    return files
+
+
+def write_outputs(outputs: list[tuple[str | None, Callable[[], str]]], inputs: Iterable[Any]) -> None:
+    """Render every requested output, then write them as one transaction that spares ``inputs``.
+
+    Nothing is written when rendering fails; a failure while writing leaves no file either.
+    """
+    wanted = [(path, render) for path, render in outputs if path]
+    if not wanted:
+        return
+    with OutputSet([path for path, _ in wanted], inputs) as files:
+        files.check()
+        rendered = [(path, render()) for path, render in wanted]
+        for path, text in rendered:
+            files.write(path, text)
+        files.commit()
 
 
 def write_audit_outputs(
@@ -45,11 +65,11 @@ def write_audit_outputs(
 ) -> dict[str, Any]:
     """Build the document of ``result``, write the requested files, and return the document."""
     document = build_document(result)
-    _write_all([
+    write_outputs([
         (json_path, lambda: json_text(document)),
         (report_path, lambda: html_report(result, document)),
         (summary_path, lambda: summary_markdown(document)),
-    ])
+    ], audit_inputs(result))
     return document
 
 
@@ -62,8 +82,11 @@ def write_comparison_outputs(
 ) -> dict[str, Any]:
     """Build the comparison document, write the requested files, and return the document."""
     document = build_comparison_document(comparison, rtol=rtol, statistic=statistic)
-    _write_all([
+    inputs: list[Any] = [comparison.config.data_path]
+    for outcome in comparison.outcomes:
+        inputs += audit_inputs(outcome.result) if outcome.result is not None else [outcome.path]
+    write_outputs([
         (json_path, lambda: json_text(document)),
         (report_path, lambda: render_comparison(document)),
-    ])
+    ], inputs)
     return document
