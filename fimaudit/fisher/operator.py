@@ -4,11 +4,15 @@ F = J^T C J (C = diag(p) - p p^T) is d x d but has rank <= K - 1, and d can be 1
 formed. Two operators give its non-zero spectrum:
 
 - ``FisherOperator`` (d x d): F v = J^T (C (J v)), one jvp and one vjp per product;
-- ``FisherGramOperator`` (K x K): B w = C^{1/2} J (J^T (C^{1/2} w)), one vjp and one jvp.
+- ``FisherGramOperator`` (K x K): B w = A J (J^T (A^T w)), one vjp and one jvp, with C = A^T A
+  (``covariance.SoftmaxCovariance``: no square root of C is taken, and the cotangents A^T w sum
+  to zero to float64 rounding even when p_max = 1 - 1e-16).
 
 Both cost the same gradient passes per product; the K x K side keeps the Krylov vectors K long
 instead of d long and reaches its full Krylov space in K steps, so iterative solvers prefer it
-whenever K < d. ``lift`` maps a K-side eigenvector u to F's eigenvector J^T C^{1/2} u.
+whenever K < d. ``lift`` maps a K-side eigenvector u to F's eigenvector J^T A^T u.
+The K x K arithmetic around the gradient products is float64 and works with deviations from the
+mean class (covariance.py), so it adds nothing to the products' own (float32) error.
 
 ``CostMeter`` records what an estimator paid: products, jvp/vjp rows, and the model evaluations
 counted by the gradient source's own accounting (the only honest cost across fd and graph).
@@ -23,7 +27,7 @@ import numpy as np
 from scipy.sparse.linalg import LinearOperator
 
 from fimaudit.errors import InputError
-from fimaudit.fisher.covariance import covariance_sqrt, softmax_covariance
+from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.problem import SampleProblem
 
 
@@ -86,14 +90,14 @@ class FisherOperator(LinearOperator):
     def __init__(self, problem: SampleProblem, meter: CostMeter | None = None) -> None:
         self.problem = problem
         self.meter = meter or CostMeter(problem)
-        self.covariance = softmax_covariance(problem.logits)
+        self.covariance = SoftmaxCovariance(problem.logits)
         size = problem.input_size
         super().__init__(dtype=np.dtype(np.float64), shape=(size, size))
 
     def _matmat(self, block: np.ndarray) -> np.ndarray:
         columns = np.asarray(block, dtype=np.float64).reshape(self.shape[1], -1)
         self.meter.matvecs += columns.shape[1]
-        projected = self.meter.jvp(columns.T) @ self.covariance  # rows (J v)^T C; C symmetric
+        projected = self.covariance.apply(self.meter.jvp(columns.T))  # rows (J v)^T C; C symmetric
         return self.meter.vjp(projected).T
 
     def _matvec(self, vector: np.ndarray) -> np.ndarray:
@@ -111,24 +115,24 @@ class FisherOperator(LinearOperator):
         columns = np.asarray(block, dtype=np.float64).reshape(self.shape[1], -1)
         self.meter.matvecs += columns.shape[1]
         images = self.meter.jvp(columns.T)
-        return np.einsum("mk,kl,ml->m", images, self.covariance, images)
+        return self.covariance.quadratic(images)
 
 
 class FisherGramOperator(LinearOperator):
-    """B = C^{1/2} J J^T C^{1/2} (K x K, float64): the same non-zero spectrum as F, applied matrix-free."""
+    """B = A J J^T A^T (K x K, float64, C = A^T A): the same non-zero spectrum as F, matrix-free."""
 
     def __init__(self, problem: SampleProblem, meter: CostMeter | None = None) -> None:
         self.problem = problem
         self.meter = meter or CostMeter(problem)
-        self.root = covariance_sqrt(softmax_covariance(problem.logits))
+        self.covariance = SoftmaxCovariance(problem.logits)
         size = problem.num_classes
         super().__init__(dtype=np.dtype(np.float64), shape=(size, size))
 
     def _matmat(self, block: np.ndarray) -> np.ndarray:
         columns = np.asarray(block, dtype=np.float64).reshape(self.shape[1], -1)
         self.meter.matvecs += columns.shape[1]
-        inputs = self.meter.vjp((self.root @ columns).T)  # rows J^T C^{1/2} w, [M, d]
-        return self.root @ self.meter.jvp(inputs).T
+        inputs = self.meter.vjp(self.covariance.factor_transpose(columns.T))  # rows J^T A^T w, [M, d]
+        return self.covariance.factor(self.meter.jvp(inputs)).T
 
     def _matvec(self, vector: np.ndarray) -> np.ndarray:
         return self._matmat(np.asarray(vector).reshape(-1, 1)).reshape(-1)
@@ -137,8 +141,8 @@ class FisherGramOperator(LinearOperator):
         return self
 
     def lift(self, vector: np.ndarray) -> np.ndarray:
-        """F's eigenvector J^T C^{1/2} u / ||.|| in input space for a K-side eigenvector u (one vjp)."""
-        direction = self.meter.vjp((self.root @ np.asarray(vector, dtype=np.float64))[None])[0]
+        """F's eigenvector J^T A^T u / ||.|| in input space for a K-side eigenvector u (one vjp)."""
+        direction = self.meter.vjp(self.covariance.factor_transpose(np.asarray(vector, dtype=np.float64).reshape(1, -1)))[0]
         norm = float(np.linalg.norm(direction))
         return direction / norm if norm > 0 else direction
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fimaudit.errors import InputError
-from fimaudit.fisher.covariance import covariance_sqrt, softmax_covariance
+from fimaudit.fisher.covariance import softmax, softmax_covariance
 from fimaudit.fisher.operator import (
     CostMeter,
     FisherGramOperator,
@@ -43,8 +43,11 @@ def test_gram_operator_has_the_nonzero_spectrum_of_f(known) -> None:
     assert operator.dtype == np.float64 and operator.shape == (7, 7)
     gram = operator.matmat(np.eye(7))
     weight = known.problem.jacobian.weight
-    root = covariance_sqrt(softmax_covariance(known.problem.logits))
-    np.testing.assert_allclose(gram, root @ weight @ weight.T @ root, rtol=1e-10, atol=1e-12)
+    # B = A W W^T A^T with C = A^T A, A = diag(sqrt p) (I - 1 p^T) (no square root of C).
+    p = softmax(known.problem.logits)
+    factor = np.sqrt(p)[:, None] * (np.eye(7) - np.outer(np.ones(7), p))
+    np.testing.assert_allclose(factor.T @ factor, softmax_covariance(known.problem.logits), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(gram, factor @ weight @ weight.T @ factor.T, rtol=1e-10, atol=1e-12)
     top = np.sort(np.linalg.eigvalsh(gram))[::-1]
     np.testing.assert_allclose(top[:6], np.sort(known.eigenvalues)[::-1][:6], rtol=1e-9)
     values, vectors = np.linalg.eigh(gram)
