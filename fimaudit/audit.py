@@ -171,9 +171,11 @@ class Intake:
     selection: Selection
 
 
-def intake(model_path: str, input_name: str | None = None, output_name: str | None = None) -> Intake:
-    """Load, validate and describe the model, and choose its input and output."""
-    loaded = load_model(model_path)
+def intake(
+    model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None
+) -> Intake:
+    """Load, validate and describe the model, and choose its input and output (weights planned against ``budget``)."""
+    loaded = load_model(model_path, budget=budget)
     return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name))
 
 
@@ -340,7 +342,7 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
-    taken = intake(config.model_path, config.input_name, config.output_name)
+    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
     data = load_data(config.data_path, taken.selection, config.samples, config.seed, budget=memory)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)

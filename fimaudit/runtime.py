@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from fimaudit.errors import ModelError
 from fimaudit.graph.loader import lowest_ir_version_for
+from fimaudit.graph.tensor_walk import require_self_contained
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def create_session(
 
     Returns the session and the model actually loaded (possibly with a lowered IR version).
     """
+    require_self_contained(model)  # ORT would resolve external-data names against the working directory
     providers = list(providers or available_providers())
     options = _session_options(threads)
     try:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import onnx
 
 from fimaudit.graph.loader import LoadedModel
@@ -37,6 +37,8 @@ class ModelDescription:
     node_count: int
     op_histogram: dict[str, int]
     external_data_files: list[str] = field(default_factory=list)
+    external_data: list[dict[str, Any]] = field(default_factory=list)  # location, sha256, size of each file
+    combined_sha256: str = ""  # the .onnx and every external-data file (see LoadedModel)
     doc_string: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
 
@@ -51,7 +53,8 @@ def _describe_value(value: onnx.ValueInfoProto) -> TensorDescription:
 
 
 def _tensor_size(tensor: onnx.TensorProto) -> int:
-    return int(np.prod(tensor.dims)) if tensor.dims else 1
+    """Elements of ``tensor`` as a Python int: a product of huge dims must not wrap around."""
+    return math.prod(int(d) for d in tensor.dims)
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -100,6 +103,8 @@ def describe_model(loaded: LoadedModel) -> ModelDescription:
         node_count=len(model.graph.node),
         op_histogram=op_histogram(model.graph),
         external_data_files=loaded.external_data_files,
+        external_data=[entry.to_dict() for entry in loaded.external_data],
+        combined_sha256=loaded.combined_sha256,
         doc_string=model.doc_string,
         metadata={prop.key: prop.value for prop in model.metadata_props},
     )

@@ -192,3 +192,143 @@ def build_zipmap_model() -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         classifier = LogisticRegression(max_iter=200).fit(features, labels)
         return to_onnx(classifier, features[:1], target_opset={"": 17, "ai.onnx.ml": 3})
+
+
+# --- external data in every place a tensor can hide (confinement cases) -------------------------
+
+ESCAPE_PLACES = (
+    "initializer",
+    "sparse-values",
+    "sparse-indices",
+    "sparse-constant",
+    "if-subgraph",
+    "loop-subgraph",
+    "function",
+    "function-subgraph",
+    "training-info",
+)
+
+
+def _external(tensor: onnx.TensorProto, location: str, length: int) -> onnx.TensorProto:
+    """``tensor`` with its bytes claimed to live in ``location`` (offset 0, ``length`` bytes)."""
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.ClearField("int64_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def _external_floats(name: str, location: str, count: int = 3) -> onnx.TensorProto:
+    return _external(numpy_helper.from_array(np.zeros(count, np.float32), name), location, 4 * count)
+
+
+def _branch(name: str, tensor: onnx.TensorProto | None, as_initializer: bool) -> onnx.GraphProto:
+    """A subgraph with no inputs whose one output is ``tensor`` (an initializer or a Constant)."""
+    tensor = tensor if tensor is not None else numpy_helper.from_array(np.zeros(3, np.float32), f"{name}_value")
+    if as_initializer:
+        nodes = [helper.make_node("Identity", [tensor.name], [f"{name}_out"], name=f"{name}_identity")]
+        inits = [tensor]
+    else:
+        nodes = [helper.make_node("Constant", [], [f"{name}_out"], name=f"{name}_constant", value=tensor)]
+        inits = []
+    return helper.make_graph(nodes, name, [], [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [3])], inits)
+
+
+def external_escape(place: str, location: str) -> onnx.ModelProto:
+    """``linear`` plus one extra tensor, at ``place``, whose bytes are claimed to be in ``location``.
+
+    Every place is one that ``onnx.external_data_helper`` does not walk (or walks: the plain
+    initializer and the If/Loop subgraphs are controls for the same check).
+    """
+    model = linear()
+    graph = model.graph
+    opsets: dict[str, int] = {"": OPSET}
+    if place == "initializer":
+        graph.initializer.append(_external_floats("hidden", location))
+    elif place in ("sparse-values", "sparse-indices"):
+        values = numpy_helper.from_array(np.ones(2, np.float32), "hidden_values")
+        indices = numpy_helper.from_array(np.array([0, 5], np.int64), "hidden_indices")
+        if place == "sparse-values":
+            _external(values, location, 8)
+        else:
+            _external(indices, location, 16)
+        graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4, 3]))
+    elif place == "sparse-constant":
+        values = _external(numpy_helper.from_array(np.ones(2, np.float32), "hidden_values"), location, 8)
+        indices = numpy_helper.from_array(np.array([0, 5], np.int64), "hidden_indices")
+        graph.node.append(helper.make_node(
+            "Constant", [], ["hidden"], name="hidden_constant", sparse_value=helper.make_sparse_tensor(values, indices, [4, 3])
+        ))
+    elif place == "if-subgraph":
+        graph.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
+        graph.node.append(helper.make_node(
+            "If", ["cond"], ["hidden"], name="hidden_if",
+            then_branch=_branch("then", _external_floats("hidden", location), True),
+            else_branch=_branch("else", None, True),
+        ))
+    elif place == "loop-subgraph":
+        body = helper.make_graph(
+            [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep_going"),
+             helper.make_node("Identity", ["hidden"], ["scan_out"], name="emit")],
+            "body",
+            [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+             helper.make_tensor_value_info("cond_in", TensorProto.BOOL, [])],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+             helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, [3])],
+            [_external_floats("hidden", location)],
+        )
+        graph.initializer.extend([numpy_helper.from_array(np.array(1, np.int64), "trips"),
+                                  numpy_helper.from_array(np.array(True), "cond")])
+        graph.node.append(helper.make_node("Loop", ["trips", "cond"], ["hidden_scan"], name="hidden_loop", body=body))
+    elif place in ("function", "function-subgraph"):
+        if place == "function":
+            body = [helper.make_node("Constant", [], ["out"], name="hidden_constant", value=_external_floats("hidden", location))]
+        else:
+            body = [
+                helper.make_node("Constant", [], ["c"], name="c", value=numpy_helper.from_array(np.array(True), "c")),
+                helper.make_node("If", ["c"], ["out"], name="hidden_if",
+                                 then_branch=_branch("then", _external_floats("hidden", location), False),
+                                 else_branch=_branch("else", None, False)),
+            ]
+        function = helper.make_function("local", "hide", [], ["out"], body, [helper.make_opsetid("", OPSET)])
+        model.functions.append(function)
+        graph.node.append(helper.make_node("hide", [], ["hidden"], name="call_hide", domain="local"))
+        opsets["local"] = 1
+    elif place == "training-info":
+        info = model.training_info.add()
+        info.initialization.CopyFrom(_branch("init", _external_floats("hidden", location), True))
+    else:
+        raise ValueError(f"unknown place {place!r}")
+    if "local" in opsets:
+        model.opset_import.append(helper.make_opsetid("local", 1))
+    return model
+
+
+def declared_external(location: str, elements: int) -> onnx.ModelProto:
+    """``linear`` whose weight claims ``elements`` float32 values in ``location`` (for memory cases)."""
+    model = linear()
+    weight = model.graph.initializer[0]
+    del weight.dims[:]
+    weight.dims.append(elements)
+    _external(weight, location, 4 * elements)
+    return model
+
+
+def hostile_names(payload: str) -> onnx.ModelProto:
+    """``linear`` whose input, output, node names, producer, doc string and metadata carry ``payload``."""
+    x, logits = f"x{payload}", f"logits{payload}"
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", [x, "W"], [logits], name=f"fc{payload}")],
+        f"graph{payload}",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info(logits, TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "W")],
+    )
+    model = _model(graph)
+    model.producer_name = f"producer{payload}"
+    model.doc_string = f"doc{payload}"
+    helper.set_model_props(model, {f"key{payload}": f"value{payload}"})
+    return model

@@ -8,10 +8,7 @@ that there is none. A control test shows the watch does see an allowed read.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
-import struct
 import sys
 from pathlib import Path
 
@@ -21,38 +18,9 @@ import pytest
 from fimaudit.errors import ModelError
 from fimaudit.graph.loader import load_model
 from tests.hostile import models
+from tests.hostile.open_watch import OpenWatch
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux-only")
-
-IN_ACCESS, IN_OPEN, IN_NONBLOCK = 0x001, 0x020, 0o4000
-
-
-class OpenWatch:
-    """Counts opens and reads of one file (inotify), whoever makes them."""
-
-    def __init__(self, path: Path) -> None:
-        self.libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        self.fd = self.libc.inotify_init1(IN_NONBLOCK)
-        if self.fd < 0:
-            pytest.skip("inotify is not available")
-        if self.libc.inotify_add_watch(self.fd, os.fsencode(path), IN_OPEN | IN_ACCESS) < 0:
-            pytest.skip("cannot watch the file with inotify")
-
-    def events(self) -> int:
-        try:
-            data = os.read(self.fd, 65536)
-        except BlockingIOError:
-            return 0
-        count, offset = 0, 0
-        while offset < len(data):
-            _wd, _mask, _cookie, length = struct.unpack_from("iIII", data, offset)
-            offset += 16 + length
-            count += 1
-        return count
-
-    def close(self) -> None:
-        os.close(self.fd)
-
 
 @pytest.fixture
 def secret(tmp_path: Path):
