@@ -85,8 +85,9 @@ class ErrorReportingGroup(click.Group):
 def one_line(text: str) -> str:
     """``text`` as one printable line: messages quote names taken from untrusted models, and a
     newline or a terminal escape sequence in a tensor name must not break the one-line contract."""
-    text = " ".join(text.strip().split("\n"))
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    from fimaudit.text import terminal_line
+
+    return terminal_line(text)
 
 
 def _verbose(ctx: click.Context) -> bool:

@@ -6,11 +6,15 @@ from typing import Any
 
 from fimaudit.audit import intake
 from fimaudit.graph.architecture import architecture_lines, recognise_architecture
+from fimaudit.resources import MemoryBudget
+from fimaudit.text import visible
 
 
-def inspect_model(model_path: str, input_name: str | None = None, output_name: str | None = None) -> dict[str, Any]:
+def inspect_model(
+    model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None
+) -> dict[str, Any]:
     """Description, selection and architecture of a model, JSON-ready."""
-    taken = intake(model_path, input_name, output_name)
+    taken = intake(model_path, input_name, output_name, budget=budget)
     selection = taken.selection
     return {
         "model": taken.description.to_dict(),
@@ -31,20 +35,25 @@ def _shape(shape: Any) -> str:
 
 
 def inspection_text(document: dict[str, Any]) -> str:
-    """The human-readable form printed by ``fimaudit inspect``."""
+    """The human-readable form printed by ``fimaudit inspect``.
+
+    Names, producer and paths come from the model: every line is made ``visible`` (escape
+    sequences and bidi overrides shown as ``\\x1b`` / ``\\u202e``, never sent to the terminal).
+    """
     model = document["model"]
     selection = document["selection"]
     lines = [
         f"model:       {model['path']}",
         f"sha256:      {model['sha256']}",
+        *([f"combined:    {model['combined_sha256']} (model and external data)"] if model.get("external_data") else []),
         f"producer:    {model['producer']} {model['producer_version']}".rstrip(),
         f"ir_version:  {model['ir_version']}",
         "opsets:      " + ", ".join(f"{domain} {version}" for domain, version in model["opsets"].items()),
         f"parameters:  {model['parameter_count']:,}",
         f"nodes:       {model['node_count']}",
     ]
-    if model["external_data_files"]:
-        lines.append("external:    " + ", ".join(model["external_data_files"]))
+    for entry in model.get("external_data", []):
+        lines.append(f"external:    {entry['location']} ({entry['size']:,} bytes, sha256 {entry['sha256']})")
     lines.append("inputs:")
     lines += [f"  {t['name']}: {t['dtype']} {_shape(t['shape'])}" for t in model["inputs"]]
     lines.append("outputs:")
@@ -59,4 +68,4 @@ def inspection_text(document: dict[str, Any]) -> str:
         lines.append("other inputs: " + ", ".join(selection["extra_inputs"]))
     if "architecture" in document:
         lines += architecture_lines(document["architecture"])
-    return "\n".join(lines)
+    return "\n".join(visible(line) for line in lines)

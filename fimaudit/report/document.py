@@ -83,6 +83,9 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "path": description.path,
             "sha256": description.sha256,
             "file_size": description.file_size,
+            # The weights' identity: each external-data file and one digest over all the model's files.
+            "external_data": list(description.external_data),
+            "combined_sha256": description.combined_sha256,
             "producer": " ".join(p for p in (description.producer, description.producer_version) if p),
             "opset": description.opsets.get("ai.onnx", 0),
             "opsets": description.opsets,
