@@ -40,7 +40,7 @@ from fimaudit.graph.selection import (
 )
 from fimaudit.jacobian import InputJacobian
 from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, plan_memory
-from fimaudit.runtime import ModelRunner
+from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
 from fimaudit.sanity import GRADIENT_CHECK_STEP_FACTORS, GradientCheck, gradient_check
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class AuditConfig:
     flush_subnormals: bool = False
     # Analytic certified bounds (fimaudit/bounds) beside the measurement; off skips their cost.
     bounds: bool = True
+    # Seconds one model evaluation (one ONNX Runtime run) may take; None: no limit (--timeout).
+    timeout: float | None = DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -159,6 +161,7 @@ def _make_runner(logits_model: onnx.ModelProto, selection: Selection, config: Au
         fixed_batch=selection.fixed_batch,
         providers=config.providers,
         extra_feeds=extra,
+        timeout=config.timeout,
     )
 
 
@@ -324,7 +327,7 @@ def _analytic_bounds(
     measured = [audit.result.value for audit in audits]
     architecture, bound, per_sample = bound_audit(
         prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
-        data.inputs, logits, measured, config.providers, data.extra_feeds,
+        data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
     )
     for audit, entry in zip(audits, per_sample):
         audit.bound = entry

@@ -19,6 +19,7 @@ from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
 from fimaudit.interrupts import Interrupted, install_handlers
+from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger("fimaudit")
 
@@ -153,6 +154,16 @@ def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+def timeout_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    """--timeout: the time limit of one model evaluation; shared by audit, compare and jacobian."""
+    return click.option(
+        "--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True, metavar="SECONDS",
+        help="Stop with an error when one model evaluation (one ONNX Runtime run of a batch) takes longer; "
+        "0: no limit. A run takes seconds even for ImageNet-size models, so the default only stops models "
+        "that never finish (a Loop with a huge trip count).",
+    )(function)
+
+
 def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Data, estimator, gradients and resources: shared by ``audit`` and ``compare``."""
     options = [
@@ -165,6 +176,7 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available."),
         click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit."),
         click.option("--bounds/--no-bounds", default=True, show_default=True, help="Compute certified analytic upper bounds from the weights (certified convolution norms take tens of seconds on ImageNet-size CNNs)."),
+        timeout_option,
     ]
     for option in reversed(options):
         function = option(function)
@@ -236,6 +248,7 @@ def audit(
     max_memory: int | None,
     flush_subnormals: bool,
     bounds: bool,
+    timeout: float,
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
@@ -257,6 +270,7 @@ def audit(
         max_memory=max_memory,
         flush_subnormals=flush_subnormals,
         bounds=bounds,
+        timeout=timeout or None,
     )
     update, finish = progress_reporter("auditing samples")
     try:
@@ -292,6 +306,7 @@ def compare(
     max_memory: int | None,
     flush_subnormals: bool,
     bounds: bool,
+    timeout: float,
 ) -> None:
     """Audit several MODELS on the same data and compare them side by side.
 
@@ -305,7 +320,7 @@ def compare(
     check_output_paths([*models, data_path], [json_path, report_path])
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
-                         flush_subnormals=flush_subnormals, bounds=bounds)
+                         flush_subnormals=flush_subnormals, bounds=bounds, timeout=timeout or None)
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)
@@ -327,6 +342,7 @@ def compare(
 @click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source (see audit --help).")
 @click.option("--samples", type=click.IntRange(min=1), help="Use at most the first N samples.")
 @click.option("--max-memory", type=SizeType(), help="Memory the computation may use (e.g. 2G).")
+@timeout_option
 def jacobian(
     model: str,
     input_name: str | None,
@@ -336,12 +352,13 @@ def jacobian(
     gradients: str,
     samples: int | None,
     max_memory: int | None,
+    timeout: float,
 ) -> None:
     """Write the input Jacobians d logits / d input of MODEL on the samples of --data."""
     from fimaudit.jacobian_export import export_jacobian
 
     check_output_paths([model, data_path], [out_path])
-    result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory)
+    result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory, timeout=timeout or None)
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
 

@@ -35,5 +35,9 @@ class ResourceError(FimauditError):
     """The requested computation would not fit the memory or size limits."""
 
 
+class ModelTimeoutError(ResourceError):
+    """One model evaluation ran past its time limit (``--timeout``) and was stopped."""
+
+
 class OutputPathError(FimauditError):
     """A requested output file cannot be written (missing folder, no permission)."""

@@ -22,6 +22,7 @@ from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
 from fimaudit.data import load_data
 from fimaudit.report.writing import OutputSet
 from fimaudit.resources import MemoryBudget
+from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -50,12 +51,13 @@ def export_jacobian(
     input_name: str | None = None,
     output_name: str | None = None,
     max_memory: int | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> JacobianExport:
     """Compute the Jacobians of the samples in ``data_path`` and write them to ``out_path``."""
     started = time.perf_counter()
     config = AuditConfig(
         model_path=model_path, data_path=data_path, samples=samples, gradients=gradients,
-        input_name=input_name, output_name=output_name,
+        input_name=input_name, output_name=output_name, timeout=timeout,
     )
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()

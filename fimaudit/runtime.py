@@ -2,13 +2,23 @@
 
 Every model evaluation the audit pays for goes through ``ModelRunner.run_batched`` so that the
 report can state its cost honestly (``evaluations`` counts input rows, ``runs`` counts calls).
+
+Every ``session.run`` in fimaudit goes through ``run_session``: the run happens in a worker
+thread while the main thread waits in short joins, so Ctrl-C and SIGTERM (``Interrupted``, see
+interrupts.py) and the time limit (``--timeout``) are noticed while ONNX Runtime computes, and
+the run is stopped with ``RunOptions.terminate`` (ONNX Runtime checks the flag between kernels
+and between Loop/Scan iterations: a Loop with a 2^62 trip count stops within milliseconds).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
+import queue
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -16,11 +26,28 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fimaudit.errors import ModelError
+from fimaudit.errors import ModelError, ModelTimeoutError
 from fimaudit.graph.loader import lowest_ir_version_for
 from fimaudit.graph.tensor_walk import require_self_contained
 
 logger = logging.getLogger(__name__)
+
+# Privacy: ONNX Runtime (1.32 on Linux) starts Microsoft's 1DS telemetry when its native module
+# loads, writing a device id and an event database under $XDG_CACHE_HOME (or ~/.cache)/Microsoft/
+# DeveloperTools/.onnxruntime. An auditing tool run on confidential models must not. The storage
+# is only avoided by ORT_DISABLE_TELEMETRY=1 set before onnxruntime is imported, which
+# fimaudit/__init__.py does; this call also stops the events of a process that imported
+# onnxruntime before fimaudit.
+ort.disable_telemetry_events()
+
+#: Default time limit of one model evaluation (one ONNX Runtime run), in seconds. A run is one
+#: batch (at most a few hundred rows) of a forward or gradient graph: seconds on CPU even for
+#: ImageNet-size models, so ten minutes only stops what would never finish (an endless Loop).
+DEFAULT_TIMEOUT_S = 600.0
+# How often the waiting main thread wakes up to run signal handlers and check the deadline.
+_POLL_S = 0.1
+# How long a terminated run may take to return (a single long kernel is not interruptible).
+_STOP_GRACE_S = 5.0
 
 _IR_TOO_NEW = re.compile(r"max supported IR version: (\d+)", re.IGNORECASE)
 _OPSET_TOO_NEW = re.compile(r"Opset (\d+) is under development.*?domain (\S+) is till opset (\d+)", re.DOTALL)
@@ -35,6 +62,103 @@ def available_providers() -> list[str]:
     present = ort.get_available_providers()
     preferred = [p for p in ("CUDAExecutionProvider",) if p in present]
     return preferred + ["CPUExecutionProvider"]
+
+
+class _RunThread:
+    """A daemon thread that runs one job at a time; idle ones are kept for the next run.
+
+    Reused because starting a thread per run cost 0.1-1 ms, ten times a small model's run.
+    """
+
+    _idle: "queue.SimpleQueue[_RunThread]" = queue.SimpleQueue()
+
+    def __init__(self) -> None:
+        self._jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="fimaudit-onnxruntime-run", daemon=True).start()
+
+    @classmethod
+    def take(cls) -> "_RunThread":
+        try:
+            return cls._idle.get_nowait()
+        except queue.Empty:
+            return cls()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        self._jobs.put(job)
+
+    def give_back(self) -> None:
+        """Called once its job has finished: the thread waits for the next one."""
+        self._idle.put(self)
+
+    def _serve(self) -> None:
+        while True:
+            self._jobs.get()()
+
+
+def run_session(
+    session: ort.InferenceSession,
+    output_names: Sequence[str] | None,
+    feeds: dict[str, np.ndarray],
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+) -> list[np.ndarray]:
+    """``session.run`` that Ctrl-C, SIGTERM and a time limit can stop; None or 0 means no limit.
+
+    Raises ``ModelTimeoutError`` past ``timeout`` seconds, re-raises ``Interrupted`` (or anything
+    else raised while waiting) after terminating the run, and ONNX Runtime's own failures as they
+    are (callers word them).
+    """
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # a terminated run is reported by fimaudit, not ORT's logger
+    result: dict[str, object] = {}
+    # Waited on instead of Thread.join: Python 3.11's join, interrupted by a signal handler's
+    # exception, marks a still-running thread as stopped (bpo-45274), and the process then
+    # aborts at exit when the thread comes back from ONNX Runtime ("terminate called ...").
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            result["outputs"] = session.run(output_names, feeds, options)
+        except Exception as exc:  # handed to the waiting thread, which raises it
+            result["error"] = exc
+        finally:
+            done.set()
+
+    worker = _RunThread.take()
+    limit = timeout if timeout and math.isfinite(timeout) and timeout > 0 else None
+    deadline = None if limit is None else time.monotonic() + limit
+    worker.submit(work)
+    timed_out = False
+    try:
+        while not done.is_set():
+            wait = _POLL_S
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    timed_out = True
+                    break
+            done.wait(wait)
+    except BaseException:  # Interrupted by a signal: stop the run before unwinding
+        _terminate(options, done, worker)
+        raise
+    if timed_out:
+        _terminate(options, done, worker)
+        raise ModelTimeoutError(
+            f"a model evaluation ran longer than the limit of {limit:g} s and was stopped; the model "
+            "may never finish (e.g. a Loop with a huge trip count), or raise the limit with --timeout"
+        )
+    worker.give_back()
+    if "error" in result:
+        raise result["error"]  # type: ignore[misc]
+    return result["outputs"]  # type: ignore[return-value]
+
+
+def _terminate(options: ort.RunOptions, done: threading.Event, worker: _RunThread) -> None:
+    """Ask ONNX Runtime to stop the run and wait (briefly) until it has."""
+    options.terminate = True
+    if done.wait(_STOP_GRACE_S):
+        worker.give_back()
+    else:  # the thread stays busy with that run; the next run takes a new one
+        logger.warning("ONNX Runtime did not stop within %g s (one long kernel); leaving it behind", _STOP_GRACE_S)
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
@@ -129,6 +253,8 @@ class ModelRunner:
     threads: int | None = None
     extra_feeds: dict[str, np.ndarray] = field(default_factory=dict)
     accounting: RunAccounting = field(default_factory=RunAccounting)
+    #: Seconds one session call may take (None: no limit); see ``run_session``.
+    timeout: float | None = DEFAULT_TIMEOUT_S
 
     def __post_init__(self) -> None:
         self.session, self.model = create_session(self.model, self.providers, self.threads)
@@ -147,7 +273,9 @@ class ModelRunner:
     def run(self, rows: np.ndarray) -> list[np.ndarray]:
         """One session call on exactly these rows (the caller respects the batch size)."""
         try:
-            outputs = self.session.run(self.output_names, self._feeds(rows))
+            outputs = run_session(self.session, self.output_names, self._feeds(rows), self.timeout)
+        except ModelTimeoutError:
+            raise
         except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
             raise ModelError(f"ONNX Runtime failed to run the model: {_first_line(str(exc))}") from exc
         self.accounting.add(rows.shape[0])

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from fimaudit.errors import ModelTimeoutError
 from fimaudit.graph.tensors import Dim
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,13 @@ class ShapeProbe:
     fixed_batch: int | None = None
     extra_feeds: dict[str, np.ndarray] = field(default_factory=dict)
     providers: list[str] | None = None
+    #: Seconds one run may take (see runtime.run_session); None: no limit. The default is
+    #: runtime.DEFAULT_TIMEOUT_S, written out because runtime is imported lazily here.
+    timeout: float | None = 600.0
 
 
 def _run_with_outputs(model: onnx.ModelProto, probe: ShapeProbe, input_name: str, names: list[str], batch: int) -> dict[str, tuple[int, ...]]:
-    from fimaudit.runtime import create_session  # runtime imports graph code; keep this lazy
+    from fimaudit.runtime import create_session, run_session  # runtime imports graph code; keep this lazy
 
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
@@ -46,7 +50,7 @@ def _run_with_outputs(model: onnx.ModelProto, probe: ShapeProbe, input_name: str
     feeds = {input_name: np.zeros((batch, *probe.sample_shape), dtype=probe.dtype)}
     for name, value in probe.extra_feeds.items():
         feeds[name] = np.repeat(value[None], batch, axis=0)
-    values = session.run(names, feeds)
+    values = run_session(session, names, feeds, probe.timeout)
     return {name: tuple(int(d) for d in np.shape(value)) for name, value in zip(names, values)}
 
 
@@ -62,6 +66,8 @@ def measured_shapes(
             return {name: list(shape) for name, shape in first.items()}
         one = _run_with_outputs(model, probe, input_name, names, 1)
         two = _run_with_outputs(model, probe, input_name, names, 2)
+    except ModelTimeoutError:  # the model does not finish: no later run would either
+        raise
     except Exception as exc:  # any failure only means fewer shapes: rules then say what they miss
         logger.info("could not measure intermediate shapes: %s", exc)
         return {}

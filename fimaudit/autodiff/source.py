@@ -38,9 +38,9 @@ from fimaudit.autodiff.build import (
     unsupported_error,
 )
 from fimaudit.autodiff.probe_shapes import ShapeProbe
-from fimaudit.errors import ModelError, UnsupportedOpError
+from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.graph.selection import LOGITS
-from fimaudit.runtime import ModelRunner, RunAccounting, create_session
+from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,9 @@ class _GradientSession:
         for name, value in self.runner.extra_feeds.items():
             feeds[name] = np.repeat(value[None], rows.shape[0], axis=0)
         try:
-            logits, gradient = self.session.run([LOGITS, self.result], feeds)
+            logits, gradient = run_session(self.session, [LOGITS, self.result], feeds, self.runner.timeout)
+        except ModelTimeoutError:
+            raise
         except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
             raise ModelError(f"ONNX Runtime failed to run the gradient graph: {first}") from exc
@@ -182,6 +184,12 @@ class GraphJacobian:
                 logger.warning("forward-mode gradient graph unavailable (%s); J v uses the dense Jacobian", exc)
         return self._jvp
 
+    def forward_mode_unavailable(self) -> str | None:
+        """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse
+        graph (the gradient check's adjoint identity then has nothing independent to compare)."""
+        self._jvp_session()
+        return self._jvp_unavailable
+
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """J v for one sample and tangents [M, d]: [M, K] (float64), forward mode."""
         session = self._jvp_session()
@@ -192,7 +200,7 @@ class GraphJacobian:
 
 def shape_probe(runner: ModelRunner, sample_shape: tuple[int, ...], dtype: np.dtype) -> ShapeProbe:
     """Placeholder inputs for measuring shapes static inference missed (see probe_shapes.py)."""
-    return ShapeProbe(tuple(sample_shape), np.dtype(dtype), runner.fixed_batch, dict(runner.extra_feeds), list(runner.providers or []) or None)
+    return ShapeProbe(tuple(sample_shape), np.dtype(dtype), runner.fixed_batch, dict(runner.extra_feeds), list(runner.providers or []) or None, runner.timeout)
 
 
 def with_sample_shape(model: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]) -> onnx.ModelProto:

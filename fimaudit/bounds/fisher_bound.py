@@ -33,10 +33,11 @@ from fimaudit.bounds.folding import fold_batchnorms
 from fimaudit.bounds.head import LinearHead, find_linear_head
 from fimaudit.bounds.linalg import certify
 from fimaudit.bounds.probe import IntermediateProbe
-from fimaudit.errors import FimauditError
+from fimaudit.errors import FimauditError, ModelTimeoutError
 from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
 from fimaudit.graph.architecture import Architecture, prepare_view
 from fimaudit.graph.patterns.view import GraphView
+from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,10 @@ class FisherBounds:
         providers: Sequence[str] | None = None,
         extra_feeds: dict[str, np.ndarray] | None = None,
         view: GraphView | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.model = logits_model
+        self.timeout = timeout
         self.logits_name = logits_name
         self.num_classes = num_classes
         self.input_range = input_range
@@ -137,7 +140,7 @@ class FisherBounds:
     def probe(self) -> IntermediateProbe:
         if self._probe is None:
             wanted = self.engine.value_tensors() + self.engine.unknown_shape_tensors() + self.engine.unknown_constant_tensors()
-            self._probe = IntermediateProbe(self.model, self.view, wanted, self.providers, self.extra_feeds)
+            self._probe = IntermediateProbe(self.model, self.view, wanted, self.providers, self.extra_feeds, self.timeout)
         return self._probe
 
     def learn_shapes(self, sample: np.ndarray) -> None:
@@ -233,12 +236,13 @@ def analyse_bounds(
     input_range: tuple[float, float] | None = None,
     providers: Sequence[str] | None = None,
     extra_feeds: dict[str, np.ndarray] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> BoundAnalysis:
     """Global bound and one bound per sample, with tightness against ``measured`` lambda_max."""
     started = time.perf_counter()
     family = architecture.family if architecture is not None else "unknown"
     bounds = FisherBounds(logits_model, input_name, logits_name, inputs.shape[1:], logits.shape[-1],
-                          input_range, providers, extra_feeds)
+                          input_range, providers, extra_feeds, timeout=timeout)
     bounds.learn_shapes(inputs[0])
     result = bounds.global_bound(family, architecture)
     samples: list[dict[str, Any] | None] = []
@@ -272,6 +276,7 @@ def bound_audit(
     measured: Sequence[float],
     providers: Sequence[str] | None = None,
     extra_feeds: dict[str, np.ndarray] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any] | None]]:
     """What the audit records: (architecture, global bound, per-sample bounds), all JSON-ready.
 
@@ -284,7 +289,9 @@ def bound_audit(
     architecture = recognise_architecture(loaded_model, input_name)
     try:
         analysis = analyse_bounds(logits_model, input_name, logits_name, inputs, logits, measured, architecture,
-                                  providers=providers, extra_feeds=extra_feeds)
+                                  providers=providers, extra_feeds=extra_feeds, timeout=timeout)
+    except ModelTimeoutError:  # a time limit the user set is not a reason for a null bound
+        raise
     except FimauditError as exc:
         logger.warning("no bound: %s", exc)
         empty = {"value": None, "kind": KIND, "family": architecture.family, "reason": str(exc),

@@ -17,9 +17,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from fimaudit.errors import ModelError
+from fimaudit.errors import ModelError, ModelTimeoutError
 from fimaudit.graph.patterns.view import GraphView
-from fimaudit.runtime import create_session
+from fimaudit.runtime import DEFAULT_TIMEOUT_S, create_session, run_session
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,10 @@ class IntermediateProbe:
         tensors: Sequence[str],
         providers: Sequence[str] | None = None,
         extra_feeds: dict[str, np.ndarray] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.input_name = view.input_name
+        self.timeout = timeout
         self.extra_feeds = extra_feeds or {}
         graph_inputs = {value.name for value in model.graph.input}
         existing = [value.name for value in model.graph.output]
@@ -61,7 +63,9 @@ class IntermediateProbe:
         for name, value in self.extra_feeds.items():
             feeds[name] = value[None]
         try:
-            results = self.session.run(self.output_names, feeds)
+            results = run_session(self.session, self.output_names, feeds, self.timeout)
+        except ModelTimeoutError:
+            raise
         except Exception as exc:  # ORT runtime failures
             raise ModelError(f"ONNX Runtime failed while probing activations: {str(exc).splitlines()[0]}") from exc
         return dict(zip(self.output_names, results))

@@ -52,6 +52,7 @@ def try_relax_batch(runner: ModelRunner, probe: np.ndarray) -> ModelRunner:
             threads=runner.threads,
             extra_feeds=runner.extra_feeds,
             accounting=runner.accounting,
+            timeout=runner.timeout,
         )
         other = probe + np.asarray(0.5, dtype=probe.dtype)
         (single_a,) = runner.run(probe)
