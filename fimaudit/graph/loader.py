@@ -186,14 +186,11 @@ def _memory_needed(model: onnx.ModelProto, files: dict[str, _DataFile]) -> int:
     """Bytes the weights will occupy once loaded: every tensor as declared, every external range
     as long as it is, and every sparse tensor's dense form (ONNX Runtime densifies sparse
     initializers). Python ints throughout: a product that overflows int64 cannot wrap to 0."""
-    external = {
-        id(reference.found.tensor): (reference.length if reference.length is not None else data.size - reference.offset)
-        for data in files.values()
-        for reference in data.references
-    }
-    total = 0
-    for found in all_tensors(model):
-        total += max(_declared_bytes(found), external.get(id(found.tensor), 0))
+    total = sum(_declared_bytes(found) for found in all_tensors(model))
+    for data in files.values():
+        for reference in data.references:  # a range longer than its tensor declares is read all the same
+            length = reference.length if reference.length is not None else data.size - reference.offset
+            total += max(0, length - _declared_bytes(reference.found))
     for sparse in all_sparse_tensors(model):
         itemsize = _itemsize(sparse.sparse.values.data_type) or 1
         total += _element_count(list(sparse.sparse.dims), sparse.where) * itemsize

@@ -307,13 +307,13 @@ def external_escape(place: str, location: str) -> onnx.ModelProto:
     return model
 
 
-def declared_external(location: str, elements: int) -> onnx.ModelProto:
-    """``linear`` whose weight claims ``elements`` float32 values in ``location`` (for memory cases)."""
+def declared_external(location: str, elements: int, length: int | None = None) -> onnx.ModelProto:
+    """``linear`` whose weight claims ``elements`` float32 values in ``length`` bytes of ``location``."""
     model = linear()
     weight = model.graph.initializer[0]
     del weight.dims[:]
     weight.dims.append(elements)
-    _external(weight, location, 4 * elements)
+    _external(weight, location, 4 * elements if length is None else length)
     return model
 
 

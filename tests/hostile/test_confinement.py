@@ -11,6 +11,7 @@ and inotify must see no open of either secret.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -173,3 +174,74 @@ def test_external_range_beyond_the_file_is_refused(tmp_path: Path) -> None:
 def test_self_containment_assertion_catches_a_leftover_reference() -> None:
     with pytest.raises(ModelError, match=r"function local\.hide/.*still refers to external data 'x\.bin'"):
         require_self_contained(models.external_escape("function-subgraph", "x.bin"))
+
+
+# --- the model file itself, and the weights' memory, before anything is read ---------------------
+
+
+@pytest.mark.parametrize("elements", [(1 << 30) // 4, 1], ids=["declared-by-dims", "declared-by-length"])
+def test_big_external_weights_are_refused_before_a_byte_is_read(tmp_path: Path, elements: int) -> None:
+    """1 GiB of weights (a sparse file) under --max-memory 256M: refused, never opened.
+
+    Declared either by the tensor's dims or only by its external ``length`` (a [1] tensor whose
+    range covers the whole file: the loader would read all of it)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    weights = folder / "weights.bin"
+    with weights.open("wb") as handle:
+        handle.truncate(1 << 30)
+    model = _write_model(folder, models.declared_external("weights.bin", elements, length=1 << 30))
+    watch = OpenWatch(weights)
+    try:
+        result = CliRunner().invoke(main, ["audit", str(model), "--max-memory", "256M"])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip().splitlines() == [
+            "fimaudit: error: the model's weights would need 3.0 GiB but --max-memory is 256.0 MiB; "
+            "raise --max-memory or audit a smaller model"
+        ]
+        assert watch.events() == 0, "the weights were read before the memory check"
+    finally:
+        watch.close()
+
+
+def test_declared_size_overflowing_int64_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "weights.bin").write_bytes(SECRET)
+    model = models.declared_external("weights.bin", 1)
+    weight = model.graph.initializer[0]
+    del weight.dims[:]
+    weight.dims.extend([2**62, 2**62])  # 2^124 elements: np.prod would wrap around
+    result = CliRunner().invoke(main, ["inspect", str(_write_model(folder, model))])
+    assert result.exit_code == 2
+    assert "initializer 'W' declares 2.127e+37 elements" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_declared_input_of_2_62_elements_is_described_exactly(tmp_path: Path) -> None:
+    """A declared input dimension of 2^62 (x 3 overflows int64) is shown as the number it is."""
+    model = models.huge_input()
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = 2**62
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model.SerializeToString())
+    result = CliRunner().invoke(main, ["inspect", str(path), "--json", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, result.output
+    assert f"x: float32 [N, 3, {2**62}, 100000]" in result.stdout
+    described = json.loads((tmp_path / "m.json").read_text())["model"]["inputs"][0]["shape"]
+    assert described == ["N", 3, 2**62, 100000]
+
+
+@pytest.mark.parametrize("path", ["/proc/self/status", "/proc/self/mem", "/dev/zero"])
+def test_kernel_pseudo_files_are_refused(path: str) -> None:
+    result = CliRunner().invoke(main, ["inspect", path])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"fimaudit: error: {path} is a kernel pseudo-file ({Path(path).resolve()}), not an ONNX model file"
+    ]
+
+
+def test_fifo_as_the_model_is_refused_without_hanging(tmp_path: Path) -> None:
+    fifo = tmp_path / "model.onnx"
+    os.mkfifo(fifo)
+    result = _cli_in_subprocess(["inspect", str(fifo)], tmp_path)  # TimeoutExpired fails the test
+    assert result.returncode == 2
+    assert "is not a regular file" in result.stderr and result.stderr.count("\n") == 1
