@@ -1,57 +1,181 @@
-"""The gradient check passes for correct gradients and fails for a wrong one."""
+"""The gradient check: passes correct gradients, fails wrong ones, says *not decided* when it cannot tell."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
 
-from fimaudit.sanity import gradient_check
-from fimaudit.runtime import RunAccounting
+from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.cli import main
+from fimaudit.data import load_data
+from fimaudit.finite_differences import FiniteDifferenceJacobian, default_step
+from fimaudit.sanity import FAILED, NOT_APPLICABLE, NOT_DECIDED, PASSED, gradient_check
+from tests.conftest import SAMPLES, linear_classifier
 
-
-class MatrixJacobian:
-    """A linear model's exact Jacobian (the InputJacobian protocol on a fixed matrix)."""
-
-    name = "matrix"
-
-    def __init__(self, matrix: np.ndarray) -> None:
-        self.matrix = matrix
-        self.num_classes, self.input_size = matrix.shape
-        self.accounting = RunAccounting()
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        return inputs.reshape(inputs.shape[0], -1) @ self.matrix.T
-
-    def dense(self, inputs: np.ndarray) -> np.ndarray:
-        return np.repeat(self.matrix[None], inputs.shape[0], axis=0)
-
-    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
-        return tangents @ self.matrix.T
-
-    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
-        return cotangents @ self.matrix
+SAMPLE_MODELS = ["mlp.onnx", "mlp_softmax.onnx", "mlp_constants.onnx", "binary_sigmoid.onnx",
+                 "vgg_small.onnx", "resnet_small.onnx", "densenet_small.onnx", "vit_small.onnx"]
 
 
-def test_gradient_check_passes_on_agreement_and_fails_on_a_wrong_rule() -> None:
+def sources(model_path: str, data_path: str | None, samples: int = 3):
+    """(graph source, finite-difference source, inputs) for a model, as the audit builds them."""
+    config = AuditConfig(model_path=str(model_path), data_path=data_path, samples=samples, gradients="graph")
+    taken = intake(config.model_path)
+    data = load_data(config.data_path, taken.selection, samples, 0)
+    prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
+    graph, name, _ = make_jacobian(prepared, "graph")
+    assert name == "graph"
+    return graph, make_jacobian(prepared, "fd")[0], data.inputs
+
+
+def flat_model(tmp_path, gain: float):
+    """logits = 1e3 + gain * W x: gradients tiny against the logits (a flat, well-trained model)."""
+    weight = np.random.default_rng(0).standard_normal((10, 20))
+    path = tmp_path / f"flat_{gain:g}.onnx"
+    onnx.save(linear_classifier(gain * weight, np.full(10, 1e3)), path)
+    return path
+
+
+def old_check_error(graph, fd: FiniteDifferenceJacobian, inputs: np.ndarray) -> float:
+    """The check as it was: default step x (1, 1/3, 1/10), best step per direction, median, 5%."""
     rng = np.random.default_rng(0)
-    matrix = rng.standard_normal((5, 12))
-    inputs = rng.standard_normal((4, 12))
-    noisy = matrix * (1 + 1e-4 * rng.standard_normal(matrix.shape))
-    good = gradient_check(MatrixJacobian(noisy), [MatrixJacobian(matrix)], inputs)
-    assert good.passed and len(good.relative_errors) == 3
-    wrong = matrix.copy()
-    wrong[:, 3] *= -1.0  # one input's gradient with the wrong sign
-    bad = gradient_check(MatrixJacobian(wrong), [MatrixJacobian(matrix)], inputs)
-    assert not bad.passed
-    assert min(bad.relative_errors) > 0.05
+    errors = []
+    for sample in inputs[:3]:
+        tangents = rng.standard_normal((16, sample.size))
+        tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+        ours = graph.jvp(sample, tangents)
+        per_step = []
+        for factor in (1.0, 1 / 3, 1 / 10):
+            reference = FiniteDifferenceJacobian(fd.runner, fd.sample_shape, fd.num_classes, relative_step=default_step(np.float32) * factor)
+            theirs = reference.jvp(sample, tangents)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                per_step.append(np.linalg.norm(ours - theirs, axis=1) / np.linalg.norm(theirs, axis=1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            errors.append(float(np.median(np.nan_to_num(np.min(per_step, axis=0), nan=np.inf))))
+    return max(errors)
 
 
-def test_each_direction_keeps_its_best_reference() -> None:
-    """A reference that is right in some directions rescues only those directions."""
-    rng = np.random.default_rng(1)
-    matrix = rng.standard_normal((4, 10))
-    inputs = rng.standard_normal((3, 10))
-    off = matrix * 1.5  # 50% off everywhere
-    both = gradient_check(MatrixJacobian(matrix), [MatrixJacobian(off), MatrixJacobian(matrix)], inputs)
-    assert both.passed and max(both.relative_errors) < 1e-12
-    only_off = gradient_check(MatrixJacobian(matrix), [MatrixJacobian(off)], inputs)
-    assert not only_off.passed
+@pytest.mark.parametrize("gain", [1e-4, 1e-2])
+def test_flat_model_is_never_failed_and_the_audit_passes(tmp_path, gain) -> None:
+    path = flat_model(tmp_path, gain)
+    graph, fd, inputs = sources(path, None)
+    assert old_check_error(graph, fd, inputs) > 0.05  # the old check cried wolf here
+    check = gradient_check(graph, fd.central_differences, inputs)
+    assert check.status in (PASSED, NOT_DECIDED)
+    assert check.fd_status != FAILED and check.adjoint_status == PASSED
+    document_path = tmp_path / "audit.json"
+    result = CliRunner().invoke(main, ["audit", str(path), "--gradients", "graph", "--samples", "3", "--no-bounds",
+                                       "--fail-above", "1e30", "--json", str(document_path)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(document_path.read_text())
+    recorded = next(c for c in document["checks"] if c["name"] == "gradient_check")
+    assert recorded["status"] == check.status
+    assert document["verdict"]["status"] == "pass"
+    if check.status == NOT_DECIDED:
+        assert "did not decide" in document["verdict"]["reason"]
+
+
+class Wrong:
+    """A GraphJacobian with a deliberate bug in its forward (jvp) or reverse (vjp) products."""
+
+    def __init__(self, inner, jvp=None, vjp=None) -> None:
+        self.inner, self._jvp, self._vjp = inner, jvp, vjp
+        self.num_classes, self.input_size, self.name = inner.num_classes, inner.input_size, inner.name
+
+    def forward_mode_unavailable(self):
+        return self.inner.forward_mode_unavailable()
+
+    def jvp(self, sample, tangents):
+        out = self.inner.jvp(sample, tangents)
+        return self._jvp(out) if self._jvp else out
+
+    def vjp(self, sample, cotangents):
+        return self._vjp(self.inner, sample, cotangents) if self._vjp else self.inner.vjp(sample, cotangents)
+
+
+def scaled(out):
+    return 1.3 * out
+
+
+def one_class_flipped(out):
+    flipped = out.copy()
+    flipped[:, 2] *= -1.0
+    return flipped
+
+
+@pytest.mark.parametrize("bug", [scaled, one_class_flipped])
+def test_a_wrong_forward_gradient_fails_both_parts(bug) -> None:
+    graph, fd, inputs = sources(SAMPLES / "mlp.onnx", str(SAMPLES / "digits_test.npy"))
+    check = gradient_check(Wrong(graph, jvp=bug), fd.central_differences, inputs)
+    assert check.fd_status == FAILED and check.adjoint_status == FAILED
+    assert check.status == FAILED and not check.passed
+    assert check.to_dict()["status"] == "failed" and check.to_dict()["passed"] is False
+
+
+def test_a_wrong_reverse_gradient_fails_the_adjoint_identity() -> None:
+    """J v from the forward graph is right (finite differences agree); J^T w has one class's sign
+    flipped: only the adjoint identity can see it, and it fails the check."""
+    graph, fd, inputs = sources(SAMPLES / "vgg_small.onnx", str(SAMPLES / "digits_test.npy"))
+
+    def flipped_class(inner, sample, cotangents):
+        weights = np.array(cotangents, dtype=np.float64)
+        weights[:, 4] *= -1.0  # the reverse rule gets class 4's gradient with the wrong sign
+        return inner.vjp(sample, weights)
+
+    check = gradient_check(Wrong(graph, vjp=flipped_class), fd.central_differences, inputs)
+    assert check.fd_status == PASSED
+    assert check.adjoint_status == FAILED and check.status == FAILED
+    worst = max(outcome.discrepancies.max() / outcome.tolerance for outcome in check.adjoint)
+    assert worst > 100
+
+
+def test_without_a_forward_graph_the_adjoint_identity_is_not_applicable() -> None:
+    graph, fd, inputs = sources(SAMPLES / "mlp.onnx", str(SAMPLES / "digits_test.npy"))
+
+    class ReverseOnly(Wrong):
+        def forward_mode_unavailable(self):
+            return "JVP rule missing for Foo"
+
+    check = gradient_check(ReverseOnly(graph), fd.central_differences, inputs)
+    assert check.adjoint_status == NOT_APPLICABLE and check.status == PASSED
+    assert "JVP rule missing for Foo" in check.to_dict()["adjoint"]["reason"]
+    wrong = gradient_check(ReverseOnly(graph, jvp=scaled), fd.central_differences, inputs)
+    assert wrong.status == FAILED  # finite differences alone still catch it
+
+
+def test_noise_above_the_tolerance_is_not_decided_not_failed() -> None:
+    """A differencer whose outputs are pure rounding noise (a constant model rounded at 1e3)."""
+    rng = np.random.default_rng(3)
+    matrix = 1e-6 * rng.standard_normal((5, 12))
+
+    class Exact:
+        num_classes, input_size, name = 5, 12, "matrix"
+
+        def jvp(self, sample, tangents):
+            return tangents @ matrix.T
+
+        def vjp(self, sample, cotangents):
+            return cotangents @ matrix
+
+    def noisy(sample, tangents, step):
+        displacements = 2 * step * tangents
+        values = 1e3 + displacements @ matrix.T / 2
+        plus = (values + 1e3 * 6e-8 * rng.standard_normal(values.shape)).astype(np.float32).astype(np.float64)
+        minus = (1e3 - displacements @ matrix.T / 2).astype(np.float32).astype(np.float64)
+        return plus - minus, displacements, np.abs(plus) + np.abs(minus)
+
+    check = gradient_check(Exact(), noisy, rng.standard_normal((3, 12)))
+    assert check.fd_status == NOT_DECIDED and check.status == NOT_DECIDED
+    assert all(outcome.decided.sum() == 0 for outcome in check.finite_differences)
+
+
+@pytest.mark.parametrize("name", SAMPLE_MODELS)
+def test_sample_models_pass(name) -> None:
+    graph, fd, inputs = sources(SAMPLES / name, str(SAMPLES / "digits_test.npy"))
+    check = gradient_check(graph, fd.central_differences, inputs)
+    assert check.status == PASSED, check.to_dict()
+    assert check.adjoint_status == PASSED
+    assert all(outcome.decided.sum() >= 12 for outcome in check.finite_differences)

@@ -190,6 +190,12 @@ class GraphJacobian:
         self._jvp_session()
         return self._jvp_unavailable
 
+    def forward_mode_unavailable(self) -> str | None:
+        """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse
+        graph (the gradient check's adjoint identity then has nothing independent to compare)."""
+        self._jvp_session()
+        return self._jvp_unavailable
+
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """J v for one sample and tangents [M, d]: [M, K] (float64), forward mode."""
         session = self._jvp_session()

@@ -7,8 +7,10 @@ Three questions a reviewer asks before trusting the numbers:
 - estimator convergence: did every iterative estimate converge? (``diagnostics.converged``);
 - bound >= measured: is every measured lambda_max at or below the analytic bound?
 
-Each check has a status: ``passed``, ``failed``, ``not_computed`` (it could run, but did not) or
-``not_applicable`` (nothing to check, e.g. exact values have no iteration). A check that did not
+Each check has a status: ``passed``, ``failed``, ``not_decided`` (it ran but could not tell, e.g.
+finite differences drowned in float32 rounding on a flat model: no evidence either way, so it does
+not undermine the values), ``not_computed`` (it could run, but did not) or ``not_applicable``
+(nothing to check, e.g. exact values have no iteration). A check that did not
 run is reported as such, never dropped, so a report cannot look cleaner than the audit was.
 """
 
@@ -19,7 +21,8 @@ from typing import Any
 from fimaudit.report.formatting import fmt, present
 
 PASSED, FAILED, NOT_COMPUTED, NOT_APPLICABLE = "passed", "failed", "not_computed", "not_applicable"
-CHECK_STATUSES = (PASSED, FAILED, NOT_COMPUTED, NOT_APPLICABLE)
+NOT_DECIDED = "not_decided"
+CHECK_STATUSES = (PASSED, FAILED, NOT_DECIDED, NOT_COMPUTED, NOT_APPLICABLE)
 
 # A measured value may exceed a tight bound by the gradients' own error (finite differences in
 # float32 are good to about 1e-4 relative); beyond this it is a contradiction.
@@ -42,8 +45,44 @@ def _check(name: str, title: str, status: str, detail: str) -> dict[str, str]:
     return {"name": name, "title": title, "status": status, "detail": detail}
 
 
+def _gradient_check_detail(recorded: dict[str, Any]) -> str:
+    """Both parts of the gradient check in words (fimaudit/sanity.py writes them)."""
+    fd, adjoint = recorded.get("finite_differences"), recorded.get("adjoint")
+    if not isinstance(fd, dict) or not isinstance(adjoint, dict):
+        details = {key: value for key, value in recorded.items() if key not in ("passed", "status")}
+        return present(details) if details else ""
+    parts = []
+    per_sample = [s for s in fd.get("per_sample") or [] if isinstance(s, dict)]
+    decided = sum(int(s.get("directions_decided") or 0) for s in per_sample)
+    disagreeing = sum(int(s.get("directions_disagreeing") or 0) for s in per_sample)
+    total = int(recorded.get("directions_per_sample") or 0) * len(per_sample)
+    fd_text = f"finite differences {str(fd.get('status', '')).replace('_', ' ')}: {decided} of {total} directions decided"
+    if decided:
+        fd_text += f", {disagreeing} disagreeing beyond tolerance {fmt(recorded.get('tolerance'))} plus the error bound"
+    if fd.get("status") == NOT_DECIDED:
+        fd_text += " (float32 differences too noisy against these gradients at every step; not evidence of a wrong gradient)"
+    parts.append(fd_text)
+    adjoint_status = str(adjoint.get("status", "")).replace("_", " ")
+    if adjoint.get("status") == NOT_APPLICABLE:
+        parts.append(f"adjoint identity not applicable ({adjoint.get('reason') or 'no forward-mode graph'})")
+    else:
+        worst = max((float(s["max_relative_discrepancy"]) for s in adjoint.get("per_sample") or []
+                     if isinstance(s, dict) and s.get("max_relative_discrepancy") is not None), default=None)
+        tolerance = next((s.get("tolerance") for s in adjoint.get("per_sample") or [] if isinstance(s, dict)), None)
+        parts.append(f"adjoint identity <u, J^T w> = <J u, w> {adjoint_status}"
+                     + (f": largest discrepancy {fmt(worst)} (tolerance {fmt(tolerance)})" if worst is not None else ""))
+    return "; ".join(parts)
+
+
 def gradient_check(document: dict[str, Any]) -> dict[str, str]:
-    """Graph gradients against finite differences, as the gradient stage recorded it."""
+    """Graph gradients against finite differences and the adjoint identity, as recorded.
+
+    Three outcomes (fimaudit/sanity.py): passed, failed (a disagreement beyond the estimated
+    finite-difference error, or a broken adjoint identity) and not decided (the differences were
+    too noisy to tell at every step tried). Not decided is reported as such and never as failed:
+    float32 differences on flat, well-trained models drown in rounding, and a check that turned
+    that into a failure made correct audits inconclusive.
+    """
     title = "Gradient check (graph gradients vs finite differences)"
     recorded = document.get("gradient_check")
     if recorded is None:
@@ -51,11 +90,13 @@ def gradient_check(document: dict[str, Any]) -> dict[str, str]:
             return _check("gradient_check", title, NOT_APPLICABLE,
                           "the gradients are finite differences themselves; there is no gradient graph to check")
         return _check("gradient_check", title, NOT_COMPUTED, "no gradient check was run in this audit")
-    if not isinstance(recorded, dict) or "passed" not in recorded:
+    if not isinstance(recorded, dict) or ("passed" not in recorded and recorded.get("status") not in (PASSED, FAILED, NOT_DECIDED)):
         return _check("gradient_check", title, NOT_COMPUTED, f"recorded without a pass/fail outcome: {present(recorded)}")
-    details = {key: value for key, value in recorded.items() if key != "passed"}
-    status = PASSED if recorded["passed"] else FAILED
-    return _check("gradient_check", title, status, present(details) if details else "")
+    if recorded.get("status") in (PASSED, FAILED, NOT_DECIDED):
+        status = recorded["status"]
+    else:
+        status = PASSED if recorded["passed"] else FAILED
+    return _check("gradient_check", title, status, _gradient_check_detail(recorded))
 
 
 def convergence_check(document: dict[str, Any]) -> dict[str, str]:

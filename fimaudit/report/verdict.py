@@ -12,6 +12,11 @@ to their highest possible values brackets the true statistic. Then:
   lower bound of 3 against T = 10: it can show a failure, never a pass), or a sanity check that
   undermines every value failed (the gradient check, or bound >= measured).
 
+A gradient check that is *not decided* (fimaudit/sanity.py: float32 finite differences too noisy
+at every step to tell, and no real disagreement anywhere) does not make an audit inconclusive:
+it is absence of evidence, not evidence of a wrong gradient, and treating it as a failure blocked
+every CI gate on flat, well-trained models. The reason says that the check did not decide.
+
 An estimate that did not converge (``diagnostics.converged`` false) keeps the bottom of its
 interval (a Rayleigh quotient is never above lambda_max) but loses its top: it counts as a lower
 bound, so it can still show a failure but no longer a pass.
@@ -26,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from fimaudit.report.checks import FAILED
+from fimaudit.report.checks import FAILED, NOT_DECIDED
 from fimaudit.report.formatting import fmt
 
 PASS, FAIL, INCONCLUSIVE, NO_THRESHOLD = "pass", "fail", "inconclusive", "no_threshold"
@@ -86,6 +91,14 @@ def _failed_checks(checks: list[dict[str, str]], names: tuple[str, ...] | None =
             if check["status"] == FAILED and (names is None or check["name"] in names)]
 
 
+def _undecided_note(checks: list[dict[str, str]]) -> str:
+    """A clause naming checks that could not decide (they do not change the status)."""
+    undecided = [check["title"].split(" (")[0].lower() for check in checks if check["status"] == NOT_DECIDED]
+    if not undecided:
+        return ""
+    return f" (the {' and the '.join(undecided)} did not decide, which does not undermine the values)"
+
+
 def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, Any]:
     """The verdict entry of the JSON document (keeps the foundation's fields, adds ``status``)."""
     recorded = document["verdict"]
@@ -107,7 +120,7 @@ def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, 
         reason = "no threshold set (--fail-above); nothing to gate"
         if _failed_checks(checks):
             reason += f", but the {' and the '.join(_failed_checks(checks))} failed"
-        return {**verdict, "status": NO_THRESHOLD, "passed": True, "reason": reason}
+        return {**verdict, "status": NO_THRESHOLD, "passed": True, "reason": reason + _undecided_note(checks)}
     limit = fmt(threshold)
     above = sum(1 for s in samples if float(s["lambda_max"]) > threshold)
     if failed:
@@ -132,4 +145,4 @@ def assess(document: dict[str, Any], checks: list[dict[str, str]]) -> dict[str, 
                       f"so it cannot be shown to be at or below the threshold {limit}")
         else:
             reason = f"{name} lies between {fmt(low)} and {fmt(high)}, which straddles the threshold {limit}"
-    return {**verdict, "status": status, "passed": status == PASS, "reason": reason}
+    return {**verdict, "status": status, "passed": status == PASS, "reason": reason + _undecided_note(checks)}

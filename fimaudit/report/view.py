@@ -25,7 +25,7 @@ TOP_SAMPLES = 10
 PICTURED_SAMPLES = 6
 
 VERDICT_HEADLINES = {PASS: "PASS", FAIL: "FAIL", INCONCLUSIVE: "INCONCLUSIVE", NO_THRESHOLD: "NO THRESHOLD"}
-CHECK_LABELS = {PASSED: "passed", "failed": "FAILED", NOT_COMPUTED: "not computed", NOT_APPLICABLE: "not applicable"}
+CHECK_LABELS = {PASSED: "passed", "failed": "FAILED", "not_decided": "not decided", NOT_COMPUTED: "not computed", NOT_APPLICABLE: "not applicable"}
 # Names of gradient settings as a reviewer reads them.
 SETTING_LABELS = {"fd_relative_step": "finite-difference relative step r (element i moves by r * max(1, |x_i|))"}
 # Metadata keys that usually describe how inputs must be prepared.

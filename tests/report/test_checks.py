@@ -51,3 +51,18 @@ def test_bound_check_uses_model_and_per_sample_bounds() -> None:
     # An estimate is held to the bottom of its interval: only a certain violation counts.
     estimate = bound_check(synthetic_document([sample(0, 3.0, "estimate", [1.5, 3.5])], bound={"value": 2.0}))
     assert estimate["status"] == "passed"
+
+
+def test_a_gradient_check_that_did_not_decide_says_so() -> None:
+    recorded = {
+        "status": "not_decided", "passed": False, "directions_per_sample": 16, "tolerance": 0.02,
+        "finite_differences": {"status": "not_decided", "per_sample": [{"directions_decided": 0, "directions_disagreeing": 0}] * 3},
+        "adjoint": {"status": "passed", "reason": None, "per_sample": [{"max_relative_discrepancy": 4e-8, "tolerance": 2.4e-4}]},
+    }
+    check = gradient_check(synthetic_document([sample(0, 1.0)], gradients="graph", gradient_check=recorded))
+    assert check["status"] == "not_decided"
+    assert "0 of 48 directions decided" in check["detail"] and "not evidence of a wrong gradient" in check["detail"]
+    assert "adjoint identity <u, J^T w> = <J u, w> passed" in check["detail"]
+    failed = gradient_check(synthetic_document([sample(0, 1.0)], gradients="graph", gradient_check={
+        **recorded, "status": "failed", "adjoint": {"status": "failed", "per_sample": [{"max_relative_discrepancy": 0.3, "tolerance": 2.4e-4}]}}))
+    assert failed["status"] == "failed" and "adjoint identity <u, J^T w> = <J u, w> failed" in failed["detail"]

@@ -125,3 +125,15 @@ def test_an_unconverged_estimate_can_fail_but_not_pass() -> None:
     assert verdict["status"] == "inconclusive" and "1 estimates did not converge" in verdict["reason"]
     converged = [sample(0, 3.0, "estimate", [2.9, 3.1], diagnostics={"converged": True})]
     assert verdict_of(synthetic_document(converged, threshold=10.0))["status"] == "pass"
+
+
+def test_a_gradient_check_that_did_not_decide_does_not_make_the_audit_inconclusive() -> None:
+    recorded = {"status": "not_decided", "passed": False}
+    document = synthetic_document([sample(0, 1.0), sample(1, 2.0)], threshold=100.0, gradients="graph", gradient_check=recorded)
+    verdict = verdict_of(document)
+    assert verdict["status"] == "pass" and verdict["passed"] is True
+    assert "the gradient check did not decide" in verdict["reason"]
+    failing = verdict_of(synthetic_document([sample(0, 1.0), sample(1, 2.0)], threshold=1.5, gradients="graph", gradient_check=recorded))
+    assert failing["status"] == "fail"
+    broken = verdict_of(synthetic_document([sample(0, 1.0)], threshold=100.0, gradients="graph", gradient_check={"status": "failed", "passed": False}))
+    assert broken["status"] == "inconclusive"
