@@ -26,11 +26,13 @@ import os
 import signal
 import stat
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Optional
+from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 from fimaudit.errors import OutputPathError
-from fimaudit.interrupts import STOP_SIGNALS, Interrupted, signals_deferred
+from fimaudit.interrupts import STOP_SIGNALS, Interrupted
 
 logger = logging.getLogger(__name__)
 
@@ -137,9 +139,39 @@ def _umask() -> int:
     return mask
 
 
-def _stop_signal_pending() -> int | None:
-    pending = signal.sigpending() & set(STOP_SIGNALS)
-    return int(min(pending)) if pending else None
+class _Stopped(Exception):
+    """A stop signal came in while the outputs were being renamed into place."""
+
+
+@contextmanager
+def _stop_signals_held() -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM back for the renames; yields the list of those that came in meanwhile.
+
+    Why not ``interrupts.signals_deferred`` (a thread signal mask): ONNX Runtime's worker threads
+    do not block the signals, so a process-directed SIGTERM is taken by one of them and Python still
+    runs its handler in the main thread in the middle of the section. Here the Python-level handler
+    itself is replaced by one that only records; the signal is delivered again when the section ends.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def record(signum: int, frame: Any) -> None:
+        caught.append(signum)
+
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is not None:  # None: a handler installed outside Python, left alone
+                previous[signum] = signal.signal(signum, record)
+        yield caught
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # the handler of before: Interrupted, or the default
 
 
 class OutputSet:
@@ -265,16 +297,12 @@ class OutputSet:
             for staged in self._staged:
                 staged.finish()
             self.check()
-            with signals_deferred():
-                pending = _stop_signal_pending()
-                if pending is None:
-                    self._rename_all()
-                else:  # stopped while writing: nothing appears, the signal is delivered below
-                    self.discard()
-            if pending is not None:
-                raise Interrupted(pending)
+            with _stop_signals_held() as stopped:
+                self._rename_all(stopped)
+            if stopped:  # the signal's handler did not raise (ignored): still, nothing was written
+                raise Interrupted(stopped[0])
         except BaseException:
-            with signals_deferred():
+            with _stop_signals_held():
                 self.discard()
             raise
         self._committed = True
@@ -283,17 +311,25 @@ class OutputSet:
         for staged in self._staged:
             logger.info("wrote %s", staged.target)
 
-    def _rename_all(self) -> None:
+    def _rename_all(self, stopped: list[int]) -> None:
+        """Rename every temporary into place, or (on an error or a stop signal) none of them."""
         done: list[tuple[StagedFile, Path | None, bool]] = []
         current: StagedFile | None = None
         try:
             for current in self._staged:
+                if stopped:
+                    raise _Stopped
                 backup, moved = self._keep_old(current)
                 done.append((current, backup, moved))
                 os.replace(current.temporary, current.target)
                 current.renamed = True
-        except BaseException as exc:  # only errors: SIGINT/SIGTERM are held back here
+            if stopped:  # came in during the last rename: the old files are still at hand
+                raise _Stopped
+        except BaseException as exc:
             _roll_back(done)
+            self.discard()
+            if isinstance(exc, _Stopped):
+                return  # the held signal is delivered when the section ends
             if isinstance(exc, OSError) and current is not None:
                 raise _cannot_write(current.target, exc) from exc
             raise
