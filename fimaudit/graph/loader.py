@@ -260,7 +260,7 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
         end = offset + (length if length is not None else 0)
         if offset > data.size or end > data.size:
             raise ModelError(
-                f"{found.where} reads bytes {offset}..{end} of {location[:80]!r}, which has only {data.size} bytes"
+                f"{found.where} reads bytes {offset}..{end} of external data file {location[:80]!r}, which has only {data.size} bytes"
             )
         data.references.append(_Reference(found, offset, length))
     return files
