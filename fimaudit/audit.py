@@ -334,8 +334,16 @@ def _analytic_bounds(
     return architecture, bound
 
 
-def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> AuditResult:
-    """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict."""
+def run_audit(
+    config: AuditConfig,
+    progress: ProgressCallback | None = None,
+    on_loaded: Callable[[LoadedModel], None] | None = None,
+) -> AuditResult:
+    """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict.
+
+    ``on_loaded`` sees the loaded model before anything runs (the CLI refuses there an output path
+    that is one of the model's external-data files, which only the loader knows).
+    """
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if config.budget is not None and config.budget <= 0:
@@ -346,6 +354,8 @@ def run_audit(config: AuditConfig, progress: ProgressCallback | None = None) -> 
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
     taken = intake(config.model_path, config.input_name, config.output_name, budget=memory)
+    if on_loaded is not None:
+        on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
     data = load_data(config.data_path, taken.selection, config.samples, config.seed, budget=memory)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)

@@ -252,9 +252,10 @@ def audit(
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
-    from fimaudit.report.outputs import write_audit_outputs
+    from fimaudit.report.outputs import model_files, write_audit_outputs
 
-    check_output_paths([model, data_path], [json_path, report_path, summary_path])
+    outputs = [json_path, report_path, summary_path]
+    check_output_paths([model, data_path], outputs)
     config = AuditConfig(
         model_path=model,
         data_path=data_path,
@@ -274,7 +275,9 @@ def audit(
     )
     update, finish = progress_reporter("auditing samples")
     try:
-        result = run_audit(config, progress=update)
+        # Checked again once the loader knows the external-data files, before anything runs.
+        recheck = {"on_loaded": lambda loaded: check_output_paths([model, data_path, *model_files(loaded)], outputs)}
+        result = run_audit(config, progress=update, **(recheck if any(outputs) else {}))
     finally:
         finish()
     # Everything is rendered before anything is written: a failure leaves no file at all.

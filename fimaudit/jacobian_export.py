@@ -20,6 +20,7 @@ import numpy as np
 
 from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
 from fimaudit.data import load_data
+from fimaudit.report.outputs import model_files
 from fimaudit.report.writing import OutputSet
 from fimaudit.resources import MemoryBudget
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
@@ -62,7 +63,7 @@ def export_jacobian(
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
         taken = intake(model_path, input_name, output_name)
-        inputs = [taken.loaded.path.parent / location for location in taken.loaded.external_data_files]
+        inputs = model_files(taken.loaded)
         outputs.add_inputs(inputs)
         outputs.check()  # an output over the model's external data is refused before the compute
         data = load_data(data_path, taken.selection, samples, 0, budget=MemoryBudget.from_option(max_memory))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 
 from fimaudit.audit import AuditResult
 from fimaudit.compare_audit import Comparison
+from fimaudit.graph.loader import LoadedModel
 from fimaudit.report.compare_report import DEFAULT_RTOL, build_comparison_document
 from fimaudit.report.document import build_document
 from fimaudit.report.images import audit_pictures
@@ -31,11 +32,15 @@ def html_report(result: AuditResult, document: dict[str, Any]) -> str:
     return render_report(document, pictures, note)
 
 
+def model_files(loaded: LoadedModel) -> list[Path]:
+    """The files a loaded model was read from: the .onnx file and each external-data file."""
+    folder = Path(loaded.path).parent
+    return [Path(loaded.path), *(folder / location for location in loaded.external_data_files)]
+
+
 def audit_inputs(result: AuditResult) -> list[Path]:
     """Every file ``result``'s audit read: the model, each external-data file, the data file."""
-    loaded = result.prepared.loaded
-    files = [Path(result.config.model_path), Path(loaded.path)]
-    files += [Path(loaded.path).parent / location for location in loaded.external_data_files]
+    files = [Path(result.config.model_path), *model_files(result.prepared.loaded)]
     if result.config.data_path:
         files.append(Path(result.config.data_path))
     return files

@@ -8,6 +8,7 @@ a child process paused inside the write phase by a hook its script installs.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import stat
@@ -22,6 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 import fimaudit.audit
+import fimaudit.jacobian_export
 import fimaudit.report.writing
 from fimaudit.cli import main
 from fimaudit.errors import OutputPathError
@@ -84,6 +86,24 @@ def test_audit_output_over_external_weights_writes_no_other_output(external, tmp
     assert result.exit_code == 2, result.output
     assert weights.read_bytes() == before
     assert not (tmp_path / "a.json").exists()
+
+
+def test_output_over_external_weights_is_refused_before_the_data_is_read(
+    external, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked again as soon as the loader has found weights.bin: nothing is computed first."""
+    model, weights, data = external
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read although an output is one of the model's files")
+
+    monkeypatch.setattr(fimaudit.audit, "load_data", no_data)
+    monkeypatch.setattr(fimaudit.jacobian_export, "load_data", no_data)
+    for command in (["audit", str(model), "--data", str(data), "--json", str(weights)],
+                    ["jacobian", str(model), "--data", str(data), "--out", str(weights)]):
+        result = CliRunner().invoke(main, command)
+        assert result.exit_code == 2, result.output
+        assert "it is an input of this run" in one_error_line(result.stderr)
 
 
 def test_jacobian_out_over_external_weights_is_refused(external) -> None:
@@ -196,8 +216,8 @@ def test_fifo_appearing_during_the_audit_is_refused_at_commit(tmp_path: Path, mo
     real = fimaudit.audit.run_audit
     reader: list[int] = []
 
-    def audit_then_make_fifo(config, progress=None):
-        result = real(config, progress=progress)
+    def audit_then_make_fifo(config, progress=None, **hooks):
+        result = real(config, progress=progress, **hooks)
         os.mkfifo(path)
         reader.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
         return result
@@ -260,17 +280,24 @@ def audit_args(folder: Path) -> list[str]:
 
 def test_disk_full_after_the_first_file_leaves_the_old_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "audit.html").write_text("old report")
-    real_write = fimaudit.report.writing.StagedFile.write
+    real_fdopen = os.fdopen
+    opened: list[int] = []
 
-    def full_after_first_file(self, data):
-        if self.target.name != "audit.json":
+    class FullDisk(io.BufferedWriter):
+        def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_write(self, data)
 
-    monkeypatch.setattr(fimaudit.report.writing.StagedFile, "write", full_after_first_file)
+    def full_after_first_file(handle, mode="r", *args, **kwargs):
+        opened.append(handle)
+        if len(opened) == 1:
+            return real_fdopen(handle, mode, *args, **kwargs)
+        return FullDisk(io.FileIO(handle, "wb"))
+
+    monkeypatch.setattr(fimaudit.report.writing.os, "fdopen", full_after_first_file)
     result = CliRunner().invoke(main, audit_args(tmp_path))
     assert result.exit_code == 2, result.output
     assert "No space left on device" in one_error_line(result.stderr)
+    assert len(opened) == 2, "the JSON is written first, then the report fails"
     assert files_in(tmp_path) == ["audit.html"]
     assert (tmp_path / "audit.html").read_text() == "old report"
 

@@ -93,11 +93,11 @@ def test_two_outputs_may_not_share_a_file(tmp_path: Path, monkeypatch: pytest.Mo
 def test_failure_during_the_audit_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = fimaudit.audit.run_audit
 
-    def fail_after_first_sample(config, progress=None):
+    def fail_after_first_sample(config, progress=None, **hooks):
         def progress_then_fail(done: int, total: int) -> None:
             raise RuntimeError("simulated crash in the middle of the audit")
 
-        return real(config, progress=progress_then_fail)
+        return real(config, progress=progress_then_fail, **hooks)
 
     monkeypatch.setattr(fimaudit.audit, "run_audit", fail_after_first_sample)
     result = audit(tmp_path)
@@ -107,7 +107,7 @@ def test_failure_during_the_audit_leaves_no_file(tmp_path: Path, monkeypatch: py
 
 
 def test_interrupted_audit_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(config, progress=None):
+    def interrupted(config, progress=None, **hooks):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(fimaudit.audit, "run_audit", interrupted)
