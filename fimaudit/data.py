@@ -18,7 +18,7 @@ import numpy as np
 
 from fimaudit.errors import InputError
 from fimaudit.graph.selection import Selection
-from fimaudit.resources import MemoryBudget, check_fits, format_size
+from fimaudit.resources import MemoryBudget, array_bytes, check_fits, element_count, format_size
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class AuditData:
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _PICKLE_REFUSED = "holds pickled Python objects; fimaudit never unpickles data"
+# numpy's own limit on an array's size in bytes (sizes are signed pointer-sized integers).
+_MAX_ARRAY_BYTES = np.iinfo(np.intp).max
 
 
 @dataclass
@@ -65,6 +67,12 @@ def _read_header(stream: BinaryIO, source: str) -> _ArrayHeader:
         raise InputError(f"{source} {_PICKLE_REFUSED}")
     if any(int(d) < 0 for d in shape):
         raise InputError(f"{source} is not a readable .npy array (bad header: shape {tuple(shape)})")
+    elements = element_count(shape)
+    if elements * max(1, dtype.itemsize) > _MAX_ARRAY_BYTES:
+        raise InputError(
+            f"{source} is not a readable .npy array: its header declares shape {tuple(int(d) for d in shape)}, "
+            f"{elements} elements, more than any array can hold"
+        )
     return _ArrayHeader(tuple(int(d) for d in shape), dtype, bool(fortran))
 
 
@@ -74,7 +82,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _check_size(header: _ArrayHeader, rows: int, budget: MemoryBudget, source: str) -> None:
-    per_row = int(np.prod(header.shape[1:], dtype=np.int64)) * header.dtype.itemsize
+    per_row = array_bytes(header.shape[1:], header.dtype.itemsize)
     check_fits(f"reading {rows} samples of {source}", rows * per_row, budget, "use --samples or raise --max-memory")
 
 
@@ -217,7 +225,7 @@ def load_data(
                 "unknown sizes; synthetic data needs fixed sizes, pass --data"
             )
         # standard_normal draws float64 before the cast: both are alive for a moment.
-        need = count * int(np.prod(shape, dtype=np.int64)) * (8 + dtype.itemsize)
+        need = count * array_bytes(shape, 8 + dtype.itemsize)
         check_fits(
             f"synthesising {count} sample{'s' if count != 1 else ''} of shape {_shape_text(shape)}",
             need, budget, "use --samples, --data or a smaller input",
@@ -245,6 +253,11 @@ def load_data(
             raise InputError(f"{source} has values beyond the range of {dtype} (the model's input type)")
     for name, value in extras.items():
         _check_values(value, f"{source}[{name!r}]")
+        if value.ndim > 0 and value.shape[0] == 0:
+            raise InputError(
+                f"{source}[{name!r}] holds no rows (shape {list(value.shape)}); the model's other input "
+                f"{name!r} needs one row, used for every sample"
+            )
     missing = [name for name in selection.extra_inputs if name not in extras]
     if missing:
         raise InputError(

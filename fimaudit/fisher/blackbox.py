@@ -28,6 +28,12 @@ At m = 200 the interval is about [0.8, 1.23] x lambda_max when the top eigenvalu
 
 Budget: model evaluations per sample (default 400): m = budget // 2 directions; the logits at x
 are the audit's own (already paid for).
+
+Memory: the m x K derivatives (and the K x m sketch) are what grows with the budget; the audit's
+plan (resources.estimator_needs) counts them and refuses a budget that cannot fit. The rest is
+bounded: perturbed rows are built in chunks of the plan's batch (the gradient source's
+``chunk_rows``), C enters through its factor A (no K x K root), and each eigenproblem is solved
+on the smaller side of its columns (m x m or K x K).
 """
 
 from __future__ import annotations
@@ -38,7 +44,8 @@ import numpy as np
 from scipy import stats
 
 from fimaudit.finite_differences import default_step
-from fimaudit.fisher.covariance import covariance_sqrt, softmax_covariance
+from fimaudit.errors import ModelError
+from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.operator import CostMeter, resolve_budget
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import estimator
@@ -87,7 +94,7 @@ def directional_derivatives(
     step = (relative_step or default_step(dtype)) * max(1.0, float(np.abs(flat).max(initial=0.0)))
     count = directions.shape[0]
     results = np.empty((count, problem.num_classes), dtype=np.float64)
-    per_chunk = max(1, _MAX_CHUNK_ELEMENTS // (2 * max(1, flat.size)))
+    per_chunk = _directions_per_chunk(problem)
     for start in range(0, count, per_chunk):
         chunk = np.asarray(directions[start : start + per_chunk], dtype=np.float64)
         scale = np.linalg.norm(chunk, axis=1, keepdims=True)
@@ -99,7 +106,22 @@ def directional_derivatives(
         logits = np.asarray(problem.jacobian.logits(rows), dtype=np.float64).reshape(rows.shape[0], -1)
         size = chunk.shape[0]
         results[start : start + size] = (logits[:size] - logits[size:]) / (2.0 * h)
+    if not np.isfinite(results).all():
+        raise ModelError(
+            "finite differences of the model's scores are NaN or Inf next to this sample (its scores "
+            "overflow there); its Fisher information cannot be estimated from forward passes"
+        )
     return results
+
+
+def _directions_per_chunk(problem: SampleProblem) -> int:
+    """Directions differenced per model call: the planned batch (two rows each), and at most
+    _MAX_CHUNK_ELEMENTS perturbed elements."""
+    rows = getattr(problem.jacobian, "chunk_rows", None) or getattr(problem.jacobian, "max_rows", None)
+    per_chunk = _MAX_CHUNK_ELEMENTS // (2 * max(1, problem.input_size))
+    if rows:
+        per_chunk = min(per_chunk, int(rows) // 2)
+    return max(1, per_chunk)
 
 
 def gaussian_directional_derivatives(
@@ -110,7 +132,7 @@ def gaussian_directional_derivatives(
     The directions are never all held at once: 200 directions of a 224 x 224 x 3 input would
     take 240 MB.
     """
-    per_chunk = max(1, _MAX_CHUNK_ELEMENTS // (2 * max(1, problem.input_size)))
+    per_chunk = _directions_per_chunk(problem)
     pieces = []
     for start in range(0, count, per_chunk):
         directions = gaussian_directions(rng, min(per_chunk, count - start), problem.input_size)
@@ -119,8 +141,20 @@ def gaussian_directional_derivatives(
 
 
 def _top_vector(columns: np.ndarray) -> np.ndarray:
-    _, vectors = np.linalg.eigh(columns @ columns.T)
-    return vectors[:, -1]
+    """The top left singular vector of ``columns`` [K, m], from the smaller Gram matrix."""
+    if columns.shape[0] <= columns.shape[1]:
+        _, vectors = np.linalg.eigh(columns @ columns.T)
+        return vectors[:, -1]
+    _, vectors = np.linalg.eigh(columns.T @ columns)
+    lifted = columns @ vectors[:, -1]
+    norm = float(np.linalg.norm(lifted))
+    return lifted / norm if norm > 0 else lifted
+
+
+def _top_eigenvalue(columns: np.ndarray) -> float:
+    """lambda_max(Y Y^T) from the smaller of Y Y^T and Y^T Y (same non-zero spectrum)."""
+    gram = columns @ columns.T if columns.shape[0] <= columns.shape[1] else columns.T @ columns
+    return float(np.linalg.eigvalsh(gram)[-1])
 
 
 def _score(vector: np.ndarray, columns: np.ndarray) -> float:
@@ -136,7 +170,7 @@ def sketch_lambda_max(columns: np.ndarray, confidence: float = CONFIDENCE) -> Sk
     y = np.asarray(columns, dtype=np.float64)
     count = y.shape[1]
     alpha = 1.0 - confidence
-    sample_top = float(max(np.linalg.eigvalsh(y @ y.T / count)[-1], 0.0))
+    sample_top = float(max(_top_eigenvalue(y) / count, 0.0))
     half = count // 2
     first, second = y[:, :half], y[:, half:]
     value = 0.5 * (_score(_top_vector(first), second) + _score(_top_vector(second), first))
@@ -161,8 +195,8 @@ def blackbox_lambda_max(
     meter = CostMeter(problem)
     count = evaluations // 2
     derivatives = gaussian_directional_derivatives(problem, count, rng, relative_step)  # [m, K]
-    root = covariance_sqrt(softmax_covariance(problem.logits))
-    sketch = sketch_lambda_max(root @ derivatives.T, CONFIDENCE)
+    # y_i = A J g_i with A^T A = C: N(0, A J J^T A^T), whose top eigenvalue is lambda_max(F).
+    sketch = sketch_lambda_max(SoftmaxCovariance(problem.logits).factor(derivatives).T, CONFIDENCE)
     return SpectralResult(
         value=sketch.value,
         kind="estimate",
