@@ -39,7 +39,7 @@ from fimaudit.graph.selection import (
     select_input_output,
 )
 from fimaudit.jacobian import InputJacobian
-from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, plan_memory
+from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
 from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
 from fimaudit.sanity import GradientCheck, gradient_check
 
@@ -282,15 +282,90 @@ def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> dict[str, Any]:
     return {"count": found.count, "total": found.total, "flushed": bool(flush and found.count)}
 
 
-def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget) -> MemoryPlan:
-    """Batch sizes that keep the audit within ``budget``; refuses before the long computation."""
-    itemsize = data.inputs.dtype.itemsize
-    sample_size = int(np.prod(data.inputs.shape[1:], dtype=np.int64))
+def declared_classes(selection: Selection) -> int | None:
+    """K from the output's declared shape (None when a dimension is unknown): planned before any run."""
+    shape = selection.output_shape or []
+    dims = shape[1:]
+    if not shape or not all(isinstance(d, int) and d > 0 for d in dims):
+        return None
+    classes = element_count(dims)
+    return 2 * classes if selection.output_kind == "sigmoid" else classes
+
+
+def plan_run(
+    model: onnx.ModelProto,
+    selection: Selection,
+    budget: MemoryBudget,
+    data: AuditData | None = None,
+    num_classes: int | None = None,
+    method: str = "auto",
+    evaluations: int | None = None,
+    bounds: bool = False,
+) -> MemoryPlan:
+    """Batch sizes that keep a run within ``budget``, or a ResourceError before anything runs.
+
+    Called as soon as each part is known: after intake (weights, the model's fixed-size tensors,
+    the K x K arrays when the output declares K), after the data is read (its rows), and after
+    the probe run (the real K). Without data, the sample size comes from the declared shape
+    (unknown dimensions counted as 1).
+    """
+    if data is not None:
+        sample_shape = data.inputs.shape[1:]
+        itemsize, samples = data.inputs.dtype.itemsize, int(data.inputs.shape[0])
+    else:
+        sample_shape = [d if isinstance(d, int) and d > 0 else 1 for d in selection.sample_shape]
+        itemsize, samples = np.dtype(selection.input_dtype).itemsize, 0
     needs = audit_needs(
-        prepared.logits_model, sample_size, itemsize, data.inputs.shape[0], prepared.num_classes,
-        min_rows=max(2, prepared.runner.fixed_batch or 1),
+        model, element_count(sample_shape), itemsize, samples, num_classes,
+        min_rows=max(2, selection.fixed_batch or 1), method=method, evaluations=evaluations,
+        bounds=bounds, batch=selection.input_shape[0] if selection.input_shape else None,
     )
     return plan_memory(needs, budget, preferred_rows=DEFAULT_BATCH_ROWS)
+
+
+def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget, config: AuditConfig | None = None) -> MemoryPlan:
+    """The plan once the probe run told K (see :func:`plan_run`)."""
+    method = config.method if config else "auto"
+    return plan_run(
+        prepared.logits_model, prepared.selection, budget, data, prepared.num_classes, method,
+        config.budget if config else None, bool(config and config.bounds),
+    )
+
+
+class FiniteDerivatives:
+    """A gradient source that refuses NaN or Inf derivatives of one sample with a ModelError.
+
+    Infinite gradients with finite scores (Sqrt or Log at 0, a Div by an input near 0) would
+    otherwise reach the estimators: LAPACK reports "eigenvalues did not converge", ARPACK stops,
+    and a Lanczos run could report a lower bound of 0. Every other attribute is the source's own.
+    """
+
+    def __init__(self, source: InputJacobian, sample_index: int) -> None:
+        self._source = source
+        self._index = sample_index
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def _checked(self, what: str, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all():
+            raise ModelError(
+                f"the model's derivatives are NaN or Inf at sample {self._index} ({what}) while its "
+                "scores are finite (e.g. Sqrt or Log at 0); its Fisher information is undefined there"
+            )
+        return values
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        return self._source.logits(inputs)
+
+    def dense(self, inputs: np.ndarray) -> np.ndarray:
+        return self._checked("Jacobian", self._source.dense(inputs))
+
+    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        return self._checked("Jacobian-vector product", self._source.jvp(sample, tangents))
+
+    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        return self._checked("vector-Jacobian product", self._source.vjp(sample, cotangents))
 
 
 def _require_finite(what: str, values: np.ndarray, source: str) -> None:
@@ -357,9 +432,16 @@ def run_audit(
     if on_loaded is not None:
         on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
-    data = load_data(config.data_path, taken.selection, config.samples, config.seed, budget=memory)
+    # Planned before anything runs: the model's own tensors and, when K is declared, the K x K arrays.
+    declared = declared_classes(taken.selection)
+    early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, config.method, config.budget, config.bounds)
+    data = load_data(
+        config.data_path, taken.selection, config.samples, config.seed,
+        budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+    )
+    plan_run(taken.loaded.proto, taken.selection, memory, data, declared, config.method, config.budget, config.bounds)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
-    plan = _plan_memory(prepared, data, memory)
+    plan = _plan_memory(prepared, data, memory, config)
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
     jacobian, gradients, note = make_jacobian(prepared, config.gradients, chunk_rows=plan.batch_rows)
     logits = jacobian.logits(data.inputs)
@@ -368,7 +450,7 @@ def run_audit(
     audits: list[SampleAudit] = []
     total = data.inputs.shape[0]
     for index in range(total):
-        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=jacobian)
+        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(jacobian, index))
         result = estimate(problem, config.budget, rng)
         if not np.isfinite(result.value):
             raise ModelError(

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.audit import AuditConfig, declared_classes, intake, make_jacobian, plan_run, prepare_model
 from fimaudit.data import load_data
 from fimaudit.report.outputs import model_files
 from fimaudit.report.writing import OutputSet
-from fimaudit.resources import MemoryBudget
+from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget, MemoryPlan, array_bytes, element_count
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,14 @@ class JacobianExport:
     note: str
     seconds: float
     model_evaluations: int
+
+
+def _samples_per_chunk(plan: MemoryPlan, classes: int, input_size: int) -> int:
+    """Samples differentiated per block: the planned batch of Jacobian rows, and no more dense
+    [n, K, d] Jacobians (float64, plus their float32 copy) than the plan leaves room for."""
+    spare = plan.budget.limit - sum(plan.needs.held.values()) - plan.batch_rows * plan.needs.per_row
+    per_sample = max(1, array_bytes((classes, input_size), 8 + np.dtype(NPY_DTYPE).itemsize))
+    return max(1, min(plan.batch_rows // max(1, classes), 1 + max(0, spare) // per_sample))
 
 
 def export_jacobian(
@@ -62,16 +70,26 @@ def export_jacobian(
     )
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
-        taken = intake(model_path, input_name, output_name)
+        memory = MemoryBudget.from_option(max_memory)
+        taken = intake(model_path, input_name, output_name, budget=memory)
         inputs = model_files(taken.loaded)
         outputs.add_inputs(inputs)
         outputs.check()  # an output over the model's external data is refused before the compute
-        data = load_data(data_path, taken.selection, samples, 0, budget=MemoryBudget.from_option(max_memory))
+        # The same plan as an audit's, before anything runs (see audit.plan_run).
+        declared = declared_classes(taken.selection)
+        early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, JACOBIAN_ONLY)
+        data = load_data(
+            data_path, taken.selection, samples, 0,
+            budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+        )
+        plan_run(taken.loaded.proto, taken.selection, memory, data, declared, JACOBIAN_ONLY)
         prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
-        jacobian, used, note = make_jacobian(prepared, gradients)
+        plan = plan_run(prepared.logits_model, prepared.selection, memory, data, prepared.num_classes, JACOBIAN_ONLY)
+        prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
+        jacobian, used, note = make_jacobian(prepared, gradients, chunk_rows=plan.batch_rows)
         samples_in = data.inputs
         shape = (samples_in.shape[0], prepared.num_classes, *samples_in.shape[1:])
-        per_chunk = max(1, prepared.runner.max_batch // max(1, prepared.num_classes))
+        per_chunk = _samples_per_chunk(plan, prepared.num_classes, element_count(samples_in.shape[1:]))
         stream = outputs.stage(out_path)
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(NPY_DTYPE)), "fortran_order": False, "shape": shape}
         np.lib.format.write_array_header_1_0(stream, header)

@@ -167,6 +167,16 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     # graph 2e-3..7e-3 relative accuracy at 224x224 (6.7e-7 with EXTENDED) and were not faster.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.log_severity_level = 4  # fatal only: fimaudit reports run errors itself, one line
+    # Memory (issue 15): no CPU arena. The arena keeps every run's peak and grows in powers of
+    # two; measured on a 64 MB MatMul model with 1 MB of activations per row (runs of 300, 20,
+    # 450, 10 rows), resident memory stayed at +316..+492 MB after the runs with the arena and
+    # went back to the session's own size without it, at the same peak. An arena limit
+    # (OrtArenaCfg max_mem) only applies to allocators registered on the process-wide
+    # environment (create_and_register_allocator + session.use_env_allocators): registered
+    # once per process, it cannot follow each command's --max-memory, so it is not used; the
+    # plan (resources.py) bounds the batches instead, and ONNX Runtime's own allocation failure
+    # becomes a ModelError.
+    options.enable_cpu_mem_arena = False
     if threads:
         options.intra_op_num_threads = threads
     return options
