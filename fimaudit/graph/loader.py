@@ -23,9 +23,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from onnx import numpy_helper, shape_inference
 
-from fimaudit.errors import ModelError
+from fimaudit.errors import ModelError, ResourceError
 from fimaudit.graph.tensor_walk import FoundTensor, all_sparse_tensors, all_tensors, require_self_contained, uses_external_data
-from fimaudit.resources import WEIGHT_COPIES, MemoryBudget, check_fits
+from fimaudit.resources import WEIGHT_COPIES, MemoryBudget, format_size
 
 logger = logging.getLogger(__name__)
 
@@ -333,9 +333,12 @@ def _resolve_external_data(
     """
     root = os.path.realpath(base_dir)
     files = _external_files(model, root)
-    needed = WEIGHT_COPIES * _memory_needed(model, files)
-    if budget is not None:
-        check_fits("the model's weights", needed, budget, "raise --max-memory or audit a smaller model")
+    weights = _memory_needed(model, files)
+    if budget is not None and WEIGHT_COPIES * weights > budget.limit:
+        raise ResourceError(
+            f"this model needs at least {format_size(WEIGHT_COPIES * weights)} for its weights ({WEIGHT_COPIES} "
+            f"copies of {format_size(weights)}) but {budget.source}; raise --max-memory or audit a smaller model"
+        )
     read = [_read_data_file(data) for data in files.values()]
     require_self_contained(model)
     return sorted(read, key=lambda entry: entry.location)

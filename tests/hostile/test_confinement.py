@@ -196,8 +196,8 @@ def test_big_external_weights_are_refused_before_a_byte_is_read(tmp_path: Path, 
         result = CliRunner().invoke(main, ["audit", str(model), "--max-memory", "256M"])
         assert result.exit_code == 2, result.output
         assert result.stderr.strip().splitlines() == [
-            "fimaudit: error: the model's weights would need 3.0 GiB but --max-memory is 256.0 MiB; "
-            "raise --max-memory or audit a smaller model"
+            "fimaudit: error: this model needs at least 3.0 GiB for its weights (3 copies of 1.0 GiB) but "
+            "--max-memory is 256.0 MiB; raise --max-memory or audit a smaller model"
         ]
         assert watch.events() == 0, "the weights were read before the memory check"
     finally:
