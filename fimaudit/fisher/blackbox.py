@@ -29,6 +29,28 @@ At m = 200 the interval is about [0.8, 1.23] x lambda_max when the top eigenvalu
 Budget: model evaluations per sample (default 400): m = budget // 2 directions; the logits at x
 are the audit's own (already paid for).
 
+Finite-difference error (issue 16 item 5). The y_i are Gaussian only up to the differencing
+error e_i of each column, and on flat or badly scaled models that error is the whole signal (a
+model whose Fisher matrix is exactly zero gave lambda_max up to 355 with intervals excluding 0).
+Each column therefore carries a bound on ||A e_i||, from what its own evaluations show:
+- curvature and kinks: the one-sided differences at the two steps +h and -h (no extra
+  evaluation: f(x) is the audit's own) differ by S = f(x + h g) + f(x - h g) - 2 f(x). |S| / 2h is
+  exactly the central difference's error when one ReLU kink lies within the step, and about
+  h |f''| / 2 (more than the h^2 |f'''| / 6 truncation) on smooth models. It also holds the random
+  part of the accumulated rounding of the three outputs (about 1.7x its share in the difference);
+- output rounding: each output is rounded to the model's float type, at most half its spacing
+  there (about u |f|, u the unit roundoff) per evaluation, over 2h in the difference: the floor
+  that S misses when the outputs round to the same value (a change below one ulp reads as 0).
+  The per-class error takes the larger of this floor and |S| / 2h (each covers its own regime);
+- input rounding: x +- h g are rounded to the input's type, so the represented displacement
+  differs from 2 h g by a known delta; its relative size ||delta|| / ||2 h g|| scales the column
+  (the J delta it causes is modelled as J g scaled, not bounded).
+Per class that makes eps_ik, and ||A e_i||^2 = e^T C e <= sum_k p_k eps_ik^2 (a variance
+is at most the second moment). The interval is widened by these (triangle inequality in l2 over
+the columns, see ``sketch_lambda_max``). When the sketch's whole signal lies within its error floor
+(mean ||y_i||^2 <= mean ||A e_i||^2) the model is flat at this step: the result is kind
+``upper_bound`` (0 <= lambda_max <= the widened upper end), never an estimate that excludes 0.
+
 Memory: the m x K derivatives (and the K x m sketch) are what grows with the budget; the audit's
 plan (resources.estimator_needs) counts them and refuses a budget that cannot fit. The rest is
 bounded: perturbed rows are built in chunks of the plan's batch (the gradient source's
@@ -56,6 +78,9 @@ MINIMUM_EVALUATIONS = 20
 CONFIDENCE = 0.95
 #: Share of directions that estimate the eigenvector for the lower bound (the rest score it).
 LOWER_BOUND_SPLIT = 0.25
+#: Rounding of one output to the model's float type, in half-spacings there (its final rounding;
+#: accumulated rounding shows in the curvature term S, which is random across directions).
+ROUNDING_FACTOR = 1.0
 # Perturbed rows built at once: bounds memory for large inputs (d up to 10^6 floats per row).
 _MAX_CHUNK_ELEMENTS = 1 << 24
 
@@ -68,6 +93,12 @@ class SketchEstimate:
     interval: tuple[float, float]
     sample_top: float  # lambda_max(G): upward biased, kept for the record
     directions: int
+    #: RMS over the columns of the bound on ||A e_i|| (finite-difference error), 0 when none given.
+    error_rms: float = 0.0
+    #: RMS of the columns themselves, sqrt(mean ||y_i||^2).
+    signal_rms: float = 0.0
+    #: The signal lies within its error floor: only the upper end says anything.
+    flat: bool = False
 
 
 def gaussian_directions(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
@@ -80,6 +111,16 @@ def directional_derivatives(
 ) -> np.ndarray:
     """J g for each row g of ``directions`` [m, d] -> [m, K], by central differences of the logits.
 
+    See :func:`directional_differences`, which also returns each value's error bound.
+    """
+    return directional_differences(problem, directions, relative_step)[0]
+
+
+def directional_differences(
+    problem: SampleProblem, directions: np.ndarray, relative_step: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(J g, error bound) for each row g of ``directions`` [m, d]: two [m, K] arrays.
+
     Forward evaluations only (``problem.jacobian.logits``). Step along g: h = s / ||g||_2 with
     s = relative_step * max(1, max|x|) (relative_step defaults to the finite-difference source's
     own, eps^(1/3) / 5 for float32): each evaluation moves x by s in l2, as far as one coordinate
@@ -87,13 +128,19 @@ def directional_derivatives(
     ~sqrt(d)/4 times farther (15x at d = 3072) and cross far more ReLU kinks: on a random-weight
     DenseNet-121 (3x32x32) that made J g 17% wrong against gradient graphs, against 3-5% now;
     smaller steps lose to float32 rounding (measured on the sample models and the corpus).
+
+    The error bound per class is the module doc's: |S| / 2h + output rounding + input rounding,
+    with S = f(x + h g) + f(x - h g) - 2 f(x) and f(x) = ``problem.logits``.
     """
     sample = np.asarray(problem.sample)
     dtype = sample.dtype if np.issubdtype(sample.dtype, np.floating) else np.dtype(np.float32)
+    roundoff = unit_roundoff(problem, dtype)
     flat = sample.reshape(-1).astype(np.float64)
+    centre = np.asarray(problem.logits, dtype=np.float64).reshape(-1)
     step = (relative_step or default_step(dtype)) * max(1.0, float(np.abs(flat).max(initial=0.0)))
     count = directions.shape[0]
     results = np.empty((count, problem.num_classes), dtype=np.float64)
+    errors = np.empty_like(results)
     per_chunk = _directions_per_chunk(problem)
     for start in range(0, count, per_chunk):
         chunk = np.asarray(directions[start : start + per_chunk], dtype=np.float64)
@@ -105,13 +152,42 @@ def directional_derivatives(
         rows = np.concatenate([plus, minus]).reshape((-1, *sample.shape))
         logits = np.asarray(problem.jacobian.logits(rows), dtype=np.float64).reshape(rows.shape[0], -1)
         size = chunk.shape[0]
-        results[start : start + size] = (logits[:size] - logits[size:]) / (2.0 * h)
-    if not np.isfinite(results).all():
+        f_plus, f_minus = logits[:size], logits[size:]
+        derivatives = (f_plus - f_minus) / (2.0 * h)
+        curvature = np.abs(f_plus + f_minus - 2.0 * centre) / (2.0 * h)
+        rounding = ROUNDING_FACTOR * (_half_ulp(f_plus, roundoff) + _half_ulp(f_minus, roundoff)) / (2.0 * h)
+        represented = plus.astype(np.float64) - minus.astype(np.float64)
+        slip = np.linalg.norm(represented - 2.0 * h * chunk, axis=1, keepdims=True) / (2.0 * h * scale)
+        spread = np.sqrt(np.mean(derivatives**2, axis=1, keepdims=True))
+        results[start : start + size] = derivatives
+        errors[start : start + size] = np.maximum(curvature, rounding) + slip * (np.abs(derivatives) + spread)
+    if not (np.isfinite(results).all() and np.isfinite(errors).all()):
         raise ModelError(
             "finite differences of the model's scores are NaN or Inf next to this sample (its scores "
             "overflow there); its Fisher information cannot be estimated from forward passes"
         )
-    return results
+    return results, errors
+
+
+def _half_ulp(values: np.ndarray, roundoff: float) -> np.ndarray:
+    """Half the spacing of the model's float type at |values|: the most its final rounding moved them
+    (u |v| rounded up to the binade, 2^floor(log2 |v|) * 2u; 0 stays 0)."""
+    magnitude = np.abs(values)
+    binade = np.exp2(np.floor(np.log2(np.where(magnitude > 0, magnitude, 1.0))))
+    return np.where(magnitude > 0, binade * roundoff, 0.0)
+
+
+def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
+    """u of the type the model computes its scores in: the gradient source's input type when it
+    says (ONNX Runtime's), else the sample's; float32 for anything coarser unknown."""
+    declared = getattr(problem.jacobian, "dtype", None)
+    try:
+        kind = np.dtype(declared) if declared is not None else np.dtype(dtype)
+    except TypeError:
+        kind = np.dtype(dtype)
+    if not np.issubdtype(kind, np.floating):
+        kind = np.dtype(np.float32)
+    return float(np.finfo(kind).eps) / 2.0
 
 
 def _directions_per_chunk(problem: SampleProblem) -> int:
@@ -126,18 +202,23 @@ def _directions_per_chunk(problem: SampleProblem) -> int:
 
 def gaussian_directional_derivatives(
     problem: SampleProblem, count: int, rng: np.random.Generator, relative_step: float | None = None
-) -> np.ndarray:
-    """J g for ``count`` fresh Gaussian directions g, drawn chunk by chunk ([count, K]).
+) -> tuple[np.ndarray, np.ndarray]:
+    """(J g, error bound) for ``count`` fresh Gaussian directions g, drawn chunk by chunk ([count, K] each).
 
     The directions are never all held at once: 200 directions of a 224 x 224 x 3 input would
     take 240 MB.
     """
     per_chunk = _directions_per_chunk(problem)
-    pieces = []
+    values, errors = [], []
     for start in range(0, count, per_chunk):
         directions = gaussian_directions(rng, min(per_chunk, count - start), problem.input_size)
-        pieces.append(directional_derivatives(problem, directions, relative_step))
-    return np.concatenate(pieces) if pieces else np.empty((0, problem.num_classes))
+        found, error = directional_differences(problem, directions, relative_step)
+        values.append(found)
+        errors.append(error)
+    if not values:
+        empty = np.empty((0, problem.num_classes))
+        return empty, empty.copy()
+    return np.concatenate(values), np.concatenate(errors)
 
 
 def _top_vector(columns: np.ndarray) -> np.ndarray:
@@ -162,25 +243,43 @@ def _score(vector: np.ndarray, columns: np.ndarray) -> float:
     return float(np.mean((vector @ columns) ** 2))
 
 
-def sketch_lambda_max(columns: np.ndarray, confidence: float = CONFIDENCE) -> SketchEstimate:
-    """Cross-fitted estimate and exact interval for lambda_max(Sigma) from y_i ~ N(0, Sigma) (module doc).
+def sketch_lambda_max(
+    columns: np.ndarray, confidence: float = CONFIDENCE, errors: np.ndarray | None = None
+) -> SketchEstimate:
+    """Cross-fitted estimate and interval for lambda_max(Sigma) from y_i ~ N(0, Sigma) (module doc).
 
-    ``columns`` is [K, m], m >= 4.
+    ``columns`` is [K, m], m >= 4. ``errors`` [m] bounds ||y_i - y_i^true|| per column (the
+    finite-difference error); the interval is then about the true columns:
+    - upper: ||Y^true|| <= ||Y|| + ||E||_F, so sqrt(lambda_max(G^true)) <= sqrt(lambda_max(G)) + rms(eps);
+    - lower: |u . y_i - u . y_i^true| <= eps_i for a unit u, so the held-out score's root loses at
+      most rms(eps over the held-out columns) (Minkowski), clipped at 0.
     """
     y = np.asarray(columns, dtype=np.float64)
     count = y.shape[1]
+    eps = np.zeros(count) if errors is None else np.asarray(errors, dtype=np.float64).reshape(-1)
     alpha = 1.0 - confidence
     sample_top = float(max(_top_eigenvalue(y) / count, 0.0))
     half = count // 2
     first, second = y[:, :half], y[:, half:]
     value = 0.5 * (_score(_top_vector(first), second) + _score(_top_vector(second), first))
-    upper = sample_top * count / float(stats.chi2.ppf(alpha / 2.0, count))
+    error_rms = float(np.sqrt(np.mean(eps**2)))
+    signal_rms = float(np.sqrt(np.mean(np.sum(y**2, axis=0))))
+    upper = (np.sqrt(sample_top) + error_rms) ** 2 * count / float(stats.chi2.ppf(alpha / 2.0, count))
     split = min(count - 2, max(1, int(round(LOWER_BOUND_SPLIT * count))))
     held_out = count - split
-    lower = _score(_top_vector(y[:, :split]), y[:, split:]) * held_out / float(stats.chi2.ppf(1.0 - alpha / 2.0, held_out))
+    score = _score(_top_vector(y[:, :split]), y[:, split:])
+    held_error = float(np.sqrt(np.mean(eps[split:] ** 2)))
+    score = max(0.0, np.sqrt(score) - held_error) ** 2
+    lower = score * held_out / float(stats.chi2.ppf(1.0 - alpha / 2.0, held_out))
+    flat = bool(errors is not None and signal_rms <= error_rms)
+    if flat:
+        lower = 0.0
     # Widening an interval to hold the point estimate keeps its coverage (rarely needed).
     interval = (min(lower, value), max(upper, value))
-    return SketchEstimate(value=value, interval=interval, sample_top=sample_top, directions=count)
+    return SketchEstimate(
+        value=value, interval=interval, sample_top=sample_top, directions=count,
+        error_rms=error_rms, signal_rms=signal_rms, flat=flat,
+    )
 
 
 def blackbox_lambda_max(
@@ -194,9 +293,36 @@ def blackbox_lambda_max(
     rng = rng if rng is not None else np.random.default_rng(0)
     meter = CostMeter(problem)
     count = evaluations // 2
-    derivatives = gaussian_directional_derivatives(problem, count, rng, relative_step)  # [m, K]
+    derivatives, errors = gaussian_directional_derivatives(problem, count, rng, relative_step)  # [m, K] each
     # y_i = A J g_i with A^T A = C: N(0, A J J^T A^T), whose top eigenvalue is lambda_max(F).
-    sketch = sketch_lambda_max(SoftmaxCovariance(problem.logits).factor(derivatives).T, CONFIDENCE)
+    covariance = SoftmaxCovariance(problem.logits)
+    # ||A e_i||^2 = e_i^T C e_i <= sum_k p_k eps_ik^2 for |e_ik| <= eps_ik (module doc).
+    column_errors = np.sqrt(errors**2 @ covariance.probabilities)
+    sketch = sketch_lambda_max(covariance.factor(derivatives).T, CONFIDENCE, column_errors)
+    diagnostics = {
+        "method": "blackbox",
+        "directions": sketch.directions,
+        "sample_top_eigenvalue": sketch.sample_top,
+        "finite_difference_error_rms": sketch.error_rms,
+        "signal_rms": sketch.signal_rms,
+        "flat": sketch.flat,
+        "interval_basis": (
+            "exact for Gaussian directions and any spectrum: chi-square bounds on a held-out "
+            "Rayleigh quotient (lower) and on the sketch's top eigenvalue (upper), 2.5% each, "
+            "widened by each direction's finite-difference error bound (curvature from the two "
+            "one-sided differences, output and input rounding)"
+        ),
+    }
+    if sketch.flat:
+        # Every difference is within its error floor: nothing excludes F = 0 (module doc).
+        diagnostics["flat_reason"] = (
+            f"the differences (rms {sketch.signal_rms:.3g}) are within their finite-difference error "
+            f"floor (rms {sketch.error_rms:.3g}): lambda_max is only bounded above"
+        )
+        return SpectralResult(
+            value=sketch.interval[1], kind="upper_bound", interval=None, confidence=1.0 - (1.0 - CONFIDENCE) / 2.0,
+            model_evaluations=meter.model_evaluations, seconds=meter.seconds, diagnostics=diagnostics,
+        )
     return SpectralResult(
         value=sketch.value,
         kind="estimate",
@@ -204,16 +330,7 @@ def blackbox_lambda_max(
         confidence=CONFIDENCE,
         model_evaluations=meter.model_evaluations,
         seconds=meter.seconds,
-        diagnostics={
-            "method": "blackbox",
-            "directions": sketch.directions,
-            "sample_top_eigenvalue": sketch.sample_top,
-            "interval_basis": (
-                "exact for Gaussian directions and any spectrum: chi-square bounds on a held-out "
-                "Rayleigh quotient (lower) and on the sketch's top eigenvalue (upper), 2.5% each; "
-                "up to finite-difference error"
-            ),
-        },
+        diagnostics=diagnostics,
     )
 
 
