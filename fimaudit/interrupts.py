@@ -47,17 +47,31 @@ def install_handlers() -> None:
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back for a short critical section (renaming outputs into place).
+def stop_signals_held() -> Iterator[list[int]]:
+    """Hold SIGINT/SIGTERM back for a millisecond-long critical section (renaming outputs into place).
 
-    A signal that arrives inside is delivered when the section ends, so a set of renames is
-    never cut in half. Only for sections that take milliseconds: the user's Ctrl-C must still work.
+    Yields the list of stop signals that came in meanwhile; each is delivered again, to the handler
+    of before, when the section ends. Why not a thread signal mask: ONNX Runtime's worker threads do
+    not block the signals, so a process-directed SIGTERM is taken by one of them and Python still runs
+    its handler in the main thread in the middle of the section. Here the Python-level handler itself
+    is replaced by one that only records. Only for short sections: Ctrl-C must still work.
     """
+    caught: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield caught
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+
+    def record(signum: int, frame: FrameType | None) -> None:
+        caught.append(signum)
+
+    previous = {}
     try:
-        yield
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is not None:  # None: a handler installed outside Python
+                previous[signum] = signal.signal(signum, record)
+        yield caught
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if caught:
+            signal.raise_signal(caught[0])  # the handler of before: Interrupted, or the default

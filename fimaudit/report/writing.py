@@ -23,16 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import stat
 import tempfile
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Optional
 
 from fimaudit.errors import OutputPathError
-from fimaudit.interrupts import STOP_SIGNALS, Interrupted
+from fimaudit.interrupts import Interrupted, stop_signals_held
 
 logger = logging.getLogger(__name__)
 
@@ -141,37 +138,6 @@ def _umask() -> int:
 
 class _Stopped(Exception):
     """A stop signal came in while the outputs were being renamed into place."""
-
-
-@contextmanager
-def _stop_signals_held() -> Iterator[list[int]]:
-    """Hold SIGINT/SIGTERM back for the renames; yields the list of those that came in meanwhile.
-
-    Why not ``interrupts.signals_deferred`` (a thread signal mask): ONNX Runtime's worker threads
-    do not block the signals, so a process-directed SIGTERM is taken by one of them and Python still
-    runs its handler in the main thread in the middle of the section. Here the Python-level handler
-    itself is replaced by one that only records; the signal is delivered again when the section ends.
-    """
-    caught: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield caught
-        return
-
-    def record(signum: int, frame: Any) -> None:
-        caught.append(signum)
-
-    previous = {}
-    try:
-        for signum in STOP_SIGNALS:
-            handler = signal.getsignal(signum)
-            if handler is not None:  # None: a handler installed outside Python, left alone
-                previous[signum] = signal.signal(signum, record)
-        yield caught
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        if caught:
-            signal.raise_signal(caught[0])  # the handler of before: Interrupted, or the default
 
 
 class OutputSet:
@@ -297,12 +263,12 @@ class OutputSet:
             for staged in self._staged:
                 staged.finish()
             self.check()
-            with _stop_signals_held() as stopped:
+            with stop_signals_held() as stopped:
                 self._rename_all(stopped)
             if stopped:  # the signal's handler did not raise (ignored): still, nothing was written
                 raise Interrupted(stopped[0])
         except BaseException:
-            with _stop_signals_held():
+            with stop_signals_held():
                 self.discard()
             raise
         self._committed = True
