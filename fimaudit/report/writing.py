@@ -26,7 +26,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Optional
+from typing import Any, BinaryIO, Iterable, Optional
 
 from fimaudit.errors import OutputPathError
 from fimaudit.interrupts import Interrupted, stop_signals_held
