@@ -98,6 +98,59 @@ def _opset(model: onnx.ModelProto) -> int:
     return 0
 
 
+#: The oldest opset whose op forms the gradient rules emit (Slice/Pad inputs, Range, GatherElements,
+#: ScatterElements, Equal on floats). Older models are converted first (``at_gradient_opset``).
+GRADIENT_MIN_OPSET = 11
+
+
+def at_gradient_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model itself, or (opset < 11: Caffe2-era model-zoo graphs are 7-9) its conversion to
+    opset 11 by ``onnx.version_converter``, said in a log warning. The gradient models then hold the
+    converted forward graph. A conversion failure is an UnsupportedOpError naming the opset."""
+    opset = _opset(model)
+    if not opset or opset >= GRADIENT_MIN_OPSET:
+        return model
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, GRADIENT_MIN_OPSET)
+    except Exception as exc:  # the converter raises plain RuntimeErrors (ConvertError) per adapter
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedOpError(
+            f"gradient graphs need opset {GRADIENT_MIN_OPSET} op forms; the model is opset {opset} and "
+            f"onnx.version_converter could not convert it: {first}",
+            [],
+        ) from exc
+    _retype_clip_bounds(model, converted)
+    # IR 3 (opset <= 7 era) requires every initializer to be a graph input; the gradient rules'
+    # initializers are not, and opset 11 belongs to IR 6.
+    converted.ir_version = max(converted.ir_version, 6)
+    logger.warning(
+        "model opset %d converted to opset %d with onnx.version_converter for the gradient graphs",
+        opset,
+        GRADIENT_MIN_OPSET,
+    )
+    return converted
+
+
+def _retype_clip_bounds(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
+    """The converter turns Clip's min/max attributes (opset < 11) into float32 Constants whatever
+    the data type; give those new constants the model's float type (float64 models)."""
+    inputs = [value for value in original.graph.input if value.type.tensor_type.elem_type in FLOAT_TYPES]
+    elem = inputs[0].type.tensor_type.elem_type if inputs else onnx.TensorProto.FLOAT
+    if elem == onnx.TensorProto.FLOAT:
+        return
+    old = {name for node in original.graph.node for name in node.output}
+    constants = {node.output[0]: node for node in converted.graph.node if node.op_type == "Constant" and node.output[0] not in old}
+    for node in converted.graph.node:
+        for name in node.input[1:3] if node.op_type == "Clip" else []:
+            source = constants.get(name)
+            for attr in source.attribute if source is not None else []:
+                if attr.name == "value" and attr.t.data_type == onnx.TensorProto.FLOAT:
+                    value = numpy_helper.to_array(attr.t).astype(helper.tensor_dtype_to_np_dtype(elem))
+                    attr.t.CopyFrom(numpy_helper.from_array(value, attr.t.name))
+
+
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shape inference with data propagation; the model unchanged if inference fails."""
     try:
@@ -151,7 +204,7 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
     measured by running the model (probe_shapes.py).
     """
     registry.load_rules()
-    inferred = _infer(model)
+    inferred = _infer(at_gradient_opset(model))
     graph = inferred.graph
     types, shapes = _types_and_shapes(inferred)
     input_type = types.get(input_name, onnx.TensorProto.FLOAT)

@@ -29,6 +29,21 @@ from fimaudit.graph.tensors import Dim
 # Opset in which an op's axes (or similar) moved from an attribute to an input.
 AXES_AS_INPUT = {"Squeeze": 13, "Unsqueeze": 13, "ReduceSum": 13, "Split": 13}
 REDUCE_AXES_AS_INPUT = 18  # every other Reduce* op
+SLICE_INPUTS = 10  # Slice(data, starts, ends, axes, steps); before: starts/ends/axes attributes
+
+
+def _schema_since(op_type: str, opset: int) -> int | None:
+    """The version of ``op_type``'s schema in effect at ``opset`` (None: the op does not exist yet)."""
+    key = (op_type, opset)
+    if key not in _SCHEMA_CACHE:
+        try:
+            _SCHEMA_CACHE[key] = int(onnx.defs.get_schema(op_type, opset, "").since_version)
+        except onnx.defs.SchemaError:
+            _SCHEMA_CACHE[key] = None
+    return _SCHEMA_CACHE[key]
+
+
+_SCHEMA_CACHE: dict[tuple[str, int], int | None] = {}
 
 
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -149,6 +164,11 @@ class RuleContext:
 
     def emit_multi(self, op_type: str, inputs: Sequence[str], count: int, /, **attributes: object) -> list[str]:
         """Append one node with ``count`` outputs and return their names."""
+        if self.opset and _schema_since(op_type, self.opset) is None:
+            raise UnsupportedOpError(
+                f"the gradient rule needs {op_type}, which does not exist at the model's opset {self.opset}",
+                [op_type],
+            )
         outputs = [self.fresh(op_type.lower()) for _ in range(count)]
         attrs = {key: value for key, value in attributes.items() if value is not None}
         node = helper.make_node(op_type, list(inputs), outputs, name=self.fresh(f"node_{op_type}"), **attrs)
@@ -194,7 +214,7 @@ class RuleContext:
                 self._shape_cache[key] = full
             else:
                 stop = np.iinfo(np.int64).max if end is None else end
-                self._shape_cache[key] = self.emit("Slice", [full, self.ints([start]), self.ints([stop]), self.ints([0])])
+                self._shape_cache[key] = self.slice(full, [start], [stop], [0])
         return self._shape_cache[key]
 
     def lead_dim(self) -> str:
@@ -282,17 +302,63 @@ class RuleContext:
         axes: Sequence[int] | str | None = None,
         steps: Sequence[int] | str | None = None,
     ) -> str:
-        """Slice with inputs (the form of every opset fimaudit supports, 11+); lists or names."""
+        """Slice in the opset's form; lists or names (inputs from opset 10, attributes before).
+
+        Before opset 10 starts/ends/axes are attributes: names must then be constants, and steps
+        other than 1 do not exist (UnsupportedOpError naming the opset otherwise).
+        """
 
         def as_name(value: Sequence[int] | str) -> str:
             return value if isinstance(value, str) else self.ints(value)
 
+        if self.opset < SLICE_INPUTS:
+            return self._slice_attributes(tensor, starts, ends, axes, steps)
         inputs = [tensor, as_name(starts), as_name(ends)]
         if axes is not None or steps is not None:
             inputs.append(as_name(axes) if axes is not None else "")
         if steps is not None:
             inputs.append(as_name(steps))
         return self.emit("Slice", inputs)
+
+    def _slice_attributes(
+        self,
+        tensor: str,
+        starts: Sequence[int] | str,
+        ends: Sequence[int] | str,
+        axes: Sequence[int] | str | None,
+        steps: Sequence[int] | str | None,
+    ) -> str:
+        def as_list(value: Sequence[int] | str, what: str) -> list[int]:
+            if not isinstance(value, str):
+                return [int(v) for v in value]
+            constant = self.constant_value(value)
+            if constant is None:
+                constant = self._emitted_constant(value)
+            if constant is None:
+                raise UnsupportedOpError(
+                    f"Slice before opset {SLICE_INPUTS} takes {what} as attributes; the gradient needs "
+                    f"{what} computed at run time (model opset {self.opset})",
+                    ["Slice"],
+                )
+            return [int(v) for v in np.asarray(constant).reshape(-1)]
+
+        if steps is not None and any(step != 1 for step in as_list(steps, "steps")):
+            raise UnsupportedOpError(f"Slice steps other than 1 need opset {SLICE_INPUTS} (model opset {self.opset})", ["Slice"])
+        big = np.iinfo(np.int64).max
+        return self.emit(
+            "Slice",
+            [tensor],
+            starts=as_list(starts, "starts"),
+            ends=[min(int(v), big) for v in as_list(ends, "ends")],
+            axes=None if axes is None else as_list(axes, "axes"),
+        )
+
+    def _emitted_constant(self, name: str) -> np.ndarray | None:
+        """The value of an initializer this context emitted (``ctx.ints``/``ctx.constant``)."""
+        for init in self.initializers:
+            if init.name == name:
+                return numpy_helper.to_array(init)
+        return None
 
     def transpose(self, tensor: str, perm: Sequence[int]) -> str:
         return self.emit("Transpose", [tensor], perm=list(perm))

@@ -84,7 +84,7 @@ class BatchNormalization(OpRun):
 
     op_domain = ""
 
-    def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None):  # type: ignore[override]
+    def _run(self, x, scale, bias, mean, var, epsilon=None, momentum=None, training_mode=None, spatial=None):  # type: ignore[override]
         eps = _declared(self, "epsilon")
         eps = 1e-5 if eps is None else eps
         shape = (-1,) + (1,) * (x.ndim - 2)
