@@ -86,6 +86,8 @@ class OpCase:
         for value in inferred.graph.value_info:
             if value.name == "y":  # declare y's inferred type on the output
                 inferred.graph.output[0].CopyFrom(value)
+        if not inferred.graph.output[0].type.tensor_type.elem_type:  # not inferred (GroupNormalization)
+            inferred.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", elem, None))
         return inferred
 
     @property

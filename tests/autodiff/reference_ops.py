@@ -138,4 +138,27 @@ def _pads_for_output_shape(x: np.ndarray, w: np.ndarray, kwargs: dict) -> dict:
     return resolved
 
 
-EXACT_OPS = [Erf, Gelu, Softmax, LogSoftmax, BatchNormalization, ConvTranspose]
+class MeanVarianceNormalization(OpRun):
+    """(x - mean) / (sqrt(var) + 1e-9) in the input's precision (onnx's function body adds a float32 epsilon)."""
+
+    op_domain = ""
+
+    def _run(self, x, axes=None):  # type: ignore[override]
+        axes = tuple(_declared(self, "axes") or (0, 2, 3))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        return ((centred / (np.sqrt((centred**2).mean(axis=axes, keepdims=True)) + 1e-9)).astype(x.dtype),)
+
+
+class LpNormalization(OpRun):
+    """x / ||x||_p with ||x||_1 = sum |x| (onnx's version sums x itself for p = 1)."""
+
+    op_domain = ""
+
+    def _run(self, x, axis=None, p=None):  # type: ignore[override]
+        axis = _declared(self, "axis")
+        order = _declared(self, "p") or 2
+        norm = np.abs(x).sum(axis=-1 if axis is None else axis, keepdims=True) if order == 1 else np.sqrt((x * x).sum(axis=-1 if axis is None else axis, keepdims=True))
+        return ((x / norm).astype(x.dtype),)
+
+
+EXACT_OPS = [Erf, Gelu, Softmax, LogSoftmax, BatchNormalization, ConvTranspose, MeanVarianceNormalization, LpNormalization]
