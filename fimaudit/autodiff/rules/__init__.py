@@ -14,3 +14,4 @@ from fimaudit.autodiff.rules import reduce  # noqa: F401
 from fimaudit.autodiff.rules import gather  # noqa: F401
 from fimaudit.autodiff.rules import pooling  # noqa: F401
 from fimaudit.autodiff.rules import resize  # noqa: F401
+from fimaudit.autodiff.rules import scan  # noqa: F401
