@@ -72,3 +72,63 @@ def long_chain(nodes: int, features: int = 4, classes: int = 3) -> onnx.ModelPro
          numpy_helper.from_array(weight, "W")],
     )
     return _model(graph)
+
+
+def gelu_chain(blocks: int, features: int = 4, classes: int = 3) -> onnx.ModelProto:
+    """``blocks`` GELUs in a row, each written out as an exporter does: Div-Erf-Add-Mul-Mul.
+
+    Every block is one fusion: a view that re-scanned the graph per fusion was quadratic here.
+    """
+    made = []
+    current = "x"
+    for index in range(blocks):
+        p = f"g{index}_"
+        made += [
+            helper.make_node("Div", [current, "sqrt2"], [p + "scaled"], name=p + "div"),
+            helper.make_node("Erf", [p + "scaled"], [p + "erf"], name=p + "erf"),
+            helper.make_node("Add", [p + "erf", "one"], [p + "shifted"], name=p + "add"),
+            helper.make_node("Mul", [current, p + "shifted"], [p + "product"], name=p + "mul"),
+            helper.make_node("Mul", [p + "product", "half"], [p + "out"], name=p + "half"),
+        ]
+        current = p + "out"
+    made.append(helper.make_node("MatMul", [current, "W"], ["logits"], name="fc"))
+    weight = np.random.default_rng(0).standard_normal((features, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        made,
+        "gelu_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(np.array(np.sqrt(2.0), np.float32), "sqrt2"),
+         numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+         numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+         numpy_helper.from_array(weight, "W")],
+    )
+    return _model(graph)
+
+
+def long_token_path(steps: int, vocabulary: int = 10, width: int = 4) -> onnx.ModelProto:
+    """int64 token ids through ``steps`` Identity/Cast nodes to an embedding Gather, then a head:
+    no float input, so the loader's message walks the whole path to name the embedding."""
+    made = []
+    current = "ids"
+    for index in range(steps):
+        output = f"ids{index}"
+        if index % 2:
+            made.append(helper.make_node("Cast", [current], [output], name=f"cast{index}", to=TensorProto.INT64))
+        else:
+            made.append(helper.make_node("Identity", [current], [output], name=f"identity{index}"))
+        current = output
+    made += [
+        helper.make_node("Gather", ["table", current], ["embedded"], name="embedding", axis=0),
+        helper.make_node("MatMul", ["embedded", "W"], ["logits"], name="fc"),
+    ]
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        made,
+        "long_token_path",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(rng.standard_normal((vocabulary, width)).astype(np.float32), "table"),
+         numpy_helper.from_array(rng.standard_normal((width, 2)).astype(np.float32), "W")],
+    )
+    return _model(graph)

@@ -88,6 +88,7 @@ class Reachability:
         self.index: dict[str, int] = {view.input_name: 0}
         self.position: dict[str, int] = {view.input_name: -1}
         self.masks: dict[str, int] = {view.input_name: 1}
+        self.by_bit: list[str] = [view.input_name]  # index -> name, for latest_common
         for position, node in enumerate(view.nodes):
             inherited = 0
             for name in node.input:
@@ -97,6 +98,7 @@ class Reachability:
                 if out and out in view.varying:
                     bit = len(self.index)
                     self.index[out] = bit
+                    self.by_bit.append(out)
                     self.position[out] = position
                     self.masks[out] = inherited | (1 << bit)
 
@@ -111,11 +113,7 @@ class Reachability:
         common = self.masks.get(a, 0) & self.masks.get(b, 0)
         if not common:
             return None
-        bit = common.bit_length() - 1
-        for name, index in self.index.items():
-            if index == bit:
-                return name
-        return None
+        return self.by_bit[common.bit_length() - 1]
 
     def between(self, start: str, end: str) -> list[onnx.NodeProto]:
         """Nodes on varying paths from ``start`` (exclusive) to ``end`` (inclusive).

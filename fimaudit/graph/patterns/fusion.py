@@ -15,6 +15,7 @@ LayerNorm is matched structurally (its reductions are not pointwise).
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 from typing import Callable
@@ -84,10 +85,13 @@ _WINDOW = 200
 _GRID = np.concatenate([np.linspace(-12.0, 12.0, 4801), [-1e3, -50.0, 50.0, 1e3]])
 
 
-def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str, output: str) -> np.ndarray | None:
+def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str) -> dict[str, np.ndarray]:
+    """Every region node's output on the grid (in one pass); a node that cannot be evaluated,
+    and everything computed from it, is absent. The value of a node's output depends only on
+    the nodes it is computed from, so one pass serves every closed subregion."""
     values: dict[str, np.ndarray] = {source: _GRID}
     for node in region:
-        args = []
+        args: list[np.ndarray | None] = []
         for name in node.input:
             if not name:
                 args.append(None)
@@ -96,14 +100,15 @@ def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str,
             else:
                 scalar = view.scalar_constant(name)
                 if scalar is None:
-                    return None
+                    break
                 args.append(np.float64(scalar))
-        try:
-            with np.errstate(all="ignore"):
-                values[node.output[0]] = _evaluate_node(node, args)
-        except (KeyError, ValueError, TypeError):
-            return None
-    return values.get(output)
+        else:
+            try:
+                with np.errstate(all="ignore"):
+                    values[node.output[0]] = _evaluate_node(node, args)
+            except (KeyError, ValueError, TypeError):
+                pass
+    return values
 
 
 def _evaluate_node(node: onnx.NodeProto, args: list[np.ndarray | None]) -> np.ndarray:
@@ -121,42 +126,74 @@ def _evaluate_node(node: onnx.NodeProto, args: list[np.ndarray | None]) -> np.nd
     return np.asarray(function(*present), dtype=np.float64)
 
 
+_REFERENCE_VALUES: dict[str, np.ndarray] = {}
+# A few grid points checked before the whole grid: most regions are no known activation.
+_PROBE_POINTS = np.linspace(0, _GRID.size - 1, 9).astype(int)
+
+
 def identify_activation(values: np.ndarray) -> str | None:
     """The name of the known activation these grid values are, or None."""
+    probed = values[_PROBE_POINTS]
     for name, (reference, _op, _attrs) in KNOWN_ACTIVATIONS.items():
-        expected = reference(_GRID)
+        expected = _REFERENCE_VALUES.get(name)
+        if expected is None:
+            expected = _REFERENCE_VALUES[name] = reference(_GRID)
+        near = expected[_PROBE_POINTS]
+        if not (np.abs(probed - near) <= 1e-6 + 1e-5 * np.abs(near)).all():  # allclose, cheaper
+            continue
         if np.all(np.isfinite(values)) and np.allclose(values, expected, rtol=1e-5, atol=1e-6):
             return name
     return None
 
 
-def _region_nodes(view: GraphView, source: str) -> list[onnx.NodeProto]:
-    """Elementwise nodes computed from ``source`` and scalar constants only (topological order)."""
+def _region_nodes(view: GraphView, source: str, claimed: set[str] = frozenset()) -> list[onnx.NodeProto]:  # type: ignore[assignment]
+    """Elementwise nodes computed from ``source`` and scalar constants only (topological order).
+
+    Only readers of tensors already in the region can join it, so the search follows consumers
+    (in node order, through a heap) instead of scanning the window: linear in the region, not in
+    the window or the graph. Nodes in ``claimed`` (fused already) are not elementwise any more.
+    """
+    position = view.positions()
+    readers = view.consumers.get(source, [])
+    start = min((position[node.name] for node in readers), default=len(view.nodes))
+    end = start + _WINDOW
     inside: set[str] = {source}
     region: list[onnx.NodeProto] = []
-    start = min(
-        (index for index, node in enumerate(view.nodes) if source in node.input),
-        default=len(view.nodes),
-    )
-    for node in view.nodes[start : start + _WINDOW]:
+    queued: set[str] = set()
+    heap: list[tuple[int, str]] = []
+
+    def enqueue(nodes: list[onnx.NodeProto]) -> None:
+        for node in nodes:
+            index = position[node.name]
+            if index < end and node.name not in queued:
+                queued.add(node.name)
+                heapq.heappush(heap, (index, node.name))
+
+    enqueue(readers)
+    while heap:
+        node = view.nodes[heapq.heappop(heap)[0]]
+        if node.name in claimed:
+            continue
         if node.op_type not in _ELEMENTWISE and node.op_type not in ("HardSigmoid", "Clip"):
             continue
         if len(node.output) != 1 or node.domain not in ("", "ai.onnx"):
             continue
         names = [name for name in node.input if name]
-        if not any(name in inside for name in names):
-            continue
         if all(name in inside or view.scalar_constant(name) is not None for name in names):
             region.append(node)
             inside.add(node.output[0])
+            enqueue(view.consumers.get(node.output[0], []))
         if len(region) > 24:  # activations are short; stop before wandering through a network
             break
     return region
 
 
-def _closed_subregion(view: GraphView, region: list[onnx.NodeProto], last: onnx.NodeProto) -> list[onnx.NodeProto] | None:
+def _closed_subregion(
+    view: GraphView, region: list[onnx.NodeProto], last: onnx.NodeProto, produced: dict[str, onnx.NodeProto] | None = None
+) -> list[onnx.NodeProto] | None:
     """The nodes of ``region`` that ``last`` depends on, if nothing else reads their outputs."""
-    produced = {node.output[0]: node for node in region}
+    if produced is None:
+        produced = {node.output[0]: node for node in region}
     needed: set[str] = set()
     stack = [last.output[0]]
     while stack:
@@ -179,20 +216,30 @@ def _closed_subregion(view: GraphView, region: list[onnx.NodeProto], last: onnx.
 
 
 def fuse_activations(view: GraphView) -> list[str]:
-    """Replace decomposed GELU / SiLU / HardSwish / Mish regions by one node; returns their names."""
+    """Replace decomposed GELU / SiLU / HardSwish / Mish regions by one node; returns their names.
+
+    Replacements are applied together at the end (``GraphView.replace_many``): a fused region's
+    nodes are ``claimed`` and its inner tensors are no sources, which is what removing them at
+    once did, without one pass over the graph per fusion.
+    """
     fused: list[str] = []
+    replacements: list[tuple[list[onnx.NodeProto], onnx.NodeProto, list[str]]] = []
+    claimed: set[str] = set()
+    inner: set[str] = set()
     for source in [name for name in list(view.consumers) if name in view.varying]:
-        if source not in view.consumers:
+        if source in inner:
             continue
-        region = _region_nodes(view, source)
+        region = _region_nodes(view, source, claimed)
         if len(region) < 2 or not any(node.op_type in _NONLINEAR for node in region):
             continue
         best: tuple[list[onnx.NodeProto], str] | None = None
+        evaluated = _evaluate_region(view, region, source)
+        produced = {node.output[0]: node for node in region}
         for last in region:
-            members = _closed_subregion(view, region, last)
+            members = _closed_subregion(view, region, last, produced)
             if members is None or len(members) < 2:
                 continue
-            values = _evaluate_region(view, members, source, last.output[0])
+            values = evaluated.get(last.output[0])
             name = identify_activation(values) if values is not None else None
             if name is not None and (best is None or len(members) > len(best[0])):
                 best = (members, name)
@@ -202,8 +249,11 @@ def fuse_activations(view: GraphView) -> list[str]:
         _reference, op_type, attrs = KNOWN_ACTIVATIONS[name]
         output = members[-1].output[0]
         node = helper.make_node(op_type, [source], [output], name=f"{members[-1].name}/fused_{name}", **attrs)
-        view.replace(members, node, [member.name for member in members])
+        replacements.append((members, node, [member.name for member in members]))
+        claimed.update(member.name for member in members)
+        inner.update(member.output[0] for member in members[:-1])
         fused.append(node.name)
+    view.replace_many(replacements)
     return fused
 
 
@@ -307,13 +357,17 @@ def _normalised_shape(view: GraphView, x: str, axis: int, scale: str | None, bia
 def fuse_layernorms(view: GraphView) -> list[str]:
     """Replace decomposed LayerNorm subgraphs by one LayerNormalization node."""
     fused: list[str] = []
+    replacements: list[tuple[list[onnx.NodeProto], onnx.NodeProto, list[str]]] = []
+    claimed: set[str] = set()  # nodes of a LayerNorm found already (replaced together at the end)
     for mean in [node for node in view.nodes if node.op_type == "ReduceMean"]:
-        if mean.input[0] not in view.varying or mean.name not in {n.name for n in view.nodes}:
+        if mean.input[0] not in view.varying or mean.name in claimed:
             continue
         match = _match_layernorm(view, mean)
         if match is None:
             continue
         nodes, info = match
+        if any(node.name in claimed for node in nodes):
+            continue
         normalised = _normalised_shape(view, str(info["x"]), int(info["axis"]), info["scale"], info["bias"])  # type: ignore[arg-type]
         if normalised is None:
             continue
@@ -331,8 +385,10 @@ def fuse_layernorms(view: GraphView) -> list[str]:
             "LayerNormalization", [str(info["x"]), scale, bias], [str(info["output"])],
             name=base, axis=int(info["axis"]), epsilon=float(info["epsilon"]),  # type: ignore[arg-type]
         )
-        view.replace(nodes, node, [n.name for n in nodes])
+        replacements.append((nodes, node, [n.name for n in nodes]))
+        claimed.update(n.name for n in nodes)
         fused.append(node.name)
+    view.replace_many(replacements)
     return fused
 
 
