@@ -19,9 +19,10 @@ import onnxruntime as ort
 
 import fimaudit
 from fimaudit.data import AuditData, load_data
-from fimaudit.errors import InputError, ModelError, NotDifferentiableError
+from fimaudit.errors import InputError, ModelError, NotDifferentiableError, ResourceError
 from fimaudit.finite_differences import FiniteDifferenceJacobian
 from fimaudit.fisher.covariance import softmax
+from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog, plan_finite_differences
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import get_estimator
 from fimaudit.fisher.result import SpectralResult
@@ -80,6 +81,9 @@ class AuditConfig:
     bounds: bool = True
     # Seconds one model evaluation (one ONNX Runtime run) may take; None: no limit (--timeout).
     timeout: float | None = DEFAULT_TIMEOUT_S
+    # Seconds the whole audit may take (--max-time): a finite-difference run whose estimate exceeds
+    # it is refused up front, and any run stops between samples once past it. None: no limit.
+    max_time: float | None = None
 
 
 @dataclass
@@ -446,6 +450,14 @@ def run_audit(
     jacobian, gradients, note = make_jacobian(prepared, config.gradients, chunk_rows=plan.batch_rows)
     logits = jacobian.logits(data.inputs)
     _require_finite("the model's scores", logits, data.source)
+    fd_cost, fd_log = None, None
+    if gradients == "fd":
+        # Cost planned before the first sample (2 d evaluations each for a dense Jacobian).
+        fd_cost, clause = plan_finite_differences(
+            jacobian.logits, data.inputs[0], config.method, config.budget, data.inputs.shape[0], config.max_time
+        )
+        note += clause
+        fd_log = FdProgressLog(fd_cost)
     rng = np.random.default_rng(config.seed)
     audits: list[SampleAudit] = []
     total = data.inputs.shape[0]
@@ -470,6 +482,13 @@ def run_audit(
         _keep_top_eigenvectors(audits, EIGENVECTORS_KEPT)
         if progress is not None:
             progress(index + 1, total)
+        if fd_log is not None:
+            fd_log.sample_done(index + 1, total, sum(audit.result.model_evaluations for audit in audits))
+        if config.max_time is not None and index + 1 < total and time.perf_counter() - started > config.max_time:
+            raise ResourceError(
+                f"the audit ran past --max-time {config.max_time:g} s after {index + 1} of {total} samples; "
+                "use fewer --samples, a cheaper --method (blackbox), or a larger --max-time"
+            )
     check = None
     if gradients == "graph":
         # Steps are chosen per direction by the check's error model (sanity.py); the reference
@@ -497,7 +516,10 @@ def run_audit(
         model_evaluations=jacobian.accounting.evaluations,
         environment=environment(prepared.runner.provider),
         started_at=started_at,
-        gradient_settings={"fd_relative_step": jacobian.relative_step} if isinstance(jacobian, FiniteDifferenceJacobian) else {},
+        gradient_settings=(
+            {"fd_relative_step": jacobian.relative_step, **({"fd_cost": fd_cost.to_dict()} if fd_cost else {})}
+            if isinstance(jacobian, FiniteDifferenceJacobian) else {}
+        ),
         gradient_check=check,
         subnormal_weights=subnormals,
         architecture=architecture,

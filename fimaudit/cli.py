@@ -169,7 +169,7 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs."),
         click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16)."),
-        click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many."),
+        click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many; with finite differences, exact for small inputs and blackbox beyond 3200 input elements."),
         click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, else fd)."),
         click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100)."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators."),
@@ -177,6 +177,7 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit."),
         click.option("--bounds/--no-bounds", default=True, show_default=True, help="Compute certified analytic upper bounds from the weights (certified convolution norms take tens of seconds on ImageNet-size CNNs)."),
         timeout_option,
+        click.option("--max-time", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Time the whole audit may take. Finite-difference runs time one batched forward run and estimate their cost first (always logged); a run whose estimate exceeds this is refused before it starts, and any run stops between samples once past it. Default: no limit (only the warning)."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -249,6 +250,7 @@ def audit(
     flush_subnormals: bool,
     bounds: bool,
     timeout: float,
+    max_time: float | None,
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
@@ -272,6 +274,7 @@ def audit(
         flush_subnormals=flush_subnormals,
         bounds=bounds,
         timeout=timeout or None,
+        max_time=max_time,
     )
     update, finish = progress_reporter("auditing samples")
     try:
@@ -310,6 +313,7 @@ def compare(
     flush_subnormals: bool,
     bounds: bool,
     timeout: float,
+    max_time: float | None,
 ) -> None:
     """Audit several MODELS on the same data and compare them side by side.
 
@@ -323,7 +327,8 @@ def compare(
     check_output_paths([*models, data_path], [json_path, report_path])
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
-                         flush_subnormals=flush_subnormals, bounds=bounds, timeout=timeout or None)
+                         flush_subnormals=flush_subnormals, bounds=bounds, timeout=timeout or None,
+                         max_time=max_time)
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)
