@@ -39,16 +39,19 @@ def test_a_100k_node_chain_is_inspected_in_seconds(tmp_path: Path) -> None:
     assert seconds < 60, f"inspect took {seconds:.1f} s"
 
 
-def test_a_100k_node_chain_is_audited(tmp_path: Path) -> None:
-    """The whole audit with one forward session; ONNX Runtime's session creation is most of it."""
+def test_a_long_chain_is_audited(tmp_path: Path) -> None:
+    """The whole audit (one forward session) on 25k nodes: the quadratic fusion took 8 minutes
+    at 10k. At 100k the audit takes 60-90 s on this 2-core machine (under cProfile, of 95 s:
+    ONNX Runtime's session 26 s, architecture recognition 28 s, memory planning 13 s, loading
+    10 s), all linear, so it is not run here."""
     path = tmp_path / "chain.onnx"
-    onnx.save(long_chain(100_000), path)
+    onnx.save(long_chain(25_000), path)
     out = tmp_path / "audit.json"
     args = ["audit", str(path), "--samples", "1", "--no-bounds", "--gradients", "fd", "--json", str(out)]
     result, seconds = timed(CliRunner().invoke, main, args)
     assert result.exit_code == 0, result.output
     assert out.exists()
-    assert seconds < 120, f"audit took {seconds:.1f} s"
+    assert seconds < 60, f"audit took {seconds:.1f} s"
 
 
 def test_many_fusions_are_applied_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
