@@ -35,6 +35,9 @@ def normalise(document: dict[str, Any]) -> dict[str, Any]:
     document["environment"] = {key: VOLATILE for key in document["environment"]}
     document["model"]["path"] = Path(document["model"]["path"]).name
     document["method"]["seconds"] = VOLATILE
+    cost = document["method"].get("gradient_settings", {}).get("fd_cost")
+    if cost:  # timed on this machine (fisher/fd_cost.py)
+        cost["seconds_per_evaluation"] = cost["expected_seconds"] = VOLATILE
     for sample in document["samples"]:
         sample["seconds"] = VOLATILE
     if isinstance(document.get("dataset"), dict) and "seconds" in document["dataset"].get("summary", {}):
