@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -94,19 +95,34 @@ def declared_input(dim: int) -> onnx.ModelProto:
     return model
 
 
+# The child reports its own high-water mark (VmHWM of the process image exec created). The
+# rusage of wait4 would not do: Linux carries the parent's resident size at fork into the child's
+# ru_maxrss, so under a pytest process of 1+ GiB every child "peaked" above the limit.
+_PEAK_REPORTER = """
+import atexit, sys
+from fimaudit.cli import main
+peak_file = sys.argv[1]
+def _report_peak():
+    with open('/proc/self/status', encoding='ascii') as status:
+        kib = next(line.split()[1] for line in status if line.startswith('VmHWM:'))
+    with open(peak_file, 'w', encoding='ascii') as out:
+        out.write(kib)
+atexit.register(_report_peak)
+sys.argv = ['fimaudit', *sys.argv[2:]]
+main()
+"""
+
+
 def _run_measured(args: list[str]) -> tuple[int, str, int]:
     """The CLI in a child process: (exit code, stderr, the child's own peak RSS in bytes)."""
-    read, write = os.pipe()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fimaudit", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=write,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    os.close(write)
-    with os.fdopen(read, "rb") as stream:
-        stderr = stream.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, stderr, usage.ru_maxrss * 1024  # Linux: KiB
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak"
+        process = subprocess.run(
+            [sys.executable, "-c", _PEAK_REPORTER, str(peak_file), *args], cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        peak = int(peak_file.read_text(encoding="ascii")) * 1024
+    return process.returncode, process.stderr.decode("utf-8", "replace"), peak
 
 
 # --- sizes never wrap ------------------------------------------------------------------------
