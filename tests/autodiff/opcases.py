@@ -62,6 +62,8 @@ class OpCase:
     f32_rtol: float = 1e-4
     #: Declare x's first dimension as the symbol "N" (as exporters do for a dynamic batch).
     symbolic_batch: bool = False
+    #: Opsets of other domains the nodes use, e.g. (("ai.onnx.ml", 3),) for scikit-learn's ops.
+    domains: tuple[tuple[str, int], ...] = ()
 
     def build(self, dtype: np.dtype) -> onnx.ModelProto:
         """The case's model at float ``dtype`` (np.float32 or np.float64)."""
@@ -80,7 +82,8 @@ class OpCase:
             [helper.make_tensor_value_info("y", onnx.TensorProto.UNDEFINED, None)],
             initializers,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        opsets = [helper.make_opsetid("", self.opset)] + [helper.make_opsetid(domain, version) for domain, version in self.domains]
+        model = helper.make_model(graph, opset_imports=opsets)
         model.ir_version = 8 if self.opset <= 18 else 10
         inferred = onnx.shape_inference.infer_shapes(model)
         for value in inferred.graph.value_info:
@@ -92,8 +95,12 @@ class OpCase:
 
     @property
     def ops(self) -> tuple[str, ...]:
-        """Ops whose rules this case checks: ``covers`` or, by default, the first node's op."""
-        return self.covers or (self.nodes()[0].op_type,)
+        """Ops whose rules this case checks: ``covers`` or, by default, the first node's op
+        (named as the registry names it: ``domain::Op`` outside the default domain)."""
+        if self.covers:
+            return self.covers
+        first = self.nodes()[0]
+        return (f"{first.domain}::{first.op_type}" if first.domain not in ("", "ai.onnx") else first.op_type,)
 
 
 def _resolve_float(node: onnx.NodeProto, elem: int) -> onnx.NodeProto:

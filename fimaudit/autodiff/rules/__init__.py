@@ -15,3 +15,4 @@ from fimaudit.autodiff.rules import gather  # noqa: F401
 from fimaudit.autodiff.rules import pooling  # noqa: F401
 from fimaudit.autodiff.rules import resize  # noqa: F401
 from fimaudit.autodiff.rules import scan  # noqa: F401
+from fimaudit.autodiff.rules import ml  # noqa: F401
