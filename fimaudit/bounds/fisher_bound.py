@@ -95,12 +95,11 @@ def _block_entries(engine: BoundEngine, architecture: Architecture | None) -> li
     entries = []
     view = engine.view
     for block in architecture.blocks:
-        start, end = block.get("input"), block.get("output")
-        entry = {"kind": block["kind"], "input": start, "output": end, "nodes": len(block["nodes"]),
-                 "first_node": block["nodes"][0] if block["nodes"] else None,
+        start, end = block.input, block.output
+        entry = {"kind": block.kind, "input": start, "output": end, "nodes": len(block.nodes),
+                 "first_node": block.nodes[0] if block.nodes else None,
                  "factor": engine.block_factor(start, end) if start and end else None}
-        join_name = block.get("details", {}).get("add") or block.get("details", {}).get("residual_add")
-        join = next((n for n in view.nodes if n.name == join_name), None)
+        join = next((n for n in view.nodes if n.name == block.join), None) if block.join else None
         if join is not None and start:
             entry["terms"] = {name: engine.block_factor(start, name) for name in join.input if name in view.varying}
         entries.append(entry)

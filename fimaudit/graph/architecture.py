@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import onnx
 
 from fimaudit.graph.patterns import densenet, mlp, resnet, transformer, vgg
-from fimaudit.graph.patterns.common import PatternResult, Reachability
+from fimaudit.graph.patterns.common import Block, PatternResult, Reachability
 from fimaudit.graph.patterns.fusion import fuse_operators
 from fimaudit.graph.patterns.view import GraphView
 
@@ -37,24 +37,30 @@ _MATCHERS: dict[str, Callable[[GraphView, Reachability], PatternResult]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Architecture:
     """The recognised family, its blocks and, for every family that did not match, why."""
 
     family: str
-    blocks: list[dict[str, Any]]
-    reasons: dict[str, str]
-    fused: dict[str, list[str]] = field(default_factory=dict)
+    blocks: tuple[Block, ...]
+    reasons: Mapping[str, str]
+    fused: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def block_counts(self) -> dict[str, int]:
+        """How many blocks of each kind, in order of first appearance."""
         kinds: dict[str, int] = {}
         for block in self.blocks:
-            kinds[block["kind"]] = kinds.get(block["kind"], 0) + 1
+            kinds[block.kind] = kinds.get(block.kind, 0) + 1
+        return kinds
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (the report's ``architecture`` section; field names are its contract)."""
         return {
             "family": self.family,
-            "block_counts": kinds,
-            "blocks": self.blocks,
-            "reasons": self.reasons,
+            "block_counts": self.block_counts,
+            "blocks": [block.to_dict() for block in self.blocks],
+            "reasons": dict(self.reasons),
             "fused_operators": {kind: len(names) for kind, names in self.fused.items()},
         }
 
@@ -73,9 +79,9 @@ def recognise_view(view: GraphView, fused: dict[str, list[str]] | None = None) -
     results = {family: _MATCHERS[family](view, reach) for family in FAMILIES}
     family = next((name for name in FAMILIES if results[name].matched), "unknown")
     reasons = {name: str(result.reason) for name, result in results.items() if name != family and result.reason}
-    blocks = [block.to_dict() for block in results[family].blocks] if family != "unknown" else []
+    blocks = tuple(results[family].blocks) if family != "unknown" else ()
     logger.info("architecture: %s (%d blocks)", family, len(blocks))
-    return Architecture(family, blocks, reasons, fused or {})
+    return Architecture(family, blocks, reasons, {kind: tuple(names) for kind, names in (fused or {}).items()})
 
 
 def recognise_architecture(model: onnx.ModelProto, input_name: str | None = None,

@@ -6,8 +6,8 @@ values): weights, shape arithmetic and masks never make a "branch" or a "shortcu
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import onnx
 
@@ -25,26 +25,43 @@ FUSED_ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention",
 _PASS_THROUGH = {"Identity", "Dropout", "Cast", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Block:
-    """One recognised unit: what it is, the exporter's node names, where it starts and ends."""
+    """One recognised unit: what it is, the exporter's node names, where it starts and ends.
+
+    ``join`` names the residual Add that sums the block's branch and its shortcut (None for a
+    block without one): the bounds report that Add's terms. It stays out of the JSON, whose
+    ``details`` name the Add under each family's own key.
+    """
 
     kind: str
-    nodes: list[str]
+    nodes: tuple[str, ...]
     input: str | None = None
     output: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Mapping[str, Any] = field(default_factory=dict)
+    join: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form (field names and order are the report's contract)."""
+        return {"kind": self.kind, "nodes": list(self.nodes), "input": self.input, "output": self.output,
+                "details": _plain(self.details)}
 
 
-@dataclass
+def _plain(value: Any) -> Any:
+    """Mappings and tuples in block details as JSON's dicts and lists."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
 class PatternResult:
     """A family pattern's verdict on a graph: the blocks it found, or why it does not fit."""
 
     family: str
-    blocks: list[Block]
+    blocks: tuple[Block, ...] | list[Block]
     reason: str | None = None
 
     @property
@@ -249,7 +266,7 @@ def find_attention(view: GraphView) -> list[Block]:
     blocks = []
     for node in view.nodes:
         if node.op_type in FUSED_ATTENTION_OPS and float_varying_inputs(view, node):
-            blocks.append(Block("attention", view.original_names(node), node.input[0], node.output[0], {"fused_op": node.op_type}))
+            blocks.append(Block("attention", tuple(view.original_names(node)), node.input[0], node.output[0], {"fused_op": node.op_type}))
             continue
         if node.op_type != "Softmax" or node.input[0] not in view.varying:
             continue
@@ -262,5 +279,5 @@ def find_attention(view: GraphView) -> list[Block]:
         if len(float_varying_inputs(view, scores)) != 2 or len(float_varying_inputs(view, context)) != 2:
             continue
         names = [*view.original_names(scores), *view.original_names(node), *view.original_names(context)]
-        blocks.append(Block("attention", names, scores.input[0], context.output[0], {"softmax": node.name}))
+        blocks.append(Block("attention", tuple(names), scores.input[0], context.output[0], {"softmax": node.name}))
     return blocks

@@ -42,7 +42,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         if convs == 0:
             continue
         names = [name for n in branch for name in view.original_names(n)] + [node.name]
-        blocks.append(Block("dense_layer", names, kept[0], node.output[0],
+        blocks.append(Block("dense_layer", tuple(names), kept[0], node.output[0],
                             {"concat": node.name, "inputs": len(operands), "new_features": len(new), "convolutions": convs}))
     if not blocks:
         reason = ("no channel concatenation of input-dependent tensors" if concats == 0 else

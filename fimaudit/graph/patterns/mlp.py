@@ -4,6 +4,8 @@ no skip connection.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from fimaudit.graph.patterns.common import (
     CONV_OPS,
     Block,
@@ -28,10 +30,10 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     blocks: list[Block] = []
     for node in view.nodes:
         if weighted_kind(view, node) == "dense":
-            blocks.append(Block("dense", list(view.original_names(node)), node.input[0], node.output[0], {"op": node.op_type}))
+            blocks.append(Block("dense", tuple(view.original_names(node)), node.input[0], node.output[0], {"op": node.op_type}))
         elif blocks and node.output and node.output[0] in view.varying and node.op_type not in ("Identity", "Flatten", "Reshape"):
-            blocks[-1].nodes.extend(view.original_names(node))
-            blocks[-1].output = node.output[0]
+            last = blocks[-1]  # the activation after a dense layer is part of its block
+            blocks[-1] = replace(last, nodes=(*last.nodes, *view.original_names(node)), output=node.output[0])
     if not blocks:
         return PatternResult(FAMILY, [], "no dense layer on the input path")
     return PatternResult(FAMILY, blocks)

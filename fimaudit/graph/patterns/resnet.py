@@ -30,7 +30,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         if len(after) == 1 and after[0].op_type in ("Relu", "Clip", "Gelu", "Silu", "HardSwish"):
             nodes.append(after[0].name)
             output = after[0].output[0]
-        blocks.append(Block("residual", nodes, residual.fork, output, {
+        blocks.append(Block("residual", tuple(nodes), residual.fork, output, join=residual.add.name, details={
             "add": residual.add.name,
             "shortcut": residual.shortcut_kind,
             "shortcut_nodes": [name for n in residual.shortcut for name in view.original_names(n)],

@@ -41,7 +41,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             details.update({"residual_add": sublayer.add.name, "layernorm": norms[0] if norms else None,
                             "projections": sum(1 for n in sublayer.branch if weighted_kind(view, n))})
             nodes = [name for n in sublayer.branch for name in view.original_names(n)] + [sublayer.add.name]
-            blocks.append(Block("attention", nodes, sublayer.fork, sublayer.add.output[0], details))
+            blocks.append(Block("attention", tuple(nodes), sublayer.fork, sublayer.add.output[0], details, join=sublayer.add.name))
         else:
             blocks.append(core)
     for residual in residuals:
@@ -52,9 +52,9 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             norms = [n.name for n in residual.branch if n.op_type == "LayerNormalization"]
             activations = sorted({n.op_type for n in residual.branch if n.op_type in ("Gelu", "Relu", "Silu", "HardSwish", "Tanh", "Sigmoid")})
             nodes = [name for n in residual.branch for name in view.original_names(n)] + [residual.add.name]
-            blocks.append(Block("mlp", nodes, residual.fork, residual.add.output[0],
+            blocks.append(Block("mlp", tuple(nodes), residual.fork, residual.add.output[0],
                                 {"residual_add": residual.add.name, "layernorm": norms[0] if norms else None,
-                                 "dense_layers": len(dense), "activations": activations}))
+                                 "dense_layers": len(dense), "activations": activations}, join=residual.add.name))
     position = {out: i for i, node in enumerate(view.nodes) for out in node.output}
     blocks.sort(key=lambda b: position.get(b.output or "", 0))
     return PatternResult(FAMILY, blocks)

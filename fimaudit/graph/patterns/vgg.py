@@ -50,10 +50,10 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             continue
         current.extend(view.original_names(node))
         if is_pooling(view, node) and count:
-            blocks.append(Block("conv_stage", current, stage_input, node.output[0], {"convolutions": count, "pool": node.op_type}))
+            blocks.append(Block("conv_stage", tuple(current), stage_input, node.output[0], {"convolutions": count, "pool": node.op_type}))
             current, stage_input, count = [], None, 0
     if current:
         dense = sum(1 for n in view.nodes if weighted_kind(view, n) == "dense" and any(x in current for x in view.original_names(n)))
         kind = "classifier" if count == 0 else "conv_stage"
-        blocks.append(Block(kind, current, None, None, {"convolutions": count, "dense_layers": dense}))
+        blocks.append(Block(kind, tuple(current), None, None, {"convolutions": count, "dense_layers": dense}))
     return PatternResult(FAMILY, blocks)
