@@ -7,6 +7,7 @@ runtime.py, gradients in finite_differences.py and autodiff/, estimators in fish
 from __future__ import annotations
 
 import logging
+import dataclasses
 import platform
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,10 @@ class AuditConfig:
     # Seconds the whole audit may take (--max-time): a finite-difference run whose estimate exceeds
     # it is refused up front, and any run stops between samples once past it. None: no limit.
     max_time: float | None = None
+    # What is differentiated (--wrt): the float input as given, or the embedding (or one-hot)
+    # tensor a token-id model computes (graph/embeddings.py); --vocab decodes the tokens.
+    wrt: str = "input"
+    vocab_path: str | None = None
 
 
 @dataclass
@@ -176,13 +181,25 @@ class Intake:
     loaded: LoadedModel
     description: ModelDescription
     selection: Selection
+    # --wrt embeddings: where the embedding tensor was found (graph/embeddings.py) and the model
+    # as loaded (``loaded`` then holds the rewrite whose input is that tensor).
+    site: Any = None
+    original: onnx.ModelProto | None = None
 
 
 def intake(
-    model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None
+    model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
+    wrt: str = "input",
 ) -> Intake:
     """Load, validate and describe the model, and choose its input and output (weights planned against ``budget``)."""
     loaded = load_model(model_path, budget=budget)
+    if wrt == "embeddings":  # the embedding tensor becomes the input (fimaudit/tokens.py)
+        from fimaudit.tokens import at_embeddings
+
+        moved, selection, site = at_embeddings(loaded, output_name)
+        return Intake(moved, describe_model(loaded), selection, site, loaded.proto)
+    if wrt != "input":
+        raise InputError(f"unknown --wrt {wrt!r}; choose input or embeddings")
     return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name))
 
 
@@ -432,22 +449,37 @@ def run_audit(
     estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
-    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory)
+    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt)
     if on_loaded is not None:
         on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
+    original, site = taken.original, taken.site
+    if site is not None and config.bounds:
+        logger.info("analytic bounds are not computed in embedding space (the attention mask varies per sample)")
+        config = dataclasses.replace(config, bounds=False)
     # Planned before anything runs: the model's own tensors and, when K is declared, the K x K arrays.
     declared = declared_classes(taken.selection)
     early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, config.method, config.budget, config.bounds)
-    data = load_data(
-        config.data_path, taken.selection, config.samples, config.seed,
-        budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
-    )
+    if site is not None:
+        from fimaudit.tokens import load_token_data, read_vocabulary
+
+        data = load_token_data(
+            config.data_path, original, taken.loaded.proto, site, config.samples,
+            memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+            config.providers, config.timeout, read_vocabulary(config.vocab_path),
+        )
+    else:
+        data = load_data(
+            config.data_path, taken.selection, config.samples, config.seed,
+            budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+        )
     plan_run(taken.loaded.proto, taken.selection, memory, data, declared, config.method, config.budget, config.bounds)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
     plan = _plan_memory(prepared, data, memory, config)
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
     jacobian, gradients, note = make_jacobian(prepared, config.gradients, chunk_rows=plan.batch_rows)
+    if data.tokens is not None:  # padded positions masked, each sample's integer inputs fed
+        jacobian = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
     logits = jacobian.logits(data.inputs)
     _require_finite("the model's scores", logits, data.source)
     fd_cost, fd_log = None, None
@@ -462,7 +494,7 @@ def run_audit(
     audits: list[SampleAudit] = []
     total = data.inputs.shape[0]
     for index in range(total):
-        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(jacobian, index))
+        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(jacobian.at(index) if data.tokens is not None else jacobian, index))
         result = estimate(problem, config.budget, rng)
         if not np.isfinite(result.value):
             raise ModelError(
@@ -479,6 +511,8 @@ def run_audit(
                 logits=logits[index],
             )
         )
+        if data.tokens is not None:
+            data.tokens.record(index, result.eigenvector, tuple(data.inputs.shape[1:]))
         _keep_top_eigenvectors(audits, EIGENVECTORS_KEPT)
         if progress is not None:
             progress(index + 1, total)
@@ -494,6 +528,8 @@ def run_audit(
         # Steps are chosen per direction by the check's error model (sanity.py); the reference
         # source's own step is never changed.
         reference = make_jacobian(prepared, "fd", chunk_rows=plan.batch_rows)[0]
+        if data.tokens is not None:
+            reference = data.tokens.wrap(reference, prepared.runner.extra_feeds, data.inputs)
         check = gradient_check(jacobian, reference.central_differences, data.inputs, count=GRADIENT_CHECK_SAMPLES)
         if check.status == "failed":
             logger.warning("%s: the graph's derivatives disagree beyond the error bound", check.summary())

@@ -231,6 +231,8 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a one-paragraph Markdown summary here (for pull-request comments).")
 @click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).")
 @click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
+@click.option("--wrt", type=click.Choice(["input", "embeddings"]), default="input", show_default=True, help="Differentiate with respect to the float input, or (token-id models) the embedding sum / one-hot tensor the ids produce; --data is then an .npz of input_ids, attention_mask, token_type_ids.")
+@click.option("--vocab", "vocab_path", type=click.Path(exists=True, dir_okay=False, readable=True), help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).")
 def audit(
     model: str,
     input_name: str | None,
@@ -251,13 +253,15 @@ def audit(
     bounds: bool,
     timeout: float,
     max_time: float | None,
+    wrt: str,
+    vocab_path: str | None,
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
     from fimaudit.report.outputs import model_files, write_audit_outputs
 
     outputs = [json_path, report_path, summary_path]
-    check_output_paths([model, data_path], outputs)
+    check_output_paths([model, data_path, vocab_path], outputs)
     config = AuditConfig(
         model_path=model,
         data_path=data_path,
@@ -275,6 +279,8 @@ def audit(
         bounds=bounds,
         timeout=timeout or None,
         max_time=max_time,
+        wrt=wrt,
+        vocab_path=vocab_path,
     )
     update, finish = progress_reporter("auditing samples")
     try:

@@ -12,7 +12,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -35,6 +35,8 @@ class AuditData:
     source: str
     synthetic: bool
     extra_feeds: dict[str, np.ndarray]
+    #: Token ids, mask and per-sample integer rows of an embedding-space audit (tokens.TokenData).
+    tokens: Any = None
 
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -150,6 +152,47 @@ def _read_npz(
         main = read(main_name, samples)
         extras = {name: read(name, None) for name in extra_inputs if name in names}
     return main, extras
+
+
+def read_named_arrays(
+    path: str | Path, names: list[str], samples: int | None, budget: MemoryBudget
+) -> tuple[dict[str, np.ndarray], str]:
+    """The arrays of an .npz that are among ``names`` (first ``samples`` rows each), and its name.
+
+    For per-sample integer inputs (``--wrt embeddings``: input_ids, attention_mask, ...); headers
+    are checked and budgeted before any data is read, pickles refused.
+    """
+    data_path = Path(path)
+    if not data_path.is_file():
+        raise InputError(f"data file not found: {data_path}")
+    with data_path.open("rb") as stream:
+        start = stream.read(6)
+    if start[:4] not in _ZIP_MAGICS:
+        raise InputError(f"{data_path.name} is not an .npz file; token data is an .npz of named arrays ({', '.join(names)})")
+    found: dict[str, np.ndarray] = {}
+    try:
+        archive = zipfile.ZipFile(data_path)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise InputError(f"{data_path.name} is a corrupt .npz file ({_first_line(exc)})") from exc
+    with archive:
+        present = {member[:-4] for member in archive.namelist() if member.endswith(".npy")}
+        for name in names:
+            if name not in present:
+                continue
+            source = f"{data_path.name}[{name!r}]"
+            try:
+                with archive.open(f"{name}.npy") as stream:
+                    header = _read_header(stream, source)
+                rows = header.shape[0] if header.shape else 1
+                _check_size(header, min(rows, samples or rows), budget, source)
+                with archive.open(f"{name}.npy") as stream:
+                    array = np.lib.format.read_array(stream, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                raise InputError(f"{data_path.name} is a corrupt .npz file ({source}: {_first_line(exc)})") from exc
+            if array.ndim < 1 or array.shape[0] == 0:
+                raise InputError(f"{source} holds no rows (shape {list(array.shape)}); one row per sample is needed")
+            found[name] = _check_values(array[:samples] if samples else array, source)
+    return found, data_path.name
 
 
 def _load_array_file(

@@ -138,6 +138,10 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "reason": result.verdict.reason,
         },
     }
+    # --wrt embeddings: per-token sensitivity and the tokens in each sample (fimaudit/tokens.py).
+    from fimaudit.tokens import token_document
+
+    token_document(getattr(result.data, "tokens", None), document)
     return finalise(document)
 
 
