@@ -127,7 +127,10 @@ def _integer_input_note(readers: dict[str, list[onnx.NodeProto]], name: str) -> 
         seen.add(current)
         for node in readers.get(current, []):
             if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == current:
-                return f", it indexes the embedding Gather {node.name or node.output[0]!r} (table {node.input[0]!r})"
+                return (
+                    f", it indexes the embedding Gather {node.name or node.output[0]!r} (table {node.input[0]!r}); "
+                    "audit it with --wrt embeddings"
+                )
             if node.op_type in passthrough and node.input and node.input[0] == current:
                 frontier.extend(out for out in node.output if out and out not in seen)
     return ""

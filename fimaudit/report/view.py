@@ -108,6 +108,8 @@ class ReportView:
     architecture: Section
     checks: list[CheckView]
     limitations: list[str]
+    # --wrt embeddings: per-token sensitivity of the most sensitive samples (one table each).
+    tokens: list[Table] = field(default_factory=list)
 
 
 def most_sensitive(samples: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -221,6 +223,22 @@ def summary_table(document: dict[str, Any]) -> Table:
         rows.append(row)
     columns = ["Statistic", "Value"] + (["Range if every interval holds"] if uncertain else [])
     return Table("Quantiles of lambda_max", columns, rows)
+
+
+def token_tables(document: dict[str, Any], count: int = 3) -> list[Table]:
+    """Per-token sensitivity (norm of the top eigenvector's block) of the most sensitive samples."""
+    tables = []
+    for s in most_sensitive(document["samples"], count):
+        values = s.get("token_sensitivity")
+        if values is None:
+            continue
+        tokens = s.get("tokens") or [f"id {t}" for t in s.get("token_ids") or []] or [""] * len(values)
+        mask = s.get("attention_mask") or [1] * len(values)
+        rows = [[str(i), str(tokens[i]) if i < len(tokens) else "", "text" if mask[i] else "padding", fmt(v, 4)]
+                for i, v in enumerate(values)]
+        tables.append(Table(f"Sample {s['index']} (lambda_max {fmt(s['lambda_max'])})",
+                            ["Position", "Token", "Kind", "Sensitivity"], rows))
+    return tables
 
 
 def top_samples_table(document: dict[str, Any]) -> Table:
@@ -363,6 +381,7 @@ def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = N
     if not pictures and not pictures_note:
         pictures_note = "not drawn (no pictures were passed to the report)"
     return ReportView(
+        tokens=token_tables(document),
         title=f"fimaudit report: {file_name(model['path'])}",
         file_name=file_name(model["path"]),
         created_at=document["created_at"],
