@@ -276,3 +276,26 @@ def test_wrt_embeddings_refuses_a_model_without_ids(tmp_path):
     onnx.save(model, tmp_path / "m.onnx")
     code, output = _run(["audit", str(tmp_path / "m.onnx"), "--wrt", "embeddings"])
     assert code == 2 and "embedding lookup" in output
+
+
+def test_hugging_face_bert_export_against_float64_pytorch(tmp_path):
+    """The exporter corpus's tiny HF BERT: lambda_max and per-token sensitivity vs float64 autograd."""
+    from pathlib import Path
+
+    corpus = Path(__file__).parent / "corpus"
+    if not (corpus / "hf_bert_tiny.onnx").is_file():
+        pytest.skip("exporter corpus without the Hugging Face BERT export")
+    code, output = _run([
+        "audit", str(corpus / "hf_bert_tiny.onnx"), "--wrt", "embeddings", "--data", str(corpus / "hf_bert_tiny_inputs.npz"),
+        "--vocab", str(corpus / "hf_bert_tiny_vocab.txt"), "--method", "exact", "--gradients", "graph",
+        "--json", str(tmp_path / "a.json"),
+    ])
+    assert code == 0, output
+    document = json.loads((tmp_path / "a.json").read_text())
+    reference = np.load(corpus / "hf_bert_tiny_ref.npz")
+    measured = np.array([s["lambda_max"] for s in document["samples"]])
+    assert np.allclose(measured, reference["lambda_max"], rtol=1e-4)  # measured: 1.1e-7
+    sensitivity = np.array([s["token_sensitivity"] for s in document["samples"]])
+    assert np.allclose(sensitivity, reference["token_sensitivity"], atol=1e-5)  # measured: 1.6e-8
+    assert np.all(sensitivity[reference["attention_mask"] == 0] == 0.0)
+    assert document["gradient_check"]["status"] == "passed"
