@@ -12,6 +12,11 @@ probabilities near 1, while logits keep it (see fisher/covariance.py).
   whose softmax is (1 - q, q); the Bernoulli Fisher q (1 - q) g g^T follows exactly.
 - probabilities with no recognisable Softmax (e.g. normalised by a division): log p, computed
   inside the graph, is used as the logits (softmax(log p) = p).
+- skl2onnx's ZipMap output (a sequence of maps): ZipMap's input, the probability tensor, is read
+  instead; a LinearClassifier's SOFTMAX probabilities become its scores (graph/ml_outputs.py).
+- a mean over length-1 axes of a Sigmoid (silero-vad's head) is a sigmoid probability.
+- ``--output-kind`` (logits, probabilities, sigmoid) says what the output is when the graph
+  cannot tell; a kind that does not fit the output's width is an InputError.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from onnx import helper
 
 from fimaudit.errors import InputError, ModelError
 from fimaudit.graph.loader import LoadedModel
+from fimaudit.graph.ml_outputs import linear_classifier_scores, zipmap_probabilities
 from fimaudit.graph.tensors import (
     Dim,
     all_value_infos,
@@ -63,6 +69,13 @@ class Selection:
     fixed_batch: int | None
     extra_inputs: list[str] = field(default_factory=list)
     output_shape: list[Dim] | None = None
+    #: Nodes the logits model adds to compute ``logits_source`` (a LinearClassifier's raw scores).
+    extra_nodes: list[onnx.NodeProto] = field(default_factory=list)
+    #: Sigmoid kind whose source is the probability q itself (no Sigmoid in the graph): the
+    #: logits are [0, log q - log(1 - q)].
+    probability_source: bool = False
+    #: The user said what the output is (--output-kind): a probe run does not reinterpret it.
+    kind_given: bool = False
 
     @property
     def sample_shape(self) -> list[Dim]:
@@ -169,6 +182,9 @@ def _choose_output(model: onnx.ModelProto, requested: str | None) -> onnx.ValueI
             raise InputError(f"--output {requested!r} is not a model output; outputs are: {names}")
         chosen = matches[0]
         if not is_float_tensor(chosen):
+            read = zipmap_probabilities(model, chosen.name)
+            if read is not None:
+                return read[0]
             raise InputError(
                 f"output {requested!r} is {type_description(chosen)}, not a float tensor of class "
                 "scores (for skl2onnx models convert with options={'zipmap': False})"
@@ -176,6 +192,9 @@ def _choose_output(model: onnx.ModelProto, requested: str | None) -> onnx.ValueI
         return chosen
     candidates = [value for value in outputs if is_float_tensor(value)]
     if not candidates:
+        zipmaps = [read for read in (zipmap_probabilities(model, v.name) for v in outputs) if read is not None]
+        if zipmaps:
+            return zipmaps[0][0]
         described = ", ".join(f"{v.name} {type_description(v)}" for v in outputs)
         raise ModelError(
             f"no output is a float tensor of class scores (outputs: {described}); a ZipMap "
@@ -206,7 +225,7 @@ def _classify_output(
 ) -> tuple[str, str, str]:
     """Return (kind, logits source tensor, transform description)."""
     producer_of = producers(model.graph)
-    node = _score_producer(producer_of, output.name)
+    node = _through_unit_means(model, producer_of, _score_producer(producer_of, output.name))
     shape = value_shape(output) or []
     width = shape[-1] if shape else None
     if node is not None and node.op_type == "Softmax":
@@ -218,19 +237,133 @@ def _classify_output(
     if width == 1 or len(shape) == 1:
         raise ModelError(
             f"output {output.name!r} has a single score per sample and does not end in a Sigmoid; "
-            "fimaudit cannot tell a probability from a logit there"
+            "fimaudit cannot tell a probability from a logit there (say which with --output-kind "
+            "sigmoid for a probability, logits for a binary logit)"
         )
     return "logits", output.name, "model output used as logits"
 
 
+def _unit_mean_axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | None:
+    """The axes a ReduceMean node averages over (attribute or constant input), or None."""
+    for attr in node.attribute:
+        if attr.name == "axes":
+            return list(helper.get_attribute_value(attr))
+    if len(node.input) > 1 and node.input[1]:
+        from fimaudit.graph.tensors import constant_value
+
+        value = constant_value(model, node.input[1])
+        return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]
+    return None
+
+
+def _through_unit_means(
+    model: onnx.ModelProto, producer_of: dict[str, onnx.NodeProto], node: onnx.NodeProto | None
+) -> onnx.NodeProto | None:
+    """Past ReduceMean nodes that average over axes of length 1 (silero-vad's head averages a
+    Sigmoid's [N, 1, 1] output over its last axis): such a mean changes no value. The batch
+    axis never counts, and the lengths must be known after shape inference."""
+    inferred: dict[str, onnx.ValueInfoProto] | None = None
+    while node is not None and node.op_type == "ReduceMean" and node.input:
+        axes = _unit_mean_axes(model, node)
+        if not axes:
+            return node
+        if inferred is None:
+            try:
+                inferred = all_value_infos(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+            except Exception:  # no shapes: the mean is not known to be over unit axes
+                return node
+        value = inferred.get(node.input[0])
+        shape = value_shape(value) if value is not None else None
+        if shape is None:
+            return node
+        rank = len(shape)
+        normal = [axis + rank if axis < 0 else axis for axis in axes]
+        if any(axis <= 0 or axis >= rank or shape[axis] != 1 for axis in normal):
+            return node
+        node = _score_producer(producer_of, node.input[0])
+    return node
+
+
+def _given_kind(model: onnx.ModelProto, output: onnx.ValueInfoProto, kind: str) -> tuple[str, str, str, bool]:
+    """(kind, logits source, description, source is a probability) for ``--output-kind``.
+
+    logits: the output as it is; one score per sample is a binary logit s (two-class logits [0, s]).
+    probabilities: the Softmax's input when one ends the graph, else log p; needs >= 2 columns.
+    sigmoid: one score per sample, a probability q; the pre-sigmoid score when a Sigmoid ends the
+    graph, else log q - log(1 - q).
+    """
+    if kind not in OUTPUT_KINDS:
+        raise InputError(f"--output-kind {kind!r} is none of {', '.join(OUTPUT_KINDS)}")
+    shape = value_shape(output) or []
+    width = shape[-1] if len(shape) > 1 else (1 if len(shape) == 1 else None)
+    single = width == 1
+    producer_of = producers(model.graph)
+    node = _through_unit_means(model, producer_of, _score_producer(producer_of, output.name))
+    said = f" (--output-kind {kind})"
+    if kind == "sigmoid":
+        if isinstance(width, int) and width != 1:
+            raise InputError(
+                f"--output-kind sigmoid needs one score per sample; output {output.name!r} has {width} "
+                "(use probabilities or logits)"
+            )
+        if node is not None and node.op_type == "Sigmoid":
+            return "sigmoid", node.input[0], "two-class logits [0, s] from the pre-sigmoid score s" + said, False
+        return "sigmoid", output.name, "two-class logits [0, log q - log(1 - q)] from the probability q" + said, True
+    if kind == "probabilities":
+        if single:
+            raise InputError(
+                f"--output-kind probabilities needs at least two classes; output {output.name!r} has one "
+                "score per sample (use sigmoid for a probability)"
+            )
+        if node is not None and node.op_type == "Softmax":
+            return "probabilities", node.input[0], "input of the final Softmax" + said, False
+        return "probabilities", output.name, "log of the output probabilities" + said, False
+    if single:
+        return "sigmoid", output.name, "two-class logits [0, s] from the single logit s" + said, False
+    return "logits", output.name, "model output used as logits" + said, False
+
+
+def _zipmap_note(model: onnx.ModelProto, tensor: str) -> str:
+    """'; read from ...' when ``tensor`` is not a model output but a ZipMap's input."""
+    if any(value.name == tensor for value in model.graph.output):
+        return ""
+    for node in model.graph.node:
+        if node.domain == "ai.onnx.ml" and node.op_type == "ZipMap" and node.input and node.input[0] == tensor:
+            return (
+                f"; the probability tensor {tensor!r} that ZipMap {node.name or node.output[0]!r} turns into "
+                f"the sequence of maps {node.output[0]!r} (skl2onnx's default output)"
+            )
+    return ""
+
+
+def _read_output(model: onnx.ModelProto, output: onnx.ValueInfoProto, output_kind: str | None) -> tuple[str, str, str, bool, list[onnx.NodeProto]]:
+    """(kind, logits source, description, source is a probability, nodes to add) of ``output``."""
+    extra_nodes: list[onnx.NodeProto] = []
+    probability_source = False
+    scores = linear_classifier_scores(model, output.name) if output_kind in (None, "probabilities") else None
+    if scores is not None:
+        node, described = scores
+        kind, source, transform = "probabilities", node.output[1], described
+        extra_nodes.append(node)
+    elif output_kind is not None:
+        kind, source, transform, probability_source = _given_kind(model, output, output_kind)
+    else:
+        kind, source, transform = _classify_output(model, output)
+    return kind, source, transform + _zipmap_note(model, output.name), probability_source, extra_nodes
+
+
 def select_input_output(
-    loaded: LoadedModel, input_name: str | None = None, output_name: str | None = None
+    loaded: LoadedModel, input_name: str | None = None, output_name: str | None = None, output_kind: str | None = None
 ) -> Selection:
-    """Pick the input and output to audit and work out how to obtain logits."""
+    """Pick the input and output to audit and work out how to obtain logits.
+
+    ``output_kind`` (logits, probabilities, sigmoid; None: read from the graph) is what the user
+    says the output is (``--output-kind``).
+    """
     model = loaded.proto
     chosen_input, extra = _choose_input(model, input_name)
     chosen_output = _choose_output(model, output_name)
-    kind, source, transform = _classify_output(model, chosen_output)
+    kind, source, transform, probability_source, extra_nodes = _read_output(model, chosen_output, output_kind)
     shape = value_shape(chosen_input) or []
     if not shape:
         raise ModelError(f"input {chosen_input.name!r} has no declared shape; fimaudit needs its rank")
@@ -246,11 +379,19 @@ def select_input_output(
         fixed_batch=fixed_batch,
         extra_inputs=extra,
         output_shape=value_shape(chosen_output),
+        extra_nodes=extra_nodes,
+        probability_source=probability_source,
+        kind_given=output_kind is not None,
     )
 
 
 def as_log_probabilities(selection: Selection) -> Selection:
-    """The same selection, reading probabilities found only at run time through log p."""
+    """The same selection, reading probabilities found only at run time through log p.
+
+    A kind the user gave (``--output-kind logits``) is kept: the selection comes back unchanged.
+    """
+    if selection.kind_given:
+        return selection
     changed = copy.copy(selection)
     changed.output_kind = "probabilities"
     changed.logits_source = selection.output_name
@@ -264,6 +405,21 @@ def looks_like_probabilities(outputs: np.ndarray) -> bool:
     return bool(rows.shape[1] > 1 and np.all(rows >= 0) and np.allclose(rows.sum(axis=1), 1.0, atol=1e-4))
 
 
+def _probability_logit(graph: onnx.GraphProto, new_nodes: list[onnx.NodeProto], q: str, elem_type: int) -> str:
+    """Nodes computing log q - log(1 - q) (both clamped at float32's tiny): the logit of q."""
+    graph.initializer.append(helper.make_tensor("fimaudit_q_tiny", elem_type, [], [float(np.finfo(np.float32).tiny)]))
+    graph.initializer.append(helper.make_tensor("fimaudit_q_one", elem_type, [], [1.0]))
+    new_nodes += [
+        helper.make_node("Max", [q, "fimaudit_q_tiny"], ["fimaudit_q"], name="fimaudit_q"),
+        helper.make_node("Sub", ["fimaudit_q_one", q], ["fimaudit_q_rest"], name="fimaudit_q_rest"),
+        helper.make_node("Max", ["fimaudit_q_rest", "fimaudit_q_tiny"], ["fimaudit_q_other"], name="fimaudit_q_other"),
+        helper.make_node("Log", ["fimaudit_q"], ["fimaudit_q_log"], name="fimaudit_q_log"),
+        helper.make_node("Log", ["fimaudit_q_other"], ["fimaudit_q_log_other"], name="fimaudit_q_log_other"),
+        helper.make_node("Sub", ["fimaudit_q_log", "fimaudit_q_log_other"], ["fimaudit_q_logit"], name="fimaudit_q_logit"),
+    ]
+    return "fimaudit_q_logit"
+
+
 def build_logits_model(loaded: LoadedModel, selection: Selection) -> onnx.ModelProto:
     """A copy of the model whose only output is ``fimaudit_logits`` [batch, K].
 
@@ -274,8 +430,10 @@ def build_logits_model(loaded: LoadedModel, selection: Selection) -> onnx.ModelP
     source = selection.logits_source
     infos = all_value_infos(model)
     elem_type = infos[source].type.tensor_type.elem_type if source in infos and is_tensor(infos[source]) else onnx.TensorProto.FLOAT
-    new_nodes: list[onnx.NodeProto] = []
+    new_nodes: list[onnx.NodeProto] = [copy.deepcopy(node) for node in selection.extra_nodes]
     current = source
+    if selection.output_kind == "sigmoid" and selection.probability_source:
+        current = _probability_logit(graph, new_nodes, current, elem_type)
     if selection.output_kind == "probabilities" and source == selection.output_name:
         tiny = np.finfo(np.float32).tiny
         floor = helper.make_tensor("fimaudit_tiny", elem_type, [], [float(tiny)])
