@@ -20,6 +20,8 @@ from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
 from fimaudit.interrupts import Interrupted, install_handlers
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
+from fimaudit.results import AuditResult
+from fimaudit.statistics import STATISTICS
 
 logger = logging.getLogger("fimaudit")
 
@@ -230,7 +232,7 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a one-paragraph Markdown summary here (for pull-request comments).")
 @click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).")
-@click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
+@click.option("--statistic", type=click.Choice(STATISTICS), default="max", show_default=True, help="Statistic compared with --fail-above.")
 @click.option("--wrt", type=click.Choice(["input", "embeddings"]), default="input", show_default=True, help="Differentiate with respect to the float input, or (token-id models) the embedding sum / one-hot tensor the ids produce; --data is then an .npz of input_ids, attention_mask, token_type_ids.")
 @click.option("--vocab", "vocab_path", type=click.Path(exists=True, dir_okay=False, readable=True), help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).")
 def audit(
@@ -291,9 +293,9 @@ def audit(
         finish()
     # Everything is rendered before anything is written: a failure leaves no file at all.
     document = write_audit_outputs(result, json_path, report_path, summary_path)
-    click.echo(summary_line(document))
-    # The document's verdict is three-way: an inconclusive audit does not pass the gate.
-    sys.exit(EXIT_PASSED if document["verdict"]["passed"] else EXIT_FAILED)
+    click.echo(summary_line(result))
+    # The verdict is three-way: an inconclusive audit does not pass the gate.
+    sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
 
 
 @main.command()
@@ -301,7 +303,7 @@ def audit(
 @estimation_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison JSON here.")
-@click.option("--statistic", type=click.Choice(["median", "p95", "mean", "max"]), default="median", show_default=True, help="Statistic the models are ranked by.")
+@click.option("--statistic", type=click.Choice(STATISTICS), default="median", show_default=True, help="Statistic the models are ranked by.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="Relative tolerance for 'the same network gives the same numbers'.")
 def compare(
     models: tuple[str, ...],
@@ -395,12 +397,12 @@ def _external_files(model: str, document: dict[str, Any]) -> list[str]:
     return [os.path.join(os.path.dirname(model), name) for name in names if name]
 
 
-def summary_line(document: dict[str, Any]) -> str:
-    summary = document["summary"]
-    verdict = document["verdict"]
-    status = {"no_threshold": "no threshold"}.get(verdict.get("status", ""), verdict.get("status", "").upper())
+def summary_line(result: AuditResult) -> str:
+    """The audit in one line on stdout: the numbers, then the verdict and its reason."""
+    summary, verdict = result.summary, result.verdict
+    status = "no threshold" if verdict.status == "no_threshold" else verdict.status.upper()
     return (
-        f"{document['model']['path']}: {summary['count']} samples, lambda_max "
-        f"median {summary['median']:.4g}, p95 {summary['p95']:.4g}, max {summary['max']:.4g} "
-        f"[{document['method']['estimator']}, gradients {document['method']['gradients']}] — {status}: {verdict['reason']}"
+        f"{result.prepared.description.path}: {summary.count} samples, lambda_max "
+        f"median {summary.median:.4g}, p95 {summary.p95:.4g}, max {summary.max:.4g} "
+        f"[{result.config.method}, gradients {result.gradients}] — {status}: {verdict.reason}"
     )

@@ -35,7 +35,7 @@ floor). Without a forward graph (J v then comes from the reverse graph) it is *n
 
 The outcome: **failed** if either comparison found a real disagreement; **passed** if the
 finite-difference comparison passed (and the adjoint identity held or was not applicable);
-otherwise **not decided**. Not decided does not make an audit inconclusive (report/verdict.py):
+otherwise **not decided**. Not decided does not make an audit inconclusive (fimaudit/verdict.py):
 it says the check could not tell, not that the gradients are wrong.
 """
 
