@@ -87,6 +87,9 @@ class AuditConfig:
     # Seconds the whole audit may take (--max-time): a finite-difference run whose estimate exceeds
     # it is refused up front, and any run stops between samples once past it. None: no limit.
     max_time: float | None = None
+    # What the chosen output is when the graph cannot tell (--output-kind: logits, probabilities,
+    # sigmoid); None: read from the graph (graph/selection.py).
+    output_kind: str | None = None
     # What is differentiated (--wrt): the float input as given, or the embedding (or one-hot)
     # tensor a token-id model computes (graph/embeddings.py); --vocab decodes the tokens.
     wrt: str = "input"
@@ -145,7 +148,7 @@ class Intake:
 
 def intake(
     model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
-    wrt: str = "input",
+    wrt: str = "input", output_kind: str | None = None,
 ) -> Intake:
     """Load, validate and describe the model, and choose its input and output (weights planned against ``budget``)."""
     loaded = load_model(model_path, budget=budget)
@@ -156,7 +159,7 @@ def intake(
         return Intake(moved, describe_model(loaded), selection, site, loaded.proto)
     if wrt != "input":
         raise InputError(f"unknown --wrt {wrt!r}; choose input or embeddings")
-    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name))
+    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name, output_kind))
 
 
 def prepare_model(
@@ -377,7 +380,7 @@ def run_audit(
     estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
-    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt)
+    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt, output_kind=config.output_kind)
     if on_loaded is not None:
         on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
@@ -410,6 +413,12 @@ def run_audit(
         jacobian = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
     logits = jacobian.logits(data.inputs)
     _require_finite("the model's scores", logits, data.source)
+    from fimaudit.graph.ml_outputs import piecewise_constant_note  # tree ensembles, Binarizer
+
+    flat = piecewise_constant_note(prepared.logits_model, prepared.selection.input_name, LOGITS)
+    if flat:
+        logger.warning("%s", flat)
+        note += f"; {flat}"
     fd_cost, fd_log = None, None
     if gradients == "fd":
         # Cost planned before the first sample (2 d evaluations each for a dense Jacobian).

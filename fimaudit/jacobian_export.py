@@ -61,6 +61,7 @@ def export_jacobian(
     output_name: str | None = None,
     max_memory: int | None = None,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    output_kind: str | None = None,
 ) -> JacobianExport:
     """Compute the Jacobians of the samples in ``data_path`` and write them to ``out_path``."""
     started = time.perf_counter()
@@ -71,7 +72,7 @@ def export_jacobian(
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
         memory = MemoryBudget.from_option(max_memory)
-        taken = intake(model_path, input_name, output_name, budget=memory)
+        taken = intake(model_path, input_name, output_name, budget=memory, output_kind=output_kind)
         inputs = model_files(taken.loaded)
         outputs.add_inputs(inputs)
         outputs.check()  # an output over the model's external data is refused before the compute
