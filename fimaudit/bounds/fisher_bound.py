@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from fimaudit.bounds.compose import BoundEngine, Propagation
+from fimaudit.bounds.compose import BoundEngine, Propagation, inverted_residual_factor
 from fimaudit.bounds.folding import fold_batchnorms
 from fimaudit.bounds.head import LinearHead, find_linear_head
 from fimaudit.bounds.linalg import certify
@@ -109,6 +109,8 @@ def _block_entries(engine: BoundEngine, architecture: Architecture | None) -> li
         join = next((n for n in view.nodes if n.name == block.join), None) if block.join else None
         if join is not None and start:
             entry["terms"] = {name: engine.block_factor(start, name) for name in join.input if name in view.varying}
+        if block.kind == "inverted_residual":
+            entry["composition"] = inverted_residual_factor(engine, block)
         entries.append(entry)
     return entries
 
