@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.audit import AuditConfig, intake, prepare_model
+from fimaudit.gradients import make_source
 from fimaudit.autodiff.build import missing_rules
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.exact import exact_lambda_max
@@ -100,7 +101,7 @@ def check_model(model: Path, data: Path, samples: int, reference: Path | None = 
     runner = prepared.runner
     row["missing_vjp"] = sorted({op for op, _ in missing_rules(runner.model, runner.input_name, LOGITS, "vjp")})
     row["missing_jvp"] = sorted({op for op, _ in missing_rules(runner.model, runner.input_name, LOGITS, "jvp")})
-    fd, _, _ = make_jacobian(prepared, "fd")
+    fd = make_source("fd", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
     started = time.perf_counter()
     differenced = fd.dense(inputs)
     row["fd_seconds"] = time.perf_counter() - started
@@ -111,10 +112,11 @@ def check_model(model: Path, data: Path, samples: int, reference: Path | None = 
         row["fd_vs_reference"] = relative_error(differenced, truth)
     if row["missing_vjp"]:
         return row
-    graph, used, note = make_jacobian(prepared, "auto")
-    if used != "graph":
-        row["graph_error"] = note
+    choice = make_source("auto", prepared.runner, prepared.selection.sample_shape, prepared.num_classes)
+    if choice.kind != "graph":
+        row["graph_error"] = choice.reason
         return row
+    graph = choice.source
     started = time.perf_counter()
     exact = graph.dense(inputs)
     row["graph_seconds"] = time.perf_counter() - started

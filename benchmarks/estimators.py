@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_blackbox import paper_blackbox, paper_max_rayleigh  # noqa: E402
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model  # noqa: E402
+from fimaudit.audit import AuditConfig, intake, prepare_model  # noqa: E402
+from fimaudit.gradients import make_source  # noqa: E402
 from fimaudit.data import load_data  # noqa: E402
 from fimaudit.errors import FimauditError  # noqa: E402
 from fimaudit.fisher.blackbox import blackbox_lambda_max  # noqa: E402
@@ -93,7 +94,8 @@ def prepare(model: Path, data: Path, count: int, gradients: str):
 
 
 def fresh_problems(prepared, inputs: np.ndarray, gradients: str, logits: np.ndarray | None) -> tuple[list[SampleProblem], str]:
-    source, used, _ = make_jacobian(prepared, gradients)
+    choice = make_source(gradients, prepared.runner, prepared.selection.sample_shape, prepared.num_classes)
+    source, used = choice.source, choice.kind
     if logits is None:
         logits = source.logits(inputs)
     return [SampleProblem(sample=inputs[i], logits=logits[i], jacobian=source) for i in range(inputs.shape[0])], used

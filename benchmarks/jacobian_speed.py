@@ -40,7 +40,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.audit import AuditConfig, intake, prepare_model
+from fimaudit.gradients import make_source
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.exact import exact_lambda_max
 
@@ -118,9 +119,7 @@ def fimaudit_job(model_path: Path, probe: np.ndarray, threads: int) -> Callable[
     config = AuditConfig(model_path=str(model_path), gradients="graph")
     prepared = prepare_model(intake(str(model_path)), config, probe)
     prepared.runner = dataclasses.replace(prepared.runner, threads=threads)
-    jacobian, used, note = make_jacobian(prepared, "graph")
-    if used != "graph":
-        raise FimauditError(note)
+    jacobian = make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source  # raises when graphs cannot be built
 
     def job(sample: np.ndarray) -> float:
         rows = sample[None]

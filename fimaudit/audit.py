@@ -1,7 +1,8 @@
 """The audit: from a model file and data to per-sample lambda_max, a summary and a verdict.
 
 This module only orchestrates; each step lives in its own module (intake in graph/, running in
-runtime.py, gradients in finite_differences.py and autodiff/, estimators in fisher/).
+runtime.py, gradients in gradients/ (graphs built by autodiff/), estimators in fisher/; random
+streams in randomness.py).
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import logging
 import dataclasses
 import platform
-import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import onnx
@@ -21,12 +21,12 @@ import onnxruntime as ort
 
 import fimaudit
 from fimaudit.data import AuditData, load_data
-from fimaudit.errors import InputError, ModelError, NotDifferentiableError, ResourceError
-from fimaudit.finite_differences import FiniteDifferenceJacobian
+from fimaudit.errors import InputError, ModelError, ResourceError
 from fimaudit.fisher.covariance import softmax
 from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog, plan_finite_differences
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import get_estimator
+from fimaudit.fisher.result import SpectralResult
 from fimaudit.graph.batching import try_relax_batch
 from fimaudit.graph.describe import ModelDescription, describe_model
 from fimaudit.graph.loader import LoadedModel, load_model
@@ -37,16 +37,13 @@ from fimaudit.graph.selection import (
     as_log_probabilities,
     build_logits_model,
     looks_like_probabilities,
-    quantized_nodes_on_path,
     select_input_output,
 )
-from fimaudit.jacobian import InputJacobian
+from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, make_source
+from fimaudit.randomness import RandomStreams
 from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
-from fimaudit.results import AuditResult, Bound, SampleResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
-from fimaudit.sanity import gradient_check
-from fimaudit.statistics import summarise
-from fimaudit.verdict import judge
+from fimaudit.sanity import GradientCheck, gradient_check
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +52,8 @@ EIGENVECTORS_KEPT = 8
 #: Samples differentiated both ways (graph and finite differences) as a sanity check.
 GRADIENT_CHECK_SAMPLES = 3
 
-GRADIENT_SOURCES = ("auto", "graph", "fd")
+STATISTICS = ("max", "p95", "mean", "median")
+GRADIENT_SOURCES = tuple(kind.value for kind in GradientKind)
 # Rows of perturbed inputs per model evaluation when memory allows (finite differences' default).
 DEFAULT_BATCH_ROWS = 512
 
@@ -87,13 +85,32 @@ class AuditConfig:
     # Seconds the whole audit may take (--max-time): a finite-difference run whose estimate exceeds
     # it is refused up front, and any run stops between samples once past it. None: no limit.
     max_time: float | None = None
-    # What the chosen output is when the graph cannot tell (--output-kind: logits, probabilities,
-    # sigmoid); None: read from the graph (graph/selection.py).
-    output_kind: str | None = None
     # What is differentiated (--wrt): the float input as given, or the embedding (or one-hot)
     # tensor a token-id model computes (graph/embeddings.py); --vocab decodes the tokens.
     wrt: str = "input"
     vocab_path: str | None = None
+
+
+@dataclass
+class SampleAudit:
+    """The audit of one input sample."""
+
+    index: int
+    result: SpectralResult
+    top_prob: float
+    predicted_class: int
+    logits: np.ndarray
+    # Certified upper bound on this sample's lambda_max (fimaudit/bounds), JSON-ready.
+    bound: dict[str, Any] | None = None
+
+
+@dataclass
+class Verdict:
+    threshold: float | None
+    statistic: str
+    value: float
+    passed: bool
+    reason: str
 
 
 @dataclass
@@ -106,6 +123,30 @@ class PreparedModel:
     logits_model: onnx.ModelProto
     runner: ModelRunner
     num_classes: int
+
+
+@dataclass
+class AuditResult:
+    config: AuditConfig
+    prepared: PreparedModel
+    data: AuditData
+    gradients: str
+    gradients_note: str
+    samples: list[SampleAudit]
+    summary: dict[str, float]
+    verdict: Verdict
+    seconds: float
+    model_evaluations: int
+    environment: dict[str, str]
+    started_at: str
+    architecture: dict[str, Any] = field(default_factory=lambda: {"family": "unknown"})
+    bound: dict[str, Any] | None = None
+    # Settings of the gradient source that decide its accuracy (e.g. the finite-difference step).
+    gradient_settings: dict[str, Any] = field(default_factory=dict)
+    #: Subnormal weights found: {"count", "total", "flushed"} (flushed: the audit zeroed them).
+    subnormal_weights: dict[str, Any] = field(default_factory=dict)
+    # Graph gradients against finite differences on a few samples (None with fd gradients).
+    gradient_check: GradientCheck | None = None
 
 
 def environment(provider: str) -> dict[str, str]:
@@ -121,7 +162,25 @@ def environment(provider: str) -> dict[str, str]:
     }
 
 
-def _make_runner(logits_model: onnx.ModelProto, selection: Selection, config: AuditConfig, extra: dict[str, np.ndarray]) -> ModelRunner:
+class RunnerOptions(Protocol):
+    """What ``prepare_model`` needs of a command's options: how ONNX Runtime runs the model."""
+
+    @property
+    def providers(self) -> list[str] | None: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """RunnerOptions for commands that are not an audit (``fimaudit jacobian``)."""
+
+    providers: list[str] | None = None
+    timeout: float | None = DEFAULT_TIMEOUT_S
+
+
+def _make_runner(logits_model: onnx.ModelProto, selection: Selection, config: RunnerOptions, extra: dict[str, np.ndarray]) -> ModelRunner:
     return ModelRunner(
         model=logits_model,
         input_name=selection.input_name,
@@ -148,7 +207,7 @@ class Intake:
 
 def intake(
     model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
-    wrt: str = "input", output_kind: str | None = None,
+    wrt: str = "input",
 ) -> Intake:
     """Load, validate and describe the model, and choose its input and output (weights planned against ``budget``)."""
     loaded = load_model(model_path, budget=budget)
@@ -159,11 +218,11 @@ def intake(
         return Intake(moved, describe_model(loaded), selection, site, loaded.proto)
     if wrt != "input":
         raise InputError(f"unknown --wrt {wrt!r}; choose input or embeddings")
-    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name, output_kind))
+    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name))
 
 
 def prepare_model(
-    taken: Intake, config: AuditConfig, probe: np.ndarray, extra: dict[str, np.ndarray] | None = None
+    taken: Intake, config: RunnerOptions, probe: np.ndarray, extra: dict[str, np.ndarray] | None = None
 ) -> PreparedModel:
     """Build the logits model and a runner for it, settling what only a run can tell.
 
@@ -189,37 +248,30 @@ def prepare_model(
     return PreparedModel(taken.loaded, taken.description, selection, logits_model, runner, num_classes)
 
 
-def make_jacobian(
-    prepared: PreparedModel, requested: str, chunk_rows: int | None = None
-) -> tuple[InputJacobian, str, str]:
-    """The gradient source for ``--gradients``; returns (source, name used, why).
+def summarise(values: np.ndarray) -> dict[str, float]:
+    """Statistics of per-sample lambda_max over the audited data."""
+    return {
+        "count": int(values.size),
+        "max": float(values.max()),
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p95": float(np.percentile(values, 95)),
+        "min": float(values.min()),
+        "std": float(values.std()),
+    }
 
-    ``chunk_rows`` bounds the rows of perturbed inputs built at once (the memory plan's batch).
-    """
-    if requested not in GRADIENT_SOURCES:
-        raise InputError(f"unknown gradient source {requested!r}; choose from {', '.join(GRADIENT_SOURCES)}")
-    sample_shape = tuple(int(d) for d in prepared.selection.sample_shape)
-    extra = {"chunk_rows": chunk_rows} if chunk_rows else {}
-    fd = FiniteDifferenceJacobian(prepared.runner, sample_shape, prepared.num_classes, **extra)
-    quantized = quantized_nodes_on_path(prepared.logits_model, prepared.selection.input_name)
-    if quantized:
-        named = ", ".join(f"{node.op_type} {node.name or node.output[0]!r}" for node in quantized[:3])
-        why = f"the model is quantized ({named}): its integer arithmetic has no gradient"
-        if requested == "graph":
-            raise NotDifferentiableError(f"{why}; use --gradients fd (finite differences)", [n.op_type for n in quantized])
-        logger.warning("%s; finite differences measure the steps of its quantizer", why)
-        return fd, "fd", f"finite differences ({why})"
-    if requested == "fd":
-        return fd, "fd", "finite differences requested"
-    from fimaudit.autodiff.source import graph_jacobian_or_reason  # gradient graphs (issue 3)
 
-    source, reason = graph_jacobian_or_reason(prepared, sample_shape)
-    if source is not None:
-        return source, "graph", "gradient graphs derived from the ONNX graph"
-    if requested == "graph":
-        raise reason
-    logger.warning("gradient graphs unavailable (%s); using finite differences", reason)
-    return fd, "fd", f"finite differences (fallback: {reason})"
+def decide(summary: dict[str, float], threshold: float | None, statistic: str) -> Verdict:
+    """Pass when the chosen statistic of lambda_max is at or below the threshold."""
+    if statistic not in STATISTICS:
+        raise InputError(f"unknown statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
+    value = float(summary[statistic])
+    if threshold is None:
+        return Verdict(None, statistic, value, True, "no threshold set (--fail-above); nothing to gate")
+    passed = value <= threshold
+    relation = "at or below" if passed else "above"
+    reason = f"{statistic} lambda_max {value:.4g} is {relation} the threshold {threshold:.4g}"
+    return Verdict(threshold, statistic, value, passed, reason)
 
 
 def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> dict[str, Any]:
@@ -286,42 +338,6 @@ def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget,
     )
 
 
-class FiniteDerivatives:
-    """A gradient source that refuses NaN or Inf derivatives of one sample with a ModelError.
-
-    Infinite gradients with finite scores (Sqrt or Log at 0, a Div by an input near 0) would
-    otherwise reach the estimators: LAPACK reports "eigenvalues did not converge", ARPACK stops,
-    and a Lanczos run could report a lower bound of 0. Every other attribute is the source's own.
-    """
-
-    def __init__(self, source: InputJacobian, sample_index: int) -> None:
-        self._source = source
-        self._index = sample_index
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-    def _checked(self, what: str, values: np.ndarray) -> np.ndarray:
-        if not np.isfinite(values).all():
-            raise ModelError(
-                f"the model's derivatives are NaN or Inf at sample {self._index} ({what}) while its "
-                "scores are finite (e.g. Sqrt or Log at 0); its Fisher information is undefined there"
-            )
-        return values
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        return self._source.logits(inputs)
-
-    def dense(self, inputs: np.ndarray) -> np.ndarray:
-        return self._checked("Jacobian", self._source.dense(inputs))
-
-    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
-        return self._checked("Jacobian-vector product", self._source.jvp(sample, tangents))
-
-    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
-        return self._checked("vector-Jacobian product", self._source.vjp(sample, cotangents))
-
-
 def _require_finite(what: str, values: np.ndarray, source: str) -> None:
     """NaN or Inf scores mean a broken model (or inputs far out of range): stop with the reason."""
     bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
@@ -333,7 +349,7 @@ def _require_finite(what: str, values: np.ndarray, source: str) -> None:
         )
 
 
-def _keep_top_eigenvectors(audits: list[SampleResult], keep: int) -> None:
+def _keep_top_eigenvectors(audits: list[SampleAudit], keep: int) -> None:
     """Drop the eigenvectors of all but the ``keep`` most sensitive samples seen so far.
 
     The report pictures only the most sensitive samples; holding every eigenvector would cost
@@ -345,20 +361,22 @@ def _keep_top_eigenvectors(audits: list[SampleResult], keep: int) -> None:
 
 
 def _analytic_bounds(
-    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleResult], config: AuditConfig
-) -> tuple[dict[str, Any], Bound | None, list[SampleResult]]:
-    """Architecture, the certified global bound, and ``audits`` with their per-sample bounds."""
+    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleAudit], config: AuditConfig
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Architecture and certified bounds (global, and per sample into ``audits``)."""
     from fimaudit.bounds.fisher_bound import bound_audit  # analytic bounds (issue 5)
     from fimaudit.graph.architecture import recognise_architecture
 
     if not config.bounds:
-        return recognise_architecture(prepared.loaded.proto, prepared.selection.input_name).to_dict(), None, audits
+        return recognise_architecture(prepared.loaded.proto, prepared.selection.input_name).to_dict(), None
     measured = [audit.result.value for audit in audits]
     architecture, bound, per_sample = bound_audit(
         prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
         data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
     )
-    return architecture, bound, [dataclasses.replace(audit, bound=entry) for audit, entry in zip(audits, per_sample)]
+    for audit, entry in zip(audits, per_sample):
+        audit.bound = entry
+    return architecture, bound
 
 
 def run_audit(
@@ -380,7 +398,7 @@ def run_audit(
     estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
-    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt, output_kind=config.output_kind)
+    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt)
     if on_loaded is not None:
         on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
@@ -408,17 +426,13 @@ def run_audit(
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
     plan = _plan_memory(prepared, data, memory, config)
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
-    jacobian, gradients, note = make_jacobian(prepared, config.gradients, chunk_rows=plan.batch_rows)
+    sample_shape = tuple(int(d) for d in prepared.selection.sample_shape)
+    choice = make_source(config.gradients, prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
+    jacobian, gradients, note = choice.source, choice.kind, choice.reason
     if data.tokens is not None:  # padded positions masked, each sample's integer inputs fed
         jacobian = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
     logits = jacobian.logits(data.inputs)
     _require_finite("the model's scores", logits, data.source)
-    from fimaudit.graph.ml_outputs import piecewise_constant_note  # tree ensembles, Binarizer
-
-    flat = piecewise_constant_note(prepared.logits_model, prepared.selection.input_name, LOGITS)
-    if flat:
-        logger.warning("%s", flat)
-        note += f"; {flat}"
     fd_cost, fd_log = None, None
     if gradients == "fd":
         # Cost planned before the first sample (2 d evaluations each for a dense Jacobian).
@@ -427,12 +441,13 @@ def run_audit(
         )
         note += clause
         fd_log = FdProgressLog(fd_cost)
-    rng = np.random.default_rng(config.seed)
-    audits: list[SampleResult] = []
+    # Sample i's estimator draws from its own stream: its result depends on the seed and i only.
+    streams = RandomStreams(config.seed)
+    audits: list[SampleAudit] = []
     total = data.inputs.shape[0]
     for index in range(total):
         problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(jacobian.at(index) if data.tokens is not None else jacobian, index))
-        result = estimate(problem, config.budget, rng)
+        result = estimate(problem, config.budget, streams.sample(index))
         if not np.isfinite(result.value):
             raise ModelError(
                 f"lambda_max of sample {index} is {result.value}: the model's derivatives overflow "
@@ -440,7 +455,7 @@ def run_audit(
             )
         probabilities = softmax(logits[index])
         audits.append(
-            SampleResult(
+            SampleAudit(
                 index=index,
                 result=result,
                 top_prob=float(probabilities.max()),
@@ -464,35 +479,34 @@ def run_audit(
     if gradients == "graph":
         # Steps are chosen per direction by the check's error model (sanity.py); the reference
         # source's own step is never changed.
-        reference = make_jacobian(prepared, "fd", chunk_rows=plan.batch_rows)[0]
+        reference = FiniteDifferenceJacobian(prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
         if data.tokens is not None:
             reference = data.tokens.wrap(reference, prepared.runner.extra_feeds, data.inputs)
-        check = gradient_check(jacobian, reference.central_differences, data.inputs, count=GRADIENT_CHECK_SAMPLES)
+        check = gradient_check(
+            jacobian, reference.central_differences, data.inputs, streams.gradient_check(), count=GRADIENT_CHECK_SAMPLES
+        )
         if check.status == "failed":
             logger.warning("%s: the graph's derivatives disagree beyond the error bound", check.summary())
         else:
             logger.info("%s", check.summary())
-    summary = summarise(np.array([audit.value for audit in audits]))
-    architecture, bound, audits = _analytic_bounds(prepared, data, logits, audits, config)
-    judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic)
+    values = np.array([audit.result.value for audit in audits])
+    summary = summarise(values)
+    verdict = decide(summary, config.threshold, config.statistic)
+    architecture, bound = _analytic_bounds(prepared, data, logits, audits, config)
     return AuditResult(
         config=config,
         prepared=prepared,
         data=data,
         gradients=gradients,
         gradients_note=note,
-        samples=tuple(audits),
+        samples=audits,
         summary=summary,
-        checks=judgement.checks,
-        verdict=judgement.verdict,
+        verdict=verdict,
         seconds=time.perf_counter() - started,
         model_evaluations=jacobian.accounting.evaluations,
         environment=environment(prepared.runner.provider),
         started_at=started_at,
-        gradient_settings=(
-            {"fd_relative_step": jacobian.relative_step, **({"fd_cost": fd_cost.to_dict()} if fd_cost else {})}
-            if isinstance(jacobian, FiniteDifferenceJacobian) else {}
-        ),
+        gradient_settings={**jacobian.settings(), **({"fd_cost": fd_cost.to_dict()} if fd_cost else {})},
         gradient_check=check,
         subnormal_weights=subnormals,
         architecture=architecture,

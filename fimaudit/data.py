@@ -1,7 +1,7 @@
 """Audit inputs: user data from .npy/.npz (never unpickled) or seeded synthetic samples.
 
 Synthetic inputs are i.i.d. standard normal, N(0, 1) per element, drawn with
-``np.random.default_rng(seed)``: the distribution most normalised image and tabular models are
+the data stream of ``--seed`` (randomness.py): the distribution most normalised image and tabular models are
 trained to expect. They make a smoke test, not an audit of real behaviour: pass ``--data``.
 """
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from fimaudit.errors import InputError
 from fimaudit.graph.selection import Selection
+from fimaudit.randomness import RandomStreams
 from fimaudit.resources import MemoryBudget, array_bytes, check_fits, element_count, format_size
 
 logger = logging.getLogger(__name__)
@@ -273,7 +274,7 @@ def load_data(
             f"synthesising {count} sample{'s' if count != 1 else ''} of shape {_shape_text(shape)}",
             need, budget, "use --samples, --data or a smaller input",
         )
-        rng = np.random.default_rng(seed)
+        rng = RandomStreams(seed).data()
         inputs = rng.standard_normal((count, *shape)).astype(dtype)
         return AuditData(inputs=inputs, source=f"synthetic N(0,1), seed {seed}", synthetic=True, extra_feeds={})
 

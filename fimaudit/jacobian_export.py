@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fimaudit.audit import AuditConfig, declared_classes, intake, make_jacobian, plan_run, prepare_model
+from fimaudit.audit import RunnerSettings, declared_classes, intake, plan_run, prepare_model
 from fimaudit.data import load_data
+from fimaudit.gradients import make_source
 from fimaudit.report.outputs import model_files
 from fimaudit.report.writing import OutputSet
 from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget, MemoryPlan, array_bytes, element_count
@@ -65,10 +66,6 @@ def export_jacobian(
 ) -> JacobianExport:
     """Compute the Jacobians of the samples in ``data_path`` and write them to ``out_path``."""
     started = time.perf_counter()
-    config = AuditConfig(
-        model_path=model_path, data_path=data_path, samples=samples, gradients=gradients,
-        input_name=input_name, output_name=output_name, timeout=timeout,
-    )
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
         memory = MemoryBudget.from_option(max_memory)
@@ -84,10 +81,11 @@ def export_jacobian(
             budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
         )
         plan_run(taken.loaded.proto, taken.selection, memory, data, declared, JACOBIAN_ONLY)
-        prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
+        prepared = prepare_model(taken, RunnerSettings(timeout=timeout), probe=data.inputs[:1], extra=data.extra_feeds)
         plan = plan_run(prepared.logits_model, prepared.selection, memory, data, prepared.num_classes, JACOBIAN_ONLY)
         prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
-        jacobian, used, note = make_jacobian(prepared, gradients, chunk_rows=plan.batch_rows)
+        choice = make_source(gradients, prepared.runner, prepared.selection.sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
+        jacobian = choice.source
         samples_in = data.inputs
         shape = (samples_in.shape[0], prepared.num_classes, *samples_in.shape[1:])
         per_chunk = _samples_per_chunk(plan, prepared.num_classes, element_count(samples_in.shape[1:]))
@@ -100,12 +98,12 @@ def export_jacobian(
             stream.write(memoryview(rows).cast("B"))
         outputs.commit(inputs)
     target = Path(out_path)
-    logger.info("wrote %s: %s (%s)", target, shape, note)
+    logger.info("wrote %s: %s (%s)", target, shape, choice.reason)
     return JacobianExport(
         path=str(target),
         shape=shape,
-        gradients=used,
-        note=note,
+        gradients=choice.kind,
+        note=choice.reason,
         seconds=time.perf_counter() - started,
         model_evaluations=jacobian.accounting.evaluations,
     )

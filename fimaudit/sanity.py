@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from fimaudit.jacobian import InputJacobian
+from fimaudit.gradients.base import InputJacobian
 
 PASSED, FAILED, NOT_DECIDED, NOT_APPLICABLE = "passed", "failed", "not_decided", "not_applicable"
 
@@ -226,14 +226,6 @@ def compare_directions(
     return DirectionOutcomes(best_error, best_bound, best_step, tolerance)
 
 
-def forward_mode_unavailable(checked: InputJacobian) -> str:
-    """Why J v does not come from an independent forward-mode graph ("" when it does)."""
-    probe = getattr(checked, "forward_mode_unavailable", None)
-    if probe is None:
-        return ""
-    return probe() or ""
-
-
 def adjoint_identity(checked: InputJacobian, sample: np.ndarray, rng: np.random.Generator, pairs: int = ADJOINT_PAIRS) -> AdjointOutcome:
     """<u, J^T w> against <J u, w> for random pairs and the aligned pair u = J^T w (module doc)."""
     k, d = checked.num_classes, checked.input_size
@@ -256,20 +248,20 @@ def gradient_check(
     checked: InputJacobian,
     difference: Differencer,
     inputs: np.ndarray,
+    rng: np.random.Generator,
     count: int = 3,
     directions: int = GRADIENT_CHECK_DIRECTIONS,
     tolerance: float = GRADIENT_CHECK_TOLERANCE,
     steps: Sequence[float] = GRADIENT_CHECK_STEPS,
-    seed: int = 0,
 ) -> GradientCheck:
-    """Check ``checked`` on the first ``count`` samples (module doc).
+    """Check ``checked`` on the first ``count`` samples (module doc), drawing from ``rng``.
 
     ``difference(sample, tangents, relative_step)`` evaluates the model on both sides of each
-    tangent (``FiniteDifferenceJacobian.central_differences``).
+    tangent (``FiniteDifferenceJacobian.central_differences``); how either was built is the
+    caller's business (``fimaudit.gradients.make_source``).
     """
-    rng = np.random.default_rng(seed)
     chosen = inputs[:count]
-    unavailable = forward_mode_unavailable(checked)
+    unavailable = checked.forward_mode_unavailable() or ""
     fd, adjoint = [], []
     for sample in chosen:
         tangents = rng.standard_normal((directions, sample.size))

@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.audit import AuditConfig, intake, prepare_model
+from fimaudit.gradients import make_source
 from fimaudit.autodiff.build import missing_rules
 from fimaudit.cli import main
 from fimaudit.fisher.exact import exact_lambda_max
@@ -120,9 +121,9 @@ def test_graph_gradients_agree_with_finite_differences_or_preflight_names_the_op
         assert document is not None and document["method"]["gradients"] == "fd"
         assert "fallback" in document["method"]["gradients_note"]
         return
-    graph, used, _ = make_jacobian(prepared, "graph")
-    assert used == "graph"
-    fd, _, _ = make_jacobian(prepared, "fd")
+    choice = make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes)
+    assert choice.kind == "graph"
+    graph, fd = choice.source, make_source("fd", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
     logits = graph.logits(inputs)
     exact, differenced = graph.dense(inputs), fd.dense(inputs)
     jacobian_tolerance, lambda_tolerance = TOLERANCES.get(entry["file"], DEFAULT_TOLERANCE)

@@ -9,10 +9,11 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.audit import AuditConfig, intake, prepare_model
 from fimaudit.cli import main
 from fimaudit.data import load_data
-from fimaudit.finite_differences import FiniteDifferenceJacobian, default_step
+from fimaudit.gradients import FiniteDifferenceJacobian, make_source
+from fimaudit.gradients.finite_differences import default_step
 from fimaudit.sanity import FAILED, NOT_APPLICABLE, NOT_DECIDED, PASSED, gradient_check
 from tests.conftest import SAMPLES, linear_classifier
 
@@ -26,9 +27,10 @@ def sources(model_path: str, data_path: str | None, samples: int = 3):
     taken = intake(config.model_path)
     data = load_data(config.data_path, taken.selection, samples, 0)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
-    graph, name, _ = make_jacobian(prepared, "graph")
-    assert name == "graph"
-    return graph, make_jacobian(prepared, "fd")[0], data.inputs
+    graph = make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes)
+    assert graph.kind == "graph"
+    fd = make_source("fd", prepared.runner, prepared.selection.sample_shape, prepared.num_classes)
+    return graph.source, fd.source, data.inputs
 
 
 def flat_model(tmp_path, gain: float):
@@ -63,7 +65,7 @@ def test_flat_model_is_never_failed_and_the_audit_passes(tmp_path, gain) -> None
     path = flat_model(tmp_path, gain)
     graph, fd, inputs = sources(path, None)
     assert old_check_error(graph, fd, inputs) > 0.05  # the old check cried wolf here
-    check = gradient_check(graph, fd.central_differences, inputs)
+    check = gradient_check(graph, fd.central_differences, inputs, np.random.default_rng(0))
     assert check.status in (PASSED, NOT_DECIDED)
     assert check.fd_status != FAILED and check.adjoint_status == PASSED
     document_path = tmp_path / "audit.json"
@@ -109,7 +111,7 @@ def one_class_flipped(out):
 @pytest.mark.parametrize("bug", [scaled, one_class_flipped])
 def test_a_wrong_forward_gradient_fails_both_parts(bug) -> None:
     graph, fd, inputs = sources(SAMPLES / "mlp.onnx", str(SAMPLES / "digits_test.npy"))
-    check = gradient_check(Wrong(graph, jvp=bug), fd.central_differences, inputs)
+    check = gradient_check(Wrong(graph, jvp=bug), fd.central_differences, inputs, np.random.default_rng(0))
     assert check.fd_status == FAILED and check.adjoint_status == FAILED
     assert check.status == FAILED and not check.passed
     assert check.to_dict()["status"] == "failed" and check.to_dict()["passed"] is False
@@ -125,7 +127,7 @@ def test_a_wrong_reverse_gradient_fails_the_adjoint_identity() -> None:
         weights[:, 4] *= -1.0  # the reverse rule gets class 4's gradient with the wrong sign
         return inner.vjp(sample, weights)
 
-    check = gradient_check(Wrong(graph, vjp=flipped_class), fd.central_differences, inputs)
+    check = gradient_check(Wrong(graph, vjp=flipped_class), fd.central_differences, inputs, np.random.default_rng(0))
     assert check.fd_status == PASSED
     assert check.adjoint_status == FAILED and check.status == FAILED
     worst = max(outcome.discrepancies.max() / outcome.tolerance for outcome in check.adjoint)
@@ -139,10 +141,10 @@ def test_without_a_forward_graph_the_adjoint_identity_is_not_applicable() -> Non
         def forward_mode_unavailable(self):
             return "JVP rule missing for Foo"
 
-    check = gradient_check(ReverseOnly(graph), fd.central_differences, inputs)
+    check = gradient_check(ReverseOnly(graph), fd.central_differences, inputs, np.random.default_rng(0))
     assert check.adjoint_status == NOT_APPLICABLE and check.status == PASSED
     assert "JVP rule missing for Foo" in check.to_dict()["adjoint"]["reason"]
-    wrong = gradient_check(ReverseOnly(graph, jvp=scaled), fd.central_differences, inputs)
+    wrong = gradient_check(ReverseOnly(graph, jvp=scaled), fd.central_differences, inputs, np.random.default_rng(0))
     assert wrong.status == FAILED  # finite differences alone still catch it
 
 
@@ -160,6 +162,9 @@ def test_noise_above_the_tolerance_is_not_decided_not_failed() -> None:
         def vjp(self, sample, cotangents):
             return cotangents @ matrix
 
+        def forward_mode_unavailable(self):
+            return None
+
     def noisy(sample, tangents, step):
         displacements = 2 * step * tangents
         values = 1e3 + displacements @ matrix.T / 2
@@ -167,7 +172,7 @@ def test_noise_above_the_tolerance_is_not_decided_not_failed() -> None:
         minus = (1e3 - displacements @ matrix.T / 2).astype(np.float32).astype(np.float64)
         return plus - minus, displacements, np.abs(plus) + np.abs(minus)
 
-    check = gradient_check(Exact(), noisy, rng.standard_normal((3, 12)))
+    check = gradient_check(Exact(), noisy, rng.standard_normal((3, 12)), np.random.default_rng(0))
     assert check.fd_status == NOT_DECIDED and check.status == NOT_DECIDED
     assert all(outcome.decided.sum() == 0 for outcome in check.finite_differences)
 
@@ -175,7 +180,7 @@ def test_noise_above_the_tolerance_is_not_decided_not_failed() -> None:
 @pytest.mark.parametrize("name", SAMPLE_MODELS)
 def test_sample_models_pass(name) -> None:
     graph, fd, inputs = sources(SAMPLES / name, str(SAMPLES / "digits_test.npy"))
-    check = gradient_check(graph, fd.central_differences, inputs)
+    check = gradient_check(graph, fd.central_differences, inputs, np.random.default_rng(0))
     assert check.status == PASSED, check.to_dict()
     assert check.adjoint_status == PASSED
     assert all(outcome.decided.sum() >= 12 for outcome in check.finite_differences)

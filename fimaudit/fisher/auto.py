@@ -37,7 +37,7 @@ def choose_method(problem: SampleProblem, lanczos_matvecs: int, budget: int | No
     finite-difference route (None: its default).
     """
     classes = problem.num_classes
-    if getattr(problem.jacobian, "name", "") == "fd":
+    if problem.jacobian.name == "fd":
         return fd_route(problem.input_size, budget)
     if classes <= SMALL_CLASS_COUNT:
         return "exact", f"K = {classes} <= {SMALL_CLASS_COUNT} classes"

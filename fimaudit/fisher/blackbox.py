@@ -65,7 +65,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from fimaudit.finite_differences import default_step
+from fimaudit.gradients.finite_differences import default_step
 from fimaudit.errors import ModelError
 from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.operator import CostMeter, resolve_budget
@@ -180,11 +180,8 @@ def _half_ulp(values: np.ndarray, roundoff: float) -> np.ndarray:
 def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
     """u of the type the model computes its scores in: the gradient source's input type when it
     says (ONNX Runtime's), else the sample's; float32 for anything coarser unknown."""
-    declared = getattr(problem.jacobian, "dtype", None)
-    try:
-        kind = np.dtype(declared) if declared is not None else np.dtype(dtype)
-    except TypeError:
-        kind = np.dtype(dtype)
+    declared = problem.jacobian.dtype
+    kind = np.dtype(declared) if declared is not None else np.dtype(dtype)
     if not np.issubdtype(kind, np.floating):
         kind = np.dtype(np.float32)
     return float(np.finfo(kind).eps) / 2.0
@@ -193,7 +190,7 @@ def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
 def _directions_per_chunk(problem: SampleProblem) -> int:
     """Directions differenced per model call: the planned batch (two rows each), and at most
     _MAX_CHUNK_ELEMENTS perturbed elements."""
-    rows = getattr(problem.jacobian, "chunk_rows", None) or getattr(problem.jacobian, "max_rows", None)
+    rows = problem.jacobian.chunk_rows
     per_chunk = _MAX_CHUNK_ELEMENTS // (2 * max(1, problem.input_size))
     if rows:
         per_chunk = min(per_chunk, int(rows) // 2)
@@ -284,13 +281,12 @@ def sketch_lambda_max(
 
 def blackbox_lambda_max(
     problem: SampleProblem,
-    budget: int | None = None,
-    rng: np.random.Generator | None = None,
+    num_evaluations: int | None,
+    rng: np.random.Generator,
     relative_step: float | None = None,
 ) -> SpectralResult:
-    """lambda_max(F) from ``budget`` forward evaluations (default 400), with a 95% interval."""
-    evaluations = resolve_budget("blackbox", budget, DEFAULT_EVALUATIONS, MINIMUM_EVALUATIONS, "model evaluations")
-    rng = rng if rng is not None else np.random.default_rng(0)
+    """lambda_max(F) from ``num_evaluations`` forward evaluations (None: 400), with a 95% interval."""
+    evaluations = resolve_budget("blackbox", num_evaluations, DEFAULT_EVALUATIONS, MINIMUM_EVALUATIONS, "model evaluations")
     meter = CostMeter(problem)
     count = evaluations // 2
     derivatives, errors = gaussian_directional_derivatives(problem, count, rng, relative_step)  # [m, K] each

@@ -112,15 +112,14 @@ def hutch_plus_plus_trace(
 
 def hutchinson_result(
     problem: SampleProblem,
-    budget: int | None = None,
-    rng: np.random.Generator | None = None,
+    num_matvecs: int | None,
+    rng: np.random.Generator,
     variant: str = "hutch++",
 ) -> SpectralResult:
-    """trace(F) by ``variant`` within ``budget`` products, and lambda_max >= trace / rank (lower bound)."""
+    """trace(F) by ``variant`` within ``num_matvecs`` products (None: 60), and lambda_max >= trace / rank (lower bound)."""
     if variant not in VARIANTS:
         raise InputError(f"unknown trace estimator {variant!r}; choose {' or '.join(VARIANTS)}")
-    matvecs = resolve_budget("hutchinson", budget, DEFAULT_MATVECS, _MINIMUM[variant], "operator products")
-    rng = rng if rng is not None else np.random.default_rng(0)
+    matvecs = resolve_budget("hutchinson", num_matvecs, DEFAULT_MATVECS, _MINIMUM[variant], "operator products")
     meter = CostMeter(problem)
     operator = FisherOperator(problem, meter)
     if variant == "hutch++":

@@ -184,14 +184,13 @@ def operator_result(
 
 def lanczos_lambda_max(
     problem: SampleProblem,
-    budget: int | None = None,
-    rng: np.random.Generator | None = None,
+    num_matvecs: int | None,
+    rng: np.random.Generator,
     tol: float = DEFAULT_TOL,
     side: str = "auto",
 ) -> SpectralResult:
-    """lambda_max(F) by Lanczos within ``budget`` operator products (default 100)."""
-    matvecs = resolve_budget("lanczos", budget, DEFAULT_MATVECS, MINIMUM_MATVECS, "operator products")
-    rng = rng if rng is not None else np.random.default_rng(0)
+    """lambda_max(F) by Lanczos within ``num_matvecs`` operator products (None: 100)."""
+    matvecs = resolve_budget("lanczos", num_matvecs, DEFAULT_MATVECS, MINIMUM_MATVECS, "operator products")
     meter = CostMeter(problem)
     operator = make_operator(problem, side, meter)
     pair = lanczos_top(operator, matvecs, rng, tol)

@@ -76,7 +76,7 @@ class CostMeter:
         return {
             "jvp_rows": self.jvp_rows,
             "vjp_rows": self.vjp_rows,
-            "gradient_source": str(getattr(self.problem.jacobian, "name", "unknown")),
+            "gradient_source": str(self.problem.jacobian.name),
         }
 
 

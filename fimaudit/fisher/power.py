@@ -53,14 +53,13 @@ def power_top(operator: LinearOperator, budget: int, rng: np.random.Generator, t
 
 def power_lambda_max(
     problem: SampleProblem,
-    budget: int | None = None,
-    rng: np.random.Generator | None = None,
+    num_matvecs: int | None,
+    rng: np.random.Generator,
     tol: float = DEFAULT_TOL,
     side: str = "input",
 ) -> SpectralResult:
-    """lambda_max(F) by power iteration within ``budget`` products (default 200, input side)."""
-    matvecs = resolve_budget("power", budget, DEFAULT_MATVECS, MINIMUM_MATVECS, "operator products")
-    rng = rng if rng is not None else np.random.default_rng(0)
+    """lambda_max(F) by power iteration within ``num_matvecs`` products (None: 200, input side)."""
+    matvecs = resolve_budget("power", num_matvecs, DEFAULT_MATVECS, MINIMUM_MATVECS, "operator products")
     meter = CostMeter(problem)
     operator = make_operator(problem, side, meter)
     pair = power_top(operator, matvecs, rng, tol)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fimaudit.fisher.covariance import softmax, softmax_covariance
-from fimaudit.jacobian import InputJacobian
+from fimaudit.gradients.base import InputJacobian
 
 
 @dataclass

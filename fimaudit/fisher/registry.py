@@ -1,8 +1,12 @@
 """Estimators by name: ``@estimator("exact")`` registers the function it decorates.
 
-An estimator is ``f(problem, budget, rng) -> SpectralResult``: ``budget`` is its explicit cost
-limit (model evaluations or matvecs, as its docstring says; None for its default) and ``rng`` a
-``numpy.random.Generator`` seeded by the caller, never global state.
+An estimator is ``f(problem, budget, rng) -> SpectralResult``: ``budget`` is the user's
+``--budget``, its explicit cost limit, which each estimator reads as what it counts (operator
+products for lanczos, power and hutchinson, model evaluations for blackbox, as its docstring
+says; None for its default) and passes on under that name (``num_matvecs``, ``num_evaluations``).
+``rng`` is a
+``numpy.random.Generator`` the caller owns: the audit gives each sample its own stream
+(randomness.py); no estimator seeds one itself or reads global state.
 """
 
 from __future__ import annotations

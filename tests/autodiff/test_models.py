@@ -21,12 +21,12 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+from fimaudit.audit import AuditConfig, intake, prepare_model
 from fimaudit.autodiff.build import build_vjp_model, missing_rules
-from fimaudit.autodiff.source import GraphJacobian, graph_jacobian_or_reason
 from fimaudit.cli import main
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.finite_differences import FiniteDifferenceJacobian
+from fimaudit.gradients import FiniteDifferenceJacobian, GraphJacobian, SourceChoice, make_source
+from fimaudit.gradients.graph import graph_source
 from fimaudit.fisher.exact import exact_lambda_max
 from fimaudit.graph.selection import LOGITS
 from fimaudit.runtime import ModelRunner
@@ -80,13 +80,17 @@ def _prepare(path: Path | str, probe: np.ndarray):
     return prepare_model(intake(str(path)), config, probe=probe)
 
 
+def _source(prepared, kind: str) -> SourceChoice:
+    return make_source(kind, prepared.runner, prepared.selection.sample_shape, prepared.num_classes)
+
+
 @pytest.mark.parametrize("entry", sample_manifest(), ids=lambda entry: entry["file"])
 def test_sample_model_graph_jacobian_matches_finite_differences(entry: dict, digits: np.ndarray) -> None:
     inputs = digits[:2]
     prepared = _prepare(SAMPLES / entry["file"], inputs[:1])
-    graph, used, _ = make_jacobian(prepared, "graph")
-    fd, _, _ = make_jacobian(prepared, "fd")
-    assert used == "graph"
+    choice = _source(prepared, "graph")
+    graph, fd = choice.source, _source(prepared, "fd").source
+    assert choice.kind == "graph"
     ours, theirs = graph.dense(inputs), fd.dense(inputs)
     assert ours.shape == theirs.shape == (2, entry["num_classes"], 64)
     assert _relative(ours, theirs) < FD_TOLERANCE
@@ -148,8 +152,7 @@ def test_dense_chunks_cotangents_within_max_rows_and_counts_cost(save_model) -> 
     path = save_model(_wide_classifier())
     inputs = np.random.default_rng(1).normal(size=(3, 12)).astype(np.float32)
     prepared = _prepare(path, inputs[:1])
-    source, reason = graph_jacobian_or_reason(prepared, (12,))
-    assert reason is None and source is not None
+    assert isinstance(graph_source(prepared.runner, (12,), prepared.num_classes), GraphJacobian)
     limited = GraphJacobian(prepared.runner, (12,), 23, build_vjp_model(prepared.runner.model, "x", LOGITS), max_rows=7)
     runs: list[tuple[int, int]] = []
     original = limited._vjp.run
@@ -226,7 +229,7 @@ def test_jacobian_command_writes_the_graph_jacobian(tmp_path: Path, digits: np.n
     written = np.load(out)
     assert written.shape == (3, 10, 1, 8, 8) and written.dtype == np.float32
     prepared = _prepare(SAMPLES / "mlp.onnx", digits[:1])
-    fd, _, _ = make_jacobian(prepared, "fd")
+    fd = _source(prepared, "fd").source
     assert _relative(written.reshape(3, 10, 64).astype(np.float64), fd.dense(digits[:3])) < TOLERANCE
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
 

@@ -27,6 +27,14 @@ class MatrixJacobian:
         self.bias = np.zeros(self.num_classes) if bias is None else np.asarray(bias, dtype=np.float64)
         self.name = name
         self.accounting = RunAccounting()
+        self.dtype = np.dtype(np.float64)
+        self.chunk_rows: int | None = None
+
+    def forward_mode_unavailable(self) -> str | None:
+        return None
+
+    def settings(self) -> dict:
+        return {}
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         rows = np.asarray(inputs, dtype=np.float64).reshape(-1, self.input_size)
@@ -92,7 +100,8 @@ def random_problem(rng: np.random.Generator, classes: int, size: int, decay: flo
 
 def sample_model_problems(model: str, count: int, gradients: str = "fd") -> list[SampleProblem]:
     """SampleProblems for the first ``count`` digits on a sample model, through the audit's own intake."""
-    from fimaudit.audit import AuditConfig, intake, make_jacobian, prepare_model
+    from fimaudit.audit import AuditConfig, intake, prepare_model
+    from fimaudit.gradients import make_source
     from fimaudit.data import load_data
 
     path = str(SAMPLES / f"{model}.onnx")
@@ -101,7 +110,7 @@ def sample_model_problems(model: str, count: int, gradients: str = "fd") -> list
     taken = intake(path)
     data = load_data(data_path, taken.selection, count, 0)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
-    source, _, _ = make_jacobian(prepared, gradients)
+    source = make_source(gradients, prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
     logits = source.logits(data.inputs)
     return [SampleProblem(sample=data.inputs[i], logits=logits[i], jacobian=source) for i in range(data.inputs.shape[0])]
 

@@ -22,6 +22,7 @@ class Float32Linear:
 
     name = "float32-linear"
     dtype = np.dtype(np.float32)
+    chunk_rows = None
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
         self.weight = np.asarray(weight, dtype=np.float32)

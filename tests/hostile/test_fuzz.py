@@ -13,7 +13,6 @@ a longer campaign (e.g. 2000).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -194,8 +193,8 @@ def mutations() -> st.SearchStrategy[Mutation]:
     )
 
 
-# Gradient graphs (fimaudit.autodiff.source) are fuzzed too once they exist.
-GRADIENTS = ["fd", "auto"] if importlib.util.find_spec("fimaudit.autodiff.source") else ["fd"]
+# Gradient graphs (fimaudit.gradients.graph) are fuzzed too.
+GRADIENTS = ["fd", "auto"]
 
 
 @FUZZ

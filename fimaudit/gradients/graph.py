@@ -1,5 +1,8 @@
 """Input Jacobians from gradient graphs: the InputJacobian ("graph") run by ONNX Runtime.
 
+The graphs themselves come from ``fimaudit.autodiff`` (rules and the graph walk); this module
+runs them and answers the gradient-source interface (``fimaudit.gradients.base``).
+
 The VJP model (``build.build_vjp_model``) maps a batch x [B, ...] and cotangents [M, B, K] to
 [M, B, ...]; one-hot cotangents give M rows of every sample's Jacobian in one run. The JVP
 model maps tangents [M, B, ...] to [M, B, K] (forward mode, for matrix-free estimators).
@@ -99,6 +102,7 @@ class GraphJacobian:
         self.num_classes = num_classes
         self.max_rows = max(1, max_rows or runner.max_batch)
         self._vjp = _GradientSession(vjp_model, runner, COTANGENT, INPUT_GRAD)
+        self.dtype = self._vjp.input_dtype
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
@@ -108,6 +112,15 @@ class GraphJacobian:
     @property
     def accounting(self) -> RunAccounting:
         return self.runner.accounting
+
+    @property
+    def chunk_rows(self) -> int:
+        """Gradient rows per run (M cotangents x B samples): the memory plan's batch."""
+        return self.max_rows
+
+    def settings(self) -> dict[str, Any]:
+        """Nothing to record: graph gradients have no step or tolerance to choose."""
+        return {}
 
     @property
     def batch(self) -> int | None:
@@ -190,12 +203,6 @@ class GraphJacobian:
         self._jvp_session()
         return self._jvp_unavailable
 
-    def forward_mode_unavailable(self) -> str | None:
-        """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse
-        graph (the gradient check's adjoint identity then has nothing independent to compare)."""
-        self._jvp_session()
-        return self._jvp_unavailable
-
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """J v for one sample and tangents [M, d]: [M, K] (float64), forward mode."""
         session = self._jvp_session()
@@ -238,30 +245,25 @@ def with_sample_shape(model: onnx.ModelProto, input_name: str, sample_shape: tup
     return specialised
 
 
-def graph_jacobian_or_reason(
-    prepared: Any, sample_shape: tuple[int, ...]
-) -> tuple[GraphJacobian | None, UnsupportedOpError | None]:
-    """A GraphJacobian for a prepared model, or None and the reason (for --gradients auto).
+def graph_source(runner: ModelRunner, sample_shape: tuple[int, ...], num_classes: int) -> GraphJacobian:
+    """A GraphJacobian for the logits model of ``runner``, or UnsupportedOpError saying why not.
 
     Checks coverage first (every op on the differentiable path has a rule) so an unsupported
-    model costs no compute; a gradient graph ONNX Runtime cannot load is also a reason.
+    model costs no compute; a gradient graph ONNX Runtime cannot load or run is also refused.
     """
-    runner: ModelRunner = prepared.runner
     model = with_sample_shape(runner.model, runner.input_name, tuple(sample_shape))
+    dtype = _numpy_dtype(runner.session, runner.input_name, "float32")
     try:
         missing = missing_rules(model, runner.input_name, LOGITS, "vjp")
         if missing:
-            return None, unsupported_error(missing, "vjp")
-        dtype = _numpy_dtype(runner.session, runner.input_name, "float32")
+            raise unsupported_error(missing, "vjp")
         vjp_model = build_vjp_model(model, runner.input_name, LOGITS, shape_probe(runner, sample_shape, dtype))
-        source = GraphJacobian(runner, sample_shape, prepared.num_classes, vjp_model)
+        source = GraphJacobian(runner, sample_shape, num_classes, vjp_model)
         # One reverse run on a zero input: a graph ONNX Runtime loads but cannot run (its shape
         # arithmetic disagreeing with the ONNX formulas, e.g. a pooling window larger than its
         # input) is a reason to fall back now, not an error halfway through the audit.
-        source.vjp(np.zeros(sample_shape, dtype=dtype), np.ones((1, prepared.num_classes)))
-    except UnsupportedOpError as exc:
-        return None, exc
+        source.vjp(np.zeros(sample_shape, dtype=dtype), np.ones((1, num_classes)))
     except ModelError as exc:
         logger.warning("gradient graph rejected by ONNX Runtime: %s", exc)
-        return None, UnsupportedOpError(f"the gradient graph could not be loaded or run ({exc})")
-    return source, None
+        raise UnsupportedOpError(f"the gradient graph could not be loaded or run ({exc})") from exc
+    return source

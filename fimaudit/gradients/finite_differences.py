@@ -12,7 +12,7 @@ dtype, (x + h) - (x - h), not 2 h, which removes one source of error for free.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -57,6 +57,14 @@ class FiniteDifferenceJacobian:
     @property
     def accounting(self) -> RunAccounting:
         return self.runner.accounting
+
+    def settings(self) -> dict[str, Any]:
+        """The step, as the report records it (``gradient_settings.fd_relative_step``)."""
+        return {"fd_relative_step": self.relative_step}
+
+    def forward_mode_unavailable(self) -> str | None:
+        """None: J v is differenced along each direction, independently of the dense J^T u."""
+        return None
 
     def _evaluate(self, rows: np.ndarray) -> np.ndarray:
         (logits,) = self.runner.run_batched(rows, on_batch=self.on_evaluations)

@@ -1,0 +1,120 @@
+"""Input Jacobians of the logits: the interface every gradient source implements.
+
+A source answers three questions about the logits z(x) of one model, for samples x of the
+chosen input: the dense Jacobian (K x d per sample), Jacobian-vector products J v (forward mode)
+and vector-Jacobian products J^T u (reverse mode). Estimators and the gradient check only use
+this interface, so they work the same on finite differences and on gradient graphs derived from
+the ONNX graph; how a source is built is ``fimaudit.gradients.make_source``'s business.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from fimaudit.errors import ModelError
+from fimaudit.runtime import RunAccounting
+
+#: The source that ran: gradient graphs or central finite differences.
+SourceName = Literal["graph", "fd"]
+
+
+class GradientKind(str, enum.Enum):
+    """What ``--gradients`` asks for: a source, or ``auto`` (graphs, falling back to differences)."""
+
+    AUTO = "auto"
+    GRAPH = "graph"
+    FD = "fd"
+
+
+class InputJacobian(Protocol):
+    """Logits and their derivatives with respect to the chosen input."""
+
+    #: "fd" for finite differences, "graph" for gradient graphs (test fakes use their own names).
+    name: str
+    #: Number of logits K.
+    num_classes: int
+    #: Flattened size d of one sample.
+    input_size: int
+    #: Model evaluations paid so far (rows through ONNX Runtime, all graphs together).
+    accounting: RunAccounting
+    #: The float type the model computes its scores in (its input's type in ONNX Runtime).
+    dtype: np.dtype
+    #: The most rows one model run should carry (the memory plan's batch); None: no limit.
+    chunk_rows: int | None
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits [N, K] for samples [N, ...]."""
+
+    def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """The Jacobians [N, K, d] (float64) for samples [N, ...]."""
+
+    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        """J v for one sample [...] and tangents [M, d]: returns [M, K] (float64)."""
+
+    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        """J^T u for one sample [...] and cotangents [M, K]: returns [M, d] (float64)."""
+
+    def forward_mode_unavailable(self) -> str | None:
+        """None when J v is computed independently of J^T u; else why it is derived from it
+        (the gradient check's adjoint identity then has nothing independent to compare)."""
+
+    def settings(self) -> dict[str, Any]:
+        """The settings that decide the source's accuracy, as the report records them."""
+
+
+@dataclass(frozen=True)
+class SourceChoice:
+    """What ``make_source`` built: the source, which kind it is, and why (the report's note)."""
+
+    source: InputJacobian
+    kind: SourceName
+    reason: str
+
+
+class FiniteDerivatives:
+    """A gradient source that refuses NaN or Inf derivatives of one sample with a ModelError.
+
+    Infinite gradients with finite scores (Sqrt or Log at 0, a Div by an input near 0) would
+    otherwise reach the estimators: LAPACK reports "eigenvalues did not converge", ARPACK stops,
+    and a Lanczos run could report a lower bound of 0. Everything else is the wrapped source's.
+    """
+
+    def __init__(self, source: InputJacobian, sample_index: int) -> None:
+        self.source = source
+        self._index = sample_index
+        self.name = source.name
+        self.num_classes = source.num_classes
+        self.input_size = source.input_size
+        self.accounting = source.accounting
+        self.dtype = source.dtype
+        self.chunk_rows = source.chunk_rows
+
+    def _checked(self, what: str, values: np.ndarray) -> np.ndarray:
+        if not np.isfinite(values).all():
+            raise ModelError(
+                f"the model's derivatives are NaN or Inf at sample {self._index} ({what}) while its "
+                "scores are finite (e.g. Sqrt or Log at 0); its Fisher information is undefined there"
+            )
+        return values
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        return self.source.logits(inputs)
+
+    def dense(self, inputs: np.ndarray) -> np.ndarray:
+        return self._checked("Jacobian", self.source.dense(inputs))
+
+    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        return self._checked("Jacobian-vector product", self.source.jvp(sample, tangents))
+
+    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        return self._checked("vector-Jacobian product", self.source.vjp(sample, cotangents))
+
+    def forward_mode_unavailable(self) -> str | None:
+        return self.source.forward_mode_unavailable()
+
+    def settings(self) -> dict[str, Any]:
+        return self.source.settings()
