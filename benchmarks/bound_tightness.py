@@ -39,7 +39,7 @@ def main() -> None:
                              samples=args.samples, method="exact", gradients="fd")
         result = run_audit(config)
         measured = np.array([s.result.value for s in result.samples])
-        ratios = np.array([s.bound["value"] / s.result.value for s in result.samples])
+        ratios = np.array([s.bound.value / s.result.value for s in result.samples])
         checked = "-"
         if args.float64:
             from tests.bounds.reference64 import Reference64
@@ -50,9 +50,9 @@ def main() -> None:
             violations = 0
             for sample in result.samples[: args.float64]:
                 exact = reference.lambda_max(result.data.inputs[sample.index])
-                violations += int(sample.bound["value"] < exact or result.bound["value"] < exact)
+                violations += int(sample.bound.value < exact or result.bound.value < exact)
             checked = f"{args.float64 - violations}/{args.float64}"
-        bound = result.bound["value"]
+        bound = result.bound.value
         print(f"{entry['file']:22s} {result.architecture['family']:12s} {bound:12.4g} {measured.max():10.4g} {bound / measured.max():10.4g} "
               f"{ratios.min():>20.4g} {np.median(ratios):8.4g} {ratios.max():10.4g} {checked:>7s} {time.perf_counter() - started:5.1f}")
 

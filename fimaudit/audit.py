@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import dataclasses
 import platform
+import dataclasses
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
@@ -26,7 +27,6 @@ from fimaudit.fisher.covariance import softmax
 from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog, plan_finite_differences
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import get_estimator
-from fimaudit.fisher.result import SpectralResult
 from fimaudit.graph.batching import try_relax_batch
 from fimaudit.graph.describe import ModelDescription, describe_model
 from fimaudit.graph.loader import LoadedModel, load_model
@@ -42,8 +42,11 @@ from fimaudit.graph.selection import (
 from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, make_source
 from fimaudit.randomness import RandomStreams
 from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
+from fimaudit.results import AuditResult, Bound, SampleResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
-from fimaudit.sanity import GradientCheck, gradient_check
+from fimaudit.sanity import gradient_check
+from fimaudit.statistics import summarise
+from fimaudit.verdict import judge
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,6 @@ EIGENVECTORS_KEPT = 8
 #: Samples differentiated both ways (graph and finite differences) as a sanity check.
 GRADIENT_CHECK_SAMPLES = 3
 
-STATISTICS = ("max", "p95", "mean", "median")
 GRADIENT_SOURCES = tuple(kind.value for kind in GradientKind)
 # Rows of perturbed inputs per model evaluation when memory allows (finite differences' default).
 DEFAULT_BATCH_ROWS = 512
@@ -85,32 +87,13 @@ class AuditConfig:
     # Seconds the whole audit may take (--max-time): a finite-difference run whose estimate exceeds
     # it is refused up front, and any run stops between samples once past it. None: no limit.
     max_time: float | None = None
+    # What the chosen output is when the graph cannot tell (--output-kind: logits, probabilities,
+    # sigmoid); None: read from the graph (graph/selection.py).
+    output_kind: str | None = None
     # What is differentiated (--wrt): the float input as given, or the embedding (or one-hot)
     # tensor a token-id model computes (graph/embeddings.py); --vocab decodes the tokens.
     wrt: str = "input"
     vocab_path: str | None = None
-
-
-@dataclass
-class SampleAudit:
-    """The audit of one input sample."""
-
-    index: int
-    result: SpectralResult
-    top_prob: float
-    predicted_class: int
-    logits: np.ndarray
-    # Certified upper bound on this sample's lambda_max (fimaudit/bounds), JSON-ready.
-    bound: dict[str, Any] | None = None
-
-
-@dataclass
-class Verdict:
-    threshold: float | None
-    statistic: str
-    value: float
-    passed: bool
-    reason: str
 
 
 @dataclass
@@ -123,30 +106,6 @@ class PreparedModel:
     logits_model: onnx.ModelProto
     runner: ModelRunner
     num_classes: int
-
-
-@dataclass
-class AuditResult:
-    config: AuditConfig
-    prepared: PreparedModel
-    data: AuditData
-    gradients: str
-    gradients_note: str
-    samples: list[SampleAudit]
-    summary: dict[str, float]
-    verdict: Verdict
-    seconds: float
-    model_evaluations: int
-    environment: dict[str, str]
-    started_at: str
-    architecture: dict[str, Any] = field(default_factory=lambda: {"family": "unknown"})
-    bound: dict[str, Any] | None = None
-    # Settings of the gradient source that decide its accuracy (e.g. the finite-difference step).
-    gradient_settings: dict[str, Any] = field(default_factory=dict)
-    #: Subnormal weights found: {"count", "total", "flushed"} (flushed: the audit zeroed them).
-    subnormal_weights: dict[str, Any] = field(default_factory=dict)
-    # Graph gradients against finite differences on a few samples (None with fd gradients).
-    gradient_check: GradientCheck | None = None
 
 
 def environment(provider: str) -> dict[str, str]:
@@ -207,7 +166,7 @@ class Intake:
 
 def intake(
     model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
-    wrt: str = "input",
+    wrt: str = "input", output_kind: str | None = None,
 ) -> Intake:
     """Load, validate and describe the model, and choose its input and output (weights planned against ``budget``)."""
     loaded = load_model(model_path, budget=budget)
@@ -218,7 +177,7 @@ def intake(
         return Intake(moved, describe_model(loaded), selection, site, loaded.proto)
     if wrt != "input":
         raise InputError(f"unknown --wrt {wrt!r}; choose input or embeddings")
-    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name))
+    return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name, output_kind))
 
 
 def prepare_model(
@@ -246,32 +205,6 @@ def prepare_model(
     runner = try_relax_batch(runner, probe)
     num_classes = int(probe_logits.reshape(probe.shape[0], -1).shape[1])
     return PreparedModel(taken.loaded, taken.description, selection, logits_model, runner, num_classes)
-
-
-def summarise(values: np.ndarray) -> dict[str, float]:
-    """Statistics of per-sample lambda_max over the audited data."""
-    return {
-        "count": int(values.size),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-        "median": float(np.median(values)),
-        "p95": float(np.percentile(values, 95)),
-        "min": float(values.min()),
-        "std": float(values.std()),
-    }
-
-
-def decide(summary: dict[str, float], threshold: float | None, statistic: str) -> Verdict:
-    """Pass when the chosen statistic of lambda_max is at or below the threshold."""
-    if statistic not in STATISTICS:
-        raise InputError(f"unknown statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
-    value = float(summary[statistic])
-    if threshold is None:
-        return Verdict(None, statistic, value, True, "no threshold set (--fail-above); nothing to gate")
-    passed = value <= threshold
-    relation = "at or below" if passed else "above"
-    reason = f"{statistic} lambda_max {value:.4g} is {relation} the threshold {threshold:.4g}"
-    return Verdict(threshold, statistic, value, passed, reason)
 
 
 def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> dict[str, Any]:
@@ -349,7 +282,7 @@ def _require_finite(what: str, values: np.ndarray, source: str) -> None:
         )
 
 
-def _keep_top_eigenvectors(audits: list[SampleAudit], keep: int) -> None:
+def _keep_top_eigenvectors(audits: list[SampleResult], keep: int) -> None:
     """Drop the eigenvectors of all but the ``keep`` most sensitive samples seen so far.
 
     The report pictures only the most sensitive samples; holding every eigenvector would cost
@@ -361,22 +294,20 @@ def _keep_top_eigenvectors(audits: list[SampleAudit], keep: int) -> None:
 
 
 def _analytic_bounds(
-    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleAudit], config: AuditConfig
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Architecture and certified bounds (global, and per sample into ``audits``)."""
+    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleResult], config: AuditConfig
+) -> tuple[dict[str, Any], Bound | None, list[SampleResult]]:
+    """Architecture, the certified global bound, and ``audits`` with their per-sample bounds."""
     from fimaudit.bounds.fisher_bound import bound_audit  # analytic bounds (issue 5)
     from fimaudit.graph.architecture import recognise_architecture
 
     if not config.bounds:
-        return recognise_architecture(prepared.loaded.proto, prepared.selection.input_name).to_dict(), None
+        return recognise_architecture(prepared.loaded.proto, prepared.selection.input_name).to_dict(), None, audits
     measured = [audit.result.value for audit in audits]
     architecture, bound, per_sample = bound_audit(
         prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
         data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
     )
-    for audit, entry in zip(audits, per_sample):
-        audit.bound = entry
-    return architecture, bound
+    return architecture, bound, [dataclasses.replace(audit, bound=entry) for audit, entry in zip(audits, per_sample)]
 
 
 def run_audit(
@@ -398,7 +329,7 @@ def run_audit(
     estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
-    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt)
+    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt, output_kind=config.output_kind)
     if on_loaded is not None:
         on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
@@ -433,6 +364,12 @@ def run_audit(
         jacobian = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
     logits = jacobian.logits(data.inputs)
     _require_finite("the model's scores", logits, data.source)
+    from fimaudit.graph.ml_outputs import piecewise_constant_note  # tree ensembles, Binarizer
+
+    flat = piecewise_constant_note(prepared.logits_model, prepared.selection.input_name, LOGITS)
+    if flat:
+        logger.warning("%s", flat)
+        note += f"; {flat}"
     fd_cost, fd_log = None, None
     if gradients == "fd":
         # Cost planned before the first sample (2 d evaluations each for a dense Jacobian).
@@ -443,7 +380,7 @@ def run_audit(
         fd_log = FdProgressLog(fd_cost)
     # Sample i's estimator draws from its own stream: its result depends on the seed and i only.
     streams = RandomStreams(config.seed)
-    audits: list[SampleAudit] = []
+    audits: list[SampleResult] = []
     total = data.inputs.shape[0]
     for index in range(total):
         problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(jacobian.at(index) if data.tokens is not None else jacobian, index))
@@ -455,7 +392,7 @@ def run_audit(
             )
         probabilities = softmax(logits[index])
         audits.append(
-            SampleAudit(
+            SampleResult(
                 index=index,
                 result=result,
                 top_prob=float(probabilities.max()),
@@ -489,19 +426,19 @@ def run_audit(
             logger.warning("%s: the graph's derivatives disagree beyond the error bound", check.summary())
         else:
             logger.info("%s", check.summary())
-    values = np.array([audit.result.value for audit in audits])
-    summary = summarise(values)
-    verdict = decide(summary, config.threshold, config.statistic)
-    architecture, bound = _analytic_bounds(prepared, data, logits, audits, config)
+    summary = summarise(np.array([audit.value for audit in audits]))
+    architecture, bound, audits = _analytic_bounds(prepared, data, logits, audits, config)
+    judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic)
     return AuditResult(
         config=config,
         prepared=prepared,
         data=data,
         gradients=gradients,
         gradients_note=note,
-        samples=audits,
+        samples=tuple(audits),
         summary=summary,
-        verdict=verdict,
+        checks=judgement.checks,
+        verdict=judgement.verdict,
         seconds=time.perf_counter() - started,
         model_evaluations=jacobian.accounting.evaluations,
         environment=environment(prepared.runner.provider),

@@ -20,6 +20,8 @@ from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
 from fimaudit.interrupts import Interrupted, install_handlers
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
+from fimaudit.results import AuditResult
+from fimaudit.statistics import STATISTICS
 
 logger = logging.getLogger("fimaudit")
 
@@ -149,6 +151,12 @@ def model_argument(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """--input / --output: shared by every command that reads a model."""
+    function = click.option(
+        "--output-kind", type=click.Choice(["logits", "probabilities", "sigmoid"]),
+        help="What the output is, when fimaudit cannot tell from the graph: logits (one score per sample: a "
+        "binary logit), probabilities (rows summing to one), sigmoid (one probability per sample). "
+        "Default: read from the graph.",
+    )(function)
     function = click.option("--output", "output_name", metavar="NAME", help="Class-score output to audit (default: chosen automatically).")(function)
     function = click.option("--input", "input_name", metavar="NAME", help="Float input to differentiate (default: chosen automatically).")(function)
     return function
@@ -209,17 +217,23 @@ def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[
 @model_argument
 @selection_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the description as JSON.")
-def inspect(model: str, input_name: str | None, output_name: str | None, json_path: str | None) -> None:
-    """Describe MODEL and show what an audit would differentiate."""
-    from fimaudit.inspection import inspect_model, inspection_text
+def inspect(model: str, input_name: str | None, output_name: str | None, output_kind: str | None, json_path: str | None) -> None:
+    """Describe MODEL and show what an audit would differentiate.
+
+    A model an audit would refuse is described all the same; the reason follows on stderr, exit 2.
+    """
+    from fimaudit.inspection import inspect_model, inspection_text, refusal_error
 
     from fimaudit.report.writing import json_text, write_atomic
 
     check_output_paths([model], [json_path])
-    document = inspect_model(model, input_name, output_name)
+    document = inspect_model(model, input_name, output_name, output_kind=output_kind)
     click.echo(inspection_text(document))
     if json_path:
         write_atomic(json_path, json_text(document), inputs=[model, *_external_files(model, document)])
+    refused = refusal_error(document)
+    if refused is not None:
+        raise refused
 
 
 @main.command()
@@ -230,13 +244,14 @@ def inspect(model: str, input_name: str | None, output_name: str | None, json_pa
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a one-paragraph Markdown summary here (for pull-request comments).")
 @click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).")
-@click.option("--statistic", type=click.Choice(["max", "p95", "mean", "median"]), default="max", show_default=True, help="Statistic compared with --fail-above.")
+@click.option("--statistic", type=click.Choice(STATISTICS), default="max", show_default=True, help="Statistic compared with --fail-above.")
 @click.option("--wrt", type=click.Choice(["input", "embeddings"]), default="input", show_default=True, help="Differentiate with respect to the float input, or (token-id models) the embedding sum / one-hot tensor the ids produce; --data is then an .npz of input_ids, attention_mask, token_type_ids.")
 @click.option("--vocab", "vocab_path", type=click.Path(exists=True, dir_okay=False, readable=True), help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).")
 def audit(
     model: str,
     input_name: str | None,
     output_name: str | None,
+    output_kind: str | None,
     data_path: str | None,
     samples: int | None,
     method: str,
@@ -272,6 +287,7 @@ def audit(
         budget=budget,
         input_name=input_name,
         output_name=output_name,
+        output_kind=output_kind,
         threshold=threshold,
         statistic=statistic,
         max_memory=max_memory,
@@ -291,20 +307,22 @@ def audit(
         finish()
     # Everything is rendered before anything is written: a failure leaves no file at all.
     document = write_audit_outputs(result, json_path, report_path, summary_path)
-    click.echo(summary_line(document))
-    # The document's verdict is three-way: an inconclusive audit does not pass the gate.
-    sys.exit(EXIT_PASSED if document["verdict"]["passed"] else EXIT_FAILED)
+    click.echo(summary_line(result))
+    # The verdict is three-way: an inconclusive audit does not pass the gate.
+    sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
 
 
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True))
 @estimation_options
+@click.option("--output-kind", type=click.Choice(["logits", "probabilities", "sigmoid"]), help="What every model's output is, when fimaudit cannot tell (see audit --help).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison JSON here.")
-@click.option("--statistic", type=click.Choice(["median", "p95", "mean", "max"]), default="median", show_default=True, help="Statistic the models are ranked by.")
+@click.option("--statistic", type=click.Choice(STATISTICS), default="median", show_default=True, help="Statistic the models are ranked by.")
 @click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="Relative tolerance for 'the same network gives the same numbers'.")
 def compare(
     models: tuple[str, ...],
+    output_kind: str | None,
     data_path: str | None,
     samples: int | None,
     method: str,
@@ -334,7 +352,7 @@ def compare(
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
                          flush_subnormals=flush_subnormals, bounds=bounds, timeout=timeout or None,
-                         max_time=max_time)
+                         max_time=max_time, output_kind=output_kind)
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)
@@ -361,6 +379,7 @@ def jacobian(
     model: str,
     input_name: str | None,
     output_name: str | None,
+    output_kind: str | None,
     data_path: str,
     out_path: str,
     gradients: str,
@@ -372,7 +391,7 @@ def jacobian(
     from fimaudit.jacobian_export import export_jacobian
 
     check_output_paths([model, data_path], [out_path])
-    result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory, timeout=timeout or None)
+    result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory, timeout=timeout or None, output_kind=output_kind)
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
 
@@ -395,12 +414,12 @@ def _external_files(model: str, document: dict[str, Any]) -> list[str]:
     return [os.path.join(os.path.dirname(model), name) for name in names if name]
 
 
-def summary_line(document: dict[str, Any]) -> str:
-    summary = document["summary"]
-    verdict = document["verdict"]
-    status = {"no_threshold": "no threshold"}.get(verdict.get("status", ""), verdict.get("status", "").upper())
+def summary_line(result: AuditResult) -> str:
+    """The audit in one line on stdout: the numbers, then the verdict and its reason."""
+    summary, verdict = result.summary, result.verdict
+    status = "no threshold" if verdict.status == "no_threshold" else verdict.status.upper()
     return (
-        f"{document['model']['path']}: {summary['count']} samples, lambda_max "
-        f"median {summary['median']:.4g}, p95 {summary['p95']:.4g}, max {summary['max']:.4g} "
-        f"[{document['method']['estimator']}, gradients {document['method']['gradients']}] — {status}: {verdict['reason']}"
+        f"{result.prepared.description.path}: {summary.count} samples, lambda_max "
+        f"median {summary.median:.4g}, p95 {summary.p95:.4g}, max {summary.max:.4g} "
+        f"[{result.config.method}, gradients {result.gradients}] — {status}: {verdict.reason}"
     )

@@ -22,8 +22,7 @@ import numpy as np
 from scipy import stats
 
 from fimaudit.errors import InputError
-
-STATISTICS = ("median", "mean", "p95", "max")
+from fimaudit.statistics import STATISTICS
 BOUND_KINDS = ("global", "per_sample_median")
 # Below this many models a rank correlation's p-value says nothing; it is reported as None.
 MIN_MODELS_FOR_P_VALUE = 4

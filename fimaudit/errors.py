@@ -8,8 +8,6 @@ with a message that already reads well on its own (what is wrong, and what to do
 class FimauditError(Exception):
     """Base of every error fimaudit raises on purpose (bad input, unsupported model, ...)."""
 
-    exit_code = 2
-
 
 class ModelError(FimauditError):
     """The model file cannot be read, validated or run."""

@@ -255,3 +255,110 @@ class BoundEngine:
         if low is None or high is None or low == 0.0:
             return None
         return high / low
+
+
+# ------------------------------------------------------------------ per-family compositions
+
+GATE_UNBOUNDED = ("the squeeze-excitation product x * g(x) has no global Lipschitz constant on an unbounded "
+                  "domain: its Jacobian diag(g) + diag(x) dg/dx grows with ||x|| (a channel of zero mean and "
+                  "growing norm leaves g unchanged), so a global bound needs a bounded input domain")
+
+
+@dataclass(frozen=True)
+class GateFactor:
+    """Lipschitz constant of the gated product y = x * g(x) with respect to x (SE block).
+
+    dy = g * dx + x * B dg (B: the gate's per-channel broadcast over the spatial entries), so
+    ||dy|| <= sup|g| ||dx|| + max_c ||x_c|| ||dg|| <= (sup|g| + max_c ||x_c|| L_g) ||dx||:
+    ``sup_gate`` bounds |g| (1 for Sigmoid and HardSigmoid), ``features_size`` bounds
+    max_c ||x_c||_2 over the domain (sqrt(entries per channel) times max |x|), ``gate_lipschitz``
+    is the composed constant of x -> g. The first term is the identity part (||I|| sup g), the
+    second the part that grows with the activations.
+    """
+
+    sup_gate: float
+    features_size: float
+    gate_lipschitz: float
+
+    @property
+    def value(self) -> float:
+        return self.sup_gate + self.features_size * self.gate_lipschitz
+
+    def to_dict(self) -> dict[str, float | None]:
+        finite = math.isfinite(self.value)
+        return {"sup_gate": self.sup_gate, "features_size": self.features_size if math.isfinite(self.features_size) else None,
+                "gate_lipschitz": self.gate_lipschitz, "factor": self.value if finite else None}
+
+
+def _nodes_between(view: GraphView, start: str, end: str) -> list[onnx.NodeProto]:
+    """Nodes placed after ``start``'s producer up to ``end``'s producer (a block walk's range)."""
+    position = {out: index for index, node in enumerate(view.nodes) for out in node.output if out}
+    first = position.get(start, -1) + 1
+    last = position.get(end)
+    return [] if last is None else view.nodes[first : last + 1]
+
+
+def block_walk(engine: BoundEngine, start: str, end: str) -> float | None:
+    """Lipschitz constant of start -> end, composed from the global gains over the nodes between
+    them (tensors not computed from ``start`` are held fixed: a block's own constant)."""
+    view = engine.view
+    magnitudes = engine.global_result.magnitudes if engine.global_result is not None else {}
+    walked = engine.walk(lambda node: engine.global_gain(node, magnitudes), {start: 1.0}, _nodes_between(view, start, end),
+                         magnitudes=dict(magnitudes), default=0.0)
+    return walked.of(end)
+
+
+def gate_factor(engine: BoundEngine, features: str, gate: str) -> GateFactor | None:
+    """The :class:`GateFactor` of x * g(x) from the global walk (None when x -> g has no bound)."""
+    from fimaudit.bounds.linalg import broadcast_copies
+
+    if engine.global_result is None:
+        engine.run_global()
+    assert engine.global_result is not None
+    lipschitz = block_walk(engine, features, gate)
+    if lipschitz is None:
+        return None
+    view = engine.view
+    sup_gate = engine.global_result.magnitudes.get(gate, math.inf)
+    features_shape, gate_shape = view.shape(features), view.shape(gate)
+    per_channel = broadcast_copies(gate_shape, features_shape) if features_shape and gate_shape else math.inf
+    size = engine.global_result.magnitudes.get(features, math.inf) * math.sqrt(per_channel)
+    return GateFactor(sup_gate, size, lipschitz)
+
+
+def inverted_residual_factor(engine: BoundEngine, block: Any) -> dict[str, Any]:
+    """The mobilenet block's composed constant, JSON-ready:
+
+        L(block) <= [1 +] L(project after gate) * (sup g + max_c ||x_c|| L_g) * L(expand, depthwise)
+
+    (the 1 for an identity residual). Without a gate it is the residual 1 + L_branch. When the
+    gate's second term is unbounded the factor is null with ``GATE_UNBOUNDED`` as reason; it is
+    never replaced by a smaller number.
+    """
+    details = block.details
+    se = details.get("squeeze_excitation")
+    residual = 1.0 if block.join else 0.0
+    end = block.output
+    entry: dict[str, Any] = {"formula": ("[1 +] L_project (sup g + max_c ||x_c|| L_g) L_depthwise L_expand" if se
+                                         else "[1 +] L_project L_depthwise L_expand"),
+                             "residual": bool(block.join)}
+    if block.input is None or end is None:
+        return {**entry, "factor": None, "reason": "the block's input or output is unknown"}
+    if block.join:  # the branch ends at the Add's other operand
+        view = engine.view
+        join = next((n for n in view.nodes if n.name == block.join), None)
+        operands = [] if join is None else [name for name in join.input if name in view.varying and name != block.input]
+        end = operands[0] if operands else end
+    if not se:
+        branch = block_walk(engine, block.input, end)
+        return {**entry, "factor": None if branch is None else residual + branch}
+    gate = gate_factor(engine, se["features"], se["gate_tensor"])
+    before = block_walk(engine, block.input, se["features"])
+    mul = next((n for n in engine.view.nodes if n.name == se["mul"]), None)
+    after = None if mul is None else block_walk(engine, mul.output[0], end)
+    entry["gate"] = None if gate is None else gate.to_dict()
+    if gate is None or before is None or after is None:
+        return {**entry, "factor": None, "reason": "a part of the block has no certified constant"}
+    if not math.isfinite(gate.value):
+        return {**entry, "factor": None, "reason": GATE_UNBOUNDED}
+    return {**entry, "factor": residual + after * gate.value * before}

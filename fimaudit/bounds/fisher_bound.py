@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from fimaudit.bounds.compose import BoundEngine, Propagation
+from fimaudit.bounds.compose import BoundEngine, Propagation, inverted_residual_factor
 from fimaudit.bounds.folding import fold_batchnorms
 from fimaudit.bounds.head import LinearHead, find_linear_head
 from fimaudit.bounds.linalg import certify
@@ -37,6 +37,7 @@ from fimaudit.errors import FimauditError, ModelTimeoutError
 from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
 from fimaudit.graph.architecture import Architecture, prepare_view
 from fimaudit.graph.patterns.view import GraphView
+from fimaudit.results import Bound
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
@@ -44,12 +45,18 @@ logger = logging.getLogger(__name__)
 KIND = "upper_bound"
 
 
+def _bound(entry: dict[str, Any]) -> Bound:
+    """A typed bound from its JSON-ready fields (value first; the rest are its evidence)."""
+    ready = json_ready(entry)
+    return Bound(ready.pop("value"), KIND, ready)
+
+
 @dataclass
 class BoundAnalysis:
-    """Everything the bounds found for one model (``global_bound`` and ``samples`` are JSON-ready)."""
+    """Everything the bounds found for one model: the global bound and one per sample."""
 
-    global_bound: dict[str, Any]
-    samples: list[dict[str, Any] | None] = field(default_factory=list)
+    global_bound: Bound
+    samples: list[Bound | None] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -102,6 +109,8 @@ def _block_entries(engine: BoundEngine, architecture: Architecture | None) -> li
         join = next((n for n in view.nodes if n.name == block.join), None) if block.join else None
         if join is not None and start:
             entry["terms"] = {name: engine.block_factor(start, name) for name in join.input if name in view.varying}
+        if block.kind == "inverted_residual":
+            entry["composition"] = inverted_residual_factor(engine, block)
         entries.append(entry)
     return entries
 
@@ -158,8 +167,8 @@ class FisherBounds:
                 self.view.constants[name] = np.asarray(values[name])
                 self.view.shapes[name] = tuple(int(d) for d in values[name].shape)
 
-    def global_bound(self, family: str = "unknown", architecture: Architecture | None = None) -> dict[str, Any]:
-        """The bound valid for every input, with per-layer contributions (JSON-ready)."""
+    def global_bound(self, family: str = "unknown", architecture: Architecture | None = None) -> Bound:
+        """The bound valid for every input, with per-layer contributions."""
         propagation = self.engine.run_global()
         self.head = find_linear_head(self.view, self.logits_name, self.num_classes)
         lipschitz_h = propagation.of(self.head.tensor)
@@ -176,9 +185,8 @@ class FisherBounds:
         if value is None:
             reason = ("; ".join(p["reason"] for p in problems[:5]) if problems else
                       "the composed bound exceeds the floating-point range")
-        return json_ready({
+        return _bound({
             "value": value,
-            "kind": KIND,
             "family": family,
             "statement": _statement(self.input_range),
             "lipschitz": lipschitz,
@@ -192,8 +200,8 @@ class FisherBounds:
             "assumptions": _assumptions(propagation),
         })
 
-    def sample_bound(self, sample: np.ndarray, logits: np.ndarray, measured: float | None = None) -> dict[str, Any]:
-        """The bound at one sample (its activations and probabilities), JSON-ready."""
+    def sample_bound(self, sample: np.ndarray, logits: np.ndarray, measured: float | None = None) -> Bound:
+        """The bound at one sample (its activations and probabilities)."""
         if self.head is None:
             self.global_bound()
         assert self.head is not None
@@ -212,7 +220,6 @@ class FisherBounds:
         value = _finite(min(candidates)) if candidates else None
         entry: dict[str, Any] = {
             "value": value,
-            "kind": KIND,
             "lipschitz": lipschitz,
             "head_lipschitz": lipschitz_h,
             "covariance_factor": head_factor,
@@ -221,7 +228,7 @@ class FisherBounds:
         }
         if value is None:
             entry["reason"] = "; ".join(p.reason for p in propagation.problems[:3]) or "the composed bound exceeds the floating-point range"
-        return json_ready(entry)
+        return _bound(entry)
 
 
 def analyse_bounds(
@@ -244,17 +251,17 @@ def analyse_bounds(
                           input_range, providers, extra_feeds, timeout=timeout)
     bounds.learn_shapes(inputs[0])
     result = bounds.global_bound(family, architecture)
-    samples: list[dict[str, Any] | None] = []
+    samples: list[Bound | None] = []
     for index in range(inputs.shape[0]):
         value = None if measured is None else float(measured[index])
         samples.append(bounds.sample_bound(inputs[index], logits[index], value))
-    result["per_sample"] = json_ready(_sample_summary(samples, measured, result["value"]))
+    result = result.with_details(per_sample=json_ready(_sample_summary(samples, measured, result.value)))
     return BoundAnalysis(result, samples, time.perf_counter() - started)
 
 
-def _sample_summary(samples: list[dict[str, Any] | None], measured: Sequence[float] | None, global_value: float | None) -> dict[str, Any]:
-    values = np.array([s["value"] for s in samples if s and s["value"] is not None], dtype=np.float64)
-    ratios = np.array([s["tightness"] for s in samples if s and s.get("tightness") is not None], dtype=np.float64)
+def _sample_summary(samples: list[Bound | None], measured: Sequence[float] | None, global_value: float | None) -> dict[str, Any]:
+    values = np.array([s.value for s in samples if s and s.value is not None], dtype=np.float64)
+    ratios = np.array([s.details["tightness"] for s in samples if s and s.details["tightness"] is not None], dtype=np.float64)
     summary: dict[str, Any] = {"count": int(values.size)}
     if values.size:
         summary.update({"max": float(values.max()), "median": float(np.median(values)), "min": float(values.min())})
@@ -276,8 +283,8 @@ def bound_audit(
     providers: Sequence[str] | None = None,
     extra_feeds: dict[str, np.ndarray] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT_S,
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any] | None]]:
-    """What the audit records: (architecture, global bound, per-sample bounds), all JSON-ready.
+) -> tuple[dict[str, Any], Bound, list[Bound | None]]:
+    """What the audit records: (architecture as JSON-ready data, global bound, per-sample bounds).
 
     A model the bounds cannot handle (an op without a rule, an unreadable shape) gives a null
     bound with the reason instead of failing the audit: lambda_max is the audit's result, the
@@ -293,8 +300,7 @@ def bound_audit(
         raise
     except FimauditError as exc:
         logger.warning("no bound: %s", exc)
-        empty = {"value": None, "kind": KIND, "family": architecture.family, "reason": str(exc),
-                 "per_layer": [], "blocks": [], "problems": [], "assumptions": []}
+        empty = Bound(None, KIND, {"family": architecture.family, "reason": str(exc),
+                                   "per_layer": [], "blocks": [], "problems": [], "assumptions": []})
         return architecture.to_dict(), empty, [None] * inputs.shape[0]
-    analysis.global_bound["seconds"] = analysis.seconds
-    return architecture.to_dict(), analysis.global_bound, analysis.samples
+    return architecture.to_dict(), analysis.global_bound.with_details(seconds=analysis.seconds), analysis.samples

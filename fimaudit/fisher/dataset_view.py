@@ -15,6 +15,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 
 from fimaudit.fisher.result import SpectralResult
+from fimaudit.statistics import statistic, summary_dict
 
 DEFAULT_TOP = 10
 
@@ -26,20 +27,6 @@ class AuditedSample(Protocol):
     result: SpectralResult
     top_prob: float
     predicted_class: int
-
-
-def _statistics(values: np.ndarray) -> dict[str, Any]:
-    if values.size == 0:
-        return {"count": 0, "min": None, "max": None, "mean": None, "median": None, "p95": None, "std": None}
-    return {
-        "count": int(values.size),
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "mean": float(values.mean()),
-        "median": float(np.median(values)),
-        "p95": float(np.percentile(values, 95)),
-        "std": float(values.std()),
-    }
 
 
 def _sample_entry(sample: AuditedSample) -> dict[str, Any]:
@@ -58,7 +45,7 @@ def dataset_view(samples: Iterable[AuditedSample], top: int = DEFAULT_TOP) -> di
     """Summary statistics, a per-predicted-class breakdown, and the ``top`` most sensitive samples."""
     samples = list(samples)
     values = np.array([float(s.result.value) for s in samples], dtype=np.float64)
-    summary = _statistics(values)
+    summary: dict[str, Any] = summary_dict(values)
     summary["kinds"] = dict(sorted(Counter(s.result.kind for s in samples).items()))
     summary["with_interval"] = sum(1 for s in samples if s.result.interval is not None)
     summary["model_evaluations"] = int(sum(s.result.model_evaluations for s in samples))
@@ -72,9 +59,9 @@ def dataset_view(samples: Iterable[AuditedSample], top: int = DEFAULT_TOP) -> di
             {
                 "class": int(label),
                 "count": int(chosen.size),
-                "median": float(np.median(chosen)),
-                "max": float(chosen.max()),
-                "mean": float(chosen.mean()),
+                "median": statistic(chosen, "median"),
+                "max": statistic(chosen, "max"),
+                "mean": statistic(chosen, "mean"),
             }
         )
 

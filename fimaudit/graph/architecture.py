@@ -1,4 +1,5 @@
-"""Which architecture family a model is: VGG, ResNet, DenseNet, Transformer, MLP, or unknown.
+"""Which architecture family a model is: VGG, ResNet, DenseNet, MobileNet, SqueezeNet,
+Transformer, MLP, or unknown.
 
 Why: the paper's closed-form bounds are stated per family (chain, residual 1 + L, dense
 sqrt(1 + L^2), attention), and a report reads better when it says "ResNet, 8 residual blocks"
@@ -7,9 +8,11 @@ BatchNorm, GlobalAveragePool or ReduceMean, Gemm or MatMul, fused or decomposed 
 GELU — because every pattern is stated over input-dependent tensors and fused operators
 (graph/patterns/), not over node names or exporter habits.
 
-Families are tried most specific first: transformer (attention), densenet (dense concats),
-resnet (residual additions), vgg (plain conv chain), mlp (plain dense chain). The first that
-matches names the family; every other pattern's reason for failing is reported too.
+Families are tried most specific first: transformer (attention, masked or not), densenet (dense
+concats), mobilenet (inverted residuals: depthwise convs between 1x1 convs, with residual Adds
+or squeeze-excitation gates), squeezenet (Fire modules), resnet (residual additions), vgg (plain
+conv chain), mlp (plain dense chain). The first that matches names the family; every other
+pattern's reason for failing is reported too.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from typing import Any, Callable, Mapping
 
 import onnx
 
-from fimaudit.graph.patterns import densenet, mlp, resnet, transformer, vgg
+from fimaudit.graph.patterns import densenet, mlp, mobilenet, resnet, squeezenet, transformer, vgg
 from fimaudit.graph.patterns.common import Block, PatternResult, Reachability
 from fimaudit.graph.patterns.fusion import fuse_operators
 from fimaudit.graph.patterns.view import GraphView
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("transformer", "densenet", "resnet", "vgg", "mlp")
+FAMILIES = ("transformer", "densenet", "mobilenet", "squeezenet", "resnet", "vgg", "mlp")
 _MATCHERS: dict[str, Callable[[GraphView, Reachability], PatternResult]] = {
     "transformer": transformer.match,
     "densenet": densenet.match,
+    "mobilenet": mobilenet.match,
+    "squeezenet": squeezenet.match,
     "resnet": resnet.match,
     "vgg": vgg.match,
     "mlp": mlp.match,

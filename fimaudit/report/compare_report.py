@@ -19,15 +19,14 @@ import numpy as np
 
 from fimaudit.compare_audit import Comparison
 from fimaudit.report.charts import Chart, StripRow, strip_chart
-from fimaudit.report.checks import bound_value
 from fimaudit.report.document import SCHEMA_VERSION, build_document
 from fimaudit.report.formatting import file_name, fmt, shape_text
-from fimaudit.report.view import VERDICT_HEADLINES, Row, Table
+from fimaudit.report.view import VERDICT_HEADLINES, Row, Table, bound_value
+from fimaudit.statistics import STATISTICS
 
 #: Default relative tolerance for "the same numbers": finite differences in float32 are good to
 #: about 1e-4 relative, and exporters may reorder float32 arithmetic.
 DEFAULT_RTOL = 1e-2
-RANK_STATISTICS = ("median", "p95", "mean", "max")
 
 
 def network_signature(document: dict[str, Any]) -> dict[str, Any]:
@@ -144,7 +143,7 @@ def consistency(groups: list[dict[str, Any]], failures: list[str]) -> dict[str, 
 
 def build_comparison_document(comparison: Comparison, rtol: float = DEFAULT_RTOL, statistic: str = "median") -> dict[str, Any]:
     """The comparison as JSON-ready data; each model's full audit document is kept under ``audit``."""
-    if statistic not in RANK_STATISTICS:
+    if statistic not in STATISTICS:
         raise ValueError(f"unknown ranking statistic {statistic!r}")
     labels = _labels([outcome.path for outcome in comparison.outcomes])
     models, labelled, failures = [], [], []
@@ -234,7 +233,7 @@ def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
         model_rows.append([m["label"], m["producer"] or "—", m["sha256"][:12], str(summary["count"]),
                            fmt(summary["median"]), fmt(summary["p95"]), fmt(summary["max"]),
                            fmt(bound_value(m["bound"])) if m["bound"] else "not computed",
-                           VERDICT_HEADLINES.get(verdict.get("status", ""), verdict.get("status", "")).lower()])
+                           VERDICT_HEADLINES[verdict["status"]].lower()])
     failures = Table("Models that could not be audited", ["Model", "Error"], [[m["label"], m["error"]] for m in failed]) if failed else None
     rank = document["ranking"]
     ranking_table = Table(f"Ranking by measured {rank['statistic']} lambda_max (1 = least sensitive)", ["Rank", "Model", rank["statistic"]],

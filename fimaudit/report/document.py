@@ -5,7 +5,8 @@ one without raising ``SCHEMA_VERSION``. The README's "The JSON document" section
 
 Sections other stages fill (``architecture``, ``bound``, ``gradient_check``, per-sample ``bound``)
 are always present, as null when not computed, so a reader can tell "not computed" from "absent
-by mistake". ``checks`` and the three-way ``verdict`` are derived last, from the document itself.
+by mistake". Nothing is decided here: ``checks`` and the three-way ``verdict`` are the audit's own
+(fimaudit/verdict.py), serialised by their ``to_dict``; this is the one place results become JSON.
 """
 
 from __future__ import annotations
@@ -15,17 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from fimaudit.audit import AuditResult
 from fimaudit.fisher.dataset_view import dataset_view
-from fimaudit.report.checks import sanity_checks
 from fimaudit.report.limitations import limitations
-from fimaudit.report.verdict import assess
+from fimaudit.results import AuditResult
 
 SCHEMA_VERSION = 1
-
-
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None else float(value)
 
 
 def plain(value: Any) -> Any:
@@ -35,26 +30,6 @@ def plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value
-
-
-def sample_entry(audit: Any) -> dict[str, Any]:
-    """One entry of ``samples``."""
-    result = audit.result
-    return {
-        "index": audit.index,
-        "lambda_max": float(result.value),
-        "kind": result.kind,
-        "interval": list(result.interval) if result.interval is not None else None,
-        "confidence": result.confidence,
-        "trace": _finite_or_none(result.trace),
-        "top_prob": audit.top_prob,
-        "predicted_class": audit.predicted_class,
-        "model_evaluations": result.model_evaluations,
-        "matvecs": result.matvecs,
-        "seconds": result.seconds,
-        "diagnostics": result.diagnostics,
-        "bound": getattr(audit, "bound", None),
-    }
 
 
 def data_statistics(inputs: np.ndarray) -> dict[str, float]:
@@ -118,40 +93,25 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "estimator": config.method,
             "gradients": result.gradients,
             "gradients_note": result.gradients_note,
-            "gradient_settings": dict(getattr(result, "gradient_settings", None) or {}),
+            "gradient_settings": dict(result.gradient_settings),
             "budget": config.budget,
             "seed": config.seed,
             "provider": result.environment["provider"],
             "model_evaluations": result.model_evaluations,
             "seconds": result.seconds,
         },
-        "samples": [sample_entry(audit) for audit in result.samples],
-        "summary": result.summary,
+        "samples": [sample.to_dict() for sample in result.samples],
+        "summary": result.summary.to_dict(),
         "dataset": dataset_view(result.samples),
-        "bound": plain(result.bound),
-        "gradient_check": plain(getattr(result, "gradient_check", None)),
-        "verdict": {
-            "threshold": result.verdict.threshold,
-            "statistic": result.verdict.statistic,
-            "value": result.verdict.value,
-            "passed": result.verdict.passed,
-            "reason": result.verdict.reason,
-        },
+        "bound": None if result.bound is None else result.bound.to_dict(),
+        "gradient_check": None if result.gradient_check is None else result.gradient_check.to_dict(),
+        "verdict": result.verdict.to_dict(),
+        "checks": [check.to_dict() for check in result.checks],
     }
     # --wrt embeddings: per-token sensitivity and the tokens in each sample (fimaudit/tokens.py).
     from fimaudit.tokens import token_document
 
     token_document(getattr(result.data, "tokens", None), document)
-    return finalise(document)
-
-
-def finalise(document: dict[str, Any]) -> dict[str, Any]:
-    """Derive ``checks``, the three-way ``verdict`` and ``limitations`` from a built document.
-
-    Runs last so that every section (including those other stages add) is seen by the checks.
-    """
-    checks = sanity_checks(document)
-    document["checks"] = checks
-    document["verdict"] = assess(document, checks)
+    # The limitations are text about the document as a whole (report/limitations.py).
     document["limitations"] = limitations(document)
     return document

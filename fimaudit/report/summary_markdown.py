@@ -11,6 +11,7 @@ from typing import Any
 
 from fimaudit.report.formatting import file_name, fmt
 from fimaudit.report.view import CHECK_LABELS, VERDICT_HEADLINES
+from fimaudit.verdict import CHECKS
 
 
 def code_span(text: str) -> str:
@@ -26,11 +27,10 @@ def summary_markdown(document: dict[str, Any]) -> str:
     model = document["model"]
     method = document["method"]
     data = document["data"]
-    status = verdict.get("status", "pass" if verdict["passed"] else "fail")
-    headline = VERDICT_HEADLINES.get(status, status.upper())
+    headline = VERDICT_HEADLINES[verdict["status"]]
     source = "synthetic N(0, 1) inputs" if data.get("synthetic") else code_span(file_name(data["source"]))
-    checks = "; ".join(f"{check['title'].split(' (')[0].lower()} {CHECK_LABELS.get(check['status'], check['status'])}"
-                       for check in document.get("checks", []))
+    # Each check as a sentence names it (fimaudit/verdict.py's table), never parsed from its title.
+    checks = "; ".join(f"{CHECKS[check['name']][1]} {CHECK_LABELS[check['status']]}" for check in document["checks"])
     reason = " ".join(str(verdict["reason"]).split())
     sentences = [
         f"**fimaudit: {headline}** for {code_span(file_name(model['path']))} "

@@ -11,21 +11,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from fimaudit.report.charts import Chart, histogram, sample_chart
-from fimaudit.report.checks import NOT_APPLICABLE, NOT_COMPUTED, PASSED, bound_value
 from fimaudit.report.formatting import MISSING, file_name, fmt, humanise, present, shape_text, table_from_records
 from fimaudit.report.images import Picture
-from fimaudit.report.verdict import FAIL, INCONCLUSIVE, NO_THRESHOLD, PASS, statistic_bracket
-
-# Statistics whose range over the samples' intervals and bounds is shown.
-STATISTICS = ("median", "mean", "p95", "max")
+from fimaudit.statistics import DISPLAY_NAMES, STATISTICS, bracket
+from fimaudit.verdict import value_range
 
 NOT_COMPUTED_TEXT = "not computed"
 TOP_SAMPLES = 10
 PICTURED_SAMPLES = 6
 
-VERDICT_HEADLINES = {PASS: "PASS", FAIL: "FAIL", INCONCLUSIVE: "INCONCLUSIVE", NO_THRESHOLD: "NO THRESHOLD"}
-CHECK_LABELS = {PASSED: "passed", "failed": "FAILED", "not_decided": "not decided", NOT_COMPUTED: "not computed", NOT_APPLICABLE: "not applicable"}
+VERDICT_HEADLINES = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "no_threshold": "NO THRESHOLD"}
+CHECK_LABELS = {"passed": "passed", "failed": "FAILED", "not_decided": "not decided", "not_computed": "not computed",
+                "not_applicable": "not applicable"}
 # Names of gradient settings as a reviewer reads them.
 SETTING_LABELS = {"fd_relative_step": "finite-difference relative step r (element i moves by r * max(1, |x_i|))"}
 # Metadata keys that usually describe how inputs must be prepared.
@@ -112,6 +112,11 @@ class ReportView:
     tokens: list[Table] = field(default_factory=list)
 
 
+def bound_value(bound: dict[str, Any] | None) -> float | None:
+    """The value of a bound's JSON object (None when absent or when no bound could be certified)."""
+    return None if bound is None else bound["value"]
+
+
 def most_sensitive(samples: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
     """The ``count`` samples with the largest lambda_max, largest first (ties by index)."""
     return sorted(samples, key=lambda s: (-float(s["lambda_max"]), s["index"]))[:count]
@@ -123,8 +128,8 @@ def most_sensitive_indices(document: dict[str, Any], count: int = PICTURED_SAMPL
 
 def verdict_view(document: dict[str, Any]) -> VerdictView:
     verdict = document["verdict"]
-    status = verdict.get("status") or (NO_THRESHOLD if verdict["threshold"] is None else PASS if verdict["passed"] else FAIL)
-    interval = verdict.get("interval")
+    status = verdict["status"]
+    interval = verdict["interval"]
     rows = [
         Row("Statistic", f"{verdict['statistic']} of lambda_max over {len(document['samples'])} samples"),
         Row("Value", fmt(verdict["value"])),
@@ -133,7 +138,7 @@ def verdict_view(document: dict[str, Any]) -> VerdictView:
     if interval is not None:
         high = "no upper limit" if interval[1] is None else fmt(interval[1])
         rows.append(Row("Range if every interval holds", f"{fmt(interval[0])} to {high}"))
-    return VerdictView(status, VERDICT_HEADLINES.get(status, status.upper()), verdict["reason"], rows)
+    return VerdictView(status, VERDICT_HEADLINES[status], verdict["reason"], rows)
 
 
 def identity_rows(document: dict[str, Any]) -> list[Row]:
@@ -207,16 +212,14 @@ def summary_table(document: dict[str, Any]) -> Table:
     summary = document["summary"]
     samples = document["samples"]
     uncertain = any(s["kind"] != "exact" for s in samples)
-    labels = (("count", "Samples"), ("min", "Minimum"), ("median", "Median"), ("mean", "Mean"),
-              ("p95", "95th percentile"), ("max", "Maximum"), ("std", "Standard deviation"))
+    ranges = np.array([value_range(s["lambda_max"], s["kind"], s["interval"], s["diagnostics"].get("converged"))
+                       for s in samples], dtype=np.float64)
     rows = []
-    for key, label in labels:
-        if key not in summary:
-            continue
+    for key, label in DISPLAY_NAMES.items():
         row = [label, fmt(summary[key])]
         if uncertain:
             if key in STATISTICS:
-                low, high = statistic_bracket(samples, key)
+                low, high = bracket(ranges[:, 0], ranges[:, 1], key)
                 row.append(f"{fmt(low)} to {'no upper limit' if high is None else fmt(high)}")
             else:
                 row.append("")
@@ -243,16 +246,16 @@ def token_tables(document: dict[str, Any], count: int = 3) -> list[Table]:
 
 def top_samples_table(document: dict[str, Any]) -> Table:
     ranked = most_sensitive(document["samples"], TOP_SAMPLES)
-    has_bounds = any(s.get("bound") is not None for s in document["samples"])
+    has_bounds = any(s["bound"] is not None for s in document["samples"])
     columns = ["Sample", "lambda_max", "Kind", "Interval", "Predicted class", "Top probability", "trace(F)"]
     if has_bounds:
         columns.append("Bound")
     rows = []
     for s in ranked:
-        row = [str(s["index"]), fmt(s["lambda_max"]), s["kind"], present(s.get("interval")),
-               str(s["predicted_class"]), fmt(s["top_prob"], 6), fmt(s.get("trace"))]
+        row = [str(s["index"]), fmt(s["lambda_max"]), s["kind"], present(s["interval"]),
+               str(s["predicted_class"]), fmt(s["top_prob"], 6), fmt(s["trace"])]
         if has_bounds:
-            row.append(fmt(bound_value(s.get("bound"))))
+            row.append(fmt(bound_value(s["bound"])))
         rows.append(row)
     return Table(f"The {len(ranked)} most sensitive samples", columns, rows)
 
@@ -302,7 +305,7 @@ def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
     Lists of records under a key naming layers go to the per-layer section; other lists (blocks,
     problems) stay with the bound, and scalars and objects become rows.
     """
-    bound = document.get("bound")
+    bound = document["bound"]
     layers = Section(missing=f"{NOT_COMPUTED_TEXT}: per-layer contributions come with the analytic bound")
     if not bound:
         return Section(missing=f"{NOT_COMPUTED_TEXT}: no analytic bound was computed for this model"), layers
@@ -316,20 +319,19 @@ def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
         if measured > 0:
             section.rows.append(Row("Bound / measured", f"{fmt(value / measured, 3)}x"))
     else:
-        reason = bound.get("reason") if isinstance(bound, dict) else None
+        reason = bound.get("reason")
         section.rows.append(Row("Bound", f"none valid for every input{': ' + reason if reason else ''}"))
-    if isinstance(bound, dict):
-        for key, item in bound.items():
-            if key in ("value", "reason"):
-                continue
-            if isinstance(item, list) and item and all(isinstance(entry, dict) for entry in item):
-                columns, rows = table_from_records(item)
-                target = layers if "layer" in key.lower() else section
-                target.tables.append(Table(humanise(key), columns, rows))
-                if target is layers:
-                    layers.missing = ""
-            elif item not in (None, [], {}):
-                section.rows.append(Row(humanise(key), present(item)))
+    for key, item in bound.items():
+        if key in ("value", "reason"):
+            continue
+        if isinstance(item, list) and item and all(isinstance(entry, dict) for entry in item):
+            columns, rows = table_from_records(item)
+            target = layers if "layer" in key.lower() else section
+            target.tables.append(Table(humanise(key), columns, rows))
+            if target is layers:
+                layers.missing = ""
+        elif item not in (None, [], {}):
+            section.rows.append(Row(humanise(key), present(item)))
     return section, layers
 
 
@@ -359,13 +361,12 @@ def picture_views(document: dict[str, Any], pictures: dict[int, Picture] | None)
 
 
 def check_views(document: dict[str, Any]) -> list[CheckView]:
-    return [CheckView(c["title"], c["status"], CHECK_LABELS.get(c["status"], c["status"]), c["detail"])
-            for c in document.get("checks", [])]
+    return [CheckView(c["title"], c["status"], CHECK_LABELS[c["status"]], c["detail"]) for c in document["checks"]]
 
 
 def histogram_chart(document: dict[str, Any]) -> Chart:
     summary = document["summary"]
-    markers = [("median", summary.get("median"), "median"), ("p95", summary.get("p95"), "p95")]
+    markers = [("median", summary["median"], "median"), ("p95", summary["p95"], "p95")]
     threshold = document["verdict"]["threshold"]
     if threshold is not None:
         markers.append(("threshold", threshold, "threshold"))
@@ -377,7 +378,7 @@ def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = N
     model = document["model"]
     per_class, rest = _split_dataset(document.get("dataset"))
     bound, layers = bound_section(document)
-    sample_bounds = {s["index"]: v for s in document["samples"] if (v := bound_value(s.get("bound"))) is not None}
+    sample_bounds = {s["index"]: v for s in document["samples"] if (v := bound_value(s["bound"])) is not None}
     if not pictures and not pictures_note:
         pictures_note = "not drawn (no pictures were passed to the report)"
     return ReportView(
@@ -401,10 +402,10 @@ def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = N
         pictures=picture_views(document, pictures),
         pictures_note=pictures_note,
         bound_chart=sample_chart(document["samples"], document["verdict"]["threshold"],
-                                 bound_value(document.get("bound")), sample_bounds),
+                                 bound_value(document["bound"]), sample_bounds),
         bound=bound,
         layers=layers,
         architecture=architecture_section(document),
         checks=check_views(document),
-        limitations=list(document.get("limitations", [])),
+        limitations=list(document["limitations"]),
     )

@@ -52,19 +52,19 @@ def test_corpus_bounds_are_above_the_float64_lambda_max(entry: dict) -> None:
     bounds = FisherBounds(prepared.logits_model, taken.selection.input_name, LOGITS, inputs.shape[1:], prepared.num_classes)
     bounds.learn_shapes(inputs[0])
     result = bounds.global_bound()
-    _GLOBAL.setdefault(entry["arch"], []).append(result["value"])
+    _GLOBAL.setdefault(entry["arch"], []).append(result.value)
     for index in range(SAMPLES_CHECKED):
         exact = exact_lambda_max(reference["jacobians"][index], reference["logits"][index], with_eigenvector=False).value
         logits = prepared.runner.run(inputs[index : index + 1])[0][0]
         sample = bounds.sample_bound(inputs[index], logits, exact)
-        assert sample["value"] is not None, sample.get("reason")
-        assert sample["value"] >= exact
-        if result["value"] is not None:
-            assert result["value"] >= exact
+        assert sample.value is not None, sample.reason
+        assert sample.value >= exact
+        if result.value is not None:
+            assert result.value >= exact
     if entry["arch"].startswith("mobilenet"):
-        assert result["value"] is None and "bounded input domain" in result["reason"]
+        assert result.value is None and "bounded input domain" in result.reason
     else:
-        assert result["value"] is not None, result["reason"]
+        assert result.value is not None, result.reason
     values = _GLOBAL[entry["arch"]]
     if len(values) == 2 and None not in values:
         assert values[0] == pytest.approx(values[1], rel=1e-4), "both exporters' graphs give the same bound"

@@ -42,7 +42,7 @@ def audit(entry: dict):
 def test_family_is_recognised(entry: dict) -> None:
     result = audit(entry)
     assert result.architecture["family"] == entry["family"]
-    assert result.bound["family"] == entry["family"]
+    assert result.bound.details["family"] == entry["family"]
     if entry["family"] != "mlp":
         assert result.architecture["blocks"], "blocks of the recognised family are listed"
 
@@ -50,13 +50,13 @@ def test_family_is_recognised(entry: dict) -> None:
 @pytest.mark.parametrize("entry", MODELS, ids=[m["file"] for m in MODELS])
 def test_bounds_are_above_the_audited_lambda_max(entry: dict) -> None:
     result = audit(entry)
-    bound = result.bound["value"]
-    assert bound is not None, result.bound["reason"]
+    bound = result.bound.value
+    assert bound is not None, result.bound.reason
     for sample in result.samples:
-        assert sample.bound["value"] is not None
-        assert sample.bound["value"] >= sample.result.value
+        assert sample.bound.value is not None
+        assert sample.bound.value >= sample.result.value
         assert bound >= sample.result.value
-        assert sample.bound["value"] <= bound, "a per-sample bound never exceeds the global one"
+        assert sample.bound.value <= bound, "a per-sample bound never exceeds the global one"
 
 
 @pytest.mark.slow
@@ -69,8 +69,8 @@ def test_bounds_are_above_the_float64_lambda_max(entry: dict) -> None:
     for sample in result.samples[:FLOAT64_SAMPLES]:
         exact = reference.lambda_max(result.data.inputs[sample.index])
         assert np.isclose(exact, sample.result.value, rtol=0.05, atol=1e-6), "the float64 reference agrees with the audit"
-        assert sample.bound["value"] >= exact
-        assert result.bound["value"] >= exact
+        assert sample.bound.value >= exact
+        assert result.bound.value >= exact
 
 
 @pytest.mark.parametrize("entry", MODELS[:1] + [m for m in MODELS if m["family"] == "resnet"], ids=lambda m: m["file"])
@@ -106,8 +106,8 @@ def test_overflowing_bounds_are_null_not_infinite() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     bounds = FisherBounds(model, "x", current, (4,), 4)
     result = bounds.global_bound()
-    assert result["value"] is None and "floating-point range" in result["reason"]
-    json.dumps(result, allow_nan=False)
+    assert result.value is None and "floating-point range" in result.reason
+    json.dumps(result.to_dict(), allow_nan=False)
     sample = bounds.sample_bound(np.ones(4, np.float32), np.zeros(4))
-    assert sample["value"] is None
-    json.dumps(sample, allow_nan=False)
+    assert sample.value is None
+    json.dumps(sample.to_dict(), allow_nan=False)

@@ -41,7 +41,7 @@ def test_log_axis_is_monotone_and_ticks_are_decades() -> None:
 
 
 def test_sample_chart_draws_each_sample_its_bound_intervals_and_lines() -> None:
-    samples = [sample(0, 1.0), sample(1, 5.0, "estimate", [4.0, 6.0]), sample(2, 0.1)]
+    samples = [s.to_dict() for s in (sample(0, 1.0), sample(1, 5.0, "estimate", [4.0, 6.0]), sample(2, 0.1))]
     chart = sample_chart(samples, threshold=3.0, model_bound=50.0, sample_bounds={0: 2.0, 2: 0.5})
     measured = [d for d in chart.dots if d.css.startswith("measured")]
     assert [d.title.split(":")[0] for d in measured] == ["sample 2", "sample 0", "sample 1"]  # sorted

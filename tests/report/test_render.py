@@ -3,16 +3,17 @@ optional sections shown when present and said to be "not computed" when absent."
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from fimaudit.report.document import build_document, finalise
+from fimaudit.report.document import build_document
 from fimaudit.report.outputs import html_report
 from fimaudit.report.render import render_report
-from tests.report.helpers import audit_mlp
+from fimaudit.results import Bound
+from tests.report.helpers import audit_mlp, gradient_check, rejudged
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -59,14 +60,15 @@ def test_identity_method_and_numbers_are_shown(audited, html: str) -> None:
     assert "is above the threshold 3" in html
 
 
+def without_sample_bounds(result):
+    return tuple(dataclasses.replace(sample, bound=None) for sample in result.samples)
+
+
 def test_absent_sections_say_not_computed(audited) -> None:
-    _, base = audited
-    document = copy.deepcopy(base)
-    document.pop("dataset", None)
-    document["bound"] = None
-    for entry in document["samples"]:
-        entry.pop("bound", None)
-    html = render_report(finalise(document))
+    base, _ = audited
+    document = build_document(rejudged(base, bound=None, samples=without_sample_bounds(base)))
+    document.pop("dataset")  # as an audit that no stage wrote a dataset view for
+    html = render_report(document)
     for text in ("not computed: no per-class breakdown", "not computed: no analytic bound",
                  "not computed: per-layer contributions", "analytic bound: not computed"):
         assert text in html
@@ -81,20 +83,19 @@ def test_per_class_breakdown_from_the_dataset_view(audited, html: str) -> None:
 
 
 def test_sections_written_by_other_stages_are_shown(audited) -> None:
-    _, base = audited
-    document = copy.deepcopy(base)
-    top = max(s["lambda_max"] for s in document["samples"])
-    document["bound"] = {"value": top * 40, "kind": "upper_bound", "statement": "lipschitz product",
-                         "per_layer": [{"name": "Gemm_0", "op": "Gemm", "factor": 3.5}, {"name": "Tanh_1", "op": "Tanh", "factor": 1.0}],
-                         "blocks": [{"kind": "linear", "nodes": ["n"] * 200}], "problems": [], "reason": None}
-    for entry in document["samples"]:
-        entry["bound"] = entry["lambda_max"] * 2
-    document["architecture"] = {"family": "mlp", "blocks": 2}
+    base, _ = audited
+    top = max(s.value for s in base.samples)
+    bound = Bound(top * 40, details={
+        "statement": "lipschitz product",
+        "per_layer": [{"name": "Gemm_0", "op": "Gemm", "factor": 3.5}, {"name": "Tanh_1", "op": "Tanh", "factor": 1.0}],
+        "blocks": [{"kind": "linear", "nodes": ["n"] * 200}], "problems": [], "reason": None})
+    samples = tuple(dataclasses.replace(s, bound=Bound(s.value * 2)) for s in base.samples)
+    result = rejudged(base, bound=bound, samples=samples, architecture={"family": "mlp", "blocks": 2},
+                      gradients="graph", gradient_check=gradient_check("passed"))
+    document = build_document(result)
     document["dataset"] = {"per_class": [{"class": 3, "count": 2, "median": 0.5}], "note": "by predicted class",
                            "summary": {"count": 8}, "most_sensitive": []}
-    document["method"]["gradients"] = "graph"
-    document["gradient_check"] = {"passed": True, "max_jacobian_relative_error": 3e-6, "tolerance": 0.02}
-    html = render_report(finalise(document))
+    html = render_report(document)
     assert "lipschitz product" in html and "Gemm_0" in html and "Bound / measured" in html and "40x" in html
     assert "<h3>Blocks</h3>" in html and "(cut; full in the JSON)" in html
     assert "Blocks" in html and ">mlp<" in html
@@ -105,11 +106,8 @@ def test_sections_written_by_other_stages_are_shown(audited) -> None:
 
 
 def test_failed_check_shows_inconclusive_in_the_verdict(audited) -> None:
-    _, base = audited
-    document = copy.deepcopy(base)
-    document["method"]["gradients"] = "graph"
-    document["gradient_check"] = {"passed": False, "max_jacobian_relative_error": 0.4}
-    html = render_report(finalise(document))
+    base, _ = audited
+    html = render_report(build_document(rejudged(base, gradients="graph", gradient_check=gradient_check("failed"))))
     assert 'class="verdict status-inconclusive"' in html and ">INCONCLUSIVE<" in html
     assert 'class="check-failed">FAILED' in html
 
@@ -139,12 +137,10 @@ def test_templates_do_no_arithmetic_and_mark_nothing_safe() -> None:
 
 
 def test_a_bound_without_value_says_why(audited) -> None:
-    _, base = audited
-    document = copy.deepcopy(base)
-    document["bound"] = {"value": None, "kind": "upper_bound", "reason": "gates need a bounded input domain", "per_layer": []}
-    for entry in document["samples"]:
-        entry.pop("bound", None)
-    html = render_report(finalise(document))
+    base, _ = audited
+    bound = Bound(None, details={"reason": "gates need a bounded input domain", "per_layer": []})
+    document = build_document(rejudged(base, bound=bound, samples=without_sample_bounds(base)))
+    html = render_report(document)
     assert "none valid for every input: gates need a bounded input domain" in html
     assert "not computed: the bound does not list per-layer contributions" in html
-    assert [c for c in finalise(document)["checks"] if c["name"] == "bound_check"][0]["status"] == "not_computed"
+    assert [c for c in document["checks"] if c["name"] == "bound_check"][0]["status"] == "not_computed"

@@ -241,28 +241,55 @@ def find_merges(view: GraphView, reach: Reachability) -> list[onnx.NodeProto]:
     return merges
 
 
-def _follow(view: GraphView, name: str, forward: bool) -> onnx.NodeProto | None:
-    """The next (or previous) node across pass-through and scaling ops."""
-    for _ in range(8):
-        if forward:
-            consumers = view.consumers.get(name, [])
-            if len(consumers) != 1:
-                return None
-            node = consumers[0]
-        else:
-            node = view.producer.get(name)
-            if node is None:
-                return None
-        scaling = node.op_type in ("Mul", "Div", "Add", "Sub", "Where") and len(float_varying_inputs(view, node)) == 1
-        if node.op_type in _PASS_THROUGH or scaling:
-            name = node.output[0] if forward else float_varying_inputs(view, node)[0]
-            continue
+# Elementwise ops an exporter puts between the attention scores, the softmax and the value
+# product: scaling, additive masks (padding, causal, relative position bias), boolean masks
+# (Where on a condition: DistilBERT's masked_fill, SDPA's NaN guard), multiplicative masks.
+_MASKING = {"Mul", "Div", "Add", "Sub", "Where"}
+_ATTENTION_STEPS = 8
+
+
+def _is_product(view: GraphView, node: onnx.NodeProto) -> bool:
+    return node.op_type in ("MatMul", "Einsum") and len(float_varying_inputs(view, node)) == 2
+
+
+def _scores_behind(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) -> onnx.NodeProto | None:
+    """The product of two activations (q k^T) that ``name`` is computed from across scaling,
+    masking and pass-through ops; a mask operand (varying or not) is simply not followed."""
+    node = view.producer.get(name)
+    if node is None or steps == 0:
+        return None
+    if _is_product(view, node):
         return node
+    if node.op_type in _PASS_THROUGH or node.op_type in _MASKING:
+        for operand in float_varying_inputs(view, node):
+            found = _scores_behind(view, operand, steps - 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _context_after(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) -> onnx.NodeProto | None:
+    """The product of the attention weights ``name`` with another activation (weights v),
+    across masking and pass-through ops; readers that make a non-float tensor from the weights
+    (IsNaN, Equal: a mask's condition) are not the weights' path and are passed over."""
+    if steps == 0:
+        return None
+    for node in view.consumers.get(name, []):
+        if _is_product(view, node):
+            return node
+        if not node.output or not view.is_float(node.output[0]) or node.output[0] not in view.varying:
+            continue
+        if node.op_type in _PASS_THROUGH or node.op_type in _MASKING:
+            found = _context_after(view, node.output[0], steps - 1)
+            if found is not None:
+                return found
     return None
 
 
 def find_attention(view: GraphView) -> list[Block]:
-    """Attention cores: MatMul(q, k) -> [scale, mask] -> Softmax -> MatMul(., v), or a fused op."""
+    """Attention cores: MatMul(q, k) -> [scale, mask] -> Softmax -> [mask] -> MatMul(., v), or a
+    fused op. Masks are Where on a condition, or added or multiplied tensors, on either side of
+    the Softmax, whether or not they depend on the input (a padding mask computed from it)."""
     blocks = []
     for node in view.nodes:
         if node.op_type in FUSED_ATTENTION_OPS and float_varying_inputs(view, node):
@@ -270,13 +297,9 @@ def find_attention(view: GraphView) -> list[Block]:
             continue
         if node.op_type != "Softmax" or node.input[0] not in view.varying:
             continue
-        scores = _follow(view, node.input[0], forward=False)
-        context = _follow(view, node.output[0], forward=True)
+        scores = _scores_behind(view, node.input[0])
+        context = _context_after(view, node.output[0])
         if scores is None or context is None:
-            continue
-        if scores.op_type not in ("MatMul", "Einsum") or context.op_type not in ("MatMul", "Einsum"):
-            continue
-        if len(float_varying_inputs(view, scores)) != 2 or len(float_varying_inputs(view, context)) != 2:
             continue
         names = [*view.original_names(scores), *view.original_names(node), *view.original_names(context)]
         blocks.append(Block("attention", tuple(names), scores.input[0], context.output[0], {"softmax": node.name}))
