@@ -15,7 +15,10 @@ exporter_corpus.py, README there): lambda_max within 2.3e-6 relative (the worst:
 MLP sample, lambda_max 1e-3) and the Jacobian within 1.3e-6 (Frobenius, relative) on every model
 and sample. We allow LAMBDA_RTOL = 1e-4 and JACOBIAN_RTOL = 1e-4: 40x the measured error, still
 1000x below what a wrong rule, a lost BatchNorm
-scale, a wrong layout (NHWC vs NCHW) or a missed Softmax would give (order 1e-1 to 1). The Jacobian
+scale, a wrong layout (NHWC vs NCHW) or a missed Softmax would give (order 1e-1 to 1). The
+saturated-softmax entry (top probabilities 1 - 1e-12 .. 1 - 1e-16, logits |z| ~ 300) states its
+own lambda tolerance (2e-4) in the manifest: there float32 logits alone move lambda_max by up to
+2.6e-5 (float64 J with ONNX Runtime's logits), and fimaudit measured 4.1e-5. The Jacobian
 is compared after centring, (I - 1 p^T) J: logits are defined up to a per-sample constant shift
 (a model whose output is probabilities may be read through log p, which is z - logsumexp(z)),
 and the Fisher matrix only sees the centred part (C 1 = 0); where fimaudit's logits are the
@@ -131,7 +134,8 @@ def test_graph_audit_agrees_with_the_framework_float64_reference(entry: dict, tm
     samples = document["samples"]
     assert [s["kind"] for s in samples] == ["exact"] * entry["num_samples"]
     got = np.array([s["lambda_max"] for s in samples])
-    np.testing.assert_allclose(got, reference["lambda_max"], rtol=LAMBDA_RTOL)
+    # A saturated softmax's entry states its own tolerance and why (its logits' float32 error).
+    np.testing.assert_allclose(got, reference["lambda_max"], rtol=entry.get("lambda_rtol", LAMBDA_RTOL))
     top = np.array([s["top_prob"] for s in samples])
     np.testing.assert_allclose(top, _softmax(reference["logits"]).max(axis=1), rtol=TOP_PROB_RTOL)
 
