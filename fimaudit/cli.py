@@ -217,17 +217,19 @@ def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[
 @model_argument
 @selection_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the description as JSON.")
-def inspect(model: str, input_name: str | None, output_name: str | None, output_kind: str | None, json_path: str | None) -> None:
-    """Describe MODEL and show what an audit would differentiate.
+@click.option("--wrt", type=click.Choice(["input", "embeddings"]), default="input", show_default=True, help="Show what audit --wrt would differentiate (embeddings: token-id models).")
+def inspect(model: str, input_name: str | None, output_name: str | None, output_kind: str | None, json_path: str | None, wrt: str) -> None:
+    """Describe MODEL and show what an audit with the same options would differentiate.
 
-    A model an audit would refuse is described all the same; the reason follows on stderr, exit 2.
+    A model such an audit would refuse is described all the same, with the reason; the reason
+    follows on stderr and the exit code is 2, so that `inspect` can gate whether an audit will run.
     """
     from fimaudit.inspection import inspect_model, inspection_text, refusal_error
 
     from fimaudit.report.writing import json_text, write_atomic
 
     check_output_paths([model], [json_path])
-    document = inspect_model(model, input_name, output_name, output_kind=output_kind)
+    document = inspect_model(model, input_name, output_name, output_kind=output_kind, wrt=wrt)
     click.echo(inspection_text(document))
     if json_path:
         write_atomic(json_path, json_text(document), inputs=[model, *_external_files(model, document)])

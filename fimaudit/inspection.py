@@ -22,17 +22,23 @@ from fimaudit.text import visible
 
 def inspect_model(
     model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
-    output_kind: str | None = None,
+    output_kind: str | None = None, wrt: str = "input",
 ) -> dict[str, Any]:
     """Description, selection and architecture of a model, JSON-ready.
 
     A model that cannot be parsed raises; one whose input or output cannot be chosen is described
     with ``refusal`` = {"reason", "error"} in place of ``selection`` and ``architecture``.
+    ``wrt="embeddings"`` shows what ``audit --wrt embeddings`` would differentiate (token-id models).
     """
     loaded = load_model(model_path, budget=budget)
     description = describe_model(loaded)
     try:
-        selection = select_input_output(loaded, input_name, output_name, output_kind)
+        if wrt == "embeddings":
+            from fimaudit.tokens import at_embeddings
+
+            loaded, selection, _site = at_embeddings(loaded, output_name)
+        else:
+            selection = select_input_output(loaded, input_name, output_name, output_kind)
     except FimauditError as exc:
         return {"model": description.to_dict(), "refusal": {"reason": str(exc), "error": type(exc).__name__}}
     flat = piecewise_constant_note(loaded.proto, selection.input_name, selection.logits_source)

@@ -173,11 +173,19 @@ def test_inspect_says_the_text_classifier_input_is_token_ids(entry: dict) -> Non
 
 @pytest.mark.parametrize("entry", _params("embeddings", "inspect"))
 def test_inspect_describes_the_text_classifier(entry: dict) -> None:
-    """issue 16 item 6: inspect describes every model it can parse, refused or not."""
+    """issue 16 item 6: inspect describes every model it can parse, refused or not.
+
+    Plain inspect describes the model and says why an audit of its float input would refuse
+    (exit 2, as such an audit would); with --wrt embeddings it shows the embedding input (exit 0).
+    """
     model, _, _ = _files(entry)
     result = invoke("inspect", model)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 2, result.output
     assert "sha256:" in result.output and "token id" in result.output.lower(), result.output
+    assert "--wrt embeddings" in result.output
+    embedded = invoke("inspect", model, "--wrt", "embeddings")
+    assert embedded.exit_code == 0, embedded.output
+    assert "sha256:" in embedded.output and "transformer" in embedded.output, embedded.output
 
 
 def _has_embedding_audit() -> bool:
