@@ -321,7 +321,11 @@ def audit(
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison JSON here.")
 @click.option("--statistic", type=click.Choice(STATISTICS), default="median", show_default=True, help="Statistic the models are ranked by.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="Relative tolerance for 'the same network gives the same numbers'.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="Tolerance of 'the same numbers': lambda_max relative (on a scale no smaller than 1e-6 x the pair's largest), top probability absolute. float16 and quantised models get looser stated tolerances.")
+@click.option("--reference", metavar="MODEL", help="Check every other model against MODEL (one of MODELS, by path or file name); exit 1 unless all agree.")
+@click.option("--group", "groups", multiple=True, metavar="A,B[,...]", help="Check every pair within these models (paths or file names, comma-separated); repeatable; exit 1 unless all agree.")
+@click.option("--min-agreement", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True, help="Fraction of samples that must agree for a pair to agree.")
+@click.option("--no-check", is_flag=True, help="Rank only: check no pair (for different networks trained on the same task).")
 def compare(
     models: tuple[str, ...],
     output_kind: str | None,
@@ -335,6 +339,10 @@ def compare(
     json_path: str | None,
     statistic: str,
     rtol: float,
+    reference: str | None,
+    groups: tuple[str, ...],
+    min_agreement: float,
+    no_check: bool,
     max_memory: int | None,
     flush_subnormals: bool,
     bounds: bool,
@@ -343,13 +351,20 @@ def compare(
 ) -> None:
     """Audit several MODELS on the same data and compare them side by side.
 
-    Exit 0 when models of the same network agree, 1 when they do not or a model could not be
-    audited, 2 on usage or input errors.
+    Models that take the same input (NCHW and NHWC count as the same: fimaudit permutes the data)
+    and have the same number of classes are checked sample by sample: predicted class, top
+    probability and lambda_max. Exit 0 when every checked pair agrees (or nothing was asked and
+    nothing could be checked), 1 when a pair disagrees, a model could not be audited, or a check
+    asked for with --reference/--group could not be made; 2 on usage or input errors.
     """
     from fimaudit.audit import AuditConfig
+    from fimaudit.compare import check_consistency, resolve_pairing
     from fimaudit.compare_audit import run_comparison
     from fimaudit.report.outputs import write_comparison_outputs
 
+    if no_check and (reference or groups):
+        raise click.UsageError("--no-check cannot be combined with --reference or --group")
+    resolve_pairing(list(models), reference, groups)  # a name that is not a model: exit 2 before any audit
     check_output_paths([*models, data_path], [json_path, report_path])
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
@@ -360,11 +375,17 @@ def compare(
         comparison = run_comparison(models, config, progress=update)
     finally:
         finish()
-    document = write_comparison_outputs(comparison, json_path, report_path, rtol=rtol, statistic=statistic)
+    consistency = check_consistency(comparison.outcomes, rtol, reference, groups, min_agreement, check=not no_check)
+    document = write_comparison_outputs(comparison, json_path, report_path, rtol=rtol, statistic=statistic, consistency=consistency)
     for rank in document["ranking"]["by_measured"]:
         click.echo(f"{rank['rank']}. {rank['model']}: {statistic} lambda_max {rank['value']:.4g}")
-    click.echo(document["consistency"]["reason"])
-    sys.exit(EXIT_PASSED if document["consistency"]["consistent"] else EXIT_FAILED)
+    for outcome in comparison.outcomes:
+        if outcome.note:
+            click.echo(f"{outcome.path}: {outcome.note}")
+    for pair in consistency.pairs:
+        click.echo(f"{pair.a} vs {pair.b}: {pair.status.replace('_', ' ')}: {pair.reason}")
+    click.echo(f"{consistency.status.replace('_', ' ').upper()}: {consistency.reason}")
+    sys.exit(EXIT_PASSED if consistency.passed else EXIT_FAILED)
 
 
 

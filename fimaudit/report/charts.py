@@ -6,7 +6,9 @@ Three charts, all inline SVG:
   with the median, p95 and the threshold marked;
 - ``sample_chart``: every sample's lambda_max sorted, with its interval where estimated, its own
   bound where known, and the model-wide bound and threshold as lines (bound versus measured);
-- ``strip_chart``: one row per model on a shared log axis (comparison report).
+- ``strip_chart``: one row per model on a shared log axis (comparison report);
+- ``scatter_chart``: two models' lambda_max per sample against each other on log-log axes, with
+  the identity line (comparison report, one per compared pair).
 
 lambda_max spans decades across samples, so values are placed on log10 axes; zeros (possible for
 a sample whose prediction is certain) are drawn at the bottom of the axis and said to be so.
@@ -342,4 +344,40 @@ def strip_chart(rows: Sequence[StripRow], threshold: float | None = None, width:
         chart.legend.append(("bound", "bound-mark"))
     else:
         chart.note = "analytic bounds: not computed"
+    return chart
+
+
+@dataclass
+class ScatterPoint:
+    index: int
+    x: float
+    y: float
+    agree: bool
+
+
+def scatter_chart(points: Sequence[ScatterPoint], x_label: str, y_label: str, size: int = 320) -> Chart:
+    """lambda_max of model A (x) against model B (y) per sample, log-log, with the identity line.
+
+    Both axes share one range, so a sample on which the models agree lies on the diagonal;
+    disagreeing samples are drawn in their own colour.
+    """
+    chart = Chart(size + 60, size + 50, f"lambda_max per sample: {y_label} against {x_label}",
+                  left=56, right=size + 46, top=12, bottom=size + 8)
+    everything = [p.x for p in points] + [p.y for p in points]
+    x_axis = LogAxis(everything, chart.left, chart.right)
+    y_axis = LogAxis(everything, chart.bottom, chart.top)
+    low, high = 10**x_axis.low, 10**x_axis.high
+    chart.lines.append(Line(x_axis(low), y_axis(low), x_axis(high), y_axis(high), "identity"))
+    for point in points:
+        css = "measured" if point.agree else "disagree"
+        verdict = "agree" if point.agree else "DISAGREE"
+        chart.dots.append(Dot(x_axis(point.x), y_axis(point.y), css,
+                              f"sample {point.index}: {fmt(point.x)} vs {fmt(point.y)} ({verdict})"))
+    chart.x_ticks = x_axis.ticks()
+    chart.y_ticks = y_axis.ticks()
+    chart.x_label = f"{x_label} (log)"
+    chart.y_label = f"{y_label} (log)"
+    chart.legend = [("sample that agrees", "measured"), ("sample that disagrees", "disagree"), ("identity y = x", "identity")]
+    if x_axis.has_zero:
+        chart.note = "zeros drawn at the bottom of the axes"
     return chart

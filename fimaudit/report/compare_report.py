@@ -1,12 +1,10 @@
-"""The comparison document (JSON) and view (HTML) of ``fimaudit compare``.
+"""The comparison document (JSON) and view (HTML) of ``fimaudit compare``: serialising and rendering only.
 
-Besides distributions and rankings, a comparison answers one question exactly: do models that
-are the same network, exported differently, land on the same numbers? Models are taken to be the
-same network when they share a *network signature*: parameter count, input sample shape, number
-of classes and architecture family. Within such a group every pair is compared sample by sample;
-they agree when every per-sample lambda_max matches within ``rtol`` (relative) and every
-prediction is the same class. A fused BatchNorm changes the parameter count, so such exports are
-not grouped: the report lists the groups it checked, and nothing else is claimed.
+Which models are compared, what agreement means and whether the comparison passes are decided in
+the domain (fimaudit/compare.py, ``check_consistency`` on typed audits); this module writes that
+decision out as JSON and lays it out for templates/compare.html.j2: a pair-by-pair agreement
+table, a log-log scatter of lambda_max per pair, and the samples on which each pair disagrees most.
+The ranking by a statistic of lambda_max and by the analytic bound is computed on the documents.
 """
 
 from __future__ import annotations
@@ -17,82 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from fimaudit.compare import DEFAULT_RTOL, EXPECTED_RTOL, LAMBDA_FLOOR, Consistency, check_consistency, model_labels
 from fimaudit.compare_audit import Comparison
-from fimaudit.report.charts import Chart, StripRow, strip_chart
+from fimaudit.report.charts import Chart, ScatterPoint, StripRow, scatter_chart, strip_chart
 from fimaudit.report.document import SCHEMA_VERSION, build_document
-from fimaudit.report.formatting import file_name, fmt, shape_text
+from fimaudit.report.formatting import fmt, shape_text
 from fimaudit.report.view import VERDICT_HEADLINES, Row, Table, bound_value
 from fimaudit.statistics import STATISTICS
 
-#: Default relative tolerance for "the same numbers": finite differences in float32 are good to
-#: about 1e-4 relative, and exporters may reorder float32 arithmetic.
-DEFAULT_RTOL = 1e-2
-
-
-def network_signature(document: dict[str, Any]) -> dict[str, Any]:
-    """What two exports of the same network share, whatever the exporter did to the graph."""
-    model = document["model"]
-    return {
-        "parameter_count": model.get("parameter_count"),
-        "sample_shape": list(document["data"].get("sample_shape", [])),
-        "num_classes": model["output"].get("num_classes"),
-        "family": (document.get("architecture") or {}).get("family", "unknown"),
-    }
-
-
-def _labels(paths: list[str]) -> list[str]:
-    """File names, or full paths where two models share a file name."""
-    names = [file_name(path) for path in paths]
-    return [path if names.count(name) > 1 else name for path, name in zip(paths, names)]
-
-
-def pair_agreement(a: dict[str, Any], b: dict[str, Any], rtol: float) -> dict[str, Any]:
-    """Sample-by-sample agreement of two audits of the same data."""
-    left = {s["index"]: s for s in a["samples"]}
-    right = {s["index"]: s for s in b["samples"]}
-    common = sorted(set(left) & set(right))
-    x = np.array([left[i]["lambda_max"] for i in common], dtype=np.float64)
-    y = np.array([right[i]["lambda_max"] for i in common], dtype=np.float64)
-    # Values far below the largest are compared on the scale of the largest (no 0/0 blow-up).
-    floor = 1e-9 * max(float(np.abs(x).max(initial=0.0)), float(np.abs(y).max(initial=0.0)), 1e-300)
-    relative = np.abs(x - y) / np.maximum(np.maximum(np.abs(x), np.abs(y)), floor)
-    worst = int(np.argmax(relative)) if relative.size else 0
-    same_class = sum(1 for i in common if left[i]["predicted_class"] == right[i]["predicted_class"])
-    max_relative = float(relative.max()) if relative.size else 0.0
-    return {
-        "samples": len(common),
-        "max_relative_difference": max_relative,
-        "median_relative_difference": float(np.median(relative)) if relative.size else 0.0,
-        "worst_sample": common[worst] if common else None,
-        "same_predicted_class": same_class,
-        "agree": bool(common) and max_relative <= rtol and same_class == len(common),
-    }
-
-
-def agreement_groups(labelled: list[tuple[str, dict[str, Any]]], rtol: float) -> list[dict[str, Any]]:
-    """Groups of two or more models with one network signature, and whether each pair agrees."""
-    groups: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-    signatures: dict[str, dict[str, Any]] = {}
-    for label, document in labelled:
-        signature = network_signature(document)
-        key = repr(sorted(signature.items()))
-        groups.setdefault(key, []).append((label, document))
-        signatures[key] = signature
-    result = []
-    for key, members in groups.items():
-        if len(members) < 2:
-            continue
-        pairs = []
-        for (label_a, doc_a), (label_b, doc_b) in combinations(members, 2):
-            pairs.append({"a": label_a, "b": label_b, **pair_agreement(doc_a, doc_b, rtol)})
-        result.append({
-            "signature": signatures[key],
-            "models": [label for label, _ in members],
-            "pairs": pairs,
-            "agree": all(pair["agree"] for pair in pairs),
-            "rtol": rtol,
-        })
-    return result
+__all__ = ["DEFAULT_RTOL", "build_comparison_document", "build_comparison_view"]
 
 
 def _kendall_tau(first: list[float], second: list[float]) -> float | None:
@@ -125,50 +56,44 @@ def ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> dict[
     return entry
 
 
-def consistency(groups: list[dict[str, Any]], failures: list[str]) -> dict[str, Any]:
-    """One-sentence outcome of the comparison (exit 1 when not ``consistent``)."""
-    disagreeing = [group for group in groups if not group["agree"]]
-    if disagreeing:
-        names = "; ".join(", ".join(group["models"]) for group in disagreeing)
-        reason = f"models of the same network do not land on the same numbers: {names}"
-    elif groups:
-        names = "; ".join(", ".join(group["models"]) for group in groups)
-        reason = f"models of the same network land on the same numbers ({names})"
-    else:
-        reason = "no two models share a network signature, so no cross-exporter agreement was checked"
-    if failures:
-        reason += f"; {len(failures)} model(s) could not be audited: {', '.join(failures)}"
-    return {"consistent": not disagreeing and not failures, "reason": reason}
+def build_comparison_document(
+    comparison: Comparison,
+    rtol: float = DEFAULT_RTOL,
+    statistic: str = "median",
+    consistency: Consistency | None = None,
+) -> dict[str, Any]:
+    """The comparison as JSON-ready data; each model's full audit document is kept under ``audit``.
 
-
-def build_comparison_document(comparison: Comparison, rtol: float = DEFAULT_RTOL, statistic: str = "median") -> dict[str, Any]:
-    """The comparison as JSON-ready data; each model's full audit document is kept under ``audit``."""
+    ``consistency``: the domain's decision (default: every comparable pair checked within ``rtol``).
+    """
     if statistic not in STATISTICS:
         raise ValueError(f"unknown ranking statistic {statistic!r}")
-    labels = _labels([outcome.path for outcome in comparison.outcomes])
-    models, labelled, failures = [], [], []
+    if consistency is None:
+        consistency = check_consistency(comparison.outcomes, rtol)
+    labels = model_labels([outcome.path for outcome in comparison.outcomes])
+    facts = {f.label: f for f in consistency.models}
+    models, labelled = [], []
     for label, outcome in zip(labels, comparison.outcomes):
+        common = {"label": label, "path": outcome.path, "note": outcome.note,
+                  "layout": None if outcome.layout is None else outcome.layout.to_dict()}
         if outcome.result is None:
-            models.append({"label": label, "path": outcome.path, "status": "error", "error": outcome.error, "audit": None})
-            failures.append(label)
+            models.append({**common, "status": "error", "error": outcome.error, "audit": None})
             continue
         document = build_document(outcome.result)
         labelled.append((label, document))
         models.append({
-            "label": label,
-            "path": outcome.path,
+            **common,
             "status": "audited",
             "error": None,
             "sha256": document["model"]["sha256"],
             "producer": document["model"]["producer"],
-            "network_signature": network_signature(document),
+            "facts": facts[label].to_dict(),
             "summary": document["summary"],
             "bound": document["bound"],
             "audit": document,
         })
     first = labelled[0][1]
     config = comparison.config
-    groups = agreement_groups(labelled, rtol)
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "comparison",
@@ -179,8 +104,16 @@ def build_comparison_document(comparison: Comparison, rtol: float = DEFAULT_RTOL
         "method": {"estimator": config.method, "gradients": config.gradients, "seed": config.seed, "budget": config.budget},
         "models": models,
         "ranking": ranking(labelled, statistic),
-        "agreement": groups,
-        "consistency": consistency(groups, failures),
+        "agreement": {
+            "mode": consistency.mode,
+            "reference": consistency.reference,
+            "groups": [list(group) for group in consistency.groups],
+            "rtol": rtol,
+            "lambda_floor": LAMBDA_FLOOR,
+            "expected_rtol": dict(EXPECTED_RTOL),
+            "pairs": [pair.to_dict() for pair in consistency.pairs],
+        },
+        "consistency": consistency.to_dict(),
     }
 
 
@@ -188,12 +121,22 @@ def build_comparison_document(comparison: Comparison, rtol: float = DEFAULT_RTOL
 # The view of the comparison report (templates/compare.html.j2)
 
 
+#: Headline of the comparison report, per consistency status.
+HEADLINES = {"agree": "AGREE", "disagree": "DISAGREE", "not_checked": "NOT CHECKED"}
+_STATUS_TEXT = {"agree": "agree", "disagree": "DISAGREE", "not_checked": "not checked"}
+
+
 @dataclass
-class AgreementView:
+class PairView:
     title: str
-    agree: bool
+    status: str
     label: str
-    table: Table
+    reason: str
+    tolerance: str
+    expected: list[str]
+    evidence: Table
+    chart: Chart | None
+    worst: Table | None
 
 
 @dataclass
@@ -201,7 +144,7 @@ class ComparisonView:
     title: str
     created_at: str
     tool_version: str
-    consistent: bool
+    status: str
     headline: str
     reason: str
     setup: list[Row]
@@ -211,14 +154,56 @@ class ComparisonView:
     ranking: Table
     bound_ranking: Table | None
     bound_note: str
-    agreement: list[AgreementView]
+    pairs_table: Table | None
+    pairs: list[PairView]
     agreement_note: str
     environment: list[Row]
 
 
-def _signature_text(signature: dict[str, Any]) -> str:
-    return (f"{fmt(signature['parameter_count'])} parameters, samples {shape_text(signature['sample_shape'])}, "
-            f"{signature['num_classes']} classes, family {signature['family']}")
+def _pair_view(pair: dict[str, Any]) -> PairView:
+    a, b = pair["a"], pair["b"]
+    evidence = pair["evidence"]
+    rows = [[name.replace("_", " ").capitalize(), *[fmt(v) if isinstance(v, (int, float)) else str(v) for v in values]]
+            for name, values in evidence.items()]
+    evidence_table = Table("Evidence (shown, not used as a gate)", ["", a, b], rows)
+    chart = worst = None
+    if pair["per_sample"]:
+        points = [ScatterPoint(s["index"], s["lambda_a"], s["lambda_b"], s["agree"]) for s in pair["per_sample"]]
+        chart = scatter_chart(points, a, b)
+        worst = Table("Samples on which they differ most", [
+            "Sample", f"lambda_max {a}", f"lambda_max {b}", "Relative difference", "Class", "Top probability", "Agree"],
+            [[str(s["index"]), fmt(s["lambda_a"]), fmt(s["lambda_b"]), fmt(s["relative_difference"], 3),
+              f"{s['class_a']} / {s['class_b']}", f"{fmt(s['top_prob_a'], 4)} / {fmt(s['top_prob_b'], 4)}",
+              "yes" if s["agree"] else f"NO: {s['why']}"] for s in pair["worst_samples"]])
+    tolerance = (f"lambda_max within {fmt(pair['rtol'], 3)} relative (on a scale no smaller than "
+                 f"{fmt(pair['lambda_floor'], 3)}), top probability within {fmt(pair['rtol'], 3)}, same class; "
+                 f"at least {fmt(100 * pair['min_agreement'], 3)}% of samples")
+    if pair["rtol_reason"]:
+        tolerance += f"; tolerance {pair['rtol_reason']}"
+    return PairView(f"{a} vs {b}", pair["status"], _STATUS_TEXT[pair["status"]], pair["reason"], tolerance,
+                    pair["expected_deviations"], evidence_table, chart, worst)
+
+
+def _pairs_table(pairs: list[dict[str, Any]]) -> Table | None:
+    if not pairs:
+        return None
+    rows = []
+    for p in pairs:
+        fraction = "—" if p["fraction_agreeing"] is None else f"{p['agreeing_samples']} of {p['samples']}"
+        rows.append([p["a"], p["b"], _STATUS_TEXT[p["status"]], fraction, fmt(p["max_relative_difference"], 3),
+                     "—" if p["worst_sample"] is None else str(p["worst_sample"]), fmt(p["rtol"], 3),
+                     "; ".join(p["expected_deviations"]) or "none named"])
+    return Table("Pair by pair", ["Model A", "Model B", "Agreement", "Samples that agree", "Max lambda_max difference",
+                                  "Worst sample", "Tolerance", "Expected deviations"], rows)
+
+
+_MODE_NOTES = {
+    "auto": "Every pair of models that take the same input (up to a layout permutation) and have the same number of "
+            "classes is compared sample by sample. Name the pairs with --reference MODEL or --group A,B.",
+    "reference": "Every model is compared with the reference {reference}, sample by sample.",
+    "groups": "Every pair within each named group is compared sample by sample: {groups}.",
+    "none": "Agreement was not checked (--no-check).",
+}
 
 
 def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
@@ -226,12 +211,15 @@ def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
     failed = [m for m in document["models"] if m["status"] != "audited"]
     rows = [StripRow(m["label"], [s["lambda_max"] for s in m["audit"]["samples"]], m["summary"]["median"], bound_value(m["bound"]))
             for m in audited]
-    columns = ["Model", "Producer", "SHA-256", "Samples", "Median", "p95", "Max", "Bound", "Verdict"]
+    columns = ["Model", "Producer", "SHA-256", "Parameters", "Family", "Gradients, method", "Layout", "Samples",
+               "Median", "p95", "Max", "Bound", "Verdict"]
     model_rows = []
     for m in audited:
-        summary, verdict = m["summary"], m["audit"]["verdict"]
-        model_rows.append([m["label"], m["producer"] or "—", m["sha256"][:12], str(summary["count"]),
-                           fmt(summary["median"]), fmt(summary["p95"]), fmt(summary["max"]),
+        summary, verdict, facts = m["summary"], m["audit"]["verdict"], m["facts"]
+        layout = m["layout"]["name"] if m["layout"] else "as the data"
+        model_rows.append([m["label"], m["producer"] or "—", m["sha256"][:12], fmt(facts["parameter_count"]), facts["family"],
+                           f"{facts['gradients']}, {facts['method']}" + (f" ({m['note']})" if m["note"] else ""), layout,
+                           str(summary["count"]), fmt(summary["median"]), fmt(summary["p95"]), fmt(summary["max"]),
                            fmt(bound_value(m["bound"])) if m["bound"] else "not computed",
                            VERDICT_HEADLINES[verdict["status"]].lower()])
     failures = Table("Models that could not be audited", ["Model", "Error"], [[m["label"], m["error"]] for m in failed]) if failed else None
@@ -246,15 +234,7 @@ def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
         bound_note = f"Kendall's tau between the two rankings: {fmt(tau, 3)} (1: the bounds order the models exactly as measured)."
     else:
         bound_note = "Ranking by analytic bound: not computed (no bound for " + ", ".join(rank["bound_missing"]) + ")."
-    agreement = []
-    for group in document["agreement"]:
-        table = Table("", ["Model A", "Model B", "Max relative difference", "Median relative difference", "Worst sample", "Same predicted class", "Agree"],
-                      [[p["a"], p["b"], fmt(p["max_relative_difference"], 3), fmt(p["median_relative_difference"], 3),
-                        str(p["worst_sample"]), f"{p['same_predicted_class']} of {p['samples']}", "yes" if p["agree"] else "NO"]
-                       for p in group["pairs"]])
-        verdict_text = "the same numbers" if group["agree"] else "DIFFERENT numbers"
-        agreement.append(AgreementView(f"{', '.join(group['models'])} ({_signature_text(group['signature'])})",
-                                       group["agree"], f"{verdict_text} (tolerance {fmt(group['rtol'], 3)} relative)", table))
+    agreement = document["agreement"]
     data = document["data"]
     source = "synthetic N(0, 1) samples" if data.get("synthetic") else data["source"]
     method = document["method"]
@@ -263,14 +243,16 @@ def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
         Row("Method", f"{method['estimator']}, gradients {method['gradients']}, seed {method['seed']}"),
         Row("Models", f"{len(audited)} audited" + (f", {len(failed)} failed" if failed else "")),
     ]
-    consistent = document["consistency"]["consistent"]
+    consistency = document["consistency"]
+    note = _MODE_NOTES[agreement["mode"]].format(reference=agreement["reference"],
+                                                  groups="; ".join(", ".join(g) for g in agreement["groups"]))
     return ComparisonView(
         title="fimaudit comparison: " + ", ".join(m["label"] for m in document["models"]),
         created_at=document["created_at"],
         tool_version=document["tool"]["version"],
-        consistent=consistent,
-        headline="CONSISTENT" if consistent else "INCONSISTENT",
-        reason=document["consistency"]["reason"],
+        status=consistency["status"],
+        headline=HEADLINES[consistency["status"]],
+        reason=consistency["reason"],
         setup=setup,
         chart=strip_chart(rows),
         models=Table("", columns, model_rows),
@@ -278,8 +260,8 @@ def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
         ranking=ranking_table,
         bound_ranking=bound_table,
         bound_note=bound_note,
-        agreement=agreement,
-        agreement_note=("Models are grouped as the same network when they share parameter count, input sample shape, "
-                        "number of classes and architecture family; within a group every pair is compared sample by sample."),
+        pairs_table=_pairs_table(agreement["pairs"]),
+        pairs=[_pair_view(pair) for pair in agreement["pairs"]],
+        agreement_note=note,
         environment=[Row(key, str(value)) for key, value in document["environment"].items()],
     )

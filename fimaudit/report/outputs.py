@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from fimaudit.audit import AuditResult
+from fimaudit.compare import Consistency
 from fimaudit.compare_audit import Comparison
 from fimaudit.graph.loader import LoadedModel
 from fimaudit.report.compare_report import DEFAULT_RTOL, build_comparison_document
@@ -84,9 +85,10 @@ def write_comparison_outputs(
     report_path: str | None = None,
     rtol: float = DEFAULT_RTOL,
     statistic: str = "median",
+    consistency: Consistency | None = None,
 ) -> dict[str, Any]:
     """Build the comparison document, write the requested files, and return the document."""
-    document = build_comparison_document(comparison, rtol=rtol, statistic=statistic)
+    document = build_comparison_document(comparison, rtol=rtol, statistic=statistic, consistency=consistency)
     inputs: list[Any] = [comparison.config.data_path]
     for outcome in comparison.outcomes:
         inputs += audit_inputs(outcome.result) if outcome.result is not None else [outcome.path]

@@ -12,6 +12,7 @@ from onnx import numpy_helper
 
 from fimaudit.audit import AuditConfig
 from fimaudit.cli import main
+from fimaudit.compare import check_consistency
 from fimaudit.compare_audit import run_comparison
 from fimaudit.errors import InputError
 from fimaudit.report.compare_report import build_comparison_document
@@ -28,18 +29,35 @@ def comparison():
     return run_comparison(MLPS + [VGG], AuditConfig(model_path="", data_path=DIGITS, samples=12, gradients="fd"))
 
 
+GROUP = "mlp.onnx,mlp_constants.onnx,mlp_softmax.onnx"
+
+
 def test_three_exports_of_the_mlp_land_on_the_same_numbers(comparison) -> None:
-    document = build_comparison_document(comparison)
-    (group,) = document["agreement"]
-    assert group["models"] == ["mlp.onnx", "mlp_constants.onnx", "mlp_softmax.onnx"]
-    assert group["agree"] is True and len(group["pairs"]) == 3
-    for pair in group["pairs"]:
-        assert pair["samples"] == 12 and pair["same_predicted_class"] == 12
-        assert pair["max_relative_difference"] <= 1e-3
+    consistency = check_consistency(comparison.outcomes, groups=[GROUP])
+    document = build_comparison_document(comparison, consistency=consistency)
+    agreement = document["agreement"]
+    assert agreement["mode"] == "groups" and agreement["groups"] == [GROUP.split(",")]
+    assert [(p["a"], p["b"]) for p in agreement["pairs"]] == [
+        ("mlp.onnx", "mlp_constants.onnx"), ("mlp.onnx", "mlp_softmax.onnx"), ("mlp_constants.onnx", "mlp_softmax.onnx")]
+    for pair in agreement["pairs"]:
+        assert pair["status"] == "agree" and pair["samples"] == 12 and pair["same_predicted_class"] == 12
+        assert pair["fraction_agreeing"] == 1.0 and pair["max_relative_difference"] <= 1e-3
     values = [[s["lambda_max"] for s in m["audit"]["samples"]] for m in document["models"][:3]]
     np.testing.assert_allclose(values[1], values[0], rtol=1e-3)
     np.testing.assert_allclose(values[2], values[0], rtol=1e-3)
-    assert document["consistency"]["consistent"] is True
+    assert document["consistency"]["status"] == "agree" and document["consistency"]["passed"] is True
+
+
+def test_different_networks_on_the_same_input_are_paired_and_disagree(comparison) -> None:
+    """The VGG takes the same digits and has 10 classes: comparable, and it does not agree with the MLP."""
+    consistency = check_consistency(comparison.outcomes)
+    assert consistency.mode == "auto" and len(consistency.pairs) == 6
+    vgg_pairs = [p for p in consistency.pairs if "vgg_small.onnx" in (p.a, p.b)]
+    assert {p.status for p in vgg_pairs} == {"disagree"} and consistency.status == "disagree"
+    assert not consistency.passed
+    assert any("differ in structure" in cause for cause in vgg_pairs[0].expected)
+    ranking_only = check_consistency(comparison.outcomes, check=False)
+    assert ranking_only.status == "not_checked" and ranking_only.passed and ranking_only.pairs == ()
 
 
 def test_ranking_orders_models_by_the_statistic(comparison) -> None:
@@ -64,10 +82,11 @@ def test_ranking_by_bound_is_not_computed_without_bounds() -> None:
 
 
 def test_comparison_report_renders_every_model(comparison) -> None:
-    html = render_comparison(build_comparison_document(comparison))
+    html = render_comparison(build_comparison_document(comparison, consistency=check_consistency(comparison.outcomes, groups=[GROUP])))
     for name in ("mlp.onnx", "mlp_constants.onnx", "mlp_softmax.onnx", "vgg_small.onnx"):
         assert name in html
-    assert ">CONSISTENT<" in html and "the same numbers" in html
+    assert ">AGREE<" in html and "Pair by pair" in html and "Samples on which they differ most" in html
+    assert html.count('class="identity"') == 3, "one log-log scatter with its identity line per pair"
     assert "Ranking by analytic bound" in html and "Ranking by analytic bound: not computed" not in html
     assert "<script" not in html.lower() and "default-src 'none'" in html
 
@@ -82,16 +101,17 @@ def test_a_changed_weight_is_caught_as_disagreement(tmp_path) -> None:
     result = CliRunner().invoke(main, ["compare", MLPS[0], str(changed), "--data", DIGITS, "--samples", "6", "--json", str(out)])
     assert result.exit_code == 1, result.output
     document = json.loads(out.read_text())
-    (group,) = document["agreement"]
-    assert group["agree"] is False and group["pairs"][0]["max_relative_difference"] > 1e-2
-    assert "do not land on the same numbers" in result.output
+    (pair,) = document["agreement"]["pairs"]
+    assert pair["status"] == "disagree" and pair["max_relative_difference"] > 1e-2
+    assert document["consistency"]["status"] == "disagree"
+    assert "DISAGREE: models that take the same input do not agree" in result.output
 
 
 def test_cli_compare_writes_report_and_json(tmp_path) -> None:
     report, out = tmp_path / "c.html", tmp_path / "c.json"
     result = CliRunner().invoke(main, ["compare", *MLPS, "--data", DIGITS, "--samples", "4", "--report", str(report), "--json", str(out)])
     assert result.exit_code == 0, result.output
-    assert "1. mlp" in result.output and "land on the same numbers" in result.output
+    assert "1. mlp" in result.output and "AGREE: models that take the same input agree" in result.output
     document = json.loads(out.read_text())
     assert document["kind"] == "comparison" and document["schema_version"] == 1
     assert [m["status"] for m in document["models"]] == ["audited"] * 3
