@@ -161,9 +161,10 @@ DEFAULT_RTOL = 1e-2
 #: float32 rounding of its logits, not by the model, and must not decide the pair.
 LAMBDA_FLOOR = 1e-6
 #: Looser tolerances for deviations fimaudit can explain, with the reason stated in the report.
-#: float16 weights carry 11 significant bits (relative rounding 4.9e-4 per weight); through a few
-#: layers the logits move by ~1e-3 relative and lambda_max, quadratic in the Jacobian, by a few
-#: 1e-3 (measured: tests/test_compare_pairing.py). Quantised ops round activations to 8 bits.
+#: float16 weights carry 11 significant bits (relative rounding 4.9e-4 per weight); lambda_max,
+#: quadratic in the Jacobian, moved by 6.5e-4 on the corpus CNN (tests/test_compare_pairing.py),
+#: so 5e-2 leaves room for deeper nets. int8 weights (127 levels per tensor) moved the sample MLP's
+#: lambda_max by 6.2e-2; quantised activations move it more, hence 0.25.
 EXPECTED_RTOL = {"float16": 5e-2, "quantised": 2.5e-1}
 #: Op types that mark a quantised model (ONNX Runtime's static and dynamic quantisation).
 QUANTISED_OPS = frozenset({
