@@ -20,14 +20,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from fimaudit.errors import ModelError, ModelTimeoutError
-from fimaudit.graph.loader import lowest_ir_version_for
+from fimaudit.graph.onnx_utils import lowest_ir_version_for
 from fimaudit.graph.tensor_walk import require_self_contained
 
 logger = logging.getLogger(__name__)
@@ -302,9 +302,3 @@ class ModelRunner:
             if on_batch is not None:
                 on_batch(min(size, inputs.shape[0] - start))
         return [np.concatenate([piece[i] for piece in pieces], axis=0) for i in range(len(self.output_names))]
-
-
-def iterate_chunks(total: int, size: int) -> Iterable[slice]:
-    """Slices covering range(total) in pieces of at most ``size``."""
-    for start in range(0, total, max(1, size)):
-        yield slice(start, min(total, start + size))

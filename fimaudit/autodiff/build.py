@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -31,6 +29,7 @@ from fimaudit.autodiff import registry
 from fimaudit.autodiff.context import GraphFacts, RuleContext
 from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
 from fimaudit.errors import NotDifferentiableError, UnsupportedOpError
+from fimaudit.graph.onnx_utils import LazyConstants, opset_version
 from fimaudit.graph.tensors import FLOAT_TYPES, Dim, subgraph_inputs, value_shape
 
 logger = logging.getLogger(__name__)
@@ -42,62 +41,6 @@ OUTPUT_TANGENT = "fimaudit_logits_tangent"
 LEAD_DIM = "fimaudit_m"
 
 
-class _LazyConstants(Mapping[str, np.ndarray]):
-    """Values of initializers and Constant nodes, converted to numpy only when a rule asks."""
-
-    def __init__(self, graph: onnx.GraphProto) -> None:
-        self._sources: dict[str, onnx.TensorProto | onnx.NodeProto] = {init.name: init for init in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.output:
-                self._sources[node.output[0]] = node
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            source = self._sources[name]
-            if isinstance(source, onnx.TensorProto):
-                self._cache[name] = numpy_helper.to_array(source)
-            else:
-                value = _constant_node_value(source)
-                if value is None:
-                    raise KeyError(name)
-                self._cache[name] = value
-        return self._cache[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._sources
-
-    def get(self, name: str, default: np.ndarray | None = None) -> np.ndarray | None:  # type: ignore[override]
-        try:
-            return self[name]
-        except KeyError:
-            return default
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._sources)
-
-    def __len__(self) -> int:
-        return len(self._sources)
-
-
-def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
-    for attr in node.attribute:
-        if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
-        if attr.name in ("value_float", "value_floats"):
-            return np.array(helper.get_attribute_value(attr), dtype=np.float32)
-        if attr.name in ("value_int", "value_ints"):
-            return np.array(helper.get_attribute_value(attr), dtype=np.int64)
-    return None
-
-
-def _opset(model: onnx.ModelProto) -> int:
-    for entry in model.opset_import:
-        if entry.domain in ("", "ai.onnx"):
-            return int(entry.version)
-    return 0
-
-
 #: The oldest opset whose op forms the gradient rules emit (Slice/Pad inputs, Range, GatherElements,
 #: ScatterElements, Equal on floats). Older models are converted first (``at_gradient_opset``).
 GRADIENT_MIN_OPSET = 11
@@ -107,7 +50,7 @@ def at_gradient_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model itself, or (opset < 11: Caffe2-era model-zoo graphs are 7-9) its conversion to
     opset 11 by ``onnx.version_converter``, said in a log warning. The gradient models then hold the
     converted forward graph. A conversion failure is an UnsupportedOpError naming the opset."""
-    opset = _opset(model)
+    opset = opset_version(model)
     if not opset or opset >= GRADIENT_MIN_OPSET:
         return model
     from onnx import version_converter
@@ -259,9 +202,9 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
     facts = GraphFacts(
         shapes=shapes,
         elem_types=types,
-        constants=_LazyConstants(graph),  # type: ignore[arg-type]
+        constants=LazyConstants.of_graph(graph),
         differentiable=differentiable & leads,
-        opset=_opset(inferred),
+        opset=opset_version(inferred),
         float_type=input_type,
     )
     return Analysis(inferred, input_name, output_name, facts, active, blocked)

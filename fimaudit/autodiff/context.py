@@ -16,8 +16,8 @@ Conventions every helper follows:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
@@ -46,19 +46,6 @@ def _schema_since(op_type: str, opset: int) -> int | None:
 _SCHEMA_CACHE: dict[tuple[str, int], int | None] = {}
 
 
-def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """The value of a node attribute (ints, floats, strings decoded), or ``default``."""
-    for attr in node.attribute:
-        if attr.name == name:
-            value = helper.get_attribute_value(attr)
-            if isinstance(value, bytes):
-                return value.decode("utf-8")
-            if isinstance(value, list) and value and isinstance(value[0], bytes):
-                return [item.decode("utf-8") for item in value]
-            return value
-    return default
-
-
 def optional_input(node: onnx.NodeProto, index: int) -> str | None:
     """``node.input[index]`` when present and not the empty 'omitted' name, else None."""
     if index < len(node.input) and node.input[index]:
@@ -75,7 +62,7 @@ class GraphFacts:
     #: ONNX element types (TensorProto.FLOAT, ...), where known.
     elem_types: dict[str, int]
     #: Values of initializers and Constant-node outputs.
-    constants: dict[str, np.ndarray]
+    constants: Mapping[str, np.ndarray]
     #: Tensors on the differentiable path (they depend on the input through float tensors).
     differentiable: set[str]
     #: The default-domain opset of the model.

@@ -21,6 +21,7 @@ from onnx import helper
 
 from fimaudit.errors import ModelTimeoutError
 from fimaudit.graph.tensors import Dim
+from fimaudit.runtime import DEFAULT_TIMEOUT_S, create_session, run_session
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +35,11 @@ class ShapeProbe:
     fixed_batch: int | None = None
     extra_feeds: dict[str, np.ndarray] = field(default_factory=dict)
     providers: list[str] | None = None
-    #: Seconds one run may take (see runtime.run_session); None: no limit. The default is
-    #: runtime.DEFAULT_TIMEOUT_S, written out because runtime is imported lazily here.
-    timeout: float | None = 600.0
+    #: Seconds one run may take (see runtime.run_session); None: no limit.
+    timeout: float | None = DEFAULT_TIMEOUT_S
 
 
 def _run_with_outputs(model: onnx.ModelProto, probe: ShapeProbe, input_name: str, names: list[str], batch: int) -> dict[str, tuple[int, ...]]:
-    from fimaudit.runtime import create_session, run_session  # runtime imports graph code; keep this lazy
-
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]

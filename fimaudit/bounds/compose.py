@@ -28,7 +28,7 @@ import onnx
 
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, get_rule, reads_values
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 
 logger = logging.getLogger(__name__)
 

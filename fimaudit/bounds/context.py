@@ -9,9 +9,8 @@ import numpy as np
 import onnx
 
 from fimaudit.bounds.registry import BoundUnavailable
-from fimaudit.graph.patterns.view import GraphView, Shape, attribute
-
-MODES = ("global", "local")
+from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.view import GraphView, Shape
 
 
 @dataclass

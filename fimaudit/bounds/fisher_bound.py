@@ -36,7 +36,7 @@ from fimaudit.bounds.probe import IntermediateProbe
 from fimaudit.errors import FimauditError, ModelTimeoutError
 from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
 from fimaudit.graph.architecture import Architecture, prepare_view
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 from fimaudit.results import Bound
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 

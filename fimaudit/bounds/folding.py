@@ -26,7 +26,8 @@ from onnx import helper
 
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.view import GraphView
 
 FOLDED_OP = "FoldedBatchNorm"
 _HOMOGENEOUS = {"Relu", "LeakyRelu"}

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fimaudit.bounds.linalg import certify
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.view import GraphView
 
 _TRANSPARENT = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Dropout"}
 

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper
 
 from fimaudit.errors import ModelError, ModelTimeoutError
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 from fimaudit.runtime import DEFAULT_TIMEOUT_S, create_session, run_session
 
 logger = logging.getLogger(__name__)

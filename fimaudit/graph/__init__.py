@@ -1,14 +1,7 @@
-"""Model intake: load and validate ONNX files, describe them, choose what to differentiate."""
+"""Model intake and graph analysis: loading (loader.py), description (describe.py), selection of
+what to differentiate (selection.py), the ONNX helpers every layer shares (onnx_utils.py) and the
+read-only graph view of patterns and bounds (view.py).
 
-from fimaudit.graph.loader import LoadedModel, load_model
-from fimaudit.graph.describe import ModelDescription, describe_model
-from fimaudit.graph.selection import Selection, select_input_output
-
-__all__ = [
-    "LoadedModel",
-    "load_model",
-    "ModelDescription",
-    "describe_model",
-    "Selection",
-    "select_input_output",
-]
+The package imports nothing itself, so that a low layer (runtime.py needs onnx_utils.py and
+tensor_walk.py) can import one of its modules without loading the rest of graph/.
+"""

@@ -26,7 +26,8 @@ import onnx
 from fimaudit.graph.patterns import densenet, mlp, mobilenet, resnet, squeezenet, transformer, vgg
 from fimaudit.graph.patterns.common import Block, PatternResult, Reachability
 from fimaudit.graph.patterns.fusion import fuse_operators
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
+from fimaudit.text import visible
 
 logger = logging.getLogger(__name__)
 
@@ -96,22 +97,17 @@ def recognise_architecture(model: onnx.ModelProto, input_name: str | None = None
     return recognise_view(view, fused)
 
 
-def _printable(text: str) -> str:
-    """Node names come from untrusted models: no control characters or escapes on a terminal."""
-    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
-
-
 def architecture_lines(architecture: dict[str, Any], max_blocks: int = 12) -> list[str]:
     """Human-readable lines for ``fimaudit inspect`` (a prepared dict, as in the JSON)."""
     counts = ", ".join(f"{count} {kind}" for kind, count in architecture.get("block_counts", {}).items())
     lines = [f"architecture: {architecture['family']}" + (f" ({counts})" if counts else "")]
     for block in architecture.get("blocks", [])[:max_blocks]:
         nodes = block["nodes"]
-        shown = f"{_printable(nodes[0])} .. {_printable(nodes[-1])}" if len(nodes) > 1 else (_printable(nodes[0]) if nodes else "")
+        shown = f"{visible(nodes[0])} .. {visible(nodes[-1])}" if len(nodes) > 1 else (visible(nodes[0]) if nodes else "")
         lines.append(f"  {block['kind']}: {len(nodes)} nodes, {shown}")
     hidden = len(architecture.get("blocks", [])) - max_blocks
     if hidden > 0:
         lines.append(f"  ... {hidden} more blocks")
     for family, reason in architecture.get("reasons", {}).items():
-        lines.append(f"  not {family}: {_printable(reason)}")
+        lines.append(f"  not {family}: {visible(reason)}")
     return lines

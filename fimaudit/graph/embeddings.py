@@ -27,9 +27,9 @@ import onnx
 from onnx import helper
 
 from fimaudit.errors import ModelError
+from fimaudit.graph.onnx_utils import constant_value
 from fimaudit.graph.tensors import (
     all_value_infos,
-    constant_value,
     graph_inputs,
     is_float_tensor,
     nodes_needed_for,

@@ -24,6 +24,7 @@ from google.protobuf.message import Message
 from onnx import numpy_helper, shape_inference
 
 from fimaudit.errors import ModelError, ResourceError
+from fimaudit.graph.onnx_utils import opset_version
 from fimaudit.graph.tensor_walk import FoundTensor, all_sparse_tensors, all_tensors, require_self_contained, uses_external_data
 from fimaudit.resources import WEIGHT_COPIES, MemoryBudget, format_size
 
@@ -66,10 +67,7 @@ class LoadedModel:
 
     def opset(self, domain: str = "") -> int:
         """The opset version imported for ``domain`` (the default ONNX domain unless given)."""
-        for entry in self.proto.opset_import:
-            if entry.domain in (domain, "ai.onnx" if domain == "" else domain):
-                return int(entry.version)
-        return 0
+        return opset_version(self.proto, domain)
 
 
 def combined_digest(entries: list[tuple[str, str]]) -> str:
@@ -452,23 +450,3 @@ def load_model(path: str | os.PathLike[str], budget: MemoryBudget | None = None)
         external_data=external,
         combined_sha256=combined,
     )
-
-
-def lowest_ir_version_for(model: onnx.ModelProto) -> int:
-    """The lowest IR version whose ONNX release knows every opset the model imports.
-
-    Used to lower a model written by a newer ``onnx`` (IR version too new for ONNX Runtime)
-    without changing its meaning: an IR version only constrains the file format and the
-    opsets it can carry.
-    """
-    needed = 3
-    default_opset = max(
-        (e.version for e in model.opset_import if e.domain in ("", "ai.onnx")), default=1
-    )
-    for _release, ir_version, opset, *_rest in onnx.helper.VERSION_TABLE:
-        if opset >= default_opset:
-            needed = ir_version
-            break
-    else:
-        needed = int(model.ir_version)
-    return needed

@@ -18,6 +18,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
+from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.tensors import all_value_infos, is_float_tensor, producers
 
 ML = "ai.onnx.ml"
@@ -31,14 +32,6 @@ _TRANSPARENT = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"
 def is_ml(node: onnx.NodeProto, op_type: str) -> bool:
     """``node`` is the ``ai.onnx.ml`` op ``op_type``."""
     return node.domain == ML and node.op_type == op_type
-
-
-def _attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    for attr in node.attribute:
-        if attr.name == name:
-            value = helper.get_attribute_value(attr)
-            return value.decode("utf-8") if isinstance(value, bytes) else value
-    return default
 
 
 def zipmap_probabilities(model: onnx.ModelProto, output_name: str) -> tuple[onnx.ValueInfoProto, onnx.NodeProto] | None:
@@ -69,16 +62,16 @@ def linear_classifier_scores(model: onnx.ModelProto, tensor: str) -> tuple[onnx.
     producer_of = producers(model.graph)
     node = producer_of.get(tensor)
     passed: list[str] = []
-    while node is not None and (node.op_type in _TRANSPARENT or (is_ml(node, "Normalizer") and _attribute(node, "norm") == "L1")):
+    while node is not None and (node.op_type in _TRANSPARENT or (is_ml(node, "Normalizer") and attribute(node, "norm") == "L1")):
         passed.append(node.op_type)
         node = producer_of.get(node.input[0]) if node.input else None
     if node is None or not is_ml(node, "LinearClassifier") or len(node.output) < 2 or node.output[1] != _walked_from(producer_of, tensor, node):
         return None
-    if _attribute(node, "post_transform", "NONE") != "SOFTMAX":
+    if attribute(node, "post_transform", "NONE") != "SOFTMAX":
         return None
-    labels = len(_attribute(node, "classlabels_ints", []) or []) or len(_attribute(node, "classlabels_strings", []) or [])
-    coefficients = len(_attribute(node, "coefficients", []) or [])
-    intercepts = len(_attribute(node, "intercepts", []) or [])
+    labels = len(attribute(node, "classlabels_ints", []) or []) or len(attribute(node, "classlabels_strings", []) or [])
+    coefficients = len(attribute(node, "coefficients", []) or [])
+    intercepts = len(attribute(node, "intercepts", []) or [])
     if labels < 2 or intercepts not in (0, labels) or coefficients % labels:
         return None
     scores = onnx.NodeProto()

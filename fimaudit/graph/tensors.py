@@ -6,7 +6,7 @@ from typing import Iterable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import helper
 
 Dim = int | str | None
 
@@ -117,20 +117,3 @@ def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onn
         stack.extend(n for n in node.input if n)
         stack.extend(subgraph_inputs(node))
     return [graph.node[i] for i in sorted(needed)]
-
-
-def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    """The value of an initializer or Constant-node output, or None when computed at run time."""
-    for init in model.graph.initializer:
-        if init.name == name:
-            return numpy_helper.to_array(init)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output and node.output[0] == name:
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    return numpy_helper.to_array(attribute.t)
-                if attribute.name in ("value_float", "value_int"):
-                    return np.array(helper.get_attribute_value(attribute))
-                if attribute.name in ("value_floats", "value_ints"):
-                    return np.array(helper.get_attribute_value(attribute))
-    return None

@@ -19,8 +19,8 @@ from fimaudit.cli import main
 from fimaudit.errors import ModelError
 from fimaudit.graph.architecture import prepare_view
 from fimaudit.graph.loader import load_model
-from fimaudit.graph.patterns.view import GraphView
 from fimaudit.graph.selection import select_input_output
+from fimaudit.graph.view import GraphView
 from tests.hostile.long_models import gelu_chain, long_chain, long_token_path
 
 

@@ -11,7 +11,9 @@ from onnx import TensorProto, helper
 
 from fimaudit.audit import AuditConfig, intake, prepare_model
 from fimaudit.errors import InputError, ModelError
-from fimaudit.graph import describe_model, load_model, select_input_output
+from fimaudit.graph.describe import describe_model
+from fimaudit.graph.loader import load_model
+from fimaudit.graph.selection import select_input_output
 from tests.conftest import SAMPLES, linear_classifier, sample_manifest
 
 MANIFEST = sample_manifest()

@@ -19,9 +19,10 @@ from typing import Sequence
 
 import onnx
 
-from fimaudit.autodiff.context import RuleContext, attribute, optional_input
+from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.padding import same_padding
 
 

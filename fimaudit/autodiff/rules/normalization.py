@@ -24,9 +24,10 @@ from typing import Sequence
 
 import onnx
 
-from fimaudit.autodiff.context import RuleContext, attribute
+from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute
 
 
 def _layer_norm_check(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None] | None = None) -> None:

@@ -33,11 +33,11 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-from onnx import helper
 
-from fimaudit.autodiff.context import RuleContext, attribute
+from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute, attributes_of
 
 PADS_AS_INPUT = 11
 SCATTER_REDUCTION = 16  # ScatterElements gained reduction='add'
@@ -123,10 +123,6 @@ def window(ctx: RuleContext, node: onnx.NodeProto) -> Window:
 # ---- helpers ----------------------------------------------------------------------------------
 def _spatial(count: int, first: int = 2) -> list[int]:
     return list(range(first, first + count))
-
-
-def _node_attributes(node: onnx.NodeProto) -> dict[str, object]:
-    return {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
 
 
 def _pad(ctx: RuleContext, tensor: str, begins: list[int], ends: list[int], value: float | None = None) -> str:
@@ -227,7 +223,7 @@ def _average_factor(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     x = node.input[0]
     dtype = ctx.float_dtype(x)
     ones = ctx.constant(np.ones([1, 1, *win.in_dims], dtype=dtype), "ones")
-    averaged_ones = ctx.emit("AveragePool", [ones], **_node_attributes(node))
+    averaged_ones = ctx.emit("AveragePool", [ones], **attributes_of(node))
     inside = np.maximum(_taps_inside(win), 1).astype(dtype).reshape(1, 1, *win.max_out)
     count = len(win.kernel)
     inside_now = ctx.slice(ctx.constant(inside, "taps"), [0] * count, ctx.shape_of(averaged_ones, 2), _spatial(count))
@@ -248,7 +244,7 @@ def average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str
 def average_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """AveragePool is linear: pool the tangent (lead axis folded into the batch)."""
     window(ctx, node)  # refuses what the VJP refuses (ceil_mode window in the padding)
-    pooled = ctx.emit("AveragePool", [ctx.fold_lead(tangents[0])], **_node_attributes(node))  # type: ignore[arg-type]
+    pooled = ctx.emit("AveragePool", [ctx.fold_lead(tangents[0])], **attributes_of(node))  # type: ignore[arg-type]
     return [ctx.unfold_lead(pooled)]
 
 

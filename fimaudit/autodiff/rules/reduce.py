@@ -24,9 +24,10 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import AXES_AS_INPUT, REDUCE_AXES_AS_INPUT, RuleContext, attribute, optional_input
+from fimaudit.autodiff.context import AXES_AS_INPUT, REDUCE_AXES_AS_INPUT, RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,10 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import RuleContext, attribute, optional_input
+from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute
 
 RESIZE_INPUTS = 11  # Resize(X, roi, scales, sizes); opset 10 had Resize(X, scales)
 

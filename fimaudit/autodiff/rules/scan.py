@@ -20,9 +20,10 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import RuleContext, attribute
+from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute
 
 
 # ---- CumSum -----------------------------------------------------------------------------------

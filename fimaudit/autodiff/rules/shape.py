@@ -26,9 +26,10 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import RuleContext, attribute, optional_input
+from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 INT64_MIN = int(np.iinfo(np.int64).min)

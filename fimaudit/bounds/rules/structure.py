@@ -16,6 +16,7 @@ import numpy as np
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.linalg import broadcast_copies, certify
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
+from fimaudit.graph.onnx_utils import attributes_of
 
 
 def _data_only(ctx: NodeContext) -> None:
@@ -147,7 +148,7 @@ def _resize_copies(node, shape: tuple[int, ...], constants: dict[str, np.ndarray
 
     data = "fimaudit_resize_entries"
     inputs = [data] + list(node.input[1:])
-    probe = helper.make_node("Resize", inputs, ["out"], **{a.name: helper.get_attribute_value(a) for a in node.attribute})
+    probe = helper.make_node("Resize", inputs, ["out"], **attributes_of(node))
     graph = helper.make_graph(
         [probe], "resize_copies", [helper.make_tensor_value_info(data, TensorProto.DOUBLE, list(shape))],
         [helper.make_tensor_value_info("out", TensorProto.DOUBLE, None)],

@@ -1,2 +1,2 @@
-"""Architecture patterns, one module per family, over a shared GraphView (view.py) in which
+"""Architecture patterns, one module per family, over a shared GraphView (graph/view.py) in which
 decomposed operators have been fused (fusion.py)."""

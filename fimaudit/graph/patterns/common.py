@@ -11,7 +11,8 @@ from typing import Any, Mapping
 
 import onnx
 
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.view import GraphView
 
 CONV_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}
 DENSE_OPS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}

@@ -7,8 +7,9 @@ parallel branches that share only an ancestor (Inception) are not dense and do n
 
 from __future__ import annotations
 
+from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.patterns.common import Block, PatternResult, Reachability, float_varying_inputs, weighted_kind
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.view import GraphView
 
 FAMILY = "densenet"
 

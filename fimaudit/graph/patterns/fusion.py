@@ -25,7 +25,8 @@ import onnx
 from onnx import helper
 from scipy import special
 
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.view import GraphView
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from fimaudit.graph.patterns.common import (
     find_merges,
     weighted_kind,
 )
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 
 FAMILY = "mlp"
 

@@ -35,7 +35,8 @@ from fimaudit.graph.patterns.common import (
     is_pooling,
     weighted_kind,
 )
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.view import GraphView
 
 FAMILY = "mobilenet"
 GATE_OPS = ("Sigmoid", "HardSigmoid")

@@ -9,7 +9,7 @@ part of that formula.
 from __future__ import annotations
 
 from fimaudit.graph.patterns.common import Block, PatternResult, Reachability, find_gates, find_residuals, weighted_kind
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 
 FAMILY = "resnet"
 

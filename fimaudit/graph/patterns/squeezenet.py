@@ -24,8 +24,9 @@ from fimaudit.graph.patterns.common import (
     float_varying_inputs,
     weighted_kind,
 )
+from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.patterns.mobilenet import is_pointwise
-from fimaudit.graph.patterns.view import GraphView, attribute
+from fimaudit.graph.view import GraphView
 
 FAMILY = "squeezenet"
 _PASS = ACTIVATION_OPS | NORM_OPS | {"Identity", "Dropout", "Cast"}

@@ -16,7 +16,7 @@ from fimaudit.graph.patterns.common import (
     find_residuals,
     weighted_kind,
 )
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 
 FAMILY = "transformer"
 

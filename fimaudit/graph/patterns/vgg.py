@@ -15,7 +15,7 @@ from fimaudit.graph.patterns.common import (
     is_pooling,
     weighted_kind,
 )
-from fimaudit.graph.patterns.view import GraphView
+from fimaudit.graph.view import GraphView
 
 FAMILY = "vgg"
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
+
+from fimaudit.graph.onnx_utils import DEFAULT_DOMAINS, LazyConstants, attribute, is_constant_node, node_constant, opset_version
+from fimaudit.graph.tensors import FLOAT_TYPES, subgraph_inputs, value_shape
 
 logger = logging.getLogger(__name__)
 
@@ -30,24 +33,6 @@ SHAPE_ONLY_OPS = {"Shape", "Size", "EyeLike"}
 _FOLD_LIMIT = 1 << 26
 
 
-def _attribute_constant(node: onnx.NodeProto) -> np.ndarray | None:
-    for attribute in node.attribute:
-        if attribute.name == "value":
-            return numpy_helper.to_array(attribute.t)
-        if attribute.name in ("value_float", "value_int", "value_floats", "value_ints"):
-            return np.array(helper.get_attribute_value(attribute))
-    return None
-
-
-def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
-    """The value of a node attribute (strings decoded), or ``default``."""
-    for attr in node.attribute:
-        if attr.name == name:
-            value = helper.get_attribute_value(attr)
-            return value.decode() if isinstance(value, bytes) else value
-    return default
-
-
 def _static(shape: Iterable[object] | None) -> Shape | None:
     if shape is None:
         return None
@@ -55,15 +40,6 @@ def _static(shape: Iterable[object] | None) -> Shape | None:
     if all(isinstance(d, int) and d >= 0 for d in dims):
         return tuple(int(d) for d in dims)  # type: ignore[arg-type]
     return None
-
-
-def _value_shape(value: onnx.ValueInfoProto) -> tuple[object, ...] | None:
-    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
-        return None
-    dims: list[object] = []
-    for dim in value.type.tensor_type.shape.dim:
-        dims.append(int(dim.dim_value) if dim.HasField("dim_value") else None)
-    return tuple(dims)
 
 
 _SKELETON_LIMIT = 4096  # initializers with more elements travel to shape inference as typed inputs
@@ -122,30 +98,6 @@ def with_batch_one(model: onnx.ModelProto, input_name: str, sample_shape: Shape 
         return fixed
 
 
-class LazyConstants(dict):
-    """Constants by name, converted from TensorProto to numpy on first use.
-
-    Recognition looks at few weights and the bounds at each once; converting a 500 MB model's
-    every initializer up front would copy all of it for nothing.
-    """
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        value = super().__getitem__(name)
-        if isinstance(value, onnx.TensorProto):
-            value = numpy_helper.to_array(value)
-            super().__setitem__(name, value)
-        return value
-
-    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
-        return self[name] if name in self else default
-
-    def values(self):  # type: ignore[override]
-        return [self[name] for name in self]
-
-    def items(self):  # type: ignore[override]
-        return [(name, self[name]) for name in self]
-
-
 @dataclass
 class GraphView:
     """Nodes in topological order with constants, static shapes and the varying set.
@@ -157,7 +109,7 @@ class GraphView:
     nodes: list[onnx.NodeProto]
     input_name: str
     outputs: list[str]
-    constants: dict[str, np.ndarray]
+    constants: MutableMapping[str, np.ndarray]
     elem_types: dict[str, int]
     shapes: dict[str, Shape]
     opset: int = 17
@@ -190,13 +142,13 @@ class GraphView:
                 raise ValueError("the model has no input")
             input_name = real_inputs[0]
         inferred = with_batch_one(model, input_name, sample_shape)
-        constants: dict[str, np.ndarray] = LazyConstants({init.name: init for init in graph.initializer})
+        constants = LazyConstants.of_graph(graph, constant_nodes=False)
         elem_types: dict[str, int] = {init.name: init.data_type for init in graph.initializer}
         shapes: dict[str, Shape] = {}
         for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
             if value.type.HasField("tensor_type"):
                 elem_types[value.name] = value.type.tensor_type.elem_type
-                static = _static(_value_shape(value))
+                static = _static(value_shape(value))
                 if static is not None:
                     shapes[value.name] = static
         nodes: list[onnx.NodeProto] = []
@@ -204,9 +156,9 @@ class GraphView:
         for index, original in enumerate(graph.node):
             node = copy.copy(original) if original.name and original.name not in used_names else _renamed(original, index)
             used_names.add(node.name)
-            if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
-                value = _attribute_constant(node)
-                if value is not None and node.output:
+            if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
+                if is_constant_node(node):
+                    value = node_constant(node)
                     constants[node.output[0]] = value
                     elem_types.setdefault(node.output[0], int(helper.np_dtype_to_tensor_dtype(value.dtype)))
                 continue
@@ -223,7 +175,7 @@ class GraphView:
             constants=constants,
             elem_types=elem_types,
             shapes=shapes,
-            opset=max((int(e.version) for e in model.opset_import if e.domain in ("", "ai.onnx")), default=17),
+            opset=opset_version(model) or 17,
         )
         other_inputs = [name for name in real_inputs if name != input_name]
         view.compute_varying(other_inputs)
@@ -277,7 +229,7 @@ class GraphView:
                 elif node.op_type == "Size":
                     self.constants[outputs[0]] = np.array(int(np.prod(shape)), dtype=np.int64)
                 continue
-            if node.domain not in ("", "ai.onnx") or _has_subgraph(node):
+            if node.domain not in DEFAULT_DOMAINS or _has_subgraph(node):
                 continue
             inputs = [name for name in node.input]
             if any(name and name not in self.constants for name in inputs):
@@ -306,7 +258,7 @@ class GraphView:
         elem = self.elem_types.get(name)
         if elem is None:
             return True  # unknown: assume a float activation (the common case)
-        return elem in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+        return elem in FLOAT_TYPES
 
     def shape(self, name: str) -> Shape | None:
         return self.shapes.get(name)
@@ -400,13 +352,11 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
 
 
 def _subgraph_reads(node: onnx.NodeProto, names: set[str]) -> bool:
-    from fimaudit.graph.tensors import subgraph_inputs
-
     return bool(subgraph_inputs(node) & names) if _has_subgraph(node) else False
 
 
 def _single_node_model(
-    node: onnx.NodeProto, inputs: list[str], constants: dict[str, np.ndarray], opset: int
+    node: onnx.NodeProto, inputs: list[str], constants: Mapping[str, np.ndarray], opset: int
 ) -> onnx.ModelProto:
     initializers = [numpy_helper.from_array(np.asarray(constants[name]), name) for name in inputs if name]
     outputs = [helper.make_tensor_value_info(out, onnx.TensorProto.UNDEFINED, None) for out in node.output if out]

@@ -1,0 +1,154 @@
+"""The one place fimaudit reads ONNX protos: attributes, constants, opsets, IR versions.
+
+Everything here depends on ``onnx`` and ``numpy`` only (no other fimaudit module), so every layer
+(graph/, autodiff/, bounds/, runtime.py) can import it without import cycles.
+
+Policies, stated once:
+- Attribute strings (``STRING`` and ``STRINGS``) are decoded as UTF-8 (the loader refuses models
+  whose strings are not UTF-8, so decoding cannot fail on a loaded model).
+- Constants keep ONNX's types: an initializer or ``Constant(value=...)`` its tensor's type,
+  ``value_float(s)`` float32 and ``value_int(s)`` int64. String and sparse constants have no
+  numeric value here (None).
+- The default domain is ``""`` or its alias ``"ai.onnx"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+# Constant-node attributes that hold a numeric value, and the dtype of the list-valued ones.
+_CONSTANT_ATTRIBUTES = {
+    "value": None,
+    "value_float": np.float32,
+    "value_floats": np.float32,
+    "value_int": np.int64,
+    "value_ints": np.int64,
+}
+
+
+def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """The value of ``node``'s attribute ``name`` (strings and string lists decoded), or ``default``."""
+    for attr in node.attribute:
+        if attr.name == name:
+            value = helper.get_attribute_value(attr)
+            if isinstance(value, bytes):
+                return value.decode("utf-8")
+            if isinstance(value, list) and value and isinstance(value[0], bytes):
+                return [item.decode("utf-8") for item in value]
+            return value
+    return default
+
+
+def attributes_of(node: onnx.NodeProto) -> dict[str, object]:
+    """Every attribute of ``node`` as ``helper.make_node`` takes it (strings left as bytes): to emit a twin."""
+    return {attr.name: helper.get_attribute_value(attr) for attr in node.attribute}
+
+
+def is_constant_node(node: onnx.NodeProto) -> bool:
+    """``node`` is an ONNX ``Constant`` with a numeric value (not a string or sparse one)."""
+    return (
+        node.op_type == "Constant"
+        and node.domain in DEFAULT_DOMAINS
+        and bool(node.output)
+        and any(attr.name in _CONSTANT_ATTRIBUTES for attr in node.attribute)
+    )
+
+
+def node_constant(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value of a ``Constant`` node in ONNX's types, or None (string or sparse value)."""
+    for attr in node.attribute:
+        if attr.name not in _CONSTANT_ATTRIBUTES:
+            continue
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        return np.array(helper.get_attribute_value(attr), dtype=_CONSTANT_ATTRIBUTES[attr.name])
+    return None
+
+
+def constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The value of the initializer or Constant-node output ``name``; None when computed at run time."""
+    for init in model.graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in model.graph.node:
+        if node.output and node.output[0] == name and is_constant_node(node):
+            return node_constant(node)
+    return None
+
+
+class LazyConstants(MutableMapping[str, np.ndarray]):
+    """Constants by name, converted from their proto (initializer or Constant node) on first read.
+
+    A 500 MB model's weights are not all copied to numpy up front: rules and patterns look at few
+    of them, each once. Values assigned later (folded constants, rewritten weights) are kept as
+    given; membership never converts anything.
+    """
+
+    def __init__(self, sources: dict[str, onnx.TensorProto | onnx.NodeProto | np.ndarray] | None = None) -> None:
+        self._values: dict[str, onnx.TensorProto | onnx.NodeProto | np.ndarray] = dict(sources or {})
+
+    @classmethod
+    def of_graph(cls, graph: onnx.GraphProto, constant_nodes: bool = True) -> LazyConstants:
+        """The initializers of ``graph`` and (unless told not to) its numeric Constant nodes' outputs."""
+        sources: dict[str, onnx.TensorProto | onnx.NodeProto | np.ndarray] = {init.name: init for init in graph.initializer}
+        if constant_nodes:
+            for node in graph.node:
+                if is_constant_node(node):
+                    sources[node.output[0]] = node
+        return cls(sources)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        value = self._values[name]
+        if isinstance(value, onnx.TensorProto):
+            value = self._values[name] = numpy_helper.to_array(value)
+        elif isinstance(value, onnx.NodeProto):
+            converted = node_constant(value)
+            if converted is None:  # unreachable for sources taken through is_constant_node
+                raise KeyError(name)
+            value = self._values[name] = converted
+        return value
+
+    def __setitem__(self, name: str, value: np.ndarray) -> None:
+        self._values[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+def opset_version(opset_import: onnx.ModelProto | list[onnx.OperatorSetIdProto], domain: str = "") -> int:
+    """The opset version ``opset_import`` (or a model's) imports for ``domain``; 0 when not imported.
+
+    ``domain=""`` means the default ONNX domain, imported as ``""`` or ``"ai.onnx"``.
+    """
+    entries = opset_import.opset_import if isinstance(opset_import, onnx.ModelProto) else opset_import
+    domains = DEFAULT_DOMAINS if domain in DEFAULT_DOMAINS else (domain,)
+    return max((int(entry.version) for entry in entries if entry.domain in domains), default=0)
+
+
+def lowest_ir_version_for(model: onnx.ModelProto) -> int:
+    """The lowest IR version whose ONNX release knows every opset the model imports.
+
+    Used to lower a model written by a newer ``onnx`` (IR version too new for ONNX Runtime)
+    without changing its meaning: an IR version only constrains the file format and the
+    opsets it can carry.
+    """
+    default_opset = opset_version(model) or 1
+    for _release, ir_version, opset, *_rest in helper.VERSION_TABLE:
+        if opset >= default_opset:
+            return int(ir_version)
+    return int(model.ir_version)
