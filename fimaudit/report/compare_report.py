@@ -18,12 +18,17 @@ import numpy as np
 from fimaudit.compare import DEFAULT_RTOL, EXPECTED_RTOL, LAMBDA_FLOOR, Consistency, check_consistency, model_labels
 from fimaudit.compare_audit import Comparison
 from fimaudit.report.charts import Chart, ScatterPoint, StripRow, scatter_chart, strip_chart
-from fimaudit.report.document import SCHEMA_VERSION, build_document
+from fimaudit.report.document import build_document
 from fimaudit.report.formatting import fmt, shape_text
 from fimaudit.report.view import VERDICT_HEADLINES, Row, Table, bound_value
 from fimaudit.statistics import STATISTICS
 
 __all__ = ["DEFAULT_RTOL", "build_comparison_document", "build_comparison_view"]
+
+#: Version of the comparison document: 2 since issue 17 (``agreement`` became an object with
+#: ``pairs``; ``consistency.consistent`` became ``consistency.status`` and ``passed``). Each
+#: model's audit document under ``models[].audit`` keeps its own ``schema_version``.
+COMPARISON_SCHEMA_VERSION = 2
 
 
 def _kendall_tau(first: list[float], second: list[float]) -> float | None:
@@ -95,7 +100,7 @@ def build_comparison_document(
     first = labelled[0][1]
     config = comparison.config
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": COMPARISON_SCHEMA_VERSION,
         "kind": "comparison",
         "tool": first["tool"],
         "created_at": comparison.started_at,

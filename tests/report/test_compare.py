@@ -113,7 +113,8 @@ def test_cli_compare_writes_report_and_json(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "1. mlp" in result.output and "AGREE: models that take the same input agree" in result.output
     document = json.loads(out.read_text())
-    assert document["kind"] == "comparison" and document["schema_version"] == 1
+    assert document["kind"] == "comparison" and document["schema_version"] == 2
+    assert document["models"][0]["audit"]["schema_version"] == 1
     assert [m["status"] for m in document["models"]] == ["audited"] * 3
     assert "<html" in report.read_text()
 
