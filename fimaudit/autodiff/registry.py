@@ -214,19 +214,3 @@ def jvp_ops() -> list[str]:
     """Ops with a forward-mode rule, by display name (sorted)."""
     load_rules()
     return sorted(_display(key) for key in _JVP)
-
-
-def zero_gradient_ops() -> list[str]:
-    load_rules()
-    return sorted(_display(key) for key in _ZERO)
-
-
-def not_differentiable_ops() -> list[str]:
-    load_rules()
-    return sorted(_display(key) for key in _NOT_DIFFERENTIABLE)
-
-
-def supported_ops(mode: str = "vjp") -> list[str]:
-    """Every op the builder can handle on the differentiable path in ``mode`` ('vjp' or 'jvp')."""
-    rules = vjp_ops() if mode == "vjp" else jvp_ops()
-    return sorted(set(rules) | set(zero_gradient_ops()))
