@@ -27,10 +27,11 @@ from onnx import helper, numpy_helper, shape_inference
 
 from fimaudit.autodiff import registry
 from fimaudit.autodiff.context import GraphFacts, RuleContext
+from fimaudit.autodiff.lowering import lower_for_gradients
 from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
 from fimaudit.errors import NotDifferentiableError, UnsupportedOpError
 from fimaudit.graph.onnx_utils import LazyConstants, opset_version
-from fimaudit.graph.tensors import FLOAT_TYPES, Dim, subgraph_inputs, value_shape
+from fimaudit.graph.tensors import FLOAT_TYPES, Dim, declared_types_and_shapes, subgraph_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -117,29 +118,6 @@ class Analysis:
     blocked: list[onnx.NodeProto]
 
 
-def _types_and_shapes(model: onnx.ModelProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
-    graph = model.graph
-    types: dict[str, int] = {}
-    shapes: dict[str, list[Dim] | None] = {}
-    for value in [*graph.value_info, *graph.input, *graph.output]:
-        if value.type.HasField("tensor_type"):
-            if value.type.tensor_type.elem_type:
-                types[value.name] = value.type.tensor_type.elem_type
-            shape = value_shape(value)
-            if shape is not None:
-                shapes[value.name] = shape
-    for init in graph.initializer:
-        types[init.name] = init.data_type
-        shapes[init.name] = [int(d) for d in init.dims]
-    for node in graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    types[node.output[0]] = attr.t.data_type
-                    shapes[node.output[0]] = [int(d) for d in attr.t.dims]
-    return types, shapes
-
-
 def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: ShapeProbe | None = None) -> Analysis:
     """Shape inference, the differentiable path, and the nodes that need rules.
 
@@ -147,9 +125,9 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
     measured by running the model (probe_shapes.py).
     """
     registry.load_rules()
-    inferred = _infer(at_gradient_opset(model))
+    inferred = _infer(lower_for_gradients(at_gradient_opset(model), input_name, output_name))
     graph = inferred.graph
-    types, shapes = _types_and_shapes(inferred)
+    types, shapes = declared_types_and_shapes(inferred.graph)
     input_type = types.get(input_name, onnx.TensorProto.FLOAT)
 
     def is_float(name: str) -> bool:

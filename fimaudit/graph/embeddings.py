@@ -33,6 +33,7 @@ from fimaudit.graph.tensors import (
     graph_inputs,
     is_float_tensor,
     nodes_needed_for,
+    readers_of,
     subgraph_inputs,
     value_shape,
 )
@@ -71,15 +72,6 @@ class EmbeddingSite:
             return f"the one-hot encoding {self.tensor!r} of {self.ids_input!r}"
         parts = " + ".join(repr(t) for t in self.tables) or "the lookup"
         return f"the embedding sum {self.tensor!r} ({parts}) of {self.ids_input!r}"
-
-
-def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
 
 
 def _integer_inputs(graph: onnx.GraphProto) -> list[str]:
@@ -149,7 +141,7 @@ def _embedding_sum(
 def find_embedding_site(model: onnx.ModelProto) -> EmbeddingSite | None:
     """The embedding (or one-hot) tensor computed from an integer input, or None (module doc)."""
     graph = model.graph
-    readers = _readers(graph)
+    readers = readers_of(graph)
     tables = _float_tables(graph)
     integer_inputs = _integer_inputs(graph)
     carried = {ids: sorted(_id_tensors(graph, readers, ids)) for ids in integer_inputs}

@@ -42,6 +42,7 @@ from fimaudit.graph.tensors import (
     is_tensor,
     nodes_needed_for,
     producers,
+    readers_of,
     subgraph_inputs,
     type_description,
     value_shape,
@@ -95,12 +96,12 @@ def _choose_input(model: onnx.ModelProto, requested: str | None) -> tuple[onnx.V
         if not is_float_tensor(chosen):
             raise InputError(
                 f"input {requested!r} is {type_description(chosen)}, not a float tensor: it is not "
-                f"differentiable{_integer_input_note(_readers(model.graph), chosen.name)}"
+                f"differentiable{_integer_input_note(readers_of(model.graph), chosen.name)}"
             )
     else:
         floats = [value for value in inputs if is_float_tensor(value)]
         if not floats:
-            readers = _readers(model.graph)
+            readers = readers_of(model.graph)
             described = "; ".join(
                 f"{v.name} {type_description(v)}{_integer_input_note(readers, v.name)}" for v in inputs
             ) or "none"
@@ -114,22 +115,12 @@ def _choose_input(model: onnx.ModelProto, requested: str | None) -> tuple[onnx.V
     return chosen, extra
 
 
-def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    """Tensor name -> the nodes that read it, in graph order (built once, asked many times)."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in dict.fromkeys(node.input):
-            if name:
-                readers.setdefault(name, []).append(node)
-    return readers
-
-
 def _integer_input_note(readers: dict[str, list[onnx.NodeProto]], name: str) -> str:
     """', it indexes the embedding Gather 'embed' (table 'emb.weight')' when ``name`` feeds one.
 
     Token ids reach the network through an embedding lookup; the embedding's output is the first
     float tensor, and naming it tells the user what a differentiable audit would start from.
-    ``readers`` (``_readers``) makes the walk linear: a scan of every node per tensor on the way
+    ``readers`` (``tensors.readers_of``) makes the walk linear: a scan of every node per tensor on the way
     took minutes on a long chain of Casts and Reshapes.
     """
     passthrough = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}

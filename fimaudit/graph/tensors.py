@@ -75,6 +75,16 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {out: node for node in graph.node for out in node.output if out}
 
 
+def readers_of(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes that read it, in graph order (built once, asked many times)."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in dict.fromkeys(node.input):
+            if name:
+                found.setdefault(name, []).append(node)
+    return found
+
+
 def all_value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     """Every typed tensor the model knows about (inputs, outputs, inferred intermediates)."""
     graph = model.graph
@@ -117,3 +127,27 @@ def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onn
         stack.extend(n for n in node.input if n)
         stack.extend(subgraph_inputs(node))
     return [graph.node[i] for i in sorted(needed)]
+
+
+def declared_types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
+    """Element types and shapes the graph declares: value infos, inputs, outputs, initializers and
+    ``Constant(value=...)`` nodes (types only where known; shapes with int, symbol or None dims)."""
+    types: dict[str, int] = {}
+    shapes: dict[str, list[Dim] | None] = {}
+    for value in [*graph.value_info, *graph.input, *graph.output]:
+        if value.type.HasField("tensor_type"):
+            if value.type.tensor_type.elem_type:
+                types[value.name] = value.type.tensor_type.elem_type
+            shape = value_shape(value)
+            if shape is not None:
+                shapes[value.name] = shape
+    for init in graph.initializer:
+        types[init.name] = init.data_type
+        shapes[init.name] = [int(d) for d in init.dims]
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    types[node.output[0]] = attr.t.data_type
+                    shapes[node.output[0]] = [int(d) for d in attr.t.dims]
+    return types, shapes
