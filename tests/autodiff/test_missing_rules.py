@@ -1,70 +1,69 @@
 """What the registry still lacks, listed in one place, and refused loudly by name.
 
 ``STILL_MISSING`` is the registry's completeness list for the ops of issue 16 item 7 that have no
-rule yet: the test fails when one of them gains a rule (update the list and add an op case) and
-checks that a graph using it is refused with an UnsupportedOpError naming the op, never a wrong
-gradient. Einsum's stated limits (diagonals, ellipsis) are refused the same way.
+rule: the test fails when one of them gains a rule (update the list and add an op case). Their
+static forms are lowered into ops with rules (fimaudit/autodiff/lowering/); ``REFUSED_FORMS``
+lists the forms that still have no path, each refused with an UnsupportedOpError naming the op,
+the node and the reason, never a wrong gradient. Einsum's stated limits (diagonals, ellipsis) are
+refused the same way.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import numpy_helper
 
 from fimaudit.autodiff import registry
 from fimaudit.autodiff.build import build_jvp_model, build_vjp_model
+from fimaudit.autodiff.lowering import lowered_ops
 from fimaudit.errors import UnsupportedOpError
-from tests.autodiff.opcases import OpCase, chain, single
+from tests.autodiff import lowering_models
+from tests.autodiff.opcases import OpCase, single
 
+#: Ops of item 7 with no gradient rule. Their static forms are LOWERED before gradient analysis
+#: (fimaudit/autodiff/lowering/: If with a constant condition, Loop with a constant trip count,
+#: Scan with static lengths, LSTM/GRU/RNN at a static sequence length; tests/autodiff/test_lowering.py);
+#: the forms in REFUSED_FORMS below still have no path and are refused by name with the reason.
 STILL_MISSING = ["GRU", "If", "LSTM", "Loop", "RNN", "Scan"]
 
 _rng = np.random.default_rng(5)
 
 
-def _branch(name: str, op: str) -> object:
-    """A subgraph reading the outer x: op(x)."""
-    out = helper.make_tensor_value_info(f"{name}_out", TensorProto.UNDEFINED, None)
-    return helper.make_graph([helper.make_node(op, ["x"], [f"{name}_out"])], name, [], [out])
-
-
-def _if_nodes() -> list:
-    return [
-        helper.make_node("Constant", [], ["cond"], value=helper.make_tensor("c", TensorProto.BOOL, [], [True])),
-        helper.make_node("If", ["cond"], ["y"], then_branch=_branch("then", "Relu"), else_branch=_branch("else", "Tanh")),
-    ]
-
-
-def _loop_nodes() -> list:
-    body = helper.make_graph(
-        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Tanh", ["v_in"], ["v_out"])],
-        "body",
-        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
-         helper.make_tensor_value_info("v_in", TensorProto.UNDEFINED, None)],
-        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []), helper.make_tensor_value_info("v_out", TensorProto.UNDEFINED, None)],
-    )
-    return [helper.make_node("Loop", ["trips", "", "x"], ["y"], body=body)]
-
-
-def _scan_nodes() -> list:
-    body = helper.make_graph(
-        [helper.make_node("Add", ["s_in", "e"], ["s_out"]), helper.make_node("Identity", ["s_out"], ["o"])],
-        "body",
-        [helper.make_tensor_value_info("s_in", TensorProto.DOUBLE, [3]), helper.make_tensor_value_info("e", TensorProto.DOUBLE, [3])],
-        [helper.make_tensor_value_info("s_out", TensorProto.DOUBLE, [3]), helper.make_tensor_value_info("o", TensorProto.DOUBLE, [3])],
-    )
-    return [helper.make_node("Scan", ["init", "x"], ["last", "y"], body=body, num_scan_inputs=1)]
-
-
 REFUSED: list[tuple[OpCase, str]] = [
-    (single("LSTM", "LSTM", (4, 2, 3), ["x", "W", "R"], {"W": _rng.normal(size=(1, 8, 3)), "R": _rng.normal(size=(1, 8, 2))}, hidden_size=2, num_outputs=1), "LSTM"),
-    (single("GRU", "GRU", (4, 2, 3), ["x", "W", "R"], {"W": _rng.normal(size=(1, 6, 3)), "R": _rng.normal(size=(1, 6, 2))}, hidden_size=2, num_outputs=1), "GRU"),
-    (single("RNN", "RNN", (4, 2, 3), ["x", "W", "R"], {"W": _rng.normal(size=(1, 2, 3)), "R": _rng.normal(size=(1, 2, 2))}, hidden_size=2, num_outputs=1), "RNN"),
-    (chain("If/constant-condition", _if_nodes, (2, 3), covers=["If"]), "If"),
-    (chain("Loop", _loop_nodes, (2, 3), covers=["Loop"], weights={"trips": np.array(3, np.int64)}), "Loop"),
-    (chain("Scan", _scan_nodes, (4, 3), covers=["Scan"], weights={"init": np.zeros(3)}), "Scan"),
     (single("Einsum/diagonal", "Einsum", (3, 3), equation="ii->i", opset=12), "Einsum.*repeated"),
     (single("Einsum/ellipsis", "Einsum", (2, 3, 4), ["x", "w"], {"w": _rng.normal(size=(4, 5))}, equation="...j,jk->...k", opset=12), "Einsum.*ellipsis"),
+]
+
+
+def _symbolic(model: onnx.ModelProto, axis: int) -> onnx.ModelProto:
+    """x's dimension ``axis`` made symbolic (a sequence length known only at run time)."""
+    dim = model.graph.input[0].type.tensor_type.shape.dim[axis]
+    dim.Clear()
+    dim.dim_param = "S"
+    return model
+
+
+def _with_lens(model: onnx.ModelProto, lens: list[int]) -> onnx.ModelProto:
+    model.graph.initializer.append(numpy_helper.from_array(np.array(lens, dtype=np.int32), "lens"))
+    model.graph.node[0].input[4] = "lens"  # x, W, R, B, sequence_lens, initial_h
+    return model
+
+
+#: (id, model, pattern of the refusal, op): forms of the lowered ops that stay without a path.
+REFUSED_FORMS: list[tuple[str, Callable[[], onnx.ModelProto], str, str]] = [
+    ("If/run-time-condition", lambda: lowering_models.if_constant(True, runtime=True), r"If node 'the_if'.*condition .* computed at run time", "If"),
+    ("Loop/run-time-trip-count", lambda: lowering_models.loop(runtime_trips=True), r"Loop node 'the_loop'.*trip count .* computed at run time", "Loop"),
+    ("Loop/while-condition", lambda: lowering_models.loop(while_condition=True), r"Loop node 'the_loop'.*condition output .* computed at run time", "Loop"),
+    ("Scan/run-time-length", lambda: _symbolic(lowering_models.scan(), 1), r"Scan node 'the_scan'.*not static", "Scan"),
+    ("LSTM/clip", lambda: lowering_models.recurrent("LSTM", clip=2.0), r"LSTM node 'the_lstm'.*'clip'", "LSTM"),
+    ("LSTM/input_forget", lambda: lowering_models.recurrent("LSTM", input_forget=1), r"LSTM node 'the_lstm'.*'input_forget'", "LSTM"),
+    ("LSTM/run-time-length", lambda: _symbolic(lowering_models.recurrent("LSTM"), 0), r"LSTM node 'the_lstm'.*sequence length is not static", "LSTM"),
+    ("GRU/activation", lambda: lowering_models.recurrent("GRU", activations=["HardSigmoid", "Tanh"]), r"GRU node 'the_gru'.*activation 'HardSigmoid'", "GRU"),
+    ("RNN/short-sequence_lens", lambda: _with_lens(lowering_models.recurrent("RNN", seq=4, batch=2), [4, 2]), r"RNN node 'the_rnn'.*sequence_lens \[4, 2\]", "RNN"),
 ]
 
 
@@ -82,3 +81,16 @@ def test_refused_by_name(case: OpCase, pattern: str, build) -> None:
     with pytest.raises(UnsupportedOpError, match=pattern) as info:
         build(model, "x", "y")
     assert case.ops[0] in info.value.missing_ops
+
+
+def test_every_op_without_a_rule_is_lowered_in_its_static_forms() -> None:
+    assert sorted(STILL_MISSING) == lowered_ops()
+
+
+@pytest.mark.parametrize("case", REFUSED_FORMS, ids=[case[0] for case in REFUSED_FORMS])
+@pytest.mark.parametrize("build", [build_vjp_model, build_jvp_model], ids=["vjp", "jvp"])
+def test_unlowerable_forms_are_refused_by_name_and_reason(case, build) -> None:
+    _, model, pattern, op = case
+    with pytest.raises(UnsupportedOpError, match=pattern) as info:
+        build(model(), "x", "y")
+    assert info.value.missing_ops == [op]
