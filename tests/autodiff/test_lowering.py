@@ -176,10 +176,17 @@ def test_a_construct_off_the_differentiable_path_is_left_alone() -> None:
     assert info.value.missing_ops == ["If"]
 
 
-def test_unrolling_past_the_cap_is_refused_with_the_cap() -> None:
-    model = models.recurrent("LSTM", seq=MAX_UNROLLED_NODES // 10, batch=1, hidden=2, features=2)
-    with pytest.raises(UnsupportedOpError, match=rf"LSTM node 'the_lstm'.*cap of {MAX_UNROLLED_NODES} nodes"):
-        build_vjp_model(model, "x", "y")
+@pytest.mark.parametrize(
+    "op,model",
+    [
+        ("LSTM", lambda: models.recurrent("LSTM", seq=MAX_UNROLLED_NODES // 10, batch=1, hidden=2, features=2)),
+        ("Loop", lambda: models.loop(trips=2**62, nested_if=False)),
+    ],
+    ids=["LSTM", "Loop"],
+)
+def test_unrolling_past_the_cap_is_refused_with_the_cap(op: str, model) -> None:
+    with pytest.raises(UnsupportedOpError, match=rf"{op} node 'the_{op.lower()}'.*cap of {MAX_UNROLLED_NODES} nodes"):
+        build_vjp_model(model(), "x", "y")
 
 
 def test_full_sequence_lens_is_accepted() -> None:
@@ -200,3 +207,20 @@ def test_cli_audits_an_lstm_classifier_with_graph_gradients(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     assert document["method"]["gradients"] == "graph"
+
+
+def test_a_construct_feeding_only_shape_arithmetic_is_left_alone() -> None:
+    """A float If output read only by Shape (zero gradient) is off the path, as the builder decides."""
+    model = models.if_constant(True, runtime=True)
+    model.graph.node.extend(
+        [
+            helper.make_node("Shape", ["branch_out"], ["shape"]),
+            helper.make_node("Reshape", ["x", "shape_x"], ["x_same"]),
+            helper.make_node("Cast", ["shape"], ["shape_f"], to=onnx.TensorProto.DOUBLE),
+            helper.make_node("ReduceSum", ["shape_f"], ["count"], keepdims=0),
+            helper.make_node("Mul", ["x_same", "count"], ["scaled"]),
+        ]
+    )
+    model.graph.initializer.append(numpy_helper.from_array(np.array([2, 3], dtype=np.int64), "shape_x"))
+    lowered = lower_for_gradients(model, "x", "scaled")
+    assert "If" in {node.op_type for node in lowered.graph.node}

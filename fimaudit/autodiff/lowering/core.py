@@ -307,11 +307,11 @@ def _on_path(graph: onnx.GraphProto, input_name: str, output_name: str, types: d
     path: set[int] = set()
     for index in reversed(range(len(graph.node))):
         node, reads = graph.node[index], reads_of[index]
-        if not any(name in leads for name in node.output):
+        if not any(name in leads and name in differentiable for name in node.output):
             continue
-        leads.update(reads)
-        if any(name in differentiable for name in reads) and any(name in differentiable for name in node.output):
+        if any(name in differentiable for name in reads):
             path.add(index)
+            leads.update(name for name in reads if name in differentiable)
     return path
 
 
@@ -352,6 +352,14 @@ def lower_for_gradients(model: onnx.ModelProto, input_name: str, output_name: st
                     f"and cannot be lowered to ops with rules: {reason}",
                     [node.op_type],
                 ) from None
+            added = len(lowerer.nodes) - start
+            if added > MAX_UNROLLED_NODES:
+                raise UnsupportedOpError(
+                    f"{node.op_type} node {node.name or '(unnamed)'!r} on the differentiable path has no gradient rule "
+                    f"and lowering it would add {added} nodes, more than the cap of {MAX_UNROLLED_NODES} nodes per "
+                    "unrolled construct",
+                    [node.op_type],
+                )
             new_nodes.extend(lowerer.nodes[start:])
             logger.info("lowered %s node %r into %d nodes", node.op_type, node.name, len(lowerer.nodes) - start)
         rewritten = onnx.ModelProto()

@@ -48,14 +48,14 @@ class _Cell:
     op: str
     gates: int
     defaults: tuple[str, ...]
-    #: Rough nodes per time step and direction (for the size cap).
+    #: Nodes per time step and direction (measured; for the size cap before emitting).
     nodes_per_step: int
 
 
 _CELLS = {
     "RNN": _Cell("RNN", 1, ("Tanh",), 6),
-    "GRU": _Cell("GRU", 3, ("Sigmoid", "Tanh"), 24),
-    "LSTM": _Cell("LSTM", 4, ("Sigmoid", "Tanh", "Tanh"), 26),
+    "GRU": _Cell("GRU", 3, ("Sigmoid", "Tanh"), 21),
+    "LSTM": _Cell("LSTM", 4, ("Sigmoid", "Tanh", "Tanh"), 18),
 }
 
 
@@ -111,7 +111,8 @@ def _setup(low: Lowerer, node: onnx.NodeProto, cell: _Cell) -> _Setup:
         hidden = r_shape[-1] if r_shape else None
         if not isinstance(hidden, int):
             raise Refusal("hidden_size is neither given nor known from R's shape")
-    low.check_size(node, length * len(reverse) * cell.nodes_per_step + 30 * len(reverse), f"{cell.op} over {length} steps")
+    per_step = cell.nodes_per_step + (6 if cell.op == "LSTM" and _input(node, 7) else 0)  # peephole Mul/Add
+    low.check_size(node, length * len(reverse) * per_step + 30 * len(reverse), f"{cell.op} over {length} steps")
     sequence = low.emit("Transpose", [x], "x_seq_first", perm=[1, 0, 2]) if layout else x
     return _Setup(cell, int(hidden), length, layout, reverse, [ACTIVATIONS[name.lower()] for name in activations], sequence)
 
