@@ -8,7 +8,6 @@ streams in randomness.py).
 from __future__ import annotations
 
 import logging
-import dataclasses
 import platform
 import dataclasses
 import time
