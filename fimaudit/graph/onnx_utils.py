@@ -130,14 +130,13 @@ class LazyConstants(MutableMapping[str, np.ndarray]):
         return len(self._values)
 
 
-def opset_version(opset_import: onnx.ModelProto | list[onnx.OperatorSetIdProto], domain: str = "") -> int:
-    """The opset version ``opset_import`` (or a model's) imports for ``domain``; 0 when not imported.
+def opset_version(model: onnx.ModelProto, domain: str = "") -> int:
+    """The opset version ``model`` imports for ``domain``; 0 when it imports none.
 
     ``domain=""`` means the default ONNX domain, imported as ``""`` or ``"ai.onnx"``.
     """
-    entries = opset_import.opset_import if isinstance(opset_import, onnx.ModelProto) else opset_import
     domains = DEFAULT_DOMAINS if domain in DEFAULT_DOMAINS else (domain,)
-    return max((int(entry.version) for entry in entries if entry.domain in domains), default=0)
+    return max((int(entry.version) for entry in model.opset_import if entry.domain in domains), default=0)
 
 
 def lowest_ir_version_for(model: onnx.ModelProto) -> int:
