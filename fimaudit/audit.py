@@ -7,13 +7,14 @@ streams in randomness.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import platform
-import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
@@ -23,13 +24,14 @@ import fimaudit
 from fimaudit.data import AuditData, load_data
 from fimaudit.errors import InputError, ModelError, ResourceError
 from fimaudit.fisher.covariance import softmax
-from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog, plan_finite_differences
+from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog
+from fimaudit.fisher.fd_cost import plan_finite_differences
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import get_estimator
+from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, make_source
 from fimaudit.graph.batching import try_relax_batch
 from fimaudit.graph.describe import ModelDescription, describe_model
 from fimaudit.graph.loader import LoadedModel, load_model
-from fimaudit.graph.subnormal import find_subnormals, flush_subnormals
 from fimaudit.graph.selection import (
     LOGITS,
     Selection,
@@ -38,7 +40,7 @@ from fimaudit.graph.selection import (
     looks_like_probabilities,
     select_input_output,
 )
-from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, make_source
+from fimaudit.graph.subnormal import find_subnormals, flush_subnormals
 from fimaudit.randomness import RandomStreams
 from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
 from fimaudit.results import AuditResult, Bound, SampleResult

@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -19,8 +20,8 @@ from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
 from fimaudit.interrupts import Interrupted, install_handlers
-from fimaudit.runtime import DEFAULT_TIMEOUT_S
 from fimaudit.results import AuditResult
+from fimaudit.runtime import DEFAULT_TIMEOUT_S
 from fimaudit.statistics import STATISTICS
 
 logger = logging.getLogger("fimaudit")
@@ -87,7 +88,8 @@ class ErrorReportingGroup(click.Group):
 
 def one_line(text: str) -> str:
     """``text`` as one printable line: messages quote names taken from untrusted models, and a
-    newline or a terminal escape sequence in a tensor name must not break the one-line contract."""
+    newline or a terminal escape sequence in a tensor name must not break the one-line contract.
+    """
     from fimaudit.text import terminal_line
 
     return terminal_line(text)
@@ -225,7 +227,6 @@ def inspect(model: str, input_name: str | None, output_name: str | None, output_
     follows on stderr and the exit code is 2, so that `inspect` can gate whether an audit will run.
     """
     from fimaudit.inspection import inspect_model, inspection_text, refusal_error
-
     from fimaudit.report.writing import json_text, write_atomic
 
     check_output_paths([model], [json_path])

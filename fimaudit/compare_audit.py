@@ -20,10 +20,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -63,7 +63,7 @@ class MaskedSource:
     def wrapped(self) -> Any:
         return self._source
 
-    def at(self, index: int) -> "MaskedSource":
+    def at(self, index: int) -> MaskedSource:
         """The same wrapper for sample ``index`` of the data (needs no lookup)."""
         return MaskedSource(self._source, self._keep, self._switch, index)
 

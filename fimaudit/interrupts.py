@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from types import FrameType
-from typing import Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 #: Signals that stop a run; the exit status is 128 + the signal number, as shells report it.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)

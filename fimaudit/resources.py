@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -103,7 +103,8 @@ def _cgroup_dirs(controller: str | None) -> list[str]:
 
 def _cgroup_headroom() -> int | None:
     """Bytes left under this process's cgroup memory limit (v2 memory.max - memory.current, v1
-    memory.limit_in_bytes - memory.usage_in_bytes), None without a limit."""
+    memory.limit_in_bytes - memory.usage_in_bytes), None without a limit.
+    """
     for folder in _cgroup_dirs(None):
         limit = _read_int(os.path.join(folder, "memory.max"))
         if limit is not None:
@@ -163,9 +164,10 @@ class MemoryBudget:
     source: str
 
     @classmethod
-    def from_option(cls, max_memory: int | None) -> "MemoryBudget":
+    def from_option(cls, max_memory: int | None) -> MemoryBudget:
         """``--max-memory`` when given, else a share of the tightest real limit: MemAvailable, the
-        cgroup's limit minus its usage, RLIMIT_AS minus what the process maps (the message names it)."""
+        cgroup's limit minus its usage, RLIMIT_AS minus what the process maps (the message names it).
+        """
         if max_memory is not None:
             return cls(int(max_memory), f"--max-memory is {format_size(max_memory)}")
         limits = memory_limits()
@@ -179,7 +181,7 @@ class MemoryBudget:
             f"{format_size(limits[deciding])} left under {deciding} (set --max-memory to change)",
         )
 
-    def after(self, held: int, what: str) -> "MemoryBudget":
+    def after(self, held: int, what: str) -> MemoryBudget:
         """What is left of this budget once ``held`` bytes of ``what`` are counted."""
         if held <= 0:
             return self

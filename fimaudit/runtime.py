@@ -19,8 +19,8 @@ import queue
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -70,14 +70,14 @@ class _RunThread:
     Reused because starting a thread per run cost 0.1-1 ms, ten times a small model's run.
     """
 
-    _idle: "queue.SimpleQueue[_RunThread]" = queue.SimpleQueue()
+    _idle: queue.SimpleQueue[_RunThread] = queue.SimpleQueue()
 
     def __init__(self) -> None:
-        self._jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         threading.Thread(target=self._serve, name="fimaudit-onnxruntime-run", daemon=True).start()
 
     @classmethod
-    def take(cls) -> "_RunThread":
+    def take(cls) -> _RunThread:
         try:
             return cls._idle.get_nowait()
         except queue.Empty:

@@ -94,7 +94,8 @@ def summary_dict(values: np.ndarray) -> dict[str, float | int | None]:
 
 def bracket(lows: np.ndarray, highs: np.ndarray, name: str) -> tuple[float, float | None]:
     """(lowest, highest) possible value of statistic ``name`` when each sample's true value lies
-    in [lows[i], highs[i]] (highs may be inf); highest is None when it has no upper limit."""
+    in [lows[i], highs[i]] (highs may be inf); highest is None when it has no upper limit.
+    """
     lows = np.asarray(lows, dtype=np.float64)
     highs = np.asarray(highs, dtype=np.float64)
     high = statistic(np.where(np.isinf(highs), _UNBOUNDED, highs), name)

@@ -30,8 +30,8 @@ above lambda_max) but loses its top: it can still show a failure, no longer a pa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -166,7 +166,8 @@ def sanity_checks(samples: Sequence[SampleResult], bound: Bound | None, check: G
 
 def value_range(value: float, kind: str, interval: Sequence[float] | None, converged: bool | None) -> tuple[float, float]:
     """Lowest and highest value a true lambda_max measured as ``value`` of ``kind`` can have (inf:
-    no upper limit); an estimate that did not converge keeps only the bottom of its interval."""
+    no upper limit); an estimate that did not converge keeps only the bottom of its interval.
+    """
     if kind == "estimate" and converged is False:
         return (float(interval[0]) if interval is not None else value), float("inf")
     if kind == "estimate" and interval is not None:

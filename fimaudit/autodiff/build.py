@@ -21,7 +21,6 @@ import copy
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
@@ -50,7 +49,8 @@ GRADIENT_MIN_OPSET = 11
 def at_gradient_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model itself, or (opset < 11: Caffe2-era model-zoo graphs are 7-9) its conversion to
     opset 11 by ``onnx.version_converter``, said in a log warning. The gradient models then hold the
-    converted forward graph. A conversion failure is an UnsupportedOpError naming the opset."""
+    converted forward graph. A conversion failure is an UnsupportedOpError naming the opset.
+    """
     opset = opset_version(model)
     if not opset or opset >= GRADIENT_MIN_OPSET:
         return model
@@ -79,7 +79,8 @@ def at_gradient_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _retype_clip_bounds(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
     """The converter turns Clip's min/max attributes (opset < 11) into float32 Constants whatever
-    the data type; give those new constants the model's float type (float64 models)."""
+    the data type; give those new constants the model's float type (float64 models).
+    """
     inputs = [value for value in original.graph.input if value.type.tensor_type.elem_type in FLOAT_TYPES]
     elem = inputs[0].type.tensor_type.elem_type if inputs else onnx.TensorProto.FLOAT
     if elem == onnx.TensorProto.FLOAT:

@@ -176,7 +176,7 @@ class RuleContext:
         return name
 
     def float_dtype(self, like: str | None = None) -> np.dtype:
-        """numpy dtype of the forward float tensor ``like`` (or of the model's float input)."""
+        """Numpy dtype of the forward float tensor ``like`` (or of the model's float input)."""
         elem = self.elem_type(like) if like else self.facts.float_type
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem))
 
@@ -416,9 +416,7 @@ class RuleContext:
             if dim == 1:
                 if out_dim != 1:
                     axes.append(extra + i + 1)
-            elif isinstance(dim, int) or (isinstance(dim, str) and dim == out_dim):
-                continue
-            elif dim is None and out_dim == 1:
+            elif isinstance(dim, int) or (isinstance(dim, str) and dim == out_dim) or dim is None and out_dim == 1:
                 continue
             else:
                 decidable = False

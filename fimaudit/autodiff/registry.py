@@ -66,7 +66,8 @@ list lives in ``fimaudit/autodiff/rules/__init__.py``: add your family module th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import onnx
 
@@ -139,10 +140,10 @@ def pointwise_rule(op_type: str, domain: str = "") -> Callable[[Derivative], Der
     """
 
     def register(derivative: Derivative) -> Derivative:
-        def vjp(ctx: "RuleContext", node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+        def vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
             return [ctx.emit("Mul", [grads[0], derivative(ctx, node)])]
 
-        def jvp(ctx: "RuleContext", node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+        def jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
             return [ctx.emit("Mul", [tangents[0], derivative(ctx, node)])]
 
         for rule, kind in ((vjp, "vjp"), (jvp, "jvp")):

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -123,7 +124,8 @@ class BoundEngine:
 
     def unknown_constant_tensors(self) -> list[str]:
         """Computed tensors that do not depend on the input's values (shape arithmetic, scales
-        derived from shapes) read by input-dependent nodes but not folded: a probe run reads them."""
+        derived from shapes) read by input-dependent nodes but not folded: a probe run reads them.
+        """
         names: list[str] = []
         external = getattr(self.view, "external_inputs", set())
         for node in self.varying_nodes():
@@ -300,7 +302,8 @@ def _nodes_between(view: GraphView, start: str, end: str) -> list[onnx.NodeProto
 
 def block_walk(engine: BoundEngine, start: str, end: str) -> float | None:
     """Lipschitz constant of start -> end, composed from the global gains over the nodes between
-    them (tensors not computed from ``start`` are held fixed: a block's own constant)."""
+    them (tensors not computed from ``start`` are held fixed: a block's own constant).
+    """
     view = engine.view
     magnitudes = engine.global_result.magnitudes if engine.global_result is not None else {}
     walked = engine.walk(lambda node: engine.global_gain(node, magnitudes), {start: 1.0}, _nodes_between(view, start, end),

@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
@@ -62,7 +63,8 @@ class BoundAnalysis:
 
 def json_ready(value: Any) -> Any:
     """The same structure with every non-finite float (an overflowed product, 0/0) as None:
-    JSON has no Infinity or NaN, and fimaudit's writer refuses them."""
+    JSON has no Infinity or NaN, and fimaudit's writer refuses them.
+    """
     if isinstance(value, dict):
         return {key: json_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
@@ -153,7 +155,8 @@ class FisherBounds:
 
     def learn_shapes(self, sample: np.ndarray) -> None:
         """Fill what static analysis could not resolve from one probe run: shapes, and the values
-        of computed tensors that do not depend on the input's values (the same for every input)."""
+        of computed tensors that do not depend on the input's values (the same for every input).
+        """
         unknown = self.engine.unknown_shape_tensors()
         fixed = self.engine.unknown_constant_tensors()
         if not unknown and not fixed:

@@ -197,7 +197,7 @@ def fold_batchnorms(view: GraphView) -> list[str]:
 
 @layer_bound(FOLDED_OP)
 def folded_batchnorm_bound(ctx: NodeContext) -> LayerGain:
-    """x -> sign(s) x + b / |s| per channel: 1-Lipschitz (the scale |s| moved into the next layer)."""
+    """X -> sign(s) x + b / |s| per channel: 1-Lipschitz (the scale |s| moved into the next layer)."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"{ctx.name!r}: unexpected inputs")
     return LayerGain({0: 1.0}, "BatchNorm scale moved into the next layer's weights", magnitude=math.inf)

@@ -35,7 +35,7 @@ class LinearHead:
     nodes: list[str] = field(default_factory=list)
 
     def global_factor(self) -> float:
-        """sup over probability vectors p of ||C(p)^{1/2} M||^2 = max_ij ||m_i - m_j||^2 / 4."""
+        """Sup over probability vectors p of ||C(p)^{1/2} M||^2 = max_ij ||m_i - m_j||^2 / 4."""
         gram = self.matrix @ self.matrix.T
         diagonal = np.diag(gram)
         distances = diagonal[:, None] + diagonal[None, :] - 2.0 * gram

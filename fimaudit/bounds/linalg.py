@@ -65,7 +65,7 @@ def batched_spectral_norms(matrices: np.ndarray, chunk_entries: int = 1 << 22) -
 
 
 def max_spectral_norm(matrices: np.ndarray, power_steps: int = 8, chunk: int = 4) -> float:
-    """max over a [F, m, n] stack of the largest singular value, without decomposing them all.
+    """Max over a [F, m, n] stack of the largest singular value, without decomposing them all.
 
     Every matrix gets a cheap upper bound, min(||A||_F, sqrt(||A||_1 ||A||_inf)), and a lower
     bound ||A v|| / ||v|| after a few batched power steps (true for any v). Matrices whose upper

@@ -35,8 +35,9 @@ How to write a rule
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from fimaudit.errors import FimauditError
 
@@ -78,7 +79,7 @@ _RULES: dict[str, BoundRule] = {}
 _LOCAL: dict[str, LocalWhen] = {}
 
 
-def _always(_ctx: "NodeContext") -> bool:
+def _always(_ctx: NodeContext) -> bool:
     return True
 
 
@@ -108,7 +109,7 @@ def get_rule(op_type: str) -> BoundRule | None:
     return _RULES.get(op_type)
 
 
-def reads_values(ctx: "NodeContext") -> bool:
+def reads_values(ctx: NodeContext) -> bool:
     """True when the node's rule uses the sample's activations in local mode."""
     load_rules()
     when = _LOCAL.get(ctx.node.op_type)

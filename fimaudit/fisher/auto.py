@@ -20,8 +20,8 @@ import numpy as np
 
 from fimaudit.fisher import lanczos as lanczos_module
 from fimaudit.fisher.blackbox import blackbox_lambda_max
-from fimaudit.fisher.fd_cost import fd_route
 from fimaudit.fisher.exact_estimator import exact
+from fimaudit.fisher.fd_cost import fd_route
 from fimaudit.fisher.operator import resolve_budget
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import estimator
@@ -49,7 +49,8 @@ def choose_method(problem: SampleProblem, lanczos_matvecs: int, budget: int | No
 @estimator("auto")
 def auto(problem: SampleProblem, budget: int | None, rng: np.random.Generator) -> SpectralResult:
     """Exact, Lanczos or black-box (see module doc); ``budget`` = Lanczos products (default 100),
-    or the black-box sketch's model evaluations (default 400) on the finite-difference route."""
+    or the black-box sketch's model evaluations (default 400) on the finite-difference route.
+    """
     matvecs = resolve_budget(
         "auto", budget, lanczos_module.DEFAULT_MATVECS, lanczos_module.MINIMUM_MATVECS, "operator products"
     )

@@ -65,13 +65,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from fimaudit.gradients.finite_differences import default_step
 from fimaudit.errors import ModelError
 from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.operator import CostMeter, resolve_budget
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import estimator
 from fimaudit.fisher.result import SpectralResult
+from fimaudit.gradients.finite_differences import default_step
 
 DEFAULT_EVALUATIONS = 400
 MINIMUM_EVALUATIONS = 20
@@ -171,15 +171,17 @@ def directional_differences(
 
 def _half_ulp(values: np.ndarray, roundoff: float) -> np.ndarray:
     """Half the spacing of the model's float type at |values|: the most its final rounding moved them
-    (u |v| rounded up to the binade, 2^floor(log2 |v|) * 2u; 0 stays 0)."""
+    (u |v| rounded up to the binade, 2^floor(log2 |v|) * 2u; 0 stays 0).
+    """
     magnitude = np.abs(values)
     binade = np.exp2(np.floor(np.log2(np.where(magnitude > 0, magnitude, 1.0))))
     return np.where(magnitude > 0, binade * roundoff, 0.0)
 
 
 def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
-    """u of the type the model computes its scores in: the gradient source's input type when it
-    says (ONNX Runtime's), else the sample's; float32 for anything coarser unknown."""
+    """U of the type the model computes its scores in: the gradient source's input type when it
+    says (ONNX Runtime's), else the sample's; float32 for anything coarser unknown.
+    """
     declared = problem.jacobian.dtype
     kind = np.dtype(declared) if declared is not None else np.dtype(dtype)
     if not np.issubdtype(kind, np.floating):
@@ -189,7 +191,8 @@ def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
 
 def _directions_per_chunk(problem: SampleProblem) -> int:
     """Directions differenced per model call: the planned batch (two rows each), and at most
-    _MAX_CHUNK_ELEMENTS perturbed elements."""
+    _MAX_CHUNK_ELEMENTS perturbed elements.
+    """
     rows = problem.jacobian.chunk_rows
     per_chunk = _MAX_CHUNK_ELEMENTS // (2 * max(1, problem.input_size))
     if rows:

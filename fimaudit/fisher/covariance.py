@@ -28,14 +28,14 @@ import numpy as np
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """log p in float64 along the last axis, shifted by the maximum (no overflow)."""
+    """Log p in float64 along the last axis, shifted by the maximum (no overflow)."""
     z = np.asarray(logits, dtype=np.float64)
     shifted = z - z.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """p = softmax(logits) in float64."""
+    """P = softmax(logits) in float64."""
     return np.exp(log_softmax(logits))
 
 

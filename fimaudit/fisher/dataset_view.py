@@ -10,7 +10,8 @@ an estimator reports lower bounds, the statistics are statistics of lower bounds
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 

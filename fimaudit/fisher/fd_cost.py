@@ -169,7 +169,8 @@ def plan_finite_differences(
 
 class ProgressLog:
     """Per-sample progress of a finite-difference audit: rate and time left, on stderr when the
-    run is long (warning level; info otherwise), where a progress bar is not shown (CI logs)."""
+    run is long (warning level; info otherwise), where a progress bar is not shown (CI logs).
+    """
 
     def __init__(self, cost: FdCost) -> None:
         self.cost = cost

@@ -19,8 +19,8 @@ Budget: operator products (a Hutchinson probe counts as one, though it costs a j
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy import stats
@@ -66,7 +66,7 @@ def quadratic_forms_of(operator: LinearOperator) -> QuadraticForms:
 
 
 def _mean_interval(samples: np.ndarray, offset: float, scale: float, confidence: float) -> tuple[float, tuple[float, float], float]:
-    """offset + scale * mean(samples), with a Student-t interval."""
+    """Offset + scale * mean(samples), with a Student-t interval."""
     count = samples.size
     mean = float(samples.mean())
     error = float(samples.std(ddof=1) / np.sqrt(count)) if count > 1 else float("inf")

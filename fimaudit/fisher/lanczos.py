@@ -88,7 +88,7 @@ class _Budgeted(LinearOperator):
     def _matvec(self, vector: np.ndarray) -> np.ndarray:
         return self.apply(vector)
 
-    def _adjoint(self) -> "_Budgeted":
+    def _adjoint(self) -> _Budgeted:
         return self
 
 

@@ -103,7 +103,7 @@ class FisherOperator(LinearOperator):
     def _matvec(self, vector: np.ndarray) -> np.ndarray:
         return self._matmat(np.asarray(vector).reshape(-1, 1)).reshape(-1)
 
-    def _adjoint(self) -> "FisherOperator":
+    def _adjoint(self) -> FisherOperator:
         return self  # F is symmetric
 
     def quadratic_forms(self, block: np.ndarray) -> np.ndarray:
@@ -137,7 +137,7 @@ class FisherGramOperator(LinearOperator):
     def _matvec(self, vector: np.ndarray) -> np.ndarray:
         return self._matmat(np.asarray(vector).reshape(-1, 1)).reshape(-1)
 
-    def _adjoint(self) -> "FisherGramOperator":
+    def _adjoint(self) -> FisherGramOperator:
         return self
 
     def lift(self, vector: np.ndarray) -> np.ndarray:

@@ -11,7 +11,8 @@ says; None for its default) and passes on under that name (``num_matvecs``, ``nu
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 

@@ -60,7 +60,8 @@ class InputJacobian(Protocol):
 
     def forward_mode_unavailable(self) -> str | None:
         """None when J v is computed independently of J^T u; else why it is derived from it
-        (the gradient check's adjoint identity then has nothing independent to compare)."""
+        (the gradient check's adjoint identity then has nothing independent to compare).
+        """
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the source's accuracy, as the report records them."""

@@ -12,7 +12,8 @@ dtype, (x + h) - (x - h), not 2 h, which removes one source of error for free.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -173,7 +174,7 @@ class FiniteDifferenceJacobian:
 
 
 def runner_input_dtype(runner: ModelRunner) -> str:
-    """numpy dtype name of the runner's differentiated input, as ONNX Runtime reports it."""
+    """Numpy dtype name of the runner's differentiated input, as ONNX Runtime reports it."""
     for value in runner.session.get_inputs():
         if value.name == runner.input_name:
             return _ORT_TYPES.get(value.type, "float32")

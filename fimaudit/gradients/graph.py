@@ -199,7 +199,8 @@ class GraphJacobian:
 
     def forward_mode_unavailable(self) -> str | None:
         """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse
-        graph (the gradient check's adjoint identity then has nothing independent to compare)."""
+        graph (the gradient check's adjoint identity then has nothing independent to compare).
+        """
         self._jvp_session()
         return self._jvp_unavailable
 

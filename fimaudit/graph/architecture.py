@@ -18,8 +18,9 @@ pattern's reason for failing is reported too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import onnx
 

@@ -25,7 +25,13 @@ from onnx import numpy_helper, shape_inference
 
 from fimaudit.errors import ModelError, ResourceError
 from fimaudit.graph.onnx_utils import opset_version
-from fimaudit.graph.tensor_walk import FoundTensor, all_sparse_tensors, all_tensors, require_self_contained, uses_external_data
+from fimaudit.graph.tensor_walk import (
+    FoundTensor,
+    all_sparse_tensors,
+    all_tensors,
+    require_self_contained,
+    uses_external_data,
+)
 from fimaudit.resources import WEIGHT_COPIES, MemoryBudget, format_size
 
 logger = logging.getLogger(__name__)
@@ -183,7 +189,8 @@ def _declared_bytes(found: FoundTensor) -> int:
 def _memory_needed(model: onnx.ModelProto, files: dict[str, _DataFile]) -> int:
     """Bytes the weights will occupy once loaded: every tensor as declared, every external range
     as long as it is, and every sparse tensor's dense form (ONNX Runtime densifies sparse
-    initializers). Python ints throughout: a product that overflows int64 cannot wrap to 0."""
+    initializers). Python ints throughout: a product that overflows int64 cannot wrap to 0.
+    """
     total = sum(_declared_bytes(found) for found in all_tensors(model))
     for data in files.values():
         for reference in data.references:  # a range longer than its tensor declares is read all the same

@@ -7,7 +7,7 @@ SAME_UPPER and at the start for SAME_LOWER (the ONNX Conv/Pool specification).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def same_padding(

@@ -251,7 +251,8 @@ def _through_unit_means(
 ) -> onnx.NodeProto | None:
     """Past ReduceMean nodes that average over axes of length 1 (silero-vad's head averages a
     Sigmoid's [N, 1, 1] output over its last axis): such a mean changes no value. The batch
-    axis never counts, and the lengths must be known after shape inference."""
+    axis never counts, and the lengths must be known after shape inference.
+    """
     inferred: dict[str, onnx.ValueInfoProto] | None = None
     while node is not None and node.op_type == "ReduceMean" and node.input:
         axes = _unit_mean_axes(model, node)

@@ -12,8 +12,8 @@ because the audited model must otherwise be exactly the file the user gave.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import onnx

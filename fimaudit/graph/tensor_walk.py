@@ -12,8 +12,8 @@ The walk is iterative (a stack, not recursion): nesting depth is chosen by the m
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import onnx
 

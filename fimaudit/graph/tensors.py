@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import onnx
@@ -131,7 +131,8 @@ def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onn
 
 def declared_types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
     """Element types and shapes the graph declares: value infos, inputs, outputs, initializers and
-    ``Constant(value=...)`` nodes (types only where known; shapes with int, symbol or None dims)."""
+    ``Constant(value=...)`` nodes (types only where known; shapes with int, symbol or None dims).
+    """
     types: dict[str, int] = {}
     shapes: dict[str, list[Dim] | None] = {}
     for value in [*graph.value_info, *graph.input, *graph.output]:

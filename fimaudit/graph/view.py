@@ -19,7 +19,14 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference
 
-from fimaudit.graph.onnx_utils import DEFAULT_DOMAINS, LazyConstants, attribute, is_constant_node, node_constant, opset_version
+from fimaudit.graph.onnx_utils import (
+    DEFAULT_DOMAINS,
+    LazyConstants,
+    attribute,
+    is_constant_node,
+    node_constant,
+    opset_version,
+)
 from fimaudit.graph.tensors import FLOAT_TYPES, subgraph_inputs, value_shape
 
 logger = logging.getLogger(__name__)
@@ -47,7 +54,8 @@ _SKELETON_LIMIT = 4096  # initializers with more elements travel to shape infere
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without its large weights (declared as typed inputs instead): shape inference
-    needs their shapes, not their bytes, and a 500 MB model need not be copied for it."""
+    needs their shapes, not their bytes, and a 500 MB model need not be copied for it.
+    """
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
                                       producer_name=model.producer_name, functions=model.functions))
@@ -132,7 +140,7 @@ class GraphView:
         outputs: list[str] | None = None,
         sample_shape: Shape | None = None,
         fold: bool = True,
-    ) -> "GraphView":
+    ) -> GraphView:
         """Build the view of ``model`` as seen from ``input_name`` (default: first real input)."""
         graph = model.graph
         initializer_names = {init.name for init in graph.initializer}
@@ -209,7 +217,8 @@ class GraphView:
 
     def fold_constants(self) -> None:
         """Evaluate non-varying nodes whose inputs are all known (weights moved by Transpose,
-        shape arithmetic on static shapes) so that rules see them as constants."""
+        shape arithmetic on static shapes) so that rules see them as constants.
+        """
         from onnx.reference import ReferenceEvaluator
 
         for node in self.nodes:

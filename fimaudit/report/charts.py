@@ -17,8 +17,8 @@ a sample whose prediction is certain) are drawn at the bottom of the axis and sa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -9,8 +9,9 @@ replaces a file the audit read (the model, its external data, the data file).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from fimaudit.audit import AuditResult
 from fimaudit.compare import Consistency

@@ -25,8 +25,9 @@ import logging
 import os
 import stat
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Optional
+from typing import Any, BinaryIO
 
 from fimaudit.errors import OutputPathError
 from fimaudit.interrupts import Interrupted, stop_signals_held
@@ -62,7 +63,7 @@ def _location(target: Path) -> str:
     return os.path.join(os.path.realpath(target.parent), target.name)
 
 
-def _lstat(target: Path) -> Optional[os.stat_result]:
+def _lstat(target: Path) -> os.stat_result | None:
     try:
         return os.lstat(target)
     except FileNotFoundError:
@@ -156,7 +157,7 @@ class OutputSet:
         self._committed = False
         self.add_inputs(inputs)
 
-    def __enter__(self) -> "OutputSet":
+    def __enter__(self) -> OutputSet:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -192,7 +193,7 @@ class OutputSet:
                     )
                 identities[identity] = target
 
-    def _check_one(self, target: Path) -> Optional[os.stat_result]:
+    def _check_one(self, target: Path) -> os.stat_result | None:
         folder = target.parent
         if not target.name or target.name in (".", ".."):
             raise OutputPathError(f"{target} is a folder; give a file name")
@@ -382,7 +383,7 @@ def json_text(document: Any) -> str:
 
 
 def _to_builtin(value: Any) -> Any:
-    """numpy scalars and arrays to plain Python for the JSON encoder."""
+    """Numpy scalars and arrays to plain Python for the JSON encoder."""
     if hasattr(value, "tolist"):
         return value.tolist()
     raise TypeError(f"cannot serialise {type(value).__name__}")

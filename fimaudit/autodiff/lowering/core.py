@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -118,7 +118,8 @@ class Lowerer:
     def value(self, name: str) -> np.ndarray | None:
         """The value of ``name`` when known before run time: an initializer or Constant, or an op
         (Cast, Identity, Not, Equal, ...) with no subgraph on such values, folded by onnx's
-        reference evaluator; None when computed at run time."""
+        reference evaluator; None when computed at run time.
+        """
         if not name:
             return None
         if name in self._constants:
@@ -295,7 +296,8 @@ def _types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str,
 
 def _on_path(graph: onnx.GraphProto, input_name: str, output_name: str, types: dict[str, int]) -> set[int]:
     """Indices of nodes that read a tensor depending on the input through float tensors (as the
-    builder decides it) and whose outputs lead to the output."""
+    builder decides it) and whose outputs lead to the output.
+    """
     input_type = types.get(input_name, onnx.TensorProto.FLOAT)
     differentiable = {input_name}
     reads_of = [[name for name in node.input if name] + sorted(subgraph_inputs(node)) for node in graph.node]

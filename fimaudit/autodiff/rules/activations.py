@@ -8,7 +8,7 @@ per op (ReLU: 0 at x = 0, as in PyTorch); the tests sample away from kinks.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnx
 
@@ -62,7 +62,7 @@ def elu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 @pointwise_rule("Selu")
 def selu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
-    """gamma where x > 0, else gamma alpha exp(x) = y + gamma alpha."""
+    """Gamma where x > 0, else gamma alpha exp(x) = y + gamma alpha."""
     x, y = node.input[0], node.output[0]
     alpha = float(attribute(node, "alpha", 1.67326319217681884765625))  # type: ignore[arg-type]
     gamma = float(attribute(node, "gamma", 1.05070102214813232421875))  # type: ignore[arg-type]
@@ -81,7 +81,7 @@ def celu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 @vjp_rule("PRelu")
 def prelu_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """y = x (x > 0) or slope x: dx gets 1 or slope; a slope on the path gets x where x <= 0."""
+    """Y = x (x > 0) or slope x: dx gets 1 or slope; a slope on the path gets x where x <= 0."""
     (g,) = grads
     x, slope = node.input
     y = node.output[0]
@@ -168,14 +168,14 @@ def clip_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | No
 # ---- sigmoid / tanh family ------------------------------------------------------------------
 @pointwise_rule("Sigmoid")
 def sigmoid_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
-    """y (1 - y)."""
+    """Y (1 - y)."""
     y = node.output[0]
     return ctx.emit("Mul", [y, ctx.emit("Sub", [ctx.scalar(1.0, like=y), y])])
 
 
 @pointwise_rule("HardSigmoid")
 def hard_sigmoid_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
-    """alpha where 0 < alpha x + beta < 1, else 0."""
+    """Alpha where 0 < alpha x + beta < 1, else 0."""
     x = node.input[0]
     alpha = float(attribute(node, "alpha", 0.2))  # type: ignore[arg-type]
     beta = float(attribute(node, "beta", 0.5))  # type: ignore[arg-type]
@@ -192,7 +192,7 @@ def hard_sigmoid_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 @pointwise_rule("HardSwish")
 def hard_swish_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
-    """y = x relu6(x + 3) / 6: 0 below -3, 1 above 3, x / 3 + 1/2 between."""
+    """Y = x relu6(x + 3) / 6: 0 below -3, 1 above 3, x / 3 + 1/2 between."""
     x = node.input[0]
     middle = ctx.emit("Add", [ctx.emit("Div", [x, ctx.scalar(3.0, like=x)]), ctx.scalar(0.5, like=x)])
     upper = ctx.emit("Where", [ctx.emit("Greater", [x, ctx.scalar(3.0, like=x)]), ctx.scalar(1.0, like=x), middle])
@@ -221,7 +221,7 @@ def softsign_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 
 def _gaussian_density(ctx: RuleContext, x: str, scale: float) -> str:
-    """scale * exp(-x^2 / 2)."""
+    """Scale * exp(-x^2 / 2)."""
     square = ctx.emit("Mul", [x, x])
     exponent = ctx.emit("Mul", [square, ctx.scalar(-0.5, like=x)])
     return ctx.emit("Mul", [ctx.emit("Exp", [exponent]), ctx.scalar(scale, like=x)])
@@ -279,7 +279,7 @@ def _softmax_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
 
 
 def _softmax_product(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> str:
-    """y * (v - sum(v y)): Softmax's Jacobian is symmetric, so VJP and JVP coincide."""
+    """Y * (v - sum(v y)): Softmax's Jacobian is symmetric, so VJP and JVP coincide."""
     y = node.output[0]
     weighted = ctx.reduce_sum(ctx.emit("Mul", [gradient, y]), _softmax_axes(ctx, node), keepdims=True)
     return ctx.emit("Mul", [y, ctx.emit("Sub", [gradient, weighted])])

@@ -11,7 +11,7 @@ PyTorch's ``maximum``); the VJP and JVP rules use the same split, so they stay a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnx
 
@@ -175,7 +175,7 @@ def _sqrt_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 @vjp_rule("Sqrt")
 def sqrt_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d sqrt(a) = da / (2 sqrt(a))."""
+    """D sqrt(a) = da / (2 sqrt(a))."""
     return _derivative_product(ctx, grads[0], _sqrt_derivative(ctx, node))
 
 
@@ -202,7 +202,7 @@ def reciprocal_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[st
 
 @vjp_rule("Exp")
 def exp_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d exp(a) = exp(a) da."""
+    """D exp(a) = exp(a) da."""
     return _derivative_product(ctx, grads[0], node.output[0])
 
 
@@ -213,7 +213,7 @@ def exp_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | Non
 
 @vjp_rule("Log")
 def log_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d log(a) = da / a."""
+    """D log(a) = da / a."""
     return [ctx.emit("Div", [grads[0], node.input[0]])]
 
 
@@ -247,7 +247,7 @@ def _float_exponent(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 
 def _pow_base_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
-    """b a^(b-1), with the exponent folded into constants when it is one."""
+    """B a^(b-1), with the exponent folded into constants when it is one."""
     base, exponent = node.input
     value = ctx.constant_value(exponent)
     dtype = ctx.float_dtype(base)
@@ -266,7 +266,7 @@ def _pow_base_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 
 @vjp_rule("Pow")
 def pow_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d a^b = b a^(b-1) da + a^b log(a) db (the second term only when b is on the path)."""
+    """D a^b = b a^(b-1) da + a^b log(a) db (the second term only when b is on the path)."""
     (g,) = grads
     base, exponent = node.input
     y = node.output[0]

@@ -16,7 +16,7 @@ P. Negative indices are wrapped before scattering.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -88,7 +88,8 @@ def _lead_first(ctx: RuleContext, tensor: str, rank: int) -> str:
 # ---- Gather ---------------------------------------------------------------------------------
 def _single_constant_position(ctx: RuleContext, node: onnx.NodeProto, rank: int, axis: int) -> tuple[int, int, bool] | None:
     """(wrapped index i, static axis size, whether the index is 0-d) when Gather picks one
-    compile-time constant position of a static axis (a ViT's class token ``x[:, 0]``), else None."""
+    compile-time constant position of a static axis (a ViT's class token ``x[:, 0]``), else None.
+    """
     data, indices = node.input[:2]
     value = ctx.constant_value(indices)
     if value is None or value.size != 1 or value.ndim > 1 or value.dtype.kind not in "iu":
@@ -190,7 +191,8 @@ def gather_nd_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str
 @vjp_rule("GatherElements")
 def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Scatter-add the cotangent along the axis (ScatterElements 'add' from opset 16; before, a
-    one-hot product, which needs the indices' other dims to equal the data's)."""
+    one-hot product, which needs the indices' other dims to equal the data's).
+    """
     (g,) = grads
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
@@ -240,7 +242,8 @@ def _scatter_reduction(node: onnx.NodeProto) -> str:
 def scatter_nd_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """data: the cotangent, zeroed where updates overwrote it (kept where they were added);
     updates: the cotangent gathered at the indices. Indices must be unique when reduction='none'
-    (otherwise ONNX leaves the result undefined)."""
+    (otherwise ONNX leaves the result undefined).
+    """
     (g,) = grads
     data, indices, updates = node.input[:3]
     reduction = _scatter_reduction(node)

@@ -15,7 +15,7 @@ and run the same kind of kernel as the forward pass:
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnx
 
@@ -204,7 +204,7 @@ def _matmul_ranks(ctx: RuleContext, node: onnx.NodeProto) -> tuple[int, int, int
 
 @vjp_rule("MatMul")
 def matmul_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """numpy matmul with batch broadcasting and 1-D promotion: g_A = g B^T, g_B = A^T g, unbroadcast."""
+    """Numpy matmul with batch broadcasting and 1-D promotion: g_A = g B^T, g_B = A^T g, unbroadcast."""
     (g,) = grads
     a, b = node.input
     y = node.output[0]
@@ -340,7 +340,7 @@ def gemm_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | No
 
 # ---- BatchNormalization (inference) ---------------------------------------------------------
 def _batchnorm_slope(ctx: RuleContext, node: onnx.NodeProto) -> str:
-    """scale / sqrt(var + eps), shaped [C, 1, ..., 1] to broadcast over [N, C, *spatial]."""
+    """Scale / sqrt(var + eps), shaped [C, 1, ..., 1] to broadcast over [N, C, *spatial]."""
     if int(attribute(node, "training_mode", 0)):  # type: ignore[arg-type]
         raise UnsupportedOpError(
             f"BatchNormalization node {node.name!r} runs in training mode (batch statistics); "

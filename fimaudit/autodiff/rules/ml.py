@@ -32,7 +32,7 @@ like a forward tensor).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx

@@ -20,7 +20,7 @@ s = y (p = 2) or sign(x) (p = 1), not symmetric, so the VJP uses J^T.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import onnx
 
@@ -66,7 +66,7 @@ def _statistics(ctx: RuleContext, node: onnx.NodeProto) -> tuple[str, str, list[
 
 
 def _normalize_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> str:
-    """r (v - mean(v) - xhat mean(xhat v)) over the normalized axes (symmetric in v)."""
+    """R (v - mean(v) - xhat mean(xhat v)) over the normalized axes (symmetric in v)."""
     inverse_std, normalized, axes = _statistics(ctx, node)
     return _standardize_jacobian(ctx, gradient, inverse_std, normalized, axes)
 

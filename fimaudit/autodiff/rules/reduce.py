@@ -18,8 +18,8 @@ this is the exact derivative; at a tie it is the average of the one-sided choice
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import onnx
@@ -133,7 +133,7 @@ def _l1_weight(ctx: RuleContext, node: onnx.NodeProto, spec: Reduction) -> tuple
 
 
 def _l2_weight(ctx: RuleContext, node: onnx.NodeProto, spec: Reduction) -> tuple[str | None, bool]:
-    """x / y: d sqrt(sum x^2) = sum(x dx) / y (undefined where y = 0)."""
+    """X / y: d sqrt(sum x^2) = sum(x dx) / y (undefined where y = 0)."""
     return ctx.emit("Div", [node.input[0], _y_kept(ctx, node, spec)]), True
 
 
@@ -195,7 +195,7 @@ def reduce_min_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[st
 
 @vjp_rule("ReduceL1")
 def reduce_l1_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d sum|x| = sum sign(x) dx."""
+    """D sum|x| = sum sign(x) dx."""
     return _linear_vjp(ctx, node, grads, _l1_weight)
 
 
@@ -206,7 +206,7 @@ def reduce_l1_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str
 
 @vjp_rule("ReduceL2")
 def reduce_l2_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d ||x|| = sum (x / ||x||) dx."""
+    """D ||x|| = sum (x / ||x||) dx."""
     return _linear_vjp(ctx, node, grads, _l2_weight)
 
 
@@ -217,7 +217,7 @@ def reduce_l2_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str
 
 @vjp_rule("ReduceSumSquare")
 def reduce_sum_square_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d sum x^2 = sum 2 x dx."""
+    """D sum x^2 = sum 2 x dx."""
     return _linear_vjp(ctx, node, grads, _sum_square_weight)
 
 
@@ -228,7 +228,7 @@ def reduce_sum_square_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequ
 
 @vjp_rule("ReduceLogSumExp")
 def reduce_log_sum_exp_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """d log sum exp(x) = sum softmax(x) dx."""
+    """D log sum exp(x) = sum softmax(x) dx."""
     return _linear_vjp(ctx, node, grads, _log_sum_exp_weight)
 
 

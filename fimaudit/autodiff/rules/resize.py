@@ -23,8 +23,8 @@ float64; a runtime computing x_original in float32 can land on the other side of
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import onnx

@@ -15,7 +15,7 @@ UnsupportedOpError: a letter repeated within one operand (diagonal extraction), 
 from __future__ import annotations
 
 import string
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx

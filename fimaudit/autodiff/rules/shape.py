@@ -21,7 +21,7 @@ Zero-gradient markers of shape arithmetic live in ``markers.py``.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -45,7 +45,7 @@ def _as_tensor(ctx: RuleContext, value: IntValue) -> str:
 
 
 def _add(ctx: RuleContext, a: IntValue, b: IntValue) -> IntValue:
-    """a + b, folded in Python when both are known."""
+    """A + b, folded in Python when both are known."""
     if isinstance(a, int) and isinstance(b, int):
         return a + b
     return ctx.emit("Add", [_as_tensor(ctx, a), _as_tensor(ctx, b)])
@@ -84,7 +84,7 @@ def _as_int64(ctx: RuleContext, name: str) -> str:
 
 
 def _index_dtype(ctx: RuleContext, name: str) -> type:
-    """numpy dtype of an index tensor (Slice's Tind is int32 or int64)."""
+    """Numpy dtype of an index tensor (Slice's Tind is int32 or int64)."""
     value = ctx.constant_value(name)
     if value is not None:
         return np.asarray(value).dtype.type
@@ -227,7 +227,8 @@ def split_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None
 @jvp_rule("Split")
 def split_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """Slice the tangent like the outputs: sizes read from the outputs, so every opset form of
-    the split sizes (attribute < 13, input >= 13, num_outputs >= 18) is handled alike."""
+    the split sizes (attribute < 13, input >= 13, num_outputs >= 18) is handled alike.
+    """
     axis = _axis(ctx, node, node.input[0], 0)
     wanted = [ctx.needs_gradient(name) for name in node.output]
     return _pieces(ctx, tangents[0], node.output, wanted, axis)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ local gains, and a global one only when the input's magnitude (or sign) is bound
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import special
@@ -52,9 +52,10 @@ def _mish_derivative(x: np.ndarray) -> np.ndarray:
 
 
 def _grid_sup(derivative: Callable[[np.ndarray], np.ndarray]) -> float:
-    """sup |f'| from a grid of step 1e-4 on [-20, 20] plus 1e-4 (|f''| < 1 here: the grid
+    """Sup |f'| from a grid of step 1e-4 on [-20, 20] plus 1e-4 (|f''| < 1 here: the grid
     misses at most step * sup|f''| <= 1e-4; outside [-20, 20] these derivatives are within
-    1e-6 of 0 or 1)."""
+    1e-6 of 0 or 1).
+    """
     grid = np.linspace(-20.0, 20.0, 400_001)
     return float(np.abs(derivative(grid)).max()) + 1e-4
 
@@ -67,7 +68,7 @@ ERF_SUP = 2.0 / math.sqrt(math.pi)
 
 
 def _local_max(ctx: NodeContext, derivative: Callable[[np.ndarray], np.ndarray], global_gain: float) -> tuple[float, str | None]:
-    """max |f'(a)| over the sample's pre-activations, never above the global constant."""
+    """Max |f'(a)| over the sample's pre-activations, never above the global constant."""
     value = ctx.value(0) if ctx.local else None
     if value is None:
         return global_gain, None
@@ -185,7 +186,7 @@ def mish_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("HardSwish")
 def hard_swish_bound(ctx: NodeContext) -> LayerGain:
-    """x relu6(x + 3) / 6: slope (2x + 3) / 6 on (-3, 3), 1 above, 0 below: sup 3/2."""
+    """X relu6(x + 3) / 6: slope (2x + 3) / 6 on (-3, 3), 1 above, 0 below: sup 3/2."""
     return _unary(ctx, 1.5, "sup |hardswish'| = 3/2", magnitude=ctx.magnitude(0))
 
 
@@ -270,7 +271,7 @@ def _softmax_rows(ctx: NodeContext, probabilities: np.ndarray) -> np.ndarray:
 
 
 def softmax_jacobian_norm_bound(rows: np.ndarray) -> float:
-    """max over rows of min(1/2, 1 - sum p^2, max_i 2 p_i (1 - p_i)) >= ||diag(p) - p p^T||."""
+    """Max over rows of min(1/2, 1 - sum p^2, max_i 2 p_i (1 - p_i)) >= ||diag(p) - p p^T||."""
     gini = 1.0 - np.sum(rows * rows, axis=1)
     gershgorin = np.max(2.0 * rows * (1.0 - rows), axis=1)
     return float(np.minimum(np.minimum(gini, gershgorin), 0.5).max(initial=0.0))

@@ -166,7 +166,7 @@ def _phase_blocks(weight: np.ndarray, strides: list[int], rings: list[int]) -> n
 
 
 def _tap_sum_bound(per_group: list[np.ndarray]) -> float:
-    """sum over kernel taps of ||W[:, :, tap]||_2, largest over groups."""
+    """Sum over kernel taps of ||W[:, :, tap]||_2, largest over groups."""
     best = 0.0
     for g in per_group:
         taps = g.reshape(g.shape[0], g.shape[1], -1)

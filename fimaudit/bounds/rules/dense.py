@@ -24,7 +24,7 @@ LOCAL_NOTE = "local: operator norms of the other operand at this sample's activa
 
 
 def _as_matrix_stack(shape: tuple[int, ...], left: bool) -> tuple[int, ...]:
-    """numpy matmul's promotion of 1-D operands."""
+    """Numpy matmul's promotion of 1-D operands."""
     if len(shape) == 1:
         return (1, shape[0]) if left else (shape[0], 1)
     return tuple(shape)

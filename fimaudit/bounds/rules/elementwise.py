@@ -91,8 +91,9 @@ def mul_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Div", local=_divisor_varies)
 def div_bound(ctx: NodeContext) -> LayerGain:
-    """a / c with a fixed divisor: exact; an input-dependent divisor: at the sample only,
-    d(a / b) = da / b - a db / b^2."""
+    """A / c with a fixed divisor: exact; an input-dependent divisor: at the sample only,
+    d(a / b) = da / b - a db / b^2.
+    """
     varying = ctx.varying_inputs()
     divisor = ctx.value(1) if (ctx.local or not ctx.varying(1)) else None
     if divisor is None:

@@ -1,2 +1,3 @@
 """Architecture patterns, one module per family, over a shared GraphView (graph/view.py) in which
-decomposed operators have been fused (fusion.py)."""
+decomposed operators have been fused (fusion.py).
+"""

@@ -6,8 +6,9 @@ values): weights, shape arithmetic and masks never make a "branch" or a "shortcu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import onnx
 
@@ -223,7 +224,8 @@ def find_gates(view: GraphView, reach: Reachability) -> list[onnx.NodeProto]:
 
 def find_merges(view: GraphView, reach: Reachability) -> list[onnx.NodeProto]:
     """Nodes joining two varying tensors where a side holds weights (any skip connection or
-    gate); joins of weightless functions of one tensor (pooling decompositions) do not count."""
+    gate); joins of weightless functions of one tensor (pooling decompositions) do not count.
+    """
     merges = []
     for node in view.nodes:
         operands = list(dict.fromkeys(float_varying_inputs(view, node)))
@@ -255,7 +257,8 @@ def _is_product(view: GraphView, node: onnx.NodeProto) -> bool:
 
 def _scores_behind(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) -> onnx.NodeProto | None:
     """The product of two activations (q k^T) that ``name`` is computed from across scaling,
-    masking and pass-through ops; a mask operand (varying or not) is simply not followed."""
+    masking and pass-through ops; a mask operand (varying or not) is simply not followed.
+    """
     node = view.producer.get(name)
     if node is None or steps == 0:
         return None
@@ -272,7 +275,8 @@ def _scores_behind(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) ->
 def _context_after(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) -> onnx.NodeProto | None:
     """The product of the attention weights ``name`` with another activation (weights v),
     across masking and pass-through ops; readers that make a non-float tensor from the weights
-    (IsNaN, Equal: a mask's condition) are not the weights' path and are passed over."""
+    (IsNaN, Equal: a mask's condition) are not the weights' path and are passed over.
+    """
     if steps == 0:
         return None
     for node in view.consumers.get(name, []):
@@ -290,7 +294,8 @@ def _context_after(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) ->
 def find_attention(view: GraphView) -> list[Block]:
     """Attention cores: MatMul(q, k) -> [scale, mask] -> Softmax -> [mask] -> MatMul(., v), or a
     fused op. Masks are Where on a condition, or added or multiplied tensors, on either side of
-    the Softmax, whether or not they depend on the input (a padding mask computed from it)."""
+    the Softmax, whether or not they depend on the input (a padding mask computed from it).
+    """
     blocks = []
     for node in view.nodes:
         if node.op_type in FUSED_ATTENTION_OPS and float_varying_inputs(view, node):

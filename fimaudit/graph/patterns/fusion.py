@@ -18,7 +18,7 @@ from __future__ import annotations
 import heapq
 import logging
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -89,7 +89,8 @@ _GRID = np.concatenate([np.linspace(-12.0, 12.0, 4801), [-1e3, -50.0, 50.0, 1e3]
 def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str) -> dict[str, np.ndarray]:
     """Every region node's output on the grid (in one pass); a node that cannot be evaluated,
     and everything computed from it, is absent. The value of a node's output depends only on
-    the nodes it is computed from, so one pass serves every closed subregion."""
+    the nodes it is computed from, so one pass serves every closed subregion.
+    """
     values: dict[str, np.ndarray] = {source: _GRID}
     for node in region:
         args: list[np.ndarray | None] = []

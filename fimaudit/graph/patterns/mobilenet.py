@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.patterns.common import (
     ACTIVATION_OPS,
     NORM_OPS,
@@ -35,7 +36,6 @@ from fimaudit.graph.patterns.common import (
     is_pooling,
     weighted_kind,
 )
-from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.view import GraphView
 
 FAMILY = "mobilenet"
@@ -86,7 +86,8 @@ class Gate:
 
 def find_se_gate(view: GraphView, reach: Reachability, mul: onnx.NodeProto) -> Gate | None:
     """``mul`` as a squeeze-excitation product x * g(x): g reaches back to x through a gate
-    activation, weighted layers and a spatial pooling of x."""
+    activation, weighted layers and a spatial pooling of x.
+    """
     if mul.op_type != "Mul":
         return None
     operands = float_varying_inputs(view, mul)
@@ -113,7 +114,8 @@ def find_se_gate(view: GraphView, reach: Reachability, mul: onnx.NodeProto) -> G
 
 def on_main_path(view: GraphView, node: onnx.NodeProto) -> bool:
     """Norms, activations, pass-through ops, and scaling or shifting by a fixed tensor (BatchNorm
-    written out as Mul and Add by tf2onnx)."""
+    written out as Mul and Add by tf2onnx).
+    """
     if len(float_varying_inputs(view, node)) != 1 or len(view.varying_inputs(node)) != 1:
         return False
     return node.op_type in _MAIN_PATH or node.op_type in ("Mul", "Add", "Sub", "Div")
@@ -193,7 +195,8 @@ def _names(view: GraphView, nodes: list[onnx.NodeProto]) -> tuple[str, ...]:
 
 def inverted_residuals(view: GraphView, reach: Reachability) -> list[Block]:
     """One block per depthwise conv that sits between an (optional) 1x1 expansion and a 1x1
-    projection, with its squeeze-excitation gate and residual Add when present."""
+    projection, with its squeeze-excitation gate and residual Add when present.
+    """
     blocks: list[Block] = []
     for node in view.nodes:
         if not is_depthwise(view, node):

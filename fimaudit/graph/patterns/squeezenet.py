@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import onnx
 
+from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.patterns.common import (
     ACTIVATION_OPS,
     NORM_OPS,
@@ -24,7 +25,6 @@ from fimaudit.graph.patterns.common import (
     float_varying_inputs,
     weighted_kind,
 )
-from fimaudit.graph.onnx_utils import attribute
 from fimaudit.graph.patterns.mobilenet import is_pointwise
 from fimaudit.graph.view import GraphView
 
