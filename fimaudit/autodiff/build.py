@@ -47,9 +47,11 @@ GRADIENT_MIN_OPSET = 11
 
 
 def at_gradient_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model itself, or (opset < 11: Caffe2-era model-zoo graphs are 7-9) its conversion to
-    opset 11 by ``onnx.version_converter``, said in a log warning. The gradient models then hold the
-    converted forward graph. A conversion failure is an UnsupportedOpError naming the opset.
+    """The model itself, or (opset < 11) its conversion to opset 11 by ``onnx.version_converter``.
+
+    Caffe2-era model-zoo graphs are opset 7-9; the conversion is said in a log warning, and the
+    gradient models then hold the converted forward graph. A conversion failure is an
+    UnsupportedOpError naming the opset.
     """
     opset = opset_version(model)
     if not opset or opset >= GRADIENT_MIN_OPSET:
@@ -78,15 +80,21 @@ def at_gradient_opset(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _retype_clip_bounds(original: onnx.ModelProto, converted: onnx.ModelProto) -> None:
-    """The converter turns Clip's min/max attributes (opset < 11) into float32 Constants whatever
-    the data type; give those new constants the model's float type (float64 models).
+    """Give the Clip bounds the converter made the model's float type (float64 models).
+
+    The converter turns Clip's min/max attributes (opset < 11) into float32 Constants whatever
+    the data type.
     """
     inputs = [value for value in original.graph.input if value.type.tensor_type.elem_type in FLOAT_TYPES]
     elem = inputs[0].type.tensor_type.elem_type if inputs else onnx.TensorProto.FLOAT
     if elem == onnx.TensorProto.FLOAT:
         return
     old = {name for node in original.graph.node for name in node.output}
-    constants = {node.output[0]: node for node in converted.graph.node if node.op_type == "Constant" and node.output[0] not in old}
+    constants = {
+        node.output[0]: node
+        for node in converted.graph.node
+        if node.op_type == "Constant" and node.output[0] not in old
+    }
     for node in converted.graph.node:
         for name in node.input[1:3] if node.op_type == "Clip" else []:
             source = constants.get(name)
@@ -176,7 +184,9 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
         batch = (shapes.get(input_name) or ["N"])[0]
         measured = measured_shapes(inferred, input_name, unknown, probe, batch if isinstance(batch, str) else "N")
         if unknown:
-            logger.info("shapes measured by a probe run for %d of %d tensors without a static shape", len(measured), len(unknown))
+            logger.info(
+                "shapes measured by a probe run for %d of %d tensors without a static shape", len(measured), len(unknown)
+            )
         shapes.update(measured)
     facts = GraphFacts(
         shapes=shapes,
@@ -194,7 +204,8 @@ def _missing(analysis: Analysis, mode: str) -> list[tuple[str, str]]:
     missing = [(node.op_type, node.name) for node in analysis.blocked]
     for node in analysis.active:
         if lookup(node.op_type, node.domain) is None:
-            missing.append((node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}", node.name))
+            display = node.op_type if not node.domain or node.domain == "ai.onnx" else f"{node.domain}::{node.op_type}"
+            missing.append((display, node.name))
     return missing
 
 
@@ -238,7 +249,9 @@ def _gradient_value_info(name: str, elem_type: int, shape: list[Dim] | None) -> 
     return helper.make_tensor_value_info(name, elem_type, dims)
 
 
-def _assemble(analysis: Analysis, ctx: RuleContext, seed: onnx.ValueInfoProto, result: str, result_name: str, result_of: str) -> onnx.ModelProto:
+def _assemble(
+    analysis: Analysis, ctx: RuleContext, seed: onnx.ValueInfoProto, result: str, result_name: str, result_of: str
+) -> onnx.ModelProto:
     model = copy.deepcopy(analysis.model)
     graph = model.graph
     ctx.nodes.append(helper.make_node("Identity", [result], [result_name], name=ctx.fresh("result")))
@@ -249,7 +262,8 @@ def _assemble(analysis: Analysis, ctx: RuleContext, seed: onnx.ValueInfoProto, r
     del graph.output[:]
     graph.output.extend(keep)
     facts = analysis.facts
-    graph.output.append(_gradient_value_info(result_name, facts.elem_types.get(result_of, facts.float_type), facts.shapes.get(result_of)))
+    result_type = facts.elem_types.get(result_of, facts.float_type)
+    graph.output.append(_gradient_value_info(result_name, result_type, facts.shapes.get(result_of)))
     return model
 
 
@@ -278,7 +292,7 @@ def build_vjp_model(
         rule = registry.get_vjp(node.op_type, node.domain)
         assert rule is not None  # checked by _missing
         results = _check_rule_result(node, rule(ctx, node, grads), len(node.input), "VJP")
-        for name, grad in zip(node.input, results):
+        for name, grad in zip(node.input, results, strict=True):
             if grad is not None and ctx.needs_gradient(name):
                 contributions.setdefault(name, []).append(grad)
     if not contributions.get(input_name):
@@ -307,10 +321,11 @@ def build_jvp_model(
         rule = registry.get_jvp(node.op_type, node.domain)
         assert rule is not None
         results = _check_rule_result(node, rule(ctx, node, inputs), len(node.output), "JVP")
-        for name, tangent in zip(node.output, results):
+        for name, tangent in zip(node.output, results, strict=True):
             if tangent is not None and ctx.needs_gradient(name):
                 tangents[name] = tangent
     if output not in tangents:
         raise NotDifferentiableError(f"no tangent reaches output {output!r}")
-    seed = _gradient_value_info(TANGENT, facts.elem_types.get(input_name, facts.float_type), facts.shapes.get(input_name))
+    input_type = facts.elem_types.get(input_name, facts.float_type)
+    seed = _gradient_value_info(TANGENT, input_type, facts.shapes.get(input_name))
     return _assemble(analysis, ctx, seed, tangents[output], OUTPUT_TANGENT, output)

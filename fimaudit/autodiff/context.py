@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,6 +121,22 @@ class RuleContext:
             )
         return rank
 
+    @staticmethod
+    def require_gradient(gradient: str | None, node: onnx.NodeProto) -> str:
+        """``gradient`` itself, when the rule needs it; None (no cotangent/tangent) is refused naming ``node``.
+
+        The builder calls a rule only when at least one gradient is present, so for a single-output
+        VJP this never refuses; a JVP whose tangent arrives only on another input (Clip's bounds,
+        a weight) is refused rather than emitting a node with a missing input.
+        """
+        if gradient is None:
+            raise UnsupportedOpError(
+                f"{node.op_type} node {node.name!r}: its gradient rule needs a gradient that is not on the "
+                "differentiable path",
+                [node.op_type],
+            )
+        return gradient
+
     def elem_type(self, name: str) -> int:
         """ONNX element type of a forward tensor (the model's float type when unknown)."""
         return self.facts.elem_types.get(name, self.facts.float_type)
@@ -157,7 +174,8 @@ class RuleContext:
                 [op_type],
             )
         outputs = [self.fresh(op_type.lower()) for _ in range(count)]
-        attrs = {key: value for key, value in attributes.items() if value is not None}
+        # make_node takes attribute values as Any (its named parameters doc_string, domain... are str).
+        attrs: dict[str, Any] = {key: value for key, value in attributes.items() if value is not None}
         node = helper.make_node(op_type, list(inputs), outputs, name=self.fresh(f"node_{op_type}"), **attrs)
         self.nodes.append(node)
         return outputs
@@ -250,6 +268,7 @@ class RuleContext:
 
     @staticmethod
     def shift_axes(axes: Iterable[int]) -> list[int]:
+        """``shift_axis`` of each axis: forward axes as axes of the gradient (lead axis first)."""
         return [axis + 1 if axis >= 0 else axis for axis in axes]
 
     @staticmethod
@@ -258,7 +277,9 @@ class RuleContext:
         return axis + rank if axis < 0 else axis
 
     # ---- opset-aware emission helpers --------------------------------------------------------
-    def _axes_form(self, op_type: str, since: int, inputs: list[str], axes: Sequence[int] | None, **attrs: object) -> str:
+    def _axes_form(
+        self, op_type: str, since: int, inputs: list[str], axes: Sequence[int] | None, **attrs: object
+    ) -> str:
         if axes is None:
             return self.emit(op_type, inputs, **attrs)
         if self.opset >= since:
@@ -279,6 +300,7 @@ class RuleContext:
         return self._axes_form(op_type, since, [tensor], axes, keepdims=int(keepdims))
 
     def reduce_sum(self, tensor: str, axes: Sequence[int] | None, keepdims: bool = True) -> str:
+        """ReduceSum over ``axes`` (all when None) in the opset's form; the sum that undoes broadcasting."""
         return self.reduce("ReduceSum", tensor, axes, keepdims)
 
     def slice(
@@ -330,7 +352,9 @@ class RuleContext:
             return [int(v) for v in np.asarray(constant).reshape(-1)]
 
         if steps is not None and any(step != 1 for step in as_list(steps, "steps")):
-            raise UnsupportedOpError(f"Slice steps other than 1 need opset {SLICE_INPUTS} (model opset {self.opset})", ["Slice"])
+            raise UnsupportedOpError(
+                f"Slice steps other than 1 need opset {SLICE_INPUTS} (model opset {self.opset})", ["Slice"]
+            )
         big = np.iinfo(np.int64).max
         return self.emit(
             "Slice",
@@ -348,6 +372,7 @@ class RuleContext:
         return None
 
     def transpose(self, tensor: str, perm: Sequence[int]) -> str:
+        """Transpose of ``tensor`` by ``perm`` (axes of the tensor as given, lead axis included)."""
         return self.emit("Transpose", [tensor], perm=list(perm))
 
     def accumulate(self, names: Sequence[str]) -> str:
@@ -401,7 +426,8 @@ class RuleContext:
             result_shape = self.static_shape(result) if result else None
         if operand_shape is None or result_shape is None:
             raise UnsupportedOpError(
-                f"cannot undo broadcasting of {operand!r} into {result or 'its result'!r}: shapes unknown after shape inference",
+                f"cannot undo broadcasting of {operand!r} into {result or 'its result'!r}: "
+                "shapes unknown after shape inference",
                 [],
             )
         result_shape = list(result_shape)

@@ -39,7 +39,9 @@ class ShapeProbe:
     timeout: float | None = DEFAULT_TIMEOUT_S
 
 
-def _run_with_outputs(model: onnx.ModelProto, probe: ShapeProbe, input_name: str, names: list[str], batch: int) -> dict[str, tuple[int, ...]]:
+def _run_with_outputs(
+    model: onnx.ModelProto, probe: ShapeProbe, input_name: str, names: list[str], batch: int
+) -> dict[str, tuple[int, ...]]:
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     del exposed.graph.output[:]
@@ -49,7 +51,7 @@ def _run_with_outputs(model: onnx.ModelProto, probe: ShapeProbe, input_name: str
     for name, value in probe.extra_feeds.items():
         feeds[name] = np.repeat(value[None], batch, axis=0)
     values = run_session(session, names, feeds, probe.timeout)
-    return {name: tuple(int(d) for d in np.shape(value)) for name, value in zip(names, values)}
+    return {name: tuple(int(d) for d in np.shape(value)) for name, value in zip(names, values, strict=True)}
 
 
 def measured_shapes(
@@ -75,7 +77,7 @@ def measured_shapes(
         if len(a) != len(b):
             continue
         dims: list[Dim] = []
-        for axis, (d1, d2) in enumerate(zip(a, b)):
+        for axis, (d1, d2) in enumerate(zip(a, b, strict=True)):
             if d1 == d2:
                 dims.append(d1)
             elif (d1, d2) == (1, 2):

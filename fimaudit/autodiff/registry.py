@@ -66,7 +66,7 @@ list lives in ``fimaudit/autodiff/rules/__init__.py``: add your family module th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 import onnx
@@ -97,7 +97,7 @@ def op_key(op_type: str, domain: str = "") -> OpKey:
     return ("" if domain in ("", "ai.onnx") else domain, op_type)
 
 
-def _check_free(key: OpKey, table: dict[OpKey, object] | set[OpKey], what: str) -> None:
+def _check_free(key: OpKey, table: Collection[OpKey], what: str) -> None:
     if key in table:
         raise RegistryError(f"{what} for {_display(key)} is registered twice")
     if table is not _ZERO and table is not _NOT_DIFFERENTIABLE and (key in _ZERO or key in _NOT_DIFFERENTIABLE):
@@ -141,10 +141,10 @@ def pointwise_rule(op_type: str, domain: str = "") -> Callable[[Derivative], Der
 
     def register(derivative: Derivative) -> Derivative:
         def vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-            return [ctx.emit("Mul", [grads[0], derivative(ctx, node)])]
+            return [ctx.emit("Mul", [ctx.require_gradient(grads[0], node), derivative(ctx, node)])]
 
         def jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-            return [ctx.emit("Mul", [tangents[0], derivative(ctx, node)])]
+            return [ctx.emit("Mul", [ctx.require_gradient(tangents[0], node), derivative(ctx, node)])]
 
         for rule, kind in ((vjp, "vjp"), (jvp, "jvp")):
             rule.__name__ = rule.__qualname__ = f"{derivative.__name__}_{kind}"
@@ -186,21 +186,25 @@ def load_rules() -> None:
 
 
 def get_vjp(op_type: str, domain: str = "") -> VjpRule | None:
+    """The reverse-mode rule of ``op_type`` (None when it has none)."""
     load_rules()
     return _VJP.get(op_key(op_type, domain))
 
 
 def get_jvp(op_type: str, domain: str = "") -> JvpRule | None:
+    """The forward-mode rule of ``op_type`` (None when it has none)."""
     load_rules()
     return _JVP.get(op_key(op_type, domain))
 
 
 def is_zero_gradient(op_type: str, domain: str = "") -> bool:
+    """True when ``op_type`` is marked as never carrying a gradient."""
     load_rules()
     return op_key(op_type, domain) in _ZERO
 
 
 def is_not_differentiable(op_type: str, domain: str = "") -> bool:
+    """True when ``op_type`` is marked as not differentiable."""
     load_rules()
     return op_key(op_type, domain) in _NOT_DIFFERENTIABLE
 

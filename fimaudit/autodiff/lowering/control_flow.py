@@ -22,8 +22,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import int_attribute, ints_attribute
 from fimaudit.autodiff.lowering.core import Lowerer, Refusal, lowering
-from fimaudit.graph.onnx_utils import attribute
 
 
 def _graph(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
@@ -121,15 +121,15 @@ def lower_scan(low: Lowerer, node: onnx.NodeProto) -> None:
     if low.opset < 9:
         raise Refusal("Scan before opset 9 (batched, with sequence_lens) is not unrolled")
     body = _graph(node, "body")
-    count = int(attribute(node, "num_scan_inputs", 0))
+    count = int_attribute(node, "num_scan_inputs", 0)
     carried = len(node.input) - count
     scanned_out = len(body.output) - carried
     if count <= 0 or carried < 0 or scanned_out < 0 or len(body.input) != len(node.input):
         raise Refusal("its body does not match its inputs (num_scan_inputs)")
-    in_axes = list(attribute(node, "scan_input_axes", [0] * count))
-    in_dirs = list(attribute(node, "scan_input_directions", [0] * count))
-    out_axes = list(attribute(node, "scan_output_axes", [0] * scanned_out))
-    out_dirs = list(attribute(node, "scan_output_directions", [0] * scanned_out))
+    in_axes = ints_attribute(node, "scan_input_axes", [0] * count)
+    in_dirs = ints_attribute(node, "scan_input_directions", [0] * count)
+    out_axes = ints_attribute(node, "scan_output_axes", [0] * scanned_out)
+    out_dirs = ints_attribute(node, "scan_output_directions", [0] * scanned_out)
     scan_inputs = list(node.input[carried:])
     lengths: set[int] = set()
     axes: list[int] = []

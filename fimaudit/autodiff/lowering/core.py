@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -83,7 +84,9 @@ def _all_names(graph: onnx.GraphProto, names: set[str]) -> set[str]:
 class Lowerer:
     """Emits one node's replacement into a shared list of nodes and initializers."""
 
-    def __init__(self, model: onnx.ModelProto, shapes: dict[str, list[Dim] | None], types: dict[str, int], taken: set[str]) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, shapes: dict[str, list[Dim] | None], types: dict[str, int], taken: set[str]
+    ) -> None:
         self.opset = opset_version(model)
         self.shapes = shapes
         self.types = types
@@ -91,7 +94,9 @@ class Lowerer:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._constants = LazyConstants.of_graph(model.graph)
-        self._producers: dict[str, onnx.NodeProto] = {out: node for node in model.graph.node for out in node.output if out}
+        self._producers: dict[str, onnx.NodeProto] = {
+            out: node for node in model.graph.node for out in node.output if out
+        }
         self._counter = 0
 
     # ---- names and constants -------------------------------------------------------------------
@@ -113,24 +118,27 @@ class Lowerer:
         return name
 
     def ints(self, values: list[int], base: str = "idx") -> str:
+        """A new 1-D int64 initializer (indices, axes, starts/ends)."""
         return self.constant(np.array(values, dtype=np.int64), base)
 
     def value(self, name: str) -> np.ndarray | None:
-        """The value of ``name`` when known before run time: an initializer or Constant, or an op
-        (Cast, Identity, Not, Equal, ...) with no subgraph on such values, folded by onnx's
-        reference evaluator; None when computed at run time.
+        """The value of ``name`` when known before run time; None when computed at run time.
+
+        Known: an initializer or Constant, or an op (Cast, Identity, Not, Equal, ...) with no
+        subgraph on such values, folded by onnx's reference evaluator.
         """
         if not name:
             return None
         if name in self._constants:
             return self._constants[name]
         node = self._producers.get(name)
-        if node is None or any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attribute):
+        graph_types = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        if node is None or any(attr.type in graph_types for attr in node.attribute):
             return None
         if node.domain not in DEFAULT_DOMAINS or node.op_type.startswith("Random"):
             return None
         inputs = [self.value(item) if item else None for item in node.input]
-        if any(item and value is None for item, value in zip(node.input, inputs)):
+        if any(item and value is None for item, value in zip(node.input, inputs, strict=True)):
             return None
         if sum(int(np.size(value)) for value in inputs if value is not None) > _FOLD_LIMIT:
             return None
@@ -146,26 +154,38 @@ class Lowerer:
             graph = helper.make_graph(
                 [folded],
                 "fold",
-                [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
-                [helper.make_tensor_value_info(f"out{i}", onnx.TensorProto.UNDEFINED, None) for i, out in enumerate(node.output) if out],
+                [
+                    helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                    for k, v in feeds.items()
+                ],
+                [
+                    helper.make_tensor_value_info(f"out{i}", onnx.TensorProto.UNDEFINED, None)
+                    for i, out in enumerate(node.output)
+                    if out
+                ],
             )
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset or 17)])
             results = ReferenceEvaluator(model).run(None, feeds)
         except Exception as exc:  # an op the evaluator cannot fold: treat as run-time
             logger.debug("could not fold %s (%s): %s", node.op_type, node.name, exc)
             return None
-        for out, result in zip([out for out in node.output if out], results):
+        # The folding graph's outputs are exactly the node's named outputs, one result each.
+        for out, result in zip([out for out in node.output if out], results, strict=True):
             self._constants[out] = np.asarray(result)
         return self._constants.get(name)
 
     def shape(self, name: str) -> list[Dim] | None:
+        """Static shape of ``name`` from shape inference (None when unknown)."""
         return self.shapes.get(name)
 
     def elem_type(self, name: str, default: int = onnx.TensorProto.FLOAT) -> int:
+        """ONNX element type of ``name`` (``default`` when shape inference did not tell)."""
         return self.types.get(name, default)
 
     # ---- emitting ----------------------------------------------------------------------------
-    def emit(self, op_type: str, inputs: list[str], base: str = "", outputs: list[str] | None = None, **attributes: object) -> str:
+    def emit(
+        self, op_type: str, inputs: list[str], base: str = "", outputs: list[str] | None = None, **attributes: Any
+    ) -> str:
         """Emit one node; its (first) output name."""
         outs = outputs or [self.fresh(base or op_type.lower())]
         node = helper.make_node(op_type, inputs, outs, name=self.fresh(f"lowered_{op_type}"), **attributes)
@@ -175,17 +195,21 @@ class Lowerer:
         return outs[0]
 
     def identity(self, source: str, target: str) -> None:
+        """Bind the replaced node's output ``target`` to ``source`` (an Identity node)."""
         self.emit("Identity", [source], outputs=[target])
 
     def slice(self, name: str, start: int, end: int, axis: int) -> str:
+        """``name[start:end]`` along ``axis`` (opset-10+ Slice with inputs)."""
         return self.emit("Slice", [name, self.ints([start]), self.ints([end]), self.ints([axis])], "slice")
 
     def squeeze(self, name: str, axis: int) -> str:
+        """Squeeze ``axis`` away (axes as input from opset 13, attribute before)."""
         if self.opset >= 13:
             return self.emit("Squeeze", [name, self.ints([axis])], "squeeze")
         return self.emit("Squeeze", [name], "squeeze", axes=[axis])
 
     def unsqueeze(self, name: str, axis: int) -> str:
+        """Insert a size-1 ``axis`` (axes as input from opset 13, attribute before)."""
         if self.opset >= 13:
             return self.emit("Unsqueeze", [name, self.ints([axis])], "unsqueeze")
         return self.emit("Unsqueeze", [name], "unsqueeze", axes=[axis])
@@ -295,13 +319,15 @@ def _types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str,
 
 
 def _on_path(graph: onnx.GraphProto, input_name: str, output_name: str, types: dict[str, int]) -> set[int]:
-    """Indices of nodes that read a tensor depending on the input through float tensors (as the
-    builder decides it) and whose outputs lead to the output.
+    """Indices of the nodes on the differentiable path from the input to the output.
+
+    On the path: the node reads a tensor depending on the input through float tensors (as the
+    builder decides it) and its outputs lead to the output.
     """
     input_type = types.get(input_name, onnx.TensorProto.FLOAT)
     differentiable = {input_name}
     reads_of = [[name for name in node.input if name] + sorted(subgraph_inputs(node)) for node in graph.node]
-    for node, reads in zip(graph.node, reads_of):
+    for node, reads in zip(graph.node, reads_of, strict=True):
         if registry.is_zero_gradient(node.op_type, node.domain) or not any(name in differentiable for name in reads):
             continue
         differentiable.update(name for name in node.output if name and types.get(name, input_type) in FLOAT_TYPES)
@@ -336,7 +362,9 @@ def lower_for_gradients(model: onnx.ModelProto, input_name: str, output_name: st
         graph = inferred.graph
         types, shapes = _types_and_shapes(graph)
         path = _on_path(graph, input_name, output_name, types)
-        targets = [i for i in sorted(path) if graph.node[i].op_type in _LOWERINGS and graph.node[i].domain in DEFAULT_DOMAINS]
+        targets = [
+            i for i in sorted(path) if graph.node[i].op_type in _LOWERINGS and graph.node[i].domain in DEFAULT_DOMAINS
+        ]
         if not targets:
             break
         lowerer = Lowerer(inferred, shapes, types, _all_names(graph, set()))

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.lowering.core import Lowerer, Refusal, lowering
 from fimaudit.graph.onnx_utils import attribute
 
@@ -81,7 +82,7 @@ def _setup(low: Lowerer, node: onnx.NodeProto, cell: _Cell) -> _Setup:
     reverse = _DIRECTIONS[direction]
     if attribute(node, "clip") is not None:
         raise Refusal("the 'clip' attribute (cell clipping) is not lowered")
-    if cell.op == "LSTM" and int(attribute(node, "input_forget", 0)):
+    if cell.op == "LSTM" and int_attribute(node, "input_forget", 0):
         raise Refusal("'input_forget' (coupled input and forget gates) is not lowered")
     given = attribute(node, "activations")
     activations = list(given) if given else list(cell.defaults) * len(reverse)
@@ -90,7 +91,7 @@ def _setup(low: Lowerer, node: onnx.NodeProto, cell: _Cell) -> _Setup:
     unusual = [name for name in activations if name.lower() not in ACTIVATIONS]
     if unusual:
         raise Refusal(f"activation {unusual[0]!r} is not lowered (lowered: Sigmoid, Tanh, Relu)")
-    layout = int(attribute(node, "layout", 0))
+    layout = int_attribute(node, "layout", 0)
     x = node.input[0]
     shape = low.shape(x)
     if shape is None or len(shape) != 3:
@@ -177,7 +178,7 @@ def _rnn_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) ->
 def _gru_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) -> tuple[dict[int, str], str, str | None]:
     ops, hidden = _Ops(low), setup.hidden
     f, g = setup.activations[2 * d : 2 * d + 2]
-    before_reset = int(attribute(node, "linear_before_reset", 0)) != 0
+    before_reset = int_attribute(node, "linear_before_reset", 0) != 0
     w_t, r_t, wb, rb = _weights(low, node, d, 3, hidden)
     rb_h = ops.slice(rb, 2 * hidden, 3 * hidden, 0)
     if before_reset and wb is not None:  # Rbh adds inside r . (...): keep it out of the projection

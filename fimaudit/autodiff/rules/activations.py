@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import onnx
 
+from fimaudit.autodiff.attributes import float_attribute, int_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, pointwise_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -39,7 +40,7 @@ def relu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def leaky_relu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """1 where x > 0, else alpha (default 0.01)."""
     x = node.input[0]
-    alpha = float(attribute(node, "alpha", 0.01))  # type: ignore[arg-type]
+    alpha = float_attribute(node, "alpha", 0.01)
     return ctx.emit("Where", [_positive(ctx, x), ctx.scalar(1.0, like=x), ctx.scalar(alpha, like=x)])
 
 
@@ -47,7 +48,7 @@ def leaky_relu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def thresholded_relu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """1 where x > alpha (default 1), else 0."""
     x = node.input[0]
-    alpha = float(attribute(node, "alpha", 1.0))  # type: ignore[arg-type]
+    alpha = float_attribute(node, "alpha", 1.0)
     return _indicator(ctx, ctx.emit("Greater", [x, ctx.scalar(alpha, like=x)]), x)
 
 
@@ -55,7 +56,7 @@ def thresholded_relu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def elu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """1 where x > 0, else alpha exp(x) = y + alpha."""
     x, y = node.input[0], node.output[0]
-    alpha = float(attribute(node, "alpha", 1.0))  # type: ignore[arg-type]
+    alpha = float_attribute(node, "alpha", 1.0)
     negative = ctx.emit("Add", [y, ctx.scalar(alpha, like=x)])
     return ctx.emit("Where", [_positive(ctx, x), ctx.scalar(1.0, like=x), negative])
 
@@ -64,8 +65,8 @@ def elu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def selu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """Gamma where x > 0, else gamma alpha exp(x) = y + gamma alpha."""
     x, y = node.input[0], node.output[0]
-    alpha = float(attribute(node, "alpha", 1.67326319217681884765625))  # type: ignore[arg-type]
-    gamma = float(attribute(node, "gamma", 1.05070102214813232421875))  # type: ignore[arg-type]
+    alpha = float_attribute(node, "alpha", 1.67326319217681884765625)
+    gamma = float_attribute(node, "gamma", 1.05070102214813232421875)
     negative = ctx.emit("Add", [y, ctx.scalar(gamma * alpha, like=x)])
     return ctx.emit("Where", [_positive(ctx, x), ctx.scalar(gamma, like=x), negative])
 
@@ -74,7 +75,7 @@ def selu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def celu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """1 where x > 0, else exp(x / alpha)."""
     x = node.input[0]
-    alpha = float(attribute(node, "alpha", 1.0))  # type: ignore[arg-type]
+    alpha = float_attribute(node, "alpha", 1.0)
     negative = ctx.emit("Exp", [ctx.emit("Div", [x, ctx.scalar(alpha, like=x)])])
     return ctx.emit("Where", [_positive(ctx, x), ctx.scalar(1.0, like=x), negative])
 
@@ -177,8 +178,8 @@ def sigmoid_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def hard_sigmoid_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """Alpha where 0 < alpha x + beta < 1, else 0."""
     x = node.input[0]
-    alpha = float(attribute(node, "alpha", 0.2))  # type: ignore[arg-type]
-    beta = float(attribute(node, "beta", 0.5))  # type: ignore[arg-type]
+    alpha = float_attribute(node, "alpha", 0.2)
+    beta = float_attribute(node, "beta", 0.5)
     linear = ctx.emit("Add", [ctx.emit("Mul", [x, ctx.scalar(alpha, like=x)]), ctx.scalar(beta, like=x)])
     inside = ctx.emit(
         "And",
@@ -272,9 +273,9 @@ def _softmax_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
     """
     x = node.input[0]
     if ctx.opset >= 13:
-        return [ctx.shift_axis(int(attribute(node, "axis", -1)))]  # type: ignore[arg-type]
+        return [ctx.shift_axis(int_attribute(node, "axis", -1))]
     rank = ctx.require_rank(x, node)
-    axis = ctx.normalize_axis(int(attribute(node, "axis", 1)), rank)  # type: ignore[arg-type]
+    axis = ctx.normalize_axis(int_attribute(node, "axis", 1), rank)
     return [a + 1 for a in range(axis, rank)]
 
 

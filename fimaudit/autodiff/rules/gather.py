@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -119,7 +120,7 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
     (g,) = grads
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
-    axis = ctx.normalize_axis(int(attribute(node, "axis", 0)), rank)  # type: ignore[arg-type]
+    axis = ctx.normalize_axis(int_attribute(node, "axis", 0), rank)
     single = _single_constant_position(ctx, node, rank, axis)
     if single is not None:
         position, size, scalar = single
@@ -140,7 +141,7 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
 @jvp_rule("Gather")
 def gather_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """Gather the tangent at the same indices (axis shifted past the lead axis)."""
-    axis = ctx.shift_axis(int(attribute(node, "axis", 0)))  # type: ignore[arg-type]
+    axis = ctx.shift_axis(int_attribute(node, "axis", 0))
     return [ctx.emit("Gather", [tangents[0], node.input[1]], axis=axis)]  # type: ignore[list-item]
 
 
@@ -149,7 +150,7 @@ def _gather_nd_layout(ctx: RuleContext, node: onnx.NodeProto) -> tuple[int, int,
     """(batch_dims b, data rank, static sizes of the k indexed dims, output rank)."""
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
-    batch = int(attribute(node, "batch_dims", 0))  # type: ignore[arg-type]
+    batch = int_attribute(node, "batch_dims", 0)
     index_shape = ctx.static_shape(indices)
     data_shape = ctx.static_shape(data)
     k = index_shape[-1] if index_shape else None
@@ -196,7 +197,7 @@ def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[
     (g,) = grads
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
-    axis = ctx.normalize_axis(int(attribute(node, "axis", 0)), rank)  # type: ignore[arg-type]
+    axis = ctx.normalize_axis(int_attribute(node, "axis", 0), rank)
     n = _product(ctx, data, axis, axis + 1)
     wrapped = _wrap_negative(ctx, indices, n)
     if ctx.opset >= SCATTER_REDUCTION:
@@ -222,7 +223,7 @@ def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[
 def gather_elements_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """GatherElements of the tangent with the indices broadcast over the lead axis."""
     t = tangents[0]
-    axis = ctx.shift_axis(int(attribute(node, "axis", 0)))  # type: ignore[arg-type]
+    axis = ctx.shift_axis(int_attribute(node, "axis", 0))
     index_shape = ctx.emit("Concat", [ctx.lead_dim(), ctx.shape_of(node.input[1])], axis=0)
     full_index = ctx.emit("Expand", [ctx.unsqueeze(node.input[1], [0]), index_shape])
     return [ctx.emit("GatherElements", [t, full_index], axis=axis)]  # type: ignore[list-item]

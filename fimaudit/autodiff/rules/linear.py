@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import onnx
 
+from fimaudit.autodiff.attributes import float_attribute, int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -76,9 +77,9 @@ def _common(ctx: RuleContext, node: onnx.NodeProto) -> tuple[list[int], list[int
     """(kernel, strides, dilations, group) with defaults filled in."""
     rank = _spatial_rank(ctx, node)
     kernel = _kernel(ctx, node)
-    strides = list(attribute(node, "strides", [1] * rank))  # type: ignore[arg-type]
-    dilations = list(attribute(node, "dilations", [1] * rank))  # type: ignore[arg-type]
-    group = int(attribute(node, "group", 1))  # type: ignore[arg-type]
+    strides = ints_attribute(node, "strides", [1] * rank)
+    dilations = ints_attribute(node, "dilations", [1] * rank)
+    group = int_attribute(node, "group", 1)
     return kernel, strides, dilations, group
 
 
@@ -87,7 +88,7 @@ def _conv_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], stride
     rank = len(kernel)
     auto_pad = attribute(node, "auto_pad", "NOTSET")
     if auto_pad in ("NOTSET", "", None):
-        pads = list(attribute(node, "pads", [0] * (2 * rank)))  # type: ignore[arg-type]
+        pads = ints_attribute(node, "pads", [0] * (2 * rank))
         return pads[:rank], pads[rank:]
     if auto_pad == "VALID":
         return [0] * rank, [0] * rank
@@ -147,7 +148,7 @@ def _conv_transpose_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[in
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER") and not output_shape:
         return [0] * (2 * rank)
     spatial = _static_spatial(ctx, node.input[0], node)
-    output_padding = list(attribute(node, "output_padding", [0] * rank))  # type: ignore[arg-type]
+    output_padding = ints_attribute(node, "output_padding", [0] * rank)
     target = list(output_shape)[-rank:] if output_shape else [size * s for size, s in zip(spatial, strides)]  # type: ignore[arg-type]
     begin, end = [], []
     for size, k, s, d, extra, out in zip(spatial, kernel, strides, dilations, output_padding, target):
@@ -285,8 +286,8 @@ def _scaled(ctx: RuleContext, name: str, factor: float, like: str) -> str:
 
 def _gemm_attrs(node: onnx.NodeProto) -> tuple[float, float, bool, bool]:
     return (
-        float(attribute(node, "alpha", 1.0)),  # type: ignore[arg-type]
-        float(attribute(node, "beta", 1.0)),  # type: ignore[arg-type]
+        float_attribute(node, "alpha", 1.0),
+        float_attribute(node, "beta", 1.0),
         bool(attribute(node, "transA", 0)),
         bool(attribute(node, "transB", 0)),
     )
@@ -341,7 +342,7 @@ def gemm_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | No
 # ---- BatchNormalization (inference) ---------------------------------------------------------
 def _batchnorm_slope(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """Scale / sqrt(var + eps), shaped [C, 1, ..., 1] to broadcast over [N, C, *spatial]."""
-    if int(attribute(node, "training_mode", 0)):  # type: ignore[arg-type]
+    if int_attribute(node, "training_mode", 0):
         raise UnsupportedOpError(
             f"BatchNormalization node {node.name!r} runs in training mode (batch statistics); "
             "fimaudit differentiates inference graphs only",
@@ -349,7 +350,7 @@ def _batchnorm_slope(ctx: RuleContext, node: onnx.NodeProto) -> str:
         )
     _refuse_weight_paths(ctx, node)
     x, scale, _, _, variance = node.input[:5]
-    epsilon = float(attribute(node, "epsilon", 1e-5))  # type: ignore[arg-type]
+    epsilon = float_attribute(node, "epsilon", 1e-5)
     std = ctx.emit("Sqrt", [ctx.emit("Add", [variance, ctx.scalar(epsilon, like=variance)])])
     slope = ctx.emit("Div", [scale, std])
     if ctx.elem_type(scale) != ctx.elem_type(x):

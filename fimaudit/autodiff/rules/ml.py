@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -80,7 +81,7 @@ def _weights(ctx: RuleContext, node: onnx.NodeProto, rows_attribute: str | None,
             raise _refuse(node, "the number of input features is unknown after shape inference")
         rows = coefficients.size // width
     else:
-        rows = int(attribute(node, rows_attribute, 1))  # type: ignore[arg-type]
+        rows = int_attribute(node, rows_attribute, 1)
         if rows <= 0 or coefficients.size % rows:
             raise _refuse(node, f"{coefficients.size} coefficients do not split into {rows} rows")
     matrix = coefficients.reshape(rows, -1).astype(ctx.float_dtype(like))

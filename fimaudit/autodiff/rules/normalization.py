@@ -24,10 +24,10 @@ from collections.abc import Sequence
 
 import onnx
 
+from fimaudit.autodiff.attributes import float_attribute, int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
 
 
 def _layer_norm_check(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None] | None = None) -> None:
@@ -48,7 +48,7 @@ def _normalized_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
     """Axes of the gradient tensor (lead axis included) that the layer normalizes over."""
     x = node.input[0]
     rank = ctx.require_rank(x, node)
-    axis = ctx.normalize_axis(int(attribute(node, "axis", -1)), rank)  # type: ignore[arg-type]
+    axis = ctx.normalize_axis(int_attribute(node, "axis", -1), rank)
     return [a + 1 for a in range(axis, rank)]
 
 
@@ -57,7 +57,7 @@ def _statistics(ctx: RuleContext, node: onnx.NodeProto) -> tuple[str, str, list[
     x = node.input[0]
     axes = _normalized_axes(ctx, node)
     forward_axes = [a - 1 for a in axes]
-    epsilon = float(attribute(node, "epsilon", 1e-5))  # type: ignore[arg-type]
+    epsilon = float_attribute(node, "epsilon", 1e-5)
     mean = ctx.reduce("ReduceMean", x, forward_axes, keepdims=True)
     centred = ctx.emit("Sub", [x, mean])
     variance = ctx.reduce("ReduceMean", ctx.emit("Mul", [centred, centred]), forward_axes, keepdims=True)
@@ -112,7 +112,7 @@ def _instance_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) ->
     x = node.input[0]
     rank = ctx.require_rank(x, node)
     forward_axes = list(range(2, rank))
-    inverse_std, normalized = _standardize(ctx, x, forward_axes, float(attribute(node, "epsilon", 1e-5)))  # type: ignore[arg-type]
+    inverse_std, normalized = _standardize(ctx, x, forward_axes, float_attribute(node, "epsilon", 1e-5))
     return _standardize_jacobian(ctx, gradient, inverse_std, normalized, [a + 1 for a in forward_axes])
 
 
@@ -136,7 +136,7 @@ def _group_scale(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """The scale as [C, 1, ..., 1]: per channel (opset 21) or per group repeated (opset 18)."""
     x, scale = node.input[0], node.input[1]
     rank = ctx.require_rank(x, node)
-    groups = int(attribute(node, "num_groups"))  # type: ignore[arg-type]
+    groups = int_attribute(node, "num_groups")
     if ctx.opset >= 21:
         return _channel_parameter(ctx, node, scale, rank)
     shape = ctx.static_shape(x)
@@ -150,9 +150,9 @@ def _group_scale(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def _group_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> str:
     """Standardize each group: forward x as [N, G, -1], the gradient as [M, N, G, -1], then back."""
     x = node.input[0]
-    groups = int(attribute(node, "num_groups"))  # type: ignore[arg-type]
+    groups = int_attribute(node, "num_groups")
     grouped = ctx.emit("Reshape", [x, ctx.emit("Concat", [ctx.shape_of(x, 0, 1), ctx.ints([groups, -1])], axis=0)])
-    inverse_std, normalized = _standardize(ctx, grouped, [2], float(attribute(node, "epsilon", 1e-5)))  # type: ignore[arg-type]
+    inverse_std, normalized = _standardize(ctx, grouped, [2], float_attribute(node, "epsilon", 1e-5))
     lead_grouped = ctx.reshape_lead(gradient, ctx.emit("Concat", [ctx.shape_of(x, 0, 1), ctx.ints([groups, -1])], axis=0))
     return ctx.reshape_like(_standardize_jacobian(ctx, lead_grouped, inverse_std, normalized, [3]), x)
 
@@ -177,7 +177,7 @@ MVN_EPSILON = 1e-9  # the function body: (x - mean) / (sqrt(var) + 1e-9)
 def _mvn_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> str:
     x = node.input[0]
     rank = ctx.require_rank(x, node)
-    forward_axes = sorted(ctx.normalize_axis(int(a), rank) for a in attribute(node, "axes", [0, 2, 3]))  # type: ignore[union-attr]
+    forward_axes = sorted(ctx.normalize_axis(a, rank) for a in ints_attribute(node, "axes", [0, 2, 3]))
     mean = ctx.reduce("ReduceMean", x, forward_axes, keepdims=True)
     centred = ctx.emit("Sub", [x, mean])
     std = ctx.emit("Sqrt", [ctx.reduce("ReduceMean", ctx.emit("Mul", [centred, centred]), forward_axes, keepdims=True)])
@@ -204,8 +204,8 @@ def _lp_parts(ctx: RuleContext, node: onnx.NodeProto) -> tuple[str, str, str, in
     """(1/n, y, s, gradient axis) with s = y (p = 2) or sign(x) (p = 1)."""
     x, y = node.input[0], node.output[0]
     rank = ctx.require_rank(x, node)
-    axis = ctx.normalize_axis(int(attribute(node, "axis", -1)), rank)  # type: ignore[arg-type]
-    p = int(attribute(node, "p", 2))  # type: ignore[arg-type]
+    axis = ctx.normalize_axis(int_attribute(node, "axis", -1), rank)
+    p = int_attribute(node, "p", 2)
     if p == 2:
         norm, direction = ctx.reduce("ReduceL2", x, [axis], keepdims=True), y
     elif p == 1:

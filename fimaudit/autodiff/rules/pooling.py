@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import ints_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -87,15 +88,15 @@ def window(ctx: RuleContext, node: onnx.NodeProto) -> Window:
     """Resolve kernel, strides, dilations and pads (explicit or ``auto_pad``) of a pooling node."""
     x = node.input[0]
     shape = ctx.static_shape(x)
-    kernel = [int(k) for k in attribute(node, "kernel_shape")]  # type: ignore[union-attr]
+    kernel = ints_attribute(node, "kernel_shape")
     count = len(kernel)
     if shape is None or len(shape) != count + 2 or not all(isinstance(d, int) for d in shape[2:]):
         raise UnsupportedOpError(
             f"{node.op_type} node {node.name!r}: the spatial dims of {x!r} must be static", [node.op_type]
         )
     in_dims = [int(d) for d in shape[2:]]  # type: ignore[arg-type]
-    strides = [int(s) for s in attribute(node, "strides", [1] * count)]  # type: ignore[union-attr]
-    dilations = [int(d) for d in attribute(node, "dilations", [1] * count)]  # type: ignore[union-attr]
+    strides = ints_attribute(node, "strides", [1] * count)
+    dilations = ints_attribute(node, "dilations", [1] * count)
     auto_pad = str(attribute(node, "auto_pad", "NOTSET"))
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
@@ -107,7 +108,7 @@ def window(ctx: RuleContext, node: onnx.NodeProto) -> Window:
     elif auto_pad == "VALID":
         begins, ends = [0] * count, [0] * count
     else:
-        pads = [int(p) for p in attribute(node, "pads", [0] * (2 * count))]  # type: ignore[union-attr]
+        pads = ints_attribute(node, "pads", [0] * (2 * count))
         begins, ends = pads[:count], pads[count:]
     win = Window(kernel, strides, dilations, begins, ends, in_dims, bool(attribute(node, "ceil_mode", 0)))
     if win.ceil_mode and any((o - 1) * s >= n + b for o, s, n, b in zip(win.max_out, strides, in_dims, begins)):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import ints_attribute
 from fimaudit.autodiff.context import AXES_AS_INPUT, REDUCE_AXES_AS_INPUT, RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -56,7 +57,7 @@ def reduction(ctx: RuleContext, node: onnx.NodeProto) -> Reduction:
             )
         axes = [int(a) for a in np.asarray(value).reshape(-1)]
     else:
-        axes = [int(a) for a in attribute(node, "axes", [])]  # type: ignore[union-attr]
+        axes = ints_attribute(node, "axes", [])
     if not axes:
         if noop:
             return Reduction([], keepdims)

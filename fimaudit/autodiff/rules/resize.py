@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import float_attribute, int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -74,11 +75,11 @@ def resized_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[AxisResize]:
     """
     if ctx.opset < RESIZE_INPUTS:
         raise UnsupportedOpError(f"Resize node {node.name!r}: opset {ctx.opset} Resize is not supported", ["Resize"])
-    if int(attribute(node, "antialias", 0)):  # type: ignore[arg-type]
+    if int_attribute(node, "antialias", 0):
         raise UnsupportedOpError(f"Resize node {node.name!r}: antialias is not supported", ["Resize"])
     x, y = node.input[0], node.output[0]
     rank = ctx.require_rank(x, node)
-    axes = [ctx.normalize_axis(int(a), rank) for a in attribute(node, "axes", range(rank))]  # type: ignore[union-attr]
+    axes = [ctx.normalize_axis(a, rank) for a in ints_attribute(node, "axes", range(rank))]
     in_shape = ctx.static_shape(x) or [None] * rank
     out_shape = ctx.static_shape(y) or [None] * rank
     scales, sizes = _constant_values(ctx, node, 2), _constant_values(ctx, node, 3)
@@ -177,7 +178,7 @@ def _linear(x: np.ndarray, n: int) -> np.ndarray:
 
 
 def _cubic(node: onnx.NodeProto, x: np.ndarray, n: int) -> np.ndarray:
-    a = float(attribute(node, "cubic_coeff_a", -0.75))  # type: ignore[arg-type]
+    a = float_attribute(node, "cubic_coeff_a", -0.75)
     exclude_outside = bool(attribute(node, "exclude_outside", 0))
     base = np.floor(x)
     t = x - base

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -40,16 +41,16 @@ def _cumsum_axis(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("CumSum")
 def cumsum_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """The cumulative sum of the cotangent in the opposite direction (same ``exclusive``)."""
-    reverse = int(attribute(node, "reverse", 0))  # type: ignore[arg-type]
-    exclusive = int(attribute(node, "exclusive", 0))  # type: ignore[arg-type]
+    reverse = int_attribute(node, "reverse", 0)
+    exclusive = int_attribute(node, "exclusive", 0)
     return [ctx.emit("CumSum", [grads[0], _cumsum_axis(ctx, node)], exclusive=exclusive, reverse=1 - reverse)]  # type: ignore[list-item]
 
 
 @jvp_rule("CumSum")
 def cumsum_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """CumSum is linear: the same CumSum of the tangent."""
-    reverse = int(attribute(node, "reverse", 0))  # type: ignore[arg-type]
-    exclusive = int(attribute(node, "exclusive", 0))  # type: ignore[arg-type]
+    reverse = int_attribute(node, "reverse", 0)
+    exclusive = int_attribute(node, "exclusive", 0)
     return [ctx.emit("CumSum", [tangents[0], _cumsum_axis(ctx, node)], exclusive=exclusive, reverse=reverse)]  # type: ignore[list-item]
 
 

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
+from fimaudit.autodiff.attributes import int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
@@ -199,7 +200,7 @@ def _pieces(ctx: RuleContext, gradient: str, pieces: Sequence[str], wanted: Sequ
 
 def _axis(ctx: RuleContext, node: onnx.NodeProto, name: str, default: int | None = None) -> int:
     """The node's non-negative ``axis`` attribute for the forward tensor ``name``."""
-    return ctx.normalize_axis(int(attribute(node, "axis", default)), ctx.require_rank(name, node))  # type: ignore[arg-type]
+    return ctx.normalize_axis(int_attribute(node, "axis", default), ctx.require_rank(name, node))
 
 
 @vjp_rule("Concat")
@@ -213,14 +214,14 @@ def concat_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
 def concat_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """Concatenate the tangents; operands off the path contribute zeros."""
     parts = [t if t is not None else ctx.zeros_lead_like(name) for t, name in zip(tangents, node.input)]
-    return [ctx.emit("Concat", parts, axis=ctx.shift_axis(int(attribute(node, "axis"))))]  # type: ignore[arg-type]
+    return [ctx.emit("Concat", parts, axis=ctx.shift_axis(int_attribute(node, "axis")))]
 
 
 @vjp_rule("Split")
 def split_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Concatenate the outputs' cotangents (zeros for outputs without one) along the split axis."""
     parts = [g if g is not None else ctx.zeros_lead_like(name) for g, name in zip(grads, node.output)]
-    axis = ctx.shift_axis(int(attribute(node, "axis", 0)))  # type: ignore[arg-type]
+    axis = ctx.shift_axis(int_attribute(node, "axis", 0))
     return [ctx.emit("Concat", parts, axis=axis)]
 
 
@@ -387,7 +388,7 @@ def _pad_axes(ctx: RuleContext, node: onnx.NodeProto, rank: int) -> list[int]:
 def _static_pads(ctx: RuleContext, node: onnx.NodeProto) -> list[int] | None:
     """The pads [begins..., ends...] when known at build time (attribute < 11, constant input after)."""
     if ctx.opset < PADS_AS_INPUT:
-        return [int(p) for p in attribute(node, "pads")]  # type: ignore[union-attr]
+        return ints_attribute(node, "pads")
     return _int_constant(ctx, node.input[1])
 
 
