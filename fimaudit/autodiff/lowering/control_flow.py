@@ -58,7 +58,7 @@ def lower_if(low: Lowerer, node: onnx.NodeProto) -> None:
     outputs = low.inline(branch, {}, _tag(node, taken.split("_")[0]))
     if len(outputs) < len([out for out in node.output if out]):
         raise Refusal(f"its {taken} has {len(outputs)} outputs for {len(node.output)} If outputs")
-    for source, target in zip(outputs, node.output):
+    for source, target in zip(outputs, node.output, strict=False):  # a branch may have more outputs
         if target:
             low.identity(source, target)
 
@@ -94,7 +94,7 @@ def lower_loop(low: Lowerer, node: onnx.NodeProto) -> None:
     collected: list[list[str]] = [[] for _ in range(scanned)]
     for iteration in range(max(trips, 0)):
         bindings = {body.input[0].name: low.constant(np.array(iteration, dtype=np.int64), "loop_iter"), body.input[1].name: true}
-        bindings.update({value.name: outer for value, outer in zip(body.input[2:], current) if value.name})
+        bindings.update({value.name: outer for value, outer in zip(body.input[2:], current, strict=True) if value.name})
         outputs = low.inline(body, bindings, _tag(node, f"it{iteration}"))
         flag = low.value(outputs[0])
         if flag is None:
@@ -107,10 +107,11 @@ def lower_loop(low: Lowerer, node: onnx.NodeProto) -> None:
             collected[k].append(name)
         if not _truth(flag, "the body's condition output"):
             break
-    for source, target in zip(current, node.output[:carried]):
+    # The node may name fewer outputs than the body yields (trailing outputs omitted).
+    for source, target in zip(current, node.output[:carried], strict=False):
         if target:
             low.identity(source, target)
-    for parts, target in zip(collected, node.output[carried:]):
+    for parts, target in zip(collected, node.output[carried:], strict=False):
         if target:
             low.stack(parts, 0, target)
 
@@ -126,14 +127,14 @@ def lower_scan(low: Lowerer, node: onnx.NodeProto) -> None:
     scanned_out = len(body.output) - carried
     if count <= 0 or carried < 0 or scanned_out < 0 or len(body.input) != len(node.input):
         raise Refusal("its body does not match its inputs (num_scan_inputs)")
-    in_axes = ints_attribute(node, "scan_input_axes", [0] * count)
-    in_dirs = ints_attribute(node, "scan_input_directions", [0] * count)
-    out_axes = ints_attribute(node, "scan_output_axes", [0] * scanned_out)
-    out_dirs = ints_attribute(node, "scan_output_directions", [0] * scanned_out)
+    in_axes = ints_attribute(node, "scan_input_axes", [0] * count, length=count)
+    in_dirs = ints_attribute(node, "scan_input_directions", [0] * count, length=count)
+    out_axes = ints_attribute(node, "scan_output_axes", [0] * scanned_out, length=scanned_out)
+    out_dirs = ints_attribute(node, "scan_output_directions", [0] * scanned_out, length=scanned_out)
     scan_inputs = list(node.input[carried:])
     lengths: set[int] = set()
     axes: list[int] = []
-    for name, axis in zip(scan_inputs, in_axes):
+    for name, axis in zip(scan_inputs, in_axes, strict=True):
         shape = low.shape(name)
         if shape is None:
             raise Refusal(f"the shape of its scan input {name!r} is not known statically")
@@ -152,17 +153,18 @@ def lower_scan(low: Lowerer, node: onnx.NodeProto) -> None:
     current = list(node.input[:carried])
     collected: list[list[str]] = [[] for _ in range(scanned_out)]
     for step in range(length):
-        bindings = {value.name: outer for value, outer in zip(body.input[:carried], current)}
-        for value, name, axis, direction in zip(body.input[carried:], scan_inputs, axes, in_dirs):
+        bindings = {value.name: outer for value, outer in zip(body.input[:carried], current, strict=True)}
+        for value, name, axis, direction in zip(body.input[carried:], scan_inputs, axes, in_dirs, strict=True):
             bindings[value.name] = low.take(name, step if not direction else length - 1 - step, axis)
         outputs = low.inline(body, bindings, _tag(node, f"step{step}"))
         current = outputs[:carried]
         for k, name in enumerate(outputs[carried:]):
             collected[k].append(name)
-    for source, target in zip(current, node.output[:carried]):
+    # The node may name fewer outputs than the body yields (trailing outputs omitted).
+    for source, target in zip(current, node.output[:carried], strict=False):
         if target:
             low.identity(source, target)
-    for parts, axis, direction, target in zip(collected, out_axes, out_dirs, node.output[carried:]):
+    for parts, axis, direction, target in zip(collected, out_axes, out_dirs, node.output[carried:], strict=False):
         if target:
             low.stack(parts[::-1] if direction else parts, axis, target)
 
