@@ -127,12 +127,17 @@ class BoundEngine:
         derived from shapes) read by input-dependent nodes but not folded: a probe run reads them.
         """
         names: list[str] = []
-        external = getattr(self.view, "external_inputs", set())
+        external = self.view.external_inputs
         for node in self.varying_nodes():
             for name in node.input:
-                if name and name not in self.view.varying and name not in self.view.constants and name not in external:
-                    if name in self.view.producer:
-                        names.append(name)
+                if (
+                    name
+                    and name not in self.view.varying
+                    and name not in self.view.constants
+                    and name not in external
+                    and name in self.view.producer
+                ):
+                    names.append(name)
         return list(dict.fromkeys(names))
 
     def unknown_shape_tensors(self) -> list[str]:

@@ -38,12 +38,12 @@ from fimaudit.errors import FimauditError, ModelTimeoutError
 from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
 from fimaudit.graph.architecture import Architecture, prepare_view
 from fimaudit.graph.view import GraphView
-from fimaudit.results import Bound
+from fimaudit.results import Bound, Kind
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
 
-KIND = "upper_bound"
+KIND: Kind = "upper_bound"
 
 
 def _bound(entry: dict[str, Any]) -> Bound:
@@ -105,7 +105,7 @@ def _block_entries(engine: BoundEngine, architecture: Architecture | None) -> li
     view = engine.view
     for block in architecture.blocks:
         start, end = block.input, block.output
-        entry = {"kind": block.kind, "input": start, "output": end, "nodes": len(block.nodes),
+        entry: dict[str, Any] = {"kind": block.kind, "input": start, "output": end, "nodes": len(block.nodes),
                  "first_node": block.nodes[0] if block.nodes else None,
                  "factor": engine.block_factor(start, end) if start and end else None}
         join = next((n for n in view.nodes if n.name == block.join), None) if block.join else None

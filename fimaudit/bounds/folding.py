@@ -26,7 +26,7 @@ from onnx import helper
 
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import float_attribute, int_attribute
 from fimaudit.graph.view import GraphView
 
 FOLDED_OP = "FoldedBatchNorm"
@@ -35,15 +35,15 @@ _HOMOGENEOUS = {"Relu", "LeakyRelu"}
 
 def _bn_scale(view: GraphView, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray] | None:
     """(scale s, shift) of an inference BatchNorm with constant parameters, else None."""
-    if node.op_type != "BatchNormalization" or int(attribute(node, "training_mode", 0) or 0):
+    if node.op_type != "BatchNormalization" or int_attribute(node, "training_mode", 0):
         return None
     if view.varying_inputs(node) != [0] or len([o for o in node.output if o]) != 1:
         return None
     params = [view.const(name) for name in node.input[1:5]]
     if any(p is None for p in params):
         return None
-    gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)  # type: ignore[union-attr]
-    scale = gamma / np.sqrt(var + float(attribute(node, "epsilon", 1e-5)))
+    gamma, beta, mean, var = (np.asarray(p, dtype=np.float64).reshape(-1) for p in params)
+    scale = gamma / np.sqrt(var + float_attribute(node, "epsilon", 1e-5))
     return scale, beta - scale * mean
 
 
@@ -61,11 +61,11 @@ def _channel_weight(view: GraphView, node: onnx.NodeProto) -> tuple[np.ndarray, 
     if node.op_type == "Conv":
         weight = view.const(node.input[1])
         return (np.asarray(weight), "conv") if weight is not None else None
-    if node.op_type == "Gemm" and not int(attribute(node, "transA", 0) or 0):
+    if node.op_type == "Gemm" and not int_attribute(node, "transA", 0):
         weight = view.const(node.input[1])
         if weight is None:
             return None
-        return np.asarray(weight), "gemm_t" if int(attribute(node, "transB", 0) or 0) else "gemm"
+        return np.asarray(weight), "gemm_t" if int_attribute(node, "transB", 0) else "gemm"
     if node.op_type == "MatMul":
         weight = view.const(node.input[1])
         if weight is None or np.asarray(weight).ndim != 2:
@@ -140,7 +140,7 @@ def _fold_forward(view: GraphView, bn: onnx.NodeProto, scale: np.ndarray) -> boo
         return False
     activation = None
     if reader.op_type in _HOMOGENEOUS and view.varying_inputs(reader) == [0]:
-        if reader.op_type == "LeakyRelu" and abs(float(attribute(reader, "alpha", 0.01))) > 1.0:
+        if reader.op_type == "LeakyRelu" and abs(float_attribute(reader, "alpha", 0.01)) > 1.0:
             return False
         activation = reader
         reader = _only_reader(view, activation.output[0])
@@ -149,7 +149,7 @@ def _fold_forward(view: GraphView, bn: onnx.NodeProto, scale: np.ndarray) -> boo
     found = _channel_weight(view, reader)
     if found is None:
         return False
-    groups = int(attribute(reader, "group", 1) or 1)
+    groups = int_attribute(reader, "group", 1) or 1
     scaled = _scale_inputs(found[0], found[1], np.abs(scale), groups)
     if scaled is None:
         return False

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fimaudit.bounds.linalg import certify
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import float_attribute, int_attribute
 from fimaudit.graph.view import GraphView
 
 _TRANSPARENT = {"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Dropout"}
@@ -82,8 +82,8 @@ def find_linear_head(view: GraphView, logits: str, num_classes: int) -> LinearHe
             if op == "Sub" and varying[0] == 1:
                 transform = -transform
             current = source
-        elif op == "Mul" and view.scalar_constant(node.input[1 - varying[0]]) is not None:
-            transform = transform * view.scalar_constant(node.input[1 - varying[0]])
+        elif op == "Mul" and (factor := view.scalar_constant(node.input[1 - varying[0]])) is not None:
+            transform = transform * factor
             current = source
         else:
             weight = _dense_weight(view, node, varying[0])
@@ -102,13 +102,13 @@ def _dense_weight(view: GraphView, node, index: int) -> np.ndarray | None:
     shape = view.shape(node.input[index])
     if shape is None or int(np.prod(shape)) != shape[-1]:
         return None
-    if node.op_type == "Gemm" and index == 0 and not int(attribute(node, "transA", 0) or 0):
+    if node.op_type == "Gemm" and index == 0 and not int_attribute(node, "transA", 0):
         weight = view.const(node.input[1])
         if weight is None:
             return None
         b = np.asarray(weight, dtype=np.float64)
-        b = b.T if int(attribute(node, "transB", 0) or 0) else b
-        return float(attribute(node, "alpha", 1.0)) * b.T
+        b = b.T if int_attribute(node, "transB", 0) else b
+        return float_attribute(node, "alpha", 1.0) * b.T
     if node.op_type == "MatMul" and index == 0:
         weight = view.const(node.input[1])
         if weight is None or weight.ndim != 2:
@@ -120,11 +120,12 @@ def _dense_weight(view: GraphView, node, index: int) -> np.ndarray | None:
 def _concat_pick(view: GraphView, node, transform: np.ndarray) -> tuple[str, np.ndarray] | None:
     """Concat whose inputs are one tensor s and zero multiples of it (fimaudit's [0 * s, s])."""
     shape = view.shape(node.output[0])
-    axis = int(attribute(node, "axis", 0))
+    axis = int_attribute(node, "axis", 0)
     if shape is None or int(np.prod(shape)) != shape[axis % len(shape)]:
         return None
-    widths = [_width(view, name) for name in node.input]
-    if any(w is None for w in widths) or sum(widths) != transform.shape[1]:  # type: ignore[arg-type]
+    known = [_width(view, name) for name in node.input]
+    widths = [w for w in known if w is not None]
+    if len(widths) != len(known) or sum(widths) != transform.shape[1]:
         return None
     live = []
     for name in node.input:
@@ -136,5 +137,5 @@ def _concat_pick(view: GraphView, node, transform: np.ndarray) -> tuple[str, np.
     if len(live) != 1:
         return None
     position = list(node.input).index(live[0])
-    start = sum(widths[:position])  # type: ignore[arg-type]
-    return live[0], transform[:, start : start + widths[position]]  # type: ignore[operator]
+    start = sum(widths[:position])
+    return live[0], transform[:, start : start + widths[position]]

@@ -69,9 +69,9 @@ def linear_classifier_scores(model: onnx.ModelProto, tensor: str) -> tuple[onnx.
         return None
     if attribute(node, "post_transform", "NONE") != "SOFTMAX":
         return None
-    labels = len(attribute(node, "classlabels_ints", []) or []) or len(attribute(node, "classlabels_strings", []) or [])
-    coefficients = len(attribute(node, "coefficients", []) or [])
-    intercepts = len(attribute(node, "intercepts", []) or [])
+    labels = _list_length(node, "classlabels_ints") or _list_length(node, "classlabels_strings")
+    coefficients = _list_length(node, "coefficients")
+    intercepts = _list_length(node, "intercepts")
     if labels < 2 or intercepts not in (0, labels) or coefficients % labels:
         return None
     scores = onnx.NodeProto()
@@ -84,6 +84,12 @@ def linear_classifier_scores(model: onnx.ModelProto, tensor: str) -> tuple[onnx.
             attr.s = b"NONE"
     through = f" and {', '.join(dict.fromkeys(passed))}" if passed else ""
     return scores, f"scores of LinearClassifier {node.name or node.output[1]!r} before its SOFTMAX{through} (recomputed with post_transform NONE)"
+
+
+def _list_length(node: onnx.NodeProto, name: str) -> int:
+    """The number of entries of list attribute ``name`` (0 when absent)."""
+    value = attribute(node, name)
+    return len(value) if isinstance(value, list) else 0
 
 
 def _walked_from(producer_of: dict[str, onnx.NodeProto], tensor: str, target: onnx.NodeProto) -> str | None:

@@ -15,6 +15,7 @@ Policies, stated once:
 from __future__ import annotations
 
 from collections.abc import Iterator, MutableMapping
+from typing import overload
 
 import numpy as np
 import onnx
@@ -43,6 +44,50 @@ def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object
                 return [item.decode("utf-8") for item in value]
             return value
     return default
+
+
+@overload
+def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int: ...
+@overload
+def int_attribute(node: onnx.NodeProto, name: str, default: None) -> int | None: ...
+def int_attribute(node: onnx.NodeProto, name: str, default: int | None) -> int | None:
+    """Attribute ``name`` of ``node`` as an int (``default`` when absent): for INT attributes such as ``axis``."""
+    value = attribute(node, name)
+    if value is None:
+        return default
+    if not isinstance(value, int | float):
+        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a number")
+    return int(value)
+
+
+def float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
+    """Attribute ``name`` of ``node`` as a float (``default`` when absent): for FLOAT attributes such as ``alpha``."""
+    value = attribute(node, name)
+    if value is None:
+        return default
+    if not isinstance(value, int | float):
+        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a number")
+    return float(value)
+
+
+def ints_attribute(node: onnx.NodeProto, name: str) -> list[int] | None:
+    """Attribute ``name`` of ``node`` as a list of ints, or None when absent: for INTS such as ``pads``."""
+    value = attribute(node, name)
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(item, int) for item in value):
+        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a list of ints")
+    return [int(item) for item in value]
+
+
+def str_attribute(node: onnx.NodeProto, name: str, default: str) -> str:
+    """Attribute ``name`` of ``node`` as a decoded string (``default`` when absent): for STRING attributes."""
+    value = attribute(node, name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a string")
+    return value
 
 
 def attributes_of(node: onnx.NodeProto) -> dict[str, object]:

@@ -32,7 +32,7 @@ from onnx import helper
 from fimaudit.errors import InputError, ModelError
 from fimaudit.graph.loader import LoadedModel
 from fimaudit.graph.ml_outputs import linear_classifier_scores, zipmap_probabilities
-from fimaudit.graph.onnx_utils import attribute, constant_value
+from fimaudit.graph.onnx_utils import constant_value, ints_attribute
 from fimaudit.graph.tensors import (
     Dim,
     all_value_infos,
@@ -237,9 +237,9 @@ def _classify_output(
 
 def _unit_mean_axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | None:
     """The axes a ReduceMean node averages over (attribute or constant input), or None."""
-    axes = attribute(node, "axes")
+    axes = ints_attribute(node, "axes")
     if axes is not None:
-        return list(axes)  # type: ignore[call-overload]
+        return axes
     if len(node.input) > 1 and node.input[1]:
         value = constant_value(model, node.input[1])
         return None if value is None else [int(v) for v in np.asarray(value).reshape(-1)]

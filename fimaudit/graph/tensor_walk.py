@@ -38,7 +38,11 @@ class FoundSparse:
     sparse: onnx.SparseTensorProto
 
 
-def _graph_items(graph: onnx.GraphProto, where: str) -> Iterator[tuple[str, object]]:
+# A work item of the walk: ("tensor", FoundTensor), ("sparse", FoundSparse) or ("graph", (graph, where)).
+_Item = tuple[str, FoundTensor | FoundSparse | tuple[onnx.GraphProto, str]]
+
+
+def _graph_items(graph: onnx.GraphProto, where: str) -> Iterator[_Item]:
     """(kind, item) pairs of one graph, its subgraphs pushed back as ('graph', ...) work items."""
     for tensor in graph.initializer:
         yield "tensor", FoundTensor(f"{where}/initializer {tensor.name!r}", tensor)
@@ -48,12 +52,12 @@ def _graph_items(graph: onnx.GraphProto, where: str) -> Iterator[tuple[str, obje
         yield from _node_items(node, f"{where}/node {node.name or node.op_type!r}")
 
 
-def _node_items(node: onnx.NodeProto, where: str) -> Iterator[tuple[str, object]]:
+def _node_items(node: onnx.NodeProto, where: str) -> Iterator[_Item]:
     for attribute in node.attribute:
         yield from _attribute_items(attribute, f"{where}/attribute {attribute.name!r}")
 
 
-def _attribute_items(attribute: onnx.AttributeProto, where: str) -> Iterator[tuple[str, object]]:
+def _attribute_items(attribute: onnx.AttributeProto, where: str) -> Iterator[_Item]:
     # Fields are read whatever ``type`` claims: a hostile model may set a field its type does not name.
     if attribute.HasField("t"):
         yield "tensor", FoundTensor(where, attribute.t)
@@ -70,7 +74,7 @@ def _attribute_items(attribute: onnx.AttributeProto, where: str) -> Iterator[tup
 
 
 def _walk(model: onnx.ModelProto) -> Iterator[FoundTensor | FoundSparse]:
-    pending: list[tuple[str, object]] = [("graph", (model.graph, "graph"))]
+    pending: list[_Item] = [("graph", (model.graph, "graph"))]
     for function in model.functions:
         name = f"function {function.domain + '.' if function.domain else ''}{function.name}"
         for node in function.node:
@@ -83,7 +87,8 @@ def _walk(model: onnx.ModelProto) -> Iterator[FoundTensor | FoundSparse]:
     while pending:
         kind, item = pending.pop()
         if kind == "graph":
-            graph, where = item  # type: ignore[misc]
+            assert isinstance(item, tuple)
+            graph, where = item
             pending.extend(_graph_items(graph, where))
         elif kind == "sparse":
             found = item

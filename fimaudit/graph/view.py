@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper, shape_inference
 from fimaudit.graph.onnx_utils import (
     DEFAULT_DOMAINS,
     LazyConstants,
-    attribute,
+    int_attribute,
     is_constant_node,
     node_constant,
     opset_version,
@@ -44,9 +44,8 @@ def _static(shape: Iterable[object] | None) -> Shape | None:
     if shape is None:
         return None
     dims = tuple(shape)
-    if all(isinstance(d, int) and d >= 0 for d in dims):
-        return tuple(int(d) for d in dims)  # type: ignore[arg-type]
-    return None
+    static = tuple(int(d) for d in dims if isinstance(d, int) and d >= 0)
+    return static if len(static) == len(dims) else None
 
 
 _SKELETON_LIMIT = 4096  # initializers with more elements travel to shape inference as typed inputs
@@ -125,6 +124,7 @@ class GraphView:
     fused_from: dict[str, list[str]] = field(default_factory=dict)
     producer: dict[str, onnx.NodeProto] = field(default_factory=dict)
     consumers: dict[str, list[onnx.NodeProto]] = field(default_factory=dict)
+    external_inputs: set[str] = field(default_factory=set)  # other graph inputs, held fixed (compute_varying)
 
     def __post_init__(self) -> None:
         self._positions: tuple[list[onnx.NodeProto], dict[str, int]] | None = None
@@ -165,10 +165,10 @@ class GraphView:
             node = copy.copy(original) if original.name and original.name not in used_names else _renamed(original, index)
             used_names.add(node.name)
             if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
-                if is_constant_node(node):
-                    value = node_constant(node)
-                    constants[node.output[0]] = value
-                    elem_types.setdefault(node.output[0], int(helper.np_dtype_to_tensor_dtype(value.dtype)))
+                constant = node_constant(node) if is_constant_node(node) else None
+                if constant is not None:
+                    constants[node.output[0]] = constant
+                    elem_types.setdefault(node.output[0], int(helper.np_dtype_to_tensor_dtype(constant.dtype)))
                 continue
             nodes.append(node)
         for init in graph.initializer:
@@ -231,9 +231,9 @@ class GraphView:
                 if shape is None:
                     continue
                 if node.op_type == "Shape":
-                    start = int(attribute(node, "start", 0) or 0)
-                    end = attribute(node, "end", None)
-                    dims = list(shape)[start : (None if end is None else int(end))]
+                    start = int_attribute(node, "start", 0)
+                    end = int_attribute(node, "end", None)
+                    dims = list(shape)[start:end]
                     self.constants[outputs[0]] = np.array(dims, dtype=np.int64)
                 elif node.op_type == "Size":
                     self.constants[outputs[0]] = np.array(int(np.prod(shape)), dtype=np.int64)
@@ -344,8 +344,8 @@ class GraphView:
         for node in self.nodes:
             if node.name not in substitute:
                 nodes.append(node)
-            elif substitute[node.name] is not None:
-                nodes.append(substitute[node.name])
+            elif (replacement := substitute[node.name]) is not None:
+                nodes.append(replacement)
         self.nodes = nodes
         self.reindex()
 

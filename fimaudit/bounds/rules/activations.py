@@ -102,7 +102,7 @@ def clip_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("LeakyRelu")
 def leaky_relu_bound(ctx: NodeContext) -> LayerGain:
-    alpha = abs(float(ctx.attr("alpha", 0.01)))
+    alpha = abs(ctx.attr_float("alpha", 0.01))
     return _unary(ctx, max(1.0, alpha), "max(1, |alpha|)")
 
 
@@ -117,14 +117,14 @@ def prelu_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Elu")
 def elu_bound(ctx: NodeContext) -> LayerGain:
-    alpha = abs(float(ctx.attr("alpha", 1.0)))
+    alpha = abs(ctx.attr_float("alpha", 1.0))
     return _unary(ctx, max(1.0, alpha), "max(1, alpha)")
 
 
 @layer_bound("Selu")
 def selu_bound(ctx: NodeContext) -> LayerGain:
-    alpha = abs(float(ctx.attr("alpha", 1.67326319217681884765625)))
-    gamma = abs(float(ctx.attr("gamma", 1.05070102214813232421875)))
+    alpha = abs(ctx.attr_float("alpha", 1.67326319217681884765625))
+    gamma = abs(ctx.attr_float("gamma", 1.05070102214813232421875))
     return _unary(ctx, certify(gamma * max(1.0, alpha)), "gamma * max(1, alpha)")
 
 
@@ -147,7 +147,7 @@ def sigmoid_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("HardSigmoid")
 def hard_sigmoid_bound(ctx: NodeContext) -> LayerGain:
-    alpha = abs(float(ctx.attr("alpha", 0.2)))
+    alpha = abs(ctx.attr_float("alpha", 0.2))
     return _unary(ctx, alpha, "|alpha|", magnitude=1.0)
 
 
@@ -165,7 +165,7 @@ def erf_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Gelu", local=True)
 def gelu_bound(ctx: NodeContext) -> LayerGain:
-    if str(ctx.attr("approximate", "none")) == "tanh":
+    if ctx.attr_str("approximate", "none") == "tanh":
         gain, note = _local_max(ctx, _gelu_tanh_derivative, GELU_TANH_SUP)
         return _unary(ctx, gain, "sup |gelu_tanh'| = 1.1293", magnitude=ctx.magnitude(0), assumption=note)
     gain, note = _local_max(ctx, _gelu_derivative, GELU_SUP)
@@ -264,9 +264,9 @@ def pow_bound(ctx: NodeContext) -> LayerGain:
 def _softmax_rows(ctx: NodeContext, probabilities: np.ndarray) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float64)
     if ctx.view.opset < 13:
-        axis = int(ctx.attr("axis", 1)) % p.ndim
+        axis = ctx.attr_int("axis", 1) % p.ndim
         return p.reshape(int(np.prod(p.shape[:axis])), -1)
-    axis = int(ctx.attr("axis", -1)) % p.ndim
+    axis = ctx.attr_int("axis", -1) % p.ndim
     return np.moveaxis(p, axis, -1).reshape(-1, p.shape[axis])
 
 
@@ -298,7 +298,10 @@ def log_softmax_bound(ctx: NodeContext) -> LayerGain:
         raise BoundUnavailable(f"LogSoftmax node {ctx.name!r}: unexpected inputs")
     output = ctx.output_value(0) if ctx.local else None
     shape = ctx.shape(0)
-    length = int(np.prod(shape[int(ctx.attr('axis', 1)) % len(shape):])) if ctx.view.opset < 13 else shape[int(ctx.attr("axis", -1)) % len(shape)]
+    if ctx.view.opset < 13:
+        length = int(np.prod(shape[ctx.attr_int("axis", 1) % len(shape) :]))
+    else:
+        length = shape[ctx.attr_int("axis", -1) % len(shape)]
     global_gain = certify(1.0 + math.sqrt(length))
     if output is None:
         return LayerGain({0: global_gain}, "1 + sqrt(n)", magnitude=math.inf)

@@ -42,22 +42,24 @@ from fimaudit.graph.padding import same_padding
 FFT_BUDGET = 4e10
 
 
-def _conv_geometry(ctx: NodeContext, weight: np.ndarray) -> tuple[list[int], list[int], list[int], list[int]]:
+def _conv_geometry(
+    ctx: NodeContext, weight: np.ndarray
+) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
     """(input sizes, strides, dilations, begin pads, end pads) for the node's actual input."""
     spatial = list(ctx.shape(0)[2:])
     kernel = list(weight.shape[2:])
     rank = len(kernel)
     if len(spatial) != rank:
         raise BoundUnavailable(f"Conv node {ctx.name!r}: input rank does not match the kernel")
-    strides = [int(s) for s in (ctx.attr("strides") or [1] * rank)]
-    dilations = [int(d) for d in (ctx.attr("dilations") or [1] * rank)]
-    auto_pad = str(ctx.attr("auto_pad", "NOTSET") or "NOTSET")
+    strides = ctx.attr_ints("strides") or [1] * rank
+    dilations = ctx.attr_ints("dilations") or [1] * rank
+    auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begin, end = same_padding(spatial, kernel, strides, dilations, auto_pad)
     elif auto_pad == "VALID":
         begin, end = [0] * rank, [0] * rank
     else:
-        pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * rank))]
+        pads = ctx.attr_ints("pads") or [0] * (2 * rank)
         begin, end = pads[:rank], pads[rank:]
     return spatial, strides, dilations, begin, end
 
@@ -85,7 +87,7 @@ def active_kernel(weight: np.ndarray, spatial: list[int], strides: list[int], di
             return np.zeros((w.shape[0], w.shape[1]) + (1,) * (w.ndim - 2)), [1] * (w.ndim - 2)
         inactive = np.setdiff1d(np.arange(k), active)
         if inactive.size:
-            index = [slice(None)] * w.ndim
+            index: list[slice | np.ndarray] = [slice(None)] * w.ndim
             index[2 + axis] = inactive
             w = w.copy()
             w[tuple(index)] = 0.0
@@ -197,7 +199,7 @@ def conv_bound(ctx: NodeContext) -> LayerGain:
         raise BoundUnavailable(f"Conv node {ctx.name!r}: input-dependent weights are not supported")
     weight = ctx.require_const(1, "the weight")
     spatial, strides, dilations, begin, end = _conv_geometry(ctx, weight)
-    groups = int(ctx.attr("group", 1) or 1)
+    groups = ctx.attr_int("group", 1) or 1
     cropped, padded = active_kernel(weight, spatial, strides, dilations, begin, end)
     value, method = _cached_bound(cropped, padded, strides, dilations, groups)
     bias = ctx.const(2)

@@ -124,9 +124,9 @@ def matmul_bound(ctx: NodeContext) -> LayerGain:
 @layer_bound("Gemm", local=_two_activations)
 def gemm_bound(ctx: NodeContext) -> LayerGain:
     """Y = alpha A' B' + beta C (A' = A or A^T, B' likewise)."""
-    alpha = float(ctx.attr("alpha", 1.0))
-    beta = float(ctx.attr("beta", 1.0))
-    trans_a, trans_b = int(ctx.attr("transA", 0) or 0), int(ctx.attr("transB", 0) or 0)
+    alpha = ctx.attr_float("alpha", 1.0)
+    beta = ctx.attr_float("beta", 1.0)
+    trans_a, trans_b = ctx.attr_int("transA", 0), ctx.attr_int("transB", 0)
     varying = set(ctx.varying_inputs())
     gains: dict[int, float] = {}
     method, assumption = "spectral norm of the weight", None

@@ -30,7 +30,7 @@ LOCAL_NOTE = "local: row variances of this sample's activations"
 @layer_bound("BatchNormalization")
 def batchnorm_bound(ctx: NodeContext) -> LayerGain:
     """Inference BatchNorm: max |gamma / sqrt(var + eps)| over channels."""
-    if int(ctx.attr("training_mode", 0) or 0):
+    if ctx.attr_int("training_mode", 0):
         raise BoundUnavailable(f"BatchNormalization node {ctx.name!r} runs in training mode (batch statistics)")
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"BatchNormalization node {ctx.name!r}: input-dependent parameters")
@@ -38,7 +38,7 @@ def batchnorm_bound(ctx: NodeContext) -> LayerGain:
     bias = ctx.require_const(2, "the bias").astype(np.float64)
     mean = ctx.require_const(3, "the running mean").astype(np.float64)
     var = ctx.require_const(4, "the running variance").astype(np.float64)
-    eps = float(ctx.attr("epsilon", 1e-5))
+    eps = ctx.attr_float("epsilon", 1e-5)
     factor = np.abs(scale) / np.sqrt(var + eps)
     gain = certify(float(factor.max()))
     shift = np.abs(bias - scale * mean / np.sqrt(var + eps))
@@ -57,8 +57,8 @@ def layernorm_bound(ctx: NodeContext) -> LayerGain:
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"LayerNormalization node {ctx.name!r}: input-dependent scale or bias")
     shape = ctx.shape(0)
-    axis = int(ctx.attr("axis", -1)) % len(shape)
-    eps = float(ctx.attr("epsilon", 1e-5))
+    axis = ctx.attr_int("axis", -1) % len(shape)
+    eps = ctx.attr_float("epsilon", 1e-5)
     features = int(np.prod(shape[axis:]))
     scale = np.broadcast_to(ctx.require_const(1, "the scale").astype(np.float64), shape[axis:])
     bias = ctx.const(2)
@@ -82,7 +82,7 @@ def instancenorm_bound(ctx: NodeContext) -> LayerGain:
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"InstanceNormalization node {ctx.name!r}: input-dependent scale or bias")
     shape = ctx.shape(0)
-    eps = float(ctx.attr("epsilon", 1e-5))
+    eps = ctx.attr_float("epsilon", 1e-5)
     scale = np.abs(ctx.require_const(1, "the scale").astype(np.float64)).reshape(-1)
     bias = np.abs(ctx.require_const(2, "the bias").astype(np.float64)).reshape(-1)
     spatial = int(np.prod(shape[2:]))

@@ -31,18 +31,20 @@ from fimaudit.graph.padding import same_padding
 def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
     """(input sizes, kernel, strides, dilations, pads [begin..., end...]) with auto_pad resolved."""
     spatial = list(ctx.shape(0)[2:])
-    kernel = [int(k) for k in ctx.attr("kernel_shape")]  # type: ignore[union-attr]
+    kernel = ctx.attr_ints("kernel_shape")
+    if kernel is None:  # required by the operator schema (the checker refuses such a model)
+        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r} has no kernel_shape")
     rank = len(kernel)
-    strides = [int(s) for s in (ctx.attr("strides") or [1] * rank)]
-    dilations = [int(d) for d in (ctx.attr("dilations") or [1] * rank)]
-    auto_pad = str(ctx.attr("auto_pad", "NOTSET") or "NOTSET")
+    strides = ctx.attr_ints("strides") or [1] * rank
+    dilations = ctx.attr_ints("dilations") or [1] * rank
+    auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads_begin, pads_end = same_padding(spatial, kernel, strides, dilations, auto_pad)
         pads = pads_begin + pads_end
     elif auto_pad == "VALID":
         pads = [0] * (2 * rank)
     else:
-        pads = [int(p) for p in (ctx.attr("pads") or [0] * (2 * rank))]
+        pads = ctx.attr_ints("pads") or [0] * (2 * rank)
     return spatial, kernel, strides, dilations, pads
 
 
@@ -68,7 +70,7 @@ def max_pool_bound(ctx: NodeContext) -> LayerGain:
     if len([o for o in ctx.node.output if o]) > 1 and ctx.node.output[1] in ctx.view.consumers:
         raise BoundUnavailable(f"MaxPool node {ctx.name!r}: its argmax indices are used downstream")
     spatial, kernel, strides, dilations, pads = _pool_geometry(ctx)
-    ceil_mode = bool(int(ctx.attr("ceil_mode", 0) or 0))
+    ceil_mode = bool(ctx.attr_int("ceil_mode", 0))
     rank = len(kernel)
     coverage = 1
     for axis in range(rank):
@@ -87,8 +89,8 @@ def average_pool_bound(ctx: NodeContext) -> LayerGain:
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"AveragePool node {ctx.name!r}: unexpected inputs")
     spatial, kernel, strides, dilations, pads = _pool_geometry(ctx)
-    ceil_mode = bool(int(ctx.attr("ceil_mode", 0) or 0))
-    include_pad = bool(int(ctx.attr("count_include_pad", 0) or 0))
+    ceil_mode = bool(ctx.attr_int("ceil_mode", 0))
+    include_pad = bool(ctx.attr_int("count_include_pad", 0))
     rank = len(kernel)
     gain = 1.0
     for axis in range(rank):
@@ -117,17 +119,17 @@ def global_max_pool_bound(ctx: NodeContext) -> LayerGain:
 def _reduced_count(ctx: NodeContext) -> int:
     """Entries reduced into each output, from the axes attribute (or input, opset >= 18)."""
     shape = ctx.shape(0)
-    axes = ctx.attr("axes", None)
+    axes = ctx.attr_ints("axes")
     if axes is None and len(ctx.node.input) > 1 and ctx.node.input[1]:
         value = ctx.const(1)
         if value is None:
             raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: axes are computed at run time")
         axes = [int(a) for a in value.reshape(-1)]
     if not axes:
-        if int(ctx.attr("noop_with_empty_axes", 0) or 0):
+        if ctx.attr_int("noop_with_empty_axes", 0):
             return 1
         axes = list(range(len(shape)))
-    normal = {int(a) % len(shape) for a in axes}  # type: ignore[union-attr]
+    normal = {a % len(shape) for a in axes}
     if 0 in normal and shape[0] != 1:
         raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r} reduces over the batch axis")
     return int(np.prod([shape[a] for a in normal]))

@@ -16,7 +16,6 @@ import numpy as np
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.linalg import broadcast_copies, certify
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
-from fimaudit.graph.onnx_utils import attributes_of
 
 
 def _data_only(ctx: NodeContext) -> None:
@@ -45,7 +44,7 @@ def dropout_bound(ctx: NodeContext) -> LayerGain:
 def cast_bound(ctx: NodeContext) -> LayerGain:
     """Between float types: the identity in exact arithmetic. To integers: not Lipschitz."""
     _data_only(ctx)
-    target = int(ctx.attr("to", 1))
+    target = ctx.attr_int("to", 1)
     if target not in (1, 10, 11, 16):  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
         raise BoundUnavailable(f"Cast node {ctx.name!r} casts an input-dependent tensor to a non-float type")
     return LayerGain({0: 1.0}, "float-to-float cast", magnitude=ctx.magnitude(0))
@@ -64,7 +63,7 @@ def gather_bound(ctx: NodeContext) -> LayerGain:
     _data_only(ctx)
     indices = ctx.require_const(1, "the indices").astype(np.int64).reshape(-1)
     shape = ctx.shape(0)
-    axis = int(ctx.attr("axis", 0)) % len(shape)
+    axis = ctx.attr_int("axis", 0) % len(shape)
     normal = np.where(indices < 0, indices + shape[axis], indices)
     repeats = int(np.bincount(normal, minlength=1).max()) if normal.size else 0
     return LayerGain({0: certify(math.sqrt(repeats))}, f"gathers each entry at most {repeats} time(s)", magnitude=ctx.magnitude(0))
@@ -82,11 +81,11 @@ def concat_bound(ctx: NodeContext) -> LayerGain:
 def pad_bound(ctx: NodeContext) -> LayerGain:
     """Constant padding adds fixed entries (gain 1); reflect/edge copy entries (refused)."""
     _data_only(ctx)
-    mode = str(ctx.attr("mode", "constant") or "constant")
+    mode = ctx.attr_str("mode", "constant") or "constant"
     if mode != "constant":
         raise BoundUnavailable(f"Pad node {ctx.name!r}: mode {mode!r} copies entries; only constant padding has a rule")
     pad_value = ctx.const(2) if len(ctx.node.input) > 2 and ctx.node.input[2] else None
-    fill = float(np.abs(pad_value).max()) if pad_value is not None and pad_value.size else abs(float(ctx.attr("value", 0.0) or 0.0))
+    fill = float(np.abs(pad_value).max()) if pad_value is not None and pad_value.size else abs(ctx.attr_float("value", 0.0))
     return LayerGain({0: 1.0}, "constant padding", magnitude=max(ctx.magnitude(0), fill))
 
 
@@ -104,7 +103,7 @@ def gather_nd_bound(ctx: NodeContext) -> LayerGain:
     _data_only(ctx)
     indices = ctx.require_const(1, "the indices").astype(np.int64)
     shape = ctx.shape(0)
-    batch_dims = int(ctx.attr("batch_dims", 0) or 0)
+    batch_dims = ctx.attr_int("batch_dims", 0) or 0
     depth = indices.shape[-1]
     sizes = np.array(shape[batch_dims : batch_dims + depth], dtype=np.int64)
     batches = int(np.prod(indices.shape[:batch_dims])) if batch_dims else 1
@@ -126,7 +125,7 @@ def resize_bound(ctx: NodeContext) -> LayerGain:
     transformation and rounding mode is counted exactly. Linear and cubic modes have no rule.
     """
     _data_only(ctx)
-    mode = str(ctx.attr("mode", "nearest") or "nearest")
+    mode = ctx.attr_str("mode", "nearest") or "nearest"
     if mode != "nearest":
         raise BoundUnavailable(f"Resize node {ctx.name!r}: mode {mode!r} has no bound rule (only nearest)")
     shape = ctx.shape(0)
@@ -148,7 +147,8 @@ def _resize_copies(node, shape: tuple[int, ...], constants: dict[str, np.ndarray
 
     data = "fimaudit_resize_entries"
     inputs = [data] + list(node.input[1:])
-    probe = helper.make_node("Resize", inputs, ["out"], **attributes_of(node))
+    probe = helper.make_node("Resize", inputs, ["out"])
+    probe.attribute.extend(node.attribute)
     graph = helper.make_graph(
         [probe], "resize_copies", [helper.make_tensor_value_info(data, TensorProto.DOUBLE, list(shape))],
         [helper.make_tensor_value_info("out", TensorProto.DOUBLE, None)],

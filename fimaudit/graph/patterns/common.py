@@ -12,7 +12,7 @@ from typing import Any
 
 import onnx
 
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import ints_attribute
 from fimaudit.graph.view import GraphView
 
 CONV_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}
@@ -77,13 +77,13 @@ def is_pooling(view: GraphView, node: onnx.NodeProto) -> bool:
         return True
     if node.op_type in ("ReduceMean", "ReduceMax"):
         shape = view.shape(node.input[0])
-        axes = attribute(node, "axes", None)
+        axes = ints_attribute(node, "axes")
         if axes is None and len(node.input) > 1 and node.input[1]:
             value = view.const(node.input[1])
             axes = None if value is None else [int(a) for a in value.reshape(-1)]
         if shape is not None and axes is not None and len(shape) >= 3:
             spatial = set(range(2, len(shape)))
-            return {int(a) % len(shape) for a in axes} == spatial
+            return {a % len(shape) for a in axes} == spatial
     return False
 
 
@@ -189,9 +189,10 @@ def find_residuals(view: GraphView, reach: Reachability) -> list[Residual]:
         elif reach.depends(a, b):
             fork, branch_end, short_end = b, a, b
         else:
-            fork = reach.latest_common(a, b)
-            if fork is None:
+            common = reach.latest_common(a, b)
+            if common is None:
                 continue
+            fork = common
             side_a, side_b = reach.between(fork, a), reach.between(fork, b)
             if _count_weighted(view, side_a) < _count_weighted(view, side_b):
                 side_a, side_b, a, b = side_b, side_a, b, a

@@ -7,7 +7,7 @@ parallel branches that share only an ancestor (Inception) are not dense and do n
 
 from __future__ import annotations
 
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import int_attribute
 from fimaudit.graph.patterns.common import Block, PatternResult, Reachability, float_varying_inputs, weighted_kind
 from fimaudit.graph.view import GraphView
 
@@ -26,7 +26,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             continue
         concats += 1
         shape = view.shape(node.output[0])
-        axis = int(attribute(node, "axis", 1))
+        axis = int_attribute(node, "axis", 1)
         if shape is not None and len(shape) >= 3 and axis % len(shape) != 1:
             continue
         kept = [a for a in operands if any(reach.depends(b, a) and a != b for b in operands)]

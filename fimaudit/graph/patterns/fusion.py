@@ -19,13 +19,15 @@ import heapq
 import logging
 import math
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from typing import NamedTuple
 
 import numpy as np
 import onnx
 from onnx import helper
 from scipy import special
 
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import float_attribute, int_attribute, ints_attribute
 from fimaudit.graph.view import GraphView
 
 logger = logging.getLogger(__name__)
@@ -72,7 +74,7 @@ def _mish(t: np.ndarray) -> np.ndarray:
 
 
 # name -> (reference function, ONNX op_type and attributes of the fused node)
-KNOWN_ACTIVATIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, dict[str, object]]] = {
+KNOWN_ACTIVATIONS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str, dict[str, str]]] = {
     "gelu": (_gelu, "Gelu", {"approximate": "none"}),
     "gelu_tanh": (_gelu_tanh, "Gelu", {"approximate": "tanh"}),
     "silu": (_silu, "Silu", {}),
@@ -103,7 +105,7 @@ def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str)
                 scalar = view.scalar_constant(name)
                 if scalar is None:
                     break
-                args.append(np.float64(scalar))
+                args.append(np.asarray(scalar, dtype=np.float64))
         else:
             try:
                 with np.errstate(all="ignore"):
@@ -113,16 +115,24 @@ def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str)
     return values
 
 
+def _required(args: list[np.ndarray | None], index: int) -> np.ndarray:
+    """Argument ``index``, which the op requires (TypeError when absent: the node is then not evaluated)."""
+    value = args[index] if index < len(args) else None
+    if value is None:
+        raise TypeError(f"input {index} is absent")
+    return value
+
+
 def _evaluate_node(node: onnx.NodeProto, args: list[np.ndarray | None]) -> np.ndarray:
     op = node.op_type
     if op == "HardSigmoid":
-        alpha = float(attribute(node, "alpha", 0.2))
-        beta = float(attribute(node, "beta", 0.5))
-        return np.clip(alpha * args[0] + beta, 0.0, 1.0)
+        alpha = float_attribute(node, "alpha", 0.2)
+        beta = float_attribute(node, "beta", 0.5)
+        return np.clip(alpha * _required(args, 0) + beta, 0.0, 1.0)
     if op == "Clip":
-        low = args[1] if len(args) > 1 and args[1] is not None else attribute(node, "min", -np.inf)
-        high = args[2] if len(args) > 2 and args[2] is not None else attribute(node, "max", np.inf)
-        return np.clip(args[0], low, high)
+        low = args[1] if len(args) > 1 and args[1] is not None else float_attribute(node, "min", -np.inf)
+        high = args[2] if len(args) > 2 and args[2] is not None else float_attribute(node, "max", np.inf)
+        return np.clip(_required(args, 0), low, high)
     function = _ELEMENTWISE[op]
     present = [a for a in args if a is not None]
     return np.asarray(function(*present), dtype=np.float64)
@@ -148,7 +158,7 @@ def identify_activation(values: np.ndarray) -> str | None:
     return None
 
 
-def _region_nodes(view: GraphView, source: str, claimed: set[str] = frozenset()) -> list[onnx.NodeProto]:  # type: ignore[assignment]
+def _region_nodes(view: GraphView, source: str, claimed: AbstractSet[str] = frozenset()) -> list[onnx.NodeProto]:
     """Elementwise nodes computed from ``source`` and scalar constants only (topological order).
 
     Only readers of tensors already in the region can join it, so the search follows consumers
@@ -269,13 +279,13 @@ def _single_consumer(view: GraphView, name: str, op_types: tuple[str, ...]) -> o
 
 
 def _reduce_axes(view: GraphView, node: onnx.NodeProto) -> list[int] | None:
-    axes = attribute(node, "axes", None)
+    axes = ints_attribute(node, "axes")
     if axes is None and len(node.input) > 1 and node.input[1]:
         value = view.const(node.input[1])
         axes = None if value is None else [int(a) for a in np.atleast_1d(value)]
-    if axes is None or not int(attribute(node, "keepdims", 1)):
+    if axes is None or not int_attribute(node, "keepdims", 1):
         return None
-    return [int(a) for a in axes]
+    return axes
 
 
 def _trailing_axis(axes: list[int], rank: int | None) -> int | None:
@@ -290,7 +300,18 @@ def _trailing_axis(axes: list[int], rank: int | None) -> int | None:
     return None
 
 
-def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.NodeProto], dict[str, object]] | None:
+class _LayerNorm(NamedTuple):
+    """A matched decomposed LayerNorm: its input, axis, epsilon, optional affine constants and output."""
+
+    x: str
+    axis: int
+    epsilon: float
+    scale: str | None
+    bias: str | None
+    output: str
+
+
+def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.NodeProto], _LayerNorm] | None:
     x = mean.input[0]
     axes = _reduce_axes(view, mean)
     shape = view.shape(x)
@@ -327,7 +348,8 @@ def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.N
         return None
     nodes = [mean, sub, square, variance, add_eps, root, divide]
     current = divide.output[0]
-    scale = bias = None
+    scale: str | None = None
+    bias: str | None = None
     following = _single_consumer(view, current, ("Mul",))
     if following is not None:
         other = [name for name in following.input if name != current]
@@ -342,7 +364,7 @@ def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.N
             bias = other[0]
             nodes.append(following)
             current = following.output[0]
-    return nodes, {"x": x, "axis": axis, "epsilon": epsilon, "scale": scale, "bias": bias, "output": current}
+    return nodes, _LayerNorm(x=x, axis=axis, epsilon=epsilon, scale=scale, bias=bias, output=current)
 
 
 def _normalised_shape(view: GraphView, x: str, axis: int, scale: str | None, bias: str | None) -> tuple[int, ...] | None:
@@ -370,22 +392,22 @@ def fuse_layernorms(view: GraphView) -> list[str]:
         nodes, info = match
         if any(node.name in claimed for node in nodes):
             continue
-        normalised = _normalised_shape(view, str(info["x"]), int(info["axis"]), info["scale"], info["bias"])  # type: ignore[arg-type]
+        normalised = _normalised_shape(view, info.x, info.axis, info.scale, info.bias)
         if normalised is None:
             continue
         base = f"{mean.name}/fused_layernorm"
-        scale = info["scale"] or f"{base}/scale"
-        bias = info["bias"] or f"{base}/bias"
-        if not info["scale"]:
+        scale = info.scale or f"{base}/scale"
+        bias = info.bias or f"{base}/bias"
+        if not info.scale:
             view.constants[scale] = np.ones(normalised, dtype=np.float32)
-        if not info["bias"]:
+        if not info.bias:
             view.constants[bias] = np.zeros(normalised, dtype=np.float32)
         for name in (scale, bias):
             view.constants[name] = np.broadcast_to(view.constants[name], normalised).astype(np.float32)
             view.shapes[name] = normalised
         node = helper.make_node(
-            "LayerNormalization", [str(info["x"]), scale, bias], [str(info["output"])],
-            name=base, axis=int(info["axis"]), epsilon=float(info["epsilon"]),  # type: ignore[arg-type]
+            "LayerNormalization", [info.x, scale, bias], [info.output],
+            name=base, axis=info.axis, epsilon=info.epsilon,
         )
         replacements.append((nodes, node, [n.name for n in nodes]))
         claimed.update(n.name for n in nodes)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import int_attribute
 from fimaudit.graph.patterns.common import (
     ACTIVATION_OPS,
     NORM_OPS,
@@ -61,7 +61,7 @@ def is_depthwise(view: GraphView, node: onnx.NodeProto) -> bool:
     if node.op_type != "Conv" or weighted_kind(view, node) != "conv":
         return False
     shape = _weight_shape(view, node)
-    group = int(attribute(node, "group", 1))
+    group = int_attribute(node, "group", 1)
     return shape is not None and len(shape) >= 3 and group > 1 and shape[1] == 1
 
 
@@ -70,7 +70,7 @@ def is_pointwise(view: GraphView, node: onnx.NodeProto) -> bool:
     if node.op_type != "Conv" or weighted_kind(view, node) != "conv":
         return False
     shape = _weight_shape(view, node)
-    return shape is not None and len(shape) >= 3 and int(attribute(node, "group", 1)) == 1 and all(d == 1 for d in shape[2:])
+    return shape is not None and len(shape) >= 3 and int_attribute(node, "group", 1) == 1 and all(d == 1 for d in shape[2:])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import onnx
 
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import int_attribute
 from fimaudit.graph.patterns.common import (
     ACTIVATION_OPS,
     NORM_OPS,
@@ -61,14 +61,15 @@ def fire_modules(view: GraphView) -> list[Block]:
             continue
         operands = float_varying_inputs(view, node)
         shape = view.shape(node.output[0])
-        if len(operands) != 2 or (shape is not None and int(attribute(node, "axis", 1)) % len(shape) != 1):
+        if len(operands) != 2 or (shape is not None and int_attribute(node, "axis", 1) % len(shape) != 1):
             continue
-        branches = [_conv_behind(view, name) for name in operands]
+        behind = [_conv_behind(view, name) for name in operands]
+        branches = [(conv, passed) for conv, passed in behind if conv is not None]
         convs = [conv for conv, _ in branches]
-        if any(conv is None for conv in convs) or convs[0].input[0] != convs[1].input[0]:  # type: ignore[union-attr]
+        if len(convs) != len(behind) or convs[0].input[0] != convs[1].input[0]:
             continue
-        squeezed = convs[0].input[0]  # type: ignore[union-attr]
-        pointwise = [is_pointwise(view, conv) for conv in convs]  # type: ignore[arg-type]
+        squeezed = convs[0].input[0]
+        pointwise = [is_pointwise(view, conv) for conv in convs]
         if pointwise.count(True) != 1:
             continue  # one 1x1 and one k x k expand
         squeeze, before = _conv_behind(view, squeezed)
@@ -77,11 +78,11 @@ def fire_modules(view: GraphView) -> list[Block]:
         width, expanded = _channels(view, squeeze.output[0]), _channels(view, node.output[0])
         if width is not None and expanded is not None and width >= expanded:
             continue  # a squeeze is narrower than the expansion
-        body = [squeeze, *reversed(before)] + [n for conv, passed in branches for n in [conv, *reversed(passed)]]  # type: ignore[list-item]
+        body = [squeeze, *reversed(before)] + [n for conv, passed in branches for n in [conv, *reversed(passed)]]
         names = tuple(name for n in body for name in view.original_names(n)) + (node.name,)
         blocks.append(Block("fire", names, squeeze.input[0], node.output[0], {
-            "squeeze": squeeze.name, "expand_1x1": convs[pointwise.index(True)].name,  # type: ignore[union-attr]
-            "expand_kxk": convs[pointwise.index(False)].name, "concat": node.name,  # type: ignore[union-attr]
+            "squeeze": squeeze.name, "expand_1x1": convs[pointwise.index(True)].name,
+            "expand_kxk": convs[pointwise.index(False)].name, "concat": node.name,
         }))
     return blocks
 
