@@ -40,11 +40,6 @@ def _fisher_gram(jac: np.ndarray, covariance: SoftmaxCovariance) -> np.ndarray:
     return 0.5 * (gram + gram.T)
 
 
-def fisher_gram(jacobian: np.ndarray, logits: np.ndarray) -> np.ndarray:
-    """The K x K matrix A J J^T A^T whose eigenvalues are F's non-zero eigenvalues."""
-    return _fisher_gram(np.asarray(jacobian), SoftmaxCovariance(logits))
-
-
 def exact_lambda_max(jacobian: np.ndarray, logits: np.ndarray, with_eigenvector: bool = True) -> SpectralResult:
     """lambda_max(F), trace(F) and the top eigenvector of F for one sample.
 

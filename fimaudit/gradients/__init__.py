@@ -63,7 +63,6 @@ def make_source(
     """
     wanted = gradient_kind(kind)
     shape = tuple(int(d) for d in sample_shape)
-    options = {"chunk_rows": chunk_rows} if chunk_rows else {}
     quantized = quantized_nodes_on_path(runner.model, runner.input_name)
     if quantized:
         named = ", ".join(f"{node.op_type} {node.name or node.output[0]!r}" for node in quantized[:3])
@@ -71,15 +70,15 @@ def make_source(
         if wanted is GradientKind.GRAPH:
             raise NotDifferentiableError(f"{why}; use --gradients fd (finite differences)", [n.op_type for n in quantized])
         logger.warning("%s; finite differences measure the steps of its quantizer", why)
-        return SourceChoice(FiniteDifferenceJacobian(runner, shape, num_classes, **options), "fd", f"finite differences ({why})")
+        return SourceChoice(FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows), "fd", f"finite differences ({why})")
     if wanted is GradientKind.FD:
-        return SourceChoice(FiniteDifferenceJacobian(runner, shape, num_classes, **options), "fd", "finite differences requested")
+        return SourceChoice(FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows), "fd", "finite differences requested")
     if wanted is GradientKind.GRAPH:
         return SourceChoice(graph_source(runner, shape, num_classes), "graph", "gradient graphs derived from the ONNX graph")
     try:
         graph = graph_source(runner, shape, num_classes)
     except UnsupportedOpError as reason:
         logger.warning("gradient graphs unavailable (%s); using finite differences", reason)
-        fd = FiniteDifferenceJacobian(runner, shape, num_classes, **options)
+        fd = FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows)
         return SourceChoice(fd, "fd", f"finite differences (fallback: {reason})")
     return SourceChoice(graph, "graph", "gradient graphs derived from the ONNX graph")

@@ -10,6 +10,7 @@ the ONNX graph; how a source is built is ``fimaudit.gradients.make_source``'s bu
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -39,12 +40,17 @@ class InputJacobian(Protocol):
     num_classes: int
     #: Flattened size d of one sample.
     input_size: int
-    #: Model evaluations paid so far (rows through ONNX Runtime, all graphs together).
-    accounting: RunAccounting
     #: The float type the model computes its scores in (its input's type in ONNX Runtime).
     dtype: np.dtype
-    #: The most rows one model run should carry (the memory plan's batch); None: no limit.
-    chunk_rows: int | None
+
+    # Read-only in the protocol: sources compute these (properties) or copy them (attributes).
+    @property
+    def accounting(self) -> RunAccounting:
+        """Model evaluations paid so far (rows through ONNX Runtime, all graphs together)."""
+
+    @property
+    def chunk_rows(self) -> int | None:
+        """The most rows one model run should carry (the memory plan's batch); None: no limit."""
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Logits [N, K] for samples [N, ...]."""
@@ -65,6 +71,29 @@ class InputJacobian(Protocol):
 
     def settings(self) -> dict[str, Any]:
         """The settings that decide the source's accuracy, as the report records them."""
+
+
+class JacobianCache:
+    """The dense Jacobian of the last sample asked for, kept for repeated products on it.
+
+    Estimators ask for many J v (or J^T u) on one sample in a row; a source that answers them
+    from the dense K x d Jacobian (finite differences, or graphs without a forward-mode graph)
+    computes it once per sample. The key is the sample's bytes, so a different sample (or the
+    same values in another dtype) recomputes.
+    """
+
+    def __init__(self, compute: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._compute = compute
+        self._key: bytes | None = None
+        self._value: np.ndarray | None = None
+
+    def __call__(self, sample: np.ndarray) -> np.ndarray:
+        """The Jacobian [K, d] (float64) of ``sample``, computed only when the sample changed."""
+        key = sample.tobytes()
+        if self._value is None or key != self._key:
+            self._value = self._compute(sample)
+            self._key = key
+        return self._value
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fimaudit.gradients.base import JacobianCache
 from fimaudit.runtime import ModelRunner, RunAccounting
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class FiniteDifferenceJacobian:
         sample_shape: tuple[int, ...],
         num_classes: int,
         relative_step: float | None = None,
-        chunk_rows: int = _DEFAULT_CHUNK_ROWS,
+        chunk_rows: int | None = None,
         on_evaluations: Callable[[int], None] | None = None,
     ) -> None:
         self.runner = runner
@@ -50,10 +51,10 @@ class FiniteDifferenceJacobian:
         self.num_classes = num_classes
         self.dtype = np.dtype(runner_input_dtype(runner))
         self.relative_step = relative_step or default_step(self.dtype)
-        self.chunk_rows = max(2, chunk_rows - chunk_rows % 2)
+        rows = chunk_rows or _DEFAULT_CHUNK_ROWS
+        self.chunk_rows = max(2, rows - rows % 2)
         self.on_evaluations = on_evaluations
-        self._cache_key: bytes | None = None
-        self._cache_value: np.ndarray | None = None
+        self._cached_jacobian = JacobianCache(self._sample_jacobian)
 
     @property
     def accounting(self) -> RunAccounting:
@@ -99,14 +100,6 @@ class FiniteDifferenceJacobian:
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
         return np.stack([self._sample_jacobian(sample) for sample in inputs])
-
-    def _cached_jacobian(self, sample: np.ndarray) -> np.ndarray:
-        key = sample.tobytes()
-        if key != self._cache_key:
-            self._cache_value = self._sample_jacobian(sample)
-            self._cache_key = key
-        assert self._cache_value is not None
-        return self._cache_value
 
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """Directional central differences, one pair of evaluations per tangent.

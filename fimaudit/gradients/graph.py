@@ -42,6 +42,7 @@ from fimaudit.autodiff.build import (
 )
 from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
+from fimaudit.gradients.base import JacobianCache
 from fimaudit.graph.selection import LOGITS
 from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session
 
@@ -106,8 +107,7 @@ class GraphJacobian:
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
-        self._cache_key: bytes | None = None
-        self._cache_value: np.ndarray | None = None
+        self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
 
     @property
     def accounting(self) -> RunAccounting:
@@ -159,14 +159,6 @@ class GraphJacobian:
                 chunk = gradient.reshape(last - first, width, self.input_size)[:, :real]
                 jacobians[start : start + real, first:last] = chunk.transpose(1, 0, 2)
         return jacobians
-
-    def _cached_jacobian(self, sample: np.ndarray) -> np.ndarray:
-        key = sample.tobytes()
-        if key != self._cache_key:
-            self._cache_value = self.dense(sample[None])[0]
-            self._cache_key = key
-        assert self._cache_value is not None
-        return self._cache_value
 
     # ---- products ----------------------------------------------------------------------------
     def _one_sample_runs(self, session: _GradientSession, sample: np.ndarray, vectors: np.ndarray, seed_shape: tuple[int, ...]) -> np.ndarray:
