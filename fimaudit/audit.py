@@ -225,8 +225,8 @@ def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> dict[str, Any]:
 def declared_classes(selection: Selection) -> int | None:
     """K from the output's declared shape (None when a dimension is unknown): planned before any run."""
     shape = selection.output_shape or []
-    dims = shape[1:]
-    if not shape or not all(isinstance(d, int) and d > 0 for d in dims):
+    dims = [d for d in shape[1:] if isinstance(d, int) and d > 0]
+    if not shape or len(dims) != len(shape) - 1:
         return None
     classes = element_count(dims)
     return 2 * classes if selection.output_kind == "sigmoid" else classes
@@ -249,11 +249,12 @@ def plan_run(
     the probe run (the real K). Without data, the sample size comes from the declared shape
     (unknown dimensions counted as 1).
     """
+    sample_shape: tuple[int, ...]
     if data is not None:
         sample_shape = data.inputs.shape[1:]
         itemsize, samples = data.inputs.dtype.itemsize, int(data.inputs.shape[0])
     else:
-        sample_shape = [d if isinstance(d, int) and d > 0 else 1 for d in selection.sample_shape]
+        sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in selection.sample_shape)
         itemsize, samples = np.dtype(selection.input_dtype).itemsize, 0
     needs = audit_needs(
         model, element_count(sample_shape), itemsize, samples, num_classes,
@@ -344,6 +345,7 @@ def run_audit(
     if site is not None:
         from fimaudit.tokens import load_token_data, read_vocabulary
 
+        assert original is not None  # intake sets the original model together with the site
         data = load_token_data(
             config.data_path, original, taken.loaded.proto, site, config.samples,
             memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
@@ -358,11 +360,12 @@ def run_audit(
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
     plan = _plan_memory(prepared, data, memory, config)
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
-    sample_shape = tuple(int(d) for d in prepared.selection.sample_shape)
+    sample_shape = tuple(int(d) for d in data.inputs.shape[1:])  # what prepare_model set the selection to
     choice = make_source(config.gradients, prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
     jacobian, gradients, note = choice.source, choice.kind, choice.reason
+    masked = None
     if data.tokens is not None:  # padded positions masked, each sample's integer inputs fed
-        jacobian = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
+        jacobian = masked = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
     logits = jacobian.logits(data.inputs)
     _require_finite("the model's scores", logits, data.source)
     from fimaudit.graph.ml_outputs import piecewise_constant_note  # tree ensembles, Binarizer
@@ -384,7 +387,7 @@ def run_audit(
     audits: list[SampleResult] = []
     total = data.inputs.shape[0]
     for index in range(total):
-        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(jacobian.at(index) if data.tokens is not None else jacobian, index))
+        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(masked.at(index) if masked is not None else jacobian, index))
         result = estimate(problem, config.budget, streams.sample(index))
         if not np.isfinite(result.value):
             raise ModelError(

@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -38,12 +38,20 @@ class ErrorReportingGroup(click.Group):
     rerun with -v for the traceback.
     """
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the CLI; in standalone mode turn every failure into one line on stderr and an exit code."""
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
         install_handlers()
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
         except Interrupted as exc:
             click.echo(f"fimaudit: {exc}; stopped, no output written", err=True)
             sys.exit(exc.exit_code)
@@ -51,7 +59,8 @@ class ErrorReportingGroup(click.Group):
             click.echo("fimaudit: aborted", err=True)
             sys.exit(130)
         except click.ClickException as exc:
-            command = f"{exc.ctx.command_path} " if getattr(exc, "ctx", None) else ""
+            context = getattr(exc, "ctx", None)  # usage errors carry their command's context
+            command = f"{context.command_path} " if context else ""
             click.echo(f"fimaudit: error: {one_line(exc.format_message())} (see '{command}--help')", err=True)
             sys.exit(EXIT_ERROR)
         except Exception:  # only with -v: invoke() re-raised it so that the traceback shows
@@ -176,7 +185,7 @@ def timeout_option(function: Callable[..., Any]) -> Callable[..., Any]:
 
 def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Data, estimator, gradients and resources: shared by ``audit`` and ``compare``."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs."),
         click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16)."),
         click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many; with finite differences, exact for small inputs and blackbox beyond 3200 input elements."),
@@ -419,7 +428,7 @@ def jacobian(
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
 
-def check_output_paths(inputs: list[str | None], outputs: list[str | None]) -> None:
+def check_output_paths(inputs: Sequence[str | os.PathLike[str] | None], outputs: Sequence[str | None]) -> None:
     """Before any computation: every output writable, each a file of its own, none an input.
 
     ``fimaudit audit model.onnx --json model.onnx`` would otherwise replace the model with its

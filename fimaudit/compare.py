@@ -31,7 +31,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import onnx
@@ -263,7 +263,8 @@ class ModelFacts:
         """The facts of an audited outcome (``outcome.result`` is not None)."""
         result = outcome.result
         assert result is not None
-        model_shape = tuple(int(d) for d in result.prepared.selection.sample_shape)
+        # prepare_model set every sample dimension from the probe: all are ints here.
+        model_shape = tuple(int(cast(int, d)) for d in result.prepared.selection.sample_shape)
         layout = outcome.layout
         data_shape = model_shape
         if layout is not None:  # model axis k holds data axis permutation[k]
@@ -528,7 +529,8 @@ def check_consistency(
     paths = [outcome.path for outcome in outcomes]
     labels = model_labels(paths)
     ref, members = resolve_pairing(paths, reference, groups)
-    facts = {i: ModelFacts.of(labels[i], o) for i, o in enumerate(outcomes) if o.result is not None}
+    audited = {i: o.result for i, o in enumerate(outcomes) if o.result is not None}
+    facts = {i: ModelFacts.of(labels[i], outcomes[i]) for i in audited}
     failures = tuple(labels[i] for i, o in enumerate(outcomes) if o.result is None)
     requested = ref is not None or bool(members)
     mode: PairingMode = "reference" if ref is not None else "groups" if members else "auto" if check else "none"
@@ -546,7 +548,7 @@ def check_consistency(
             pairs.append(PairAgreement(labels[i], labels[j], "not_checked", f"{missing} could not be audited",
                                        rtol, None, 0.0, min_agreement, (), ()))
             continue
-        pairs.append(pair_agreement(facts[i], outcomes[i].result, facts[j], outcomes[j].result, rtol, min_agreement))
+        pairs.append(pair_agreement(facts[i], audited[i], facts[j], audited[j], rtol, min_agreement))
     status, reason = _outcome(pairs, mode)
     if failures:
         reason += f"; {len(failures)} model(s) could not be audited: {', '.join(failures)}"

@@ -31,6 +31,7 @@ from fimaudit.audit import AuditConfig, AuditResult, intake, run_audit
 from fimaudit.compare import Layout, layout_for, quantised_ops
 from fimaudit.data import AuditData, load_data
 from fimaudit.errors import FimauditError, InputError
+from fimaudit.graph.selection import Selection
 from fimaudit.resources import MemoryBudget
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class _Plan:
     error: FimauditError | None = None
 
 
-def _shared_data(config: AuditConfig, selections: list) -> AuditData | None:
+def _shared_data(config: AuditConfig, selections: Sequence[Selection | None]) -> AuditData | None:
     """The data as the first model that accepts it reads it (None when none does)."""
     memory = MemoryBudget.from_option(config.max_memory)
     for selection in selections:
@@ -82,7 +83,7 @@ def _shared_data(config: AuditConfig, selections: list) -> AuditData | None:
 def _plan(paths: Sequence[str], config: AuditConfig, folder: Path) -> list[_Plan]:
     """Per model: the data layout it needs and the gradients it gets (see the module docstring)."""
     plans: list[_Plan] = []
-    selections = []
+    selections: list[Selection | None] = []
     quantised: list[list[str]] = []
     for path in paths:
         try:
@@ -118,7 +119,7 @@ def _plan(paths: Sequence[str], config: AuditConfig, folder: Path) -> list[_Plan
 def _restore_data(result: AuditResult, config: AuditConfig, layout: Layout) -> AuditResult:
     """``result`` as audited on the original data (its name and path), with the permutation stated."""
     synthetic = config.data_path is None
-    source = f"synthetic N(0,1), seed {config.seed}" if synthetic else Path(config.data_path).name
+    source = f"synthetic N(0,1), seed {config.seed}" if config.data_path is None else Path(config.data_path).name
     data = dataclasses.replace(result.data, source=f"{source}, permuted {layout.name}", synthetic=synthetic)
     audited = dataclasses.replace(result.config, data_path=config.data_path, samples=config.samples)
     return dataclasses.replace(result, data=data, config=audited)

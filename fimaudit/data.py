@@ -12,7 +12,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class _ArrayHeader:
     fortran_order: bool = False
 
 
-def _read_header(stream: BinaryIO, source: str) -> _ArrayHeader:
+def _read_header(stream: IO[bytes], source: str) -> _ArrayHeader:
     """The .npy header at the start of ``stream``: refuses object arrays before they are read."""
     try:
         version = np.lib.format.read_magic(stream)
@@ -105,7 +105,7 @@ def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarr
         if partial:
             array = np.empty((rows, *header.shape[1:]), dtype=header.dtype)
             wanted = array.nbytes
-            got = stream.readinto(array.reshape(-1).view(np.uint8)) if wanted else 0
+            got = stream.readinto(array.reshape(-1).view(np.uint8).data) if wanted else 0
             if got != wanted:
                 raise InputError(
                     f"{path.name} is truncated: {rows} samples need {wanted} bytes of data, the file "
@@ -262,8 +262,8 @@ def load_data(
     dtype = np.dtype(selection.input_dtype)
     if path is None:
         count = samples or DEFAULT_SYNTHETIC_SAMPLES
-        shape = selection.sample_shape
-        if not all(isinstance(d, int) and d > 0 for d in shape):
+        shape = [d for d in selection.sample_shape if isinstance(d, int) and d > 0]
+        if len(shape) != len(selection.sample_shape):
             raise InputError(
                 f"input {selection.input_name!r} has shape {_shape_text(selection.input_shape)} with "
                 "unknown sizes; synthetic data needs fixed sizes, pass --data"

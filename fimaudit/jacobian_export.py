@@ -85,7 +85,8 @@ def export_jacobian(
         prepared = prepare_model(taken, RunnerSettings(timeout=timeout), probe=data.inputs[:1], extra=data.extra_feeds)
         plan = plan_run(prepared.logits_model, prepared.selection, memory, data, prepared.num_classes, JACOBIAN_ONLY)
         prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
-        choice = make_source(gradients, prepared.runner, prepared.selection.sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
+        sample_shape = data.inputs.shape[1:]  # what prepare_model set the selection's sample shape to
+        choice = make_source(gradients, prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
         jacobian = choice.source
         samples_in = data.inputs
         shape = (samples_in.shape[0], prepared.num_classes, *samples_in.shape[1:])
@@ -96,7 +97,7 @@ def export_jacobian(
         for start in range(0, samples_in.shape[0], per_chunk):
             block = jacobian.dense(samples_in[start : start + per_chunk])
             rows = np.ascontiguousarray(block, dtype=NPY_DTYPE).reshape(block.shape[0], *shape[1:])
-            stream.write(memoryview(rows).cast("B"))
+            stream.write(rows.data.cast("B"))
         outputs.commit(inputs)
     target = Path(out_path)
     logger.info("wrote %s: %s (%s)", target, shape, choice.reason)

@@ -334,8 +334,8 @@ def model_tensors(model: onnx.ModelProto, batch: int | str | None = None) -> Mod
                 (isinstance(batch, int) and first.HasField("dim_value") and first.dim_value == batch and batch > 0)
                 or (not first.HasField("dim_value") and (batch is None or not isinstance(batch, int) or first.dim_param == batch))
             )
-            rest = known[1:] if is_batch else known
-            if any(size is None for size in rest):
+            rest = [size for size in (known[1:] if is_batch else known) if size is not None]
+            if len(rest) != len(known) - (1 if is_batch else 0):
                 unknown += 1
                 continue
             size = array_bytes(rest, itemsize)

@@ -67,7 +67,8 @@ class Summary:
             raise KeyError(name)
         return getattr(self, name)
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | int | None]:
+        """The statistics by name, as the JSON report writes them."""
         return asdict(self)
 
 

@@ -158,7 +158,7 @@ def compute_embeddings(
     count = next(iter(arrays.values())).shape[0]
     pieces = []
     for start in range(0, count, 64):
-        feeds = {
+        feeds: dict[str, np.ndarray] = {
             name: arrays[name][start : start + 64].astype(numpy_of.get(types[name], np.int64))
             for name in types
         }

@@ -24,10 +24,15 @@ DEFAULT_TOP = 10
 class AuditedSample(Protocol):
     """What the view needs of one audited sample (fimaudit.audit.SampleAudit has it)."""
 
-    index: int
-    result: SpectralResult
-    top_prob: float
-    predicted_class: int
+    # Read-only members, so that frozen dataclasses (results.SampleResult) satisfy the protocol.
+    @property
+    def index(self) -> int: ...
+    @property
+    def result(self) -> SpectralResult: ...
+    @property
+    def top_prob(self) -> float: ...
+    @property
+    def predicted_class(self) -> int: ...
 
 
 def _sample_entry(sample: AuditedSample) -> dict[str, Any]:

@@ -134,7 +134,7 @@ def lanczos_top(operator: LinearOperator, budget: int, rng: np.random.Generator,
         # A product along the way had a larger Rayleigh quotient: ARPACK converged to a lower
         # eigenvalue. Say so and fall back to the certain lower bound.
         stop_reason = "converged to an eigenvalue below a Rayleigh quotient seen earlier"
-    if counted.best_vector is None:
+    if counted.best_vector is None or counted.best_image is None:  # set together
         return TopEigenpair(0.0, start / np.linalg.norm(start), float("inf"), False, counted.used, stop_reason)
     best_theta, best_residual = _residual(counted.best_vector, counted.best_image)
     return TopEigenpair(max(best_theta, 0.0), counted.best_vector, best_residual, False, counted.used, stop_reason)

@@ -281,10 +281,10 @@ def sample_chart(
         bound = sample_bounds.get(sample["index"])
         if bound is not None:
             chart.dots.append(Dot(x, axis(bound), "sample-bound", f"sample {sample['index']}: bound {fmt(bound)}"))
-    for label, value, css in (("bound", model_bound, "bound"), ("threshold", threshold, "threshold")):
-        if value is not None:
-            y = axis(value)
-            chart.lines.append(Line(chart.left, y, chart.right, y, css, f"{label} {fmt(value)}", chart.left + 4, _round(y - 4)))
+    for label, level, css in (("bound", model_bound, "bound"), ("threshold", threshold, "threshold")):
+        if level is not None:
+            y = axis(level)
+            chart.lines.append(Line(chart.left, y, chart.right, y, css, f"{label} {fmt(level)}", chart.left + 4, _round(y - 4)))
     chart.y_ticks = axis.ticks()
     chart.x_label = f"samples, sorted by lambda_max ({len(ordered)})"
     chart.y_label = "lambda_max (log)"

@@ -51,13 +51,14 @@ def ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> dict[
     by_measured = [{"rank": r + 1, "model": label, "value": doc["summary"][statistic]} for r, (label, doc) in enumerate(measured)]
     bounds = {label: bound_value(doc.get("bound")) for label, doc in labelled}
     missing = [label for label, value in bounds.items() if value is None]
+    known = {label: value for label, value in bounds.items() if value is not None}
     entry: dict[str, Any] = {"statistic": statistic, "by_measured": by_measured, "by_bound": None,
                              "bound_missing": missing, "kendall_tau": None}
     if not missing:
-        ordered = sorted(labelled, key=lambda item: bounds[item[0]])
-        entry["by_bound"] = [{"rank": r + 1, "model": label, "value": bounds[label]} for r, (label, _) in enumerate(ordered)]
+        ordered = sorted(labelled, key=lambda item: known[item[0]])
+        entry["by_bound"] = [{"rank": r + 1, "model": label, "value": known[label]} for r, (label, _) in enumerate(ordered)]
         entry["kendall_tau"] = _kendall_tau([doc["summary"][statistic] for _, doc in labelled],
-                                            [bounds[label] for label, _ in labelled])
+                                            [known[label] for label, _ in labelled])
     return entry
 
 
