@@ -48,6 +48,7 @@ class BoundProblem:
     kind: str  # "no_rule", "unavailable", "discrete"
 
     def to_dict(self) -> dict[str, str]:
+        """JSON-ready form, for the report's list of problems."""
         return {"node": self.node, "op": self.op, "kind": self.kind, "reason": self.reason}
 
 
@@ -66,9 +67,11 @@ class LayerRecord:
 
     @property
     def gain(self) -> float:
+        """The largest gain over the node's varying inputs (the one a report shows)."""
         return max(self.gains.values(), default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: combine, nodes and assumption only where they say something."""
         entry: dict[str, Any] = {"node": self.node, "op": self.op, "gain": self.gain, "lipschitz": self.lipschitz, "method": self.method}
         if len(self.gains) > 1:
             entry["gains"] = dict(self.gains)
@@ -90,6 +93,7 @@ class Propagation:
     problems: list[BoundProblem] = field(default_factory=list)
 
     def of(self, name: str) -> float | None:
+        """The composed constant up to tensor ``name`` (None where none was certified)."""
         return self.lipschitz.get(name)
 
 
@@ -112,6 +116,7 @@ class BoundEngine:
     # -------------------------------------------------------------- what to probe
 
     def varying_nodes(self) -> list[onnx.NodeProto]:
+        """Nodes with an input-dependent output: the ones a bound walks over."""
         return [node for node in self.view.nodes if any(o in self.view.varying for o in node.output if o)]
 
     def value_tensors(self) -> list[str]:
@@ -123,8 +128,9 @@ class BoundEngine:
         return list(dict.fromkeys(names))
 
     def unknown_constant_tensors(self) -> list[str]:
-        """Computed tensors that do not depend on the input's values (shape arithmetic, scales
-        derived from shapes) read by input-dependent nodes but not folded: a probe run reads them.
+        """Computed tensors, independent of the input's values, that input-dependent nodes read unfolded.
+
+        Shape arithmetic and scales derived from shapes, say: a probe run reads them.
         """
         names: list[str] = []
         external = self.view.external_inputs
@@ -166,6 +172,7 @@ class BoundEngine:
         return gain
 
     def global_gain(self, node: onnx.NodeProto, magnitudes: dict[str, float] | None = None) -> LayerGain | BoundProblem:
+        """The node's gain over all inputs, or why there is none (cached: every per-sample walk reuses it)."""
         if node.name not in self._global:
             self._global[node.name] = self._rule_gain(node, "global", {}, magnitudes or {})
         return self._global[node.name]
@@ -289,9 +296,11 @@ class GateFactor:
 
     @property
     def value(self) -> float:
+        """The gate factor sup|g| + max_c ||x_c|| L_g (inf when a term is unbounded)."""
         return self.sup_gate + self.features_size * self.gate_lipschitz
 
     def to_dict(self) -> dict[str, float | None]:
+        """JSON-ready terms and factor (non-finite values as None: JSON has no Infinity)."""
         finite = math.isfinite(self.value)
         return {"sup_gate": self.sup_gate, "features_size": self.features_size if math.isfinite(self.features_size) else None,
                 "gate_lipschitz": self.gate_lipschitz, "factor": self.value if finite else None}
@@ -306,8 +315,9 @@ def _nodes_between(view: GraphView, start: str, end: str) -> list[onnx.NodeProto
 
 
 def block_walk(engine: BoundEngine, start: str, end: str) -> float | None:
-    """Lipschitz constant of start -> end, composed from the global gains over the nodes between
-    them (tensors not computed from ``start`` are held fixed: a block's own constant).
+    """Lipschitz constant of start -> end, composed from the global gains over the nodes between them.
+
+    Tensors not computed from ``start`` are held fixed: this is the block's own constant.
     """
     view = engine.view
     magnitudes = engine.global_result.magnitudes if engine.global_result is not None else {}
@@ -335,7 +345,9 @@ def gate_factor(engine: BoundEngine, features: str, gate: str) -> GateFactor | N
 
 
 def inverted_residual_factor(engine: BoundEngine, block: Any) -> dict[str, Any]:
-    """The mobilenet block's composed constant, JSON-ready:
+    """The mobilenet block's composed constant, JSON-ready.
+
+    The constant is
 
         L(block) <= [1 +] L(project after gate) * (sup g + max_c ||x_c|| L_g) * L(expand, depthwise)
 

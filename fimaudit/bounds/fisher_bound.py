@@ -62,7 +62,8 @@ class BoundAnalysis:
 
 
 def json_ready(value: Any) -> Any:
-    """The same structure with every non-finite float (an overflowed product, 0/0) as None:
+    """The same structure with every non-finite float (an overflowed product, 0/0) as None.
+
     JSON has no Infinity or NaN, and fimaudit's writer refuses them.
     """
     if isinstance(value, dict):
@@ -148,14 +149,17 @@ class FisherBounds:
         self.head: LinearHead | None = None
 
     def probe(self) -> IntermediateProbe:
+        """The session that returns the intermediate tensors the bounds need (built on first use: it costs a session)."""
         if self._probe is None:
             wanted = self.engine.value_tensors() + self.engine.unknown_shape_tensors() + self.engine.unknown_constant_tensors()
             self._probe = IntermediateProbe(self.model, self.view, wanted, self.providers, self.extra_feeds, self.timeout)
         return self._probe
 
     def learn_shapes(self, sample: np.ndarray) -> None:
-        """Fill what static analysis could not resolve from one probe run: shapes, and the values
-        of computed tensors that do not depend on the input's values (the same for every input).
+        """Fill what static analysis could not resolve from one probe run.
+
+        That is shapes, and the values of computed tensors that do not depend on the input's values
+        (the same for every input).
         """
         unknown = self.engine.unknown_shape_tensors()
         fixed = self.engine.unknown_constant_tensors()

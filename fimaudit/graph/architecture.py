@@ -1,5 +1,6 @@
-"""Which architecture family a model is: VGG, ResNet, DenseNet, MobileNet, SqueezeNet,
-Transformer, MLP, or unknown.
+"""Which architecture family a model is.
+
+VGG, ResNet, DenseNet, MobileNet, SqueezeNet, Transformer, MLP, or unknown.
 
 Why: the paper's closed-form bounds are stated per family (chain, residual 1 + L, dense
 sqrt(1 + L^2), attention), and a report reads better when it says "ResNet, 8 residual blocks"

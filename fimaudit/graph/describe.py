@@ -15,6 +15,7 @@ from fimaudit.graph.tensors import Dim, graph_inputs, type_description, value_sh
 
 @dataclass
 class TensorDescription:
+    """One graph input or output as ``inspect`` shows it: name, shape (symbolic dims kept) and dtype."""
     name: str
     shape: list[Dim] | None
     dtype: str
@@ -43,6 +44,7 @@ class ModelDescription:
     metadata: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the dataclass's fields, nested ones included)."""
         return asdict(self)
 
 

@@ -68,6 +68,7 @@ class EmbeddingSite:
     tables: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
+        """The site in words, for messages and the report."""
         if self.kind == "one_hot":
             return f"the one-hot encoding {self.tensor!r} of {self.ids_input!r}"
         parts = " + ".join(repr(t) for t in self.tables) or "the lookup"
@@ -186,6 +187,7 @@ def token_input_note(model: onnx.ModelProto) -> str | None:
 
 
 def require_site(model: onnx.ModelProto) -> EmbeddingSite:
+    """The model's embedding site; ModelError naming its integer inputs when there is none."""
     site = find_embedding_site(model)
     if site is None:
         integers = _integer_inputs(model.graph)

@@ -46,15 +46,16 @@ class ExternalDataFile:
     size: int
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, for the report's provenance."""
         return {"location": self.location, "sha256": self.sha256, "size": self.size}
 
 
 @dataclass
 class LoadedModel:
-    """A validated model in memory, with its weights loaded and shapes inferred.
+    r"""A validated model in memory, with its weights loaded and shapes inferred.
 
     ``sha256`` covers the ``.onnx`` file only; ``combined_sha256`` pins the weights too: it is the
-    SHA-256 of the sorted lines ``"<relative path>\\0<sha256>\\n"`` of the ``.onnx`` file and of every
+    SHA-256 of the sorted lines ``"<relative path>\0<sha256>\n"`` of the ``.onnx`` file and of every
     external-data file, hashed from the very bytes that were loaded.
     """
 
@@ -69,6 +70,7 @@ class LoadedModel:
 
     @property
     def graph(self) -> onnx.GraphProto:
+        """The model's main graph."""
         return self.proto.graph
 
     def opset(self, domain: str = "") -> int:
@@ -77,7 +79,7 @@ class LoadedModel:
 
 
 def combined_digest(entries: list[tuple[str, str]]) -> str:
-    """SHA-256 over the sorted lines ``"<relative path>\\0<sha256>\\n"`` of (path, sha256) pairs."""
+    r"""SHA-256 over the sorted lines ``"<relative path>\0<sha256>\n"`` of (path, sha256) pairs."""
     lines = sorted(f"{location}\0{sha}\n" for location, sha in entries)
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
@@ -187,9 +189,11 @@ def _declared_bytes(found: FoundTensor) -> int:
 
 
 def _memory_needed(model: onnx.ModelProto, files: dict[str, _DataFile]) -> int:
-    """Bytes the weights will occupy once loaded: every tensor as declared, every external range
-    as long as it is, and every sparse tensor's dense form (ONNX Runtime densifies sparse
-    initializers). Python ints throughout: a product that overflows int64 cannot wrap to 0.
+    """Bytes the weights will occupy once loaded.
+
+    Every tensor as declared, every external range as long as it is, and every sparse tensor's
+    dense form (ONNX Runtime densifies sparse initializers). Python ints throughout: a product
+    that overflows int64 cannot wrap to 0.
     """
     total = sum(_declared_bytes(found) for found in all_tensors(model))
     for data in files.values():

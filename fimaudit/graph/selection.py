@@ -249,9 +249,10 @@ def _unit_mean_axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] |
 def _through_unit_means(
     model: onnx.ModelProto, producer_of: dict[str, onnx.NodeProto], node: onnx.NodeProto | None
 ) -> onnx.NodeProto | None:
-    """Past ReduceMean nodes that average over axes of length 1 (silero-vad's head averages a
-    Sigmoid's [N, 1, 1] output over its last axis): such a mean changes no value. The batch
-    axis never counts, and the lengths must be known after shape inference.
+    """Past ReduceMean nodes that average over axes of length 1: such a mean changes no value.
+
+    silero-vad's head averages a Sigmoid's [N, 1, 1] output over its last axis. The batch axis
+    never counts, and the lengths must be known after shape inference.
     """
     inferred: dict[str, onnx.ValueInfoProto] | None = None
     while node is not None and node.op_type == "ReduceMean" and node.input:

@@ -49,10 +49,12 @@ def value_shape(value: onnx.ValueInfoProto) -> list[Dim] | None:
 
 
 def is_tensor(value: onnx.ValueInfoProto) -> bool:
+    """The value is a tensor (not a sequence, map or optional)."""
     return value.type.HasField("tensor_type")
 
 
 def is_float_tensor(value: onnx.ValueInfoProto) -> bool:
+    """The value is a tensor of a floating-point type."""
     return is_tensor(value) and value.type.tensor_type.elem_type in FLOAT_TYPES
 
 
@@ -130,8 +132,10 @@ def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onn
 
 
 def declared_types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
-    """Element types and shapes the graph declares: value infos, inputs, outputs, initializers and
-    ``Constant(value=...)`` nodes (types only where known; shapes with int, symbol or None dims).
+    """Element types and shapes the graph declares.
+
+    From value infos, inputs, outputs, initializers and ``Constant(value=...)`` nodes (types only
+    where known; shapes with int, symbol or None dims).
     """
     types: dict[str, int] = {}
     shapes: dict[str, list[Dim] | None] = {}

@@ -52,8 +52,9 @@ _SKELETON_LIMIT = 4096  # initializers with more elements travel to shape infere
 
 
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """The model without its large weights (declared as typed inputs instead): shape inference
-    needs their shapes, not their bytes, and a 500 MB model need not be copied for it.
+    """The model without its large weights (declared as typed inputs instead).
+
+    Shape inference needs their shapes, not their bytes, and a 500 MB model need not be copied for it.
     """
     skeleton = onnx.ModelProto()
     skeleton.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
@@ -73,8 +74,9 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def with_batch_one(model: onnx.ModelProto, input_name: str, sample_shape: Shape | None = None) -> onnx.ModelProto:
-    """A weightless copy of ``model`` whose input ``input_name`` has batch 1 (and the given
-    sample shape), shape-inferred.
+    """A weightless copy of ``model`` whose input ``input_name`` has batch 1 (and the given sample shape).
+
+    The copy is shape-inferred.
 
     Shape inference then resolves most intermediate shapes to numbers, which the convolution,
     pooling and broadcasting bounds need.
@@ -216,8 +218,9 @@ class GraphView:
         self.external_inputs = set(other_inputs)
 
     def fold_constants(self) -> None:
-        """Evaluate non-varying nodes whose inputs are all known (weights moved by Transpose,
-        shape arithmetic on static shapes) so that rules see them as constants.
+        """Evaluate non-varying nodes whose inputs are all known, so that rules see them as constants.
+
+        Such nodes are weights moved by Transpose and shape arithmetic on static shapes, say.
         """
         from onnx.reference import ReferenceEvaluator
 
@@ -258,24 +261,30 @@ class GraphView:
     # ------------------------------------------------------------------ questions
 
     def is_constant(self, name: str) -> bool:
+        """The tensor's value is known without running the model."""
         return name in self.constants
 
     def is_varying(self, name: str) -> bool:
+        """The tensor depends on the audited input's values."""
         return name in self.varying
 
     def is_float(self, name: str) -> bool:
+        """The tensor is floating point (unknown types count as float: the common case for activations)."""
         elem = self.elem_types.get(name)
         if elem is None:
             return True  # unknown: assume a float activation (the common case)
         return elem in FLOAT_TYPES
 
     def shape(self, name: str) -> Shape | None:
+        """The tensor's static shape at batch 1, or None when unknown."""
         return self.shapes.get(name)
 
     def const(self, name: str) -> np.ndarray | None:
+        """The tensor's constant value, or None when it is computed at run time."""
         return self.constants.get(name)
 
     def varying_inputs(self, node: onnx.NodeProto) -> list[int]:
+        """Indices of the node's inputs that depend on the audited input."""
         return [i for i, name in enumerate(node.input) if name and name in self.varying]
 
     def scalar_constant(self, name: str) -> float | None:

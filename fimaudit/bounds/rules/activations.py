@@ -1,5 +1,6 @@
-"""Pointwise activations and softmax: the gain is sup |f'| (global) or max |f'(a)| over this
-sample's pre-activations a (local; smooth functions only).
+"""Pointwise activations and softmax: the gain is sup |f'| (global) or max |f'(a)| (local).
+
+Locally, a is this sample's pre-activations (smooth functions only).
 
 Global constants (sup over the real line of |f'|):
 ReLU, Clip, Abs, Neg, Tanh, Softplus, Softsign, CELU: 1; LeakyReLU / PReLU: max(1, |slope|);
@@ -52,9 +53,10 @@ def _mish_derivative(x: np.ndarray) -> np.ndarray:
 
 
 def _grid_sup(derivative: Callable[[np.ndarray], np.ndarray]) -> float:
-    """Sup |f'| from a grid of step 1e-4 on [-20, 20] plus 1e-4 (|f''| < 1 here: the grid
-    misses at most step * sup|f''| <= 1e-4; outside [-20, 20] these derivatives are within
-    1e-6 of 0 or 1).
+    """Sup |f'| from a grid of step 1e-4 on [-20, 20] plus 1e-4.
+
+    |f''| < 1 here: the grid misses at most step * sup|f''| <= 1e-4; outside [-20, 20] these
+    derivatives are within 1e-6 of 0 or 1.
     """
     grid = np.linspace(-20.0, 20.0, 400_001)
     return float(np.abs(derivative(grid)).max()) + 1e-4
@@ -102,12 +104,14 @@ def clip_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("LeakyRelu")
 def leaky_relu_bound(ctx: NodeContext) -> LayerGain:
+    """LeakyReLU: slopes 1 and alpha, so gain max(1, |alpha|)."""
     alpha = abs(ctx.attr_float("alpha", 0.01))
     return _unary(ctx, max(1.0, alpha), "max(1, |alpha|)")
 
 
 @layer_bound("PRelu")
 def prelu_bound(ctx: NodeContext) -> LayerGain:
+    """PReLU with a constant slope tensor: gain max(1, max |slope|)."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"PRelu node {ctx.name!r}: input-dependent slope")
     slope = ctx.require_const(1, "the slope")
@@ -117,12 +121,14 @@ def prelu_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Elu")
 def elu_bound(ctx: NodeContext) -> LayerGain:
+    """ELU: slope 1 above 0 and alpha e^x <= alpha below, so gain max(1, alpha)."""
     alpha = abs(ctx.attr_float("alpha", 1.0))
     return _unary(ctx, max(1.0, alpha), "max(1, alpha)")
 
 
 @layer_bound("Selu")
 def selu_bound(ctx: NodeContext) -> LayerGain:
+    """SELU = gamma ELU_alpha: gain gamma * max(1, alpha)."""
     alpha = abs(ctx.attr_float("alpha", 1.67326319217681884765625))
     gamma = abs(ctx.attr_float("gamma", 1.05070102214813232421875))
     return _unary(ctx, certify(gamma * max(1.0, alpha)), "gamma * max(1, alpha)")
@@ -130,41 +136,48 @@ def selu_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Celu", "Softsign")
 def celu_softsign_bound(ctx: NodeContext) -> LayerGain:
+    """CELU and Softsign: derivatives at most 1, so gain 1."""
     return _unary(ctx, 1.0, f"{ctx.node.op_type}' <= 1")
 
 
 @layer_bound("Softplus", local=True)
 def softplus_bound(ctx: NodeContext) -> LayerGain:
+    """Softplus: its derivative is the sigmoid, <= 1 (locally its maximum at the pre-activations)."""
     gain, note = _local_max(ctx, special.expit, 1.0)
     return _unary(ctx, gain, "softplus' = sigmoid <= 1", magnitude=ctx.magnitude(0) + math.log(2.0), assumption=note)
 
 
 @layer_bound("Sigmoid", local=True)
 def sigmoid_bound(ctx: NodeContext) -> LayerGain:
+    """Sigmoid: sigma' = sigma (1 - sigma) <= 1/4 (locally its maximum at the pre-activations)."""
     gain, note = _local_max(ctx, lambda a: special.expit(a) * (1.0 - special.expit(a)), 0.25)
     return _unary(ctx, gain, "sigmoid' <= 1/4", magnitude=1.0, assumption=note)
 
 
 @layer_bound("HardSigmoid")
 def hard_sigmoid_bound(ctx: NodeContext) -> LayerGain:
+    """HardSigmoid clip(alpha x + beta, 0, 1): gain |alpha|."""
     alpha = abs(ctx.attr_float("alpha", 0.2))
     return _unary(ctx, alpha, "|alpha|", magnitude=1.0)
 
 
 @layer_bound("Tanh", local=True)
 def tanh_bound(ctx: NodeContext) -> LayerGain:
+    """Tanh: tanh' = 1 - tanh^2 <= 1 (locally its maximum at the pre-activations)."""
     gain, note = _local_max(ctx, lambda a: 1.0 - np.tanh(a) ** 2, 1.0)
     return _unary(ctx, gain, "tanh' <= 1", magnitude=1.0, assumption=note)
 
 
 @layer_bound("Erf", local=True)
 def erf_bound(ctx: NodeContext) -> LayerGain:
+    """Erf: erf' = 2/sqrt(pi) exp(-x^2) <= 2/sqrt(pi) (locally its maximum at the pre-activations)."""
     gain, note = _local_max(ctx, lambda a: ERF_SUP * np.exp(-a * a), certify(ERF_SUP))
     return _unary(ctx, gain, "erf' <= 2/sqrt(pi)", magnitude=1.0, assumption=note)
 
 
 @layer_bound("Gelu", local=True)
 def gelu_bound(ctx: NodeContext) -> LayerGain:
+    """GELU (exact or tanh form): sup |gelu'| = 1.1289 resp. 1.1293 (locally the maximum at the pre-activations)."""
     if ctx.attr_str("approximate", "none") == "tanh":
         gain, note = _local_max(ctx, _gelu_tanh_derivative, GELU_TANH_SUP)
         return _unary(ctx, gain, "sup |gelu_tanh'| = 1.1293", magnitude=ctx.magnitude(0), assumption=note)
@@ -174,12 +187,14 @@ def gelu_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Silu", local=True)
 def silu_bound(ctx: NodeContext) -> LayerGain:
+    """SiLU x sigma(x): sup |silu'| = 1.0998 (locally the maximum at the pre-activations)."""
     gain, note = _local_max(ctx, _silu_derivative, SILU_SUP)
     return _unary(ctx, gain, "sup |silu'| = 1.0998", magnitude=ctx.magnitude(0), assumption=note)
 
 
 @layer_bound("Mish", local=True)
 def mish_bound(ctx: NodeContext) -> LayerGain:
+    """Mish: sup |mish'| = 1.0888 (locally the maximum at the pre-activations)."""
     gain, note = _local_max(ctx, _mish_derivative, MISH_SUP)
     return _unary(ctx, gain, "sup |mish'| = 1.0888", magnitude=ctx.magnitude(0), assumption=note)
 
@@ -202,6 +217,7 @@ def _positive_minimum(ctx: NodeContext, what: str) -> float:
 
 @layer_bound("Exp", local=True)
 def exp_bound(ctx: NodeContext) -> LayerGain:
+    """Exp: exp(max input) at the sample, globally exp(max |input|) when the input is bounded."""
     value = ctx.value(0) if ctx.local else None
     if value is not None:
         gain = certify(math.exp(float(np.asarray(value, dtype=np.float64).max())))
@@ -214,18 +230,21 @@ def exp_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Log", local=True)
 def log_bound(ctx: NodeContext) -> LayerGain:
+    """Log: 1 / min input at the sample only (no global constant near 0)."""
     low = _positive_minimum(ctx, "log")
     return _unary(ctx, certify(1.0 / low), "1 / min input, at this sample", magnitude=math.inf, assumption=LOCAL_NOTE)
 
 
 @layer_bound("Sqrt", local=True)
 def sqrt_bound(ctx: NodeContext) -> LayerGain:
+    """Sqrt: 1 / (2 sqrt(min input)) at the sample only (no global constant near 0)."""
     low = _positive_minimum(ctx, "sqrt")
     return _unary(ctx, certify(0.5 / math.sqrt(low)), "1 / (2 sqrt(min input)), at this sample", magnitude=math.sqrt(ctx.magnitude(0)), assumption=LOCAL_NOTE)
 
 
 @layer_bound("Reciprocal", local=True)
 def reciprocal_bound(ctx: NodeContext) -> LayerGain:
+    """Reciprocal: 1 / min |input|^2 at the sample only (no global constant near 0)."""
     value = ctx.value(0) if ctx.local else None
     if value is None:
         raise BoundUnavailable(f"Reciprocal node {ctx.name!r}: no global Lipschitz constant")
@@ -279,6 +298,7 @@ def softmax_jacobian_norm_bound(rows: np.ndarray) -> float:
 
 @layer_bound("Softmax", local=True)
 def softmax_bound(ctx: NodeContext) -> LayerGain:
+    """Softmax: ||diag(p) - p p^T|| <= 1/2, locally the sharper row bound at this sample's probabilities."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"Softmax node {ctx.name!r}: unexpected inputs")
     output = ctx.output_value(0) if ctx.local else None

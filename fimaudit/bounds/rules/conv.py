@@ -1,5 +1,6 @@
-"""Convolutions: a certified bound on the l2 operator norm with the real stride, padding,
-dilation and groups.
+"""Convolutions: a certified bound on the l2 operator norm.
+
+The bound uses the real stride, padding, dilation and groups.
 
 The argument (per spatial axis; axes multiply):
 
@@ -66,8 +67,9 @@ def _conv_geometry(
 
 def active_kernel(weight: np.ndarray, spatial: list[int], strides: list[int], dilations: list[int],
                   begin: list[int], end: list[int]) -> tuple[np.ndarray, list[int]]:
-    """The kernel cropped to the taps that ever meet a real (non-padding) input entry, and the
-    length of the padded input those taps read (per axis).
+    """The kernel cropped to the taps that ever meet a real (non-padding) input entry, and what they read.
+
+    What they read: the length of the padded input those taps read, per axis.
 
     Dropping taps that only ever read padding changes nothing in the operator; on small
     feature maps (a 3x3 kernel on a 1x1 map reads real input only through its centre) it makes

@@ -1,5 +1,6 @@
-"""Elementwise arithmetic with numpy broadcasting: sums (residual connections), scaling,
-products and quotients, selections.
+"""Elementwise arithmetic with numpy broadcasting.
+
+Sums (residual connections), scaling, products and quotients, selections.
 
 Sum: d(a + b) = da + db, so L <= L_a + L_b (the residual block's 1 + L_f), each term times
 sqrt(copies) when broadcasting copies it. Product with a constant c: the exact norm of
@@ -41,6 +42,7 @@ def sum_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Mean")
 def mean_bound(ctx: NodeContext) -> LayerGain:
+    """Mean of k inputs: each varying term gets sqrt(its broadcast copies) / k."""
     count = len([name for name in ctx.node.input if name])
     gains = {index: _copies_gain(ctx, index) / count for index in ctx.varying_inputs()}
     return LayerGain(gains, f"mean of {count} terms", magnitude=max(_magnitudes(ctx), default=0.0))
@@ -91,8 +93,9 @@ def mul_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("Div", local=_divisor_varies)
 def div_bound(ctx: NodeContext) -> LayerGain:
-    """A / c with a fixed divisor: exact; an input-dependent divisor: at the sample only,
-    d(a / b) = da / b - a db / b^2.
+    """A / c with a fixed divisor: exact; an input-dependent divisor: at the sample only.
+
+    There d(a / b) = da / b - a db / b^2.
     """
     varying = ctx.varying_inputs()
     divisor = ctx.value(1) if (ctx.local or not ctx.varying(1)) else None

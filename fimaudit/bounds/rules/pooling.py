@@ -107,12 +107,14 @@ def average_pool_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("GlobalAveragePool")
 def global_average_pool_bound(ctx: NodeContext) -> LayerGain:
+    """GlobalAveragePool: a mean over n entries per channel has norm exactly 1/sqrt(n)."""
     n = int(np.prod(ctx.shape(0)[2:]))
     return LayerGain({0: certify(1.0 / math.sqrt(n))}, f"mean over {n} entries: 1/sqrt({n})", magnitude=ctx.magnitude(0))
 
 
 @layer_bound("GlobalMaxPool")
 def global_max_pool_bound(ctx: NodeContext) -> LayerGain:
+    """GlobalMaxPool: one window per channel, so 1-Lipschitz."""
     return LayerGain({0: 1.0}, "max over one window", magnitude=ctx.magnitude(0))
 
 
@@ -137,6 +139,7 @@ def _reduced_count(ctx: NodeContext) -> int:
 
 @layer_bound("ReduceMean")
 def reduce_mean_bound(ctx: NodeContext) -> LayerGain:
+    """ReduceMean over n entries per output: exactly 1/sqrt(n)."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"ReduceMean node {ctx.name!r}: unexpected inputs")
     n = _reduced_count(ctx)
@@ -145,6 +148,7 @@ def reduce_mean_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("ReduceSum")
 def reduce_sum_bound(ctx: NodeContext) -> LayerGain:
+    """ReduceSum over n entries per output: exactly sqrt(n)."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"ReduceSum node {ctx.name!r}: unexpected inputs")
     n = _reduced_count(ctx)
@@ -153,6 +157,7 @@ def reduce_sum_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("ReduceMax", "ReduceMin")
 def reduce_max_bound(ctx: NodeContext) -> LayerGain:
+    """ReduceMax / ReduceMin over disjoint groups: 1-Lipschitz."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: unexpected inputs")
     _reduced_count(ctx)
@@ -161,6 +166,7 @@ def reduce_max_bound(ctx: NodeContext) -> LayerGain:
 
 @layer_bound("ReduceL2")
 def reduce_l2_bound(ctx: NodeContext) -> LayerGain:
+    """ReduceL2: a Euclidean norm of each group is 1-Lipschitz."""
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"ReduceL2 node {ctx.name!r}: unexpected inputs")
     n = _reduced_count(ctx)

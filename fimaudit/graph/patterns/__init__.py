@@ -1,3 +1,4 @@
-"""Architecture patterns, one module per family, over a shared GraphView (graph/view.py) in which
-decomposed operators have been fused (fusion.py).
+"""Architecture patterns, one module per family, over a shared GraphView (graph/view.py).
+
+In that view, decomposed operators have been fused (fusion.py).
 """

@@ -68,6 +68,7 @@ class PatternResult:
 
     @property
     def matched(self) -> bool:
+        """The pattern fits the graph (no reason against it)."""
         return self.reason is None
 
 
@@ -149,10 +150,12 @@ class Reachability:
         return found
 
     def has_weights_between(self, start: str, end: str) -> bool:
+        """A weighted layer (conv, dense) lies on a varying path from ``start`` to ``end``: a real branch, not a skip."""
         return any(weighted_kind(self.view, node) is not None for node in self.between(start, end))
 
 
 def float_varying_inputs(view: GraphView, node: onnx.NodeProto) -> list[str]:
+    """The node's input-dependent float inputs: the activations a pattern follows (not masks or indices)."""
     return [name for name in node.input if name and name in view.varying and view.is_float(name)]
 
 
@@ -167,6 +170,7 @@ class Residual:
 
     @property
     def shortcut_kind(self) -> str:
+        """'identity' when the shortcut has no node, else 'projection'."""
         return "identity" if not self.shortcut else "projection"
 
 
@@ -224,8 +228,9 @@ def find_gates(view: GraphView, reach: Reachability) -> list[onnx.NodeProto]:
 
 
 def find_merges(view: GraphView, reach: Reachability) -> list[onnx.NodeProto]:
-    """Nodes joining two varying tensors where a side holds weights (any skip connection or
-    gate); joins of weightless functions of one tensor (pooling decompositions) do not count.
+    """Nodes joining two varying tensors where a side holds weights (any skip connection or gate).
+
+    Joins of weightless functions of one tensor (pooling decompositions) do not count.
     """
     merges = []
     for node in view.nodes:
@@ -257,8 +262,10 @@ def _is_product(view: GraphView, node: onnx.NodeProto) -> bool:
 
 
 def _scores_behind(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) -> onnx.NodeProto | None:
-    """The product of two activations (q k^T) that ``name`` is computed from across scaling,
-    masking and pass-through ops; a mask operand (varying or not) is simply not followed.
+    """The product of two activations (q k^T) that ``name`` is computed from.
+
+    The search crosses scaling, masking and pass-through ops; a mask operand (varying or not) is
+    simply not followed.
     """
     node = view.producer.get(name)
     if node is None or steps == 0:
@@ -274,9 +281,10 @@ def _scores_behind(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) ->
 
 
 def _context_after(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) -> onnx.NodeProto | None:
-    """The product of the attention weights ``name`` with another activation (weights v),
-    across masking and pass-through ops; readers that make a non-float tensor from the weights
-    (IsNaN, Equal: a mask's condition) are not the weights' path and are passed over.
+    """The product of the attention weights ``name`` with another activation (weights v).
+
+    The search crosses masking and pass-through ops; readers that make a non-float tensor from the
+    weights (IsNaN, Equal: a mask's condition) are not the weights' path and are passed over.
     """
     if steps == 0:
         return None
@@ -293,9 +301,10 @@ def _context_after(view: GraphView, name: str, steps: int = _ATTENTION_STEPS) ->
 
 
 def find_attention(view: GraphView) -> list[Block]:
-    """Attention cores: MatMul(q, k) -> [scale, mask] -> Softmax -> [mask] -> MatMul(., v), or a
-    fused op. Masks are Where on a condition, or added or multiplied tensors, on either side of
-    the Softmax, whether or not they depend on the input (a padding mask computed from it).
+    """Attention cores: MatMul(q, k) -> [scale, mask] -> Softmax -> [mask] -> MatMul(., v), or a fused op.
+
+    Masks are Where on a condition, or added or multiplied tensors, on either side of the
+    Softmax, whether or not they depend on the input (a padding mask computed from it).
     """
     blocks = []
     for node in view.nodes:

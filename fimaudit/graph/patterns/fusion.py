@@ -89,9 +89,11 @@ _GRID = np.concatenate([np.linspace(-12.0, 12.0, 4801), [-1e3, -50.0, 50.0, 1e3]
 
 
 def _evaluate_region(view: GraphView, region: list[onnx.NodeProto], source: str) -> dict[str, np.ndarray]:
-    """Every region node's output on the grid (in one pass); a node that cannot be evaluated,
-    and everything computed from it, is absent. The value of a node's output depends only on
-    the nodes it is computed from, so one pass serves every closed subregion.
+    """Every region node's output on the grid (in one pass).
+
+    A node that cannot be evaluated, and everything computed from it, is absent. The value of a
+    node's output depends only on the nodes it is computed from, so one pass serves every closed
+    subregion.
     """
     values: dict[str, np.ndarray] = {source: _GRID}
     for node in region:

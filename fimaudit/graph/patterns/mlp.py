@@ -1,5 +1,6 @@
-"""MLP: dense layers with pointwise activations between them, no convolution, no attention and
-no skip connection.
+"""MLP: dense layers with pointwise activations between them.
+
+No convolution, no attention and no skip connection.
 """
 
 from __future__ import annotations

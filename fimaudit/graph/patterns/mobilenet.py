@@ -85,8 +85,9 @@ class Gate:
 
 
 def find_se_gate(view: GraphView, reach: Reachability, mul: onnx.NodeProto) -> Gate | None:
-    """``mul`` as a squeeze-excitation product x * g(x): g reaches back to x through a gate
-    activation, weighted layers and a spatial pooling of x.
+    """``mul`` as a squeeze-excitation product x * g(x).
+
+    g reaches back to x through a gate activation, weighted layers and a spatial pooling of x.
     """
     if mul.op_type != "Mul":
         return None
@@ -113,8 +114,9 @@ def find_se_gate(view: GraphView, reach: Reachability, mul: onnx.NodeProto) -> G
 
 
 def on_main_path(view: GraphView, node: onnx.NodeProto) -> bool:
-    """Norms, activations, pass-through ops, and scaling or shifting by a fixed tensor (BatchNorm
-    written out as Mul and Add by tf2onnx).
+    """Norms, activations, pass-through ops, and scaling or shifting by a fixed tensor.
+
+    The last is BatchNorm written out as Mul and Add by tf2onnx.
     """
     if len(float_varying_inputs(view, node)) != 1 or len(view.varying_inputs(node)) != 1:
         return False
@@ -194,8 +196,9 @@ def _names(view: GraphView, nodes: list[onnx.NodeProto]) -> tuple[str, ...]:
 
 
 def inverted_residuals(view: GraphView, reach: Reachability) -> list[Block]:
-    """One block per depthwise conv that sits between an (optional) 1x1 expansion and a 1x1
-    projection, with its squeeze-excitation gate and residual Add when present.
+    """One block per depthwise conv between an (optional) 1x1 expansion and a 1x1 projection.
+
+    The block includes its squeeze-excitation gate and residual Add when present.
     """
     blocks: list[Block] = []
     for node in view.nodes:

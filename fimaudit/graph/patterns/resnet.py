@@ -1,5 +1,6 @@
-"""ResNet: y = f(x) + x (identity shortcut) or f(x) + P(x) (projection shortcut: a strided 1x1
-convolution with its BatchNorm), where the residual branch f holds convolutions.
+"""ResNet: y = f(x) + x (identity shortcut) or f(x) + P(x) (projection shortcut).
+
+P is a strided 1x1 convolution with its BatchNorm; the residual branch f holds convolutions.
 
 Gating products of two activations (squeeze-excitation in MobileNetV3 / EfficientNet) fall
 outside this pattern: the bound of a residual network is 1 + L_f per block, and a gate is no

@@ -1,6 +1,7 @@
-"""SqueezeNet: Fire modules, y = [e1(s(x)), e3(s(x))] with s a 1x1 "squeeze" conv (+ act) and
-e1, e3 a 1x1 and a k x k "expand" conv (+ act) of the same squeezed tensor, concatenated on
-channels.
+"""SqueezeNet: Fire modules, y = [e1(s(x)), e3(s(x))].
+
+s is a 1x1 "squeeze" conv (+ act) and e1, e3 a 1x1 and a k x k "expand" conv (+ act) of the
+same squeezed tensor, concatenated on channels.
 
 Why it is not a DenseNet: neither concatenated input is computed from the other (the block
 keeps nothing of its input), and not an Inception module: both branches read the one 1x1

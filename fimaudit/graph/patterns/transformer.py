@@ -1,5 +1,6 @@
-"""Transformer / ViT: attention (MatMul-Softmax-MatMul on input-dependent operands) with LayerNorm
-and an MLP, usually each inside a residual addition.
+"""Transformer / ViT: attention (MatMul-Softmax-MatMul on input-dependent operands).
+
+LayerNorm and an MLP come with it, usually each inside a residual addition.
 
 Why attention alone decides the family: a graph that computes softmax(q k^T) v from its own
 activations is a transformer whatever else it holds; the LayerNorms and MLPs found around each

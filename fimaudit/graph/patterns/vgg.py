@@ -1,5 +1,6 @@
-"""VGG: a plain chain of convolution stages (conv [-> norm] -> activation, repeated, then a
-pooling), followed by a dense classifier. No skip connection of any kind.
+"""VGG: a plain chain of convolution stages, followed by a dense classifier.
+
+A stage is conv [-> norm] -> activation, repeated, then a pooling. No skip connection of any kind.
 """
 
 from __future__ import annotations
