@@ -68,4 +68,4 @@ class IntermediateProbe:
             raise
         except Exception as exc:  # ORT runtime failures
             raise ModelError(f"ONNX Runtime failed while probing activations: {str(exc).splitlines()[0]}") from exc
-        return dict(zip(self.output_names, results))
+        return dict(zip(self.output_names, results, strict=True))

@@ -15,7 +15,7 @@ def same_padding(
 ) -> tuple[list[int], list[int]]:
     """(pads at the start, pads at the end) per spatial axis for SAME_UPPER or SAME_LOWER."""
     begin, end = [], []
-    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+    for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
         out = math.ceil(size / s)
         total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
         small, large = total // 2, total - total // 2

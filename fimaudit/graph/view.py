@@ -252,7 +252,7 @@ class GraphView:
             except Exception as exc:  # unsupported by the reference runtime: leave it unfolded
                 logger.debug("cannot fold %s (%s): %s", node.name, node.op_type, exc)
                 continue
-            for name, value in zip(outputs, results):
+            for name, value in zip(outputs, results, strict=True):
                 array = np.asarray(value)
                 if array.size <= _FOLD_LIMIT:
                     self.constants[name] = array

@@ -55,12 +55,16 @@ def _conv_geometry(
     strides = ctx.attr_ints("strides") or [1] * rank
     dilations = ctx.attr_ints("dilations") or [1] * rank
     auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
+    if len(strides) != rank or len(dilations) != rank:
+        raise BoundUnavailable(f"Conv node {ctx.name!r}: strides or dilations do not match the kernel's rank")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begin, end = same_padding(spatial, kernel, strides, dilations, auto_pad)
     elif auto_pad == "VALID":
         begin, end = [0] * rank, [0] * rank
     else:
         pads = ctx.attr_ints("pads") or [0] * (2 * rank)
+        if len(pads) != 2 * rank:
+            raise BoundUnavailable(f"Conv node {ctx.name!r}: pads do not match the kernel's rank")
         begin, end = pads[:rank], pads[rank:]
     return spatial, strides, dilations, begin, end
 
@@ -78,7 +82,7 @@ def active_kernel(weight: np.ndarray, spatial: list[int], strides: list[int], di
     w = np.asarray(weight, dtype=np.float64)
     crop = [slice(None), slice(None)]
     lengths = []
-    for axis, (size, stride, dilation, pad_begin, pad_end) in enumerate(zip(spatial, strides, dilations, begin, end)):
+    for axis, (size, stride, dilation, pad_begin, pad_end) in enumerate(zip(spatial, strides, dilations, begin, end, strict=True)):
         k = w.shape[2 + axis]
         outputs = (size + pad_begin + pad_end - ((k - 1) * dilation + 1)) // stride + 1
         if outputs < 1:
@@ -114,14 +118,14 @@ def conv_norm_bound(
     if c_out % groups:
         raise BoundUnavailable(f"Conv weight has {c_out} output channels, not divisible by group={groups}")
     per_group = np.split(w, groups, axis=0)
-    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    if any(e > p for e, p in zip(extents, padded)):
+    extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
+    if any(e > p for e, p in zip(extents, padded, strict=True)):
         raise BoundUnavailable("Conv kernel is larger than its padded input")
     cheap = _l1_linf_bound(w, groups, strides, extents)
     if all(e == 1 for e in extents):
         value = max(spectral_norm(g.reshape(g.shape[0], -1)) for g in per_group)
         return min(value, cheap), "1x1 convolution: spectral norm of the channel matrix"
-    rings = [math.ceil(p / s) for p, s in zip(padded, strides)]
+    rings = [math.ceil(p / s) for p, s in zip(padded, strides, strict=True)]
     phases = int(np.prod(strides))
     frequencies = int(np.prod(rings[:-1])) * (rings[-1] // 2 + 1)
     rows, cols = w.shape[0] // groups, c_in_g * phases
@@ -146,7 +150,7 @@ def _dilate(weight: np.ndarray, dilations: list[int]) -> np.ndarray:
     if all(d == 1 for d in dilations):
         return weight
     kernel = weight.shape[2:]
-    shape = [*weight.shape[:2], *[(k - 1) * d + 1 for k, d in zip(kernel, dilations)]]
+    shape = [*weight.shape[:2], *[(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]]
     out = np.zeros(shape, dtype=weight.dtype)
     out[(slice(None), slice(None), *[slice(None, None, d) for d in dilations])] = weight
     return out
@@ -156,11 +160,11 @@ def _phase_blocks(weight: np.ndarray, strides: list[int], rings: list[int]) -> n
     """[c_out, c_in, E...] -> [c_out, c_in * prod(s), M...] with w_r[j] = w[s j + r]."""
     c_out, c_in = weight.shape[:2]
     rank = len(strides)
-    padded = np.zeros((c_out, c_in, *[s * m for s, m in zip(strides, rings)]), dtype=weight.dtype)
+    padded = np.zeros((c_out, c_in, *[s * m for s, m in zip(strides, rings, strict=True)]), dtype=weight.dtype)
     padded[(slice(None), slice(None), *[slice(0, e) for e in weight.shape[2:]])] = weight
     # split every spatial axis of length s*M into (M, s): index e = j * s + r
     split_shape = [c_out, c_in]
-    for s, m in zip(strides, rings):
+    for s, m in zip(strides, rings, strict=True):
         split_shape += [m, s]
     split = padded.reshape(split_shape)
     ring_axes = [2 + 2 * i for i in range(rank)]

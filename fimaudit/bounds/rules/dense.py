@@ -35,7 +35,7 @@ def _batch_groups(varying_shape: tuple[int, ...], fixed_shape: tuple[int, ...]) 
     rank = max(len(vb), len(fb))
     vb = (1,) * (rank - len(vb)) + tuple(vb)
     fb = (1,) * (rank - len(fb)) + tuple(fb)
-    batch = tuple(max(a, b) for a, b in zip(vb, fb))
+    batch = tuple(max(a, b) for a, b in zip(vb, fb, strict=True))
     return vb, fb, batch
 
 
@@ -58,7 +58,7 @@ def matmul_operator_norm(fixed: np.ndarray, varying_shape: tuple[int, ...], fixe
         return certify(float(batched_spectral_norms(np.unique(f_full.reshape(-1, *f.shape[-2:]), axis=0)).max()))
     best = 0.0
     for index in np.ndindex(*vb):
-        selector = tuple(slice(None) if size == 1 else i for i, size in zip(index, vb))
+        selector = tuple(slice(None) if size == 1 else i for i, size in zip(index, vb, strict=True))
         group = f_full[selector].reshape(-1, *f.shape[-2:])
         stacked = np.concatenate(list(group), axis=1 if fixed_on_right else 0)
         best = max(best, spectral_norm(stacked))

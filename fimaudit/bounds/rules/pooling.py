@@ -38,6 +38,8 @@ def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], l
     strides = ctx.attr_ints("strides") or [1] * rank
     dilations = ctx.attr_ints("dilations") or [1] * rank
     auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
+    if len(spatial) != rank or len(strides) != rank or len(dilations) != rank:
+        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: input, strides or dilations do not match the kernel")
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads_begin, pads_end = same_padding(spatial, kernel, strides, dilations, auto_pad)
         pads = pads_begin + pads_end
@@ -45,6 +47,8 @@ def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], l
         pads = [0] * (2 * rank)
     else:
         pads = ctx.attr_ints("pads") or [0] * (2 * rank)
+        if len(pads) != 2 * rank:
+            raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: pads do not match the kernel's rank")
     return spatial, kernel, strides, dilations, pads
 
 
