@@ -72,7 +72,9 @@ class LayerRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: combine, nodes and assumption only where they say something."""
-        entry: dict[str, Any] = {"node": self.node, "op": self.op, "gain": self.gain, "lipschitz": self.lipschitz, "method": self.method}
+        entry: dict[str, Any] = {
+            "node": self.node, "op": self.op, "gain": self.gain, "lipschitz": self.lipschitz, "method": self.method
+        }
         if len(self.gains) > 1:
             entry["gains"] = dict(self.gains)
             entry["combine"] = self.combine
@@ -157,7 +159,9 @@ class BoundEngine:
 
     # -------------------------------------------------------------- gains
 
-    def _rule_gain(self, node: onnx.NodeProto, mode: str, values: dict[str, np.ndarray], magnitudes: dict[str, float]) -> LayerGain | BoundProblem:
+    def _rule_gain(
+        self, node: onnx.NodeProto, mode: str, values: dict[str, np.ndarray], magnitudes: dict[str, float]
+    ) -> LayerGain | BoundProblem:
         rule = get_rule(node.op_type)
         if rule is None:
             return _problem(node, f"no bound rule for {node.op_type} (node {node.name!r})", "no_rule")
@@ -187,7 +191,9 @@ class BoundEngine:
             return cached
         inflated = {i: g * (1.0 + LOCAL_MARGIN) for i, g in local.gains.items()}
         if isinstance(cached, BoundProblem):
-            return LayerGain(inflated, local.method, local.combine, local.magnitude, local.assumption, outputs=local.outputs)
+            return LayerGain(
+                inflated, local.method, local.combine, local.magnitude, local.assumption, outputs=local.outputs
+            )
         gains = {i: min(inflated[i], cached.gains.get(i, math.inf)) for i in inflated}
         tighter = any(inflated[i] < cached.gains.get(i, math.inf) for i in inflated)
         if not tighter:
@@ -225,7 +231,9 @@ class BoundEngine:
                 if value is None:
                     unknown = True
                     if name not in lipschitz and not view.is_float(name):
-                        result.problems.append(_problem(node, f"input {name!r} is an input-dependent integer tensor", "discrete"))
+                        result.problems.append(
+                            _problem(node, f"input {name!r} is an input-dependent integer tensor", "discrete")
+                        )
                     continue
                 terms.append(gain.gains[index] * value)
             if unknown:
@@ -241,7 +249,11 @@ class BoundEngine:
                 lipschitz[out] = out_value if view.is_float(out) and covered else None
                 result.magnitudes[out] = gain.magnitude if covered else math.inf
                 if not covered and view.consumers.get(out):
-                    result.problems.append(_problem(node, f"output {position} of {node.op_type} node {node.name!r} is used, and its rule covers only output(s) {list(gain.outputs or [])}", "unavailable"))
+                    reason = (
+                        f"output {position} of {node.op_type} node {node.name!r} is used, "
+                        f"and its rule covers only output(s) {list(gain.outputs or [])}"
+                    )
+                    result.problems.append(_problem(node, reason, "unavailable"))
             result.records.append(LayerRecord(
                 node.name, node.op_type, view.original_names(node),
                 {node.input[i]: gain.gains[i] for i in varying}, gain.combine, gain.method, out_value, gain.assumption,
@@ -251,7 +263,9 @@ class BoundEngine:
     def run_global(self) -> Propagation:
         """Constants valid for every input (in the domain given by ``input_magnitude``)."""
         magnitudes: dict[str, float] = {self.view.input_name: self.input_magnitude}
-        result = self.walk(lambda node: self.global_gain(node, magnitudes), {self.view.input_name: 1.0}, magnitudes=magnitudes)
+        result = self.walk(
+            lambda node: self.global_gain(node, magnitudes), {self.view.input_name: 1.0}, magnitudes=magnitudes
+        )
         self.global_result = result
         return result
 
@@ -302,7 +316,8 @@ class GateFactor:
     def to_dict(self) -> dict[str, float | None]:
         """JSON-ready terms and factor (non-finite values as None: JSON has no Infinity)."""
         finite = math.isfinite(self.value)
-        return {"sup_gate": self.sup_gate, "features_size": self.features_size if math.isfinite(self.features_size) else None,
+        features_size = self.features_size if math.isfinite(self.features_size) else None
+        return {"sup_gate": self.sup_gate, "features_size": features_size,
                 "gate_lipschitz": self.gate_lipschitz, "factor": self.value if finite else None}
 
 
@@ -321,8 +336,8 @@ def block_walk(engine: BoundEngine, start: str, end: str) -> float | None:
     """
     view = engine.view
     magnitudes = engine.global_result.magnitudes if engine.global_result is not None else {}
-    walked = engine.walk(lambda node: engine.global_gain(node, magnitudes), {start: 1.0}, _nodes_between(view, start, end),
-                         magnitudes=dict(magnitudes), default=0.0)
+    walked = engine.walk(lambda node: engine.global_gain(node, magnitudes), {start: 1.0},
+                         _nodes_between(view, start, end), magnitudes=dict(magnitudes), default=0.0)
     return walked.of(end)
 
 

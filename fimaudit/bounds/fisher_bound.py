@@ -149,10 +149,13 @@ class FisherBounds:
         self.head: LinearHead | None = None
 
     def probe(self) -> IntermediateProbe:
-        """The session that returns the intermediate tensors the bounds need (built on first use: it costs a session)."""
+        """The session that returns the intermediate tensors the bounds need (built on first use: it is costly)."""
         if self._probe is None:
-            wanted = self.engine.value_tensors() + self.engine.unknown_shape_tensors() + self.engine.unknown_constant_tensors()
-            self._probe = IntermediateProbe(self.model, self.view, wanted, self.providers, self.extra_feeds, self.timeout)
+            engine = self.engine
+            wanted = engine.value_tensors() + engine.unknown_shape_tensors() + engine.unknown_constant_tensors()
+            self._probe = IntermediateProbe(
+                self.model, self.view, wanted, self.providers, self.extra_feeds, self.timeout
+            )
         return self._probe
 
     def learn_shapes(self, sample: np.ndarray) -> None:
@@ -234,7 +237,10 @@ class FisherBounds:
             "tightness": (value / measured) if value is not None and measured else None,
         }
         if value is None:
-            entry["reason"] = "; ".join(p.reason for p in propagation.problems[:3]) or "the composed bound exceeds the floating-point range"
+            entry["reason"] = (
+                "; ".join(p.reason for p in propagation.problems[:3])
+                or "the composed bound exceeds the floating-point range"
+            )
         return _bound(entry)
 
 
@@ -266,14 +272,20 @@ def analyse_bounds(
     return BoundAnalysis(result, samples, time.perf_counter() - started)
 
 
-def _sample_summary(samples: list[Bound | None], measured: Sequence[float] | None, global_value: float | None) -> dict[str, Any]:
+def _sample_summary(
+    samples: list[Bound | None], measured: Sequence[float] | None, global_value: float | None
+) -> dict[str, Any]:
     values = np.array([s.value for s in samples if s and s.value is not None], dtype=np.float64)
-    ratios = np.array([s.details["tightness"] for s in samples if s and s.details["tightness"] is not None], dtype=np.float64)
+    ratios = np.array(
+        [s.details["tightness"] for s in samples if s and s.details["tightness"] is not None], dtype=np.float64
+    )
     summary: dict[str, Any] = {"count": int(values.size)}
     if values.size:
         summary.update({"max": float(values.max()), "median": float(np.median(values)), "min": float(values.min())})
     if ratios.size:
-        summary["tightness"] = {"median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())}
+        summary["tightness"] = {
+            "median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())
+        }
     if measured is not None and len(measured) and global_value is not None and max(measured) > 0:
         summary["global_over_max_measured"] = global_value / float(max(measured))
     return summary

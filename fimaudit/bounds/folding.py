@@ -94,7 +94,9 @@ def _scale_inputs(weight: np.ndarray, layout: str, scale: np.ndarray, groups: in
         if per_group * groups != scale.size:
             return None
         out_per_group = w.shape[0] // groups
-        factors = np.stack([scale[(o // out_per_group) * per_group : (o // out_per_group + 1) * per_group] for o in range(w.shape[0])])
+        factors = np.stack(
+            [scale[(o // out_per_group) * per_group : (o // out_per_group + 1) * per_group] for o in range(w.shape[0])]
+        )
         return w * factors.reshape(w.shape[0], per_group, *([1] * (w.ndim - 2)))
     if layout == "gemm_t" and w.shape[1] == scale.size:
         return w * scale[None, :]
@@ -111,7 +113,9 @@ def _replacement(view: GraphView, node: onnx.NodeProto, weight: np.ndarray, tag:
     view.shapes[weight_name] = tuple(weight.shape)
     new_inputs = list(inputs if inputs is not None else node.input)
     new_inputs[1] = weight_name
-    replaced = helper.make_node(node.op_type, new_inputs, list(outputs if outputs is not None else node.output), name=name)
+    replaced = helper.make_node(
+        node.op_type, new_inputs, list(outputs if outputs is not None else node.output), name=name
+    )
     replaced.attribute.extend(node.attribute)
     return replaced
 

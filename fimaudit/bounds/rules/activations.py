@@ -69,7 +69,9 @@ MISH_SUP = _grid_sup(_mish_derivative)
 ERF_SUP = 2.0 / math.sqrt(math.pi)
 
 
-def _local_max(ctx: NodeContext, derivative: Callable[[np.ndarray], np.ndarray], global_gain: float) -> tuple[float, str | None]:
+def _local_max(
+    ctx: NodeContext, derivative: Callable[[np.ndarray], np.ndarray], global_gain: float
+) -> tuple[float, str | None]:
     """Max |f'(a)| over the sample's pre-activations, never above the global constant."""
     value = ctx.value(0) if ctx.local else None
     if value is None:
@@ -78,7 +80,9 @@ def _local_max(ctx: NodeContext, derivative: Callable[[np.ndarray], np.ndarray],
     return min(local, global_gain), LOCAL_NOTE
 
 
-def _unary(ctx: NodeContext, gain: float, method: str, magnitude: float | None = None, assumption: str | None = None) -> LayerGain:
+def _unary(
+    ctx: NodeContext, gain: float, method: str, magnitude: float | None = None, assumption: str | None = None
+) -> LayerGain:
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: input-dependent parameters are not supported")
     bound = ctx.magnitude(0) * gain if magnitude is None else magnitude
@@ -208,7 +212,9 @@ def hard_swish_bound(ctx: NodeContext) -> LayerGain:
 def _positive_minimum(ctx: NodeContext, what: str) -> float:
     value = ctx.value(0) if ctx.local else None
     if value is None:
-        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: {what} has no global Lipschitz constant on an unbounded domain")
+        raise BoundUnavailable(
+            f"{ctx.node.op_type} node {ctx.name!r}: {what} has no global Lipschitz constant on an unbounded domain"
+        )
     low = float(np.asarray(value, dtype=np.float64).min())
     if not low > 0.0:
         raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: input reaches {low:g} <= 0 at this sample")
@@ -239,7 +245,13 @@ def log_bound(ctx: NodeContext) -> LayerGain:
 def sqrt_bound(ctx: NodeContext) -> LayerGain:
     """Sqrt: 1 / (2 sqrt(min input)) at the sample only (no global constant near 0)."""
     low = _positive_minimum(ctx, "sqrt")
-    return _unary(ctx, certify(0.5 / math.sqrt(low)), "1 / (2 sqrt(min input)), at this sample", magnitude=math.sqrt(ctx.magnitude(0)), assumption=LOCAL_NOTE)
+    return _unary(
+        ctx,
+        certify(0.5 / math.sqrt(low)),
+        "1 / (2 sqrt(min input)), at this sample",
+        magnitude=math.sqrt(ctx.magnitude(0)),
+        assumption=LOCAL_NOTE,
+    )
 
 
 @layer_bound("Reciprocal", local=True)
@@ -251,7 +263,9 @@ def reciprocal_bound(ctx: NodeContext) -> LayerGain:
     low = float(np.abs(np.asarray(value, dtype=np.float64)).min())
     if low == 0.0:
         raise BoundUnavailable(f"Reciprocal node {ctx.name!r}: input reaches 0 at this sample")
-    return _unary(ctx, certify(1.0 / low**2), "1 / min input^2, at this sample", magnitude=math.inf, assumption=LOCAL_NOTE)
+    return _unary(
+        ctx, certify(1.0 / low**2), "1 / min input^2, at this sample", magnitude=math.inf, assumption=LOCAL_NOTE
+    )
 
 
 @layer_bound("Pow", local=True)
@@ -273,10 +287,18 @@ def pow_bound(ctx: NodeContext) -> LayerGain:
         if p < 1.0 and float(a.min()) == 0.0:
             raise BoundUnavailable(f"Pow node {ctx.name!r}: x^{p:g} is not Lipschitz at 0")
         edge = float(a.max()) if p >= 1.0 else float(a.min())
-        return _unary(ctx, certify(abs(p) * edge ** (p - 1.0)), f"|p| |x|^(p-1) at this sample (p = {p:g})", magnitude=math.inf, assumption=LOCAL_NOTE)
+        return _unary(
+            ctx,
+            certify(abs(p) * edge ** (p - 1.0)),
+            f"|p| |x|^(p-1) at this sample (p = {p:g})",
+            magnitude=math.inf,
+            assumption=LOCAL_NOTE,
+        )
     top = ctx.magnitude(0)
     if p < 1.0 or not math.isfinite(top):
-        raise BoundUnavailable(f"Pow node {ctx.name!r}: x^{p:g} has no global Lipschitz constant without a bound on its input")
+        raise BoundUnavailable(
+            f"Pow node {ctx.name!r}: x^{p:g} has no global Lipschitz constant without a bound on its input"
+        )
     return _unary(ctx, certify(abs(p) * top ** (p - 1.0)), f"|p| max|x|^(p-1) (p = {p:g})", magnitude=top**p)
 
 
@@ -308,7 +330,9 @@ def softmax_bound(ctx: NodeContext) -> LayerGain:
     if not np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):  # not the rows we think: stay global
         return LayerGain({0: 0.5}, "||diag(p) - p p^T|| <= 1/2", magnitude=1.0)
     gain = min(0.5, certify(softmax_jacobian_norm_bound(rows)))
-    return LayerGain({0: gain}, "||diag(p) - p p^T|| at this sample's probabilities", magnitude=1.0, assumption=LOCAL_NOTE)
+    return LayerGain(
+        {0: gain}, "||diag(p) - p p^T|| at this sample's probabilities", magnitude=1.0, assumption=LOCAL_NOTE
+    )
 
 
 @layer_bound("LogSoftmax", local=True)

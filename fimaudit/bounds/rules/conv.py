@@ -82,7 +82,9 @@ def active_kernel(weight: np.ndarray, spatial: list[int], strides: list[int], di
     w = np.asarray(weight, dtype=np.float64)
     crop = [slice(None), slice(None)]
     lengths = []
-    for axis, (size, stride, dilation, pad_begin, pad_end) in enumerate(zip(spatial, strides, dilations, begin, end, strict=True)):
+    for axis, (size, stride, dilation, pad_begin, pad_end) in enumerate(
+        zip(spatial, strides, dilations, begin, end, strict=True)
+    ):
         k = w.shape[2 + axis]
         outputs = (size + pad_begin + pad_end - ((k - 1) * dilation + 1)) // stride + 1
         if outputs < 1:
@@ -210,16 +212,27 @@ def conv_bound(ctx: NodeContext) -> LayerGain:
     value, method = _cached_bound(cropped, padded, strides, dilations, groups)
     bias = ctx.const(2)
     per_output = np.abs(weight.astype(np.float64)).reshape(weight.shape[0], -1).sum(axis=1).max()
-    magnitude = float(per_output) * ctx.magnitude(0) + (float(np.abs(bias).max()) if bias is not None and bias.size else 0.0)
+    magnitude = float(per_output) * ctx.magnitude(0) + (
+        float(np.abs(bias).max()) if bias is not None and bias.size else 0.0
+    )
     return LayerGain({0: value}, method, magnitude=magnitude)
 
 
 _CACHE: dict[tuple, tuple[float, str]] = {}
 
 
-def _cached_bound(weight: np.ndarray, padded: list[int], strides: list[int], dilations: list[int], groups: int) -> tuple[float, str]:
+def _cached_bound(
+    weight: np.ndarray, padded: list[int], strides: list[int], dilations: list[int], groups: int
+) -> tuple[float, str]:
     """Memoised conv_norm_bound (the same weights are bounded once per process, not per sample)."""
-    key = (weight.shape, hash(np.ascontiguousarray(weight).tobytes()), tuple(padded), tuple(strides), tuple(dilations), groups)
+    key = (
+        weight.shape,
+        hash(np.ascontiguousarray(weight).tobytes()),
+        tuple(padded),
+        tuple(strides),
+        tuple(dilations),
+        groups,
+    )
     if key not in _CACHE:
         if len(_CACHE) > 4096:
             _CACHE.clear()

@@ -30,7 +30,9 @@ def _as_matrix_stack(shape: tuple[int, ...], left: bool) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def _batch_groups(varying_shape: tuple[int, ...], fixed_shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+def _batch_groups(
+    varying_shape: tuple[int, ...], fixed_shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     vb, fb = varying_shape[:-2], fixed_shape[:-2]
     rank = max(len(vb), len(fb))
     vb = (1,) * (rank - len(vb)) + tuple(vb)

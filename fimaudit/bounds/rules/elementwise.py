@@ -56,14 +56,18 @@ def _factor_gain(ctx: NodeContext, index: int, other: int) -> tuple[float, str |
         note = LOCAL_NOTE if ctx.varying(other) else None
         return broadcast_gain(np.abs(np.asarray(value, dtype=np.float64)), in_shape, out_shape), note
     if not ctx.varying(other):
-        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: the factor {ctx.input_name(other)!r} is neither a constant nor input-dependent (an unknown extra input?)")
+        raise BoundUnavailable(
+            f"{ctx.node.op_type} node {ctx.name!r}: the factor {ctx.input_name(other)!r} is neither a constant nor "
+            "input-dependent (an unknown extra input?)"
+        )
     magnitude = ctx.magnitude(other)
     if not math.isfinite(magnitude):
         raise BoundUnavailable(
             f"{ctx.node.op_type} node {ctx.name!r} multiplies two input-dependent tensors whose size is not bounded "
             "for all inputs (a global bound needs a bounded input domain)"
         )
-    return certify(magnitude * math.sqrt(broadcast_copies(in_shape, out_shape))), "global: activation magnitude bounded upstream"
+    gain = certify(magnitude * math.sqrt(broadcast_copies(in_shape, out_shape)))
+    return gain, "global: activation magnitude bounded upstream"
 
 
 def _two_factors(ctx: NodeContext) -> bool:
@@ -100,7 +104,11 @@ def div_bound(ctx: NodeContext) -> LayerGain:
     varying = ctx.varying_inputs()
     divisor = ctx.value(1) if (ctx.local or not ctx.varying(1)) else None
     if divisor is None:
-        reason = "the divisor is not a known constant" if not ctx.varying(1) else "an input-dependent divisor has no global Lipschitz constant"
+        reason = (
+            "the divisor is not a known constant"
+            if not ctx.varying(1)
+            else "an input-dependent divisor has no global Lipschitz constant"
+        )
         raise BoundUnavailable(f"Div node {ctx.name!r}: {reason}")
     b = np.asarray(divisor, dtype=np.float64)
     if np.any(b == 0):
@@ -112,10 +120,17 @@ def div_bound(ctx: NodeContext) -> LayerGain:
         numerator = ctx.value(0)
         if numerator is None:
             raise BoundUnavailable(f"Div node {ctx.name!r}: the numerator is unknown")
-        gains[1] = broadcast_gain(np.abs(np.asarray(numerator, dtype=np.float64)) / (b * b), ctx.shape(1), ctx.output_shape())
+        gains[1] = broadcast_gain(
+            np.abs(np.asarray(numerator, dtype=np.float64)) / (b * b), ctx.shape(1), ctx.output_shape()
+        )
     magnitude = ctx.magnitude(0) / float(np.abs(b).min()) if not ctx.varying(1) else math.inf
     assumption = LOCAL_NOTE if ctx.varying(1) else None
-    return LayerGain(gains, "quotient rule" if ctx.varying(1) else "division by a constant", magnitude=magnitude, assumption=assumption)
+    return LayerGain(
+        gains,
+        "quotient rule" if ctx.varying(1) else "division by a constant",
+        magnitude=magnitude,
+        assumption=assumption,
+    )
 
 
 @layer_bound("Max", "Min")

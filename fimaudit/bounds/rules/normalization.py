@@ -90,7 +90,12 @@ def instancenorm_bound(ctx: NodeContext) -> LayerGain:
     global_gain = certify(float(scale.max()) / math.sqrt(eps))
     value = ctx.value(0) if ctx.local else None
     if value is None:
-        return LayerGain({0: global_gain}, "max|scale| / sqrt(eps)", magnitude=magnitude, assumption="global: valid for every input")
-    variance = np.asarray(value, dtype=np.float64).reshape(shape[0] * shape[1], -1).var(axis=1).reshape(shape[0], shape[1])
+        return LayerGain(
+            {0: global_gain}, "max|scale| / sqrt(eps)", magnitude=magnitude, assumption="global: valid for every input"
+        )
+    rows = np.asarray(value, dtype=np.float64).reshape(shape[0] * shape[1], -1)
+    variance = rows.var(axis=1).reshape(shape[0], shape[1])
     gain = certify(float((scale[None, :] / np.sqrt(variance + eps)).max()))
-    return LayerGain({0: min(gain, global_gain)}, "max_c |scale_c| / sqrt(var_c + eps)", magnitude=magnitude, assumption=LOCAL_NOTE)
+    return LayerGain(
+        {0: min(gain, global_gain)}, "max_c |scale_c| / sqrt(var_c + eps)", magnitude=magnitude, assumption=LOCAL_NOTE
+    )

@@ -39,7 +39,9 @@ def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], l
     dilations = ctx.attr_ints("dilations") or [1] * rank
     auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
     if len(spatial) != rank or len(strides) != rank or len(dilations) != rank:
-        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: input, strides or dilations do not match the kernel")
+        raise BoundUnavailable(
+            f"{ctx.node.op_type} node {ctx.name!r}: input, strides or dilations do not match the kernel"
+        )
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads_begin, pads_end = same_padding(spatial, kernel, strides, dilations, auto_pad)
         pads = pads_begin + pads_end
@@ -52,7 +54,9 @@ def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], l
     return spatial, kernel, strides, dilations, pads
 
 
-def _axis_windows(size: int, k: int, stride: int, dilation: int, begin: int, end: int, ceil_mode: bool) -> list[list[int]]:
+def _axis_windows(
+    size: int, k: int, stride: int, dilation: int, begin: int, end: int, ceil_mode: bool
+) -> list[list[int]]:
     """For one axis: the in-bounds input indices each output window reads."""
     extent = (k - 1) * dilation + 1
     span = size + begin + end - extent
@@ -78,7 +82,9 @@ def max_pool_bound(ctx: NodeContext) -> LayerGain:
     rank = len(kernel)
     coverage = 1
     for axis in range(rank):
-        windows = _axis_windows(spatial[axis], kernel[axis], strides[axis], dilations[axis], pads[axis], pads[axis + rank], ceil_mode)
+        windows = _axis_windows(
+            spatial[axis], kernel[axis], strides[axis], dilations[axis], pads[axis], pads[axis + rank], ceil_mode
+        )
         counts = np.zeros(spatial[axis], dtype=np.int64)
         for window in windows:
             counts[window] += 1
@@ -98,7 +104,9 @@ def average_pool_bound(ctx: NodeContext) -> LayerGain:
     rank = len(kernel)
     gain = 1.0
     for axis in range(rank):
-        windows = _axis_windows(spatial[axis], kernel[axis], strides[axis], dilations[axis], pads[axis], pads[axis + rank], ceil_mode)
+        windows = _axis_windows(
+            spatial[axis], kernel[axis], strides[axis], dilations[axis], pads[axis], pads[axis + rank], ceil_mode
+        )
         matrix = np.zeros((len(windows), spatial[axis]))
         for row, window in enumerate(windows):
             if not window:
@@ -113,7 +121,9 @@ def average_pool_bound(ctx: NodeContext) -> LayerGain:
 def global_average_pool_bound(ctx: NodeContext) -> LayerGain:
     """GlobalAveragePool: a mean over n entries per channel has norm exactly 1/sqrt(n)."""
     n = int(np.prod(ctx.shape(0)[2:]))
-    return LayerGain({0: certify(1.0 / math.sqrt(n))}, f"mean over {n} entries: 1/sqrt({n})", magnitude=ctx.magnitude(0))
+    return LayerGain(
+        {0: certify(1.0 / math.sqrt(n))}, f"mean over {n} entries: 1/sqrt({n})", magnitude=ctx.magnitude(0)
+    )
 
 
 @layer_bound("GlobalMaxPool")
@@ -147,7 +157,9 @@ def reduce_mean_bound(ctx: NodeContext) -> LayerGain:
     if ctx.varying_inputs() != [0]:
         raise BoundUnavailable(f"ReduceMean node {ctx.name!r}: unexpected inputs")
     n = _reduced_count(ctx)
-    return LayerGain({0: certify(1.0 / math.sqrt(n))}, f"mean over {n} entries: 1/sqrt({n})", magnitude=ctx.magnitude(0))
+    return LayerGain(
+        {0: certify(1.0 / math.sqrt(n))}, f"mean over {n} entries: 1/sqrt({n})", magnitude=ctx.magnitude(0)
+    )
 
 
 @layer_bound("ReduceSum")

@@ -66,7 +66,9 @@ def gather_bound(ctx: NodeContext) -> LayerGain:
     axis = ctx.attr_int("axis", 0) % len(shape)
     normal = np.where(indices < 0, indices + shape[axis], indices)
     repeats = int(np.bincount(normal, minlength=1).max()) if normal.size else 0
-    return LayerGain({0: certify(math.sqrt(repeats))}, f"gathers each entry at most {repeats} time(s)", magnitude=ctx.magnitude(0))
+    return LayerGain(
+        {0: certify(math.sqrt(repeats))}, f"gathers each entry at most {repeats} time(s)", magnitude=ctx.magnitude(0)
+    )
 
 
 @layer_bound("Concat")
@@ -85,7 +87,9 @@ def pad_bound(ctx: NodeContext) -> LayerGain:
     if mode != "constant":
         raise BoundUnavailable(f"Pad node {ctx.name!r}: mode {mode!r} copies entries; only constant padding has a rule")
     pad_value = ctx.const(2) if len(ctx.node.input) > 2 and ctx.node.input[2] else None
-    fill = float(np.abs(pad_value).max()) if pad_value is not None and pad_value.size else abs(ctx.attr_float("value", 0.0))
+    fill = float(np.abs(pad_value).max()) if pad_value is not None and pad_value.size else abs(
+        ctx.attr_float("value", 0.0)
+    )
     return LayerGain({0: 1.0}, "constant padding", magnitude=max(ctx.magnitude(0), fill))
 
 
@@ -113,7 +117,9 @@ def gather_nd_bound(ctx: NodeContext) -> LayerGain:
         if group.size:
             _, counts = np.unique(group, axis=0, return_counts=True)
             repeats = max(repeats, int(counts.max()))
-    return LayerGain({0: certify(math.sqrt(repeats))}, f"gathers each slice at most {repeats} time(s)", magnitude=ctx.magnitude(0))
+    return LayerGain(
+        {0: certify(math.sqrt(repeats))}, f"gathers each slice at most {repeats} time(s)", magnitude=ctx.magnitude(0)
+    )
 
 
 @layer_bound("Resize")
