@@ -105,7 +105,9 @@ def architecture_lines(architecture: dict[str, Any], max_blocks: int = 12) -> li
     lines = [f"architecture: {architecture['family']}" + (f" ({counts})" if counts else "")]
     for block in architecture.get("blocks", [])[:max_blocks]:
         nodes = block["nodes"]
-        shown = f"{visible(nodes[0])} .. {visible(nodes[-1])}" if len(nodes) > 1 else (visible(nodes[0]) if nodes else "")
+        shown = (
+            f"{visible(nodes[0])} .. {visible(nodes[-1])}" if len(nodes) > 1 else (visible(nodes[0]) if nodes else "")
+        )
         lines.append(f"  {block['kind']}: {len(nodes)} nodes, {shown}")
     hidden = len(architecture.get("blocks", [])) - max_blocks
     if hidden > 0:

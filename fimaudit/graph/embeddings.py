@@ -150,7 +150,10 @@ def find_embedding_site(model: onnx.ModelProto) -> EmbeddingSite | None:
     for ids in integer_inputs:
         for name in carried[ids]:
             for node in readers.get(name, []):
-                if node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == name and node.input[0] in tables:
+                if (
+                    node.op_type == "Gather" and len(node.input) > 1
+                    and node.input[1] == name and node.input[0] in tables
+                ):
                     site = _embedding_sum(graph, readers, node, tables)
                     site.ids_input = ids
                     return site
@@ -173,7 +176,8 @@ def find_embedding_site(model: onnx.ModelProto) -> EmbeddingSite | None:
                 # A comparison with one value (ids == pad) is a mask, not an encoding.
                 if classes is not None and classes.size > 1 and len(after) == 1 and _cast_to_float(after[0]):
                     return EmbeddingSite(
-                        "one_hot", ids, after[0].output[0], [node.name or node.output[0], after[0].name or after[0].output[0]]
+                        "one_hot", ids, after[0].output[0],
+                        [node.name or node.output[0], after[0].name or after[0].output[0]],
                     )
     return None
 

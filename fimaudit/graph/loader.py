@@ -208,7 +208,9 @@ def _memory_needed(model: onnx.ModelProto, files: dict[str, _DataFile]) -> int:
 
 def _parse_offset(value: str, key: str, found: FoundTensor) -> int:
     if not (value.isascii() and value.isdigit()):
-        raise ModelError(f"{found.where} has an invalid external data {key} {value[:40]!r} (a non-negative integer is required)")
+        raise ModelError(
+            f"{found.where} has an invalid external data {key} {value[:40]!r} (a non-negative integer is required)"
+        )
     return int(value)
 
 
@@ -244,7 +246,9 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
         location = info.get("location", "")
         real = _check_location(location, found, root)
         if _itemsize(tensor.data_type) is None:
-            raise ModelError(f"{found.where} is a string or untyped tensor stored as external data; ONNX does not allow that")
+            raise ModelError(
+                f"{found.where} is a string or untyped tensor stored as external data; ONNX does not allow that"
+            )
         offset = _parse_offset(info.get("offset", "0"), "offset", found)
         length = _parse_offset(info["length"], "length", found) if "length" in info else None
         if real not in files:
@@ -252,11 +256,13 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
                 status = os.lstat(real)
             except FileNotFoundError:
                 raise ModelError(
-                    f"external data file {location[:80]!r} for {found.where} is missing (expected beside the model in {root})"
+                    f"external data file {location[:80]!r} for {found.where} is missing "
+                    f"(expected beside the model in {root})"
                 ) from None
             except (OSError, ValueError) as exc:
                 raise ModelError(
-                    f"{found.where} names an unusable external data file {location[:80]!r} ({getattr(exc, 'strerror', None) or exc})"
+                    f"{found.where} names an unusable external data file {location[:80]!r} "
+                    f"({getattr(exc, 'strerror', None) or exc})"
                 ) from exc
             if not stat.S_ISREG(status.st_mode):
                 raise ModelError(
@@ -269,7 +275,8 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
         end = offset + (length if length is not None else 0)
         if offset > data.size or end > data.size:
             raise ModelError(
-                f"{found.where} reads bytes {offset}..{end} of external data file {location[:80]!r}, which has only {data.size} bytes"
+                f"{found.where} reads bytes {offset}..{end} of external data file {location[:80]!r}, "
+                f"which has only {data.size} bytes"
             )
         data.references.append(_Reference(found, offset, length))
     return files
@@ -314,7 +321,9 @@ def _read_data_file(data: _DataFile) -> ExternalDataFile:
                 start = max(reference.offset, position)
                 stop = min(reference.offset + (reference.length or 0), block_end)
                 if stop > start:
-                    buffers[id(reference)][start - reference.offset : stop - reference.offset] = block[start - position : stop - position]
+                    target = buffers[id(reference)]
+                    piece = block[start - position : stop - position]
+                    target[start - reference.offset : stop - reference.offset] = piece
                 if reference.offset + (reference.length or 0) > block_end:
                     still.append(reference)
             active = still
@@ -385,7 +394,9 @@ def _undecodable_text(message: Message, where: str = "model") -> str | None:
                 return f"{where}.{descriptor.name}"
         elif descriptor.type == FieldDescriptor.TYPE_MESSAGE:
             for index, item in enumerate(values):
-                found = _undecodable_text(item, f"{where}.{descriptor.name}[{index}]" if len(values) > 1 else f"{where}.{descriptor.name}")
+                found = _undecodable_text(
+                    item, f"{where}.{descriptor.name}[{index}]" if len(values) > 1 else f"{where}.{descriptor.name}"
+                )
                 if found:
                     return found
     return None
@@ -398,7 +409,12 @@ def _checkable(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     if model.ir_version <= onnx.IR_VERSION:
         return model
-    logger.warning("IR version %d is newer than onnx %s knows; validating at IR %d", model.ir_version, onnx.__version__, onnx.IR_VERSION)
+    logger.warning(
+        "IR version %d is newer than onnx %s knows; validating at IR %d",
+        model.ir_version,
+        onnx.__version__,
+        onnx.IR_VERSION,
+    )
     lowered = onnx.ModelProto()
     lowered.CopyFrom(model)
     lowered.ir_version = onnx.IR_VERSION

@@ -62,10 +62,17 @@ def linear_classifier_scores(model: onnx.ModelProto, tensor: str) -> tuple[onnx.
     producer_of = producers(model.graph)
     node = producer_of.get(tensor)
     passed: list[str] = []
-    while node is not None and (node.op_type in _TRANSPARENT or (is_ml(node, "Normalizer") and attribute(node, "norm") == "L1")):
+    while node is not None and (
+        node.op_type in _TRANSPARENT or (is_ml(node, "Normalizer") and attribute(node, "norm") == "L1")
+    ):
         passed.append(node.op_type)
         node = producer_of.get(node.input[0]) if node.input else None
-    if node is None or not is_ml(node, "LinearClassifier") or len(node.output) < 2 or node.output[1] != _walked_from(producer_of, tensor, node):
+    if (
+        node is None
+        or not is_ml(node, "LinearClassifier")
+        or len(node.output) < 2
+        or node.output[1] != _walked_from(producer_of, tensor, node)
+    ):
         return None
     if attribute(node, "post_transform", "NONE") != "SOFTMAX":
         return None
@@ -83,7 +90,10 @@ def linear_classifier_scores(model: onnx.ModelProto, tensor: str) -> tuple[onnx.
         if attr.name == "post_transform":
             attr.s = b"NONE"
     through = f" and {', '.join(dict.fromkeys(passed))}" if passed else ""
-    return scores, f"scores of LinearClassifier {node.name or node.output[1]!r} before its SOFTMAX{through} (recomputed with post_transform NONE)"
+    return scores, (
+        f"scores of LinearClassifier {node.name or node.output[1]!r} before its SOFTMAX{through} "
+        "(recomputed with post_transform NONE)"
+    )
 
 
 def _list_length(node: onnx.NodeProto, name: str) -> int:

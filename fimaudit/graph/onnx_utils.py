@@ -141,7 +141,9 @@ class LazyConstants(MutableMapping[str, np.ndarray]):
     @classmethod
     def of_graph(cls, graph: onnx.GraphProto, constant_nodes: bool = True) -> LazyConstants:
         """The initializers of ``graph`` and (unless told not to) its numeric Constant nodes' outputs."""
-        sources: dict[str, onnx.TensorProto | onnx.NodeProto | np.ndarray] = {init.name: init for init in graph.initializer}
+        sources: dict[str, onnx.TensorProto | onnx.NodeProto | np.ndarray] = {
+            init.name: init for init in graph.initializer
+        }
         if constant_nodes:
             for node in graph.node:
                 if is_constant_node(node):

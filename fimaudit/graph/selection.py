@@ -110,7 +110,9 @@ def _choose_input(model: onnx.ModelProto, requested: str | None) -> tuple[onnx.V
                 "inputs such as token ids are not differentiable"
             )
         # The largest float input is the data; small ones are usually masks or scalars.
-        chosen = max(floats, key=lambda v: np.prod([d if isinstance(d, int) else 1 << 20 for d in value_shape(v) or [1]]))
+        chosen = max(
+            floats, key=lambda v: np.prod([d if isinstance(d, int) else 1 << 20 for d in value_shape(v) or [1]])
+        )
     extra = [name for name in names if name != chosen.name]
     return chosen, extra
 
@@ -328,7 +330,9 @@ def _zipmap_note(model: onnx.ModelProto, tensor: str) -> str:
     return ""
 
 
-def _read_output(model: onnx.ModelProto, output: onnx.ValueInfoProto, output_kind: str | None) -> tuple[str, str, str, bool, list[onnx.NodeProto]]:
+def _read_output(
+    model: onnx.ModelProto, output: onnx.ValueInfoProto, output_kind: str | None
+) -> tuple[str, str, str, bool, list[onnx.NodeProto]]:
     """(kind, logits source, description, source is a probability, nodes to add) of ``output``."""
     extra_nodes: list[onnx.NodeProto] = []
     probability_source = False
@@ -407,7 +411,9 @@ def _probability_logit(graph: onnx.GraphProto, new_nodes: list[onnx.NodeProto], 
         helper.make_node("Max", ["fimaudit_q_rest", "fimaudit_q_tiny"], ["fimaudit_q_other"], name="fimaudit_q_other"),
         helper.make_node("Log", ["fimaudit_q"], ["fimaudit_q_log"], name="fimaudit_q_log"),
         helper.make_node("Log", ["fimaudit_q_other"], ["fimaudit_q_log_other"], name="fimaudit_q_log_other"),
-        helper.make_node("Sub", ["fimaudit_q_log", "fimaudit_q_log_other"], ["fimaudit_q_logit"], name="fimaudit_q_logit"),
+        helper.make_node(
+            "Sub", ["fimaudit_q_log", "fimaudit_q_log_other"], ["fimaudit_q_logit"], name="fimaudit_q_logit"
+        ),
     ]
     return "fimaudit_q_logit"
 
@@ -421,7 +427,8 @@ def build_logits_model(loaded: LoadedModel, selection: Selection) -> onnx.ModelP
     graph = model.graph
     source = selection.logits_source
     infos = all_value_infos(model)
-    elem_type = infos[source].type.tensor_type.elem_type if source in infos and is_tensor(infos[source]) else onnx.TensorProto.FLOAT
+    known = source in infos and is_tensor(infos[source])
+    elem_type = infos[source].type.tensor_type.elem_type if known else onnx.TensorProto.FLOAT
     new_nodes: list[onnx.NodeProto] = [copy.deepcopy(node) for node in selection.extra_nodes]
     current = source
     if selection.output_kind == "sigmoid" and selection.probability_source:
@@ -430,7 +437,9 @@ def build_logits_model(loaded: LoadedModel, selection: Selection) -> onnx.ModelP
         tiny = np.finfo(np.float32).tiny
         floor = helper.make_tensor("fimaudit_tiny", elem_type, [], [float(tiny)])
         graph.initializer.append(floor)
-        new_nodes.append(helper.make_node("Max", [current, "fimaudit_tiny"], ["fimaudit_clamped"], name="fimaudit_clamp"))
+        new_nodes.append(
+            helper.make_node("Max", [current, "fimaudit_tiny"], ["fimaudit_clamped"], name="fimaudit_clamp")
+        )
         new_nodes.append(helper.make_node("Log", ["fimaudit_clamped"], ["fimaudit_logp"], name="fimaudit_log"))
         current = "fimaudit_logp"
     new_nodes.append(helper.make_node("Flatten", [current], ["fimaudit_flat"], name="fimaudit_flatten", axis=1))
@@ -439,7 +448,9 @@ def build_logits_model(loaded: LoadedModel, selection: Selection) -> onnx.ModelP
         zero = helper.make_tensor("fimaudit_zero", elem_type, [], [0.0])
         graph.initializer.append(zero)
         new_nodes.append(helper.make_node("Mul", [current, "fimaudit_zero"], ["fimaudit_zeros"], name="fimaudit_zeros"))
-        new_nodes.append(helper.make_node("Concat", ["fimaudit_zeros", current], ["fimaudit_pair"], name="fimaudit_pair", axis=1))
+        new_nodes.append(
+            helper.make_node("Concat", ["fimaudit_zeros", current], ["fimaudit_pair"], name="fimaudit_pair", axis=1)
+        )
         current = "fimaudit_pair"
     new_nodes.append(helper.make_node("Identity", [current], [LOGITS], name="fimaudit_logits"))
     graph.node.extend(new_nodes)

@@ -65,7 +65,9 @@ def _list_weights(node: onnx.NodeProto, attribute: onnx.AttributeProto) -> _Weig
         del attribute.floats[:]
         attribute.floats.extend(values.tolist())
 
-    return _Weights(f"{node.name or node.op_type}.{attribute.name}", np.array(attribute.floats, dtype=np.float32), store)
+    return _Weights(
+        f"{node.name or node.op_type}.{attribute.name}", np.array(attribute.floats, dtype=np.float32), store
+    )
 
 
 def _weights(graph: onnx.GraphProto) -> Iterator[_Weights]:

@@ -164,7 +164,8 @@ class GraphView:
         nodes: list[onnx.NodeProto] = []
         used_names: set[str] = set()
         for index, original in enumerate(graph.node):
-            node = copy.copy(original) if original.name and original.name not in used_names else _renamed(original, index)
+            unique = original.name and original.name not in used_names
+            node = copy.copy(original) if unique else _renamed(original, index)
             used_names.add(node.name)
             if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
                 constant = node_constant(node) if is_constant_node(node) else None

@@ -150,7 +150,7 @@ class Reachability:
         return found
 
     def has_weights_between(self, start: str, end: str) -> bool:
-        """A weighted layer (conv, dense) lies on a varying path from ``start`` to ``end``: a real branch, not a skip."""
+        """A weighted layer (conv, dense) lies on a varying path from ``start`` to ``end``: a branch, not a skip."""
         return any(weighted_kind(self.view, node) is not None for node in self.between(start, end))
 
 
@@ -309,7 +309,8 @@ def find_attention(view: GraphView) -> list[Block]:
     blocks = []
     for node in view.nodes:
         if node.op_type in FUSED_ATTENTION_OPS and float_varying_inputs(view, node):
-            blocks.append(Block("attention", tuple(view.original_names(node)), node.input[0], node.output[0], {"fused_op": node.op_type}))
+            fused_names = tuple(view.original_names(node))
+            blocks.append(Block("attention", fused_names, node.input[0], node.output[0], {"fused_op": node.op_type}))
             continue
         if node.op_type != "Softmax" or node.input[0] not in view.varying:
             continue

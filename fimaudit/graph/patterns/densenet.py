@@ -43,8 +43,8 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         if convs == 0:
             continue
         names = [name for n in branch for name in view.original_names(n)] + [node.name]
-        blocks.append(Block("dense_layer", tuple(names), kept[0], node.output[0],
-                            {"concat": node.name, "inputs": len(operands), "new_features": len(new), "convolutions": convs}))
+        details = {"concat": node.name, "inputs": len(operands), "new_features": len(new), "convolutions": convs}
+        blocks.append(Block("dense_layer", tuple(names), kept[0], node.output[0], details))
     if not blocks:
         reason = ("no channel concatenation of input-dependent tensors" if concats == 0 else
                   f"{concats} concatenation(s) found, but none appends conv features computed from its other inputs")

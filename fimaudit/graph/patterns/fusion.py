@@ -203,7 +203,10 @@ def _region_nodes(view: GraphView, source: str, claimed: AbstractSet[str] = froz
 
 
 def _closed_subregion(
-    view: GraphView, region: list[onnx.NodeProto], last: onnx.NodeProto, produced: dict[str, onnx.NodeProto] | None = None
+    view: GraphView,
+    region: list[onnx.NodeProto],
+    last: onnx.NodeProto,
+    produced: dict[str, onnx.NodeProto] | None = None,
 ) -> list[onnx.NodeProto] | None:
     """The nodes of ``region`` that ``last`` depends on, if nothing else reads their outputs."""
     if produced is None:
@@ -322,13 +325,17 @@ def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.N
     axis = _trailing_axis(axes, None if shape is None else len(shape))
     if axis is None:
         return None
-    subs = [node for node in view.consumers.get(mean.output[0], []) if node.op_type == "Sub" and list(node.input) == [x, mean.output[0]]]
+    subs = [
+        node for node in view.consumers.get(mean.output[0], [])
+        if node.op_type == "Sub" and list(node.input) == [x, mean.output[0]]
+    ]
     if len(subs) != 1 or len(view.consumers.get(mean.output[0], [])) != 1:
         return None
     sub = subs[0]
     centred = sub.output[0]
     users = view.consumers.get(centred, [])
-    square = next((n for n in users if (n.op_type == "Pow" and n.input[0] == centred and view.scalar_constant(n.input[1]) == 2.0)
+    square = next((n for n in users
+                   if (n.op_type == "Pow" and n.input[0] == centred and view.scalar_constant(n.input[1]) == 2.0)
                    or (n.op_type == "Mul" and list(n.input) == [centred, centred])), None)
     divide = next((n for n in users if n.op_type == "Div" and n.input[0] == centred), None)
     if square is None or divide is None or len(users) != 2:
@@ -369,7 +376,9 @@ def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.N
     return nodes, _LayerNorm(x=x, axis=axis, epsilon=epsilon, scale=scale, bias=bias, output=current)
 
 
-def _normalised_shape(view: GraphView, x: str, axis: int, scale: str | None, bias: str | None) -> tuple[int, ...] | None:
+def _normalised_shape(
+    view: GraphView, x: str, axis: int, scale: str | None, bias: str | None
+) -> tuple[int, ...] | None:
     shape = view.shape(x)
     if shape is not None:
         return tuple(shape[axis:])

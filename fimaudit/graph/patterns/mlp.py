@@ -27,12 +27,21 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         return PatternResult(FAMILY, [], f"{len(convs)} convolution(s) present")
     merges = [n.name for n in find_merges(view, reach)]
     if merges:
-        return PatternResult(FAMILY, [], f"not a chain: {len(merges)} node(s) combine two input-dependent tensors ({', '.join(merges[:3])})")
+        return PatternResult(
+            FAMILY,
+            [],
+            f"not a chain: {len(merges)} node(s) combine two input-dependent tensors ({', '.join(merges[:3])})",
+        )
     blocks: list[Block] = []
     for node in view.nodes:
         if weighted_kind(view, node) == "dense":
-            blocks.append(Block("dense", tuple(view.original_names(node)), node.input[0], node.output[0], {"op": node.op_type}))
-        elif blocks and node.output and node.output[0] in view.varying and node.op_type not in ("Identity", "Flatten", "Reshape"):
+            blocks.append(
+                Block("dense", tuple(view.original_names(node)), node.input[0], node.output[0], {"op": node.op_type})
+            )
+        elif (
+            blocks and node.output and node.output[0] in view.varying
+            and node.op_type not in ("Identity", "Flatten", "Reshape")
+        ):
             last = blocks[-1]  # the activation after a dense layer is part of its block
             blocks[-1] = replace(last, nodes=(*last.nodes, *view.original_names(node)), output=node.output[0])
     if not blocks:

@@ -70,7 +70,10 @@ def is_pointwise(view: GraphView, node: onnx.NodeProto) -> bool:
     if node.op_type != "Conv" or weighted_kind(view, node) != "conv":
         return False
     shape = _weight_shape(view, node)
-    return shape is not None and len(shape) >= 3 and int_attribute(node, "group", 1) == 1 and all(d == 1 for d in shape[2:])
+    return (
+        shape is not None and len(shape) >= 3
+        and int_attribute(node, "group", 1) == 1 and all(d == 1 for d in shape[2:])
+    )
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,9 @@ def _single_consumer(view: GraphView, name: str) -> list[onnx.NodeProto]:
     return [n for n in view.consumers.get(name, []) if any(o in view.varying for o in n.output)]
 
 
-def _forward(view: GraphView, reach: Reachability, start: str) -> tuple[onnx.NodeProto | None, list[onnx.NodeProto], Gate | None]:
+def _forward(
+    view: GraphView, reach: Reachability, start: str
+) -> tuple[onnx.NodeProto | None, list[onnx.NodeProto], Gate | None]:
     """From the depthwise output to the projection: (project conv, nodes passed, SE gate)."""
     name, passed, gate = start, [], None
     for _ in range(_STEPS):
@@ -178,7 +183,10 @@ def _residual_after(view: GraphView, name: str, block_input: str) -> tuple[onnx.
         node = consumers[0]
         if node.op_type in ("Add", "Sum") and set(float_varying_inputs(view, node)) == {name, block_input}:
             return node, passed
-        if not (node.op_type in NORM_OPS | {"Identity", "Dropout"} or (node.op_type in ("Mul", "Add", "Sub", "Div") and on_main_path(view, node))):
+        if not (
+            node.op_type in NORM_OPS | {"Identity", "Dropout"}
+            or (node.op_type in ("Mul", "Add", "Sub", "Div") and on_main_path(view, node))
+        ):
             return None, passed
         passed.append(node)
         name = node.output[0]
@@ -212,7 +220,10 @@ def inverted_residuals(view: GraphView, reach: Reachability) -> list[Block]:
             expand, before = None, []
         block_input = expand.input[0] if expand is not None else node.input[0]
         add, after = _residual_after(view, project.output[0], block_input)
-        if add is None and expand is not None and _residual_after(view, project.output[0], node.input[0])[0] is not None:
+        if (
+            add is None and expand is not None
+            and _residual_after(view, project.output[0], node.input[0])[0] is not None
+        ):
             # the 1x1 conv before was a stem or the previous stage, not this block's expansion
             expand, before, block_input = None, [], node.input[0]
             add, after = _residual_after(view, project.output[0], block_input)
@@ -228,7 +239,9 @@ def inverted_residuals(view: GraphView, reach: Reachability) -> list[Block]:
             "residual_add": add.name if add is not None else None,
         }
         nodes = _names(view, body) + ((add.name,) if add is not None else ())
-        blocks.append(Block("inverted_residual", nodes, block_input, output, details, join=add.name if add is not None else None))
+        blocks.append(
+            Block("inverted_residual", nodes, block_input, output, details, join=add.name if add is not None else None)
+        )
     return blocks
 
 
@@ -241,11 +254,13 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     inverted = [b for b in blocks if b.details["expand"] or b.details["squeeze_excitation"]]
     if not inverted:
         return PatternResult(FAMILY, [], f"{len(depthwise)} depthwise convolution(s), but no inverted residual block "
-                             "(1x1 expand -> depthwise -> [squeeze-excitation] -> 1x1 project) with an expansion or a gate")
-    explained = {b.join for b in blocks if b.join} | {b.details["squeeze_excitation"]["mul"] for b in blocks if b.details["squeeze_excitation"]}
+                             "(1x1 expand -> depthwise -> [squeeze-excitation] -> 1x1 project) "
+                             "with an expansion or a gate")
+    explained = {b.join for b in blocks if b.join}
+    explained |= {b.details["squeeze_excitation"]["mul"] for b in blocks if b.details["squeeze_excitation"]}
     other = [n.name for n in find_merges(view, reach) if n.name not in explained]
     if other:
         shown = ", ".join(other[:3]) + (" ..." if len(other) > 3 else "")
-        return PatternResult(FAMILY, [], f"{len(blocks)} inverted residual block(s), but {len(other)} other merge(s) of "
-                             f"input-dependent tensors outside them ({shown})")
+        return PatternResult(FAMILY, [], f"{len(blocks)} inverted residual block(s), "
+                             f"but {len(other)} other merge(s) of input-dependent tensors outside them ({shown})")
     return PatternResult(FAMILY, blocks)

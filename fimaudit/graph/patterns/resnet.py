@@ -19,13 +19,16 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     """One block per residual addition whose branch holds a convolution."""
     residuals = find_residuals(view, reach)
     if not residuals:
-        return PatternResult(FAMILY, [], "no residual addition (Add of a branch with weights and its own input or a projection of it)")
+        return PatternResult(
+            FAMILY, [], "no residual addition (Add of a branch with weights and its own input or a projection of it)"
+        )
     blocks = []
     for residual in residuals:
         convs = [n for n in residual.branch if weighted_kind(view, n) == "conv"]
         if not convs:
             continue
-        nodes = [name for n in residual.branch + residual.shortcut for name in view.original_names(n)] + [residual.add.name]
+        nodes = [name for n in residual.branch + residual.shortcut for name in view.original_names(n)]
+        nodes.append(residual.add.name)
         after = view.consumers.get(residual.add.output[0], [])
         output = residual.add.output[0]
         if len(after) == 1 and after[0].op_type in ("Relu", "Clip", "Gelu", "Silu", "HardSwish"):
@@ -38,7 +41,9 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             "branch_convolutions": len(convs),
         }))
     if not blocks:
-        return PatternResult(FAMILY, [], f"{len(residuals)} residual addition(s) found, but no branch holds a convolution")
+        return PatternResult(
+            FAMILY, [], f"{len(residuals)} residual addition(s) found, but no branch holds a convolution"
+        )
     gates = find_gates(view, reach)
     if gates:
         names = ", ".join(n.name for n in gates[:3]) + (" ..." if len(gates) > 3 else "")

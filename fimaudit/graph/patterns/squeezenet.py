@@ -92,13 +92,19 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     """Fire modules (and simple bypass Adds); any other merge rules the family out."""
     fires = fire_modules(view)
     if not fires:
-        return PatternResult(FAMILY, [], "no Fire module (1x1 squeeze conv -> 1x1 and k x k expand convs -> channel Concat)")
+        return PatternResult(
+            FAMILY, [], "no Fire module (1x1 squeeze conv -> 1x1 and k x k expand convs -> channel Concat)"
+        )
     bypass = [r for r in find_residuals(view, reach) if any(r.fork == b.output or r.fork == b.input for b in fires)]
     explained = {b.details["concat"] for b in fires} | {r.add.name for r in bypass}
     other = [n.name for n in find_merges(view, reach) if n.name not in explained]
     if other:
         shown = ", ".join(other[:3]) + (" ..." if len(other) > 3 else "")
-        return PatternResult(FAMILY, [], f"{len(fires)} Fire module(s), but {len(other)} other merge(s) of input-dependent tensors ({shown})")
+        return PatternResult(
+            FAMILY,
+            [],
+            f"{len(fires)} Fire module(s), but {len(other)} other merge(s) of input-dependent tensors ({shown})",
+        )
     blocks = list(fires)
     for residual in bypass:
         nodes = tuple(name for n in residual.branch for name in view.original_names(n)) + (residual.add.name,)

@@ -27,22 +27,29 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     attention = find_attention(view)
     if not attention:
         return PatternResult(
-            FAMILY, [], "no attention: no Softmax between two MatMuls of input-dependent tensors and no fused Attention op"
+            FAMILY,
+            [],
+            "no attention: no Softmax between two MatMuls of input-dependent tensors and no fused Attention op",
         )
     residuals = find_residuals(view, reach)
     blocks: list[Block] = []
     used: set[str] = set()
     for core in attention:
-        sublayer = next((r for r in residuals if any(n in core.nodes for b in r.branch for n in view.original_names(b))), None)
+        sublayer = next(
+            (r for r in residuals if any(n in core.nodes for b in r.branch for n in view.original_names(b))), None
+        )
         details = dict(core.details)
         nodes = list(core.nodes)
         if sublayer is not None:
             used.add(sublayer.add.name)
-            norms = [n.name for n in sublayer.branch if n.op_type in ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")]
+            norm_ops = ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
+            norms = [n.name for n in sublayer.branch if n.op_type in norm_ops]
             details.update({"residual_add": sublayer.add.name, "layernorm": norms[0] if norms else None,
                             "projections": sum(1 for n in sublayer.branch if weighted_kind(view, n))})
             nodes = [name for n in sublayer.branch for name in view.original_names(n)] + [sublayer.add.name]
-            blocks.append(Block("attention", tuple(nodes), sublayer.fork, sublayer.add.output[0], details, join=sublayer.add.name))
+            blocks.append(
+                Block("attention", tuple(nodes), sublayer.fork, sublayer.add.output[0], details, join=sublayer.add.name)
+            )
         else:
             blocks.append(core)
     for residual in residuals:
@@ -51,7 +58,8 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         dense = [n for n in residual.branch if weighted_kind(view, n) == "dense"]
         if len(dense) >= 2 and not any(n.op_type == "Softmax" for n in residual.branch):
             norms = [n.name for n in residual.branch if n.op_type == "LayerNormalization"]
-            activations = sorted({n.op_type for n in residual.branch if n.op_type in ("Gelu", "Relu", "Silu", "HardSwish", "Tanh", "Sigmoid")})
+            activation_ops = ("Gelu", "Relu", "Silu", "HardSwish", "Tanh", "Sigmoid")
+            activations = sorted({n.op_type for n in residual.branch if n.op_type in activation_ops})
             nodes = [name for n in residual.branch for name in view.original_names(n)] + [residual.add.name]
             blocks.append(Block("mlp", tuple(nodes), residual.fork, residual.add.output[0],
                                 {"residual_add": residual.add.name, "layernorm": norms[0] if norms else None,

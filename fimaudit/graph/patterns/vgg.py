@@ -30,9 +30,14 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         return PatternResult(FAMILY, [], "attention present")
     merges = [node.name for node in find_merges(view, reach)]
     if merges:
-        kinds = "residual additions" if find_residuals(view, reach) else ("gating products" if find_gates(view, reach) else "merges")
+        kinds = (
+            "residual additions" if find_residuals(view, reach)
+            else ("gating products" if find_gates(view, reach) else "merges")
+        )
         shown = ", ".join(merges[:3]) + (" ..." if len(merges) > 3 else "")
-        return PatternResult(FAMILY, [], f"not a plain chain: {len(merges)} {kinds} of input-dependent tensors ({shown})")
+        return PatternResult(
+            FAMILY, [], f"not a plain chain: {len(merges)} {kinds} of input-dependent tensors ({shown})"
+        )
     blocks: list[Block] = []
     current: list[str] = []
     stage_input: str | None = None
@@ -51,10 +56,14 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             continue
         current.extend(view.original_names(node))
         if is_pooling(view, node) and count:
-            blocks.append(Block("conv_stage", tuple(current), stage_input, node.output[0], {"convolutions": count, "pool": node.op_type}))
+            details = {"convolutions": count, "pool": node.op_type}
+            blocks.append(Block("conv_stage", tuple(current), stage_input, node.output[0], details))
             current, stage_input, count = [], None, 0
     if current:
-        dense = sum(1 for n in view.nodes if weighted_kind(view, n) == "dense" and any(x in current for x in view.original_names(n)))
+        dense = sum(
+            1 for n in view.nodes
+            if weighted_kind(view, n) == "dense" and any(x in current for x in view.original_names(n))
+        )
         kind = "classifier" if count == 0 else "conv_stage"
         blocks.append(Block(kind, tuple(current), None, None, {"convolutions": count, "dense_layers": dense}))
     return PatternResult(FAMILY, blocks)
