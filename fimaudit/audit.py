@@ -126,10 +126,12 @@ class RunnerOptions(Protocol):
     """What ``prepare_model`` needs of a command's options: how ONNX Runtime runs the model."""
 
     @property
-    def providers(self) -> list[str] | None: ...
+    def providers(self) -> list[str] | None:
+        """The ONNX Runtime execution providers to ask for (None: the default order)."""
 
     @property
-    def timeout(self) -> float | None: ...
+    def timeout(self) -> float | None:
+        """Seconds one model run may take before it is stopped (None or 0: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,9 @@ class RunnerSettings:
     timeout: float | None = DEFAULT_TIMEOUT_S
 
 
-def _make_runner(logits_model: onnx.ModelProto, selection: Selection, config: RunnerOptions, extra: dict[str, np.ndarray]) -> ModelRunner:
+def _make_runner(
+    logits_model: onnx.ModelProto, selection: Selection, config: RunnerOptions, extra: dict[str, np.ndarray]
+) -> ModelRunner:
     return ModelRunner(
         model=logits_model,
         input_name=selection.input_name,
@@ -264,7 +268,9 @@ def plan_run(
     return plan_memory(needs, budget, preferred_rows=DEFAULT_BATCH_ROWS)
 
 
-def _plan_memory(prepared: PreparedModel, data: AuditData, budget: MemoryBudget, config: AuditConfig | None = None) -> MemoryPlan:
+def _plan_memory(
+    prepared: PreparedModel, data: AuditData, budget: MemoryBudget, config: AuditConfig | None = None
+) -> MemoryPlan:
     """The plan once the probe run told K (see :func:`plan_run`)."""
     method = config.method if config else "auto"
     return plan_run(
@@ -309,7 +315,11 @@ def _analytic_bounds(
         prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
         data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
     )
-    return architecture, bound, [dataclasses.replace(audit, bound=entry) for audit, entry in zip(audits, per_sample)]
+    return (
+        architecture,
+        bound,
+        [dataclasses.replace(audit, bound=entry) for audit, entry in zip(audits, per_sample, strict=True)],
+    )
 
 
 def run_audit(
@@ -331,7 +341,14 @@ def run_audit(
     estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
-    taken = intake(config.model_path, config.input_name, config.output_name, budget=memory, wrt=config.wrt, output_kind=config.output_kind)
+    taken = intake(
+        config.model_path,
+        config.input_name,
+        config.output_name,
+        budget=memory,
+        wrt=config.wrt,
+        output_kind=config.output_kind,
+    )
     if on_loaded is not None:
         on_loaded(taken.loaded)
     subnormals = _handle_subnormals(taken.loaded.proto, config.flush_subnormals)
@@ -341,7 +358,9 @@ def run_audit(
         config = dataclasses.replace(config, bounds=False)
     # Planned before anything runs: the model's own tensors and, when K is declared, the K x K arrays.
     declared = declared_classes(taken.selection)
-    early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, config.method, config.budget, config.bounds)
+    early = plan_run(
+        taken.loaded.proto, taken.selection, memory, None, declared, config.method, config.budget, config.bounds
+    )
     if site is not None:
         from fimaudit.tokens import load_token_data, read_vocabulary
 
@@ -361,7 +380,9 @@ def run_audit(
     plan = _plan_memory(prepared, data, memory, config)
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
     sample_shape = tuple(int(d) for d in data.inputs.shape[1:])  # what prepare_model set the selection to
-    choice = make_source(config.gradients, prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
+    choice = make_source(
+        config.gradients, prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows
+    )
     jacobian, gradients, note = choice.source, choice.kind, choice.reason
     masked = None
     if data.tokens is not None:  # padded positions masked, each sample's integer inputs fed
@@ -387,7 +408,11 @@ def run_audit(
     audits: list[SampleResult] = []
     total = data.inputs.shape[0]
     for index in range(total):
-        problem = SampleProblem(sample=data.inputs[index], logits=logits[index], jacobian=FiniteDerivatives(masked.at(index) if masked is not None else jacobian, index))
+        problem = SampleProblem(
+            sample=data.inputs[index],
+            logits=logits[index],
+            jacobian=FiniteDerivatives(masked.at(index) if masked is not None else jacobian, index),
+        )
         result = estimate(problem, config.budget, streams.sample(index))
         if not np.isfinite(result.value):
             raise ModelError(
@@ -420,7 +445,9 @@ def run_audit(
     if gradients == "graph":
         # Steps are chosen per direction by the check's error model (sanity.py); the reference
         # source's own step is never changed.
-        reference = FiniteDifferenceJacobian(prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
+        reference = FiniteDifferenceJacobian(
+            prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows
+        )
         if data.tokens is not None:
             reference = data.tokens.wrap(reference, prepared.runner.extra_feeds, data.inputs)
         check = gradient_check(

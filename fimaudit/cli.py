@@ -69,6 +69,7 @@ class ErrorReportingGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a library error becomes one line on stderr and exit code 2 (re-raised with -v)."""
         try:
             return super().invoke(ctx)
         except FimauditError as exc:
@@ -96,8 +97,10 @@ class ErrorReportingGroup(click.Group):
 
 
 def one_line(text: str) -> str:
-    """``text`` as one printable line: messages quote names taken from untrusted models, and a
-    newline or a terminal escape sequence in a tensor name must not break the one-line contract.
+    """``text`` as one printable line.
+
+    Messages quote names taken from untrusted models, and a newline or a terminal escape
+    sequence in a tensor name must not break the one-line contract.
     """
     from fimaudit.text import terminal_line
 
@@ -135,6 +138,7 @@ class SizeType(click.ParamType):
     name = "size"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        """Bytes from an int or a size such as ``2G``; anything else fails as a usage error naming the option."""
         from fimaudit.resources import parse_size
 
         if isinstance(value, int):
@@ -157,6 +161,7 @@ def main(ctx: click.Context, verbose: int) -> None:
 
 
 def model_argument(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The model path argument: shared so that every command checks the file the same way."""
     return click.argument("model", type=click.Path(exists=True, dir_okay=False, readable=True))(function)
 
 
@@ -168,8 +173,12 @@ def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
         "binary logit), probabilities (rows summing to one), sigmoid (one probability per sample). "
         "Default: read from the graph.",
     )(function)
-    function = click.option("--output", "output_name", metavar="NAME", help="Class-score output to audit (default: chosen automatically).")(function)
-    function = click.option("--input", "input_name", metavar="NAME", help="Float input to differentiate (default: chosen automatically).")(function)
+    function = click.option(
+        "--output", "output_name", metavar="NAME", help="Class-score output to audit (default: chosen automatically)."
+    )(function)
+    function = click.option(
+        "--input", "input_name", metavar="NAME", help="Float input to differentiate (default: chosen automatically)."
+    )(function)
     return function
 
 
@@ -186,17 +195,69 @@ def timeout_option(function: Callable[..., Any]) -> Callable[..., Any]:
 def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Data, estimator, gradients and resources: shared by ``audit`` and ``compare``."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option("--data", "data_path", type=click.Path(dir_okay=False), help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs."),
+        click.option(
+            "--data",
+            "data_path",
+            type=click.Path(dir_okay=False),
+            help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs.",
+        ),
         click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16)."),
-        click.option("--method", type=click.Choice(estimator_names()), default="auto", show_default=True, help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many; with finite differences, exact for small inputs and blackbox beyond 3200 input elements."),
-        click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, else fd)."),
-        click.option("--budget", type=click.IntRange(min=1), help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, power, hutchinson and auto (defaults 100, 200, 60, 100)."),
-        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed (a non-negative integer) for synthetic data and randomised estimators."),
-        click.option("--max-memory", type=SizeType(), help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up front. Default: 80% of the memory available."),
-        click.option("--flush-subnormals", is_flag=True, help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit."),
-        click.option("--bounds/--no-bounds", default=True, show_default=True, help="Compute certified analytic upper bounds from the weights (certified convolution norms take tens of seconds on ImageNet-size CNNs)."),
+        click.option(
+            "--method",
+            type=click.Choice(estimator_names()),
+            default="auto",
+            show_default=True,
+            help="Estimator of lambda_max: auto is exact (K x K) for few classes, lanczos for many; with finite "
+            "differences, exact for small inputs and blackbox beyond 3200 input elements.",
+        ),
+        click.option(
+            "--gradients",
+            type=click.Choice(list(GRADIENT_SOURCES)),
+            default="auto",
+            show_default=True,
+            help="Gradient source: graph (gradient graphs from the ONNX graph), fd (finite differences), auto (graph, "
+            "else fd).",
+        ),
+        click.option(
+            "--budget",
+            type=click.IntRange(min=1),
+            help="Per-sample budget: model evaluations for blackbox (default 400); operator products for lanczos, "
+            "power, hutchinson and auto (defaults 100, 200, 60, 100).",
+        ),
+        click.option(
+            "--seed",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Seed (a non-negative integer) for synthetic data and randomised estimators.",
+        ),
+        click.option(
+            "--max-memory",
+            type=SizeType(),
+            help="Memory the audit may use (e.g. 2G); batches shrink to fit, and a run that cannot fit is refused up "
+            "front. Default: 80% of the memory available.",
+        ),
+        click.option(
+            "--flush-subnormals",
+            is_flag=True,
+            help="Set subnormal weights (|w| < 1.2e-38, slow on CPUs) to zero for the audit.",
+        ),
+        click.option(
+            "--bounds/--no-bounds",
+            default=True,
+            show_default=True,
+            help="Compute certified analytic upper bounds from the weights (certified convolution norms take tens of "
+            "seconds on ImageNet-size CNNs).",
+        ),
         timeout_option,
-        click.option("--max-time", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Time the whole audit may take. Finite-difference runs time one batched forward run and estimate their cost first (always logged); a run whose estimate exceeds this is refused before it starts, and any run stops between samples once past it. Default: no limit (only the warning)."),
+        click.option(
+            "--max-time",
+            type=click.FloatRange(min=0, min_open=True),
+            metavar="SECONDS",
+            help="Time the whole audit may take. Finite-difference runs time one batched forward run and estimate "
+            "their cost first (always logged); a run whose estimate exceeds this is refused before it starts, "
+            "and any run stops between samples once past it. Default: no limit (only the warning).",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -227,9 +288,24 @@ def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[
 @main.command()
 @model_argument
 @selection_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the description as JSON.")
-@click.option("--wrt", type=click.Choice(["input", "embeddings"]), default="input", show_default=True, help="Show what audit --wrt would differentiate (embeddings: token-id models).")
-def inspect(model: str, input_name: str | None, output_name: str | None, output_kind: str | None, json_path: str | None, wrt: str) -> None:
+@click.option(
+    "--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="Also write the description as JSON."
+)
+@click.option(
+    "--wrt",
+    type=click.Choice(["input", "embeddings"]),
+    default="input",
+    show_default=True,
+    help="Show what audit --wrt would differentiate (embeddings: token-id models).",
+)
+def inspect(
+    model: str,
+    input_name: str | None,
+    output_name: str | None,
+    output_kind: str | None,
+    json_path: str | None,
+    wrt: str,
+) -> None:
     """Describe MODEL and show what an audit with the same options would differentiate.
 
     A model such an audit would refuse is described all the same, with the reason; the reason
@@ -254,11 +330,39 @@ def inspect(model: str, input_name: str | None, output_name: str | None, output_
 @estimation_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
-@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), help="Write a one-paragraph Markdown summary here (for pull-request comments).")
-@click.option("--fail-above", "threshold", type=float, help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).")
-@click.option("--statistic", type=click.Choice(STATISTICS), default="max", show_default=True, help="Statistic compared with --fail-above.")
-@click.option("--wrt", type=click.Choice(["input", "embeddings"]), default="input", show_default=True, help="Differentiate with respect to the float input, or (token-id models) the embedding sum / one-hot tensor the ids produce; --data is then an .npz of input_ids, attention_mask, token_type_ids.")
-@click.option("--vocab", "vocab_path", type=click.Path(exists=True, dir_okay=False, readable=True), help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).")
+@click.option(
+    "--summary",
+    "summary_path",
+    type=click.Path(dir_okay=False),
+    help="Write a one-paragraph Markdown summary here (for pull-request comments).",
+)
+@click.option(
+    "--fail-above",
+    "threshold",
+    type=float,
+    help="Exit 1 when lambda_max (see --statistic) exceeds this, or cannot be shown not to (inconclusive).",
+)
+@click.option(
+    "--statistic",
+    type=click.Choice(STATISTICS),
+    default="max",
+    show_default=True,
+    help="Statistic compared with --fail-above.",
+)
+@click.option(
+    "--wrt",
+    type=click.Choice(["input", "embeddings"]),
+    default="input",
+    show_default=True,
+    help="Differentiate with respect to the float input, or (token-id models) the embedding sum / one-hot tensor the "
+    "ids produce; --data is then an .npz of input_ids, attention_mask, token_type_ids.",
+)
+@click.option(
+    "--vocab",
+    "vocab_path",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).",
+)
 def audit(
     model: str,
     input_name: str | None,
@@ -318,7 +422,7 @@ def audit(
     finally:
         finish()
     # Everything is rendered before anything is written: a failure leaves no file at all.
-    document = write_audit_outputs(result, json_path, report_path, summary_path)
+    write_audit_outputs(result, json_path, report_path, summary_path)
     click.echo(summary_line(result))
     # The verdict is three-way: an inconclusive audit does not pass the gate.
     sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
@@ -327,15 +431,53 @@ def audit(
 @main.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, readable=True))
 @estimation_options
-@click.option("--output-kind", type=click.Choice(["logits", "probabilities", "sigmoid"]), help="What every model's output is, when fimaudit cannot tell (see audit --help).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here.")
+@click.option(
+    "--output-kind",
+    type=click.Choice(["logits", "probabilities", "sigmoid"]),
+    help="What every model's output is, when fimaudit cannot tell (see audit --help).",
+)
+@click.option(
+    "--report", "report_path", type=click.Path(dir_okay=False), help="Write the side-by-side HTML report here."
+)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the comparison JSON here.")
-@click.option("--statistic", type=click.Choice(STATISTICS), default="median", show_default=True, help="Statistic the models are ranked by.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True, help="Tolerance of 'the same numbers': lambda_max relative (on a scale no smaller than 1e-6 x the pair's largest), top probability absolute. float16 and quantised models get looser stated tolerances.")
-@click.option("--reference", metavar="MODEL", help="Check every other model against MODEL (one of MODELS, by path or file name); exit 1 unless all agree.")
-@click.option("--group", "groups", multiple=True, metavar="A,B[,...]", help="Check every pair within these models (paths or file names, comma-separated); repeatable; exit 1 unless all agree.")
-@click.option("--min-agreement", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True, help="Fraction of samples that must agree for a pair to agree.")
-@click.option("--no-check", is_flag=True, help="Rank only: check no pair (for different networks trained on the same task).")
+@click.option(
+    "--statistic",
+    type=click.Choice(STATISTICS),
+    default="median",
+    show_default=True,
+    help="Statistic the models are ranked by.",
+)
+@click.option(
+    "--rtol",
+    type=click.FloatRange(min=0),
+    default=1e-2,
+    show_default=True,
+    help="Tolerance of 'the same numbers': lambda_max relative (on a scale no smaller than 1e-6 x the pair's "
+    "largest), top probability absolute. float16 and quantised models get looser stated tolerances.",
+)
+@click.option(
+    "--reference",
+    metavar="MODEL",
+    help="Check every other model against MODEL (one of MODELS, by path or file name); exit 1 unless all agree.",
+)
+@click.option(
+    "--group",
+    "groups",
+    multiple=True,
+    metavar="A,B[,...]",
+    help="Check every pair within these models (paths or file names, comma-separated); repeatable; exit 1 unless all "
+    "agree.",
+)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(min=0, max=1, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Fraction of samples that must agree for a pair to agree.",
+)
+@click.option(
+    "--no-check", is_flag=True, help="Rank only: check no pair (for different networks trained on the same task)."
+)
 def compare(
     models: tuple[str, ...],
     output_kind: str | None,
@@ -386,7 +528,9 @@ def compare(
     finally:
         finish()
     consistency = check_consistency(comparison.outcomes, rtol, reference, groups, min_agreement, check=not no_check)
-    document = write_comparison_outputs(comparison, json_path, report_path, rtol=rtol, statistic=statistic, consistency=consistency)
+    document = write_comparison_outputs(
+        comparison, json_path, report_path, rtol=rtol, statistic=statistic, consistency=consistency
+    )
     for rank in document["ranking"]["by_measured"]:
         click.echo(f"{rank['rank']}. {rank['model']}: {statistic} lambda_max {rank['value']:.4g}")
     for outcome in comparison.outcomes:
@@ -402,9 +546,27 @@ def compare(
 @main.command()
 @model_argument
 @selection_options
-@click.option("--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False), help=".npy or .npz of samples (first axis indexes samples).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Write the Jacobians here (.npy, float32 [N, K, *input dims]).")
-@click.option("--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True, help="Gradient source (see audit --help).")
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help=".npy or .npz of samples (first axis indexes samples).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Write the Jacobians here (.npy, float32 [N, K, *input dims]).",
+)
+@click.option(
+    "--gradients",
+    type=click.Choice(list(GRADIENT_SOURCES)),
+    default="auto",
+    show_default=True,
+    help="Gradient source (see audit --help).",
+)
 @click.option("--samples", type=click.IntRange(min=1), help="Use at most the first N samples.")
 @click.option("--max-memory", type=SizeType(), help="Memory the computation may use (e.g. 2G).")
 @timeout_option
@@ -424,7 +586,18 @@ def jacobian(
     from fimaudit.jacobian_export import export_jacobian
 
     check_output_paths([model, data_path], [out_path])
-    result = export_jacobian(model, data_path, out_path, gradients, samples, input_name, output_name, max_memory, timeout=timeout or None, output_kind=output_kind)
+    result = export_jacobian(
+        model,
+        data_path,
+        out_path,
+        gradients,
+        samples,
+        input_name,
+        output_name,
+        max_memory,
+        timeout=timeout or None,
+        output_kind=output_kind,
+    )
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
 

@@ -51,10 +51,7 @@ MIN_MODELS_FOR_P_VALUE = 4
 
 def _bound(document: dict[str, Any], kind: str) -> float | None:
     bound = document.get("bound") or {}
-    if kind == "global":
-        value = bound.get("value")
-    else:
-        value = (bound.get("per_sample") or {}).get("median")
+    value = bound.get("value") if kind == "global" else (bound.get("per_sample") or {}).get("median")
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
@@ -113,7 +110,7 @@ def rank_models(documents: Sequence[dict[str, Any]], labels: Sequence[str] | Non
     names = list(labels) if labels is not None else [d["model"]["path"] for d in documents]
     measured = [float(d["summary"][statistic]) for d in documents]
     models: list[dict[str, Any]] = []
-    for name, document, value in zip(names, documents, measured):
+    for name, document, value in zip(names, documents, measured, strict=True):
         entry = {
             "model": name,
             "family": (document.get("architecture") or {}).get("family", "unknown"),
@@ -124,7 +121,7 @@ def rank_models(documents: Sequence[dict[str, Any]], labels: Sequence[str] | Non
         global_bound = entry["bound_global"]
         entry["tightness"] = global_bound / value if global_bound is not None and value > 0 else None
         models.append(entry)
-    for rank, entry in zip(_ranks(measured), models):
+    for rank, entry in zip(_ranks(measured), models, strict=True):
         entry["rank_measured"] = rank
     result: dict[str, Any] = {
         "statistic": statistic,
@@ -138,7 +135,7 @@ def rank_models(documents: Sequence[dict[str, Any]], labels: Sequence[str] | Non
         present = [m for m in models if m[f"bound_{kind}"] is not None]
         result["without_bound"][kind] = [m["model"] for m in models if m[f"bound_{kind}"] is None]
         values = [m[f"bound_{kind}"] for m in present]
-        for rank, entry in zip(_ranks(values), present):
+        for rank, entry in zip(_ranks(values), present, strict=True):
             entry[f"rank_{kind}"] = rank
         result[f"by_bound_{kind}"] = [m["model"] for m in sorted(present, key=lambda m: m[f"rank_{kind}"])]
         result["agreement"][kind] = agreement([m["lambda_max"] for m in present], values) if len(present) >= 2 else None
@@ -189,6 +186,7 @@ class Layout:
     name: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The layout as JSON: the permutation of the sample axes and its name."""
         return {"permutation": list(self.permutation), "name": self.name}
 
 
@@ -198,7 +196,9 @@ LAYOUTS = (Layout((1, 2, 0), "NCHW -> NHWC"), Layout((2, 0, 1), "NHWC -> NCHW"))
 
 def _fits(expected: Sequence[Any], actual: Sequence[int]) -> bool:
     """Whether a declared sample shape (symbolic dims match any size) fits a concrete one."""
-    return len(expected) == len(actual) and all(not isinstance(e, int) or e == a for e, a in zip(expected, actual))
+    return len(expected) == len(actual) and all(
+        not isinstance(e, int) or e == a for e, a in zip(expected, actual, strict=True)
+    )
 
 
 def layout_for(data_shape: Sequence[int], model_shape: Sequence[Any]) -> Layout | None:
@@ -220,7 +220,7 @@ def layout_for(data_shape: Sequence[int], model_shape: Sequence[Any]) -> Layout 
 def model_labels(paths: Sequence[str]) -> list[str]:
     """File names, or full paths where two models share a file name."""
     names = [os.path.basename(str(path)) for path in paths]
-    return [str(path) if names.count(name) > 1 else name for path, name in zip(paths, names)]
+    return [str(path) if names.count(name) > 1 else name for path, name in zip(paths, names, strict=True)]
 
 
 def quantised_ops(model: onnx.ModelProto) -> list[str]:
@@ -286,6 +286,7 @@ class ModelFacts:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The facts as JSON (the comparison report's per-model table)."""
         return {
             "label": self.label, "data_shape": list(self.data_shape), "num_classes": self.num_classes,
             "layout": None if self.layout is None else self.layout.to_dict(),
@@ -347,6 +348,7 @@ class SampleAgreement:
     why: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The sample's agreement as JSON."""
         return {
             "index": self.index, "lambda_a": self.lambda_a, "lambda_b": self.lambda_b,
             "relative_difference": self.relative_difference, "class_a": self.class_a, "class_b": self.class_b,
@@ -372,18 +374,22 @@ class PairAgreement:
 
     @property
     def agreeing(self) -> int:
+        """How many samples agree within the pair's tolerance."""
         return sum(1 for s in self.samples if s.agree)
 
     @property
     def fraction(self) -> float | None:
+        """The share of samples that agree (None with no samples, so no share is invented)."""
         return self.agreeing / len(self.samples) if self.samples else None
 
     @property
     def max_relative_difference(self) -> float | None:
+        """The largest relative difference of lambda_max over the samples (None with no samples)."""
         return max((s.relative_difference for s in self.samples), default=None)
 
     @property
     def same_predicted_class(self) -> int:
+        """How many samples both models assign to the same class."""
         return sum(1 for s in self.samples if s.class_a == s.class_b)
 
     def worst(self, count: int = WORST_SAMPLES) -> list[SampleAgreement]:
@@ -391,6 +397,7 @@ class PairAgreement:
         return sorted(self.samples, key=lambda s: (s.agree, -s.relative_difference))[:count]
 
     def to_dict(self) -> dict[str, Any]:
+        """The pair's agreement as JSON, with its counts and its worst sample."""
         worst = self.worst(1)
         return {
             "a": self.a, "b": self.b, "status": self.status, "reason": self.reason,
@@ -451,7 +458,9 @@ def pair_agreement(a: ModelFacts, result_a: AuditResult, b: ModelFacts, result_b
     counted = f"{agreeing} of {len(samples)} samples agree within {tolerance:g}"
     if agreeing >= min_agreement * len(samples):
         status: AgreementStatus = "agree"
-        reason = f"{counted} (largest lambda_max difference {worst.relative_difference:.2g} relative, sample {worst.index})"
+        reason = (
+            f"{counted} (largest lambda_max difference {worst.relative_difference:.2g} relative, sample {worst.index})"
+        )
     else:
         status = "disagree"
         reason = f"only {counted}; sample {worst.index} differs most ({worst.why})"
@@ -482,6 +491,7 @@ class Consistency:
         return self.status == "agree" or (self.status == "not_checked" and not self.requested)
 
     def to_dict(self) -> dict[str, Any]:
+        """The consistency outcome as JSON."""
         return {
             "status": self.status, "reason": self.reason, "passed": self.passed, "mode": self.mode,
             "requested": self.requested, "reference": self.reference, "groups": [list(g) for g in self.groups],
@@ -491,7 +501,7 @@ class Consistency:
 
 def _resolve(name: str, paths: Sequence[str], labels: Sequence[str]) -> int:
     """The position of the model that ``name`` (a path or a label) names."""
-    for position, (path, label) in enumerate(zip(paths, labels)):
+    for position, (path, label) in enumerate(zip(paths, labels, strict=True)):
         if name in (path, label):
             return position
     for position, path in enumerate(paths):

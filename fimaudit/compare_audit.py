@@ -52,6 +52,7 @@ class ModelOutcome:
 
 @dataclass
 class Comparison:
+    """Every model's audit outcome from one ``compare`` run, and when the run started."""
     config: AuditConfig
     outcomes: list[ModelOutcome]
     started_at: str
@@ -87,7 +88,9 @@ def _plan(paths: Sequence[str], config: AuditConfig, folder: Path) -> list[_Plan
     quantised: list[list[str]] = []
     for path in paths:
         try:
-            taken = intake(str(path), config.input_name, config.output_name, wrt=config.wrt, output_kind=config.output_kind)
+            taken = intake(
+                str(path), config.input_name, config.output_name, wrt=config.wrt, output_kind=config.output_kind
+            )
             selections.append(taken.selection)
             quantised.append(quantised_ops(taken.loaded.proto))
         except FimauditError as exc:  # the audit raises it again, and it is reported there
@@ -95,7 +98,7 @@ def _plan(paths: Sequence[str], config: AuditConfig, folder: Path) -> list[_Plan
             selections.append(None)
             quantised.append([])
     data = _shared_data(config, selections) if config.wrt == "input" else None
-    for position, (path, selection, quantised_here) in enumerate(zip(paths, selections, quantised)):
+    for position, (path, selection, quantised_here) in enumerate(zip(paths, selections, quantised, strict=True)):
         model_config = dataclasses.replace(config, model_path=str(path))
         notes = []
         layout = None
@@ -142,7 +145,7 @@ def run_comparison(
     errors: list[FimauditError] = []
     with tempfile.TemporaryDirectory(prefix="fimaudit-compare-") as folder:
         plans = _plan(model_paths, config, Path(folder))
-        for number, (path, plan) in enumerate(zip(model_paths, plans), start=1):
+        for number, (path, plan) in enumerate(zip(model_paths, plans, strict=True), start=1):
             try:
                 result = run_audit(plan.config)
                 if plan.layout is not None:
@@ -151,7 +154,9 @@ def run_comparison(
             except FimauditError as exc:
                 logger.warning("%s could not be audited: %s", path, exc)
                 errors.append(exc)
-                outcomes.append(ModelOutcome(str(path), error=f"{type(exc).__name__}: {exc}", layout=plan.layout, note=plan.note))
+                outcomes.append(
+                    ModelOutcome(str(path), error=f"{type(exc).__name__}: {exc}", layout=plan.layout, note=plan.note)
+                )
             if progress is not None:
                 progress(number, len(model_paths))
     if len(errors) == len(outcomes):

@@ -169,7 +169,9 @@ def read_named_arrays(
     with data_path.open("rb") as stream:
         start = stream.read(6)
     if start[:4] not in _ZIP_MAGICS:
-        raise InputError(f"{data_path.name} is not an .npz file; token data is an .npz of named arrays ({', '.join(names)})")
+        raise InputError(
+            f"{data_path.name} is not an .npz file; token data is an .npz of named arrays ({', '.join(names)})"
+        )
     found: dict[str, np.ndarray] = {}
     try:
         archive = zipfile.ZipFile(data_path)
@@ -219,7 +221,7 @@ def _check_shape(array: np.ndarray, selection: Selection, source: str) -> None:
     expected = selection.sample_shape
     actual = list(array.shape[1:])
     ok = len(actual) == len(expected) and all(
-        not isinstance(e, int) or e == a for e, a in zip(expected, actual)
+        not isinstance(e, int) or e == a for e, a in zip(expected, actual, strict=True)
     )
     if not ok:
         raise InputError(
@@ -308,5 +310,8 @@ def load_data(
             f"the model has other inputs {missing}; pass an .npz holding arrays with those names "
             "(one row, used for every sample)"
         )
-    feeds = {name: np.asarray(value)[0] if np.asarray(value).ndim > 0 else np.asarray(value) for name, value in extras.items()}
+    feeds = {
+        name: np.asarray(value)[0] if np.asarray(value).ndim > 0 else np.asarray(value)
+        for name, value in extras.items()
+    }
     return AuditData(inputs=np.ascontiguousarray(array, dtype=dtype), source=source, synthetic=False, extra_feeds=feeds)

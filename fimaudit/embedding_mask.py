@@ -38,6 +38,7 @@ class SampleFeeds:
         return self._index.get(np.ascontiguousarray(sample).tobytes())
 
     def use(self, index: int) -> None:
+        """Put sample ``index``'s rows of the other inputs into the runner's feeds."""
         for name, values in self.rows.items():
             self.feeds[name] = values[index]
 
@@ -50,7 +51,9 @@ class MaskedSource:
     (see :meth:`at`); unbound, each call finds its sample among the data by value.
     """
 
-    def __init__(self, source: Any, keep: np.ndarray | None, switch: SampleFeeds | None, index: int | None = None) -> None:
+    def __init__(
+        self, source: Any, keep: np.ndarray | None, switch: SampleFeeds | None, index: int | None = None
+    ) -> None:
         self._source = source
         self._keep = keep
         self._switch = switch
@@ -61,6 +64,7 @@ class MaskedSource:
 
     @property
     def wrapped(self) -> Any:
+        """The unmasked source (for callers that need what only it has)."""
         return self._source
 
     def at(self, index: int) -> MaskedSource:
@@ -79,6 +83,7 @@ class MaskedSource:
         return None if self._keep is None else self._keep[index]
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits [N, K], each row run with its own sample's other inputs (a perturbed row keeps the current ones)."""
         if self._bound is not None:
             self._select(inputs[0])
             return self._source.logits(inputs)
@@ -94,6 +99,7 @@ class MaskedSource:
         return np.concatenate(rows)
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """Jacobians [N, K, d] (float64) with the columns of masked positions set to zero."""
         pieces = []
         for row in inputs:
             keep = self._select(row)
@@ -104,12 +110,14 @@ class MaskedSource:
         return np.concatenate(pieces)
 
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        """J v with the tangents' masked positions zeroed first: padding is never moved."""
         keep = self._select(sample)
         if keep is not None:
             tangents = np.where(keep[None, :], tangents.reshape(tangents.shape[0], -1), 0.0)
         return self._source.jvp(sample, tangents)
 
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        """J^T u with the masked positions zeroed: padding has no sensitivity to report."""
         keep = self._select(sample)
         products = np.array(self._source.vjp(sample, cotangents), dtype=np.float64)
         if keep is not None:
@@ -117,6 +125,7 @@ class MaskedSource:
         return products
 
     def central_differences(self, sample: np.ndarray, tangents: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        """The reference source's central differences along tangents with the masked positions zeroed."""
         keep = self._select(sample)
         if keep is not None:
             tangents = np.where(keep[None, :], tangents.reshape(tangents.shape[0], -1), 0.0)

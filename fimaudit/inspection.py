@@ -47,7 +47,11 @@ def inspect_model(
         **({"notes": [flat]} if flat else {}),
         "selection": {
             "input": {"name": selection.input_name, "shape": selection.input_shape, "dtype": selection.input_dtype},
-            "output": {"name": selection.output_name, "kind": selection.output_kind, "logits": selection.logits_transform},
+            "output": {
+                "name": selection.output_name,
+                "kind": selection.output_kind,
+                "logits": selection.logits_transform,
+            },
             "fixed_batch": selection.fixed_batch,
             "extra_inputs": selection.extra_inputs,
         },
@@ -68,10 +72,10 @@ def _shape(shape: Any) -> str:
 
 
 def inspection_text(document: dict[str, Any]) -> str:
-    """The human-readable form printed by ``fimaudit inspect``.
+    r"""The human-readable form printed by ``fimaudit inspect``.
 
     Names, producer and paths come from the model: every line is made ``visible`` (escape
-    sequences and bidi overrides shown as ``\\x1b`` / ``\\u202e``, never sent to the terminal).
+    sequences and bidi overrides shown as ``\x1b`` / ``\u202e``, never sent to the terminal).
     """
     model = document["model"]
     selection = document.get("selection", {})

@@ -31,6 +31,7 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
+        """The shell's exit code for the signal: 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
         return 128 + self.signum
 
 

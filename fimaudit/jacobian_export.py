@@ -45,8 +45,10 @@ class JacobianExport:
 
 
 def _samples_per_chunk(plan: MemoryPlan, classes: int, input_size: int) -> int:
-    """Samples differentiated per block: the planned batch of Jacobian rows, and no more dense
-    [n, K, d] Jacobians (float64, plus their float32 copy) than the plan leaves room for.
+    """Samples differentiated per block.
+
+    The planned batch of Jacobian rows, and no more dense [n, K, d] Jacobians (float64, plus
+    their float32 copy) than the plan leaves room for.
     """
     spare = plan.budget.limit - sum(plan.needs.held.values()) - plan.batch_rows * plan.needs.per_row
     per_sample = max(1, array_bytes((classes, input_size), 8 + np.dtype(NPY_DTYPE).itemsize))

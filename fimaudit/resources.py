@@ -102,8 +102,9 @@ def _cgroup_dirs(controller: str | None) -> list[str]:
 
 
 def _cgroup_headroom() -> int | None:
-    """Bytes left under this process's cgroup memory limit (v2 memory.max - memory.current, v1
-    memory.limit_in_bytes - memory.usage_in_bytes), None without a limit.
+    """Bytes left under this process's cgroup memory limit, None without a limit.
+
+    v2: memory.max - memory.current; v1: memory.limit_in_bytes - memory.usage_in_bytes.
     """
     for folder in _cgroup_dirs(None):
         limit = _read_int(os.path.join(folder, "memory.max"))
@@ -165,8 +166,10 @@ class MemoryBudget:
 
     @classmethod
     def from_option(cls, max_memory: int | None) -> MemoryBudget:
-        """``--max-memory`` when given, else a share of the tightest real limit: MemAvailable, the
-        cgroup's limit minus its usage, RLIMIT_AS minus what the process maps (the message names it).
+        """``--max-memory`` when given, else a share of the tightest real limit.
+
+        The limits are MemAvailable, the cgroup's limit minus its usage, and RLIMIT_AS minus what
+        the process maps; the budget's message names the one that decided.
         """
         if max_memory is not None:
             return cls(int(max_memory), f"--max-memory is {format_size(max_memory)}")
@@ -198,9 +201,11 @@ class MemoryNeeds:
 
     @property
     def minimum(self) -> int:
+        """The least memory the audit can run in: everything held plus its smallest batch."""
         return sum(self.held.values()) + self.min_rows * self.per_row
 
     def breakdown(self) -> str:
+        """The needs in words (for the message of a refused plan)."""
         parts = [f"{name} {format_size(size)}" for name, size in self.held.items() if size]
         parts.append(f"a batch of {self.min_rows} rows {format_size(self.min_rows * self.per_row)}")
         return ", ".join(parts)
@@ -332,7 +337,10 @@ def model_tensors(model: onnx.ModelProto, batch: int | str | None = None) -> Mod
             first = dims[0] if dims else None
             is_batch = first is not None and (
                 (isinstance(batch, int) and first.HasField("dim_value") and first.dim_value == batch and batch > 0)
-                or (not first.HasField("dim_value") and (batch is None or not isinstance(batch, int) or first.dim_param == batch))
+                or (
+                    not first.HasField("dim_value")
+                    and (batch is None or not isinstance(batch, int) or first.dim_param == batch)
+                )
             )
             rest = [size for size in (known[1:] if is_batch else known) if size is not None]
             if len(rest) != len(known) - (1 if is_batch else 0):
@@ -426,6 +434,8 @@ def audit_needs(
         held["Jacobian"] = JACOBIAN_COPIES * array_bytes((classes, sample_size), 8)
         held.update(estimator_needs(method, classes, sample_size, evaluations))
         if bounds:
-            held[f"K x K covariance of the certified bounds (K = {classes})"] = BOUNDS_KK_COPIES * array_bytes((classes, classes), 8)
+            held[f"K x K covariance of the certified bounds (K = {classes})"] = BOUNDS_KK_COPIES * array_bytes(
+                (classes, classes), 8
+            )
     per_row = 3 * sample_size * itemsize + 2 * classes * 8 + 2 * tensors.per_row
     return MemoryNeeds(held=held, per_row=per_row, min_rows=max(1, min_rows))

@@ -55,6 +55,7 @@ class Bound:
         return Bound(self.value, self.kind, {**self.details, **more})
 
     def to_dict(self) -> dict[str, Any]:
+        """The bound as JSON: value, kind and details."""
         return {"value": self.value, "kind": self.kind, **self.details}
 
 
@@ -72,14 +73,17 @@ class SampleResult:
 
     @property
     def value(self) -> float:
+        """The sample's lambda_max as the estimator gave it."""
         return float(self.result.value)
 
     @property
     def kind(self) -> str:
+        """What the value is (exact, estimate, lower_bound, ...)."""
         return self.result.kind
 
     @property
     def interval(self) -> tuple[float, float] | None:
+        """The estimate's interval (None for exact values and bounds)."""
         return self.result.interval
 
     @property
@@ -88,6 +92,7 @@ class SampleResult:
         return self.result.diagnostics.get("converged")
 
     def to_dict(self) -> dict[str, Any]:
+        """The sample as JSON (the report's ``samples`` entries)."""
         result = self.result
         return {
             "index": self.index,
@@ -118,6 +123,7 @@ class Check:
     subject: str = field(compare=False, default="")
 
     def to_dict(self) -> dict[str, str]:
+        """The check as JSON."""
         return {"name": self.name, "title": self.title, "status": self.status, "detail": self.detail}
 
 
@@ -139,9 +145,11 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
+        """Whether the audit passes the gate: a pass, or no threshold to fail."""
         return self.status in ("pass", "no_threshold")
 
     def to_dict(self) -> dict[str, Any]:
+        """The verdict as JSON."""
         return {
             "threshold": self.threshold,
             "statistic": self.statistic,

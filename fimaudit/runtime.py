@@ -243,6 +243,7 @@ class RunAccounting:
     runs: int = 0
 
     def add(self, rows: int) -> None:
+        """Count one run of ``rows`` rows."""
         self.evaluations += rows
         self.runs += 1
 
@@ -272,6 +273,7 @@ class ModelRunner:
 
     @property
     def batch_size(self) -> int:
+        """Rows per run: the model's fixed batch when it has one, else the planned maximum."""
         return self.fixed_batch or self.max_batch
 
     def _feeds(self, rows: np.ndarray) -> dict[str, np.ndarray]:

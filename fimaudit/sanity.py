@@ -91,14 +91,17 @@ class DirectionOutcomes:
 
     @property
     def decided(self) -> np.ndarray:
+        """Directions whose finite-difference error bound is within the tolerance (they can decide)."""
         return self.relative_bounds <= self.tolerance
 
     @property
     def disagreeing(self) -> np.ndarray:
+        """Decided directions whose error exceeds the tolerance plus their error bound."""
         return self.decided & (self.relative_errors > self.tolerance + self.relative_bounds)
 
     @property
     def status(self) -> str:
+        """Failed when most decided directions disagree; passed when at least half are decided and agree."""
         decided = int(self.decided.sum())
         disagree = int(self.disagreeing.sum())
         if decided and 2 * disagree > decided:
@@ -108,6 +111,7 @@ class DirectionOutcomes:
         return NOT_DECIDED
 
     def to_dict(self) -> dict[str, Any]:
+        """The sample's comparison as JSON (counts, worst errors, median step)."""
         decided = self.decided
         return {
             "status": self.status,
@@ -128,10 +132,16 @@ class AdjointOutcome:
 
     @property
     def status(self) -> str:
+        """Failed when any discrepancy exceeds the tolerance."""
         return FAILED if float(self.discrepancies.max()) > self.tolerance else PASSED
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "max_relative_discrepancy": float(self.discrepancies.max()), "tolerance": self.tolerance}
+        """The adjoint check of the sample as JSON."""
+        return {
+            "status": self.status,
+            "max_relative_discrepancy": float(self.discrepancies.max()),
+            "tolerance": self.tolerance,
+        }
 
 
 @dataclass
@@ -148,6 +158,7 @@ class GradientCheck:
 
     @property
     def fd_status(self) -> str:
+        """The finite-difference comparison over all checked samples."""
         statuses = [outcome.status for outcome in self.finite_differences]
         if FAILED in statuses:
             return FAILED
@@ -155,18 +166,21 @@ class GradientCheck:
 
     @property
     def adjoint_status(self) -> str:
+        """The adjoint identity over all checked samples (not applicable without a forward-mode graph)."""
         if self.adjoint_not_applicable or not self.adjoint:
             return NOT_APPLICABLE
         return FAILED if any(outcome.status == FAILED for outcome in self.adjoint) else PASSED
 
     @property
     def status(self) -> str:
+        """Failed if either part failed; passed only when finite differences decided and agreed."""
         if FAILED in (self.fd_status, self.adjoint_status):
             return FAILED
         return PASSED if self.fd_status == PASSED else NOT_DECIDED
 
     @property
     def passed(self) -> bool:
+        """Whether the check passed."""
         return self.status == PASSED
 
     @property
@@ -181,6 +195,7 @@ class GradientCheck:
         return f"gradient check {self.status.replace('_', ' ')} ({fd}; {adjoint})"
 
     def to_dict(self) -> dict[str, Any]:
+        """The gradient check as JSON."""
         return {
             "status": self.status,
             "passed": self.passed,
@@ -236,7 +251,9 @@ def compare_directions(
     return DirectionOutcomes(best_error, best_bound, best_step, tolerance)
 
 
-def adjoint_identity(checked: InputJacobian, sample: np.ndarray, rng: np.random.Generator, pairs: int = ADJOINT_PAIRS) -> AdjointOutcome:
+def adjoint_identity(
+    checked: InputJacobian, sample: np.ndarray, rng: np.random.Generator, pairs: int = ADJOINT_PAIRS
+) -> AdjointOutcome:
     """<u, J^T w> against <J u, w> for random pairs and the aligned pair u = J^T w (module doc)."""
     k, d = checked.num_classes, checked.input_size
     cotangents = rng.standard_normal((pairs, k))

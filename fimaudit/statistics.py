@@ -94,8 +94,9 @@ def summary_dict(values: np.ndarray) -> dict[str, float | int | None]:
 
 
 def bracket(lows: np.ndarray, highs: np.ndarray, name: str) -> tuple[float, float | None]:
-    """(lowest, highest) possible value of statistic ``name`` when each sample's true value lies
-    in [lows[i], highs[i]] (highs may be inf); highest is None when it has no upper limit.
+    """(lowest, highest) possible value of statistic ``name``, each sample's truth in [lows[i], highs[i]].
+
+    ``highs`` may be inf; highest is None when it has no upper limit.
     """
     lows = np.asarray(lows, dtype=np.float64)
     highs = np.asarray(highs, dtype=np.float64)

@@ -53,10 +53,12 @@ class TokenData:
         return MaskedSource(source, keep, switch)
 
     def record(self, index: int, eigenvector: Any, sample_shape: tuple[int, ...]) -> None:
+        """Keep per-token sensitivity (norm of the eigenvector's block per position) of sample ``index``."""
         if eigenvector is not None:
             self.sensitivity[index] = [float(v) for v in token_sensitivity(eigenvector, sample_shape)]
 
     def tokens(self, index: int) -> list[str] | None:
+        """Sample ``index``'s tokens decoded with the vocabulary (None without one)."""
         if self.vocabulary is None or self.ids.ndim != 2:
             return None
         size = len(self.vocabulary)
@@ -105,7 +107,9 @@ def load_token_data(
     wanted = list(dict.fromkeys([site.ids_input, *_integer_names(cut), *rewritten_inputs]))
     arrays, source = read_named_arrays(path, wanted, samples, budget)
     if site.ids_input not in arrays:
-        raise InputError(f"{source} holds no array {site.ids_input!r} (the model's token ids); it holds {sorted(arrays)}")
+        raise InputError(
+            f"{source} holds no array {site.ids_input!r} (the model's token ids); it holds {sorted(arrays)}"
+        )
     ids = arrays[site.ids_input]
     if ids.dtype.kind not in "iu":
         raise InputError(f"{source}[{site.ids_input!r}] has dtype {ids.dtype}; token ids are integers")
@@ -135,7 +139,9 @@ def load_token_data(
     if embeddings.shape[0] != count or (site.kind == "embeddings" and embeddings.shape[1] != ids.shape[1]):
         raise InputError(f"the embedding lookup gave shape {list(embeddings.shape)} for token ids {list(ids.shape)}")
     if not np.isfinite(embeddings).all():
-        raise InputError("the embedding lookup gave NaN or Inf values (check the token ids against the vocabulary size)")
+        raise InputError(
+            "the embedding lookup gave NaN or Inf values (check the token ids against the vocabulary size)"
+        )
     dtypes = {value.name: value.type.tensor_type.elem_type for value in graph_inputs(rewritten.graph)}
     rows = {
         name: arrays[name].astype(onnx.helper.tensor_dtype_to_np_dtype(dtypes[name]))

@@ -73,7 +73,9 @@ def _gradient_check_detail(check: GradientCheck) -> str:
     if decided:
         fd_text += f", {disagreeing} disagreeing beyond tolerance {fmt(check.tolerance)} plus the error bound"
     if check.fd_status == "not_decided":
-        fd_text += " (float32 differences too noisy against these gradients at every step; not evidence of a wrong gradient)"
+        fd_text += (
+            " (float32 differences too noisy against these gradients at every step; not evidence of a wrong gradient)"
+        )
     if check.adjoint_status == "not_applicable":
         adjoint_text = f"adjoint identity not applicable ({check.adjoint_not_applicable or 'no forward-mode graph'})"
     else:
@@ -164,9 +166,13 @@ def sanity_checks(samples: Sequence[SampleResult], bound: Bound | None, check: G
 # The verdict
 
 
-def value_range(value: float, kind: str, interval: Sequence[float] | None, converged: bool | None) -> tuple[float, float]:
-    """Lowest and highest value a true lambda_max measured as ``value`` of ``kind`` can have (inf:
-    no upper limit); an estimate that did not converge keeps only the bottom of its interval.
+def value_range(
+    value: float, kind: str, interval: Sequence[float] | None, converged: bool | None
+) -> tuple[float, float]:
+    """Lowest and highest value a true lambda_max measured as ``value`` of ``kind`` can have.
+
+    The highest is inf when there is no upper limit; an estimate that did not converge keeps
+    only the bottom of its interval.
     """
     if kind == "estimate" and converged is False:
         return (float(interval[0]) if interval is not None else value), float("inf")
@@ -243,7 +249,9 @@ def decide(samples: Sequence[SampleResult], summary: Summary, checks: Sequence[C
         why = f"{unconverged} estimates did not converge" if unconverged else "lower bounds only"
         return verdict("inconclusive", f"{name} is at least {fmt(low)} but has no upper limit ({why}), "
                                        f"so it cannot be shown to be at or below the threshold {limit}")
-    return verdict("inconclusive", f"{name} lies between {fmt(low)} and {fmt(high)}, which straddles the threshold {limit}")
+    return verdict(
+        "inconclusive", f"{name} lies between {fmt(low)} and {fmt(high)}, which straddles the threshold {limit}"
+    )
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,10 @@ def choose_method(problem: SampleProblem, lanczos_matvecs: int, budget: int | No
 
 @estimator("auto")
 def auto(problem: SampleProblem, budget: int | None, rng: np.random.Generator) -> SpectralResult:
-    """Exact, Lanczos or black-box (see module doc); ``budget`` = Lanczos products (default 100),
-    or the black-box sketch's model evaluations (default 400) on the finite-difference route.
+    """Exact, Lanczos or black-box, whichever fits the problem (see the module doc).
+
+    ``budget`` is the Lanczos products (default 100), or the black-box sketch's model
+    evaluations (default 400) on the finite-difference route.
     """
     matvecs = resolve_budget(
         "auto", budget, lanczos_module.DEFAULT_MATVECS, lanczos_module.MINIMUM_MATVECS, "operator products"

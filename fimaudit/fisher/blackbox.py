@@ -170,8 +170,9 @@ def directional_differences(
 
 
 def _half_ulp(values: np.ndarray, roundoff: float) -> np.ndarray:
-    """Half the spacing of the model's float type at |values|: the most its final rounding moved them
-    (u |v| rounded up to the binade, 2^floor(log2 |v|) * 2u; 0 stays 0).
+    """Half the spacing of the model's float type at |values|: the most its final rounding moved them.
+
+    That is u |v| rounded up to the binade, 2^floor(log2 |v|) * 2u; 0 stays 0.
     """
     magnitude = np.abs(values)
     binade = np.exp2(np.floor(np.log2(np.where(magnitude > 0, magnitude, 1.0))))
@@ -179,8 +180,10 @@ def _half_ulp(values: np.ndarray, roundoff: float) -> np.ndarray:
 
 
 def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
-    """U of the type the model computes its scores in: the gradient source's input type when it
-    says (ONNX Runtime's), else the sample's; float32 for anything coarser unknown.
+    """U of the type the model computes its scores in.
+
+    That is the gradient source's input type when it says (ONNX Runtime's), else the sample's;
+    float32 for anything coarser unknown.
     """
     declared = problem.jacobian.dtype
     kind = np.dtype(declared) if declared is not None else np.dtype(dtype)
@@ -190,8 +193,9 @@ def unit_roundoff(problem: SampleProblem, dtype: np.dtype) -> float:
 
 
 def _directions_per_chunk(problem: SampleProblem) -> int:
-    """Directions differenced per model call: the planned batch (two rows each), and at most
-    _MAX_CHUNK_ELEMENTS perturbed elements.
+    """Directions differenced per model call.
+
+    The planned batch (two rows each), and at most _MAX_CHUNK_ELEMENTS perturbed elements.
     """
     rows = problem.jacobian.chunk_rows
     per_chunk = _MAX_CHUNK_ELEMENTS // (2 * max(1, problem.input_size))
@@ -289,7 +293,9 @@ def blackbox_lambda_max(
     relative_step: float | None = None,
 ) -> SpectralResult:
     """lambda_max(F) from ``num_evaluations`` forward evaluations (None: 400), with a 95% interval."""
-    evaluations = resolve_budget("blackbox", num_evaluations, DEFAULT_EVALUATIONS, MINIMUM_EVALUATIONS, "model evaluations")
+    evaluations = resolve_budget(
+        "blackbox", num_evaluations, DEFAULT_EVALUATIONS, MINIMUM_EVALUATIONS, "model evaluations"
+    )
     meter = CostMeter(problem)
     count = evaluations // 2
     derivatives, errors = gaussian_directional_derivatives(problem, count, rng, relative_step)  # [m, K] each

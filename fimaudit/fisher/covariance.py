@@ -35,7 +35,7 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """P = softmax(logits) in float64."""
+    """The softmax probabilities of ``logits`` in float64, through ``log_softmax`` (no overflow)."""
     return np.exp(log_softmax(logits))
 
 
@@ -98,6 +98,7 @@ class SoftmaxCovariance:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes K."""
         return int(self.probabilities.size)
 
     def deviations(self, values: np.ndarray) -> np.ndarray:

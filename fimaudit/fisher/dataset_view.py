@@ -26,13 +26,17 @@ class AuditedSample(Protocol):
 
     # Read-only members, so that frozen dataclasses (results.SampleResult) satisfy the protocol.
     @property
-    def index(self) -> int: ...
+    def index(self) -> int:
+        """The sample's position in the data."""
     @property
-    def result(self) -> SpectralResult: ...
+    def result(self) -> SpectralResult:
+        """The estimator's result for the sample."""
     @property
-    def top_prob(self) -> float: ...
+    def top_prob(self) -> float:
+        """The largest softmax probability."""
     @property
-    def predicted_class(self) -> int: ...
+    def predicted_class(self) -> int:
+        """The class with that probability."""
 
 
 def _sample_entry(sample: AuditedSample) -> dict[str, Any]:

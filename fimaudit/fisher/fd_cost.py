@@ -35,6 +35,7 @@ _PRODUCTS = {"lanczos": 100, "power": 200, "hutchinson": 60}
 
 
 def blackbox_evaluations(budget: int | None) -> int:
+    """Model evaluations per sample of the black-box estimator for ``budget`` (None: its default)."""
     from fimaudit.fisher.blackbox import DEFAULT_EVALUATIONS
 
     return int(budget) if budget else DEFAULT_EVALUATIONS
@@ -80,13 +81,16 @@ class FdCost:
 
     @property
     def evaluations(self) -> int:
+        """Model evaluations of the whole audit."""
         return self.evaluations_per_sample * self.samples
 
     @property
     def expected_seconds(self) -> float:
+        """The audit's expected duration from the measured time per evaluation."""
         return self.evaluations * self.seconds_per_evaluation
 
     def describe(self) -> str:
+        """The cost in one sentence, for the log and the report's note."""
         return (
             f"finite differences for --method {self.requested}"
             + (f" ({self.method})" if self.method != self.requested else "")
@@ -96,6 +100,7 @@ class FdCost:
         )
 
     def to_dict(self) -> dict[str, float | int | str]:
+        """The cost as JSON, with the derived totals."""
         record = asdict(self)
         record.update(evaluations=self.evaluations, expected_seconds=self.expected_seconds)
         return record
@@ -104,7 +109,11 @@ class FdCost:
         """A ResourceError, before anything is computed, when the estimate exceeds ``max_time``."""
         if max_time is None or self.expected_seconds <= max_time:
             return
-        hint = "--method blackbox (--budget evaluations per sample), " if self.method != "blackbox" else "a smaller --budget, "
+        hint = (
+            "--method blackbox (--budget evaluations per sample), "
+            if self.method != "blackbox"
+            else "a smaller --budget, "
+        )
         raise ResourceError(
             f"{self.describe()}, beyond --max-time {max_time:g} s; use {hint}fewer --samples, "
             "or a larger --max-time"
@@ -168,8 +177,10 @@ def plan_finite_differences(
 
 
 class ProgressLog:
-    """Per-sample progress of a finite-difference audit: rate and time left, on stderr when the
-    run is long (warning level; info otherwise), where a progress bar is not shown (CI logs).
+    """Per-sample progress of a finite-difference audit: rate and time left.
+
+    On stderr when the run is long (warning level; info otherwise), where a progress bar is not
+    shown (CI logs).
     """
 
     def __init__(self, cost: FdCost) -> None:
@@ -178,6 +189,7 @@ class ProgressLog:
         self.level = logging.WARNING if cost.expected_seconds >= 6 * SLOW_RUN_SECONDS else logging.INFO
 
     def sample_done(self, done: int, total: int, evaluations: int) -> None:
+        """Log the rate and the time left after ``done`` of ``total`` samples."""
         elapsed = time.perf_counter() - self.started
         rate = evaluations / elapsed if elapsed > 0 else float("inf")
         left = elapsed / done * (total - done) if done else float("nan")

@@ -65,7 +65,9 @@ def quadratic_forms_of(operator: LinearOperator) -> QuadraticForms:
     return lambda block: np.einsum("ij,ij->j", block, operator.matmat(block))
 
 
-def _mean_interval(samples: np.ndarray, offset: float, scale: float, confidence: float) -> tuple[float, tuple[float, float], float]:
+def _mean_interval(
+    samples: np.ndarray, offset: float, scale: float, confidence: float
+) -> tuple[float, tuple[float, float], float]:
     """Offset + scale * mean(samples), with a Student-t interval."""
     count = samples.size
     mean = float(samples.mean())
@@ -80,7 +82,9 @@ def hutchinson_trace(
 ) -> TraceEstimate:
     """Plain Hutchinson with ``num_matvecs`` Rademacher probes."""
     if num_matvecs < _MINIMUM["hutchinson"]:
-        raise InputError(f"hutchinson needs at least {_MINIMUM['hutchinson']} probes for an interval, got {num_matvecs}")
+        raise InputError(
+            f"hutchinson needs at least {_MINIMUM['hutchinson']} probes for an interval, got {num_matvecs}"
+        )
     probes = rademacher(rng, operator.shape[0], num_matvecs)
     samples = np.asarray(quadratic_forms_of(operator)(probes), dtype=np.float64)
     value, interval, error = _mean_interval(samples, 0.0, 1.0, confidence)
@@ -116,7 +120,11 @@ def hutchinson_result(
     rng: np.random.Generator,
     variant: str = "hutch++",
 ) -> SpectralResult:
-    """trace(F) by ``variant`` within ``num_matvecs`` products (None: 60), and lambda_max >= trace / rank (lower bound)."""
+    """trace(F) by ``variant`` within ``num_matvecs`` products (None: 60), and lambda_max >= trace / rank.
+
+    The ratio is taken at the lower end of the trace's interval: a lower bound on lambda_max with
+    about 97.5% one-sided confidence.
+    """
     if variant not in VARIANTS:
         raise InputError(f"unknown trace estimator {variant!r}; choose {' or '.join(VARIANTS)}")
     matvecs = resolve_budget("hutchinson", num_matvecs, DEFAULT_MATVECS, _MINIMUM[variant], "operator products")

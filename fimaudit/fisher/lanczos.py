@@ -98,7 +98,9 @@ def _residual(vector: np.ndarray, image: np.ndarray) -> tuple[float, float]:
     return theta, float(np.linalg.norm(image - theta * vector))
 
 
-def lanczos_top(operator: LinearOperator, budget: int, rng: np.random.Generator, tol: float = DEFAULT_TOL) -> TopEigenpair:
+def lanczos_top(
+    operator: LinearOperator, budget: int, rng: np.random.Generator, tol: float = DEFAULT_TOL
+) -> TopEigenpair:
     """Top eigenpair of a symmetric PSD ``operator`` within ``budget`` products (see module doc)."""
     size = operator.shape[0]
     counted = _Budgeted(operator, budget)

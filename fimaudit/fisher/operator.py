@@ -48,10 +48,12 @@ class CostMeter:
 
     @property
     def model_evaluations(self) -> int:
+        """Model evaluations since the meter started (rows run through ONNX Runtime)."""
         return int(self.problem.jacobian.accounting.evaluations - self._evaluations_before)
 
     @property
     def seconds(self) -> float:
+        """Wall-clock seconds since the meter started."""
         return time.perf_counter() - self._started
 
     def jvp(self, tangents: np.ndarray) -> np.ndarray:
@@ -142,7 +144,9 @@ class FisherGramOperator(LinearOperator):
 
     def lift(self, vector: np.ndarray) -> np.ndarray:
         """F's eigenvector J^T A^T u / ||.|| in input space for a K-side eigenvector u (one vjp)."""
-        direction = self.meter.vjp(self.covariance.factor_transpose(np.asarray(vector, dtype=np.float64).reshape(1, -1)))[0]
+        direction = self.meter.vjp(
+            self.covariance.factor_transpose(np.asarray(vector, dtype=np.float64).reshape(1, -1))
+        )[0]
         norm = float(np.linalg.norm(direction))
         return direction / norm if norm > 0 else direction
 

@@ -30,7 +30,9 @@ MINIMUM_MATVECS = 2
 DEFAULT_TOL = 1e-6
 
 
-def power_top(operator: LinearOperator, budget: int, rng: np.random.Generator, tol: float = DEFAULT_TOL) -> TopEigenpair:
+def power_top(
+    operator: LinearOperator, budget: int, rng: np.random.Generator, tol: float = DEFAULT_TOL
+) -> TopEigenpair:
     """Power iteration from a Gaussian start, at most ``budget`` products (see module doc)."""
     vector = rng.standard_normal(operator.shape[0])
     vector /= np.linalg.norm(vector)

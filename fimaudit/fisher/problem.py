@@ -20,16 +20,20 @@ class SampleProblem:
 
     @property
     def num_classes(self) -> int:
+        """The number of classes K."""
         return int(self.logits.shape[-1])
 
     @property
     def input_size(self) -> int:
+        """The flattened size d of the sample."""
         return int(self.sample.size)
 
     @property
     def probabilities(self) -> np.ndarray:
+        """softmax(logits) in float64."""
         return softmax(self.logits)
 
     @property
     def covariance(self) -> np.ndarray:
+        """The K x K softmax covariance diag(p) - p p^T (float64)."""
         return softmax_covariance(self.logits)

@@ -22,7 +22,9 @@ from fimaudit.fisher.result import SpectralResult
 
 
 class Estimator(Protocol):
-    def __call__(self, problem: SampleProblem, budget: int | None, rng: np.random.Generator) -> SpectralResult: ...
+    """What every estimator is: one sample's problem, a budget and a generator in, a SpectralResult out."""
+    def __call__(self, problem: SampleProblem, budget: int | None, rng: np.random.Generator) -> SpectralResult:
+        """Estimate lambda_max(F) of ``problem`` within ``budget``, drawing only from ``rng``."""
 
 
 _ESTIMATORS: dict[str, Estimator] = {}
@@ -41,6 +43,7 @@ def estimator(name: str) -> Callable[[Estimator], Estimator]:
 
 
 def get_estimator(name: str) -> Estimator:
+    """The estimator registered as ``name``; an unknown name is an InputError listing the choices."""
     _load_builtin_estimators()
     try:
         return _ESTIMATORS[name]
@@ -49,6 +52,7 @@ def get_estimator(name: str) -> Estimator:
 
 
 def estimator_names() -> list[str]:
+    """The registered estimator names, sorted (the choices of ``--method``)."""
     _load_builtin_estimators()
     return sorted(_ESTIMATORS)
 

@@ -68,13 +68,25 @@ def make_source(
         named = ", ".join(f"{node.op_type} {node.name or node.output[0]!r}" for node in quantized[:3])
         why = f"the model is quantized ({named}): its integer arithmetic has no gradient"
         if wanted is GradientKind.GRAPH:
-            raise NotDifferentiableError(f"{why}; use --gradients fd (finite differences)", [n.op_type for n in quantized])
+            raise NotDifferentiableError(
+                f"{why}; use --gradients fd (finite differences)", [n.op_type for n in quantized]
+            )
         logger.warning("%s; finite differences measure the steps of its quantizer", why)
-        return SourceChoice(FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows), "fd", f"finite differences ({why})")
+        return SourceChoice(
+            FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows),
+            "fd",
+            f"finite differences ({why})",
+        )
     if wanted is GradientKind.FD:
-        return SourceChoice(FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows), "fd", "finite differences requested")
+        return SourceChoice(
+            FiniteDifferenceJacobian(runner, shape, num_classes, chunk_rows=chunk_rows),
+            "fd",
+            "finite differences requested",
+        )
     if wanted is GradientKind.GRAPH:
-        return SourceChoice(graph_source(runner, shape, num_classes), "graph", "gradient graphs derived from the ONNX graph")
+        return SourceChoice(
+            graph_source(runner, shape, num_classes), "graph", "gradient graphs derived from the ONNX graph"
+        )
     try:
         graph = graph_source(runner, shape, num_classes)
     except UnsupportedOpError as reason:

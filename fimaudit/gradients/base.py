@@ -65,8 +65,9 @@ class InputJacobian(Protocol):
         """J^T u for one sample [...] and cotangents [M, K]: returns [M, d] (float64)."""
 
     def forward_mode_unavailable(self) -> str | None:
-        """None when J v is computed independently of J^T u; else why it is derived from it
-        (the gradient check's adjoint identity then has nothing independent to compare).
+        """None when J v is computed independently of J^T u; else why it is derived from it.
+
+        The gradient check's adjoint identity then has nothing independent to compare.
         """
 
     def settings(self) -> dict[str, Any]:
@@ -132,19 +133,25 @@ class FiniteDerivatives:
         return values
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The wrapped source's logits (scores are checked by the audit itself)."""
         return self.source.logits(inputs)
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """The wrapped source's Jacobians, refused when not finite."""
         return self._checked("Jacobian", self.source.dense(inputs))
 
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        """The wrapped source's J v, refused when not finite."""
         return self._checked("Jacobian-vector product", self.source.jvp(sample, tangents))
 
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        """The wrapped source's J^T u, refused when not finite."""
         return self._checked("vector-Jacobian product", self.source.vjp(sample, cotangents))
 
     def forward_mode_unavailable(self) -> str | None:
+        """The wrapped source's answer."""
         return self.source.forward_mode_unavailable()
 
     def settings(self) -> dict[str, Any]:
+        """The wrapped source's settings."""
         return self.source.settings()

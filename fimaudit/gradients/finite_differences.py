@@ -5,8 +5,8 @@ truncation error h^2 and the rounding error eps / h balance at h ~ eps^(1/3) (ab
 float32). Classifiers are mostly piecewise linear (ReLU, max pooling), and a step that crosses a
 kink costs far more than rounding: on the VGG/DenseNet sample models, lambda_max against a float64
 reference erred by a median 0.4-0.6% at h = 5e-3 and 0.03-0.2% at h = 1e-3. We use h = eps^(1/3) / 5
-(1e-3 in float32), scaled by the magnitude of each input element. The divisor is the step actually represented in the input's
-dtype, (x + h) - (x - h), not 2 h, which removes one source of error for free.
+(1e-3 in float32), scaled by the magnitude of each input element. The divisor is the step actually
+represented in the input's dtype, (x + h) - (x - h), not 2 h, which removes one source of error for free.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ class FiniteDifferenceJacobian:
 
     @property
     def accounting(self) -> RunAccounting:
+        """The runner's count of model evaluations (every difference is paid there)."""
         return self.runner.accounting
 
     def settings(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class FiniteDifferenceJacobian:
         return logits.astype(np.float64)
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits [N, K] (float64) from one batched run."""
         return self._evaluate(inputs)
 
     def steps(self, sample: np.ndarray) -> np.ndarray:
@@ -99,6 +101,7 @@ class FiniteDifferenceJacobian:
         return jacobian
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """Jacobians [N, K, d] (float64): 2 d evaluations per sample, one element stepped at a time."""
         return np.stack([self._sample_jacobian(sample) for sample in inputs])
 
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:

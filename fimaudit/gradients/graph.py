@@ -70,7 +70,10 @@ class _GradientSession:
 
     def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
-        feeds = {self.runner.input_name: rows.astype(self.input_dtype, copy=False), self.seed: seeds.astype(self.seed_dtype, copy=False)}
+        feeds = {
+            self.runner.input_name: rows.astype(self.input_dtype, copy=False),
+            self.seed: seeds.astype(self.seed_dtype, copy=False),
+        }
         for name, value in self.runner.extra_feeds.items():
             feeds[name] = np.repeat(value[None], rows.shape[0], axis=0)
         try:
@@ -111,6 +114,7 @@ class GraphJacobian:
 
     @property
     def accounting(self) -> RunAccounting:
+        """The runner's count of model evaluations (gradient graphs run through it too)."""
         return self.runner.accounting
 
     @property
@@ -129,6 +133,7 @@ class GraphJacobian:
 
     # ---- logits ------------------------------------------------------------------------------
     def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Logits [N, K] (float64) from the logits model."""
         (values,) = self.runner.run_batched(inputs)
         return values.reshape(inputs.shape[0], -1).astype(np.float64)
 
@@ -161,7 +166,9 @@ class GraphJacobian:
         return jacobians
 
     # ---- products ----------------------------------------------------------------------------
-    def _one_sample_runs(self, session: _GradientSession, sample: np.ndarray, vectors: np.ndarray, seed_shape: tuple[int, ...]) -> np.ndarray:
+    def _one_sample_runs(
+        self, session: _GradientSession, sample: np.ndarray, vectors: np.ndarray, seed_shape: tuple[int, ...]
+    ) -> np.ndarray:
         """Run ``session`` on one sample with M seed vectors, in chunks; returns [M, prod(out)]."""
         rows = self._padded(sample[None])
         width = rows.shape[0]
@@ -182,7 +189,12 @@ class GraphJacobian:
     def _jvp_session(self) -> _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
-                model = build_jvp_model(with_sample_shape(self.runner.model, self.runner.input_name, self.sample_shape), self.runner.input_name, LOGITS, self.probe)
+                model = build_jvp_model(
+                    with_sample_shape(self.runner.model, self.runner.input_name, self.sample_shape),
+                    self.runner.input_name,
+                    LOGITS,
+                    self.probe,
+                )
                 self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
             except (UnsupportedOpError, ModelError) as exc:
                 self._jvp_unavailable = str(exc)
@@ -190,8 +202,9 @@ class GraphJacobian:
         return self._jvp
 
     def forward_mode_unavailable(self) -> str | None:
-        """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse
-        graph (the gradient check's adjoint identity then has nothing independent to compare).
+        """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse graph.
+
+        The gradient check's adjoint identity then has nothing independent to compare.
         """
         self._jvp_session()
         return self._jvp_unavailable
@@ -206,7 +219,14 @@ class GraphJacobian:
 
 def shape_probe(runner: ModelRunner, sample_shape: tuple[int, ...], dtype: np.dtype) -> ShapeProbe:
     """Placeholder inputs for measuring shapes static inference missed (see probe_shapes.py)."""
-    return ShapeProbe(tuple(sample_shape), np.dtype(dtype), runner.fixed_batch, dict(runner.extra_feeds), list(runner.providers or []) or None, runner.timeout)
+    return ShapeProbe(
+        tuple(sample_shape),
+        np.dtype(dtype),
+        runner.fixed_batch,
+        dict(runner.extra_feeds),
+        list(runner.providers or []) or None,
+        runner.timeout,
+    )
 
 
 def with_sample_shape(model: onnx.ModelProto, input_name: str, sample_shape: tuple[int, ...]) -> onnx.ModelProto:
@@ -222,12 +242,15 @@ def with_sample_shape(model: onnx.ModelProto, input_name: str, sample_shape: tup
     dims = value.type.tensor_type.shape.dim
     if len(dims) != len(sample_shape) + 1:
         return model
-    if all(dim.HasField("dim_value") and dim.dim_value == size for dim, size in zip(list(dims)[1:], sample_shape)):
+    if all(
+        dim.HasField("dim_value") and dim.dim_value == size
+        for dim, size in zip(list(dims)[1:], sample_shape, strict=True)
+    ):
         return model
     specialised = onnx.ModelProto()
     specialised.CopyFrom(model)
     declared = next(v for v in specialised.graph.input if v.name == input_name)
-    for dim, size in zip(list(declared.type.tensor_type.shape.dim)[1:], sample_shape):
+    for dim, size in zip(list(declared.type.tensor_type.shape.dim)[1:], sample_shape, strict=True):
         dim.Clear()
         dim.dim_value = int(size)
     first = declared.type.tensor_type.shape.dim[0]

@@ -27,12 +27,14 @@ from fimaudit.report.formatting import fmt
 
 @dataclass
 class Tick:
+    """An axis tick (or a row label): its position in pixels and its text."""
     position: float
     label: str
 
 
 @dataclass
 class Line:
+    """A line segment, optionally labelled at (label_x, label_y)."""
     x1: float
     y1: float
     x2: float
@@ -45,6 +47,7 @@ class Line:
 
 @dataclass
 class Rect:
+    """A rectangle (a histogram bar) with its hover title."""
     x: float
     y: float
     width: float
@@ -54,6 +57,7 @@ class Rect:
 
 @dataclass
 class Dot:
+    """A marker at (cx, cy) with its CSS class and hover title."""
     cx: float
     cy: float
     css: str
@@ -84,38 +88,47 @@ class Chart:
 
     @property
     def x_label_y(self) -> float:
+        """Baseline of the x-axis label, just above the bottom edge."""
         return self.height - 6
 
     @property
     def x_center(self) -> float:
+        """Horizontal centre of the plot area (where the x label is centred)."""
         return _round((self.left + self.right) / 2)
 
     @property
     def y_center(self) -> float:
+        """Vertical centre of the plot area (where the y label is centred)."""
         return _round((self.top + self.bottom) / 2)
 
     @property
     def plot_width(self) -> float:
+        """Width of the plot area in pixels."""
         return _round(self.right - self.left)
 
     @property
     def plot_height(self) -> float:
+        """Height of the plot area in pixels."""
         return _round(self.bottom - self.top)
 
     @property
     def x_tick_end(self) -> float:
+        """Where the x-axis tick marks end, below the plot area."""
         return self.bottom + 4
 
     @property
     def row_label_x(self) -> float:
+        """Right edge of the row labels, left of the plot area."""
         return self.left - 8
 
     @property
     def tick_label_y(self) -> float:
+        """Baseline of the x-axis tick labels."""
         return self.bottom + 16
 
     @property
     def y_tick_label_x(self) -> float:
+        """Right edge of the y-axis tick labels."""
         return self.left - 6
 
 
@@ -152,12 +165,14 @@ class LogAxis:
         self.start, self.end = start, end
 
     def __call__(self, value: float) -> float:
+        """The pixel position of ``value``, clipped to the axis range."""
         clipped = max(float(value), 10**self.low)
         fraction = (math.log10(clipped) - self.low) / (self.high - self.low)
         fraction = min(max(fraction, 0.0), 1.0)
         return _round(self.start + fraction * (self.end - self.start))
 
     def contains(self, value: float) -> bool:
+        """Whether ``value`` is positive and inside the axis range."""
         return value > 0 and self.low <= math.log10(value) <= self.high
 
     def ticks(self) -> list[Tick]:
@@ -197,7 +212,11 @@ def histogram(
     use_log = positive.size == data.size and positive.max() / positive.min() > 100
     transformed = np.log10(data) if use_log else data
     low, high = float(transformed.min()), float(transformed.max())
-    if extend_to is not None and extend_to > 0 and (not use_log or positive.min() / 10 <= extend_to <= positive.max() * 10):
+    if (
+        extend_to is not None
+        and extend_to > 0
+        and (not use_log or positive.min() / 10 <= extend_to <= positive.max() * 10)
+    ):
         extra = math.log10(extend_to) if use_log else extend_to
         if not use_log and not (low - 10 * (high - low + 1e-300) <= extra <= high + 10 * (high - low + 1e-300)):
             extra = low
@@ -228,8 +247,12 @@ def histogram(
                 title=f"{fmt(shown(edges[i]), 3)} – {fmt(shown(edges[i + 1]), 3)}: {int(count)} samples",
             )
         )
-    chart.x_ticks = [Tick(_round(chart.left + t * span_x / 4), tick_label(shown(low + t * (high - low) / 4))) for t in range(5)]
-    chart.y_ticks = [Tick(_round(chart.bottom - span_y * c / tallest), str(c)) for c in sorted({0, tallest // 2, tallest})]
+    chart.x_ticks = [
+        Tick(_round(chart.left + t * span_x / 4), tick_label(shown(low + t * (high - low) / 4))) for t in range(5)
+    ]
+    chart.y_ticks = [
+        Tick(_round(chart.bottom - span_y * c / tallest), str(c)) for c in sorted({0, tallest // 2, tallest})
+    ]
     chart.x_label = "lambda_max" + (" (log scale)" if use_log else "")
     chart.y_label = "samples"
     for label, value, css in markers:
@@ -242,7 +265,9 @@ def histogram(
         text = f"{label} {fmt(value)}" + ("" if inside else " (off scale)")
         # Labels of up to three markers are staggered so that close markers stay readable.
         label_y = 12 + 12 * (len(chart.lines) % 3)
-        chart.lines.append(Line(x, chart.top, x, chart.bottom, css, text, _round(min(x + 3, chart.right - 110)), label_y))
+        chart.lines.append(
+            Line(x, chart.top, x, chart.bottom, css, text, _round(min(x + 3, chart.right - 110)), label_y)
+        )
     return chart
 
 
@@ -284,7 +309,9 @@ def sample_chart(
     for label, level, css in (("bound", model_bound, "bound"), ("threshold", threshold, "threshold")):
         if level is not None:
             y = axis(level)
-            chart.lines.append(Line(chart.left, y, chart.right, y, css, f"{label} {fmt(level)}", chart.left + 4, _round(y - 4)))
+            chart.lines.append(
+                Line(chart.left, y, chart.right, y, css, f"{label} {fmt(level)}", chart.left + 4, _round(y - 4))
+            )
     chart.y_ticks = axis.ticks()
     chart.x_label = f"samples, sorted by lambda_max ({len(ordered)})"
     chart.y_label = "lambda_max (log)"
@@ -308,6 +335,7 @@ def sample_chart(
 
 @dataclass
 class StripRow:
+    """One model's row of the strip chart: its per-sample values, median and bound."""
     label: str
     values: list[float]
     median: float | None
@@ -318,7 +346,9 @@ def strip_chart(rows: Sequence[StripRow], threshold: float | None = None, width:
     """One row per model: each sample a dot on a shared log axis, the median a bar, the bound a diamond."""
     row_height = 34
     height = 60 + row_height * max(len(rows), 1)
-    chart = Chart(width, height, "lambda_max per sample, by model", left=190, right=width - 16, top=14, bottom=height - 42)
+    chart = Chart(
+        width, height, "lambda_max per sample, by model", left=190, right=width - 16, top=14, bottom=height - 42
+    )
     everything = [v for row in rows for v in row.values] + [row.bound for row in rows if row.bound is not None]
     if threshold is not None:
         everything.append(threshold)
@@ -336,7 +366,11 @@ def strip_chart(rows: Sequence[StripRow], threshold: float | None = None, width:
             chart.dots.append(Dot(axis(row.bound), y, "bound-mark", f"{row.label}: bound {fmt(row.bound)}"))
     if threshold is not None:
         x = axis(threshold)
-        chart.lines.append(Line(x, chart.top, x, chart.bottom, "threshold", f"threshold {fmt(threshold)}", _round(x + 3), chart.top + 10))
+        chart.lines.append(
+            Line(
+                x, chart.top, x, chart.bottom, "threshold", f"threshold {fmt(threshold)}", _round(x + 3), chart.top + 10
+            )
+        )
     chart.x_ticks = [Tick(t.position, t.label) for t in axis.ticks()]
     chart.x_label = "lambda_max (log scale)"
     chart.legend = [("sample", "measured"), ("median", "median")]
@@ -349,6 +383,7 @@ def strip_chart(rows: Sequence[StripRow], threshold: float | None = None, width:
 
 @dataclass
 class ScatterPoint:
+    """One sample of the scatter chart: lambda_max under model A (x) and B (y), and whether they agree."""
     index: int
     x: float
     y: float
@@ -377,7 +412,11 @@ def scatter_chart(points: Sequence[ScatterPoint], x_label: str, y_label: str, si
     chart.y_ticks = y_axis.ticks()
     chart.x_label = f"{x_label} (log)"
     chart.y_label = f"{y_label} (log)"
-    chart.legend = [("sample that agrees", "measured"), ("sample that disagrees", "disagree"), ("identity y = x", "identity")]
+    chart.legend = [
+        ("sample that agrees", "measured"),
+        ("sample that disagrees", "disagree"),
+        ("identity y = x", "identity"),
+    ]
     if x_axis.has_zero:
         chart.note = "zeros drawn at the bottom of the axes"
     return chart

@@ -48,7 +48,9 @@ def _kendall_tau(first: list[float], second: list[float]) -> float | None:
 def ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> dict[str, Any]:
     """Models from least to most sensitive by ``statistic``; by bound too when every model has one."""
     measured = sorted(labelled, key=lambda item: item[1]["summary"][statistic])
-    by_measured = [{"rank": r + 1, "model": label, "value": doc["summary"][statistic]} for r, (label, doc) in enumerate(measured)]
+    by_measured = [
+        {"rank": r + 1, "model": label, "value": doc["summary"][statistic]} for r, (label, doc) in enumerate(measured)
+    ]
     bounds = {label: bound_value(doc.get("bound")) for label, doc in labelled}
     missing = [label for label, value in bounds.items() if value is None]
     known = {label: value for label, value in bounds.items() if value is not None}
@@ -56,7 +58,9 @@ def ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> dict[
                              "bound_missing": missing, "kendall_tau": None}
     if not missing:
         ordered = sorted(labelled, key=lambda item: known[item[0]])
-        entry["by_bound"] = [{"rank": r + 1, "model": label, "value": known[label]} for r, (label, _) in enumerate(ordered)]
+        entry["by_bound"] = [
+            {"rank": r + 1, "model": label, "value": known[label]} for r, (label, _) in enumerate(ordered)
+        ]
         entry["kendall_tau"] = _kendall_tau([doc["summary"][statistic] for _, doc in labelled],
                                             [known[label] for label, _ in labelled])
     return entry
@@ -79,7 +83,7 @@ def build_comparison_document(
     labels = model_labels([outcome.path for outcome in comparison.outcomes])
     facts = {f.label: f for f in consistency.models}
     models, labelled = [], []
-    for label, outcome in zip(labels, comparison.outcomes):
+    for label, outcome in zip(labels, comparison.outcomes, strict=True):
         common = {"label": label, "path": outcome.path, "note": outcome.note,
                   "layout": None if outcome.layout is None else outcome.layout.to_dict()}
         if outcome.result is None:
@@ -106,8 +110,15 @@ def build_comparison_document(
         "tool": first["tool"],
         "created_at": comparison.started_at,
         "environment": first["environment"],
-        "data": {key: first["data"][key] for key in ("source", "synthetic", "count", "sample_shape") if key in first["data"]},
-        "method": {"estimator": config.method, "gradients": config.gradients, "seed": config.seed, "budget": config.budget},
+        "data": {
+            key: first["data"][key] for key in ("source", "synthetic", "count", "sample_shape") if key in first["data"]
+        },
+        "method": {
+            "estimator": config.method,
+            "gradients": config.gradients,
+            "seed": config.seed,
+            "budget": config.budget,
+        },
         "models": models,
         "ranking": ranking(labelled, statistic),
         "agreement": {
@@ -213,31 +224,61 @@ _MODE_NOTES = {
 
 
 def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
+    """The comparison report's view from its JSON document: the templates only display it."""
     audited = [m for m in document["models"] if m["status"] == "audited"]
     failed = [m for m in document["models"] if m["status"] != "audited"]
-    rows = [StripRow(m["label"], [s["lambda_max"] for s in m["audit"]["samples"]], m["summary"]["median"], bound_value(m["bound"]))
-            for m in audited]
+    rows = [
+        StripRow(
+            m["label"],
+            [s["lambda_max"] for s in m["audit"]["samples"]],
+            m["summary"]["median"],
+            bound_value(m["bound"]),
+        )
+        for m in audited
+    ]
     columns = ["Model", "Producer", "SHA-256", "Parameters", "Family", "Gradients, method", "Layout", "Samples",
                "Median", "p95", "Max", "Bound", "Verdict"]
     model_rows = []
     for m in audited:
         summary, verdict, facts = m["summary"], m["audit"]["verdict"], m["facts"]
         layout = m["layout"]["name"] if m["layout"] else "as the data"
-        model_rows.append([m["label"], m["producer"] or "—", m["sha256"][:12], fmt(facts["parameter_count"]), facts["family"],
-                           f"{facts['gradients']}, {facts['method']}" + (f" ({m['note']})" if m["note"] else ""), layout,
-                           str(summary["count"]), fmt(summary["median"]), fmt(summary["p95"]), fmt(summary["max"]),
-                           fmt(bound_value(m["bound"])) if m["bound"] else "not computed",
-                           VERDICT_HEADLINES[verdict["status"]].lower()])
-    failures = Table("Models that could not be audited", ["Model", "Error"], [[m["label"], m["error"]] for m in failed]) if failed else None
+        model_rows.append(
+            [
+                m["label"],
+                m["producer"] or "—",
+                m["sha256"][:12],
+                fmt(facts["parameter_count"]),
+                facts["family"],
+                f"{facts['gradients']}, {facts['method']}" + (f" ({m['note']})" if m["note"] else ""),
+                layout,
+                str(summary["count"]),
+                fmt(summary["median"]),
+                fmt(summary["p95"]),
+                fmt(summary["max"]),
+                fmt(bound_value(m["bound"])) if m["bound"] else "not computed",
+                VERDICT_HEADLINES[verdict["status"]].lower(),
+            ]
+        )
+    failures = (
+        Table("Models that could not be audited", ["Model", "Error"], [[m["label"], m["error"]] for m in failed])
+        if failed
+        else None
+    )
     rank = document["ranking"]
-    ranking_table = Table(f"Ranking by measured {rank['statistic']} lambda_max (1 = least sensitive)", ["Rank", "Model", rank["statistic"]],
-                          [[str(r["rank"]), r["model"], fmt(r["value"])] for r in rank["by_measured"]])
+    ranking_table = Table(
+        f"Ranking by measured {rank['statistic']} lambda_max (1 = least sensitive)",
+        ["Rank", "Model", rank["statistic"]],
+        [[str(r["rank"]), r["model"], fmt(r["value"])] for r in rank["by_measured"]],
+    )
     bound_table = None
     if rank["by_bound"] is not None:
         bound_table = Table("Ranking by analytic bound", ["Rank", "Model", "Bound"],
                             [[str(r["rank"]), r["model"], fmt(r["value"])] for r in rank["by_bound"]])
         tau = rank["kendall_tau"]
-        bound_note = f"Kendall's tau between the two rankings: {fmt(tau, 3)} (1: the bounds order the models exactly as measured)."
+        bound_note = (
+            f"Kendall's tau between the two rankings: {fmt(tau, 3)} "
+            "(1: the bounds order the models exactly as measured)."
+        )
     else:
         bound_note = "Ranking by analytic bound: not computed (no bound for " + ", ".join(rank["bound_missing"]) + ")."
     agreement = document["agreement"]

@@ -75,6 +75,7 @@ CELL_LIMIT = 160
 
 
 def clip(text: str, limit: int = CELL_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters for a table cell, saying where the full text is."""
     return text if len(text) <= limit else text[: limit - 20] + " … (cut; full in the JSON)"
 
 

@@ -92,10 +92,13 @@ def png_bytes(pixels: np.ndarray) -> bytes:
     rows = array.reshape(height, width * channels)
     raw = np.concatenate([np.zeros((height, 1), dtype=np.uint8), rows], axis=1).tobytes()  # filter 0 per row
     header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
+    )
 
 
 def data_uri(png: bytes) -> str:
+    """The PNG as a data URI, so the HTML report is one self-contained file."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -166,7 +169,11 @@ def draw_samples(
             note = ""
         else:
             eigen_uri = None
-            note = "eigenvector not computed by this method" if vector is None else "eigenvector does not match the input size"
+            note = (
+                "eigenvector not computed by this method"
+                if vector is None
+                else "eigenvector does not match the input size"
+            )
         pictures[index] = Picture(index, data_uri(png_bytes(contrast_stretch(sample))), eigen_uri, width, height, note)
     if layout.channels == 1:
         legend = ("samples in grey with their own min-max contrast; eigenvectors in red (+) and blue (-) "

@@ -1,9 +1,9 @@
-"""Render the HTML report from the prepared view with jinja2 (autoescape on, StrictUndefined).
+r"""Render the HTML report from the prepared view with jinja2 (autoescape on, StrictUndefined).
 
 Everything taken from a model (names, producer, metadata) is untrusted text: autoescaping turns
 a ``<script>`` in a model's metadata into visible text, never into markup, and the environment's
 ``finalize`` writes control and bidi characters (NUL, ESC, U+202E, ...) as visible escapes
-(``\\u202e``), so a name cannot reorder or hide the text around it.
+(``\u202e``), so a name cannot reorder or hide the text around it.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def show_untrusted(value: Any) -> Any:
 
 
 def environment() -> jinja2.Environment:
+    """The jinja2 environment of every report: autoescape on, StrictUndefined, untrusted text made visible."""
     return jinja2.Environment(
         loader=_template_loader(),
         autoescape=True,
@@ -62,7 +63,9 @@ def weight_rows(document: dict[str, Any]) -> list[Row]:
     if model.get("combined_sha256"):
         rows.append(Row("Combined SHA-256 (model and external data)", model["combined_sha256"], code=True))
     for entry in model.get("external_data") or []:
-        rows.append(Row(f"External data {entry['location']}", f"{entry['size']:,} bytes, sha256 {entry['sha256']}", code=True))
+        rows.append(
+            Row(f"External data {entry['location']}", f"{entry['size']:,} bytes, sha256 {entry['sha256']}", code=True)
+        )
     return rows
 
 

@@ -34,6 +34,7 @@ PREPROCESSING_WORDS = ("mean", "std", "norm", "scale", "preprocess", "resize", "
 
 @dataclass
 class Row:
+    """A label and its value (``code``: shown in monospace, as names and paths are)."""
     label: str
     value: str
     code: bool = False
@@ -41,6 +42,7 @@ class Row:
 
 @dataclass
 class Table:
+    """A titled table of prepared cells."""
     title: str
     columns: list[str]
     rows: list[list[str]]
@@ -48,6 +50,7 @@ class Table:
 
 @dataclass
 class VerdictView:
+    """The verdict as the report's headline shows it."""
     status: str
     headline: str
     reason: str
@@ -56,6 +59,7 @@ class VerdictView:
 
 @dataclass
 class CheckView:
+    """One check of the verdict: title, status, its label and the detail."""
     title: str
     status: str
     label: str
@@ -64,6 +68,7 @@ class CheckView:
 
 @dataclass
 class PictureView:
+    """A pictured sample and its top eigenvector, as data URIs, with caption and note."""
     index: int
     caption: str
     sample_uri: str
@@ -84,6 +89,7 @@ class Section:
 
 @dataclass
 class ReportView:
+    """Everything the HTML template shows, prepared: the template does no arithmetic and makes no decisions."""
     title: str
     file_name: str
     created_at: str
@@ -123,10 +129,12 @@ def most_sensitive(samples: list[dict[str, Any]], count: int) -> list[dict[str, 
 
 
 def most_sensitive_indices(document: dict[str, Any], count: int = PICTURED_SAMPLES) -> list[int]:
+    """Indices of the ``count`` samples with the largest lambda_max (the ones pictured)."""
     return [s["index"] for s in most_sensitive(document["samples"], count)]
 
 
 def verdict_view(document: dict[str, Any]) -> VerdictView:
+    """The verdict's headline, reason and rows (threshold, statistic, value range)."""
     verdict = document["verdict"]
     status = verdict["status"]
     interval = verdict["interval"]
@@ -142,6 +150,7 @@ def verdict_view(document: dict[str, Any]) -> VerdictView:
 
 
 def identity_rows(document: dict[str, Any]) -> list[Row]:
+    """What the model is: path, hash, producer, input and output, opsets."""
     model = document["model"]
     inp, out = model["input"], model["output"]
     opsets = ", ".join(f"{domain} {version}" for domain, version in model.get("opsets", {}).items())
@@ -150,10 +159,17 @@ def identity_rows(document: dict[str, Any]) -> list[Row]:
         Row("Path", model["path"], code=True),
         Row("SHA-256", model["sha256"], code=True),
         Row("Producer", model["producer"] or MISSING),
-        Row("Opset / IR version", f"{model['opset']} / {model.get('ir_version', MISSING)}" + (f" ({opsets})" if opsets else "")),
+        Row(
+            "Opset / IR version",
+            f"{model['opset']} / {model.get('ir_version', MISSING)}" + (f" ({opsets})" if opsets else ""),
+        ),
         Row("Parameters", fmt(model.get("parameter_count"))),
         Row("Input", f"{inp['name']} {shape_text(inp['shape'])} {inp['dtype']}", code=True),
-        Row("Output", f"{out['name']}: {out['kind']} ({out.get('logits', '')}; {out.get('num_classes', '?')} classes)", code=True),
+        Row(
+            "Output",
+            f"{out['name']}: {out['kind']} ({out.get('logits', '')}; {out.get('num_classes', '?')} classes)",
+            code=True,
+        ),
     ]
     if model.get("file_size") is not None:
         rows.insert(3, Row("File size", f"{model['file_size']:,} bytes"))
@@ -183,6 +199,7 @@ def preprocessing_notes(document: dict[str, Any]) -> list[str]:
 
 
 def environment_rows(document: dict[str, Any]) -> list[Row]:
+    """Versions, seed and date: what decides the numbers, for reproducing them."""
     environment = document["environment"]
     rows = [Row(key, str(value)) for key, value in environment.items()]
     rows.append(Row("seed", str(document["method"]["seed"])))
@@ -191,6 +208,7 @@ def environment_rows(document: dict[str, Any]) -> list[Row]:
 
 
 def method_rows(document: dict[str, Any]) -> list[Row]:
+    """How lambda_max was computed: estimator, gradients and their settings, data."""
     method, data = document["method"], document["data"]
     kinds = sorted({s["kind"] for s in document["samples"]})
     settings = method.get("gradient_settings") or {}
@@ -200,7 +218,10 @@ def method_rows(document: dict[str, Any]) -> list[Row]:
         Row("Estimator", f"{method['estimator']} (values reported as: {', '.join(kinds)})"),
         Row("Gradient source", f"{method['gradients']}: {method.get('gradients_note', '')}"),
         Row("Step sizes", steps or "none (no finite-difference step in this gradient source)"),
-        Row("Budget", "default (the estimator's own)" if method.get("budget") is None else f"{method['budget']} per sample"),
+        Row(
+            "Budget",
+            "default (the estimator's own)" if method.get("budget") is None else f"{method['budget']} per sample",
+        ),
         Row("Data", f"{source}: {data['count']} samples of shape {shape_text(data.get('sample_shape'))}"),
         Row("Model evaluations", fmt(method.get("model_evaluations"))),
         Row("Time", f"{fmt(method.get('seconds'), 3)} s"),
@@ -245,6 +266,7 @@ def token_tables(document: dict[str, Any], count: int = 3) -> list[Table]:
 
 
 def top_samples_table(document: dict[str, Any]) -> Table:
+    """The most sensitive samples, one row each (with their bounds when computed)."""
     ranked = most_sensitive(document["samples"], TOP_SAMPLES)
     has_bounds = any(s["bound"] is not None for s in document["samples"])
     columns = ["Sample", "lambda_max", "Kind", "Interval", "Predicted class", "Top probability", "trace(F)"]
@@ -291,10 +313,7 @@ def _split_dataset(dataset: Any) -> tuple[Any, Any]:
     if not isinstance(dataset, dict):
         return None, dataset
     keys = [key for key in dataset if "class" in key.lower()]
-    if len(keys) == 1:
-        per_class = dataset[keys[0]]
-    else:
-        per_class = {key: dataset[key] for key in keys} or None
+    per_class = dataset[keys[0]] if len(keys) == 1 else {key: dataset[key] for key in keys} or None
     rest = {key: value for key, value in dataset.items() if key not in keys and key not in DATASET_SHOWN_ELSEWHERE}
     return per_class, rest
 
@@ -336,6 +355,7 @@ def bound_section(document: dict[str, Any]) -> tuple[Section, Section]:
 
 
 def architecture_section(document: dict[str, Any]) -> Section:
+    """The recognised architecture family and its details, or why there is none."""
     architecture = document.get("architecture") or {}
     if not architecture or (architecture.get("family", "unknown") == "unknown" and len(architecture) == 1):
         return Section(rows=[Row("Family", "unknown")],
@@ -344,6 +364,7 @@ def architecture_section(document: dict[str, Any]) -> Section:
 
 
 def picture_views(document: dict[str, Any], pictures: dict[int, Picture] | None) -> list[PictureView]:
+    """The pictures of the most sensitive samples (empty when none were made)."""
     if not pictures:
         return []
     by_index = {s["index"]: s for s in document["samples"]}
@@ -361,10 +382,12 @@ def picture_views(document: dict[str, Any], pictures: dict[int, Picture] | None)
 
 
 def check_views(document: dict[str, Any]) -> list[CheckView]:
+    """The verdict's checks, each with its display label."""
     return [CheckView(c["title"], c["status"], CHECK_LABELS[c["status"]], c["detail"]) for c in document["checks"]]
 
 
 def histogram_chart(document: dict[str, Any]) -> Chart:
+    """Histogram of per-sample lambda_max with the median, p95 and threshold marked."""
     summary = document["summary"]
     markers = [("median", summary["median"], "median"), ("p95", summary["p95"], "p95")]
     threshold = document["verdict"]["threshold"]
@@ -373,7 +396,9 @@ def histogram_chart(document: dict[str, Any]) -> Chart:
     return histogram([s["lambda_max"] for s in document["samples"]], markers, extend_to=threshold)
 
 
-def build_view(document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "") -> ReportView:
+def build_view(
+    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = ""
+) -> ReportView:
     """Everything the HTML template shows, from the JSON document (and pictures, kept out of it)."""
     model = document["model"]
     per_class, rest = _split_dataset(document.get("dataset"))

@@ -20,6 +20,7 @@ jacobian) goes through it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -116,10 +117,8 @@ class StagedFile:
 
 
 def _close_quietly(stream: BinaryIO) -> None:
-    try:
+    with contextlib.suppress(OSError):  # the data is being thrown away; a failed flush of it does not matter
         stream.close()
-    except OSError:  # the data is being thrown away; a failed flush of it does not matter
-        pass
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -183,7 +182,9 @@ class OutputSet:
             info = self._check_one(target)
             location = _location(target)
             if location in locations:
-                raise OutputPathError(f"cannot write {target}: it is another output of this run ({locations[location]})")
+                raise OutputPathError(
+                    f"cannot write {target}: it is another output of this run ({locations[location]})"
+                )
             locations[location] = target
             if info is not None:
                 identity = (info.st_dev, info.st_ino)
