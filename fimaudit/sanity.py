@@ -244,8 +244,11 @@ def compare_directions(
         truncation = np.linalg.norm(quotients[j - 1] - quotients[j], axis=1) / (ratio - 1.0)
         scale = np.linalg.norm(graph[j], axis=1)
         scale[scale == 0] = np.finfo(np.float64).tiny
-        bound = (np.maximum(truncation, kinks[j]) + rounding[j]) / scale
-        error = np.linalg.norm(quotients[j] - graph[j], axis=1) / scale
+        # Where the graph's derivative is exactly 0 (tree ensembles, dead ReLUs) any nonzero bound or
+        # error is infinitely large relative to it: inf is the intended value, not an accident.
+        with np.errstate(over="ignore"):
+            bound = (np.maximum(truncation, kinks[j]) + rounding[j]) / scale
+            error = np.linalg.norm(quotients[j] - graph[j], axis=1) / scale
         better = bound < best_bound
         best_bound[better], best_error[better], best_step[better] = bound[better], error[better], steps[j]
     return DirectionOutcomes(best_error, best_bound, best_step, tolerance)
