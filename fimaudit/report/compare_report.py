@@ -20,6 +20,7 @@ from fimaudit.compare_audit import Comparison
 from fimaudit.report.charts import Chart, ScatterPoint, StripRow, scatter_chart, strip_chart
 from fimaudit.report.document import build_document
 from fimaudit.report.formatting import fmt, shape_text
+from fimaudit.report.images import Picture
 from fimaudit.report.view import VERDICT_HEADLINES, Row, Table, bound_value
 from fimaudit.statistics import STATISTICS
 
@@ -154,6 +155,8 @@ class PairView:
     evidence: Table
     chart: Chart | None
     worst: Table | None
+    #: The inputs of the samples in ``worst``, drawn (empty when the data is not image-like).
+    pictures: list[Picture]
 
 
 @dataclass
@@ -175,9 +178,10 @@ class ComparisonView:
     pairs: list[PairView]
     agreement_note: str
     environment: list[Row]
+    pictures_note: str = ""
 
 
-def _pair_view(pair: dict[str, Any]) -> PairView:
+def _pair_view(pair: dict[str, Any], pictures: dict[int, Picture]) -> PairView:
     a, b = pair["a"], pair["b"]
     evidence = pair["evidence"]
     rows = [[name.replace("_", " ").capitalize(), *[fmt(v) if isinstance(v, (int, float)) else str(v) for v in values]]
@@ -197,8 +201,9 @@ def _pair_view(pair: dict[str, Any]) -> PairView:
                  f"at least {fmt(100 * pair['min_agreement'], 3)}% of samples")
     if pair["rtol_reason"]:
         tolerance += f"; tolerance {pair['rtol_reason']}"
+    drawn = [pictures[s["index"]] for s in pair["worst_samples"] if s["index"] in pictures] if worst else []
     return PairView(f"{a} vs {b}", pair["status"], _STATUS_TEXT[pair["status"]], pair["reason"], tolerance,
-                    pair["expected_deviations"], evidence_table, chart, worst)
+                    pair["expected_deviations"], evidence_table, chart, worst, drawn)
 
 
 def _pairs_table(pairs: list[dict[str, Any]]) -> Table | None:
@@ -223,8 +228,14 @@ _MODE_NOTES = {
 }
 
 
-def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
-    """The comparison report's view from its JSON document: the templates only display it."""
+def build_comparison_view(
+    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = ""
+) -> ComparisonView:
+    """The comparison report's view from its JSON document: the templates only display it.
+
+    ``pictures`` are the drawn inputs of the samples the pairs disagree on most (by sample index);
+    ``pictures_note`` says how they are drawn, or why they are not.
+    """
     audited = [m for m in document["models"] if m["status"] == "audited"]
     failed = [m for m in document["models"] if m["status"] != "audited"]
     rows = [
@@ -308,7 +319,8 @@ def build_comparison_view(document: dict[str, Any]) -> ComparisonView:
         bound_ranking=bound_table,
         bound_note=bound_note,
         pairs_table=_pairs_table(agreement["pairs"]),
-        pairs=[_pair_view(pair) for pair in agreement["pairs"]],
+        pairs=[_pair_view(pair, pictures or {}) for pair in agreement["pairs"]],
+        pictures_note=pictures_note,
         agreement_note=note,
         environment=[Row(key, str(value)) for key, value in document["environment"].items()],
     )

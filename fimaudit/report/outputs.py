@@ -19,7 +19,7 @@ from fimaudit.compare_audit import Comparison
 from fimaudit.graph.loader import LoadedModel
 from fimaudit.report.compare_report import DEFAULT_RTOL, build_comparison_document
 from fimaudit.report.document import build_document
-from fimaudit.report.images import audit_pictures
+from fimaudit.report.images import Picture, audit_pictures, draw_samples
 from fimaudit.report.render import render_comparison, render_report
 from fimaudit.report.summary_markdown import summary_markdown
 from fimaudit.report.view import most_sensitive_indices
@@ -90,11 +90,25 @@ def write_comparison_outputs(
 ) -> dict[str, Any]:
     """Build the comparison document, write the requested files, and return the document."""
     document = build_comparison_document(comparison, rtol=rtol, statistic=statistic, consistency=consistency)
+    pictures, note = disagreement_pictures(comparison, document)
     inputs: list[Any] = [comparison.config.data_path]
     for outcome in comparison.outcomes:
         inputs += audit_inputs(outcome.result) if outcome.result is not None else [outcome.path]
     write_outputs([
         (json_path, lambda: json_text(document)),
-        (report_path, lambda: render_comparison(document)),
+        (report_path, lambda: render_comparison(document, pictures, note)),
     ], inputs)
     return document
+
+
+def disagreement_pictures(comparison: Comparison, document: dict[str, Any]) -> tuple[dict[int, Picture], str]:
+    """The inputs of the samples each pair disagrees on most, drawn from the data as given.
+
+    Drawn from a model audited on the data in its own layout (a model whose data fimaudit permuted
+    would show the permuted array); no eigenvectors: the pairs' models have one each.
+    """
+    indices = sorted({s["index"] for pair in document["agreement"]["pairs"] for s in pair["worst_samples"]})
+    as_given = [o.result for o in comparison.outcomes if o.result is not None and o.layout is None]
+    if not indices or not as_given:
+        return {}, ""
+    return draw_samples(as_given[0].data.inputs, {}, indices)

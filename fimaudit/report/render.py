@@ -79,8 +79,9 @@ def render_report(document: dict[str, Any], pictures: dict[int, Picture] | None 
     return environment().get_template("report.html.j2").render(view=view, weights=weight_rows(document))
 
 
-def render_comparison(document: dict[str, Any]) -> str:
-    """The self-contained HTML report of ``fimaudit compare``."""
+def render_comparison(document: dict[str, Any], pictures: dict[int, Picture] | None = None, note: str = "") -> str:
+    """The self-contained HTML report of ``fimaudit compare`` (``pictures``: the most-disagreeing inputs)."""
     from fimaudit.report.compare_report import build_comparison_view
 
-    return environment().get_template("compare.html.j2").render(view=build_comparison_view(document))
+    view = build_comparison_view(document, pictures, note)
+    return environment().get_template("compare.html.j2").render(view=view)

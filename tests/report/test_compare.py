@@ -135,3 +135,35 @@ def test_nothing_to_compare_is_an_input_error(save_model) -> None:
         run_comparison([MLPS[0]], AuditConfig(model_path="", data_path=DIGITS))
     result = CliRunner().invoke(main, ["compare", tabular, tabular, "--data", DIGITS])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_the_most_disagreeing_samples_are_shown_beside_their_inputs(tmp_path) -> None:
+    """issue 17 item 4: each pair's worst samples in a table and, for image data, as pictures."""
+    model = onnx.load(VGG)
+    first = next(init for init in model.graph.initializer if numpy_helper.to_array(init).ndim == 4)
+    first.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(first) * 1.5, first.name))
+    changed = tmp_path / "vgg_changed.onnx"
+    onnx.save(model, changed)
+    report, out = tmp_path / "c.html", tmp_path / "c.json"
+    result = CliRunner().invoke(main, ["compare", VGG, str(changed), "--data", DIGITS, "--samples", "5", "--no-bounds",
+                                       "--report", str(report), "--json", str(out)])
+    assert result.exit_code == 1, result.output
+    (pair,) = json.loads(out.read_text())["agreement"]["pairs"]
+    worst = [s["index"] for s in pair["worst_samples"]]
+    html = report.read_text()
+    assert "Their inputs, in the table's order" in html
+    for index in worst:
+        assert f'alt="sample {index}"' in html
+    assert html.count('src="data:image/png;base64,') >= len(worst)
+
+
+def test_non_image_data_says_why_the_inputs_are_not_drawn(tmp_path, save_model) -> None:
+    weight = np.random.default_rng(0).standard_normal((3, 5))
+    path_a = save_model(linear_classifier(weight, np.zeros(3)), "a.onnx")
+    path_b = save_model(linear_classifier(1.5 * weight, np.zeros(3)), "b.onnx")
+    data = tmp_path / "x.npy"
+    np.save(data, np.random.default_rng(1).standard_normal((4, 5)).astype(np.float32))
+    report = tmp_path / "c.html"
+    result = CliRunner().invoke(main, ["compare", str(path_a), str(path_b), "--data", str(data), "--report", str(report)])
+    assert result.exit_code == 1, result.output
+    assert "Inputs not drawn: samples of shape [5] are not images" in report.read_text()
