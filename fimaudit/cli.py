@@ -601,6 +601,86 @@ def jacobian(
     shape = "x".join(str(d) for d in result.shape)
     click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
 
+
+def _float_list(text: str | None, what: str, count: int | None = None) -> list[float]:
+    """A comma-separated list of floats from an option (``count``: exactly that many)."""
+    if not text:
+        return []
+    try:
+        values = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if count is not None and len(values) != count:
+        raise click.BadParameter(f"{what} needs {count} numbers, got {text!r}")
+    return values
+
+
+@main.command()
+@model_argument
+@click.option(
+    "--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
+    help=".npy or .npz of samples (first axis indexes samples).",
+)
+@click.option("--norm", type=click.Choice(["2", "inf"]), default="2", show_default=True, help="Norm of the attacks.")
+@click.option("--attack-eps", help="PGD radii, comma-separated (e.g. 0.01,0.03,0.1): success rate per radius.")
+@click.option("--samples", type=click.IntRange(min=1), help="Attack at most the first N samples.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of PGD and bootstrap.")
+@click.option("--input-range", help="LO,HI: valid input values; every example is clipped to them.")
+@click.option(
+    "--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True,
+    help="Gradient source (see audit --help).",
+)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
+@click.option(
+    "--save-adversarial", "adversarial_path", type=click.Path(dir_okay=False),
+    help="Write the verified adversarial examples here (.npy, the data's layout, NaN rows where none was found).",
+)
+@timeout_option
+def attack(
+    model: str,
+    data_path: str,
+    norm: str,
+    attack_eps: str | None,
+    samples: int | None,
+    seed: int,
+    input_range: str | None,
+    gradients: str,
+    json_path: str | None,
+    adversarial_path: str | None,
+    timeout: float,
+) -> None:
+    """Attack MODEL on --data: verified minimum-norm epsilon, PGD success, correlation with lambda_max."""
+    from fimaudit.attacks import InputRange, norm_name
+    from fimaudit.attacks.audit import attack_audit
+
+    radii = _float_list(attack_eps, "--attack-eps")
+    if any(not (r > 0 and r < float("inf")) for r in radii):
+        raise click.BadParameter(f"--attack-eps radii must be positive and finite, got {attack_eps!r}")
+    bounds = _float_list(input_range, "--input-range", 2)
+    try:
+        limits = InputRange(*bounds) if bounds else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    check_output_paths([model, data_path], [json_path, adversarial_path])
+    result = attack_audit(
+        model, data_path, norm_name(norm), radii, samples, seed, limits, gradients,
+        json_path=json_path, adversarial_path=adversarial_path, timeout=timeout or None,
+    )
+    for sample in result.samples:
+        found = sample.attack
+        eps = f"{found.epsilon_min:.4g}" if found.epsilon_min is not None else f"none ({found.reason})"
+        click.echo(f"sample {sample.index}: lambda_max {sample.lambda_max:.4g}, epsilon_min (l{norm}) {eps}")
+    for eps_value, rate in result.success_rate_by_eps.items():
+        click.echo(f"PGD l{norm} eps {eps_value:g}: success {rate:.1%}")
+    corr = result.correlation
+    if corr.spearman is None or corr.kendall is None:
+        click.echo(f"correlation: not computed ({corr.count} samples with a verified example)")
+    else:
+        click.echo(
+            f"correlation of lambda_max with 1/epsilon_min over {corr.count} samples: "
+            f"Spearman {corr.spearman:.3f} {corr.spearman_interval}, Kendall {corr.kendall:.3f} {corr.kendall_interval}"
+        )
+
 def check_output_paths(inputs: Sequence[str | os.PathLike[str] | None], outputs: Sequence[str | None]) -> None:
     """Before any computation: every output writable, each a file of its own, none an input.
 
