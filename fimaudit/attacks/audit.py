@@ -193,7 +193,10 @@ def attack_samples(
         pgd = pgd_at_radii(source, forward, sample, radii, norm, rng) if radii else None
         quadratic = None
         if spectral.value > 0 and spectral.eigenvector is not None:
-            quadratic = quadratic_regime(forward, sample, spectral.eigenvector, spectral.value)
+            # Unclipped: lambda_max describes the model function at x; clipping pixels that sit at a bound
+            # would bend the direction away from v and end the regime at the first grid point (measured).
+            unclipped = Forward(forward.runner, forward.dtype)
+            quadratic = quadratic_regime(unclipped, sample, spectral.eigenvector, spectral.value)
         results.append(SampleAttack(index, float(spectral.value), attack, pgd, quadratic))
         logger.info("sample %d: lambda_max %.4g, epsilon_min %s", index, spectral.value, attack.epsilon_min)
     return results
