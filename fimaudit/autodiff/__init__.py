@@ -1,1 +1,1 @@
-"""Gradient graphs derived from an ONNX graph: one VJP/JVP rule per op (see ``registry``), the builder, the lowerings."""
+"""Gradient graphs derived from an ONNX graph: VJP/JVP rules per op (``registry``), the builder, the lowerings."""

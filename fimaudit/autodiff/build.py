@@ -185,7 +185,9 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
         measured = measured_shapes(inferred, input_name, unknown, probe, batch if isinstance(batch, str) else "N")
         if unknown:
             logger.info(
-                "shapes measured by a probe run for %d of %d tensors without a static shape", len(measured), len(unknown)
+                "shapes measured by a probe run for %d of %d tensors without a static shape",
+                len(measured),
+                len(unknown),
             )
         shapes.update(measured)
     facts = GraphFacts(

@@ -1,7 +1,7 @@
 """The one place fimaudit reads ONNX protos: attributes, constants, opsets, IR versions.
 
-Everything here depends on ``onnx`` and ``numpy`` only (no other fimaudit module), so every layer
-(graph/, autodiff/, bounds/, runtime.py) can import it without import cycles.
+Everything here depends on ``onnx``, ``numpy`` and ``fimaudit.errors`` only (no other fimaudit
+module), so every layer (graph/, autodiff/, bounds/, runtime.py) can import it without import cycles.
 
 Policies, stated once:
 - Attribute strings (``STRING`` and ``STRINGS``) are decoded as UTF-8 (the loader refuses models
@@ -10,16 +10,21 @@ Policies, stated once:
   ``value_float(s)`` float32 and ``value_int(s)`` int64. String and sparse constants have no
   numeric value here (None).
 - The default domain is ``""`` or its alias ``"ai.onnx"``.
+- Attributes are read typed (``int_attribute``, ``float_attribute``, ``ints_attribute``,
+  ``str_attribute``): absent gives the default (None, or a ModelError for ``REQUIRED``), a value of
+  the wrong type or length a ModelError naming the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
-from typing import overload
+from collections.abc import Iterator, MutableMapping, Sequence
+from typing import Final, overload
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from fimaudit.errors import ModelError
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -46,48 +51,102 @@ def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object
     return default
 
 
-@overload
-def int_attribute(node: onnx.NodeProto, name: str, default: int) -> int: ...
-@overload
-def int_attribute(node: onnx.NodeProto, name: str, default: None) -> int | None: ...
-def int_attribute(node: onnx.NodeProto, name: str, default: int | None) -> int | None:
-    """Attribute ``name`` of ``node`` as an int (``default`` when absent): for INT attributes such as ``axis``."""
+class Required:
+    """The type of ``REQUIRED``: the default of an attribute that the op's schema makes required."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Pass as ``default`` to the typed readers below: an absent attribute is then a ``ModelError``.
+REQUIRED: Final = Required()
+
+_INTEGER = (int, np.integer)
+_NUMBER = (int, float, np.integer, np.floating)
+
+
+def _attribute_error(node: onnx.NodeProto, name: str, problem: str) -> ModelError:
+    return ModelError(f"{node.op_type} node {node.name!r}: attribute {name!r} {problem}")
+
+
+def _typed(node: onnx.NodeProto, name: str, default: object) -> object:
+    """The attribute's value, ``default`` when absent, or a ModelError when absent and ``REQUIRED``."""
     value = attribute(node, name)
+    if value is not None:
+        return value
+    if isinstance(default, Required):
+        raise _attribute_error(node, name, "is required and absent")
+    return default
+
+
+# The typed readers: the type the op's schema gives the attribute, stated for the type checker and
+# checked. ``default`` is returned when the attribute is absent; None (the default) makes the result
+# Optional, ``REQUIRED`` refuses an absent attribute. A value of another type is a ModelError naming
+# the node, never a TypeError from deep inside a caller.
+@overload
+def int_attribute(node: onnx.NodeProto, name: str, default: int | Required) -> int: ...
+@overload
+def int_attribute(node: onnx.NodeProto, name: str, default: None = None) -> int | None: ...
+def int_attribute(node: onnx.NodeProto, name: str, default: int | Required | None = None) -> int | None:
+    """INT attribute ``name`` of ``node`` (such as ``axis``); ``default`` when absent (see above)."""
+    value = _typed(node, name, default)
     if value is None:
-        return default
-    if not isinstance(value, int | float):
-        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a number")
+        return None
+    if not isinstance(value, _NUMBER):
+        raise _attribute_error(node, name, f"is {value!r}, not an integer")
     return int(value)
 
 
-def float_attribute(node: onnx.NodeProto, name: str, default: float) -> float:
-    """Attribute ``name`` of ``node`` as a float (``default`` when absent): for FLOAT attributes such as ``alpha``."""
-    value = attribute(node, name)
+@overload
+def float_attribute(node: onnx.NodeProto, name: str, default: float | Required) -> float: ...
+@overload
+def float_attribute(node: onnx.NodeProto, name: str, default: None = None) -> float | None: ...
+def float_attribute(node: onnx.NodeProto, name: str, default: float | Required | None = None) -> float | None:
+    """FLOAT attribute ``name`` of ``node`` (such as ``alpha``); ``default`` when absent (see above)."""
+    value = _typed(node, name, default)
     if value is None:
-        return default
-    if not isinstance(value, int | float):
-        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a number")
+        return None
+    if not isinstance(value, _NUMBER):
+        raise _attribute_error(node, name, f"is {value!r}, not a number")
     return float(value)
 
 
-def ints_attribute(node: onnx.NodeProto, name: str) -> list[int] | None:
-    """Attribute ``name`` of ``node`` as a list of ints, or None when absent: for INTS such as ``pads``."""
-    value = attribute(node, name)
+@overload
+def ints_attribute(
+    node: onnx.NodeProto, name: str, default: Sequence[int] | Required, *, length: int | None = None
+) -> list[int]: ...
+@overload
+def ints_attribute(
+    node: onnx.NodeProto, name: str, default: None = None, *, length: int | None = None
+) -> list[int] | None: ...
+def ints_attribute(
+    node: onnx.NodeProto, name: str, default: Sequence[int] | Required | None = None, *, length: int | None = None
+) -> list[int] | None:
+    """INTS attribute ``name`` of ``node`` (such as ``pads``); ``default`` when absent (see above).
+
+    ``length``, when given, is the number of entries the op's schema requires (one per spatial
+    axis, ...): a list of another length is refused here rather than silently truncated later.
+    """
+    value = _typed(node, name, default)
     if value is None:
         return None
-    if not isinstance(value, list | tuple) or not all(isinstance(item, int) for item in value):
-        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a list of ints")
+    if not isinstance(value, list | tuple | range) or not all(isinstance(item, _INTEGER) for item in value):
+        raise _attribute_error(node, name, f"is {value!r}, not a list of integers")
+    if length is not None and len(value) != length:
+        raise _attribute_error(node, name, f"has {len(value)} entries, not {length}")
     return [int(item) for item in value]
 
 
-def str_attribute(node: onnx.NodeProto, name: str, default: str) -> str:
-    """Attribute ``name`` of ``node`` as a decoded string (``default`` when absent): for STRING attributes."""
-    value = attribute(node, name)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise TypeError(f"attribute {name!r} of {node.op_type} node {node.name!r} is not a string")
-    return value
+@overload
+def str_attribute(node: onnx.NodeProto, name: str, default: str | Required) -> str: ...
+@overload
+def str_attribute(node: onnx.NodeProto, name: str, default: None = None) -> str | None: ...
+def str_attribute(node: onnx.NodeProto, name: str, default: str | Required | None = None) -> str | None:
+    """STRING attribute ``name`` of ``node`` (decoded); ``default`` when absent (see above)."""
+    value = _typed(node, name, default)
+    if value is None or isinstance(value, str):
+        return value
+    raise _attribute_error(node, name, f"is {value!r}, not a string")
 
 
 def attributes_of(node: onnx.NodeProto) -> dict[str, object]:

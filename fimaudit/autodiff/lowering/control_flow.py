@@ -1,5 +1,7 @@
-"""Lowerings of If (constant condition), Loop (constant trip count, constantly true condition) and
-Scan (static lengths): the taken branch or every iteration's body is inlined into the outer graph.
+"""Lowerings of If, Loop and Scan: the taken branch or every iteration's body inlined.
+
+If needs a constant condition, Loop a constant trip count and a constantly true condition, Scan
+static lengths; the taken branch or every iteration's body is inlined into the outer graph.
 
 - ``If``: the condition must be known before run time (``Lowerer.value``: an initializer or
   Constant, possibly through Cast/Identity/Not/...); the taken branch is inlined and its outputs
@@ -22,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import int_attribute, ints_attribute
 from fimaudit.autodiff.lowering.core import Lowerer, Refusal, lowering
+from fimaudit.graph.onnx_utils import int_attribute, ints_attribute
 
 
 def _graph(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
@@ -71,10 +73,15 @@ def lower_loop(low: Lowerer, node: onnx.NodeProto) -> None:
     cond_name = node.input[1] if len(node.input) > 1 else ""
     states = list(node.input[2:])
     if not trip_name:
-        raise Refusal("it has no trip count M (a while-loop; only loops with a trip count known before run time are unrolled)")
+        raise Refusal(
+            "it has no trip count M (a while-loop; only loops with a trip count known before run time are unrolled)"
+        )
     trips_value = low.value(trip_name)
     if trips_value is None:
-        raise Refusal(f"its trip count {trip_name!r} is computed at run time (only a trip count known before run time is unrolled)")
+        raise Refusal(
+            f"its trip count {trip_name!r} is computed at run time "
+            "(only a trip count known before run time is unrolled)"
+        )
     trips = int(np.asarray(trips_value).reshape(-1)[0])
     if cond_name:
         initial = low.value(cond_name)
@@ -85,7 +92,9 @@ def lower_loop(low: Lowerer, node: onnx.NodeProto) -> None:
     carried = len(states)
     scanned = len(body.output) - 1 - carried
     if len(body.input) != 2 + carried or scanned < 0:
-        raise Refusal(f"its body has {len(body.input)} inputs and {len(body.output)} outputs for {carried} loop-carried values")
+        raise Refusal(
+            f"its body has {len(body.input)} inputs and {len(body.output)} outputs for {carried} loop-carried values"
+        )
     if trips <= 0 and scanned:
         raise Refusal("it runs zero iterations and has scan outputs (empty tensors of unknown shape)")
     low.check_size(node, trips * (len(body.node) + 2 * scanned + 4) + scanned, f"the Loop over {trips} iterations")
@@ -93,7 +102,10 @@ def lower_loop(low: Lowerer, node: onnx.NodeProto) -> None:
     current = states
     collected: list[list[str]] = [[] for _ in range(scanned)]
     for iteration in range(max(trips, 0)):
-        bindings = {body.input[0].name: low.constant(np.array(iteration, dtype=np.int64), "loop_iter"), body.input[1].name: true}
+        bindings = {
+            body.input[0].name: low.constant(np.array(iteration, dtype=np.int64), "loop_iter"),
+            body.input[1].name: true,
+        }
         bindings.update({value.name: outer for value, outer in zip(body.input[2:], current, strict=True) if value.name})
         outputs = low.inline(body, bindings, _tag(node, f"it{iteration}"))
         flag = low.value(outputs[0])
@@ -149,7 +161,9 @@ def lower_scan(low: Lowerer, node: onnx.NodeProto) -> None:
     (length,) = lengths
     if length <= 0:
         raise Refusal("its scan inputs are empty")
-    low.check_size(node, length * (len(body.node) + 2 * count + 2 * scanned_out) + scanned_out, f"the Scan over {length} steps")
+    low.check_size(
+        node, length * (len(body.node) + 2 * count + 2 * scanned_out) + scanned_out, f"the Scan over {length} steps"
+    )
     current = list(node.input[:carried])
     collected: list[list[str]] = [[] for _ in range(scanned_out)]
     for step in range(length):

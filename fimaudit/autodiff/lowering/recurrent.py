@@ -30,13 +30,13 @@ time, a sequence length that is not static, and an unrolling over MAX_UNROLLED_N
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.lowering.core import Lowerer, Refusal, lowering
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, int_attribute
 
 #: Activations of the ``activations`` attribute that map to an op with gradient rules and no alpha/beta.
 ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
@@ -85,7 +85,9 @@ def _setup(low: Lowerer, node: onnx.NodeProto, cell: _Cell) -> _Setup:
     if cell.op == "LSTM" and int_attribute(node, "input_forget", 0):
         raise Refusal("'input_forget' (coupled input and forget gates) is not lowered")
     given = attribute(node, "activations")
-    activations = list(given) if given else list(cell.defaults) * len(reverse)
+    activations = (
+        [str(name) for name in given] if isinstance(given, list) and given else list(cell.defaults) * len(reverse)
+    )
     if len(activations) != len(cell.defaults) * len(reverse):
         raise Refusal(f"'activations' has {len(activations)} entries, not {len(cell.defaults) * len(reverse)}")
     unusual = [name for name in activations if name.lower() not in ACTIVATIONS]
@@ -103,19 +105,22 @@ def _setup(low: Lowerer, node: onnx.NodeProto, cell: _Cell) -> _Setup:
     if lens_name:
         lens = low.value(lens_name)
         if lens is None:
-            raise Refusal(f"sequence_lens {lens_name!r} is computed at run time (only full-length sequences are unrolled)")
+            raise Refusal(
+                f"sequence_lens {lens_name!r} is computed at run time (only full-length sequences are unrolled)"
+            )
         if np.any(np.asarray(lens) != length):
             raise Refusal(f"sequence_lens {np.asarray(lens).tolist()} are not all the full length {length}")
-    hidden = attribute(node, "hidden_size")
+    hidden = int_attribute(node, "hidden_size")
     if hidden is None:
         r_shape = low.shape(node.input[2])
-        hidden = r_shape[-1] if r_shape else None
-        if not isinstance(hidden, int):
+        inferred = r_shape[-1] if r_shape else None
+        if not isinstance(inferred, int):
             raise Refusal("hidden_size is neither given nor known from R's shape")
+        hidden = inferred
     per_step = cell.nodes_per_step + (6 if cell.op == "LSTM" and _input(node, 7) else 0)  # peephole Mul/Add
     low.check_size(node, length * len(reverse) * per_step + 30 * len(reverse), f"{cell.op} over {length} steps")
     sequence = low.emit("Transpose", [x], "x_seq_first", perm=[1, 0, 2]) if layout else x
-    return _Setup(cell, int(hidden), length, layout, reverse, [ACTIVATIONS[name.lower()] for name in activations], sequence)
+    return _Setup(cell, hidden, length, layout, reverse, [ACTIVATIONS[name.lower()] for name in activations], sequence)
 
 
 class _Ops:
@@ -124,6 +129,12 @@ class _Ops:
     def __init__(self, low: Lowerer) -> None:
         self.low = low
 
+    @overload
+    def add(self, a: str, b: str | None) -> str: ...
+    @overload
+    def add(self, a: str | None, b: str) -> str: ...
+    @overload
+    def add(self, a: str | None, b: str | None) -> str | None: ...
     def add(self, a: str | None, b: str | None) -> str | None:
         if a is None or b is None:
             return a if b is None else b
@@ -132,9 +143,17 @@ class _Ops:
     def mul(self, a: str | None, b: str | None) -> str | None:
         return None if a is None or b is None else self.low.emit("Mul", [a, b], "mul")
 
+    @overload
+    def matmul(self, a: str, b: str) -> str: ...
+    @overload
+    def matmul(self, a: str | None, b: str) -> str | None: ...
     def matmul(self, a: str | None, b: str) -> str | None:
         return None if a is None else self.low.emit("MatMul", [a, b], "matmul")
 
+    @overload
+    def slice(self, a: str, start: int, end: int, axis: int) -> str: ...
+    @overload
+    def slice(self, a: str | None, start: int, end: int, axis: int) -> str | None: ...
     def slice(self, a: str | None, start: int, end: int, axis: int) -> str | None:
         return None if a is None else self.low.slice(a, start, end, axis)
 
@@ -147,7 +166,9 @@ def _state(low: Lowerer, name: str, direction: int, layout: int) -> str | None:
     return low.take(name, direction, 1 if layout else 0) if name else None
 
 
-def _weights(low: Lowerer, node: onnx.NodeProto, direction: int, gates: int, hidden: int) -> tuple[str, str, str | None, str | None]:
+def _weights(
+    low: Lowerer, node: onnx.NodeProto, direction: int, gates: int, hidden: int
+) -> tuple[str, str, str | None, str | None]:
     """W^T [I, G*H], R^T [H, G*H], Wb and Rb [G*H] (None without B) of one direction."""
     w_t = low.emit("Transpose", [low.take(node.input[1], direction, 0)], "w_t", perm=[1, 0])
     r_t = low.emit("Transpose", [low.take(node.input[2], direction, 0)], "r_t", perm=[1, 0])
@@ -162,6 +183,13 @@ def _steps(setup: _Setup, backwards: bool) -> list[int]:
     return list(range(setup.length - 1, -1, -1)) if backwards else list(range(setup.length))
 
 
+def _last(state: str | None) -> str:
+    """The state after the last step: never None, as ``_setup`` refuses a sequence length of 0."""
+    if state is None:
+        raise Refusal("its sequence has no time step")
+    return state
+
+
 def _rnn_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) -> tuple[dict[int, str], str, str | None]:
     ops, hidden = _Ops(low), setup.hidden
     (f,) = setup.activations[d : d + 1]
@@ -172,7 +200,7 @@ def _rnn_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) ->
     for t in _steps(setup, setup.reverse[d]):
         h = ops.act(f, ops.add(low.take(projected, t, 0), ops.matmul(h, r_t)))
         outputs[t] = h
-    return outputs, h, None
+    return outputs, _last(h), None
 
 
 def _gru_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) -> tuple[dict[int, str], str, str | None]:
@@ -181,8 +209,17 @@ def _gru_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) ->
     before_reset = int_attribute(node, "linear_before_reset", 0) != 0
     w_t, r_t, wb, rb = _weights(low, node, d, 3, hidden)
     rb_h = ops.slice(rb, 2 * hidden, 3 * hidden, 0)
+    x_bias: str | None
     if before_reset and wb is not None:  # Rbh adds inside r . (...): keep it out of the projection
-        x_bias = low.emit("Concat", [ops.add(ops.slice(wb, 0, 2 * hidden, 0), ops.slice(rb, 0, 2 * hidden, 0)), ops.slice(wb, 2 * hidden, 3 * hidden, 0)], "x_bias", axis=0)
+        x_bias = low.emit(
+            "Concat",
+            [
+                ops.add(ops.slice(wb, 0, 2 * hidden, 0), ops.slice(rb, 0, 2 * hidden, 0)),
+                ops.slice(wb, 2 * hidden, 3 * hidden, 0),
+            ],
+            "x_bias",
+            axis=0,
+        )
     else:
         x_bias = ops.add(wb, rb)
     projected = ops.add(low.emit("MatMul", [setup.sequence, w_t], "x_w"), x_bias)
@@ -191,6 +228,7 @@ def _gru_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) ->
     h = _state(low, _input(node, 5), d, setup.layout)
     outputs: dict[int, str] = {}
     for t in _steps(setup, setup.reverse[d]):
+        r: str | None
         x_t = low.take(projected, t, 0)
         h_zr = ops.matmul(h, r_t_zr)
         z = ops.act(f, ops.add(low.slice(x_t, 0, hidden, 1), ops.slice(h_zr, 0, hidden, 1)))
@@ -200,17 +238,23 @@ def _gru_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) ->
             r = ops.act(f, ops.add(low.slice(x_t, hidden, 2 * hidden, 1), ops.slice(h_zr, hidden, 2 * hidden, 1)))
             candidate = ops.act(g, ops.add(x_h, ops.mul(r, inner)))
         else:
-            r = ops.act(f, ops.add(low.slice(x_t, hidden, 2 * hidden, 1), ops.slice(h_zr, hidden, 2 * hidden, 1))) if h else None
+            r = (
+                ops.act(f, ops.add(low.slice(x_t, hidden, 2 * hidden, 1), ops.slice(h_zr, hidden, 2 * hidden, 1)))
+                if h
+                else None
+            )
             candidate = ops.act(g, ops.add(x_h, ops.matmul(ops.mul(r, h), r_t_h)))
         if h is None:
             h = low.emit("Sub", [candidate, low.emit("Mul", [z, candidate], "z_h")], "h")
         else:
             h = low.emit("Add", [candidate, low.emit("Mul", [z, low.emit("Sub", [h, candidate], "dh")], "z_dh")], "h")
         outputs[t] = h
-    return outputs, h, None
+    return outputs, _last(h), None
 
 
-def _lstm_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) -> tuple[dict[int, str], str, str | None]:
+def _lstm_direction(
+    low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int
+) -> tuple[dict[int, str], str, str | None]:
     ops, hidden = _Ops(low), setup.hidden
     f, g, act_h = setup.activations[3 * d : 3 * d + 3]
     w_t, r_t, wb, rb = _weights(low, node, d, 4, hidden)
@@ -223,16 +267,14 @@ def _lstm_direction(low: Lowerer, node: onnx.NodeProto, setup: _Setup, d: int) -
     outputs: dict[int, str] = {}
     for t in _steps(setup, setup.reverse[d]):
         gates = ops.add(low.take(projected, t, 0), ops.matmul(h, r_t))
-        assert gates is not None
         g_i, g_o, g_f, g_c = (low.slice(gates, k * hidden, (k + 1) * hidden, 1) for k in range(4))
         i = ops.act(f, ops.add(g_i, ops.mul(p_i, c)))
         forget = ops.act(f, ops.add(g_f, ops.mul(p_f, c)))
         c = ops.add(ops.mul(forget, c), low.emit("Mul", [i, ops.act(g, g_c)], "i_c"))
-        assert c is not None
         o = ops.act(f, ops.add(g_o, ops.mul(p_o, c)))
         h = low.emit("Mul", [o, ops.act(act_h, c)], "h")
         outputs[t] = h
-    return outputs, h, c
+    return outputs, _last(h), c
 
 
 _DIRECTION_BUILDERS = {"RNN": _rnn_direction, "GRU": _gru_direction, "LSTM": _lstm_direction}
@@ -245,21 +287,27 @@ def _lower_recurrent(low: Lowerer, node: onnx.NodeProto) -> None:
     per_direction = [build(low, node, setup, d) for d in range(len(setup.reverse))]
     y, y_h, y_c = (list(node.output) + ["", "", ""])[:3]
     if y:
-        sequences = [low.stack([outputs[t] for t in range(setup.length)], 0) for outputs, _, _ in per_direction]  # [S, B, H]
+        sequences = [
+            low.stack([outputs[t] for t in range(setup.length)], 0) for outputs, _, _ in per_direction
+        ]  # [S, B, H]
         if setup.layout:
             low.emit("Transpose", [low.stack(sequences, 1)], perm=[2, 0, 1, 3], outputs=[y])
         else:
             low.stack(sequences, 1, y)
-    for target, index in ((y_h, 1), (y_c, 2)):
+    final_states: list[tuple[str, list[str | None]]] = [
+        (y_h, [h for _, h, _ in per_direction]),
+        (y_c, [c for _, _, c in per_direction]),
+    ]
+    for target, states in final_states:
         if not target:
             continue
-        finals = [result[index] for result in per_direction]
-        if any(name is None for name in finals):
+        finals = [name for name in states if name is not None]
+        if len(finals) != len(states):
             raise Refusal(f"output {target!r} has no value")
         if setup.layout:
-            low.emit("Transpose", [low.stack(finals, 0)], perm=[1, 0, 2], outputs=[target])  # type: ignore[list-item]
+            low.emit("Transpose", [low.stack(finals, 0)], perm=[1, 0, 2], outputs=[target])
         else:
-            low.stack(finals, 0, target)  # type: ignore[arg-type]
+            low.stack(finals, 0, target)
 
 
 @lowering("RNN")

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 import onnx
 
-from fimaudit.autodiff.attributes import float_attribute, int_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, pointwise_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, float_attribute, int_attribute
 
 
 def _indicator(ctx: RuleContext, condition: str, like: str) -> str:
@@ -83,7 +82,7 @@ def celu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("PRelu")
 def prelu_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Y = x (x > 0) or slope x: dx gets 1 or slope; a slope on the path gets x where x <= 0."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     x, slope = node.input
     y = node.output[0]
     positive = _positive(ctx, x)
@@ -99,6 +98,7 @@ def prelu_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None
 
 @jvp_rule("PRelu")
 def prelu_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """D PRelu(x, slope) = dx where x > 0, slope dx (+ x dslope) elsewhere."""
     tx, tslope = tangents
     x, slope = node.input
     y = node.output[0]
@@ -154,16 +154,17 @@ def clip_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
     inside = _clip_inside(ctx, node)
     if inside is None:
         return [grads[0]]
-    return [ctx.emit("Where", [inside, grads[0], ctx.scalar(0.0, like=node.input[0])])]
+    return [ctx.emit("Where", [inside, ctx.require_gradient(grads[0], node), ctx.scalar(0.0, like=node.input[0])])]
 
 
 @jvp_rule("Clip")
 def clip_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent where the input lies strictly inside [min, max], zero where it is clipped."""
     _check_clip_bounds(ctx, node)
     inside = _clip_inside(ctx, node)
     if inside is None:
         return [tangents[0]]
-    return [ctx.emit("Where", [inside, tangents[0], ctx.scalar(0.0, like=node.input[0])])]
+    return [ctx.emit("Where", [inside, ctx.require_gradient(tangents[0], node), ctx.scalar(0.0, like=node.input[0])])]
 
 
 # ---- sigmoid / tanh family ------------------------------------------------------------------
@@ -244,12 +245,18 @@ def gelu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
         c = math.sqrt(2.0 / math.pi)
         square = ctx.emit("Mul", [x, x])
         cubic = ctx.emit("Mul", [square, x])
-        inner = ctx.emit("Mul", [ctx.emit("Add", [x, ctx.emit("Mul", [cubic, ctx.scalar(0.044715, like=x)])]), ctx.scalar(c, like=x)])
+        inner = ctx.emit(
+            "Mul", [ctx.emit("Add", [x, ctx.emit("Mul", [cubic, ctx.scalar(0.044715, like=x)])]), ctx.scalar(c, like=x)]
+        )
         t = ctx.emit("Tanh", [inner])
         one = ctx.scalar(1.0, like=x)
         first = ctx.emit("Mul", [ctx.emit("Add", [one, t]), ctx.scalar(0.5, like=x)])
         inner_slope = ctx.emit(
-            "Mul", [ctx.emit("Add", [one, ctx.emit("Mul", [square, ctx.scalar(3 * 0.044715, like=x)])]), ctx.scalar(c, like=x)]
+            "Mul",
+            [
+                ctx.emit("Add", [one, ctx.emit("Mul", [square, ctx.scalar(3 * 0.044715, like=x)])]),
+                ctx.scalar(c, like=x),
+            ],
         )
         sech2 = ctx.emit("Sub", [one, ctx.emit("Mul", [t, t])])
         second = ctx.emit("Mul", [ctx.emit("Mul", [ctx.emit("Mul", [x, ctx.scalar(0.5, like=x)]), sech2]), inner_slope])
@@ -257,7 +264,13 @@ def gelu_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     cdf = ctx.emit(
         "Mul",
         [
-            ctx.emit("Add", [ctx.scalar(1.0, like=x), ctx.emit("Erf", [ctx.emit("Mul", [x, ctx.scalar(1 / math.sqrt(2.0), like=x)])])]),
+            ctx.emit(
+                "Add",
+                [
+                    ctx.scalar(1.0, like=x),
+                    ctx.emit("Erf", [ctx.emit("Mul", [x, ctx.scalar(1 / math.sqrt(2.0), like=x)])]),
+                ],
+            ),
             ctx.scalar(0.5, like=x),
         ],
     )
@@ -289,27 +302,28 @@ def _softmax_product(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> s
 @vjp_rule("Softmax")
 def softmax_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """g_x = y * (g - sum(g y)) over the softmax axes."""
-    return [_softmax_product(ctx, node, grads[0])]  # type: ignore[arg-type]
+    return [_softmax_product(ctx, node, ctx.require_gradient(grads[0], node))]
 
 
 @jvp_rule("Softmax")
 def softmax_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [_softmax_product(ctx, node, tangents[0])]  # type: ignore[arg-type]
+    """D softmax(x) = y . (dx - sum(y . dx)) along the softmax axes."""
+    return [_softmax_product(ctx, node, ctx.require_gradient(tangents[0], node))]
 
 
 @vjp_rule("LogSoftmax")
 def log_softmax_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """g_x = g - softmax(x) * sum(g) over the softmax axes (softmax(x) = exp(y))."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     probabilities = ctx.emit("Exp", [node.output[0]])
-    total = ctx.reduce_sum(g, _softmax_axes(ctx, node), keepdims=True)  # type: ignore[arg-type]
+    total = ctx.reduce_sum(g, _softmax_axes(ctx, node), keepdims=True)
     return [ctx.emit("Sub", [g, ctx.emit("Mul", [probabilities, total])])]
 
 
 @jvp_rule("LogSoftmax")
 def log_softmax_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """t_y = t - sum(softmax(x) t) over the softmax axes."""
-    (t,) = tangents
+    t = ctx.require_gradient(tangents[0], node)
     probabilities = ctx.emit("Exp", [node.output[0]])
-    weighted = ctx.reduce_sum(ctx.emit("Mul", [t, probabilities]), _softmax_axes(ctx, node), keepdims=True)  # type: ignore[list-item]
-    return [ctx.emit("Sub", [t, weighted])]  # type: ignore[list-item]
+    weighted = ctx.reduce_sum(ctx.emit("Mul", [t, probabilities]), _softmax_axes(ctx, node), keepdims=True)
+    return [ctx.emit("Sub", [t, weighted])]

@@ -37,20 +37,21 @@ def _sum_tangents(ctx: RuleContext, node: onnx.NodeProto, terms: list[tuple[str,
 @vjp_rule("Add")
 def add_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d(a + b) = da + db: the cotangent flows to both operands, unbroadcast."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     return [ctx.unbroadcast(g, name, node.output[0]) if ctx.needs_gradient(name) else None for name in node.input]
 
 
 @jvp_rule("Add")
 def add_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    terms = [(t, name) for t, name in zip(tangents, node.input) if t is not None]
+    """d(a + b) = da + db, lifted and expanded to the result's shape."""
+    terms = [(t, name) for t, name in zip(tangents, node.input, strict=True) if t is not None]
     return [_sum_tangents(ctx, node, terms)]
 
 
 @vjp_rule("Sub")
 def sub_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d(a - b) = da - db."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     a, b = node.input
     y = node.output[0]
     grad_a = ctx.unbroadcast(g, a, y) if ctx.needs_gradient(a) else None
@@ -60,6 +61,7 @@ def sub_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Sub")
 def sub_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """d(a - b) = da - db, lifted and expanded to the result's shape."""
     ta, tb = tangents
     a, b = node.input
     terms = []
@@ -78,19 +80,21 @@ def sum_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Sum")
 def sum_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """Variadic sum: the sum of the operands' tangents."""
     return add_jvp(ctx, node, tangents)
 
 
 @vjp_rule("Mean")
 def mean_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Variadic mean: each operand receives 1/n of the (unbroadcast) cotangent."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     scaled = ctx.emit("Mul", [g, ctx.scalar(1.0 / len(node.input), like=node.output[0])])
     return add_vjp(ctx, node, [scaled])
 
 
 @jvp_rule("Mean")
 def mean_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """Variadic mean: 1/n times the sum of the operands' tangents."""
     (total,) = add_jvp(ctx, node, tangents)
     assert total is not None
     return [ctx.emit("Mul", [total, ctx.scalar(1.0 / len(node.input), like=node.output[0])])]
@@ -100,7 +104,7 @@ def mean_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | No
 @vjp_rule("Mul")
 def mul_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d(a b) = b da + a db."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     a, b = node.input
     y = node.output[0]
     grad_a = ctx.unbroadcast(ctx.emit("Mul", [g, b]), a, y) if ctx.needs_gradient(a) else None
@@ -110,6 +114,7 @@ def mul_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Mul")
 def mul_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """d(a b) = b da + a db."""
     ta, tb = tangents
     a, b = node.input
     y = node.output[0]
@@ -125,7 +130,7 @@ def mul_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | Non
 @vjp_rule("Div")
 def div_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d(a / b) = da / b - (a / b) db / b."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     a, b = node.input
     y = node.output[0]
     grad_a = ctx.unbroadcast(ctx.emit("Div", [g, b]), a, y) if ctx.needs_gradient(a) else None
@@ -138,6 +143,7 @@ def div_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Div")
 def div_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """d(a / b) = da / b - (a / b) db / b."""
     ta, tb = tangents
     a, b = node.input
     y = node.output[0]
@@ -155,17 +161,20 @@ def div_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | Non
 @vjp_rule("Neg")
 def neg_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d(-a) = -da."""
-    return [ctx.emit("Neg", [grads[0]])]
+    return [ctx.emit("Neg", [ctx.require_gradient(grads[0], node)])]
 
 
 @jvp_rule("Neg")
 def neg_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.emit("Neg", [tangents[0]])]
+    """d(-a) = -da."""
+    return [ctx.emit("Neg", [ctx.require_gradient(tangents[0], node)])]
 
 
-def _derivative_product(ctx: RuleContext, gradient: str | None, derivative: str) -> list[str | None]:
+def _derivative_product(
+    ctx: RuleContext, node: onnx.NodeProto, gradient: str | None, derivative: str
+) -> list[str | None]:
     """Shared body of unary rules: the gradient times the pointwise derivative."""
-    return [ctx.emit("Mul", [gradient, derivative])]
+    return [ctx.emit("Mul", [ctx.require_gradient(gradient, node), derivative])]
 
 
 def _sqrt_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
@@ -176,12 +185,13 @@ def _sqrt_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("Sqrt")
 def sqrt_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """D sqrt(a) = da / (2 sqrt(a))."""
-    return _derivative_product(ctx, grads[0], _sqrt_derivative(ctx, node))
+    return _derivative_product(ctx, node, grads[0], _sqrt_derivative(ctx, node))
 
 
 @jvp_rule("Sqrt")
 def sqrt_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return _derivative_product(ctx, tangents[0], _sqrt_derivative(ctx, node))
+    """D sqrt(a) = da / (2 sqrt(a))."""
+    return _derivative_product(ctx, node, tangents[0], _sqrt_derivative(ctx, node))
 
 
 def _reciprocal_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
@@ -192,34 +202,37 @@ def _reciprocal_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("Reciprocal")
 def reciprocal_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d(1/a) = -da / a^2 = -y^2 da."""
-    return _derivative_product(ctx, grads[0], _reciprocal_derivative(ctx, node))
+    return _derivative_product(ctx, node, grads[0], _reciprocal_derivative(ctx, node))
 
 
 @jvp_rule("Reciprocal")
 def reciprocal_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return _derivative_product(ctx, tangents[0], _reciprocal_derivative(ctx, node))
+    """d(1/a) = -y^2 da."""
+    return _derivative_product(ctx, node, tangents[0], _reciprocal_derivative(ctx, node))
 
 
 @vjp_rule("Exp")
 def exp_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """D exp(a) = exp(a) da."""
-    return _derivative_product(ctx, grads[0], node.output[0])
+    return _derivative_product(ctx, node, grads[0], node.output[0])
 
 
 @jvp_rule("Exp")
 def exp_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return _derivative_product(ctx, tangents[0], node.output[0])
+    """D exp(a) = exp(a) da."""
+    return _derivative_product(ctx, node, tangents[0], node.output[0])
 
 
 @vjp_rule("Log")
 def log_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """D log(a) = da / a."""
-    return [ctx.emit("Div", [grads[0], node.input[0]])]
+    return [ctx.emit("Div", [ctx.require_gradient(grads[0], node), node.input[0]])]
 
 
 @jvp_rule("Log")
 def log_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.emit("Div", [tangents[0], node.input[0]])]
+    """D log(a) = da / a."""
+    return [ctx.emit("Div", [ctx.require_gradient(tangents[0], node), node.input[0]])]
 
 
 def _abs_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
@@ -229,12 +242,13 @@ def _abs_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("Abs")
 def abs_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """d|a| = sign(a) da (0 at a = 0)."""
-    return _derivative_product(ctx, grads[0], _abs_derivative(ctx, node))
+    return _derivative_product(ctx, node, grads[0], _abs_derivative(ctx, node))
 
 
 @jvp_rule("Abs")
 def abs_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return _derivative_product(ctx, tangents[0], _abs_derivative(ctx, node))
+    """d|a| = sign(a) da (0 at a = 0)."""
+    return _derivative_product(ctx, node, tangents[0], _abs_derivative(ctx, node))
 
 
 # ---- Pow ------------------------------------------------------------------------------------
@@ -252,13 +266,13 @@ def _pow_base_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
     value = ctx.constant_value(exponent)
     dtype = ctx.float_dtype(base)
     if value is not None:
-        b = value.astype(dtype)
-        if value.size == 1 and float(b.reshape(-1)[0]) == 2.0:
+        exponent_value = value.astype(dtype)
+        if value.size == 1 and float(exponent_value.reshape(-1)[0]) == 2.0:
             return ctx.emit("Mul", [base, ctx.scalar(2.0, like=base)])
-        if value.size == 1 and float(b.reshape(-1)[0]) == 1.0:
+        if value.size == 1 and float(exponent_value.reshape(-1)[0]) == 1.0:
             return ctx.emit("Expand", [ctx.scalar(1.0, like=base), ctx.shape_of(node.output[0])])
-        power = ctx.emit("Pow", [base, ctx.constant(b - 1)])
-        return ctx.emit("Mul", [power, ctx.constant(b)])
+        power = ctx.emit("Pow", [base, ctx.constant(exponent_value - 1)])
+        return ctx.emit("Mul", [power, ctx.constant(exponent_value)])
     b = _float_exponent(ctx, node)
     power = ctx.emit("Pow", [base, ctx.emit("Sub", [b, ctx.scalar(1.0, like=base)])])
     return ctx.emit("Mul", [power, b])
@@ -267,7 +281,7 @@ def _pow_base_derivative(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("Pow")
 def pow_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """D a^b = b a^(b-1) da + a^b log(a) db (the second term only when b is on the path)."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     base, exponent = node.input
     y = node.output[0]
     grad_base = None
@@ -282,6 +296,7 @@ def pow_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Pow")
 def pow_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """D a^b = b a^(b-1) da + a^b log(a) db (each term only when its operand has a tangent)."""
     t_base, t_exponent = tangents
     base, exponent = node.input
     y = node.output[0]
@@ -309,12 +324,12 @@ def _selection_weights(ctx: RuleContext, node: onnx.NodeProto) -> list[str]:
 
 
 def _extremum_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     y = node.output[0]
     weights = _selection_weights(ctx, node)
     return [
         ctx.unbroadcast(ctx.emit("Mul", [g, weight]), name, y) if ctx.needs_gradient(name) else None
-        for name, weight in zip(node.input, weights)
+        for name, weight in zip(node.input, weights, strict=True)
     ]
 
 
@@ -323,7 +338,7 @@ def _extremum_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str
     weights = _selection_weights(ctx, node)
     terms = [
         ctx.emit("Mul", [ctx.lift(t, name, y), weight])
-        for t, name, weight in zip(tangents, node.input, weights)
+        for t, name, weight in zip(tangents, node.input, weights, strict=True)
         if t is not None
     ]
     return [ctx.accumulate(terms)]  # weights have the result's shape: every term is full-size
@@ -337,6 +352,7 @@ def max_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Max")
 def max_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent of the operand(s) equal to the maximum (ties averaged)."""
     return _extremum_jvp(ctx, node, tangents)
 
 
@@ -348,6 +364,7 @@ def min_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
 
 @jvp_rule("Min")
 def min_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent of the operand(s) equal to the minimum (ties averaged)."""
     return _extremum_jvp(ctx, node, tangents)
 
 
@@ -355,7 +372,7 @@ def min_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | Non
 @vjp_rule("Where")
 def where_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Where(c, a, b): the cotangent goes to a where c holds, to b elsewhere; c gets none."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     condition, a, b = node.input
     y = node.output[0]
     zero = ctx.scalar(0.0, like=y)
@@ -366,6 +383,7 @@ def where_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None
 
 @jvp_rule("Where")
 def where_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """Where(c, a, b): da where c holds, db elsewhere (zero for an operand without tangent)."""
     _, ta, tb = tangents
     condition, a, b = node.input
     y = node.output[0]
@@ -384,6 +402,7 @@ def identity_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | N
 
 @jvp_rule("Identity")
 def identity_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The identity passes the tangent through."""
     return [tangents[0]]
 
 
@@ -395,28 +414,31 @@ def dropout_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | No
 
 @jvp_rule("Dropout")
 def dropout_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """Inference-mode Dropout is the identity: the tangent passes through."""
     return [tangents[0]]
 
 
 @vjp_rule("Cast")
 def cast_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """A float-to-float cast: cast the cotangent back (casts to integers are off the path)."""
-    return [ctx.emit("Cast", [grads[0]], to=ctx.elem_type(node.input[0]))]
+    return [ctx.emit("Cast", [ctx.require_gradient(grads[0], node)], to=ctx.elem_type(node.input[0]))]
 
 
 @jvp_rule("Cast")
 def cast_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.emit("Cast", [tangents[0]], to=ctx.elem_type(node.output[0]))]
+    """A float-to-float cast: the tangent cast to the output's type."""
+    return [ctx.emit("Cast", [ctx.require_gradient(tangents[0], node)], to=ctx.elem_type(node.output[0]))]
 
 
 @vjp_rule("CastLike")
 def castlike_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """CastLike(a, target) between float types: cast the cotangent back to a's type."""
-    return [ctx.emit("Cast", [grads[0]], to=ctx.elem_type(node.input[0])), None]
+    return [ctx.emit("Cast", [ctx.require_gradient(grads[0], node)], to=ctx.elem_type(node.input[0])), None]
 
 
 @jvp_rule("CastLike")
 def castlike_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """CastLike between float types: the tangent cast to the output's type."""
     if tangents[0] is None:
         return [None]
     return [ctx.emit("Cast", [tangents[0]], to=ctx.elem_type(node.output[0]))]

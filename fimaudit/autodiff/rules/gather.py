@@ -21,11 +21,10 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, int_attribute
 
 SCATTER_REDUCTION = 16  # ScatterElements/ScatterND gained the 'reduction' attribute
 
@@ -87,9 +86,12 @@ def _lead_first(ctx: RuleContext, tensor: str, rank: int) -> str:
 
 
 # ---- Gather ---------------------------------------------------------------------------------
-def _single_constant_position(ctx: RuleContext, node: onnx.NodeProto, rank: int, axis: int) -> tuple[int, int, bool] | None:
-    """(wrapped index i, static axis size, whether the index is 0-d) when Gather picks one
-    compile-time constant position of a static axis (a ViT's class token ``x[:, 0]``), else None.
+def _single_constant_position(
+    ctx: RuleContext, node: onnx.NodeProto, rank: int, axis: int
+) -> tuple[int, int, bool] | None:
+    """(wrapped index, static axis size, index is 0-d) when Gather picks one constant position, else None.
+
+    One compile-time constant position of a static axis: a ViT's class token ``x[:, 0]``.
     """
     data, indices = node.input[:2]
     value = ctx.constant_value(indices)
@@ -117,7 +119,7 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
     its axis and zero-padded (i before, size - i - 1 after). ScatterElements was 55% of the
     small ViT's VJP run time for its class-token Gather.
     """
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
     axis = ctx.normalize_axis(int_attribute(node, "axis", 0), rank)
@@ -125,16 +127,23 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
     if single is not None:
         position, size, scalar = single
         lead_axis = axis + 1  # the cotangent has the lead axis M first
-        slab = ctx.unsqueeze(g, [lead_axis]) if scalar else g  # type: ignore[arg-type]
+        slab = ctx.unsqueeze(g, [lead_axis]) if scalar else g
         pads = [0] * (2 * (rank + 1))
         pads[lead_axis], pads[rank + 1 + lead_axis] = position, size - position - 1
-        return [ctx.emit("Pad", [slab, ctx.ints(pads)], mode="constant")]  # type: ignore[list-item]
+        return [ctx.emit("Pad", [slab, ctx.ints(pads)], mode="constant")]
     n = _product(ctx, data, axis, axis + 1)
     flat = ctx.emit("Reshape", [_wrap_negative(ctx, indices, n), ctx.ints([1, -1])])  # [1, N]
     rows = ctx.emit(
         "Reshape",
-        [g, ctx.emit("Concat", [ctx.lead_dim(), _product(ctx, data, 0, axis), ctx.ints([-1]), _product(ctx, data, axis + 1, rank)], axis=0)],
-    )  # type: ignore[list-item]
+        [
+            g,
+            ctx.emit(
+                "Concat",
+                [ctx.lead_dim(), _product(ctx, data, 0, axis), ctx.ints([-1]), _product(ctx, data, axis + 1, rank)],
+                axis=0,
+            ),
+        ],
+    )
     return [ctx.reshape_like(_scatter_add_rows(ctx, rows, flat, n, data), data)]
 
 
@@ -142,7 +151,7 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
 def gather_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """Gather the tangent at the same indices (axis shifted past the lead axis)."""
     axis = ctx.shift_axis(int_attribute(node, "axis", 0))
-    return [ctx.emit("Gather", [tangents[0], node.input[1]], axis=axis)]  # type: ignore[list-item]
+    return [ctx.emit("Gather", [ctx.require_gradient(tangents[0], node), node.input[1]], axis=axis)]
 
 
 # ---- GatherND -------------------------------------------------------------------------------
@@ -154,7 +163,11 @@ def _gather_nd_layout(ctx: RuleContext, node: onnx.NodeProto) -> tuple[int, int,
     index_shape = ctx.static_shape(indices)
     data_shape = ctx.static_shape(data)
     k = index_shape[-1] if index_shape else None
-    if not isinstance(k, int) or data_shape is None or not all(isinstance(d, int) for d in data_shape[batch : batch + k]):
+    if (
+        not isinstance(k, int)
+        or data_shape is None
+        or not all(isinstance(d, int) for d in data_shape[batch : batch + k])
+    ):
         raise UnsupportedOpError(
             f"GatherND node {node.name!r}: the index depth and the indexed dims must be static", ["GatherND"]
         )
@@ -164,7 +177,7 @@ def _gather_nd_layout(ctx: RuleContext, node: onnx.NodeProto) -> tuple[int, int,
 @vjp_rule("GatherND")
 def gather_nd_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Linearise the index tuples over the indexed dims, then scatter-add like Gather (batch dims = P)."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     data, indices = node.input[:2]
     batch, rank, dims, _ = _gather_nd_layout(ctx, node)
     k = len(dims)
@@ -174,7 +187,7 @@ def gather_nd_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
     batch_size = _product(ctx, data, 0, batch)
     index = ctx.emit("Reshape", [linear, ctx.emit("Concat", [batch_size, ctx.ints([-1])], axis=0)])  # [P, N]
     rest = _product(ctx, data, batch + k, rank)
-    rows = ctx.emit("Reshape", [g, ctx.emit("Concat", [ctx.lead_dim(), batch_size, ctx.ints([-1]), rest], axis=0)])  # type: ignore[list-item]
+    rows = ctx.emit("Reshape", [g, ctx.emit("Concat", [ctx.lead_dim(), batch_size, ctx.ints([-1]), rest], axis=0)])
     n = ctx.ints([int(np.prod(dims, dtype=np.int64))])
     return [ctx.reshape_like(_scatter_add_rows(ctx, rows, index, n, data), data)]
 
@@ -183,7 +196,7 @@ def gather_nd_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
 def gather_nd_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """GatherND of the tangent with the lead axis moved last (it becomes part of the gathered slices)."""
     batch, rank, _, out_rank = _gather_nd_layout(ctx, node)
-    moved = _lead_last(ctx, tangents[0], rank)  # type: ignore[arg-type]
+    moved = _lead_last(ctx, ctx.require_gradient(tangents[0], node), rank)
     gathered = ctx.emit("GatherND", [moved, node.input[1]], batch_dims=batch or None)
     return [_lead_first(ctx, gathered, out_rank)]
 
@@ -191,10 +204,12 @@ def gather_nd_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str
 # ---- GatherElements -------------------------------------------------------------------------
 @vjp_rule("GatherElements")
 def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """Scatter-add the cotangent along the axis (ScatterElements 'add' from opset 16; before, a
-    one-hot product, which needs the indices' other dims to equal the data's).
+    """Scatter-add the cotangent along the axis.
+
+    ScatterElements with reduction 'add' from opset 16; before, a one-hot product, which needs the
+    indices' other dims to equal the data's.
     """
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     data, indices = node.input[:2]
     rank = ctx.require_rank(data, node)
     axis = ctx.normalize_axis(int_attribute(node, "axis", 0), rank)
@@ -202,11 +217,14 @@ def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[
     wrapped = _wrap_negative(ctx, indices, n)
     if ctx.opset >= SCATTER_REDUCTION:
         zeros = ctx.zeros_lead_like(data)
-        full_index = ctx.emit("Expand", [ctx.unsqueeze(wrapped, [0]), ctx.shape_of(g)])  # type: ignore[arg-type]
-        return [ctx.emit("ScatterElements", [zeros, full_index, g], axis=axis + 1, reduction="add")]  # type: ignore[list-item]
+        full_index = ctx.emit("Expand", [ctx.unsqueeze(wrapped, [0]), ctx.shape_of(g)])
+        return [ctx.emit("ScatterElements", [zeros, full_index, g], axis=axis + 1, reduction="add")]
     data_shape, index_shape = ctx.static_shape(data), ctx.static_shape(indices)
-    if data_shape is None or index_shape is None or any(
-        a != b or a is None for i, (a, b) in enumerate(zip(data_shape, index_shape)) if i != axis
+    if (
+        data_shape is None
+        or index_shape is None
+        or len(data_shape) != len(index_shape)
+        or any(a != b or a is None for i, (a, b) in enumerate(zip(data_shape, index_shape, strict=True)) if i != axis)
     ):
         raise UnsupportedOpError(
             f"GatherElements node {node.name!r}: before opset {SCATTER_REDUCTION} the gradient needs indices "
@@ -214,8 +232,10 @@ def gather_elements_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[
             ["GatherElements"],
         )
     positions = ctx.emit("Reshape", [_arange(ctx, n), ctx.ints([-1] + [1] * (rank - axis - 1))])
-    one_hot = ctx.emit("Cast", [ctx.emit("Equal", [ctx.unsqueeze(wrapped, [axis + 1]), positions])], to=ctx.elem_type(data))
-    spread = ctx.emit("Mul", [ctx.unsqueeze(g, [axis + 2]), one_hot])  # type: ignore[arg-type]
+    one_hot = ctx.emit(
+        "Cast", [ctx.emit("Equal", [ctx.unsqueeze(wrapped, [axis + 1]), positions])], to=ctx.elem_type(data)
+    )
+    spread = ctx.emit("Mul", [ctx.unsqueeze(g, [axis + 2]), one_hot])
     return [ctx.reduce_sum(spread, [axis + 1], keepdims=False)]
 
 
@@ -241,21 +261,25 @@ def _scatter_reduction(node: onnx.NodeProto) -> str:
 
 @vjp_rule("ScatterND")
 def scatter_nd_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    """data: the cotangent, zeroed where updates overwrote it (kept where they were added);
-    updates: the cotangent gathered at the indices. Indices must be unique when reduction='none'
-    (otherwise ONNX leaves the result undefined).
+    """Data: the cotangent, zeroed where updates overwrote it; updates: the cotangent at the indices.
+
+    Where updates were added (a reduction), the data keeps its cotangent. Indices must be unique
+    when reduction='none' (otherwise ONNX leaves the result undefined).
     """
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     data, indices, updates = node.input[:3]
     reduction = _scatter_reduction(node)
     rank = ctx.require_rank(data, node)
-    moved = _lead_last(ctx, g, rank)  # type: ignore[arg-type]
+    moved = _lead_last(ctx, g, rank)
     grad_data = grad_updates = None
     if ctx.needs_gradient(data):
         if reduction == "add":
             grad_data = g
         else:
-            zeros = ctx.emit("Expand", [ctx.scalar(0.0, like=data), ctx.emit("Concat", [ctx.shape_of(updates), ctx.lead_dim()], axis=0)])
+            zeros = ctx.emit(
+                "Expand",
+                [ctx.scalar(0.0, like=data), ctx.emit("Concat", [ctx.shape_of(updates), ctx.lead_dim()], axis=0)],
+            )
             grad_data = _lead_first(ctx, ctx.emit("ScatterND", [moved, indices, zeros]), rank)
     if ctx.needs_gradient(updates):
         grad_updates = _lead_first(ctx, ctx.emit("GatherND", [moved, indices]), ctx.require_rank(updates, node))
@@ -274,5 +298,7 @@ def scatter_nd_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[st
     base = _lead_last(ctx, t_data if t_data is not None else ctx.zeros_lead_like(data), rank)
     update_rank = ctx.require_rank(updates, node)
     moved_updates = _lead_last(ctx, t_updates if t_updates is not None else ctx.zeros_lead_like(updates), update_rank)
-    scattered = ctx.emit("ScatterND", [base, indices, moved_updates], reduction=reduction if reduction != "none" else None)
+    scattered = ctx.emit(
+        "ScatterND", [base, indices, moved_updates], reduction=reduction if reduction != "none" else None
+    )
     return [_lead_first(ctx, scattered, rank)]

@@ -19,11 +19,10 @@ from collections.abc import Sequence
 
 import onnx
 
-from fimaudit.autodiff.attributes import float_attribute, int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, float_attribute, int_attribute, ints_attribute, str_attribute
 from fimaudit.graph.padding import same_padding
 
 
@@ -63,9 +62,9 @@ def _static_spatial(ctx: RuleContext, name: str, node: onnx.NodeProto) -> list[i
 
 
 def _kernel(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
-    declared = attribute(node, "kernel_shape")
+    declared = ints_attribute(node, "kernel_shape", [])
     if declared:
-        return list(declared)  # type: ignore[arg-type]
+        return declared
     return _static_ints(ctx, node.input[1], node, "weight")[2:]
 
 
@@ -77,18 +76,20 @@ def _common(ctx: RuleContext, node: onnx.NodeProto) -> tuple[list[int], list[int
     """(kernel, strides, dilations, group) with defaults filled in."""
     rank = _spatial_rank(ctx, node)
     kernel = _kernel(ctx, node)
-    strides = ints_attribute(node, "strides", [1] * rank)
-    dilations = ints_attribute(node, "dilations", [1] * rank)
+    strides = ints_attribute(node, "strides", [1] * rank, length=rank)
+    dilations = ints_attribute(node, "dilations", [1] * rank, length=rank)
     group = int_attribute(node, "group", 1)
     return kernel, strides, dilations, group
 
 
-def _conv_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int]) -> tuple[list[int], list[int]]:
+def _conv_pads(
+    ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int]
+) -> tuple[list[int], list[int]]:
     """Conv's explicit (begin, end) pads, resolving auto_pad against the static input shape."""
     rank = len(kernel)
-    auto_pad = attribute(node, "auto_pad", "NOTSET")
-    if auto_pad in ("NOTSET", "", None):
-        pads = ints_attribute(node, "pads", [0] * (2 * rank))
+    auto_pad = str_attribute(node, "auto_pad", "NOTSET")
+    if auto_pad in ("NOTSET", ""):
+        pads = ints_attribute(node, "pads", [0] * (2 * rank), length=2 * rank)
         return pads[:rank], pads[rank:]
     if auto_pad == "VALID":
         return [0] * rank, [0] * rank
@@ -113,9 +114,9 @@ def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
         spatial = _static_spatial(ctx, node.input[0], node)
         output_padding = [
             (size + b + e - ((k - 1) * d + 1)) % s
-            for size, b, e, k, d, s in zip(spatial, begin, end, kernel, dilations, strides)
+            for size, b, e, k, d, s in zip(spatial, begin, end, kernel, dilations, strides, strict=True)
         ]
-    folded = ctx.fold_lead(grads[0])  # type: ignore[arg-type]
+    folded = ctx.fold_lead(ctx.require_gradient(grads[0], node))
     pulled = ctx.emit(
         "ConvTranspose",
         [folded, node.input[1]],
@@ -133,25 +134,29 @@ def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
 def conv_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """The same convolution (no bias) applied to the folded tangent."""
     _refuse_weight_paths(ctx, node)
-    pushed = ctx.emit("Conv", [ctx.fold_lead(tangents[0]), node.input[1]], **_conv_forward_attrs(node))  # type: ignore[arg-type]
+    pushed = ctx.emit(
+        "Conv", [ctx.fold_lead(ctx.require_gradient(tangents[0], node)), node.input[1]], **_conv_forward_attrs(node)
+    )
     return [ctx.unfold_lead(pushed)]
 
 
-def _conv_transpose_pads(ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
+def _conv_transpose_pads(
+    ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int]
+) -> list[int]:
     """ConvTranspose's effective (begin + end) pads, as ONNX defines them for auto_pad/output_shape."""
     rank = len(kernel)
-    pads = attribute(node, "pads")
-    auto_pad = attribute(node, "auto_pad", "NOTSET")
-    output_shape = attribute(node, "output_shape")
+    pads = ints_attribute(node, "pads", length=2 * rank)
+    auto_pad = str_attribute(node, "auto_pad", "NOTSET")
+    output_shape = ints_attribute(node, "output_shape", [])
     if pads is not None and not output_shape:
-        return list(pads)  # type: ignore[arg-type]
+        return pads
     if auto_pad not in ("SAME_UPPER", "SAME_LOWER") and not output_shape:
         return [0] * (2 * rank)
     spatial = _static_spatial(ctx, node.input[0], node)
-    output_padding = ints_attribute(node, "output_padding", [0] * rank)
-    target = list(output_shape)[-rank:] if output_shape else [size * s for size, s in zip(spatial, strides)]  # type: ignore[arg-type]
+    output_padding = ints_attribute(node, "output_padding", [0] * rank, length=rank)
+    target = output_shape[-rank:] if output_shape else [size * s for size, s in zip(spatial, strides, strict=True)]
     begin, end = [], []
-    for size, k, s, d, extra, out in zip(spatial, kernel, strides, dilations, output_padding, target):
+    for size, k, s, d, extra, out in zip(spatial, kernel, strides, dilations, output_padding, target, strict=True):
         total = s * (size - 1) + extra + (k - 1) * d + 1 - out
         if auto_pad == "SAME_UPPER":
             begin.append(total // 2)
@@ -170,7 +175,7 @@ def conv_transpose_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[s
     pads = _conv_transpose_pads(ctx, node, kernel, strides, dilations)
     pulled = ctx.emit(
         "Conv",
-        [ctx.fold_lead(grads[0]), node.input[1]],  # type: ignore[arg-type]
+        [ctx.fold_lead(ctx.require_gradient(grads[0], node)), node.input[1]],
         strides=strides,
         dilations=dilations,
         group=group,
@@ -187,7 +192,7 @@ def conv_transpose_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequenc
     attrs = _conv_forward_attrs(node)
     if not attrs.get("kernel_shape"):
         attrs["kernel_shape"] = _kernel(ctx, node)
-    pushed = ctx.emit("ConvTranspose", [ctx.fold_lead(tangents[0]), node.input[1]], **attrs)  # type: ignore[arg-type]
+    pushed = ctx.emit("ConvTranspose", [ctx.fold_lead(ctx.require_gradient(tangents[0], node)), node.input[1]], **attrs)
     return [ctx.unfold_lead(pushed)]
 
 
@@ -206,19 +211,19 @@ def _matmul_ranks(ctx: RuleContext, node: onnx.NodeProto) -> tuple[int, int, int
 @vjp_rule("MatMul")
 def matmul_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Numpy matmul with batch broadcasting and 1-D promotion: g_A = g B^T, g_B = A^T g, unbroadcast."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     a, b = node.input
     y = node.output[0]
     rank_a, rank_b, rank_y = _matmul_ranks(ctx, node)
     # Promote to matrices: a vector A is [1, k], a vector B is [k, 1]; g gains the dropped axes.
     if rank_a == 1 and rank_b == 1:
-        g2 = ctx.unsqueeze(g, [1, 2])  # type: ignore[arg-type]
+        g2 = ctx.unsqueeze(g, [1, 2])
     elif rank_a == 1:
-        g2 = ctx.unsqueeze(g, [-2])  # type: ignore[arg-type]
+        g2 = ctx.unsqueeze(g, [-2])
     elif rank_b == 1:
-        g2 = ctx.unsqueeze(g, [-1])  # type: ignore[arg-type]
+        g2 = ctx.unsqueeze(g, [-1])
     else:
-        g2 = g  # type: ignore[assignment]
+        g2 = g
     batch = rank_y - (2 - (rank_a == 1) - (rank_b == 1))  # batch axes of y
     grad_a = grad_b = None
     if ctx.needs_gradient(a):
@@ -296,7 +301,7 @@ def _gemm_attrs(node: onnx.NodeProto) -> tuple[float, float, bool, bool]:
 @vjp_rule("Gemm")
 def gemm_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Y = alpha A' B' + beta C: g_A' = alpha g B'^T, g_B' = alpha A'^T g, g_C = beta g (unbroadcast)."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     a, b = node.input[0], node.input[1]
     c = optional_input(node, 2)
     y = node.output[0]
@@ -362,9 +367,10 @@ def _batchnorm_slope(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("BatchNormalization")
 def batch_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Inference BatchNorm is a per-channel affine map: g_x = g * scale / sqrt(var + eps)."""
-    return [ctx.emit("Mul", [grads[0], _batchnorm_slope(ctx, node)])]  # type: ignore[list-item]
+    return [ctx.emit("Mul", [ctx.require_gradient(grads[0], node), _batchnorm_slope(ctx, node)])]
 
 
 @jvp_rule("BatchNormalization")
 def batch_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.emit("Mul", [tangents[0], _batchnorm_slope(ctx, node)])]  # type: ignore[list-item]
+    """Inference-mode BatchNormalization: the tangent times scale / sqrt(var + epsilon)."""
+    return [ctx.emit("Mul", [ctx.require_gradient(tangents[0], node), _batchnorm_slope(ctx, node)])]

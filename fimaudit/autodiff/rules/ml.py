@@ -37,11 +37,10 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, int_attribute
 
 ML = "ai.onnx.ml"
 CASTLIKE_SINCE = 15
@@ -96,10 +95,16 @@ def _check_classifier(ctx: RuleContext, node: onnx.NodeProto) -> str:
             f"post_transform {transform} has no gradient rule (ONNX Runtime's PROBIT is an approximate "
             f"inverse error function); rules exist for {', '.join(CLASSIFIER_TRANSFORMS)}",
         )
-    labels = len(attribute(node, "classlabels_ints", []) or []) or len(attribute(node, "classlabels_strings", []) or [])
+    label_ints = attribute(node, "classlabels_ints", [])
+    label_strings = attribute(node, "classlabels_strings", [])
+    labels = (len(label_ints) if isinstance(label_ints, list) else 0) or (
+        len(label_strings) if isinstance(label_strings, list) else 0
+    )
     _, rows = _weights(ctx, node, None, node.input[0])
     if rows == 1 and labels == 2:
-        raise _refuse(node, "one coefficient row for two classes (ONNX Runtime derives the second score) has no gradient rule")
+        raise _refuse(
+            node, "one coefficient row for two classes (ONNX Runtime derives the second score) has no gradient rule"
+        )
     return transform
 
 
@@ -133,7 +138,7 @@ def linear_classifier_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequ
     transform = _check_classifier(ctx, node)
     x, scores = node.input[0], node.output[1]
     weights, _ = _weights(ctx, node, None, x)
-    moved = ctx.emit("MatMul", [tangents[0], ctx.transpose(weights, [1, 0])])  # type: ignore[list-item]
+    moved = ctx.emit("MatMul", [ctx.require_gradient(tangents[0], node), ctx.transpose(weights, [1, 0])])
     return [None, _transform_product(ctx, transform, scores, _cast_as(ctx, moved, scores, x))]
 
 
@@ -149,7 +154,7 @@ def linear_regressor_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence
     _check_regressor(node)
     x, y = node.input[0], node.output[0]
     weights, _ = _weights(ctx, node, "targets", x)
-    return [ctx.emit("MatMul", [_cast_as(ctx, grads[0], x, y), weights])]  # type: ignore[arg-type]
+    return [ctx.emit("MatMul", [_cast_as(ctx, ctx.require_gradient(grads[0], node), x, y), weights])]
 
 
 @jvp_rule("LinearRegressor", domain=ML)
@@ -158,7 +163,7 @@ def linear_regressor_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Seque
     _check_regressor(node)
     x, y = node.input[0], node.output[0]
     weights, _ = _weights(ctx, node, "targets", x)
-    moved = ctx.emit("MatMul", [tangents[0], ctx.transpose(weights, [1, 0])])  # type: ignore[list-item]
+    moved = ctx.emit("MatMul", [ctx.require_gradient(tangents[0], node), ctx.transpose(weights, [1, 0])])
     return [_cast_as(ctx, moved, y, x)]
 
 
@@ -196,7 +201,7 @@ def normalizer_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[st
     """J t = (t - y <s, t>) / n."""
     x, y = node.input[0], node.output[0]
     _, norm, slope = _normalizer_parts(ctx, node)
-    t = _cast_as(ctx, tangents[0], y, x)  # type: ignore[arg-type]
+    t = _cast_as(ctx, ctx.require_gradient(tangents[0], node), y, x)
     along = ctx.reduce_sum(ctx.emit("Mul", [t, slope]), [-1], keepdims=True)
     return [ctx.emit("Div", [ctx.emit("Sub", [t, ctx.emit("Mul", [y, along])]), norm])]
 
@@ -211,14 +216,14 @@ def _scale(ctx: RuleContext, node: onnx.NodeProto) -> str:
 def scaler_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """g_x = g * scale (scale broadcasts along the last axis)."""
     x, y = node.input[0], node.output[0]
-    return [ctx.emit("Mul", [_cast_as(ctx, grads[0], x, y), _scale(ctx, node)])]  # type: ignore[arg-type]
+    return [ctx.emit("Mul", [_cast_as(ctx, ctx.require_gradient(grads[0], node), x, y), _scale(ctx, node)])]
 
 
 @jvp_rule("Scaler", domain=ML)
 def scaler_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """t_y = t * scale."""
     x, y = node.input[0], node.output[0]
-    return [_cast_as(ctx, ctx.emit("Mul", [tangents[0], _scale(ctx, node)]), y, x)]  # type: ignore[list-item]
+    return [_cast_as(ctx, ctx.emit("Mul", [ctx.require_gradient(tangents[0], node), _scale(ctx, node)]), y, x)]
 
 
 # ---- piecewise-constant ops: zero almost everywhere -------------------------------------------
@@ -245,25 +250,33 @@ def binarizer_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str
 
 
 @vjp_rule("TreeEnsembleClassifier", domain=ML)
-def tree_ensemble_classifier_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+def tree_ensemble_classifier_vjp(
+    ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
+) -> list[str | None]:
     """Zero: the class scores are sums of leaf values, constant between split thresholds."""
     return _zero_vjp(ctx, node, grads)
 
 
 @jvp_rule("TreeEnsembleClassifier", domain=ML)
-def tree_ensemble_classifier_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+def tree_ensemble_classifier_jvp(
+    ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]
+) -> list[str | None]:
     """Zero for the scores (output 1); the label gets none."""
     return _zero_jvp(ctx, node, tangents)
 
 
 @vjp_rule("TreeEnsembleRegressor", domain=ML)
-def tree_ensemble_regressor_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+def tree_ensemble_regressor_vjp(
+    ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
+) -> list[str | None]:
     """Zero: sums of leaf values, constant between split thresholds."""
     return _zero_vjp(ctx, node, grads)
 
 
 @jvp_rule("TreeEnsembleRegressor", domain=ML)
-def tree_ensemble_regressor_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+def tree_ensemble_regressor_jvp(
+    ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]
+) -> list[str | None]:
     """Zero."""
     return _zero_jvp(ctx, node, tangents)
 

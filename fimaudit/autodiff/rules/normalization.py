@@ -1,6 +1,7 @@
-"""Gradient rules of normalization layers: LayerNormalization (opset 17), InstanceNormalization,
-GroupNormalization (opset 18: scale/bias per group; opset 21: per channel), MeanVarianceNormalization,
-LpNormalization (p = 1, 2).
+"""Gradient rules of normalization layers.
+
+LayerNormalization (opset 17), InstanceNormalization, GroupNormalization (opset 18: scale/bias
+per group; opset 21: per channel), MeanVarianceNormalization, LpNormalization (p = 1, 2).
 
 With xhat = (x - mean) r, r = 1 / sqrt(var + eps) over the normalized axes (``axis`` to the
 end) and y = xhat * scale + bias, the Jacobian of xhat is symmetric:
@@ -24,10 +25,10 @@ from collections.abc import Sequence
 
 import onnx
 
-from fimaudit.autodiff.attributes import float_attribute, int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
+from fimaudit.graph.onnx_utils import REQUIRED, float_attribute, int_attribute, ints_attribute
 
 
 def _layer_norm_check(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None] | None = None) -> None:
@@ -99,7 +100,9 @@ def _weights_only(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
             f"{node.op_type} node {node.name!r}: scale or bias computed from the input is not supported", [node.op_type]
         )
     if grads is not None and any(g is not None for g in grads[1:]):
-        raise UnsupportedOpError(f"{node.op_type} node {node.name!r}: only the first output is differentiated", [node.op_type])
+        raise UnsupportedOpError(
+            f"{node.op_type} node {node.name!r}: only the first output is differentiated", [node.op_type]
+        )
 
 
 def _channel_parameter(ctx: RuleContext, node: onnx.NodeProto, name: str, rank: int) -> str:
@@ -121,14 +124,17 @@ def instance_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Se
     """The standardization Jacobian over the spatial axes applied to g * scale[c]."""
     _weights_only(ctx, node, grads)
     scale = _channel_parameter(ctx, node, node.input[1], ctx.require_rank(node.input[0], node))
-    return [_instance_jacobian(ctx, node, ctx.emit("Mul", [grads[0], scale]))]  # type: ignore[list-item]
+    return [_instance_jacobian(ctx, node, ctx.emit("Mul", [ctx.require_gradient(grads[0], node), scale]))]
 
 
 @jvp_rule("InstanceNormalization")
-def instance_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+def instance_normalization_jvp(
+    ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]
+) -> list[str | None]:
+    """The Jacobian of per-instance, per-channel normalization applied to the tangent, times scale."""
     _weights_only(ctx, node)
     scale = _channel_parameter(ctx, node, node.input[1], ctx.require_rank(node.input[0], node))
-    return [ctx.emit("Mul", [_instance_jacobian(ctx, node, tangents[0]), scale])]  # type: ignore[arg-type]
+    return [ctx.emit("Mul", [_instance_jacobian(ctx, node, ctx.require_gradient(tangents[0], node)), scale])]
 
 
 # ---- GroupNormalization -----------------------------------------------------------------------
@@ -136,24 +142,30 @@ def _group_scale(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """The scale as [C, 1, ..., 1]: per channel (opset 21) or per group repeated (opset 18)."""
     x, scale = node.input[0], node.input[1]
     rank = ctx.require_rank(x, node)
-    groups = int_attribute(node, "num_groups")
+    groups = int_attribute(node, "num_groups", REQUIRED)
     if ctx.opset >= 21:
         return _channel_parameter(ctx, node, scale, rank)
     shape = ctx.static_shape(x)
     channels = shape[1] if shape is not None else None
     if not isinstance(channels, int):
-        raise UnsupportedOpError(f"GroupNormalization node {node.name!r}: the channel count is unknown", ["GroupNormalization"])
-    per_group = ctx.emit("Expand", [ctx.emit("Reshape", [scale, ctx.ints([groups, 1])]), ctx.ints([groups, channels // groups])])
+        raise UnsupportedOpError(
+            f"GroupNormalization node {node.name!r}: the channel count is unknown", ["GroupNormalization"]
+        )
+    per_group = ctx.emit(
+        "Expand", [ctx.emit("Reshape", [scale, ctx.ints([groups, 1])]), ctx.ints([groups, channels // groups])]
+    )
     return ctx.emit("Reshape", [per_group, ctx.ints([channels] + [1] * (rank - 2))])
 
 
 def _group_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> str:
     """Standardize each group: forward x as [N, G, -1], the gradient as [M, N, G, -1], then back."""
     x = node.input[0]
-    groups = int_attribute(node, "num_groups")
+    groups = int_attribute(node, "num_groups", REQUIRED)
     grouped = ctx.emit("Reshape", [x, ctx.emit("Concat", [ctx.shape_of(x, 0, 1), ctx.ints([groups, -1])], axis=0)])
     inverse_std, normalized = _standardize(ctx, grouped, [2], float_attribute(node, "epsilon", 1e-5))
-    lead_grouped = ctx.reshape_lead(gradient, ctx.emit("Concat", [ctx.shape_of(x, 0, 1), ctx.ints([groups, -1])], axis=0))
+    lead_grouped = ctx.reshape_lead(
+        gradient, ctx.emit("Concat", [ctx.shape_of(x, 0, 1), ctx.ints([groups, -1])], axis=0)
+    )
     return ctx.reshape_like(_standardize_jacobian(ctx, lead_grouped, inverse_std, normalized, [3]), x)
 
 
@@ -161,13 +173,18 @@ def _group_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> st
 def group_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """The per-group standardization Jacobian applied to g * scale (per channel)."""
     _weights_only(ctx, node, grads)
-    return [_group_jacobian(ctx, node, ctx.emit("Mul", [grads[0], _group_scale(ctx, node)]))]  # type: ignore[list-item]
+    return [
+        _group_jacobian(ctx, node, ctx.emit("Mul", [ctx.require_gradient(grads[0], node), _group_scale(ctx, node)]))
+    ]
 
 
 @jvp_rule("GroupNormalization")
 def group_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The Jacobian of per-group normalization applied to the tangent, times the per-channel scale."""
     _weights_only(ctx, node)
-    return [ctx.emit("Mul", [_group_jacobian(ctx, node, tangents[0]), _group_scale(ctx, node)])]  # type: ignore[arg-type]
+    return [
+        ctx.emit("Mul", [_group_jacobian(ctx, node, ctx.require_gradient(tangents[0], node)), _group_scale(ctx, node)])
+    ]
 
 
 # ---- MeanVarianceNormalization ----------------------------------------------------------------
@@ -189,14 +206,19 @@ def _mvn_jacobian(ctx: RuleContext, node: onnx.NodeProto, gradient: str) -> str:
 
 
 @vjp_rule("MeanVarianceNormalization")
-def mean_variance_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
+def mean_variance_normalization_vjp(
+    ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
+) -> list[str | None]:
     """The (symmetric) standardization Jacobian over ``axes``."""
-    return [_mvn_jacobian(ctx, node, grads[0])]  # type: ignore[arg-type]
+    return [_mvn_jacobian(ctx, node, ctx.require_gradient(grads[0], node))]
 
 
 @jvp_rule("MeanVarianceNormalization")
-def mean_variance_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [_mvn_jacobian(ctx, node, tangents[0])]  # type: ignore[arg-type]
+def mean_variance_normalization_jvp(
+    ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]
+) -> list[str | None]:
+    """The Jacobian of mean-variance normalization over its axes applied to the tangent."""
+    return [_mvn_jacobian(ctx, node, ctx.require_gradient(tangents[0], node))]
 
 
 # ---- LpNormalization --------------------------------------------------------------------------
@@ -237,7 +259,7 @@ def lp_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Seque
 def layer_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """g_x = r (h - mean(h) - xhat mean(xhat h)) with h = g * scale."""
     _layer_norm_check(ctx, node, grads)
-    scaled = ctx.emit("Mul", [grads[0], node.input[1]])  # type: ignore[list-item]
+    scaled = ctx.emit("Mul", [ctx.require_gradient(grads[0], node), node.input[1]])
     return [_normalize_jacobian(ctx, node, scaled)]
 
 
@@ -245,4 +267,4 @@ def layer_normalization_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Seque
 def layer_normalization_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """t_y = scale * r (t - mean(t) - xhat mean(xhat t)); Mean/InvStdDev outputs get no tangent."""
     _layer_norm_check(ctx, node)
-    return [ctx.emit("Mul", [_normalize_jacobian(ctx, node, tangents[0]), node.input[1]])]  # type: ignore[arg-type]
+    return [ctx.emit("Mul", [_normalize_jacobian(ctx, node, ctx.require_gradient(tangents[0], node)), node.input[1]])]

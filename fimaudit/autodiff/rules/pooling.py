@@ -34,11 +34,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import ints_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute, attributes_of
+from fimaudit.graph.onnx_utils import REQUIRED, attribute, attributes_of, ints_attribute
 
 PADS_AS_INPUT = 11
 SCATTER_REDUCTION = 16  # ScatterElements gained reduction='add'
@@ -60,13 +59,13 @@ class Window:
     @property
     def extents(self) -> list[int]:
         """Span of a dilated window per axis."""
-        return [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations)]
+        return [(k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations, strict=True)]
 
     @property
     def max_out(self) -> list[int]:
         """Output size per axis before any runtime drops a last window starting in the padding."""
         sizes = []
-        for n, b, e, extent, s in zip(self.in_dims, self.begins, self.ends, self.extents, self.strides):
+        for n, b, e, extent, s in zip(self.in_dims, self.begins, self.ends, self.extents, self.strides, strict=True):
             span = n + b + e - extent
             sizes.append((math.ceil(span / s) if self.ceil_mode else span // s) + 1)
         return sizes
@@ -76,11 +75,14 @@ class Window:
         """End padding that makes every window (up to ``max_out``) lie inside the padded input."""
         return [
             max(e, (o - 1) * s + extent - n - b)
-            for n, b, e, o, s, extent in zip(self.in_dims, self.begins, self.ends, self.max_out, self.strides, self.extents)
+            for n, b, e, o, s, extent in zip(
+                self.in_dims, self.begins, self.ends, self.max_out, self.strides, self.extents, strict=True
+            )
         ]
 
     @property
     def taps(self) -> int:
+        """Number of taps (kernel positions) per window."""
         return int(np.prod(self.kernel))
 
 
@@ -88,19 +90,19 @@ def window(ctx: RuleContext, node: onnx.NodeProto) -> Window:
     """Resolve kernel, strides, dilations and pads (explicit or ``auto_pad``) of a pooling node."""
     x = node.input[0]
     shape = ctx.static_shape(x)
-    kernel = ints_attribute(node, "kernel_shape")
+    kernel = ints_attribute(node, "kernel_shape", REQUIRED)
     count = len(kernel)
     if shape is None or len(shape) != count + 2 or not all(isinstance(d, int) for d in shape[2:]):
         raise UnsupportedOpError(
             f"{node.op_type} node {node.name!r}: the spatial dims of {x!r} must be static", [node.op_type]
         )
     in_dims = [int(d) for d in shape[2:]]  # type: ignore[arg-type]
-    strides = ints_attribute(node, "strides", [1] * count)
-    dilations = ints_attribute(node, "dilations", [1] * count)
+    strides = ints_attribute(node, "strides", [1] * count, length=count)
+    dilations = ints_attribute(node, "dilations", [1] * count, length=count)
     auto_pad = str(attribute(node, "auto_pad", "NOTSET"))
     if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         begins, ends = [], []
-        for n, k, s, d in zip(in_dims, kernel, strides, dilations):
+        for n, k, s, d in zip(in_dims, kernel, strides, dilations, strict=True):
             total = max(0, (math.ceil(n / s) - 1) * s + (k - 1) * d + 1 - n)
             small, large = total // 2, total - total // 2
             begins.append(small if auto_pad == "SAME_UPPER" else large)
@@ -108,10 +110,12 @@ def window(ctx: RuleContext, node: onnx.NodeProto) -> Window:
     elif auto_pad == "VALID":
         begins, ends = [0] * count, [0] * count
     else:
-        pads = ints_attribute(node, "pads", [0] * (2 * count))
+        pads = ints_attribute(node, "pads", [0] * (2 * count), length=2 * count)
         begins, ends = pads[:count], pads[count:]
     win = Window(kernel, strides, dilations, begins, ends, in_dims, bool(attribute(node, "ceil_mode", 0)))
-    if win.ceil_mode and any((o - 1) * s >= n + b for o, s, n, b in zip(win.max_out, strides, in_dims, begins)):
+    if win.ceil_mode and any(
+        (o - 1) * s >= n + b for o, s, n, b in zip(win.max_out, strides, in_dims, begins, strict=True)
+    ):
         raise UnsupportedOpError(
             f"{node.op_type} node {node.name!r}: with ceil_mode its last window starts in the padding; ONNX "
             "Runtime drops that window but onnx shape inference counts it, so the model's shapes disagree "
@@ -149,7 +153,7 @@ def _col2im(ctx: RuleContext, columns: str, weight: str, win: Window) -> str:
     full = ctx.emit("ConvTranspose", [columns, weight], strides=win.strides, dilations=win.dilations)
     count = len(win.kernel)
     padded = _pad(ctx, full, [0] * count, list(win.strides))
-    stops = [b + n for b, n in zip(win.begins, win.in_dims)]
+    stops = [b + n for b, n in zip(win.begins, win.in_dims, strict=True)]
     return ctx.slice(padded, win.begins, stops, _spatial(count))
 
 
@@ -177,14 +181,15 @@ def _global_average_factor(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("GlobalAveragePool")
 def global_average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Spread the cotangent evenly over the spatial positions."""
-    scaled = ctx.emit("Mul", [grads[0], _global_average_factor(ctx, node)])  # type: ignore[list-item]
+    scaled = ctx.emit("Mul", [ctx.require_gradient(grads[0], node), _global_average_factor(ctx, node)])
     return [ctx.expand_lead(scaled, node.input[0])]
 
 
 @jvp_rule("GlobalAveragePool")
 def global_average_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The spatial mean of the tangent."""
     axes = [a + 1 for a in _global_axes(ctx, node)]
-    return [ctx.reduce("ReduceMean", tangents[0], axes, keepdims=True)]  # type: ignore[arg-type]
+    return [ctx.reduce("ReduceMean", ctx.require_gradient(tangents[0], node), axes, keepdims=True)]
 
 
 def _global_max_weights(ctx: RuleContext, node: onnx.NodeProto) -> str:
@@ -197,12 +202,13 @@ def _global_max_weights(ctx: RuleContext, node: onnx.NodeProto) -> str:
 @vjp_rule("GlobalMaxPool")
 def global_max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """The cotangent goes to the maximal position(s) of each channel."""
-    return [ctx.emit("Mul", [grads[0], _global_max_weights(ctx, node)])]  # type: ignore[list-item]
+    return [ctx.emit("Mul", [ctx.require_gradient(grads[0], node), _global_max_weights(ctx, node)])]
 
 
 @jvp_rule("GlobalMaxPool")
 def global_max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    weighted = ctx.emit("Mul", [tangents[0], _global_max_weights(ctx, node)])  # type: ignore[list-item]
+    """The tangent at the spatial maximum (ties averaged)."""
+    weighted = ctx.emit("Mul", [ctx.require_gradient(tangents[0], node), _global_max_weights(ctx, node)])
     return [ctx.reduce_sum(weighted, [a + 1 for a in _global_axes(ctx, node)], keepdims=True)]
 
 
@@ -210,7 +216,9 @@ def global_max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequen
 def _taps_inside(win: Window) -> np.ndarray:
     """Per output position (up to ``max_out``), how many window taps fall inside the input."""
     per_axis = []
-    for n, b, o, s, k, d in zip(win.in_dims, win.begins, win.max_out, win.strides, win.kernel, win.dilations):
+    for n, b, o, s, k, d in zip(
+        win.in_dims, win.begins, win.max_out, win.strides, win.kernel, win.dilations, strict=True
+    ):
         positions = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - b
         per_axis.append(((positions >= 0) & (positions < n)).sum(axis=1))
     counts = per_axis[0]
@@ -236,7 +244,7 @@ def average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str
     """Scale the cotangent by 1/divisor and scatter it over each window (ConvTranspose of ones)."""
     x = node.input[0]
     win = window(ctx, node)
-    scaled = ctx.emit("Mul", [grads[0], _average_factor(ctx, node, win)])  # type: ignore[list-item]
+    scaled = ctx.emit("Mul", [ctx.require_gradient(grads[0], node), _average_factor(ctx, node, win)])
     ones = ctx.constant(np.ones([1, 1, *win.kernel], dtype=ctx.float_dtype(x)), "window")
     return [ctx.reshape_like(_col2im(ctx, _fold(ctx, scaled, 1, 3), ones, win), x)]
 
@@ -245,7 +253,7 @@ def average_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str
 def average_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """AveragePool is linear: pool the tangent (lead axis folded into the batch)."""
     window(ctx, node)  # refuses what the VJP refuses (ceil_mode window in the padding)
-    pooled = ctx.emit("AveragePool", [ctx.fold_lead(tangents[0])], **attributes_of(node))  # type: ignore[arg-type]
+    pooled = ctx.emit("AveragePool", [ctx.fold_lead(ctx.require_gradient(tangents[0], node))], **attributes_of(node))
     return [ctx.unfold_lead(pooled)]
 
 
@@ -266,8 +274,8 @@ def _winning_tap(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     padded = _pad(ctx, x, win.begins, win.padded_ends, value=-math.inf)
     taps = []
     for offset in itertools.product(*[range(k) for k in win.kernel]):
-        starts = [o * d for o, d in zip(offset, win.dilations)]
-        stops = [start + (out - 1) * s + 1 for start, out, s in zip(starts, win.max_out, win.strides)]
+        starts = [o * d for o, d in zip(offset, win.dilations, strict=True)]
+        stops = [start + (out - 1) * s + 1 for start, out, s in zip(starts, win.max_out, win.strides, strict=True)]
         taps.append(ctx.unsqueeze(ctx.slice(padded, starts, stops, _spatial(count), win.strides), [2]))
     stacked = ctx.emit("Concat", taps, axis=2) if len(taps) > 1 else taps[0]
     return ctx.emit("ArgMax", [stacked], axis=2, keepdims=1)
@@ -276,7 +284,9 @@ def _winning_tap(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
 def _input_positions(win: Window) -> np.ndarray:
     """int64 [K, *out]: flat spatial index in the input of tap k of each window (clipped inside)."""
     grids = []
-    for n, b, o, s, k, d in zip(win.in_dims, win.begins, win.max_out, win.strides, win.kernel, win.dilations):
+    for n, b, o, s, k, d in zip(
+        win.in_dims, win.begins, win.max_out, win.strides, win.kernel, win.dilations, strict=True
+    ):
         grids.append(np.clip(np.arange(k)[:, None] * d + np.arange(o)[None, :] * s - b, 0, n - 1))  # [k, o]
     flat = np.zeros([*win.kernel, *win.max_out], dtype=np.int64)
     count = len(win.kernel)
@@ -291,14 +301,20 @@ def _argmax_index(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     """int64 [N, C, P]: flat spatial input index of each output's maximum (P = output positions)."""
     tap = _winning_tap(ctx, node, win)
     table = ctx.constant(_input_positions(win)[None, None], "positions")  # [1, 1, K, *out]
-    expanded = ctx.emit("Expand", [table, ctx.emit("Concat", [ctx.shape_of(tap, 0, 2), ctx.ints([win.taps, *win.max_out])], axis=0)])
+    expanded = ctx.emit(
+        "Expand", [table, ctx.emit("Concat", [ctx.shape_of(tap, 0, 2), ctx.ints([win.taps, *win.max_out])], axis=0)]
+    )
     index = ctx.emit("GatherElements", [expanded, tap], axis=2)  # [N, C, 1, *out]
-    return ctx.emit("Reshape", [index, ctx.emit("Concat", [ctx.shape_of(node.output[0], 0, 2), ctx.ints([-1])], axis=0)])
+    return ctx.emit(
+        "Reshape", [index, ctx.emit("Concat", [ctx.shape_of(node.output[0], 0, 2), ctx.ints([-1])], axis=0)]
+    )
 
 
 def _flat_lead(ctx: RuleContext, gradient: str, forward: str) -> str:
     """[M, N, C, *spatial] -> [M, N, C, prod(spatial)]."""
-    return ctx.emit("Reshape", [gradient, ctx.emit("Concat", [ctx.lead_dim(), ctx.shape_of(forward, 0, 2), ctx.ints([-1])], axis=0)])
+    return ctx.emit(
+        "Reshape", [gradient, ctx.emit("Concat", [ctx.lead_dim(), ctx.shape_of(forward, 0, 2), ctx.ints([-1])], axis=0)]
+    )
 
 
 def _lead_index(ctx: RuleContext, index: str, like: str) -> str:
@@ -322,7 +338,13 @@ def max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | N
         index = _lead_index(ctx, _argmax_index(ctx, node, win), updates)
         scattered = ctx.emit("ScatterElements", [zeros, index, updates], axis=3, reduction="add")
         return [ctx.reshape_like(scattered, x)]
-    taps = ctx.emit("Reshape", [ctx.emit("Range", [_int_scalar(ctx, 0), _int_scalar(ctx, win.taps), _int_scalar(ctx, 1)]), ctx.ints([1, 1, win.taps] + [1] * len(win.kernel))])
+    taps = ctx.emit(
+        "Reshape",
+        [
+            ctx.emit("Range", [_int_scalar(ctx, 0), _int_scalar(ctx, win.taps), _int_scalar(ctx, 1)]),
+            ctx.ints([1, 1, win.taps] + [1] * len(win.kernel)),
+        ],
+    )
     mask = ctx.emit("Cast", [ctx.emit("Equal", [_winning_tap(ctx, node, win), taps])], to=ctx.elem_type(x))
     weighted = ctx.emit("Mul", [ctx.unsqueeze(g, [3]), mask])  # type: ignore[arg-type]
     columns = _fold(ctx, weighted, win.taps, 4)
@@ -334,7 +356,7 @@ def max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str 
     """Gather the tangent at each window's maximum (the Indices output has no tangent)."""
     x, y = node.input[0], node.output[0]
     win = window(ctx, node)
-    flat = _flat_lead(ctx, tangents[0], x)  # type: ignore[arg-type]
+    flat = _flat_lead(ctx, ctx.require_gradient(tangents[0], node), x)
     index = _argmax_index(ctx, node, win)
     target = ctx.emit("Concat", [ctx.lead_dim(), ctx.emit("Shape", [index])], axis=0)
     gathered = ctx.emit("GatherElements", [flat, ctx.emit("Expand", [ctx.unsqueeze(index, [0]), target])], axis=3)

@@ -1,5 +1,6 @@
-"""Gradient rules of reductions: ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceL1, ReduceL2,
-ReduceSumSquare, ReduceLogSumExp.
+"""Gradient rules of reductions.
+
+ReduceSum, ReduceMean, ReduceMax, ReduceMin, ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSumExp.
 
 Every reduction here has a derivative of the same form: dy = ReduceSum(w * dx) over the reduced
 axes, with a pointwise weight w of the input's shape (1 for ReduceSum, 1/count for ReduceMean,
@@ -24,11 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import ints_attribute
 from fimaudit.autodiff.context import AXES_AS_INPUT, REDUCE_AXES_AS_INPUT, RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, ints_attribute
 
 
 @dataclass(frozen=True)
@@ -82,18 +82,22 @@ def _kept(ctx: RuleContext, tensor: str, axes: list[int], keepdims: bool, lead: 
 Weight = Callable[[RuleContext, onnx.NodeProto, Reduction], "tuple[str | None, bool]"]
 
 
-def _linear_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None], weight: Weight) -> list[str | None]:
-    (g,) = grads
+def _linear_vjp(
+    ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None], weight: Weight
+) -> list[str | None]:
+    g = ctx.require_gradient(grads[0], node)
     spec = reduction(ctx, node)
     w, full = weight(ctx, node, spec)
-    kept = _kept(ctx, g, spec.axes, spec.keepdims, lead=True)  # type: ignore[arg-type]
+    kept = _kept(ctx, g, spec.axes, spec.keepdims, lead=True)
     weighted = kept if w is None else ctx.emit("Mul", [kept, w])
     if full:
         return [weighted]  # an input-shaped weight already broadcast the product to [M, *shape(x)]
     return [ctx.expand_lead(weighted, node.input[0])]
 
 
-def _linear_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None], weight: Weight) -> list[str | None]:
+def _linear_jvp(
+    ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None], weight: Weight
+) -> list[str | None]:
     t = tangents[0]
     spec = reduction(ctx, node)
     w, _ = weight(ctx, node, spec)
@@ -102,7 +106,7 @@ def _linear_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str |
 
 
 def _y_kept(ctx: RuleContext, node: onnx.NodeProto, spec: Reduction) -> str:
-    return _kept(ctx, node.output[0], spec.axes, spec.keepdims, lead=False)  # type: ignore[arg-type]
+    return _kept(ctx, node.output[0], spec.axes, spec.keepdims, lead=False)
 
 
 # ---- weights ----------------------------------------------------------------------------------
@@ -114,8 +118,9 @@ def _mean_weight(ctx: RuleContext, node: onnx.NodeProto, spec: Reduction) -> tup
     """1 / (number of reduced elements): static when the reduced dims are, else Size(x)/Size(y)."""
     x, y = node.input[0], node.output[0]
     shape = ctx.static_shape(x)
-    if shape is not None and all(isinstance(shape[a], int) for a in spec.axes):  # type: ignore[union-attr]
-        count = int(np.prod([shape[a] for a in spec.axes]))  # type: ignore[union-attr, misc]
+    dims = [] if shape is None else [d for d in (shape[a] for a in spec.axes) if isinstance(d, int)]
+    if shape is not None and len(dims) == len(spec.axes):
+        count = int(np.prod(dims))
         return ctx.scalar(1.0 / count, like=x), False
     sizes = [ctx.emit("Cast", [ctx.emit("Size", [name])], to=ctx.elem_type(x)) for name in (y, x)]
     return ctx.emit("Div", sizes), False
@@ -158,6 +163,7 @@ def reduce_sum_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str |
 
 @jvp_rule("ReduceSum")
 def reduce_sum_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The same sum over the same axes of the tangent."""
     return _linear_jvp(ctx, node, tangents, _sum_weight)
 
 
@@ -169,6 +175,7 @@ def reduce_mean_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str 
 
 @jvp_rule("ReduceMean")
 def reduce_mean_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The same mean over the same axes of the tangent."""
     return _linear_jvp(ctx, node, tangents, _mean_weight)
 
 
@@ -180,6 +187,7 @@ def reduce_max_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str |
 
 @jvp_rule("ReduceMax")
 def reduce_max_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent at the maximum of each reduced slice (ties averaged)."""
     return _linear_jvp(ctx, node, tangents, _extremum_weight)
 
 
@@ -191,6 +199,7 @@ def reduce_min_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str |
 
 @jvp_rule("ReduceMin")
 def reduce_min_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent at the minimum of each reduced slice (ties averaged)."""
     return _linear_jvp(ctx, node, tangents, _extremum_weight)
 
 
@@ -202,6 +211,7 @@ def reduce_l1_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
 
 @jvp_rule("ReduceL1")
 def reduce_l1_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """D sum|x| = sum(sign(x) dx) over the reduced axes."""
     return _linear_jvp(ctx, node, tangents, _l1_weight)
 
 
@@ -213,6 +223,7 @@ def reduce_l2_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
 
 @jvp_rule("ReduceL2")
 def reduce_l2_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """D ||x|| = sum(x dx) / ||x|| over the reduced axes."""
     return _linear_jvp(ctx, node, tangents, _l2_weight)
 
 
@@ -224,6 +235,7 @@ def reduce_sum_square_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequenc
 
 @jvp_rule("ReduceSumSquare")
 def reduce_sum_square_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """D sum(x^2) = sum(2 x dx) over the reduced axes."""
     return _linear_jvp(ctx, node, tangents, _sum_square_weight)
 
 
@@ -235,4 +247,5 @@ def reduce_log_sum_exp_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequen
 
 @jvp_rule("ReduceLogSumExp")
 def reduce_log_sum_exp_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """D log sum exp(x) = sum(softmax(x) dx) over the reduced axes."""
     return _linear_jvp(ctx, node, tangents, _log_sum_exp_weight)

@@ -23,17 +23,16 @@ float64; a runtime computing x_original in float32 can land on the other side of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import float_attribute, int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, float_attribute, int_attribute, ints_attribute
 
 RESIZE_INPUTS = 11  # Resize(X, roi, scales, sizes); opset 10 had Resize(X, scales)
 
@@ -58,7 +57,8 @@ def _constant_values(ctx: RuleContext, node: onnx.NodeProto, index: int) -> np.n
         if index == 3 or ctx.static_shape(name) == [0]:
             return None  # sizes computed at run time: the output's inferred shape tells them
         raise UnsupportedOpError(
-            f"Resize node {node.name!r}: {('roi', 'scales', 'sizes')[index - 1]} computed at run time are not supported",
+            f"Resize node {node.name!r}: {('roi', 'scales', 'sizes')[index - 1]} computed at run time "
+            "are not supported",
             ["Resize"],
         )
     value = np.asarray(value).reshape(-1)
@@ -87,9 +87,10 @@ def resized_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[AxisResize]:
     if scales is None and policy != "stretch":
         if sizes is None or not all(isinstance(in_shape[a], int) for a in axes):
             raise UnsupportedOpError(
-                f"Resize node {node.name!r}: keep_aspect_ratio_policy needs constant sizes and static input dims", ["Resize"]
+                f"Resize node {node.name!r}: keep_aspect_ratio_policy needs constant sizes and static input dims",
+                ["Resize"],
             )
-        ratios = [int(size) / int(in_shape[a]) for size, a in zip(sizes, axes)]  # type: ignore[arg-type]
+        ratios = [int(size) / int(in_shape[a]) for size, a in zip(sizes, axes, strict=True)]  # type: ignore[arg-type]
         common = min(ratios) if policy == "not_larger" else max(ratios)
         return [
             AxisResize(a, int(in_shape[a]), math.floor(int(in_shape[a]) * common + 0.5), common)  # type: ignore[arg-type]
@@ -106,13 +107,13 @@ def resized_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[AxisResize]:
             out = inferred_out if isinstance(inferred_out, int) else math.floor(length_in * float(scales[i]))
             changed.append(AxisResize(axis, length_in, out, float(scales[i])))
             continue
-        out = int(sizes[i]) if sizes is not None else inferred_out
-        if not isinstance(length_in, int) or not isinstance(out, int) or out == length_in:
+        size_out = int(sizes[i]) if sizes is not None else inferred_out
+        if not isinstance(length_in, int) or not isinstance(size_out, int) or size_out == length_in:
             # Equal sizes: the identity. A size not known statically (the batch dim N against
             # Shape(x)[0] in runtime sizes) is taken as unchanged too; were it changed, the final
             # Reshape to the other side's runtime shape fails loudly (element counts differ).
             continue
-        changed.append(AxisResize(axis, length_in, out, out / length_in))
+        changed.append(AxisResize(axis, length_in, size_out, size_out / length_in))
     return changed
 
 
@@ -147,7 +148,7 @@ def _round_prefer_ceil(x: np.ndarray) -> np.ndarray:
     return np.floor(x + 0.5)
 
 
-NEAREST_MODES = {
+NEAREST_MODES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "round_prefer_floor": _round_prefer_floor,
     "round_prefer_ceil": _round_prefer_ceil,
     "floor": np.floor,
@@ -234,7 +235,7 @@ def _changed(node: onnx.NodeProto, axes: list[AxisResize]) -> list[tuple[AxisRes
 
 def _static_dims(ctx: RuleContext, name: str) -> list[int]:
     shape = ctx.static_shape(name) or []
-    return [int(d) if isinstance(d, int) else -1 for d in shape]  # type: ignore[misc]
+    return [int(d) if isinstance(d, int) else -1 for d in shape]
 
 
 @vjp_rule("Resize")

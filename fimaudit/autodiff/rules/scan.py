@@ -20,11 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import int_attribute
 from fimaudit.autodiff.context import RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
-from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.errors import ModelError, UnsupportedOpError
+from fimaudit.graph.onnx_utils import attribute, int_attribute
 
 
 # ---- CumSum -----------------------------------------------------------------------------------
@@ -32,7 +31,9 @@ def _cumsum_axis(ctx: RuleContext, node: onnx.NodeProto) -> str:
     """The gradient's axis as an int64 tensor (the forward axis must be a constant)."""
     value = ctx.constant_value(node.input[1])
     if value is None:
-        raise UnsupportedOpError(f"CumSum node {node.name!r}: an axis computed at run time is not supported", ["CumSum"])
+        raise UnsupportedOpError(
+            f"CumSum node {node.name!r}: an axis computed at run time is not supported", ["CumSum"]
+        )
     axis = int(np.asarray(value).reshape(-1)[0])
     shifted = np.array(ctx.shift_axis(axis), dtype=np.asarray(value).dtype)
     return ctx.constant(shifted, "axis")
@@ -43,7 +44,14 @@ def cumsum_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
     """The cumulative sum of the cotangent in the opposite direction (same ``exclusive``)."""
     reverse = int_attribute(node, "reverse", 0)
     exclusive = int_attribute(node, "exclusive", 0)
-    return [ctx.emit("CumSum", [grads[0], _cumsum_axis(ctx, node)], exclusive=exclusive, reverse=1 - reverse)]  # type: ignore[list-item]
+    return [
+        ctx.emit(
+            "CumSum",
+            [ctx.require_gradient(grads[0], node), _cumsum_axis(ctx, node)],
+            exclusive=exclusive,
+            reverse=1 - reverse,
+        )
+    ]
 
 
 @jvp_rule("CumSum")
@@ -51,7 +59,14 @@ def cumsum_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | 
     """CumSum is linear: the same CumSum of the tangent."""
     reverse = int_attribute(node, "reverse", 0)
     exclusive = int_attribute(node, "exclusive", 0)
-    return [ctx.emit("CumSum", [tangents[0], _cumsum_axis(ctx, node)], exclusive=exclusive, reverse=reverse)]  # type: ignore[list-item]
+    return [
+        ctx.emit(
+            "CumSum",
+            [ctx.require_gradient(tangents[0], node), _cumsum_axis(ctx, node)],
+            exclusive=exclusive,
+            reverse=reverse,
+        )
+    ]
 
 
 # ---- Einsum -----------------------------------------------------------------------------------
@@ -59,9 +74,15 @@ def _parse(ctx: RuleContext, node: onnx.NodeProto) -> tuple[list[str], str, str]
     """(operand terms, output term, a free letter for the lead axis); refuses what is unsupported."""
     equation = str(attribute(node, "equation")).replace(" ", "")
     if "..." in equation:
-        raise UnsupportedOpError(f"Einsum node {node.name!r}: ellipsis ('...') in {equation!r} is not supported", ["Einsum"])
+        raise UnsupportedOpError(
+            f"Einsum node {node.name!r}: ellipsis ('...') in {equation!r} is not supported", ["Einsum"]
+        )
     inputs, _, output = equation.partition("->")
     terms = inputs.split(",")
+    if len(terms) != len(node.input):
+        raise ModelError(
+            f"Einsum node {node.name!r}: {equation!r} has {len(terms)} operands, the node {len(node.input)}"
+        )
     if "->" not in equation:  # implicit output: letters that occur once, in alphabetical order
         letters = "".join(terms)
         output = "".join(sorted(letter for letter in set(letters) if letters.count(letter) == 1))
@@ -80,9 +101,11 @@ def _parse(ctx: RuleContext, node: onnx.NodeProto) -> tuple[list[str], str, str]
 
 def _check_no_broadcast(ctx: RuleContext, node: onnx.NodeProto, terms: list[str]) -> None:
     sizes: dict[str, set[object]] = {}
-    for name, term in zip(node.input, terms):
+    for name, term in zip(node.input, terms, strict=True):
         shape = ctx.static_shape(name) or [None] * len(term)
-        for letter, dim in zip(term, shape):
+        if len(shape) != len(term):
+            raise ModelError(f"Einsum node {node.name!r}: operand {name!r} of rank {len(shape)} is labelled {term!r}")
+        for letter, dim in zip(term, shape, strict=True):
             sizes.setdefault(letter, set()).add(dim)
     for letter, dims in sizes.items():
         if 1 in dims and len(dims) > 1:
@@ -96,15 +119,17 @@ def einsum_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
     """g_i = Einsum(lead+out, other operands -> lead+term_i), broadcast along letters only in operand i."""
     terms, output, lead = _parse(ctx, node)
     results: list[str | None] = []
-    for index, (name, term) in enumerate(zip(node.input, terms)):
+    for index, (name, term) in enumerate(zip(node.input, terms, strict=True)):
         if not ctx.needs_gradient(name):
             results.append(None)
             continue
-        others = [(other, t) for j, (other, t) in enumerate(zip(node.input, terms)) if j != index]
+        others = [(other, t) for j, (other, t) in enumerate(zip(node.input, terms, strict=True)) if j != index]
         elsewhere = set(output + "".join(t for _, t in others))
         kept = "".join(letter for letter in term if letter in elsewhere)
         equation = ",".join([lead + output, *[t for _, t in others]]) + "->" + lead + kept
-        pulled = ctx.emit("Einsum", [grads[0], *[other for other, _ in others]], equation=equation)  # type: ignore[list-item]
+        pulled = ctx.emit(
+            "Einsum", [ctx.require_gradient(grads[0], node), *[other for other, _ in others]], equation=equation
+        )
         if kept != term:
             missing = [position + 1 for position, letter in enumerate(term) if letter not in elsewhere]
             pulled = ctx.expand_lead(ctx.unsqueeze(pulled, missing), name)

@@ -1,5 +1,6 @@
-"""Gradient rules of data movement: Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat,
-Split, Slice, Expand, Pad, Tile.
+"""Gradient rules of data movement.
+
+Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Pad, Tile.
 
 These ops move or copy elements without arithmetic, so every rule is another data-movement op
 on the gradient (which has one extra leading axis M, see ``registry.py``):
@@ -26,11 +27,10 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.attributes import int_attribute, ints_attribute
 from fimaudit.autodiff.context import RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
-from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.errors import ModelError, UnsupportedOpError
+from fimaudit.graph.onnx_utils import REQUIRED, Required, attribute, int_attribute, ints_attribute
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 INT64_MIN = int(np.iinfo(np.int64).min)
@@ -112,11 +112,11 @@ def _pad_lead(
 
 # ---- pure reshapes --------------------------------------------------------------------------
 def _reshape_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    return [ctx.reshape_like(grads[0], node.input[0])]  # type: ignore[arg-type]
+    return [ctx.reshape_like(ctx.require_gradient(grads[0], node), node.input[0])]
 
 
 def _reshape_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.reshape_like(tangents[0], node.output[0])]  # type: ignore[arg-type]
+    return [ctx.reshape_like(ctx.require_gradient(tangents[0], node), node.output[0])]
 
 
 @vjp_rule("Reshape")
@@ -127,6 +127,7 @@ def reshape_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | No
 
 @jvp_rule("Reshape")
 def reshape_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent reshaped to the output's shape (behind the lead axis)."""
     return _reshape_jvp(ctx, node, tangents)
 
 
@@ -138,6 +139,7 @@ def flatten_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | No
 
 @jvp_rule("Flatten")
 def flatten_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent flattened like the output (behind the lead axis)."""
     return _reshape_jvp(ctx, node, tangents)
 
 
@@ -149,6 +151,7 @@ def squeeze_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | No
 
 @jvp_rule("Squeeze")
 def squeeze_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent squeezed like the output (behind the lead axis)."""
     return _reshape_jvp(ctx, node, tangents)
 
 
@@ -160,15 +163,16 @@ def unsqueeze_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
 
 @jvp_rule("Unsqueeze")
 def unsqueeze_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
+    """The tangent unsqueezed like the output (behind the lead axis)."""
     return _reshape_jvp(ctx, node, tangents)
 
 
 # ---- Transpose ------------------------------------------------------------------------------
 def _perm(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
-    perm = attribute(node, "perm")
+    perm = ints_attribute(node, "perm")
     if perm is None:  # default: reverse the axes
         return list(reversed(range(ctx.require_rank(node.input[0], node))))
-    return [int(p) for p in perm]  # type: ignore[union-attr]
+    return perm
 
 
 @vjp_rule("Transpose")
@@ -178,28 +182,31 @@ def transpose_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | 
     inverse = [0] * len(perm)
     for i, p in enumerate(perm):
         inverse[p] = i
-    return [ctx.transpose(grads[0], [0] + [i + 1 for i in inverse])]  # type: ignore[arg-type]
+    return [ctx.transpose(ctx.require_gradient(grads[0], node), [0] + [i + 1 for i in inverse])]
 
 
 @jvp_rule("Transpose")
 def transpose_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.transpose(tangents[0], [0] + [p + 1 for p in _perm(ctx, node)])]  # type: ignore[arg-type]
+    """The tangent transposed by the same permutation (the lead axis kept first)."""
+    return [ctx.transpose(ctx.require_gradient(tangents[0], node), [0] + [p + 1 for p in _perm(ctx, node)])]
 
 
 # ---- Concat / Split -------------------------------------------------------------------------
-def _pieces(ctx: RuleContext, gradient: str, pieces: Sequence[str], wanted: Sequence[bool], axis: int) -> list[str | None]:
+def _pieces(
+    ctx: RuleContext, gradient: str, pieces: Sequence[str], wanted: Sequence[bool], axis: int
+) -> list[str | None]:
     """Consecutive slices of ``gradient`` along forward ``axis``, one per piece (sized like it)."""
     offset: IntValue = 0
     results: list[str | None] = []
-    for name, want in zip(pieces, wanted):
+    for name, want in zip(pieces, wanted, strict=True):
         end = _add(ctx, offset, _dim(ctx, name, axis))
         results.append(ctx.slice(gradient, _as_tensor(ctx, offset), _as_tensor(ctx, end), [axis + 1]) if want else None)
         offset = end
     return results
 
 
-def _axis(ctx: RuleContext, node: onnx.NodeProto, name: str, default: int | None = None) -> int:
-    """The node's non-negative ``axis`` attribute for the forward tensor ``name``."""
+def _axis(ctx: RuleContext, node: onnx.NodeProto, name: str, default: int | Required = REQUIRED) -> int:
+    """The node's non-negative ``axis`` attribute for the forward tensor ``name`` (required unless ``default``)."""
     return ctx.normalize_axis(int_attribute(node, "axis", default), ctx.require_rank(name, node))
 
 
@@ -207,45 +214,51 @@ def _axis(ctx: RuleContext, node: onnx.NodeProto, name: str, default: int | None
 def concat_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Each operand on the path receives its slice of the cotangent along the concat axis."""
     wanted = [ctx.needs_gradient(name) for name in node.input]
-    return _pieces(ctx, grads[0], node.input, wanted, _axis(ctx, node, node.output[0]))  # type: ignore[arg-type]
+    return _pieces(ctx, ctx.require_gradient(grads[0], node), node.input, wanted, _axis(ctx, node, node.output[0]))
 
 
 @jvp_rule("Concat")
 def concat_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """Concatenate the tangents; operands off the path contribute zeros."""
-    parts = [t if t is not None else ctx.zeros_lead_like(name) for t, name in zip(tangents, node.input)]
-    return [ctx.emit("Concat", parts, axis=ctx.shift_axis(int_attribute(node, "axis")))]
+    parts = [t if t is not None else ctx.zeros_lead_like(name) for t, name in zip(tangents, node.input, strict=True)]
+    return [ctx.emit("Concat", parts, axis=ctx.shift_axis(int_attribute(node, "axis", REQUIRED)))]
 
 
 @vjp_rule("Split")
 def split_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Concatenate the outputs' cotangents (zeros for outputs without one) along the split axis."""
-    parts = [g if g is not None else ctx.zeros_lead_like(name) for g, name in zip(grads, node.output)]
+    parts = [g if g is not None else ctx.zeros_lead_like(name) for g, name in zip(grads, node.output, strict=True)]
     axis = ctx.shift_axis(int_attribute(node, "axis", 0))
     return [ctx.emit("Concat", parts, axis=axis)]
 
 
 @jvp_rule("Split")
 def split_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    """Slice the tangent like the outputs: sizes read from the outputs, so every opset form of
-    the split sizes (attribute < 13, input >= 13, num_outputs >= 18) is handled alike.
+    """Slice the tangent like the outputs, with the sizes read from the outputs.
+
+    So every opset form of the split sizes (attribute < 13, input >= 13, num_outputs >= 18) is
+    handled alike.
     """
     axis = _axis(ctx, node, node.input[0], 0)
     wanted = [ctx.needs_gradient(name) for name in node.output]
-    return _pieces(ctx, tangents[0], node.output, wanted, axis)  # type: ignore[arg-type]
+    return _pieces(ctx, ctx.require_gradient(tangents[0], node), node.output, wanted, axis)
 
 
 # ---- Slice ----------------------------------------------------------------------------------
 def _slice_axes(ctx: RuleContext, node: onnx.NodeProto) -> list[int]:
     """The sliced forward axes, non-negative; they must be known when the graph is built."""
     if ctx.opset < 10 or len(node.input) < 3:
-        raise UnsupportedOpError(f"Slice node {node.name!r}: the attribute form (opset < 10) is not supported", ["Slice"])
+        raise UnsupportedOpError(
+            f"Slice node {node.name!r}: the attribute form (opset < 10) is not supported", ["Slice"]
+        )
     rank = ctx.require_rank(node.input[0], node)
     axes_name = optional_input(node, 3)
     if axes_name is not None:
         axes = _int_constant(ctx, axes_name)
         if axes is None:
-            raise UnsupportedOpError(f"Slice node {node.name!r}: axes computed at run time are not supported", ["Slice"])
+            raise UnsupportedOpError(
+                f"Slice node {node.name!r}: axes computed at run time are not supported", ["Slice"]
+            )
         return [ctx.normalize_axis(a, rank) for a in axes]
     starts_shape = ctx.static_shape(node.input[1])
     if starts_shape is None or not isinstance(starts_shape[0], int):
@@ -263,7 +276,7 @@ def _static_unit_slice(ctx: RuleContext, node: onnx.NodeProto, axes: list[int]) 
     if starts is None or ends is None or steps is None or dims is None or any(s != 1 for s in steps):
         return None
     borders = []
-    for start, end, n in zip(starts, ends, dims):
+    for start, end, n in zip(starts, ends, dims, strict=True):
         begin, stop, _ = slice(start, end, 1).indices(n)  # ONNX clamps unit steps as Python does
         kept = max(0, stop - begin)
         borders.append((begin, n - begin - kept))
@@ -310,17 +323,17 @@ def _scatter_back_axis(ctx: RuleContext, node: onnx.NodeProto, gradient: str, in
 @vjp_rule("Slice")
 def slice_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Place the cotangent back where the slice took it from; zeros elsewhere."""
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     rank = ctx.require_rank(node.input[0], node)
     axes = _slice_axes(ctx, node)
     borders = _static_unit_slice(ctx, node, axes)
     if borders is not None:
-        begins = {axis: before for axis, (before, _) in zip(axes, borders)}
-        ends = {axis: after for axis, (_, after) in zip(axes, borders)}
-        return [_pad_lead(ctx, g, rank, begins, ends)]  # type: ignore[arg-type]
+        begins = {axis: before for axis, (before, _) in zip(axes, borders, strict=True)}
+        ends = {axis: after for axis, (_, after) in zip(axes, borders, strict=True)}
+        return [_pad_lead(ctx, g, rank, begins, ends)]
     result = g
     for index, axis in enumerate(axes):
-        result = _scatter_back_axis(ctx, node, result, index, axis, rank)  # type: ignore[arg-type]
+        result = _scatter_back_axis(ctx, node, result, index, axis, rank)
     return [result]
 
 
@@ -331,19 +344,20 @@ def slice_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | N
     shifted = ctx.constant(np.array([a + 1 for a in axes], dtype=_index_dtype(ctx, node.input[1])), "axes")
     steps = optional_input(node, 4)
     inputs = [tangents[0], node.input[1], node.input[2], shifted] + ([steps] if steps else [])
-    return [ctx.emit("Slice", inputs)]  # type: ignore[list-item]
+    return [ctx.emit("Slice", inputs)]
 
 
 # ---- Expand / Tile --------------------------------------------------------------------------
 @vjp_rule("Expand")
 def expand_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """Sum the cotangent over the broadcast axes (the shared unbroadcast helper)."""
-    return [ctx.unbroadcast(grads[0], node.input[0], node.output[0])]  # type: ignore[arg-type]
+    return [ctx.unbroadcast(ctx.require_gradient(grads[0], node), node.input[0], node.output[0])]
 
 
 @jvp_rule("Expand")
 def expand_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.expand_to(tangents[0], node.input[0], node.output[0])]  # type: ignore[arg-type]
+    """The tangent expanded to the output's shape."""
+    return [ctx.expand_to(ctx.require_gradient(tangents[0], node), node.input[0], node.output[0])]
 
 
 @vjp_rule("Tile")
@@ -355,7 +369,9 @@ def tile_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
     dims = ctx.ints(shape) if shape is not None and all(isinstance(d, int) for d in shape) else ctx.shape_of(data)  # type: ignore[arg-type]
     pairs = ctx.emit("Concat", [ctx.unsqueeze(repeats, [1]), ctx.unsqueeze(dims, [1])], axis=1)
     interleaved = ctx.emit("Reshape", [pairs, ctx.ints([-1])])
-    blocks = ctx.emit("Reshape", [grads[0], ctx.emit("Concat", [ctx.lead_dim(), interleaved], axis=0)])  # type: ignore[list-item]
+    blocks = ctx.emit(
+        "Reshape", [ctx.require_gradient(grads[0], node), ctx.emit("Concat", [ctx.lead_dim(), interleaved], axis=0)]
+    )
     return [ctx.reduce_sum(blocks, [1 + 2 * i for i in range(rank)], keepdims=False)]
 
 
@@ -363,7 +379,7 @@ def tile_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
 def tile_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
     """Tile the tangent the same way (the lead axis repeated once)."""
     repeats = ctx.emit("Concat", [ctx.ints([1]), node.input[1]], axis=0)
-    return [ctx.emit("Tile", [tangents[0], repeats])]  # type: ignore[list-item]
+    return [ctx.emit("Tile", [ctx.require_gradient(tangents[0], node), repeats])]
 
 
 # ---- Pad ------------------------------------------------------------------------------------
@@ -385,11 +401,18 @@ def _pad_axes(ctx: RuleContext, node: onnx.NodeProto, rank: int) -> list[int]:
     return [ctx.normalize_axis(a, rank) for a in axes]
 
 
-def _static_pads(ctx: RuleContext, node: onnx.NodeProto) -> list[int] | None:
-    """The pads [begins..., ends...] when known at build time (attribute < 11, constant input after)."""
+def _static_pads(ctx: RuleContext, node: onnx.NodeProto, count: int) -> list[int] | None:
+    """The pads [begins..., ends...] of ``count`` axes when known at build time, else None.
+
+    An attribute before opset 11, a constant input from then on; a list of another length than
+    two per axis is refused (ModelError).
+    """
     if ctx.opset < PADS_AS_INPUT:
-        return ints_attribute(node, "pads")
-    return _int_constant(ctx, node.input[1])
+        return ints_attribute(node, "pads", REQUIRED, length=2 * count)
+    pads = _int_constant(ctx, node.input[1])
+    if pads is not None and len(pads) != 2 * count:
+        raise ModelError(f"Pad node {node.name!r}: {len(pads)} pads for {count} axes (two per axis expected)")
+    return pads
 
 
 def _check_constant_value(ctx: RuleContext, node: onnx.NodeProto) -> None:
@@ -403,14 +426,14 @@ def _crop_static(ctx: RuleContext, g: str, rank: int, axes: list[int], pads: lis
     """VJP of constant padding with known pads: crop what was added, zero-pad what was removed."""
     count = len(axes)
     begins, ends = pads[:count], pads[count:]
-    crop_axes = [a for a, b, e in zip(axes, begins, ends) if b > 0 or e > 0]
+    crop_axes = [a for a, b, e in zip(axes, begins, ends, strict=True) if b > 0 or e > 0]
     result = g
     if crop_axes:
-        starts = [max(b, 0) for a, b, e in zip(axes, begins, ends) if b > 0 or e > 0]
-        stops = [-e if e > 0 else INT64_MAX for a, b, e in zip(axes, begins, ends) if b > 0 or e > 0]
+        starts = [max(b, 0) for a, b, e in zip(axes, begins, ends, strict=True) if b > 0 or e > 0]
+        stops = [-e if e > 0 else INT64_MAX for a, b, e in zip(axes, begins, ends, strict=True) if b > 0 or e > 0]
         result = ctx.slice(result, starts, stops, [a + 1 for a in crop_axes])
-    restore_begin = {a: -b for a, b in zip(axes, begins) if b < 0}
-    restore_end = {a: -e for a, e in zip(axes, ends) if e < 0}
+    restore_begin = {a: -b for a, b in zip(axes, begins, strict=True) if b < 0}
+    restore_end = {a: -e for a, e in zip(axes, ends, strict=True) if e < 0}
     return _pad_lead(ctx, result, rank, restore_begin, restore_end)
 
 
@@ -471,28 +494,35 @@ def pad_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None])
     Negative pads (cropping) are supported in constant mode; reflect/edge/wrap need constant,
     non-negative pads and static sizes of the padded axes.
     """
-    (g,) = grads
+    g = ctx.require_gradient(grads[0], node)
     _check_constant_value(ctx, node)
     data = node.input[0]
     rank = ctx.require_rank(data, node)
     mode = _pad_mode(node)
     axes = _pad_axes(ctx, node, rank)
-    pads = _static_pads(ctx, node)
+    pads = _static_pads(ctx, node, len(axes))
     if mode == "constant":
         if pads is None:
-            return [_crop_dynamic(ctx, node, g, rank, axes)]  # type: ignore[arg-type]
-        return [_crop_static(ctx, g, rank, axes, pads)]  # type: ignore[arg-type]
+            return [_crop_dynamic(ctx, node, g, rank, axes)]
+        return [_crop_static(ctx, g, rank, axes, pads)]
     count = len(axes)
-    padded = [(axis, before, after) for axis, before, after in zip(axes, (pads or [])[:count], (pads or [])[count:]) if before or after]
+    # strict=False: pads may be None (empty lists) here; that is refused just below.
+    before_pads, after_pads = (pads or [])[:count], (pads or [])[count:]
+    padded = [
+        (axis, before, after)
+        for axis, before, after in zip(axes, before_pads, after_pads, strict=False)
+        if before or after
+    ]
     dims = _static_dims(ctx, data, [axis for axis, _, _ in padded])
     if pads is None or dims is None or min(pads) < 0:
         raise UnsupportedOpError(
-            f"Pad node {node.name!r}: mode {mode!r} needs constant non-negative pads and static sizes of the padded axes",
+            f"Pad node {node.name!r}: mode {mode!r} needs constant non-negative pads and static sizes of the "
+            "padded axes",
             ["Pad"],
         )
     result = g
-    for (axis, before, after), n in zip(padded, dims):
-        result = _fold_borders(ctx, result, rank, axis, n, before, after, mode)  # type: ignore[arg-type]
+    for (axis, before, after), n in zip(padded, dims, strict=True):
+        result = _fold_borders(ctx, result, rank, axis, n, before, after, mode)
     return [result]
 
 
@@ -505,11 +535,11 @@ def pad_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | Non
     rank = ctx.require_rank(data, node)
     mode = _pad_mode(node)
     axes = _pad_axes(ctx, node, rank)
-    pads = _static_pads(ctx, node)
+    pads = _static_pads(ctx, node, len(axes))
     count = len(axes)
     if pads is not None:
-        begins = dict(zip(axes, pads[:count]))
-        ends = dict(zip(axes, pads[count:]))
+        begins = dict(zip(axes, pads[:count], strict=True))
+        ends = dict(zip(axes, pads[count:], strict=True))
         return [_pad_lead(ctx, t, rank, begins, ends, mode)]  # type: ignore[arg-type]
     if ctx.opset >= PAD_AXES_INPUT:
         return [ctx.emit("Pad", [t, node.input[1], "", ctx.ints([a + 1 for a in axes])], mode=mode)]  # type: ignore[list-item]
