@@ -35,6 +35,7 @@ from fimaudit.autodiff.build import (
     INPUT_GRAD,
     OUTPUT_TANGENT,
     TANGENT,
+    at_gradient_opset,
     build_jvp_model,
     build_vjp_model,
     missing_rules,
@@ -99,8 +100,12 @@ class GraphJacobian:
         num_classes: int,
         vjp_model: onnx.ModelProto,
         max_rows: int | None = None,
+        forward_model: onnx.ModelProto | None = None,
     ) -> None:
         self.runner = runner
+        # The model the JVP graph is derived from (already at the gradient opset when graph_source
+        # converted it: converting again for the JVP would say so twice); None: the runner's model.
+        self._forward_model = forward_model
         self.sample_shape = tuple(sample_shape)
         self.input_size = int(np.prod(sample_shape))
         self.num_classes = num_classes
@@ -189,8 +194,9 @@ class GraphJacobian:
     def _jvp_session(self) -> _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
+                base = self._forward_model or self.runner.model
                 model = build_jvp_model(
-                    with_sample_shape(self.runner.model, self.runner.input_name, self.sample_shape),
+                    with_sample_shape(base, self.runner.input_name, self.sample_shape),
                     self.runner.input_name,
                     LOGITS,
                     self.probe,
@@ -267,14 +273,15 @@ def graph_source(runner: ModelRunner, sample_shape: tuple[int, ...], num_classes
     Checks coverage first (every op on the differentiable path has a rule) so an unsupported
     model costs no compute; a gradient graph ONNX Runtime cannot load or run is also refused.
     """
-    model = with_sample_shape(runner.model, runner.input_name, tuple(sample_shape))
     dtype = _numpy_dtype(runner.session, runner.input_name, "float32")
     try:
+        # Converted once here (an old opset is said once), not by each of the three analyses below.
+        model = at_gradient_opset(with_sample_shape(runner.model, runner.input_name, tuple(sample_shape)))
         missing = missing_rules(model, runner.input_name, LOGITS, "vjp")
         if missing:
             raise unsupported_error(missing, "vjp")
         vjp_model = build_vjp_model(model, runner.input_name, LOGITS, shape_probe(runner, sample_shape, dtype))
-        source = GraphJacobian(runner, sample_shape, num_classes, vjp_model)
+        source = GraphJacobian(runner, sample_shape, num_classes, vjp_model, forward_model=model)
         # One reverse run on a zero input: a graph ONNX Runtime loads but cannot run (its shape
         # arithmetic disagreeing with the ONNX formulas, e.g. a pooling window larger than its
         # input) is a reason to fall back now, not an error halfway through the audit.

@@ -22,7 +22,7 @@ from onnx import helper, numpy_helper, shape_inference
 from fimaudit.autodiff import registry
 from fimaudit.errors import UnsupportedOpError
 from fimaudit.graph.onnx_utils import DEFAULT_DOMAINS, LazyConstants, opset_version
-from fimaudit.graph.tensors import FLOAT_TYPES, Dim, subgraph_inputs, value_shape
+from fimaudit.graph.tensors import FLOAT_TYPES, Dim, declared_types_and_shapes, subgraph_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -302,22 +302,6 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         return model
 
 
-def _types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
-    types: dict[str, int] = {}
-    shapes: dict[str, list[Dim] | None] = {}
-    for value in [*graph.value_info, *graph.input, *graph.output]:
-        if value.type.HasField("tensor_type"):
-            if value.type.tensor_type.elem_type:
-                types[value.name] = value.type.tensor_type.elem_type
-            shape = value_shape(value)
-            if shape is not None:
-                shapes[value.name] = shape
-    for init in graph.initializer:
-        types[init.name] = init.data_type
-        shapes[init.name] = [int(d) for d in init.dims]
-    return types, shapes
-
-
 def _on_path(graph: onnx.GraphProto, input_name: str, output_name: str, types: dict[str, int]) -> set[int]:
     """Indices of the nodes on the differentiable path from the input to the output.
 
@@ -360,7 +344,7 @@ def lower_for_gradients(model: onnx.ModelProto, input_name: str, output_name: st
     for _ in range(MAX_ROUNDS):
         inferred = _infer(lowered)
         graph = inferred.graph
-        types, shapes = _types_and_shapes(graph)
+        types, shapes = declared_types_and_shapes(graph)
         path = _on_path(graph, input_name, output_name, types)
         targets = [
             i for i in sorted(path) if graph.node[i].op_type in _LOWERINGS and graph.node[i].domain in DEFAULT_DOMAINS
