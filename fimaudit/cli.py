@@ -298,6 +298,7 @@ def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[
     show_default=True,
     help="Show what audit --wrt would differentiate (embeddings: token-id models).",
 )
+@click.option("--max-memory", type=SizeType(), help="Memory the model's weights may take (e.g. 2G).")
 def inspect(
     model: str,
     input_name: str | None,
@@ -305,6 +306,7 @@ def inspect(
     output_kind: str | None,
     json_path: str | None,
     wrt: str,
+    max_memory: int | None,
 ) -> None:
     """Describe MODEL and show what an audit with the same options would differentiate.
 
@@ -313,9 +315,11 @@ def inspect(
     """
     from fimaudit.inspection import inspect_model, inspection_text, refusal_error
     from fimaudit.report.writing import json_text, write_atomic
+    from fimaudit.resources import MemoryBudget
 
     check_output_paths([model], [json_path])
-    document = inspect_model(model, input_name, output_name, output_kind=output_kind, wrt=wrt)
+    budget = MemoryBudget.from_option(max_memory)  # the weights are read: planned like every command's
+    document = inspect_model(model, input_name, output_name, budget, output_kind=output_kind, wrt=wrt)
     click.echo(inspection_text(document))
     if json_path:
         write_atomic(json_path, json_text(document), inputs=[model, *_external_files(model, document)])
@@ -423,7 +427,7 @@ def audit(
         finish()
     # Everything is rendered before anything is written: a failure leaves no file at all.
     write_audit_outputs(result, json_path, report_path, summary_path)
-    click.echo(summary_line(result))
+    click.echo(one_line(summary_line(result)))  # the model's path may be a hostile file name
     # The verdict is three-way: an inconclusive audit does not pass the gate.
     sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
 
@@ -531,14 +535,15 @@ def compare(
     document = write_comparison_outputs(
         comparison, json_path, report_path, rtol=rtol, statistic=statistic, consistency=consistency
     )
+    # Model labels are file names (a glob over an untrusted archive): each line is escaped.
     for rank in document["ranking"]["by_measured"]:
-        click.echo(f"{rank['rank']}. {rank['model']}: {statistic} lambda_max {rank['value']:.4g}")
+        click.echo(one_line(f"{rank['rank']}. {rank['model']}: {statistic} lambda_max {rank['value']:.4g}"))
     for outcome in comparison.outcomes:
         if outcome.note:
-            click.echo(f"{outcome.path}: {outcome.note}")
+            click.echo(one_line(f"{outcome.path}: {outcome.note}"))
     for pair in consistency.pairs:
-        click.echo(f"{pair.a} vs {pair.b}: {pair.status.replace('_', ' ')}: {pair.reason}")
-    click.echo(f"{consistency.status.replace('_', ' ').upper()}: {consistency.reason}")
+        click.echo(one_line(f"{pair.a} vs {pair.b}: {pair.status.replace('_', ' ')}: {pair.reason}"))
+    click.echo(one_line(f"{consistency.status.replace('_', ' ').upper()}: {consistency.reason}"))
     sys.exit(EXIT_PASSED if consistency.passed else EXIT_FAILED)
 
 
@@ -599,7 +604,7 @@ def jacobian(
         output_kind=output_kind,
     )
     shape = "x".join(str(d) for d in result.shape)
-    click.echo(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})")
+    click.echo(one_line(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})"))
 
 
 def _float_list(text: str | None, what: str, count: int | None = None) -> list[float]:

@@ -94,8 +94,12 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _ABSURD_BYTES = (1 << 63) - 1
 
 
-def _read_model_file(path: Path) -> bytes:
-    """The model file's bytes, read once; anything but a regular file with data is refused unopened."""
+def _read_model_file(path: Path, budget: MemoryBudget | None = None) -> bytes:
+    """The model file's bytes, read once; anything but a regular file with data is refused unopened.
+
+    Weights stored in the file itself are its bytes: with a ``budget``, a file too large to hold
+    (its bytes, the parsed model and a transient copy while it is checked) is refused unread.
+    """
     real = os.path.realpath(path)
     if any(real == root or real.startswith(root + os.sep) for root in _PSEUDO_ROOTS):
         raise ModelError(f"{path} is a kernel pseudo-file ({real}), not an ONNX model file")
@@ -107,6 +111,12 @@ def _read_model_file(path: Path) -> bytes:
         raise ModelError(f"cannot read the model file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     if not stat.S_ISREG(info.st_mode):
         raise ModelError(f"{path} is not a regular file (a folder, FIFO, socket or device); give an .onnx file")
+    if budget is not None and WEIGHT_COPIES * info.st_size > budget.limit:
+        raise ResourceError(
+            f"reading the model file {path.name} ({format_size(info.st_size)}) needs at least "
+            f"{format_size(WEIGHT_COPIES * info.st_size)} ({WEIGHT_COPIES} copies) but {budget.source}; raise "
+            "--max-memory or audit a smaller model"
+        )
     try:
         fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
     except OSError as exc:
@@ -153,6 +163,7 @@ class _DataFile:
     real_path: str
     device_inode: tuple[int, int]
     size: int
+    root: str = ""  # the model's folder (real path) that ``location`` is relative to
     references: list[_Reference] = field(default_factory=list)
 
 
@@ -211,6 +222,8 @@ def _parse_offset(value: str, key: str, found: FoundTensor) -> int:
         raise ModelError(
             f"{found.where} has an invalid external data {key} {value[:40]!r} (a non-negative integer is required)"
         )
+    if len(value.lstrip("0")) > 100:  # beyond any file (and int() refuses more than 4300 digits)
+        raise ModelError(f"{found.where} has an external data {key} of {len(value)} digits; no file is that large")
     return int(value)
 
 
@@ -227,7 +240,9 @@ def _check_location(location: str, found: FoundTensor, root: str) -> str:
             f"{found.where} points to external data outside the model's folder ({shown!r}); refusing to read it"
         )
     real = os.path.realpath(os.path.join(root, location))
-    if real == root or os.path.commonpath([root, real]) != root:
+    if real == root:
+        raise ModelError(f"{found.where} names the model's folder itself ({shown!r}) as external data, not a file")
+    if os.path.commonpath([root, real]) != root:
         raise ModelError(
             f"{found.where} points to external data outside the model's folder ({shown!r} leads to "
             f"{real[:120]!r} through a symlink); refusing to read it"
@@ -270,7 +285,7 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
                     "socket or folder); refusing to open it"
                 )
             relative = os.path.relpath(real, root).replace(os.sep, "/")
-            files[real] = _DataFile(relative, real, (status.st_dev, status.st_ino), status.st_size)
+            files[real] = _DataFile(relative, real, (status.st_dev, status.st_ino), status.st_size, root)
         data = files[real]
         end = offset + (length if length is not None else 0)
         if offset > data.size or end > data.size:
@@ -282,10 +297,35 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
     return files
 
 
+def _open_plain(path: str) -> int:
+    return os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC)
+
+
+def _open_beneath(root: str, location: str) -> int:
+    """Open ``root/location`` one component at a time, following no symlink on the way.
+
+    The location was checked (symlinks resolved) before; should a folder on the way be swapped for
+    a symlink since, the open fails (ELOOP/ENOTDIR) instead of opening a file outside ``root``:
+    the identity check after the open would refuse that file, but it would have been opened.
+    """
+    if os.open not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
+        return _open_plain(os.path.join(root, *location.split("/")))
+    *folders, name = location.split("/")
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
+    try:
+        for folder in folders:
+            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        return os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=directory)
+    finally:
+        os.close(directory)
+
+
 def _read_data_file(data: _DataFile) -> ExternalDataFile:
     """Read one checked file once: hash all of it, and copy each tensor's range into its raw_data."""
     try:
-        fd = os.open(data.real_path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC)
+        fd = _open_beneath(data.root, data.location) if data.root else _open_plain(data.real_path)
     except OSError as exc:
         raise ModelError(f"cannot open external data file {data.location!r}: {exc.strerror or exc}") from exc
     try:
@@ -446,7 +486,7 @@ def load_model(path: str | os.PathLike[str], budget: MemoryBudget | None = None)
     (ResourceError when the weights cannot fit the budget).
     """
     model_path = Path(path)
-    data = _read_model_file(model_path)
+    data = _read_model_file(model_path, budget)
     sha, size = hashlib.sha256(data).hexdigest(), len(data)
     model = _parse(model_path, data)
     del data
