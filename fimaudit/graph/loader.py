@@ -410,6 +410,9 @@ def _parse(path: Path, data: bytes) -> onnx.ModelProto:
         model.ParseFromString(data)
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ModelError(f"{path.name} is not a valid ONNX file (protobuf parse failed)") from exc
+    # Fields this onnx does not know survive re-serialisation: a tensor-holding field that a newer
+    # ONNX Runtime reads would reach it unchecked by the tensor walk. Dropped before anything looks.
+    model.DiscardUnknownFields()
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise ModelError(f"{path.name} is not an ONNX model (no graph found)")
     broken = _undecodable_text(model)

@@ -230,3 +230,24 @@ def test_hard_link_inside_the_folder_is_inside(tmp_path: Path) -> None:
     os.link(tmp_path / "secret.bin", folder / "w.bin")
     loaded = loader.load_model(_external_model(folder, "w.bin"))
     assert loaded.external_data_files == ["w.bin"]
+
+
+def test_unknown_protobuf_fields_never_reach_onnx_runtime(tmp_path) -> None:
+    """A field this onnx does not know (here number 999 on a TensorProto, as a newer schema might
+    add) is dropped at parse time, so nothing the tensor walk cannot see is handed to ONNX Runtime."""
+    import onnx
+
+    from tests.conftest import linear_classifier
+
+    model = linear_classifier(np.eye(3), np.zeros(3))
+    tensor = onnx.TensorProto()
+    tensor.CopyFrom(model.graph.initializer[0])
+    extra = tensor.SerializeToString() + bytes([0xBA, 0x3E, 3]) + b"abc"  # field 999, wire type 2, 3 bytes
+    with_unknown = onnx.TensorProto()
+    with_unknown.ParseFromString(extra)
+    assert with_unknown.SerializeToString() != tensor.SerializeToString()  # the field survives a round trip
+    model.graph.initializer[0].CopyFrom(with_unknown)
+    path = tmp_path / "unknown.onnx"
+    path.write_bytes(model.SerializeToString())
+    loaded = loader.load_model(path)
+    assert loaded.proto.graph.initializer[0].SerializeToString() == tensor.SerializeToString()
