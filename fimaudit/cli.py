@@ -19,7 +19,7 @@ import fimaudit
 from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
-from fimaudit.interrupts import Interrupted, install_handlers
+from fimaudit.interrupts import Interrupted, install_handlers, restore_handlers
 from fimaudit.results import AuditResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 from fimaudit.statistics import STATISTICS
@@ -49,7 +49,7 @@ class ErrorReportingGroup(click.Group):
         """Run the CLI; in standalone mode turn every failure into one line on stderr and an exit code."""
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
-        install_handlers()
+        previous = install_handlers()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **kwargs)
         except Interrupted as exc:
@@ -66,6 +66,8 @@ class ErrorReportingGroup(click.Group):
         except Exception:  # only with -v: invoke() re-raised it so that the traceback shows
             click.echo(traceback.format_exc().rstrip(), err=True)
             sys.exit(EXIT_ERROR)
+        finally:
+            restore_handlers(previous)
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 #: Signals that stop a run; the exit status is 128 + the signal number, as shells report it.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -39,12 +40,22 @@ def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install_handlers() -> None:
-    """Make SIGINT and SIGTERM raise ``Interrupted`` in the main thread (no-op elsewhere)."""
+def install_handlers() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM raise ``Interrupted`` in the main thread (no-op elsewhere).
+
+    Returns the handlers they replace, for ``restore_handlers``: a process that calls the CLI as a
+    library (a test runner) gets its own Ctrl-C handling back afterwards.
+    """
     if threading.current_thread() is not threading.main_thread():
-        return
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _raise_interrupted)
+        return {}
+    return {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
+
+
+def restore_handlers(previous: dict[int, Any]) -> None:
+    """Put back the handlers ``install_handlers`` replaced."""
+    for signum, handler in previous.items():
+        if handler is not None:  # None: installed outside Python, cannot be set back from here
+            signal.signal(signum, handler)
 
 
 @contextmanager

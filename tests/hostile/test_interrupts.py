@@ -195,3 +195,18 @@ def test_the_library_audit_keeps_its_timeout(tmp_path: Path) -> None:
 def test_every_runner_has_the_same_default_limit() -> None:
     assert ShapeProbe(sample_shape=(4,)).timeout == runtime.DEFAULT_TIMEOUT_S
     assert AuditConfig(model_path="m.onnx").timeout == runtime.DEFAULT_TIMEOUT_S
+
+
+def test_the_cli_gives_the_caller_its_signal_handlers_back() -> None:
+    """Called as a library (CliRunner, a test runner, a notebook), the CLI installs its handlers for
+    the run only: afterwards Ctrl-C is the caller's again."""
+    import signal
+
+    from click.testing import CliRunner
+
+    from fimaudit.cli import main
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
