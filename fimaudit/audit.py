@@ -28,7 +28,7 @@ from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog
 from fimaudit.fisher.fd_cost import plan_finite_differences
 from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import get_estimator
-from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, make_source
+from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, SourceChoice, make_source
 from fimaudit.graph.batching import try_relax_batch
 from fimaudit.graph.describe import ModelDescription, describe_model
 from fimaudit.graph.loader import LoadedModel, load_model
@@ -42,7 +42,7 @@ from fimaudit.graph.selection import (
 )
 from fimaudit.graph.subnormal import find_subnormals, flush_subnormals
 from fimaudit.randomness import RandomStreams
-from fimaudit.resources import MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
+from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
 from fimaudit.results import AuditResult, Bound, SampleResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
 from fimaudit.sanity import gradient_check
@@ -266,6 +266,52 @@ def plan_run(
         bounds=bounds, batch=selection.input_shape[0] if selection.input_shape else None,
     )
     return plan_memory(needs, budget, preferred_rows=DEFAULT_BATCH_ROWS)
+
+
+@dataclass
+class JacobianReady:
+    """A model and its data made ready for Jacobians: what ``prepare_jacobians`` returns."""
+
+    prepared: PreparedModel
+    data: AuditData
+    plan: MemoryPlan
+    choice: SourceChoice
+
+
+def prepare_jacobians(
+    model_path: str,
+    data_path: str,
+    gradients: str,
+    samples: int | None,
+    memory: MemoryBudget,
+    timeout: float | None,
+    on_loaded: Callable[[LoadedModel], None],
+    input_name: str | None = None,
+    output_name: str | None = None,
+    output_kind: str | None = None,
+) -> JacobianReady:
+    """Load, plan, read the data, prepare and choose the gradient source, as an audit does.
+
+    The shared start of the commands that need Jacobians but no estimator (``fimaudit jacobian``,
+    ``fimaudit attack``): each part is planned against ``memory`` as soon as it is known, and
+    ``on_loaded`` sees the loaded model before its data is read (the commands refuse there an
+    output over one of the model's external-data files).
+    """
+    taken = intake(model_path, input_name, output_name, budget=memory, output_kind=output_kind)
+    on_loaded(taken.loaded)
+    declared = declared_classes(taken.selection)
+    early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, JACOBIAN_ONLY)
+    data = load_data(
+        data_path, taken.selection, samples, 0,
+        budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+    )
+    plan_run(taken.loaded.proto, taken.selection, memory, data, declared, JACOBIAN_ONLY)
+    prepared = prepare_model(taken, RunnerSettings(timeout=timeout), probe=data.inputs[:1], extra=data.extra_feeds)
+    plan = plan_run(prepared.logits_model, prepared.selection, memory, data, prepared.num_classes, JACOBIAN_ONLY)
+    prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
+    classes = prepared.num_classes
+    choice = make_source(gradients, prepared.runner, data.inputs.shape[1:], classes, chunk_rows=plan.batch_rows)
+    return JacobianReady(prepared, data, plan, choice)
 
 
 def _plan_memory(

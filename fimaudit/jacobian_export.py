@@ -18,12 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from fimaudit.audit import RunnerSettings, declared_classes, intake, plan_run, prepare_model
-from fimaudit.data import load_data
-from fimaudit.gradients import make_source
+from fimaudit.audit import prepare_jacobians
+from fimaudit.graph.loader import LoadedModel
 from fimaudit.report.outputs import model_files
 from fimaudit.report.writing import OutputSet
-from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget, MemoryPlan, array_bytes, element_count
+from fimaudit.resources import MemoryBudget, MemoryPlan, array_bytes, element_count
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
@@ -71,24 +70,19 @@ def export_jacobian(
     started = time.perf_counter()
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
-        memory = MemoryBudget.from_option(max_memory)
-        taken = intake(model_path, input_name, output_name, budget=memory, output_kind=output_kind)
-        inputs = model_files(taken.loaded)
-        outputs.add_inputs(inputs)
-        outputs.check()  # an output over the model's external data is refused before the compute
-        # The same plan as an audit's, before anything runs (see audit.plan_run).
-        declared = declared_classes(taken.selection)
-        early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, JACOBIAN_ONLY)
-        data = load_data(
-            data_path, taken.selection, samples, 0,
-            budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+        inputs: list[Path] = []
+
+        def refuse_outputs_over_weights(loaded: LoadedModel) -> None:
+            # An output over one of the model's external-data files is refused before the compute.
+            inputs.extend(model_files(loaded))
+            outputs.add_inputs(inputs)
+            outputs.check()
+
+        ready = prepare_jacobians(
+            model_path, data_path, gradients, samples, MemoryBudget.from_option(max_memory), timeout,
+            refuse_outputs_over_weights, input_name, output_name, output_kind,
         )
-        plan_run(taken.loaded.proto, taken.selection, memory, data, declared, JACOBIAN_ONLY)
-        prepared = prepare_model(taken, RunnerSettings(timeout=timeout), probe=data.inputs[:1], extra=data.extra_feeds)
-        plan = plan_run(prepared.logits_model, prepared.selection, memory, data, prepared.num_classes, JACOBIAN_ONLY)
-        prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
-        sample_shape = data.inputs.shape[1:]  # what prepare_model set the selection's sample shape to
-        choice = make_source(gradients, prepared.runner, sample_shape, prepared.num_classes, chunk_rows=plan.batch_rows)
+        prepared, data, plan, choice = ready.prepared, ready.data, ready.plan, ready.choice
         jacobian = choice.source
         samples_in = data.inputs
         shape = (samples_in.shape[0], prepared.num_classes, *samples_in.shape[1:])

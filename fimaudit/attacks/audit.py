@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,14 +26,13 @@ from fimaudit.attacks.forward import Forward, InputRange
 from fimaudit.attacks.pgd import PgdOutcome, pgd_at_radii, success_rates
 from fimaudit.attacks.quadratic import QuadraticCheck, quadratic_regime
 from fimaudit.attacks.result import AttackResult, Norm
-from fimaudit.audit import RunnerSettings, declared_classes, intake, plan_run, prepare_model
-from fimaudit.data import load_data
+from fimaudit.audit import prepare_jacobians
 from fimaudit.fisher.exact import exact_lambda_max
-from fimaudit.gradients import make_source
+from fimaudit.graph.loader import LoadedModel
 from fimaudit.randomness import RandomStreams
 from fimaudit.report.outputs import model_files
 from fimaudit.report.writing import OutputSet, json_text
-from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget
+from fimaudit.resources import MemoryBudget
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 
 logger = logging.getLogger(__name__)
@@ -126,24 +126,19 @@ def attack_audit(
     started = time.perf_counter()
     with OutputSet([json_path, adversarial_path], [model_path, data_path]) as outputs:
         outputs.check()
-        memory = MemoryBudget.from_option(None)
-        taken = intake(model_path, budget=memory)
-        inputs = model_files(taken.loaded)
-        outputs.add_inputs(inputs)
-        outputs.check()
-        declared = declared_classes(taken.selection)
-        early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, JACOBIAN_ONLY)
-        data = load_data(
-            data_path, taken.selection, samples, 0,
-            budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+        inputs: list[Path] = []
+
+        def refuse_outputs_over_weights(loaded: LoadedModel) -> None:
+            # An output over one of the model's external-data files is refused before the compute.
+            inputs.extend(model_files(loaded))
+            outputs.add_inputs(inputs)
+            outputs.check()
+
+        ready = prepare_jacobians(
+            model_path, data_path, gradients, samples, MemoryBudget.from_option(None), timeout,
+            refuse_outputs_over_weights,
         )
-        plan_run(taken.loaded.proto, taken.selection, memory, data, declared, JACOBIAN_ONLY)
-        prepared = prepare_model(taken, RunnerSettings(timeout=timeout), probe=data.inputs[:1], extra=data.extra_feeds)
-        plan = plan_run(prepared.logits_model, prepared.selection, memory, data, prepared.num_classes, JACOBIAN_ONLY)
-        prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
-        choice = make_source(
-            gradients, prepared.runner, data.inputs.shape[1:], prepared.num_classes, chunk_rows=plan.batch_rows
-        )
+        prepared, data, choice = ready.prepared, ready.data, ready.choice
         if choice.kind == "fd":
             logger.warning("the attacks use finite-difference gradients (2 d evaluations per Jacobian): slower")
         result = attack_samples(

@@ -23,7 +23,6 @@ import pytest
 from click.testing import CliRunner
 
 import fimaudit.audit
-import fimaudit.jacobian_export
 import fimaudit.report.writing
 from fimaudit.cli import main
 from fimaudit.errors import OutputPathError
@@ -97,8 +96,7 @@ def test_output_over_external_weights_is_refused_before_the_data_is_read(
     def no_data(*args, **kwargs):
         raise AssertionError("the data was read although an output is one of the model's files")
 
-    monkeypatch.setattr(fimaudit.audit, "load_data", no_data)
-    monkeypatch.setattr(fimaudit.jacobian_export, "load_data", no_data)
+    monkeypatch.setattr(fimaudit.audit, "load_data", no_data)  # audit and jacobian both read data there
     for command in (["audit", str(model), "--data", str(data), "--json", str(weights)],
                     ["jacobian", str(model), "--data", str(data), "--out", str(weights)]):
         result = CliRunner().invoke(main, command)
