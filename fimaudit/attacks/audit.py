@@ -1,7 +1,7 @@
 """``attack_audit``: per sample, lambda_max, a verified minimum-norm attack, PGD at fixed radii, the quadratic check.
 
-Loaded, planned, prepared and differentiated as ``fimaudit jacobian`` does (audit.intake,
-plan_run, prepare_model, make_source). Per sample: the dense K x d Jacobian gives the exact
+Loaded, planned, prepared and differentiated as ``fimaudit jacobian`` is, by
+``audit.prepare_jacobians``. Per sample: the dense K x d Jacobian gives the exact
 lambda_max and its eigenvector (fisher/exact.py), DeepFool + bisection gives epsilon_min, PGD
 gives success at each ``--attack-eps``, and the quadratic check gives the radius where lambda_max
 describes the model. Over the samples: success rates per radius and the rank correlation of
