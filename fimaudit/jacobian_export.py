@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from fimaudit.audit import prepare_jacobians
-from fimaudit.graph.loader import LoadedModel
-from fimaudit.report.outputs import model_files
+from fimaudit.report.outputs import refuse_outputs_over
 from fimaudit.report.writing import OutputSet
 from fimaudit.resources import MemoryBudget, MemoryPlan, array_bytes, element_count
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
@@ -70,17 +69,9 @@ def export_jacobian(
     started = time.perf_counter()
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
-        inputs: list[Path] = []
-
-        def refuse_outputs_over_weights(loaded: LoadedModel) -> None:
-            # An output over one of the model's external-data files is refused before the compute.
-            inputs.extend(model_files(loaded))
-            outputs.add_inputs(inputs)
-            outputs.check()
-
         ready = prepare_jacobians(
             model_path, data_path, gradients, samples, MemoryBudget.from_option(max_memory), timeout,
-            refuse_outputs_over_weights, input_name, output_name, output_kind,
+            refuse_outputs_over(outputs), input_name, output_name, output_kind,
         )
         prepared, data, plan, choice = ready.prepared, ready.data, ready.plan, ready.choice
         jacobian = choice.source
@@ -94,7 +85,7 @@ def export_jacobian(
             block = jacobian.dense(samples_in[start : start + per_chunk])
             rows = np.ascontiguousarray(block, dtype=NPY_DTYPE).reshape(block.shape[0], *shape[1:])
             stream.write(rows.data.cast("B"))
-        outputs.commit(inputs)
+        outputs.commit()  # the model's files were added as inputs when it was loaded
     target = Path(out_path)
     logger.info("wrote %s: %s (%s)", target, shape, choice.reason)
     return JacobianExport(

@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +27,8 @@ from fimaudit.attacks.quadratic import QuadraticCheck, quadratic_regime
 from fimaudit.attacks.result import AttackResult, Norm
 from fimaudit.audit import prepare_jacobians
 from fimaudit.fisher.exact import exact_lambda_max
-from fimaudit.graph.loader import LoadedModel
 from fimaudit.randomness import RandomStreams
-from fimaudit.report.outputs import model_files
+from fimaudit.report.outputs import refuse_outputs_over
 from fimaudit.report.writing import OutputSet, json_text
 from fimaudit.resources import MemoryBudget
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
@@ -126,17 +124,9 @@ def attack_audit(
     started = time.perf_counter()
     with OutputSet([json_path, adversarial_path], [model_path, data_path]) as outputs:
         outputs.check()
-        inputs: list[Path] = []
-
-        def refuse_outputs_over_weights(loaded: LoadedModel) -> None:
-            # An output over one of the model's external-data files is refused before the compute.
-            inputs.extend(model_files(loaded))
-            outputs.add_inputs(inputs)
-            outputs.check()
-
         ready = prepare_jacobians(
             model_path, data_path, gradients, samples, MemoryBudget.from_option(None), timeout,
-            refuse_outputs_over_weights,
+            refuse_outputs_over(outputs),
         )
         prepared, data, choice = ready.prepared, ready.data, ready.choice
         if choice.kind == "fd":
@@ -163,7 +153,7 @@ def attack_audit(
             staged = outputs.stage(adversarial_path)
             np.lib.format.write_array(staged, audit.adversarial_array(data.inputs), allow_pickle=False)
             staged.finish()
-        outputs.commit(inputs)
+        outputs.commit()  # the model's files were added as inputs when it was loaded
     return audit
 
 

@@ -40,6 +40,21 @@ def model_files(loaded: LoadedModel) -> list[Path]:
     return [Path(loaded.path), *(folder / location for location in loaded.external_data_files)]
 
 
+def refuse_outputs_over(outputs: OutputSet) -> Callable[[LoadedModel], None]:
+    """The ``on_loaded`` hook of a command that writes ``outputs``.
+
+    The loaded model's files (the .onnx and each external-data file, which only the loader knows)
+    become inputs of the transaction and the outputs are checked again: an output over a weights
+    file is refused before any data is read or anything runs.
+    """
+
+    def check(loaded: LoadedModel) -> None:
+        outputs.add_inputs(model_files(loaded))
+        outputs.check()
+
+    return check
+
+
 def audit_inputs(result: AuditResult) -> list[Path]:
     """Every file ``result``'s audit read: the model, each external-data file, the data file."""
     files = [Path(result.config.model_path), *model_files(result.prepared.loaded)]
