@@ -1,8 +1,8 @@
-"""Audit inputs: user data from .npy/.npz (never unpickled) or seeded synthetic samples.
+""".npy and .npz files as audit data: headers checked before any data is read, never unpickled.
 
-Synthetic inputs are i.i.d. standard normal, N(0, 1) per element, drawn with
-the data stream of ``--seed`` (randomness.py): the distribution most normalised image and tabular models are
-trained to expect. They make a smoke test, not an audit of real behaviour: pass ``--data``.
+A .npy whose audited rows are larger than ``streaming.STREAM_THRESHOLD_BYTES`` is mapped read-only
+instead of read (streaming.py): its rows stay in the file, and the memory budget is not charged
+for them. Smaller files, Fortran-ordered files and .npz members are read, within the budget.
 """
 
 from __future__ import annotations
@@ -12,33 +12,15 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 
+from fimaudit.data import streaming
 from fimaudit.errors import InputError
-from fimaudit.graph.selection import Selection
-from fimaudit.randomness import RandomStreams
-from fimaudit.resources import MemoryBudget, array_bytes, check_fits, element_count, format_size
+from fimaudit.resources import MemoryBudget, array_bytes, check_fits, element_count
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_SYNTHETIC_SAMPLES = 16
-# Refuse to synthesise or hold more than this many bytes of input without being asked.
-DEFAULT_MAX_INPUT_BYTES = 4 << 30
-
-
-@dataclass
-class AuditData:
-    """Samples to audit, already in the model's input dtype, plus where they came from."""
-
-    inputs: np.ndarray
-    source: str
-    synthetic: bool
-    extra_feeds: dict[str, np.ndarray]
-    #: Token ids, mask and per-sample integer rows of an embedding-space audit (tokens.TokenData).
-    tokens: Any = None
-
 
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -101,6 +83,9 @@ def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarr
         rows = header.shape[0] if header.shape else 1
         if samples is not None and partial:
             rows = min(rows, samples)
+        row_bytes = array_bytes(header.shape[1:], header.dtype.itemsize) if header.shape else 0
+        if partial and rows * row_bytes > streaming.STREAM_THRESHOLD_BYTES:
+            return _map_rows(path, stream.tell(), header, rows)
         _check_size(header, rows, budget, path.name)
         if partial:
             array = np.empty((rows, *header.shape[1:]), dtype=header.dtype)
@@ -108,14 +93,24 @@ def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarr
             got = stream.readinto(array.reshape(-1).view(np.uint8).data) if wanted else 0
             if got != wanted:
                 raise InputError(
-                    f"{path.name} is truncated: {rows} samples need {wanted} bytes of data, the file "
-                    f"holds {got or 0}"
+                    f"{path.name} is truncated: {rows} samples need {wanted} bytes of data, the file holds {got or 0}"
                 )
             return array
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path.name} is truncated or not a readable .npy file ({_first_line(exc)})") from exc
+
+
+def _map_rows(path: Path, offset: int, header: _ArrayHeader, rows: int) -> np.ndarray:
+    """The first ``rows`` rows mapped read-only (streaming.py), after checking the file holds them."""
+    shape = (rows, *header.shape[1:])
+    wanted = element_count(shape) * header.dtype.itemsize
+    held = max(0, path.stat().st_size - offset)
+    if held < wanted:
+        raise InputError(f"{path.name} is truncated: {rows} samples need {wanted} bytes of data, the file holds {held}")
+    logger.info("%s: %d samples mapped from the file, not read into memory", path.name, rows)
+    return streaming.map_npy_rows(path, offset, shape, header.dtype)
 
 
 def _read_npz(
@@ -213,105 +208,35 @@ def _load_array_file(
     raise InputError(f"{path.name} is not a readable .npy/.npz file (no numpy or zip header)")
 
 
-def _shape_text(shape: list) -> str:
-    return "[" + ", ".join("?" if not isinstance(d, int) else str(d) for d in shape) + "]"
-
-
-def _check_shape(array: np.ndarray, selection: Selection, source: str) -> None:
-    expected = selection.sample_shape
-    actual = list(array.shape[1:])
-    ok = len(actual) == len(expected) and all(
-        not isinstance(e, int) or e == a for e, a in zip(expected, actual, strict=True)
-    )
-    if not ok:
-        raise InputError(
-            f"{source} has samples of shape {_shape_text(actual)} (array {list(array.shape)}), but input "
-            f"{selection.input_name!r} expects [N] + {_shape_text(expected)}; the first axis indexes samples"
-        )
-
-
-def _expected(selection: Selection) -> str:
-    sample = ", ".join("?" if not isinstance(d, int) else str(d) for d in selection.sample_shape)
-    return f"input {selection.input_name!r} expects {selection.input_dtype} [N, {sample}]"
-
-
 def _check_values(array: np.ndarray, source: str, expected: str = "numeric data is required") -> np.ndarray:
+    """``array`` when it holds real numbers without NaN or Inf; else a one-line InputError.
+
+    A mapped array is scanned batch by batch, each batch's pages released after it (streaming.py).
+    """
     if array.dtype == object or array.dtype.kind not in "biuf":
         raise InputError(f"{source} has dtype {array.dtype}; {expected} (real numbers)")
-    if array.dtype.kind == "f":
-        bad = ~np.isfinite(array)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise InputError(f"{source} contains {int(bad.sum())} NaN/Inf values (first at index {first})")
+    if array.dtype.kind != "f":
+        return array
+    if array.ndim == 0 or not streaming.is_streamed(array):
+        _check_finite(array, source)
+        return array
+    row_bytes = array_bytes(array.shape[1:], array.dtype.itemsize)
+    bad_total, first = 0, None
+    for start, stop in streaming.batches(array.shape[0], row_bytes):
+        bad = ~np.isfinite(array[start:stop])
+        count = int(bad.sum())
+        if count and first is None:
+            found = np.argwhere(bad)[0]
+            first = (int(found[0]) + start, *(int(i) for i in found[1:]))
+        bad_total += count
+        streaming.release(array)
+    if bad_total:
+        raise InputError(f"{source} contains {bad_total} NaN/Inf values (first at index {first})")
     return array
 
 
-def load_data(
-    path: str | Path | None,
-    selection: Selection,
-    samples: int | None = None,
-    seed: int = 0,
-    max_bytes: int = DEFAULT_MAX_INPUT_BYTES,
-    budget: MemoryBudget | None = None,
-) -> AuditData:
-    """Load ``path`` or synthesise inputs; at most ``samples`` rows, in the input's dtype.
-
-    Sizes are checked against ``budget`` (default: ``max_bytes``) from declared shapes and file
-    headers, before anything is allocated or read.
-    """
-    if budget is None:
-        budget = MemoryBudget(max_bytes, f"the input limit is {format_size(max_bytes)} (set --max-memory)")
-    dtype = np.dtype(selection.input_dtype)
-    if path is None:
-        count = samples or DEFAULT_SYNTHETIC_SAMPLES
-        shape = [d for d in selection.sample_shape if isinstance(d, int) and d > 0]
-        if len(shape) != len(selection.sample_shape):
-            raise InputError(
-                f"input {selection.input_name!r} has shape {_shape_text(selection.input_shape)} with "
-                "unknown sizes; synthetic data needs fixed sizes, pass --data"
-            )
-        # standard_normal draws float64 before the cast: both are alive for a moment.
-        need = count * array_bytes(shape, 8 + dtype.itemsize)
-        check_fits(
-            f"synthesising {count} sample{'s' if count != 1 else ''} of shape {_shape_text(shape)}",
-            need, budget, "use --samples, --data or a smaller input",
-        )
-        rng = RandomStreams(seed).data()
-        inputs = rng.standard_normal((count, *shape)).astype(dtype)
-        return AuditData(inputs=inputs, source=f"synthetic N(0,1), seed {seed}", synthetic=True, extra_feeds={})
-
-    data_path = Path(path)
-    if not data_path.is_file():
-        raise InputError(f"data file not found: {data_path}")
-    source = data_path.name
-    array, extras = _load_array_file(data_path, selection.input_name, selection.extra_inputs, samples, budget)
-    if array.ndim == 0:
-        raise InputError(f"{source} holds a scalar; expected samples along the first axis")
-    if array.shape[0] == 0:
-        raise InputError(f"{source} holds no samples")
-    _check_shape(array, selection, source)
-    _check_values(array, source, _expected(selection))
-    if array.dtype != dtype:
-        logger.info("casting %s from %s to the model's %s", source, array.dtype, dtype)
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected just below
-            array = array.astype(dtype)
-        if dtype.kind == "f" and not np.isfinite(array).all():
-            raise InputError(f"{source} has values beyond the range of {dtype} (the model's input type)")
-    for name, value in extras.items():
-        _check_values(value, f"{source}[{name!r}]")
-        if value.ndim > 0 and value.shape[0] == 0:
-            raise InputError(
-                f"{source}[{name!r}] holds no rows (shape {list(value.shape)}); the model's other input "
-                f"{name!r} needs one row, used for every sample"
-            )
-    missing = [name for name in selection.extra_inputs if name not in extras]
-    if missing:
-        raise InputError(
-            f"the model has other inputs {missing}; pass an .npz holding arrays with those names "
-            "(one row, used for every sample)"
-        )
-    feeds = {
-        name: np.asarray(value)[0] if np.asarray(value).ndim > 0 else np.asarray(value)
-        for name, value in extras.items()
-    }
-    return AuditData(inputs=np.ascontiguousarray(array, dtype=dtype), source=source, synthetic=False, extra_feeds=feeds)
+def _check_finite(array: np.ndarray, source: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(f"{source} contains {int(bad.sum())} NaN/Inf values (first at index {first})")
