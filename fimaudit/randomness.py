@@ -4,7 +4,9 @@
 
 - child 0: the synthetic data (``data.py``);
 - child 1: the gradient check's directions (``sanity.py``);
-- child 2, and its child i: sample i's estimator (``fisher/``).
+- child 2, and its child i: sample i's estimator (``fisher/``);
+- child 3, and its child i: sample i's attacks (``attacks/``: PGD's random starts);
+- child 4, and its child k: the attack correlation's bootstrap (k = 0 overall, k = c + 1 class c).
 
 Sample i's stream is ``SeedSequence(seed).spawn(3)[2].spawn(i + 1)[i]``, built directly from its
 spawn key (2, i): it depends on the seed and i only, not on how many samples are audited or on
@@ -21,6 +23,7 @@ import numpy as np
 
 #: Spawn-key slots of the seed's children.
 DATA_SLOT, GRADIENT_CHECK_SLOT, SAMPLES_SLOT = 0, 1, 2
+ATTACK_SLOT, BOOTSTRAP_SLOT = 3, 4
 
 
 @dataclass(frozen=True)
@@ -43,3 +46,11 @@ class RandomStreams:
     def sample(self, index: int) -> np.random.Generator:
         """The estimator of sample ``index`` (its position in the audited data)."""
         return self._child(SAMPLES_SLOT, int(index))
+
+    def attack(self, index: int) -> np.random.Generator:
+        """The attacks on sample ``index`` (PGD's random starts); independent of its estimator's stream."""
+        return self._child(ATTACK_SLOT, int(index))
+
+    def attack_bootstrap(self, group: int = 0) -> np.random.Generator:
+        """The bootstrap of the attack correlation: ``group`` 0 over all samples, c + 1 for class c."""
+        return self._child(BOOTSTRAP_SLOT, int(group))

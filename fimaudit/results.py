@@ -4,9 +4,10 @@ Every class here is a frozen dataclass; the JSON document (report/document.py) i
 by their ``to_dict`` and nowhere else, and the field names of those dicts are the JSON contract
 (README, "The JSON document"). Decisions (fimaudit/verdict.py) read these types, never the JSON.
 
-Room is left for the results still to come (a local ``Certificate`` over an eps-ball, an
-``AttackResult`` re-verified by a forward run): each gets a frozen dataclass here with a ``kind``
-from :data:`Kind` and a ``to_dict``.
+Room is left for the results still to come (a local ``Certificate`` over an eps-ball): each gets
+a frozen dataclass here with a ``kind`` from :data:`Kind` and a ``to_dict``. The attack results
+(``AttackResult`` re-verified by a forward run, ``AttackSummary``) are at the end of the file;
+this module imports nothing from the stages that fill it, so fimaudit/attacks can build them.
 """
 
 from __future__ import annotations
@@ -70,6 +71,14 @@ class SampleResult:
     logits: np.ndarray
     #: Certified upper bound on this sample's lambda_max (fimaudit/bounds); None when not computed.
     bound: Bound | None = None
+    #: The attacks on this sample (fimaudit/attacks/stage.py, ``--attack``); None when not run.
+    attack: AttackResult | None = None
+    #: The sample's true class when the data has labels (image folders, a CSV list, --labels).
+    true_class: int | None = None
+    #: lambda_max in each input space measured ("model", and "pixel" with a preprocessing spec);
+    #: ``result`` is the one in ``space``, the space the verdict reads (``--space``).
+    spaces: Mapping[str, SpectralResult] = field(default_factory=dict)
+    space: str = "model"
 
     @property
     def value(self) -> float:
@@ -108,6 +117,15 @@ class SampleResult:
             "seconds": result.seconds,
             "diagnostics": result.diagnostics,
             "bound": None if self.bound is None else self.bound.to_dict(),
+            "attack": None if self.attack is None else self.attack.to_dict(),
+            "space": self.space,
+            "lambda_max_by_space": {
+                name: {"lambda_max": float(r.value), "kind": r.kind,
+                       "interval": list(r.interval) if r.interval is not None else None}
+                for name, r in self.spaces.items()
+            },
+            "true_class": self.true_class,
+            "correct": None if self.true_class is None else self.predicted_class == self.true_class,
         }
 
 
@@ -186,3 +204,239 @@ class AuditResult:
     subnormal_weights: dict[str, Any] = field(default_factory=dict)
     # Graph gradients against finite differences on a few samples (None with fd gradients).
     gradient_check: GradientCheck | None = None
+    #: The attack stage's summary over the samples (``--attack``); None when not run.
+    attack: AttackSummary | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Attacks (issue 11): what forward runs confirmed, filled by fimaudit/attacks/stage.py
+
+#: The norms attacks measure perturbations in.
+Norm = Literal["2", "inf"]
+
+
+@dataclass(frozen=True)
+class PgdOutcome:
+    """PGD on one sample: per radius, whether a verified example was found, and the smallest one's norm."""
+
+    radii: tuple[float, ...]
+    success: tuple[bool, ...]
+    #: The smallest applied norm of a verified example (None: none found at any radius).
+    smallest_norm: float | None
+    evaluations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """PGD's per-radius success on one sample as JSON."""
+        return {
+            "radii": list(self.radii),
+            "success": list(self.success),
+            "smallest_norm": self.smallest_norm,
+            "evaluations": self.evaluations,
+        }
+
+
+@dataclass(frozen=True)
+class QuadraticCheck:
+    """KL along +-v against 1/2 t^2 lambda_max, and the radius where they agree within ``tolerance``."""
+
+    lambda_max: float
+    t: tuple[float, ...]
+    kl_plus: tuple[float, ...]
+    kl_minus: tuple[float, ...]
+    quadratic: tuple[float, ...]
+    tolerance: float
+    #: The largest grid t up to which every smaller grid point agrees; None when the first does not.
+    radius: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The check as JSON (the curve and its radius)."""
+        return {
+            "lambda_max": self.lambda_max,
+            "t": list(self.t),
+            "kl_plus": list(self.kl_plus),
+            "kl_minus": list(self.kl_minus),
+            "quadratic": list(self.quadratic),
+            "tolerance": self.tolerance,
+            "radius": self.radius,
+        }
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """The attacks on one sample, as forward runs confirmed them.
+
+    The minimum-norm attack: ``norm`` of ``epsilon_min``; ``epsilon_min`` the norm of the
+    perturbation actually applied (after the cast to the model's input type and clipping), None
+    when no adversarial example was found; ``verified`` a plain forward run predicted
+    ``adversarial_class`` there, not ``original_class``; ``method`` the attacks that ran (e.g.
+    ``deepfool+bisection``, ``not run``); ``evaluations`` the model evaluations (input rows) paid,
+    gradients included. ``epsilon_min`` is an upper bound on the distance to the nearest input of
+    another class: a stronger attack can only lower it. ``pgd`` and ``quadratic`` are the
+    sample's PGD at fixed radii and quadratic-regime check when they ran.
+    """
+
+    norm: Norm
+    epsilon_min: float | None
+    verified: bool
+    method: str
+    evaluations: int
+    adversarial_class: int | None
+    original_class: int
+    #: The verified adversarial example (the model's input type), None when none was found.
+    example: np.ndarray | None = field(default=None, repr=False, compare=False)
+    #: Why no verified example is reported (budget spent, the range stopped it, not run), else None.
+    reason: str | None = None
+    pgd: PgdOutcome | None = None
+    quadratic: QuadraticCheck | None = None
+
+    def __post_init__(self) -> None:
+        """A reported epsilon always belongs to a verified example of another class."""
+        if self.verified != (self.epsilon_min is not None):
+            raise ValueError("epsilon_min is reported exactly when the example is verified")
+        if self.verified and self.adversarial_class == self.original_class:
+            raise ValueError("a verified adversarial example predicts another class")
+
+    @property
+    def kind(self) -> Kind:
+        """What ``epsilon_min`` is: an upper bound on the true minimum adversarial distance."""
+        return "upper_bound"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON record ``samples[].attack``: the contract fields of issue 11, then context."""
+        return {
+            "norm": self.norm,
+            "epsilon_min": self.epsilon_min,
+            "verified": self.verified,
+            "method": self.method,
+            "evaluations": self.evaluations,
+            "adversarial_class": self.adversarial_class,
+            "original_class": self.original_class,
+            "kind": self.kind,
+            "reason": self.reason,
+            "pgd": None if self.pgd is None else self.pgd.to_dict(),
+            "quadratic": None if self.quadratic is None else self.quadratic.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class RankCorrelation:
+    """Spearman and Kendall between lambda_max and 1 / epsilon_min, with bootstrap intervals."""
+
+    count: int
+    unpaired: int
+    spearman: float | None
+    kendall: float | None
+    spearman_interval: tuple[float, float] | None
+    kendall_interval: tuple[float, float] | None
+    resamples: int
+    dropped_resamples: int
+    confidence: float = 0.95
+
+    def to_dict(self) -> dict[str, Any]:
+        """The correlation as JSON (``attack_summary``'s spearman, kendall and intervals)."""
+        return {
+            "count": self.count,
+            "unpaired": self.unpaired,
+            "spearman": self.spearman,
+            "kendall": self.kendall,
+            "intervals": {
+                "spearman": list(self.spearman_interval) if self.spearman_interval else None,
+                "kendall": list(self.kendall_interval) if self.kendall_interval else None,
+                "confidence": self.confidence,
+                "method": "percentile bootstrap",
+                "resamples": self.resamples,
+                "dropped_resamples": self.dropped_resamples,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class RadiusSuccess:
+    """Attack success at one radius over the samples: a verified example with applied norm <= eps.
+
+    ``success_rate`` counts an example from either attack (PGD at this radius, or the minimum-norm
+    attack's when its epsilon_min <= eps); ``pgd_success_rate`` PGD's alone. ``robust_accuracy`` is
+    1 - success_rate: the fraction of samples whose prediction no attack changed within eps. It is
+    an upper bound on the true robust accuracy (a stronger attack can only lower it).
+    """
+
+    eps: float
+    success_rate: float
+    pgd_success_rate: float
+    samples: int
+
+    @property
+    def robust_accuracy(self) -> float:
+        """The fraction of samples whose prediction no verified example changed within eps."""
+        return 1.0 - self.success_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """One row of ``attack_summary.success_rate_by_eps``."""
+        return {
+            "eps": self.eps,
+            "success_rate": self.success_rate,
+            "pgd_success_rate": self.pgd_success_rate,
+            "robust_accuracy": self.robust_accuracy,
+            "robust_accuracy_kind": "upper_bound",
+            "samples": self.samples,
+        }
+
+
+@dataclass(frozen=True)
+class AttackSummary:
+    """The attack stage over all samples: robust accuracy per radius, rank correlation, quadratic regime.
+
+    ``status`` is ``not_run`` (with ``reason``) when no gradient attack can run on the model
+    (piecewise-constant scores; a finite-difference Jacobian over the budget). ``correlation``
+    pairs each sample's lambda_max (of ``lambda_kind``) with 1 / epsilon_min; ``per_class``
+    groups the pairs by predicted class. ``quadratic_radius`` is the median over the samples
+    whose top eigenvector the audit kept (``quadratic_checked`` of them).
+    """
+
+    status: Literal["run", "not_run"]
+    reason: str | None
+    norm: Norm
+    gradients: str
+    input_range: tuple[float, float] | None
+    budget: int
+    attempted: int
+    verified: int
+    success_rate_by_eps: tuple[RadiusSuccess, ...]
+    correlation: RankCorrelation | None
+    per_class: tuple[tuple[int, RankCorrelation], ...]
+    lambda_kind: str
+    quadratic_radius: float | None
+    quadratic_checked: int
+    quadratic_without: int
+    seconds: float
+    #: ``--fail-robust-below``: the robust accuracy every radius must reach (None: no gate).
+    robust_below: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``attack_summary``: issue 11's contract fields first, then what they rest on."""
+        correlation = self.correlation.to_dict() if self.correlation is not None else {
+            "count": 0, "unpaired": self.attempted, "spearman": None, "kendall": None, "intervals": None,
+        }
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "success_rate_by_eps": [row.to_dict() for row in self.success_rate_by_eps],
+            **correlation,
+            "quadratic_radius": {
+                "median": self.quadratic_radius,
+                "checked": self.quadratic_checked,
+                "without_regime": self.quadratic_without,
+                "unit": "input norm along the top eigenvector (t)",
+            },
+            "per_class": [{"class": label, **value.to_dict()} for label, value in self.per_class],
+            "pairs": "(lambda_max, 1 / epsilon_min) over samples with a verified example",
+            "lambda_kind": self.lambda_kind,
+            "norm": self.norm,
+            "gradients": self.gradients,
+            "input_range": None if self.input_range is None else list(self.input_range),
+            "budget": self.budget,
+            "attempted": self.attempted,
+            "verified": self.verified,
+            "robust_below": self.robust_below,
+            "seconds": self.seconds,
+        }

@@ -26,6 +26,11 @@ value (the gradient check, bound >= measured) failed. A gradient check that did 
 not make an audit inconclusive: it is absence of evidence, not evidence of a wrong gradient.
 An estimate that did not converge keeps the bottom of its interval (a Rayleigh quotient is never
 above lambda_max) but loses its top: it can still show a failure, no longer a pass.
+
+**The robust-accuracy gate** (``--attack`` with ``--fail-robust-below R``): when the forward-verified
+adversarial examples bring robust accuracy below R at any ``--attack-eps`` radius, the audit fails
+whatever lambda_max says; when the gate was asked for but the attacks could not run, a passing
+audit becomes inconclusive.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ import numpy as np
 
 from fimaudit.errors import InputError
 from fimaudit.report.formatting import fmt
-from fimaudit.results import Bound, Check, CheckStatus, SampleResult, Verdict
+from fimaudit.results import AttackSummary, Bound, Check, CheckStatus, SampleResult, Verdict
 from fimaudit.sanity import GradientCheck
 from fimaudit.statistics import STATISTICS, Summary, bracket
 
@@ -50,6 +55,7 @@ CHECKS = {
     "gradient_check": ("Gradient check (graph gradients vs finite differences)", "gradient check"),
     "convergence": ("Estimator convergence", "estimator convergence"),
     "bound_check": ("Analytic bound >= measured", "analytic bound >= measured"),
+    "robust_accuracy": ("Robust accuracy under attack (--fail-robust-below)", "robust-accuracy gate"),
 }
 # Checks whose failure makes every value suspect; a convergence failure is handled per sample.
 UNDERMINING_CHECKS = ("gradient_check", "bound_check")
@@ -262,8 +268,58 @@ class Judgement:
     verdict: Verdict
 
 
+def robust_accuracy_check(attack: AttackSummary) -> Check:
+    """``--fail-robust-below R``: robust accuracy at every ``--attack-eps`` radius at least R.
+
+    Robust accuracy is the fraction of samples whose predicted class no verified adversarial
+    example within eps changed: an upper bound on the true one (a stronger attack can only lower
+    it). A failure therefore stands on forward-run evidence; a pass only says these attacks, at
+    their budget, did not find enough examples.
+    """
+    if attack.status == "not_run":
+        status: CheckStatus = "not_computed" if attack.robust_below is not None else "not_applicable"
+        return _check("robust_accuracy", status, f"the attacks did not run ({attack.reason})")
+    if not attack.success_rate_by_eps:
+        return _check("robust_accuracy", "not_applicable", "no --attack-eps radii: robust accuracy was not measured")
+    measured = ", ".join(f"{fmt(row.robust_accuracy, 3)} at eps {fmt(row.eps)}" for row in attack.success_rate_by_eps)
+    norm = f"l{attack.norm}"
+    if attack.robust_below is None:
+        return _check("robust_accuracy", "not_applicable",
+                      f"no --fail-robust-below; robust accuracy ({norm}) {measured}")
+    below = [row for row in attack.success_rate_by_eps if row.robust_accuracy < attack.robust_below]
+    limit = fmt(attack.robust_below, 3)
+    if below:
+        worst = min(below, key=lambda row: row.robust_accuracy)
+        return _check("robust_accuracy", "failed",
+                      f"robust accuracy ({norm}) is {fmt(worst.robust_accuracy, 3)} at eps {fmt(worst.eps)}, below "
+                      f"{limit}, shown by forward-verified adversarial examples ({measured})")
+    return _check("robust_accuracy", "passed",
+                  f"robust accuracy ({norm}) at least {limit} at every radius ({measured}); an upper bound: "
+                  "these attacks at their budget found no more examples, which does not certify robustness")
+
+
+def gate_robustness(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
+    """A failed robust-accuracy gate fails the audit, whatever lambda_max says.
+
+    The failure rests on verified adversarial examples, so it stands even when a check that
+    undermines lambda_max made the lambda_max verdict inconclusive.
+    """
+    gate = next((c for c in checks if c.name == "robust_accuracy"), None)
+    if gate is None or gate.status not in ("failed", "not_computed"):
+        return verdict
+    if gate.status == "not_computed":  # asked for, but nothing measured it: the gate cannot pass
+        if verdict.status not in ("pass", "no_threshold"):
+            return verdict
+        status, reason = "inconclusive", f"--fail-robust-below was set but {gate.detail}; lambda_max: {verdict.reason}"
+    else:
+        status, reason = "fail", f"{gate.detail}; lambda_max: {verdict.reason}"
+    return Verdict(status, verdict.threshold, verdict.statistic, verdict.value, verdict.interval, reason)  # type: ignore[arg-type]
+
+
 def judge(samples: Sequence[SampleResult], summary: Summary, bound: Bound | None, check: GradientCheck | None,
-          gradients: str, threshold: float | None, statistic: str) -> Judgement:
-    """The sanity checks of an audit and its verdict."""
+          gradients: str, threshold: float | None, statistic: str, attack: AttackSummary | None = None) -> Judgement:
+    """The sanity checks of an audit and its verdict (with the robust-accuracy gate when attacks ran)."""
     checks = sanity_checks(samples, bound, check, gradients)
-    return Judgement(checks, decide(samples, summary, checks, threshold, statistic))
+    if attack is not None:  # the attack stage's check is shown only in audits that ran it (--attack)
+        checks = (*checks, robust_accuracy_check(attack))
+    return Judgement(checks, gate_robustness(decide(samples, summary, checks, threshold, statistic), checks))

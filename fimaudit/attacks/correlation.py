@@ -10,43 +10,11 @@ counted.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from scipy import stats
 
-
-@dataclass(frozen=True)
-class RankCorrelation:
-    """Spearman and Kendall between lambda_max and 1 / epsilon_min, with bootstrap intervals."""
-
-    count: int
-    unpaired: int
-    spearman: float | None
-    kendall: float | None
-    spearman_interval: tuple[float, float] | None
-    kendall_interval: tuple[float, float] | None
-    resamples: int
-    dropped_resamples: int
-    confidence: float = 0.95
-
-    def to_dict(self) -> dict[str, Any]:
-        """The correlation as JSON (``attack_summary``'s spearman, kendall and intervals)."""
-        return {
-            "count": self.count,
-            "unpaired": self.unpaired,
-            "spearman": self.spearman,
-            "kendall": self.kendall,
-            "intervals": {
-                "spearman": list(self.spearman_interval) if self.spearman_interval else None,
-                "kendall": list(self.kendall_interval) if self.kendall_interval else None,
-                "confidence": self.confidence,
-                "method": "percentile bootstrap",
-                "resamples": self.resamples,
-                "dropped_resamples": self.dropped_resamples,
-            },
-        }
+from fimaudit.results import RankCorrelation
 
 
 def _coefficients(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

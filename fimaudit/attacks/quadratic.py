@@ -9,12 +9,10 @@ within ``tolerance`` (10%) at every grid point: the radius in which lambda_max d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from fimaudit.attacks.forward import Forward
+from fimaudit.results import QuadraticCheck
 
 
 def kl_divergence(logits: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -27,32 +25,6 @@ def kl_divergence(logits: np.ndarray, others: np.ndarray) -> np.ndarray:
 def _log_softmax(values: np.ndarray) -> np.ndarray:
     shifted = values - values.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-
-
-@dataclass(frozen=True)
-class QuadraticCheck:
-    """KL along +-v against 1/2 t^2 lambda_max, and the radius where they agree within ``tolerance``."""
-
-    lambda_max: float
-    t: tuple[float, ...]
-    kl_plus: tuple[float, ...]
-    kl_minus: tuple[float, ...]
-    quadratic: tuple[float, ...]
-    tolerance: float
-    #: The largest grid t up to which every smaller grid point agrees; None when the first does not.
-    radius: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The check as JSON (the curve and its radius)."""
-        return {
-            "lambda_max": self.lambda_max,
-            "t": list(self.t),
-            "kl_plus": list(self.kl_plus),
-            "kl_minus": list(self.kl_minus),
-            "quadratic": list(self.quadratic),
-            "tolerance": self.tolerance,
-            "radius": self.radius,
-        }
 
 
 def quadratic_regime(

@@ -107,6 +107,8 @@ def build_document(result: AuditResult) -> dict[str, Any]:
         "gradient_check": None if result.gradient_check is None else result.gradient_check.to_dict(),
         "verdict": result.verdict.to_dict(),
         "checks": [check.to_dict() for check in result.checks],
+        # --attack (fimaudit/attacks/stage.py): per-sample results are in samples[].attack.
+        "attack_summary": None if result.attack is None else result.attack.to_dict(),
     }
     # --wrt embeddings: per-token sensitivity and the tokens in each sample (fimaudit/tokens.py).
     from fimaudit.tokens import token_document

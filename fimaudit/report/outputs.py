@@ -16,6 +16,7 @@ from typing import Any
 from fimaudit.audit import AuditResult
 from fimaudit.compare import Consistency
 from fimaudit.compare_audit import Comparison
+from fimaudit.errors import InputError
 from fimaudit.graph.loader import LoadedModel
 from fimaudit.report.compare_report import DEFAULT_RTOL, build_comparison_document
 from fimaudit.report.document import build_document
@@ -63,7 +64,7 @@ def audit_inputs(result: AuditResult) -> list[Path]:
     return files
 
 
-def write_outputs(outputs: list[tuple[str | None, Callable[[], str]]], inputs: Iterable[Any]) -> None:
+def write_outputs(outputs: list[tuple[str | None, Callable[[], str | bytes]]], inputs: Iterable[Any]) -> None:
     """Render every requested output, then write them as one transaction that spares ``inputs``.
 
     Nothing is written when rendering fails; a failure while writing leaves no file either.
@@ -84,15 +85,35 @@ def write_audit_outputs(
     json_path: str | None = None,
     report_path: str | None = None,
     summary_path: str | None = None,
+    adversarial_path: str | None = None,
 ) -> dict[str, Any]:
-    """Build the document of ``result``, write the requested files, and return the document."""
+    """Build the document of ``result``, write the requested files, and return the document.
+
+    ``adversarial_path`` (``--save-adversarial``): the verified adversarial examples as .npy.
+    """
     document = build_document(result)
     write_outputs([
         (json_path, lambda: json_text(document)),
         (report_path, lambda: html_report(result, document)),
         (summary_path, lambda: summary_markdown(document)),
+        (adversarial_path, lambda: adversarial_npy(result)),
     ], audit_inputs(result))
     return document
+
+
+def adversarial_npy(result: AuditResult) -> bytes:
+    """The verified adversarial examples as .npy bytes: the audited inputs' layout, NaN rows where none was found."""
+    import io
+
+    import numpy as np
+
+    from fimaudit.attacks.stage import adversarial_rows
+
+    if result.attack is None:
+        raise InputError("--save-adversarial needs the attack stage (--attack)")
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, adversarial_rows(result.samples, result.data.inputs), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def write_comparison_outputs(
