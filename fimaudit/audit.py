@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import onnx
@@ -22,13 +22,11 @@ import onnxruntime as ort
 
 import fimaudit
 from fimaudit.data import AuditData, load_data
-from fimaudit.errors import InputError, ModelError, ResourceError
-from fimaudit.fisher.covariance import softmax
+from fimaudit.errors import InputError, ModelError
 from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog
 from fimaudit.fisher.fd_cost import plan_finite_differences
-from fimaudit.fisher.problem import SampleProblem
 from fimaudit.fisher.registry import get_estimator
-from fimaudit.gradients import FiniteDerivatives, FiniteDifferenceJacobian, GradientKind, SourceChoice, make_source
+from fimaudit.gradients import FiniteDifferenceJacobian, GradientKind, SourceChoice, make_source
 from fimaudit.graph.batching import try_relax_batch
 from fimaudit.graph.describe import ModelDescription, describe_model
 from fimaudit.graph.loader import LoadedModel, load_model
@@ -45,14 +43,17 @@ from fimaudit.randomness import RandomStreams
 from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
 from fimaudit.results import AuditResult, Bound, SampleResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
+from fimaudit.sample_loop import EIGENVECTORS_KEPT as EIGENVECTORS_KEPT  # re-exported: tests, callers
+from fimaudit.sample_loop import LoopContext, all_logits, audit_samples
 from fimaudit.sanity import gradient_check
 from fimaudit.statistics import summarise
 from fimaudit.verdict import judge
 
+if TYPE_CHECKING:  # imported by run_audit only when --attack asks for it
+    from fimaudit.attacks.stage import AttackConfig
+
 logger = logging.getLogger(__name__)
 
-#: Samples whose top Fisher eigenvector is kept for the report's pictures.
-EIGENVECTORS_KEPT = 8
 #: Samples differentiated both ways (graph and finite differences) as a sanity check.
 GRADIENT_CHECK_SAMPLES = 3
 
@@ -95,6 +96,18 @@ class AuditConfig:
     # tensor a token-id model computes (graph/embeddings.py); --vocab decodes the tokens.
     wrt: str = "input"
     vocab_path: str | None = None
+    # --attack: the attack stage after the per-sample loop (fimaudit/attacks/stage.py); None: not run.
+    attack: AttackConfig | None = None
+    # Real data at scale (issue 13): the image preprocessing spec (--preprocess: text or a JSON
+    # file; None: the model's metadata_props), true classes (--labels .npy), the space the verdict
+    # reads (--space model|pixel), resumable results (--checkpoint DIR), local worker processes
+    # (--workers) or a Dask scheduler's address (--scheduler); fimaudit/sample_loop.py.
+    preprocess: str | None = None
+    labels_path: str | None = None
+    space: str = "model"
+    checkpoint_dir: str | None = None
+    workers: int = 1
+    scheduler: str | None = None
 
 
 @dataclass
@@ -336,17 +349,6 @@ def _require_finite(what: str, values: np.ndarray, source: str) -> None:
         )
 
 
-def _keep_top_eigenvectors(audits: list[SampleResult], keep: int) -> None:
-    """Drop the eigenvectors of all but the ``keep`` most sensitive samples seen so far.
-
-    The report pictures only the most sensitive samples; holding every eigenvector would cost
-    samples x input size x 8 bytes (600 MB for 500 images of 3x224x224).
-    """
-    holding = [audit for audit in audits if audit.result.eigenvector is not None]
-    if len(holding) > keep:
-        min(holding, key=lambda audit: audit.result.value).result.eigenvector = None
-
-
 def _analytic_bounds(
     prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleResult], config: AuditConfig
 ) -> tuple[dict[str, Any], Bound | None, list[SampleResult]]:
@@ -384,7 +386,9 @@ def run_audit(
         raise InputError(f"--budget must be a positive number of evaluations, got {config.budget}")
     if config.threshold is not None and not np.isfinite(config.threshold):
         raise InputError(f"--fail-above must be a finite number, got {config.threshold}")
-    estimate = get_estimator(config.method)
+    if config.attack is not None and config.wrt != "input":
+        raise InputError("--attack perturbs the model's float input; it cannot be combined with --wrt embeddings")
+    get_estimator(config.method)  # an unknown --method fails before anything is loaded
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
     taken = intake(
@@ -401,6 +405,9 @@ def run_audit(
     original, site = taken.original, taken.site
     if site is not None and config.bounds:
         logger.info("analytic bounds are not computed in embedding space (the attention mask varies per sample)")
+        config = dataclasses.replace(config, bounds=False)
+    if config.space == "pixel" and config.bounds:  # the bounds hold in the model's input space
+        logger.info("analytic bounds are not computed with --space pixel (they are in the model's input space)")
         config = dataclasses.replace(config, bounds=False)
     # Planned before anything runs: the model's own tensors and, when K is declared, the K x K arrays.
     declared = declared_classes(taken.selection)
@@ -420,6 +427,8 @@ def run_audit(
         data = load_data(
             config.data_path, taken.selection, config.samples, config.seed,
             budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
+            preprocess=config.preprocess, labels_path=config.labels_path,
+            metadata={entry.key: entry.value for entry in taken.loaded.proto.metadata_props},
         )
     plan_run(taken.loaded.proto, taken.selection, memory, data, declared, config.method, config.budget, config.bounds)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
@@ -433,7 +442,7 @@ def run_audit(
     masked = None
     if data.tokens is not None:  # padded positions masked, each sample's integer inputs fed
         jacobian = masked = data.tokens.wrap(jacobian, prepared.runner.extra_feeds, data.inputs)
-    logits = jacobian.logits(data.inputs)
+    logits = all_logits(jacobian, data.inputs)  # batch by batch, mapped pages released (sample_loop.py)
     _require_finite("the model's scores", logits, data.source)
     from fimaudit.graph.ml_outputs import piecewise_constant_note  # tree ensembles, Binarizer
 
@@ -451,42 +460,12 @@ def run_audit(
         fd_log = FdProgressLog(fd_cost)
     # Sample i's estimator draws from its own stream: its result depends on the seed and i only.
     streams = RandomStreams(config.seed)
-    audits: list[SampleResult] = []
-    total = data.inputs.shape[0]
-    for index in range(total):
-        problem = SampleProblem(
-            sample=data.inputs[index],
-            logits=logits[index],
-            jacobian=FiniteDerivatives(masked.at(index) if masked is not None else jacobian, index),
-        )
-        result = estimate(problem, config.budget, streams.sample(index))
-        if not np.isfinite(result.value):
-            raise ModelError(
-                f"lambda_max of sample {index} is {result.value}: the model's derivatives overflow "
-                "or are undefined there"
-            )
-        probabilities = softmax(logits[index])
-        audits.append(
-            SampleResult(
-                index=index,
-                result=result,
-                top_prob=float(probabilities.max()),
-                predicted_class=int(probabilities.argmax()),
-                logits=logits[index],
-            )
-        )
-        if data.tokens is not None:
-            data.tokens.record(index, result.eigenvector, tuple(data.inputs.shape[1:]))
-        _keep_top_eigenvectors(audits, EIGENVECTORS_KEPT)
-        if progress is not None:
-            progress(index + 1, total)
-        if fd_log is not None:
-            fd_log.sample_done(index + 1, total, sum(audit.result.model_evaluations for audit in audits))
-        if config.max_time is not None and index + 1 < total and time.perf_counter() - started > config.max_time:
-            raise ResourceError(
-                f"the audit ran past --max-time {config.max_time:g} s after {index + 1} of {total} samples; "
-                "use fewer --samples, a cheaper --method (blackbox), or a larger --max-time"
-            )
+    # Every sample's lambda_max, in index order: here, in --workers processes or on a --scheduler
+    # cluster, or read back from a --checkpoint (fimaudit/sample_loop.py).
+    audits: list[SampleResult] = audit_samples(
+        LoopContext(config, data, logits, jacobian, masked, prepared, gradients, plan.batch_rows, started, progress,
+                    fd_log)
+    )
     check = None
     if gradients == "graph":
         # Steps are chosen per direction by the check's error model (sanity.py); the reference
@@ -505,7 +484,14 @@ def run_audit(
             logger.info("%s", check.summary())
     summary = summarise(np.array([audit.value for audit in audits]))
     architecture, bound, audits = _analytic_bounds(prepared, data, logits, audits, config)
-    judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic)
+    attack = None
+    if config.attack is not None:  # issue 11: one stage after every sample's lambda_max is known
+        from fimaudit.attacks.stage import attack_stage
+
+        audits, attack = attack_stage(
+            config.attack, jacobian, prepared.runner, data.inputs, audits, gradients, config.seed, flat or ""
+        )
+    judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic, attack=attack)
     return AuditResult(
         config=config,
         prepared=prepared,
@@ -525,4 +511,5 @@ def run_audit(
         subnormal_weights=subnormals,
         architecture=architecture,
         bound=bound,
+        attack=attack,
     )

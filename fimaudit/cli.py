@@ -11,11 +11,12 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 import fimaudit
+from fimaudit.attacks.deepfool import DEFAULT_BUDGET as DEFAULT_ATTACK_BUDGET
 from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
@@ -23,6 +24,10 @@ from fimaudit.interrupts import Interrupted, install_handlers, restore_handlers
 from fimaudit.results import AuditResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
 from fimaudit.statistics import STATISTICS
+
+if TYPE_CHECKING:
+    from fimaudit.attacks.stage import AttackConfig
+    from fimaudit.graph.loader import LoadedModel
 
 logger = logging.getLogger("fimaudit")
 
@@ -200,8 +205,9 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--data",
             "data_path",
-            type=click.Path(dir_okay=False),
-            help=".npy or .npz of samples (first axis indexes samples). Default: synthetic N(0,1) inputs.",
+            type=click.Path(),
+            help=".npy or .npz of samples (first axis indexes samples), a folder of images (class sub-folders as "
+            "labels) or a CSV list of path,label (images need --preprocess). Default: synthetic N(0,1) inputs.",
         ),
         click.option("--samples", type=click.IntRange(min=1), help="Audit at most N samples (synthetic default: 16)."),
         click.option(
@@ -266,25 +272,94 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def progress_reporter(label: str) -> tuple[Callable[[int, int], None], Callable[[], None]]:
-    """A progress bar on stderr when it is a terminal; silent otherwise (CI logs, pipes)."""
-    if not sys.stderr.isatty():
-        return (lambda done, total: None), (lambda: None)
-    state: dict[str, Any] = {}
+def attack_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The attack stage's options (issue 11): shared by ``audit --attack`` and ``attack``."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option("--norm", type=click.Choice(["2", "inf"]), default="2", show_default=True,
+                     help="Norm of the attacks (epsilon_min, --attack-eps)."),
+        click.option("--attack-eps", metavar="EPS,...",
+                     help="PGD radii, comma-separated (e.g. 0.01,0.03,0.1): success rate and robust accuracy "
+                     "per radius."),
+        click.option("--input-range", metavar="LO,HI",
+                     help="Valid input values; every adversarial example is clipped to them."),
+        click.option("--attack-budget", type=click.IntRange(min=1), default=DEFAULT_ATTACK_BUDGET, show_default=True,
+                     help="Model evaluations one sample's minimum-norm attack may spend (gradients included)."),
+        click.option("--save-adversarial", "adversarial_path", type=click.Path(dir_okay=False),
+                     help="Write the verified adversarial examples here (.npy, the audited inputs' layout, NaN rows "
+                     "where none was found)."),
+        click.option("--fail-robust-below", type=click.FloatRange(0, 1), metavar="R",
+                     help="Exit 1 when robust accuracy (the fraction of samples no verified example within eps "
+                     "changed) is below R at any --attack-eps radius."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
 
-    def update(done: int, total: int) -> None:
-        if "bar" not in state:
-            state["bar"] = click.progressbar(length=total, label=label, file=sys.stderr)
-            state["bar"].__enter__()
-            state["done"] = 0
-        state["bar"].update(done - state["done"])
-        state["done"] = done
 
-    def finish() -> None:
-        if "bar" in state:
-            state["bar"].__exit__(None, None, None)
+def attack_config(
+    norm: str, attack_eps: str | None, input_range: str | None, attack_budget: int, fail_robust_below: float | None
+) -> AttackConfig:
+    """The attack options as an AttackConfig (bad values are usage errors, exit 2)."""
+    from fimaudit.attacks import InputRange, norm_name
+    from fimaudit.attacks.stage import AttackConfig
 
-    return update, finish
+    radii = _float_list(attack_eps, "--attack-eps")
+    limits = _float_list(input_range, "--input-range", 2)
+    try:
+        return AttackConfig(
+            norm=norm_name(norm), radii=tuple(radii), input_range=InputRange(*limits) if limits else None,
+            budget=attack_budget, robust_below=fail_robust_below,
+        )
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def progress_reporter(label: str, quiet: bool = False) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """Progress on stderr: a bar on a terminal, a line a minute otherwise, nothing with --quiet (progress.py)."""
+    from fimaudit.progress import reporter
+
+    return reporter(label, quiet)
+
+
+def scale_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Image data, labels, pixel space, resuming and parallel runs (issue 13): ``audit`` only."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--preprocess", metavar="SPEC",
+            help="How image files become model inputs: resize=256,center_crop=224,scale=1/255,"
+            "mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=NCHW,channels=RGB (or a JSON file of those keys). "
+            "Default: the model's metadata_props['fimaudit.preprocess'] when it states one. Recorded in the JSON.",
+        ),
+        click.option(
+            "--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, readable=True),
+            help="True classes: a 1-D integer .npy, one per sample (image folders and CSV lists carry their own). "
+            "Adds accuracy, lambda_max by true class, and correct vs misclassified samples.",
+        ),
+        click.option(
+            "--space", type=click.Choice(["model", "pixel"]), default="model", show_default=True,
+            help="Input space of the lambda_max the verdict reads: the model's (normalised) input, or raw pixels "
+            "through the preprocessing's scale/mean/std (both are reported when a spec is given; pixel turns off "
+            "the analytic bounds, which are in model space).",
+        ),
+        click.option(
+            "--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
+            help="Keep each finished sample's result in this folder; rerunning the same command resumes there. "
+            "A different model, data or setting is refused with the difference named.",
+        ),
+        click.option(
+            "--workers", type=click.IntRange(min=1), default=1, show_default=True,
+            help="Audit samples in N local processes (each loads the model once); same numbers as one process.",
+        ),
+        click.option(
+            "--scheduler", metavar="ADDRESS",
+            help="Audit samples on a Dask distributed cluster (e.g. tcp://10.0.0.5:8786); needs "
+            "pip install 'fimaudit[distributed]'. Same numbers as one process.",
+        ),
+        click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
 
 
 @main.command()
@@ -369,6 +444,13 @@ def inspect(
     type=click.Path(exists=True, dir_okay=False, readable=True),
     help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).",
 )
+@click.option(
+    "--attack", "run_attacks", is_flag=True,
+    help="After lambda_max, attack every sample (verified minimum-norm epsilon, PGD at --attack-eps, the quadratic "
+    "regime) and correlate lambda_max with 1/epsilon_min; see the attack options.",
+)
+@attack_options
+@scale_options
 def audit(
     model: str,
     input_name: str | None,
@@ -392,12 +474,33 @@ def audit(
     max_time: float | None,
     wrt: str,
     vocab_path: str | None,
+    run_attacks: bool,
+    norm: str,
+    attack_eps: str | None,
+    input_range: str | None,
+    attack_budget: int,
+    adversarial_path: str | None,
+    fail_robust_below: float | None,
+    preprocess: str | None,
+    labels_path: str | None,
+    space: str,
+    checkpoint_dir: str | None,
+    workers: int,
+    scheduler: str | None,
+    quiet: bool,
 ) -> None:
     """Compute lambda_max of the input Fisher information of MODEL on each sample."""
     from fimaudit.audit import AuditConfig, run_audit
     from fimaudit.report.outputs import model_files, write_audit_outputs
 
-    outputs = [json_path, report_path, summary_path]
+    outputs = [json_path, report_path, summary_path, adversarial_path]
+    attacks = None
+    if run_attacks:
+        attacks = attack_config(norm, attack_eps, input_range, attack_budget, fail_robust_below)
+    elif attack_eps or input_range or adversarial_path or fail_robust_below is not None:
+        raise click.BadParameter(
+            "--attack-eps, --input-range, --save-adversarial and --fail-robust-below need --attack"
+        )
     check_output_paths([model, data_path, vocab_path], outputs)
     config = AuditConfig(
         model_path=model,
@@ -419,8 +522,15 @@ def audit(
         max_time=max_time,
         wrt=wrt,
         vocab_path=vocab_path,
+        attack=attacks,
+        preprocess=preprocess,
+        labels_path=labels_path,
+        space=space,
+        checkpoint_dir=checkpoint_dir,
+        workers=workers,
+        scheduler=scheduler,
     )
-    update, finish = progress_reporter("auditing samples")
+    update, finish = progress_reporter("auditing samples", quiet)
     try:
         # Checked again once the loader knows the external-data files, before anything runs.
         recheck = {"on_loaded": lambda loaded: check_output_paths([model, data_path, *model_files(loaded)], outputs)}
@@ -428,7 +538,7 @@ def audit(
     finally:
         finish()
     # Everything is rendered before anything is written: a failure leaves no file at all.
-    write_audit_outputs(result, json_path, report_path, summary_path)
+    write_audit_outputs(result, json_path, report_path, summary_path, adversarial_path)
     click.echo(one_line(summary_line(result)))  # the model's path may be a hostile file name
     # The verdict is three-way: an inconclusive audit does not pass the gate.
     sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
@@ -628,65 +738,87 @@ def _float_list(text: str | None, what: str, count: int | None = None) -> list[f
     "--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
     help=".npy or .npz of samples (first axis indexes samples).",
 )
-@click.option("--norm", type=click.Choice(["2", "inf"]), default="2", show_default=True, help="Norm of the attacks.")
-@click.option("--attack-eps", help="PGD radii, comma-separated (e.g. 0.01,0.03,0.1): success rate per radius.")
+@attack_options
 @click.option("--samples", type=click.IntRange(min=1), help="Attack at most the first N samples.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of PGD and bootstrap.")
-@click.option("--input-range", help="LO,HI: valid input values; every example is clipped to them.")
 @click.option(
     "--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True,
     help="Gradient source (see audit --help).",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
-@click.option(
-    "--save-adversarial", "adversarial_path", type=click.Path(dir_okay=False),
-    help="Write the verified adversarial examples here (.npy, the data's layout, NaN rows where none was found).",
-)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the HTML report here.")
 @timeout_option
 def attack(
     model: str,
     data_path: str,
     norm: str,
     attack_eps: str | None,
+    input_range: str | None,
+    attack_budget: int,
+    adversarial_path: str | None,
+    fail_robust_below: float | None,
     samples: int | None,
     seed: int,
-    input_range: str | None,
     gradients: str,
     json_path: str | None,
-    adversarial_path: str | None,
+    report_path: str | None,
     timeout: float,
 ) -> None:
-    """Attack MODEL on --data: verified minimum-norm epsilon, PGD success, correlation with lambda_max."""
-    from fimaudit.attacks import InputRange, norm_name
-    from fimaudit.attacks.audit import attack_audit
+    """Attack MODEL on --data: verified minimum-norm epsilon, PGD success, correlation with lambda_max.
 
-    radii = _float_list(attack_eps, "--attack-eps")
-    if any(not (r > 0 and r < float("inf")) for r in radii):
-        raise click.BadParameter(f"--attack-eps radii must be positive and finite, got {attack_eps!r}")
-    bounds = _float_list(input_range, "--input-range", 2)
-    try:
-        limits = InputRange(*bounds) if bounds else None
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    check_output_paths([model, data_path], [json_path, adversarial_path])
-    result = attack_audit(
-        model, data_path, norm_name(norm), radii, samples, seed, limits, gradients,
-        json_path=json_path, adversarial_path=adversarial_path, timeout=timeout or None,
+    The same run as `fimaudit audit MODEL --data ... --attack --no-bounds` (lambda_max by the
+    default estimator, then the attack stage), with the attacks on stdout; the JSON document is
+    the audit's, with samples[].attack and attack_summary.
+    """
+    from fimaudit.audit import AuditConfig, run_audit
+    from fimaudit.report.outputs import model_files, write_audit_outputs
+
+    attacks = attack_config(norm, attack_eps, input_range, attack_budget, fail_robust_below)
+    outputs = [json_path, report_path, adversarial_path]
+    check_output_paths([model, data_path], outputs)
+    config = AuditConfig(
+        model_path=model, data_path=data_path, samples=samples, gradients=gradients, seed=seed, bounds=False,
+        timeout=timeout or None, attack=attacks,
     )
+    def recheck(loaded: LoadedModel) -> None:  # once the loader knows the external-data files
+        check_output_paths([model, data_path, *model_files(loaded)], outputs)
+
+    result = run_audit(config, on_loaded=recheck)
+    write_audit_outputs(result, json_path, report_path, None, adversarial_path)
+    for line in attack_lines(result):
+        click.echo(one_line(line))
+    sys.exit(EXIT_PASSED if result.verdict.passed else EXIT_FAILED)
+
+
+def attack_lines(result: AuditResult) -> list[str]:
+    """The attack stage on stdout: each sample, the success per radius, the correlation, the verdict."""
+    summary = result.attack
+    if summary is None:
+        return []
+    norm = f"l{summary.norm}"
+    lines = []
     for sample in result.samples:
         found = sample.attack
+        if found is None:
+            continue
         eps = f"{found.epsilon_min:.4g}" if found.epsilon_min is not None else f"none ({found.reason})"
-        click.echo(f"sample {sample.index}: lambda_max {sample.lambda_max:.4g}, epsilon_min (l{norm}) {eps}")
-    for eps_value, rate in result.success_rate_by_eps.items():
-        click.echo(f"PGD l{norm} eps {eps_value:g}: success {rate:.1%}")
-    corr = result.correlation
-    if corr.spearman is None or corr.kendall is None:
-        click.echo(f"correlation: not computed ({corr.count} samples with a verified example)")
+        lines.append(f"sample {sample.index}: lambda_max {sample.value:.4g}, epsilon_min ({norm}) {eps}")
+    for row in summary.success_rate_by_eps:
+        lines.append(f"{norm} eps {row.eps:g}: attack success {row.success_rate:.1%} (PGD alone "
+                     f"{row.pgd_success_rate:.1%}), robust accuracy {row.robust_accuracy:.1%}")
+    corr = summary.correlation
+    if corr is None or corr.spearman is None or corr.kendall is None:
+        count = 0 if corr is None else corr.count
+        lines.append(f"correlation: not computed ({count} samples with a verified example; {summary.reason or ''})")
     else:
-        click.echo(
+        lines.append(
             f"correlation of lambda_max with 1/epsilon_min over {corr.count} samples: "
             f"Spearman {corr.spearman:.3f} {corr.spearman_interval}, Kendall {corr.kendall:.3f} {corr.kendall_interval}"
         )
+    status = "no threshold" if result.verdict.status == "no_threshold" else result.verdict.status.upper()
+    lines.append(f"{status}: {result.verdict.reason}")
+    return lines
+
 
 def check_output_paths(inputs: Sequence[str | os.PathLike[str] | None], outputs: Sequence[str | None]) -> None:
     """Before any computation: every output writable, each a file of its own, none an input.

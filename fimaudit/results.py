@@ -130,6 +130,29 @@ class SampleResult:
 
 
 @dataclass(frozen=True)
+class LabelSummary:
+    """With true labels: accuracy, lambda_max of correct vs misclassified samples, and by true class.
+
+    Statistics are of the verdict's space (``space``); computed by ``fimaudit.labelled``.
+    """
+
+    count: int
+    accuracy: float
+    space: str
+    correct: Mapping[str, Any]
+    misclassified: Mapping[str, Any]
+    by_true_class: tuple[Mapping[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The summary as JSON (the document's ``labels``)."""
+        return {
+            "count": self.count, "accuracy": self.accuracy, "space": self.space,
+            "correct": dict(self.correct), "misclassified": dict(self.misclassified),
+            "by_true_class": [dict(entry) for entry in self.by_true_class],
+        }
+
+
+@dataclass(frozen=True)
 class Check:
     """One sanity check of an audit: ``name`` (stable id), ``title`` (display), status, detail."""
 
@@ -206,6 +229,13 @@ class AuditResult:
     gradient_check: GradientCheck | None = None
     #: The attack stage's summary over the samples (``--attack``); None when not run.
     attack: AttackSummary | None = None
+
+    @property
+    def labels(self) -> LabelSummary | None:
+        """Accuracy and lambda_max by true class when the data has labels (fimaudit/labelled.py)."""
+        from fimaudit.labelled import label_summary
+
+        return label_summary(self.samples, getattr(self.data, "class_names", None))
 
 
 # ---------------------------------------------------------------------------------------------

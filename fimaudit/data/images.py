@@ -2,7 +2,8 @@
 
 - ``--data DIR``: every PNG/JPEG/BMP/WebP file below DIR, in sorted path order. When DIR holds
   sub-folders, each top-level sub-folder is a class (sorted names -> 0, 1, ..., torchvision's
-  ImageFolder), and images directly in DIR are refused (they would have no label).
+  ImageFolder; folders named by integers are those class indices), and images directly in DIR
+  are refused (they would have no label).
 - ``--data LIST.csv``: rows ``path,label`` (an optional ``path,label`` header; the label may be
   empty, an integer class index, or a class name: names are numbered in sorted order). Paths are
   relative to the CSV's folder.
@@ -103,6 +104,9 @@ def list_folder(root: Path) -> ImageList:
         return ImageList(root, tuple(files), None, None, f"{root.name}/ ({len(files)} images)")
     classes = sorted({name.split("/", 1)[0] for name in files})
     index = {name: i for i, name in enumerate(classes)}
+    if all(name.isdigit() for name in classes):  # folders 0 .. 9 are those classes ("10" sorts before "2")
+        index = {name: int(name) for name in classes}
+        classes = [str(i) for i in range(max(index.values()) + 1)]
     labels = tuple(index[name.split("/", 1)[0]] for name in files)
     return ImageList(
         root, tuple(files), labels, tuple(classes), f"{root.name}/ ({len(files)} images, {len(classes)} classes)"

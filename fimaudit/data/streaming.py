@@ -103,3 +103,21 @@ def batches(count: int, row_bytes: int) -> Iterator[tuple[int, int]]:
     rows = max(1, min(SWEEP_BATCH_ROWS, SWEEP_BATCH_BYTES // max(1, row_bytes)))
     for start in range(0, count, rows):
         yield start, min(count, start + rows)
+
+
+def value_statistics(array: np.ndarray) -> dict[str, float]:
+    """min, max, mean and std of a (mapped) array in float64, batch by batch (two passes for std)."""
+    count = int(array.size)
+    row_bytes = int(np.prod(array.shape[1:], dtype=np.int64)) * 8
+    low, high, total = np.inf, -np.inf, 0.0
+    for start, stop in batches(int(array.shape[0]), row_bytes):
+        block = np.asarray(array[start:stop], dtype=np.float64)
+        low, high, total = min(low, float(block.min())), max(high, float(block.max())), total + float(block.sum())
+        release(array)
+    mean = total / count
+    squares = 0.0
+    for start, stop in batches(int(array.shape[0]), row_bytes):
+        block = np.asarray(array[start:stop], dtype=np.float64)
+        squares += float(np.square(block - mean).sum())
+        release(array)
+    return {"min": low, "max": high, "mean": mean, "std": float(np.sqrt(squares / count))}

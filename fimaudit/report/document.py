@@ -34,6 +34,10 @@ def plain(value: Any) -> Any:
 
 def data_statistics(inputs: np.ndarray) -> dict[str, float]:
     """Range of the audited inputs: shows whether they look normalised the way the model expects."""
+    from fimaudit.data.streaming import is_streamed, value_statistics
+
+    if is_streamed(inputs):  # mapped or spilled samples: batch by batch, never all in float64
+        return value_statistics(inputs)
     values = np.asarray(inputs, dtype=np.float64)
     return {
         "min": float(values.min()),
@@ -88,7 +92,14 @@ def build_document(result: AuditResult) -> dict[str, Any]:
             "count": len(result.samples),
             "sample_shape": list(result.data.inputs.shape[1:]),
             "statistics": data_statistics(result.data.inputs),
+            # Image data (issue 13): the preprocessing spec that made the inputs, and the files.
+            "preprocess": None if result.data.preprocess is None else result.data.preprocess.to_dict(),
+            "labelled": result.data.labels is not None,
         },
+        # With true labels (image folders, CSV lists, --labels): accuracy, lambda_max by true class,
+        # correct vs misclassified (fimaudit/labelled.py); the verdict's space in "space".
+        "labels": None if result.labels is None else result.labels.to_dict(),
+        "space": result.config.space,
         "method": {
             "estimator": config.method,
             "gradients": result.gradients,
