@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -118,22 +119,26 @@ def run_chunk(auditor: SampleAuditor, chunk: Chunk) -> list[SampleResult]:
 
 # ---- worker-side state: one auditor per process (and per spec on long-lived Dask workers) ------
 
-_AUDITORS: dict[str, SampleAuditor] = {}
+# Per thread: a Dask worker may run several tasks at once in threads, and a gradient source keeps
+# per-sample caches that must not be shared between them.
+_STATE = threading.local()
 
 
 def _auditor(spec: WorkerSpec) -> SampleAuditor:
-    if spec.digest not in _AUDITORS:
-        _AUDITORS.clear()  # a new audit on a long-lived worker: the previous model is no longer needed
-        _AUDITORS[spec.digest] = spec.build()
-    return _AUDITORS[spec.digest]
+    held = getattr(_STATE, "auditor", None)
+    if held is None or held[0] != spec.digest:
+        _STATE.auditor = None  # a new audit on a long-lived worker: the previous model is no longer needed
+        _STATE.auditor = (spec.digest, spec.build())
+    return _STATE.auditor[1]
 
 
 def _init_local_worker(spec: WorkerSpec) -> None:
+    _STATE.spec = spec
     _auditor(spec)
 
 
-def _local_chunk(digest: str, chunk: Chunk) -> list[SampleResult]:
-    return run_chunk(_AUDITORS[digest], chunk)
+def _local_chunk(chunk: Chunk) -> list[SampleResult]:
+    return run_chunk(_auditor(_STATE.spec), chunk)
 
 
 def _dask_chunk(spec: WorkerSpec, chunk: Chunk) -> list[SampleResult]:
@@ -189,7 +194,7 @@ def local_results(spec: WorkerSpec, workers: int, make: ChunkMaker, todo: Sequen
         def cancel() -> None:
             pool.shutdown(wait=False, cancel_futures=True)
 
-        yield from _in_order(lambda chunk: pool.submit(_local_chunk, spec.digest, chunk), make, todo, workers, cancel)
+        yield from _in_order(lambda chunk: pool.submit(_local_chunk, chunk), make, todo, workers, cancel)
 
 
 def dask_results(spec: WorkerSpec, address: str, make: ChunkMaker, todo: Sequence[int]) -> Iterator[SampleResult]:
