@@ -420,3 +420,52 @@ def scatter_chart(points: Sequence[ScatterPoint], x_label: str, y_label: str, si
     if x_axis.has_zero:
         chart.note = "zeros drawn at the bottom of the axes"
     return chart
+
+
+def attack_scatter(points: Sequence[tuple[int, float, float]], norm: str, caption: str, size: int = 320) -> Chart:
+    """lambda_max (x) against the verified epsilon_min (y) per sample, log-log (the attack section).
+
+    ``points`` are (sample index, lambda_max, epsilon_min) of the samples with a verified example.
+    If lambda_max predicts vulnerability, the points fall from top left to bottom right (for a
+    locally quadratic model, epsilon_min ~ 1 / sqrt(lambda_max)); ``caption`` states the measured
+    correlation.
+    """
+    chart = Chart(size + 60, size + 50, f"lambda_max against epsilon_min (l{norm}) per sample: {caption}",
+                  left=56, right=size + 46, top=12, bottom=size + 8)
+    x_axis = LogAxis([p[1] for p in points], chart.left, chart.right)
+    y_axis = LogAxis([p[2] for p in points], chart.bottom, chart.top)
+    for index, lam, eps in points:
+        chart.dots.append(Dot(x_axis(lam), y_axis(eps), "measured",
+                              f"sample {index}: lambda_max {fmt(lam)}, epsilon_min {fmt(eps)}"))
+    chart.x_ticks, chart.y_ticks = x_axis.ticks(), y_axis.ticks()
+    chart.x_label, chart.y_label = "lambda_max (log)", f"verified epsilon_min, l{norm} (log)"
+    chart.legend = [("sample with a verified adversarial example", "measured")]
+    if x_axis.has_zero:
+        chart.note = "lambda_max = 0 drawn at the left edge"
+    return chart
+
+
+def quadratic_chart(index: int, t: Sequence[float], kl: Sequence[float], quadratic: Sequence[float],
+                    radius: float | None, size: int = 300) -> Chart:
+    """KL(p(x) || p(x + t v)) measured against 1/2 t^2 lambda_max along the top eigenvector, log-log.
+
+    The two curves coincide where lambda_max describes the model; the marker is the radius up to
+    which they agree within the tolerance. Non-positive KL (below float rounding) is not drawn.
+    """
+    chart = Chart(size + 60, size // 2 + 70, f"sample {index}: KL along the top eigenvector against "
+                  "1/2 t^2 lambda_max", left=56, right=size + 46, top=12, bottom=size // 2 + 28)
+    x_axis = LogAxis(list(t), chart.left, chart.right)
+    y_axis = LogAxis([v for v in [*kl, *quadratic] if v > 0], chart.bottom, chart.top)
+    for css, values in (("kl-quadratic", quadratic), ("kl-measured", kl)):
+        for i in range(len(t) - 1):
+            if values[i] > 0 and values[i + 1] > 0:
+                chart.lines.append(Line(x_axis(t[i]), y_axis(values[i]), x_axis(t[i + 1]), y_axis(values[i + 1]), css))
+    if radius is not None:
+        at = quadratic[list(t).index(radius)] if radius in t else 0.5 * radius**2
+        chart.dots.append(Dot(x_axis(radius), y_axis(at), "bound-mark", f"quadratic regime up to t = {fmt(radius)}"))
+    chart.x_ticks, chart.y_ticks = x_axis.ticks(), y_axis.ticks()
+    chart.x_label, chart.y_label = "t, step along v (log)", "KL (log)"
+    chart.legend = [("measured KL (+v)", "kl-measured"), ("1/2 t^2 lambda_max", "kl-quadratic")]
+    chart.note = "quadratic regime: " + (f"up to t = {fmt(radius)} (marker)" if radius is not None
+                                         else "not reached at the first grid point")
+    return chart

@@ -23,7 +23,7 @@ from fimaudit.report.document import build_document
 from fimaudit.report.images import Picture, audit_pictures, draw_samples
 from fimaudit.report.render import render_comparison, render_report
 from fimaudit.report.summary_markdown import summary_markdown
-from fimaudit.report.view import most_sensitive_indices
+from fimaudit.report.view import PICTURED_SAMPLES, most_sensitive_indices
 from fimaudit.report.writing import OutputSet, json_text
 
 logger = logging.getLogger(__name__)
@@ -32,7 +32,12 @@ logger = logging.getLogger(__name__)
 def html_report(result: AuditResult, document: dict[str, Any]) -> str:
     """The HTML report of ``result``, with pictures of its most sensitive samples."""
     pictures, note = audit_pictures(result, most_sensitive_indices(document))
-    return render_report(document, pictures, note)
+    if result.attack is None:
+        return render_report(document, pictures, note)
+    from fimaudit.report.attack_pictures import adversarial_pictures
+
+    attacked, attacked_note = adversarial_pictures(result, PICTURED_SAMPLES)
+    return render_report(document, pictures, note, attacked, attacked_note)
 
 
 def model_files(loaded: LoadedModel) -> list[Path]:

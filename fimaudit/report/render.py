@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
+from fimaudit.report.attack_pictures import AdversarialPicture
 from fimaudit.report.images import Picture
 from fimaudit.report.view import Row, build_view
 from fimaudit.text import visible
@@ -69,13 +70,17 @@ def weight_rows(document: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def render_report(document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "") -> str:
+def render_report(
+    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "",
+    attack_pictures: list[AdversarialPicture] | None = None, attack_pictures_note: str = "",
+) -> str:
     """The self-contained HTML report of one audit.
 
-    ``pictures`` (sample and eigenvector images, keyed by sample index) travel beside the document
-    because pixel arrays do not belong in the JSON.
+    ``pictures`` (sample and eigenvector images, keyed by sample index) and ``attack_pictures``
+    (inputs beside their adversarial examples) travel beside the document because pixel arrays
+    do not belong in the JSON.
     """
-    view = build_view(document, pictures, pictures_note)
+    view = build_view(document, pictures, pictures_note, attack_pictures, attack_pictures_note)
     return environment().get_template("report.html.j2").render(view=view, weights=weight_rows(document))
 
 

@@ -9,7 +9,7 @@ them and say "not computed" when it does not: a missing section is never silentl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from fimaudit.report.formatting import MISSING, file_name, fmt, humanise, presen
 from fimaudit.report.images import Picture
 from fimaudit.statistics import DISPLAY_NAMES, STATISTICS, bracket
 from fimaudit.verdict import value_range
+
+if TYPE_CHECKING:
+    from fimaudit.report.attack_pictures import AdversarialPicture
+    from fimaudit.report.attack_view import AttackSectionView
 
 NOT_COMPUTED_TEXT = "not computed"
 TOP_SAMPLES = 10
@@ -116,6 +120,8 @@ class ReportView:
     limitations: list[str]
     # --wrt embeddings: per-token sensitivity of the most sensitive samples (one table each).
     tokens: list[Table] = field(default_factory=list)
+    # --attack: the attack section (report/attack_view.py); None when no attacks ran.
+    attack: AttackSectionView | None = None
 
 
 def bound_value(bound: dict[str, Any] | None) -> float | None:
@@ -397,9 +403,12 @@ def histogram_chart(document: dict[str, Any]) -> Chart:
 
 
 def build_view(
-    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = ""
+    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "",
+    attack_pictures: list[AdversarialPicture] | None = None, attack_pictures_note: str = "",
 ) -> ReportView:
     """Everything the HTML template shows, from the JSON document (and pictures, kept out of it)."""
+    from fimaudit.report.attack_view import attack_view  # it builds on this module's Row and Table
+
     model = document["model"]
     per_class, rest = _split_dataset(document.get("dataset"))
     bound, layers = bound_section(document)
@@ -433,4 +442,5 @@ def build_view(
         architecture=architecture_section(document),
         checks=check_views(document),
         limitations=list(document["limitations"]),
+        attack=attack_view(document, attack_pictures, attack_pictures_note),
     )

@@ -167,4 +167,4 @@ def test_cli_attack_writes_json_and_adversarial_examples(tmp_path) -> None:
     assert [row["eps"] for row in summary["success_rate_by_eps"]] == [0.03, 0.3]
     examples = np.load(adv)
     assert examples.shape == (4, 1, 8, 8)
-    assert "correlation" in result.output and "PGD linf eps 0.3" in result.output
+    assert "correlation" in result.output and "linf eps 0.3: attack success" in result.output
