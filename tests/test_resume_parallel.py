@@ -41,8 +41,12 @@ def numbers(document: dict) -> dict:
 
 
 def _config(**options) -> AuditConfig:
-    base = {"model_path": str(SAMPLES / "mlp.onnx"), "data_path": str(SAMPLES / "digits_test.npy"),
-            "samples": 8, "bounds": False}
+    base = {
+        "model_path": str(SAMPLES / "mlp.onnx"),
+        "data_path": str(SAMPLES / "digits_test.npy"),
+        "samples": 8,
+        "bounds": False,
+    }
     return AuditConfig(**{**base, **options})
 
 
@@ -52,10 +56,27 @@ def _document(**options) -> dict:
 
 @pytest.mark.slow  # two CLI processes (about 5 s each on an idle 2-core machine)
 def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "fimaudit", "audit", str(SAMPLES / "mlp.onnx"), "--data",
-            str(SAMPLES / "digits_test.npy"), "--samples", "20", "--method", "hutchinson", "--budget", "60",
-            "--no-bounds", "-q",
-            "--checkpoint", str(tmp_path / "ck"), "--json", str(tmp_path / "resumed.json")]
+    args = [
+        sys.executable,
+        "-m",
+        "fimaudit",
+        "audit",
+        str(SAMPLES / "mlp.onnx"),
+        "--data",
+        str(SAMPLES / "digits_test.npy"),
+        "--samples",
+        "20",
+        "--method",
+        "hutchinson",
+        "--budget",
+        "60",
+        "--no-bounds",
+        "-q",
+        "--checkpoint",
+        str(tmp_path / "ck"),
+        "--json",
+        str(tmp_path / "resumed.json"),
+    ]
     done = tmp_path / "ck" / "samples"
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -101,5 +122,7 @@ def test_dask_local_cluster_gives_one_process_numbers(dask_scheduler: str, metho
 @pytest.fixture(scope="module")
 def dask_scheduler():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         yield cluster.scheduler_address

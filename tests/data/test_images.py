@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from fimaudit.audit import AuditConfig, run_audit
-from fimaudit.data import load_data
 from fimaudit.data import images as images_module
+from fimaudit.data import load_data
 from fimaudit.errors import InputError
 from fimaudit.graph.loader import load_model
 from fimaudit.graph.selection import select_input_output
@@ -61,7 +61,9 @@ def test_png_folder_audits_like_the_same_tensors_as_npy(tmp_path: Path) -> None:
 
 def test_csv_list_with_class_names_and_spec_from_json_file(tmp_path: Path, digits_selection) -> None:
     names = write_folder(tmp_path / "pics", _pixels(3))
-    (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"pics/{n},{c}\n" for n, c in zip(names, "bab")))
+    (tmp_path / "list.csv").write_text(
+        "path,label\n" + "".join(f"pics/{n},{c}\n" for n, c in zip(names, "bab", strict=True))
+    )
     (tmp_path / "spec.json").write_text('{"channels": "L", "scale": "1/255", "mean": [0.5], "std": 0.25}')
     data = load_data(tmp_path / "list.csv", digits_selection, preprocess=str(tmp_path / "spec.json"))
     assert data.labels.tolist() == [1, 0, 1] and data.class_names == ("a", "b")

@@ -37,8 +37,15 @@ def _exact_pixel_lambda(weight: np.ndarray, logits: np.ndarray) -> float:
 def test_pixel_space_equals_analytic_rescaling_per_channel(rgb_case, method: str) -> None:
     model, images, weight = rgb_case
     for space in ("model", "pixel"):
-        config = AuditConfig(model_path=str(model), data_path=str(images), preprocess=RGB_SPEC, method=method,
-                             bounds=False, space=space, gradients="graph")
+        config = AuditConfig(
+            model_path=str(model),
+            data_path=str(images),
+            preprocess=RGB_SPEC,
+            method=method,
+            bounds=False,
+            space=space,
+            gradients="graph",
+        )
         result = run_audit(config)
         for sample in result.samples:
             want = _exact_pixel_lambda(weight, np.asarray(sample.logits))
@@ -53,8 +60,13 @@ def test_uniform_scale_is_a_squared_factor(tmp_path: Path) -> None:
     from tests.conftest import SAMPLES
 
     write_folder(tmp_path / "images", np.random.default_rng(0).integers(0, 256, size=(3, 8, 8), dtype=np.uint8))
-    config = AuditConfig(model_path=str(SAMPLES / "mlp.onnx"), data_path=str(tmp_path / "images"),
-                         preprocess="channels=L,scale=1/255,mean=0.5,std=0.25", bounds=False, space="pixel")
+    config = AuditConfig(
+        model_path=str(SAMPLES / "mlp.onnx"),
+        data_path=str(tmp_path / "images"),
+        preprocess="channels=L,scale=1/255,mean=0.5,std=0.25",
+        bounds=False,
+        space="pixel",
+    )
     result = run_audit(config)
     a = 1 / 255 / 0.25
     for sample in result.samples:
@@ -66,7 +78,12 @@ def test_pixel_space_needs_a_preprocessing_spec() -> None:
     from fimaudit.errors import InputError
     from tests.conftest import SAMPLES
 
-    config = AuditConfig(model_path=str(SAMPLES / "mlp.onnx"), data_path=str(SAMPLES / "digits_test.npy"),
-                         samples=2, bounds=False, space="pixel")
+    config = AuditConfig(
+        model_path=str(SAMPLES / "mlp.onnx"),
+        data_path=str(SAMPLES / "digits_test.npy"),
+        samples=2,
+        bounds=False,
+        space="pixel",
+    )
     with pytest.raises(InputError, match="--space pixel needs image data with a preprocessing spec"):
         run_audit(config)
