@@ -1,0 +1,107 @@
+"""From the interval Jacobian and the logits' ranges to B(x, eps) >= lambda_max(F(x')) over the set.
+
+The derivation is in docs/CERTIFICATES.md; in short, for every x' in the set, with rows
+J~ = P J (any P = I - 1 a^T: C 1 = 0, so C^{1/2} P = C^{1/2}) lying in [J~c - R, J~c + R]:
+
+    lambda_max(F(x')) = ||C'^{1/2} J~'||^2 <= ( sqrt(Lambda) + sqrt(c_max) rho )^2,
+
+- rho >= ||J~' - J~c||_2: the spectral norm of the non-negative radius matrix R;
+- c_max >= ||C'|| <= trace C' = sum_k p'_k (1 - p'_k), each term maximised over its certified
+  probability range (and never above 1/2);
+- Lambda >= lambda_max(C'^{1/2} G C'^{1/2}) with G = J~c J~c^T: at p' = p(x) it is exactly
+  lambda_max(F(x)); for p' = p + delta, C' - C <= diag(delta) - p delta^T - delta p^T (dropping
+  -delta delta^T <= 0), so by Weyl Lambda <= lambda_max(F(x)) + ||G|| (||delta||_inf +
+  2 ||p||_2 ||delta||_2); also Lambda <= c_max ||G||. The smaller is taken.
+At eps = 0 (R = 0, delta = 0) this is lambda_max(F(x)) itself, up to the rounding margin.
+Probabilities come from intervals of logit differences D_jk = z_j - z_k: p_k = 1 / sum_j e^{D_jk}.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fimaudit.bounds.linalg import certify
+from fimaudit.fisher.covariance import log_softmax
+from fimaudit.fisher.exact import exact_lambda_max
+
+
+@dataclass(frozen=True)
+class Composition:
+    """B and the quantities it is made of (reported as the certificate's evidence)."""
+
+    value: float
+    at_point: float  # lambda_max(F(x)) computed from the centre rows (B's limit as eps -> 0)
+    jacobian_radius: float  # rho
+    covariance: float  # c_max
+    curvature: float  # Lambda
+
+
+def difference_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[D_lo, D_hi] with D_jk = z_j - z_k from the logits' box (diagonal exactly 0)."""
+    d_lo = lo[:, None] - hi[None, :]
+    d_hi = hi[:, None] - lo[None, :]
+    np.fill_diagonal(d_lo, 0.0)
+    np.fill_diagonal(d_hi, 0.0)
+    return np.nextafter(d_lo, -np.inf), np.nextafter(d_hi, np.inf)
+
+
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    top = values.max(axis=axis, keepdims=True)
+    return (top + np.log(np.exp(values - top).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def probability_ranges(d_lo: np.ndarray, d_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(p_lo, p_hi, 1 - p_lo, 1 - p_hi) per class; the complements without cancellation near 1."""
+    margin = 1e-12  # relative error of exp/log here is ~1e-15
+    p_lo = np.exp(-_logsumexp(d_hi, axis=0)) * (1 - margin)
+    p_hi = np.minimum(np.exp(-_logsumexp(d_lo, axis=0)) * (1 + margin), 1.0)
+    off = ~np.eye(d_lo.shape[0], dtype=bool)
+    others_hi = np.where(off, np.exp(np.where(off, d_hi, -np.inf)), 0.0).sum(axis=0)
+    others_lo = np.where(off, np.exp(np.where(off, d_lo, -np.inf)), 0.0).sum(axis=0)
+    complement_hi = np.minimum(others_hi / (1.0 + others_hi) * (1 + margin), 1.0)  # 1 - p_lo
+    complement_lo = others_lo / (1.0 + others_lo) * (1 - margin)  # 1 - p_hi
+    return p_lo, p_hi, complement_hi, complement_lo
+
+
+def covariance_bound(p_lo: np.ndarray, p_hi: np.ndarray, q_hi: np.ndarray, q_lo: np.ndarray) -> float:
+    """c_max = min(1/2, sum_k max_{t in [p_lo, p_hi]} t (1 - t)) (q = 1 - p given separately)."""
+    at_low = p_lo * q_hi
+    at_high = p_hi * q_lo
+    peak = np.where((p_lo <= 0.5) & (p_hi >= 0.5), 0.25, np.maximum(at_low, at_high))
+    return min(0.5, certify(float(peak.sum())))
+
+
+def spectral_norm_nonnegative(matrix: np.ndarray) -> float:
+    """||R||_2 of a non-negative K x d matrix (>= ||D||_2 for every |D| <= R), with the margin."""
+    if not np.any(matrix):
+        return 0.0
+    gram = matrix @ matrix.T
+    top = float(np.linalg.eigvalsh(gram)[-1])
+    return certify(math.sqrt(max(top, 0.0)), absolute=1e-15 * math.sqrt(float(np.trace(gram))))
+
+
+def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
+            logits_lo: np.ndarray, logits_hi: np.ndarray, deviation: float = math.inf) -> Composition:
+    """B(x, eps) from rows [K', d] (centre, radius), the logits at x and their certified box.
+
+    ``deviation`` is another certified bound on ||J~(x') - J~c||_2 (telescoping.py); the smaller is used.
+    """
+    centre = centre.reshape(centre.shape[0], -1)
+    radius = radius.reshape(radius.shape[0], -1)
+    z = np.asarray(logits_at, dtype=np.float64).reshape(-1)
+    lam0 = certify(exact_lambda_max(centre, z, with_eigenvector=False).value)
+    gram = centre @ centre.T
+    g_norm = certify(float(np.linalg.eigvalsh(gram)[-1]), absolute=1e-15 * float(np.trace(gram)))
+    d_lo, d_hi = difference_ranges(np.asarray(logits_lo).reshape(-1), np.asarray(logits_hi).reshape(-1))
+    p_lo, p_hi, q_hi, q_lo = probability_ranges(d_lo, d_hi)
+    c_max = covariance_bound(p_lo, p_hi, q_hi, q_lo)
+    p0 = np.exp(log_softmax(z))
+    delta = np.maximum(np.maximum(p_hi - p0, p0 - p_lo), 0.0)
+    shift = float(delta.max()) + 2.0 * float(np.linalg.norm(p0)) * float(np.linalg.norm(delta))
+    curvature = min(certify(lam0 + g_norm * shift), certify(c_max * g_norm))
+    rho = min(spectral_norm_nonnegative(radius), deviation)
+    value = certify((math.sqrt(curvature) + math.sqrt(c_max) * rho) ** 2)
+    return Composition(value, lam0, rho, c_max, curvature)

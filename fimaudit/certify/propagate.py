@@ -1,0 +1,259 @@
+"""One pass forward (certified ranges of every activation) and one backward (interval Jacobian rows).
+
+The graph is the audit's logits model (fimaudit's output selection already cut a final Softmax,
+so the rows are d logits / d input) seen through ``GraphView`` (constants folded, the varying set
+known). Forward, every node that depends on the input is handed to its rule in topological order;
+a node without a rule stops the certificate (``NotCertified``). Backward, the K rows start at the
+logits as the rows of ``combination`` (exact: radius 0) and walk the same nodes in reverse; a
+tensor read by several nodes sums their contributions (its producer comes after all its readers
+in the reverse order, so its rows are complete when they are used).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
+from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, supported_ops
+from fimaudit.graph.view import GraphView
+
+
+@dataclass(frozen=True)
+class InputSet:
+    """The set certified: the ``norm`` ball of radius ``eps`` around ``centre``, met with [low, high]."""
+
+    centre: np.ndarray
+    eps: float
+    norm: float
+    low: float = -np.inf
+    high: float = np.inf
+
+    def box(self) -> Box:
+        """The input as a box (each coordinate moves at most eps in both norms) with its ball."""
+        x = np.asarray(self.centre, dtype=np.float64)
+        lo = np.maximum(x - self.eps, self.low)
+        hi = np.minimum(x + self.eps, self.high)
+        lo, hi = np.minimum(lo, x), np.maximum(hi, x)
+        return Box(x, lo, hi, Ball(x, float(self.eps), float(self.norm)))
+
+
+@dataclass
+class Propagation:
+    """What one certificate needs: the logits' box, the interval Jacobian rows, the unstable count.
+
+    ``rows`` is the interval Jacobian (backward over the set); ``telescoped`` is the norm bound
+    on the deviation from the Jacobian at x of telescoping.py (inf when not available).
+    """
+
+    logits: Box
+    rows: Cotangent  # [K', *input shape]
+    unstable: int
+    telescoped: float
+
+
+#: Forward mode carries d directions per tensor: used while d x (tensor size) stays below this.
+TANGENT_LIMIT = 1 << 25
+
+
+def _tighten(box: Box, rows: Cotangent, inputs: InputSet) -> Box:
+    """Mean value theorem per entry: |h_i(x') - h_i(x)| <= eps (||c_i||_q + ||r_i||_q) on the convex set."""
+    q = 1.0 if np.isinf(inputs.norm) else 2.0
+    scale = np.linalg.norm(rows.centre, ord=q, axis=0) + np.linalg.norm(rows.radius, ord=q, axis=0)
+    width = inputs.eps * scale * (1.0 + gamma(rows.centre.shape[0] + 2))
+    slack = 1e-12 * (np.abs(box.at) + width)  # the value at x is itself a float64 computation
+    return box.intersect(*outward(box.at - width, box.at + width, slack))
+
+
+@dataclass
+class Forward:
+    """The forward pass: boxes, node contexts, and (forward mode) the directions nonlinear nodes read."""
+
+    boxes: dict[str, Box]
+    contexts: list[NodeContext]
+    #: node name -> directions of each of its inputs (None: constant), for nodes whose Jacobian moves
+    upstream: dict[str, list[Cotangent | None]] | None
+    #: directions of the logits (None when forward mode stopped at TANGENT_LIMIT)
+    logits_rows: Cotangent | None
+
+
+def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = True) -> Forward:
+    """Boxes of every input-dependent tensor, and each node's context (kept for the backward pass).
+
+    With ``tangents`` (and while they fit ``TANGENT_LIMIT``), every tensor also carries its
+    interval Jacobian in forward mode, and its box is tightened by the mean value theorem: the
+    first-order range, whose width shrinks with eps at the rate of the true gradient instead of
+    the product of |W| that interval arithmetic pays.
+    """
+    first = inputs.box()
+    boxes: dict[str, Box] = {view.input_name: first}
+    contexts: list[NodeContext] = []
+    size = first.at.size
+    directions: dict[str, Cotangent] | None = None
+    upstream: dict[str, list[Cotangent | None]] | None = {}
+    if tangents and inputs.eps > 0:
+        eye = np.eye(size).reshape((size, *first.at.shape))
+        directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
+    for node in view.nodes:
+        if not any(name in boxes for name in node.input if name):
+            continue  # constant (folded by the view) or fed only by other, fixed inputs
+        rule = get_rule(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is None:
+            raise NotCertified(
+                f"not certified: op {node.op_type} at node {node.name!r} has no certify rule "
+                f"(certified ops: {', '.join(supported_ops())})"
+            )
+        ctx = NodeContext(node, view, [boxes.get(name) if name else None for name in node.input])
+        results = rule.forward(ctx)
+        if directions is not None:
+            if size * results[0].at.size > TANGENT_LIMIT:
+                directions = upstream = None
+            else:
+                ins = [directions.get(name) if name else None for name in node.input]
+                if upstream is not None and rule.spreads(ctx) != []:
+                    upstream[node.name] = ins
+                rows = rule.tangent(ctx, ins)
+                directions[node.output[0]] = rows
+                results = [_tighten(results[0], rows, inputs), *results[1:]]
+        for name, box in zip([out for out in node.output if out], results, strict=False):
+            if not (np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))):
+                raise NotCertified(
+                    f"not certified: the range of {name!r} (op {node.op_type} at node {node.name!r}) is not "
+                    "finite over the set"
+                )
+            boxes[name] = box
+        contexts.append(ctx)
+    if logits not in boxes:
+        raise NotCertified(f"not certified: the logits {logits!r} do not depend on the input {view.input_name!r}")
+    if directions is None:
+        upstream = None
+    return Forward(boxes, contexts, upstream, directions.get(logits) if directions is not None else None)
+
+
+def backward(contexts: list[NodeContext], boxes: dict[str, Box], logits: str, input_name: str,
+             combination: np.ndarray, record: dict[str, Cotangent] | None = None) -> Cotangent:
+    """The rows combination @ d logits / d input over the set (centre at x, radius).
+
+    ``record``, when given, receives the rows at the output of every node (by node name).
+    """
+    shape = boxes[logits].at.shape
+    start = combination.reshape((combination.shape[0], *shape)).astype(np.float64)
+    rows = backward_from(contexts, logits, Cotangent(start, np.zeros_like(start)), record)
+    if input_name not in rows:
+        zero = np.zeros((combination.shape[0], *boxes[input_name].at.shape))
+        return Cotangent(zero, zero.copy())
+    return rows[input_name]
+
+
+def backward_from(contexts: list[NodeContext], name: str, start: Cotangent,
+                  record: dict[str, Cotangent] | None = None) -> dict[str, Cotangent]:
+    """Rows of d(tensor ``name``)/d(every tensor before it): the backward walk from any tensor.
+
+    Returns the rows still pending at the end (those of the graph's inputs).
+    """
+    pending: dict[str, Cotangent] = {name: start}
+    for ctx in reversed(contexts):
+        node = ctx.node
+        outputs = [out for out in node.output if out]
+        rows = pending.pop(outputs[0], None) if outputs else None
+        if rows is None:
+            continue
+        if record is not None:
+            record[node.name] = rows
+        if any(out in pending for out in outputs[1:]):
+            raise NotCertified(f"not certified: op {node.op_type} at node {node.name!r}: only its first output "
+                               "may lead to the logits")
+        rule = get_rule(node.op_type)
+        assert rule is not None  # the forward pass refused nodes without a rule
+        for index, contribution in rule.backward(ctx, rows).items():
+            name = node.input[index]
+            source = node.input[index]
+            pending[source] = pending[source].add(contribution) if source in pending else contribution
+    return pending
+
+
+def unstable_count(contexts: list[NodeContext]) -> int:
+    """Activations (and max-pool windows) whose slope can change over the set."""
+    total = 0
+    for ctx in contexts:
+        rule = get_rule(ctx.node.op_type)
+        counter = getattr(rule, "unstable", None)
+        if counter is not None:
+            total += int(counter(ctx))
+    return total
+
+
+def propagate(view: GraphView, logits: str, inputs: InputSet,
+              combination: Callable[[np.ndarray], np.ndarray]) -> Propagation:
+    """Forward and backward over ``inputs``; ``combination(logits at x)`` gives the rows to propagate.
+
+    Two backward passes: over the set (the interval Jacobian) and at x alone (slopes fixed at
+    their values at x: the rows each nonlinear node's deviation is multiplied by, telescoping.py).
+    """
+    from fimaudit.certify.telescoping import telescoped_radius
+
+    ahead = forward(view, logits, inputs)
+    boxes, contexts = ahead.boxes, ahead.contexts
+    matrix = combination(boxes[logits].at.reshape(-1))
+    over_set: dict[str, Cotangent] = {}
+    rows = backward(contexts, boxes, logits, view.input_name, matrix, over_set)
+    if ahead.logits_rows is not None:
+        rows = _meet(rows, ahead.logits_rows, matrix)
+    telescoped = math.inf
+    if ahead.upstream is not None:
+        recorded: dict[str, Cotangent] = {}
+        for ctx in contexts:
+            ctx.state["centre_only"] = True
+        try:
+            at_x = backward(contexts, boxes, logits, view.input_name, matrix, recorded)
+            upstream_at_x = _directions_at_x(view, contexts, boxes, set(ahead.upstream))
+            # A_t at x, B_t over the set (refined recursively: needs slopes at x, hence inside)
+            first_order = telescoped_radius(contexts, ahead.upstream, recorded, at_x, upstream_at_x)
+        finally:
+            for ctx in contexts:
+                ctx.state.pop("centre_only", None)
+        # A_t over the set, B_t at x
+        telescoped = min(first_order, telescoped_radius(contexts, upstream_at_x, over_set, at_x))
+    return Propagation(boxes[logits], rows, unstable_count(contexts), telescoped)
+
+
+def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box],
+                     wanted: set[str]) -> dict[str, list[Cotangent | None]]:
+    """Forward mode with every slope at its value at x (the caller sets ``centre_only``): B_t(x).
+
+    The radius is then the rounding alone; telescoping.py's second ordering pairs these with the
+    rows over the set.
+    """
+    first = boxes[view.input_name].at
+    eye = np.eye(first.size).reshape((first.size, *first.shape))
+    directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
+    kept: dict[str, list[Cotangent | None]] = {}
+    for ctx in contexts:
+        rule = get_rule(ctx.node.op_type)
+        assert rule is not None
+        ins = [directions.get(name) if name else None for name in ctx.node.input]
+        if ctx.node.name in wanted:
+            kept[ctx.node.name] = ins
+        directions[ctx.node.output[0]] = rule.tangent(ctx, ins)
+    return kept
+
+
+def _meet(rows: Cotangent, directions: Cotangent, matrix: np.ndarray) -> Cotangent:
+    """The backward rows met with the forward-mode ones mapped through P (both enclose P J').
+
+    Forward mode gives d x K directions of the logits; P times them encloses the same rows with
+    centre P c_f and radius |P| r_f. Around the backward centre, the meet has radius
+    min(r_b, |P| r_f + |c_b - P c_f|).
+    """
+    k = matrix.shape[0]
+    centre_f = np.tensordot(matrix, directions.centre.reshape(directions.centre.shape[0], -1).T, axes=1)
+    radius_f = np.tensordot(np.abs(matrix), directions.radius.reshape(directions.radius.shape[0], -1).T, axes=1)
+    radius_f = radius_f * (1.0 + gamma(matrix.shape[1] + 1)) + gamma(matrix.shape[1] + 1) * np.abs(centre_f)
+    centre_b = rows.centre.reshape(k, -1)
+    other = radius_f + np.abs(centre_b - centre_f)
+    other = np.nextafter(other, np.inf)
+    radius = np.minimum(rows.radius.reshape(k, -1), other).reshape(rows.radius.shape)
+    return Cotangent(rows.centre, radius)

@@ -1,0 +1,165 @@
+"""The certification-rule registry: one class per ONNX op, forward (ranges) and backward (Jacobian rows).
+
+Why a registry (as for the gradient and bound rules): each op's interval rule is a small
+documented class beside its argument, testable on its own against dense sampling, and an op
+without a rule stops the certificate with ``NotCertified`` naming the op and the node, instead of
+being skipped (skipping would certify a different function).
+
+How to write a rule
+-------------------
+::
+
+    @certify_rule("Relu")
+    class ReluRule(PointwiseRule): ...
+
+- ``forward(ctx)`` returns one ``Box`` per output: the value at x and a range valid for every
+  point of the set. It may keep what the backward pass needs in ``ctx.state``.
+- ``backward(ctx, out)`` receives the output's ``Cotangent`` (K rows, centre and radius) and
+  returns one per varying input: the centre is the chain rule at x; the radius covers every
+  Jacobian the op can have over the set (slope ranges from the forward boxes).
+- Constants are read with ``ctx.const(i)``; a rule that cannot certify this node (a varying
+  weight, an attribute it does not handle) raises ``NotCertified`` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+import onnx
+
+from fimaudit.certify.intervals import Box, Cotangent
+from fimaudit.errors import FimauditError
+from fimaudit.graph import onnx_utils
+from fimaudit.graph.view import GraphView
+
+
+class NotCertified(FimauditError):
+    """The model (or this node of it) has no certified rule: no certificate, and the reason why."""
+
+
+@dataclass
+class NodeContext:
+    """What a rule sees of one node: the node, its inputs' boxes (None for constants), the view."""
+
+    node: onnx.NodeProto
+    view: GraphView
+    boxes: list[Box | None]
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The node's name, as the exporter wrote it (for messages)."""
+        return self.node.name or self.node.op_type
+
+    def refuse(self, reason: str) -> NotCertified:
+        """The error a rule raises when it cannot certify this node."""
+        return NotCertified(f"not certified: op {self.node.op_type} at node {self.name!r}: {reason}")
+
+    def box(self, index: int) -> Box:
+        """The box of varying input ``index`` (refuses when that input is a constant)."""
+        box = self.boxes[index] if index < len(self.boxes) else None
+        if box is None:
+            raise self.refuse(f"input {index} was expected to depend on the input")
+        return box
+
+    def varying(self) -> list[int]:
+        """Indices of the inputs that depend on the audited input."""
+        return [i for i, box in enumerate(self.boxes) if box is not None]
+
+    def const(self, index: int) -> np.ndarray | None:
+        """Input ``index`` as a float64 constant, or None when absent or varying."""
+        if index >= len(self.node.input) or not self.node.input[index] or self.boxes[index] is not None:
+            return None
+        value = self.view.const(self.node.input[index])
+        if value is None:
+            raise self.refuse(f"input {index} ({self.node.input[index]!r}) is neither constant nor input-dependent")
+        return np.asarray(value)
+
+    def weight(self, index: int) -> np.ndarray:
+        """A required constant input as float64 (refuses when it varies or is missing)."""
+        value = self.const(index) if index < len(self.boxes) and self.boxes[index] is None else None
+        if value is None:
+            raise self.refuse(f"input {index} must be a constant (a product of two activations is not handled here)")
+        return np.asarray(value, dtype=np.float64)
+
+    def attr_int(self, name: str, default: int) -> int:
+        """An INT attribute (typed reader of the ONNX layer)."""
+        return onnx_utils.int_attribute(self.node, name, default)
+
+    def attr_float(self, name: str, default: float) -> float:
+        """A FLOAT attribute."""
+        return onnx_utils.float_attribute(self.node, name, default)
+
+    def attr_ints(self, name: str) -> list[int] | None:
+        """An INTS attribute, or None."""
+        return onnx_utils.ints_attribute(self.node, name, None)
+
+    def attr_str(self, name: str, default: str) -> str:
+        """A STRING attribute."""
+        return onnx_utils.str_attribute(self.node, name, default)
+
+
+class CertifyRule:
+    """Base of every rule: the two passes (see the module docstring)."""
+
+    def forward(self, ctx: NodeContext) -> list[Box]:
+        """One box per output."""
+        raise NotImplementedError
+
+    def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
+        """The cotangent of every varying input, from the (first) output's cotangent."""
+        raise NotImplementedError
+
+    def spreads(self, ctx: NodeContext) -> list[tuple[int, np.ndarray]] | None:
+        """For a node whose Jacobian is diagonal in each input: (input, max |slope(x') - slope(x)|) pairs.
+
+        [] for an affine op (its Jacobian never changes); None when the node's Jacobian changes in a
+        way this form does not describe (telescoping.py then falls back to the interval radius).
+        """
+        return []
+
+    def tangent(self, ctx: NodeContext, ins: list[Cotangent | None]) -> Cotangent:
+        """Forward mode: the output's d rows of d(output)/d(input entry) from the inputs' (None: constant).
+
+        Same centre-radius form as ``backward``, with the stack axis running over the d input entries.
+        """
+        raise NotImplementedError
+
+
+R = TypeVar("R", bound=type[CertifyRule])
+_RULES: dict[str, CertifyRule] = {}
+
+
+def certify_rule(*op_types: str) -> Callable[[R], R]:
+    """Register the decorated rule class for ``op_types`` (one instance, shared)."""
+
+    def register(cls: R) -> R:
+        instance = cls()
+        for op_type in op_types:
+            if op_type in _RULES:
+                existing = type(_RULES[op_type]).__name__
+                raise ValueError(f"a certify rule for {op_type} is already registered ({existing})")
+            _RULES[op_type] = instance
+        return cls
+
+    return register
+
+
+def get_rule(op_type: str) -> CertifyRule | None:
+    """The rule registered for ``op_type``, or None."""
+    load_rules()
+    return _RULES.get(op_type)
+
+
+def supported_ops() -> list[str]:
+    """Every op type with a certify rule, sorted."""
+    load_rules()
+    return sorted(_RULES)
+
+
+def load_rules() -> None:
+    """Import the rule modules (registration happens at import)."""
+    from fimaudit.certify import rules  # noqa: F401
