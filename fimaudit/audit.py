@@ -84,6 +84,8 @@ class AuditConfig:
     flush_subnormals: bool = False
     # Analytic certified bounds (fimaudit/bounds) beside the measurement; off skips their cost.
     bounds: bool = True
+    # Keep derived results (the bounds' layer gains) in the user cache directory (--no-cache: off).
+    cache: bool = True
     # Seconds one model evaluation (one ONNX Runtime run) may take; None: no limit (--timeout).
     timeout: float | None = DEFAULT_TIMEOUT_S
     # Seconds the whole audit may take (--max-time): a finite-difference run whose estimate exceeds
@@ -305,9 +307,9 @@ def prepare_jacobians(
 ) -> JacobianReady:
     """Load, plan, read the data, prepare and choose the gradient source, as an audit does.
 
-    The shared start of the commands that need Jacobians but no estimator (``fimaudit jacobian``,
-    ``fimaudit attack``): each part is planned against ``memory`` as soon as it is known, and
-    ``on_loaded`` sees the loaded model before its data is read (the commands refuse there an
+    The start of a command that needs Jacobians but no estimator (``fimaudit jacobian``; ``fimaudit
+    attack`` is an audit now): each part is planned against ``memory`` as soon as it is known, and
+    ``on_loaded`` sees the loaded model before its data is read (the command refuses there an
     output over one of the model's external-data files).
     """
     taken = intake(model_path, input_name, output_name, budget=memory, output_kind=output_kind)
@@ -354,6 +356,7 @@ def _analytic_bounds(
 ) -> tuple[dict[str, Any], Bound | None, list[SampleResult]]:
     """Architecture, the certified global bound, and ``audits`` with their per-sample bounds."""
     from fimaudit.bounds.fisher_bound import bound_audit  # analytic bounds (issue 5)
+    from fimaudit.bounds.stored import bound_cache
     from fimaudit.graph.architecture import recognise_architecture
 
     if not config.bounds:
@@ -362,6 +365,7 @@ def _analytic_bounds(
     architecture, bound, per_sample = bound_audit(
         prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
         data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
+        cache=bound_cache(config.cache), model_digest=prepared.loaded.combined_sha256 or prepared.loaded.sha256,
     )
     return (
         architecture,

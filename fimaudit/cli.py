@@ -257,6 +257,13 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
             help="Compute certified analytic upper bounds from the weights (certified convolution norms take tens of "
             "seconds on ImageNet-size CNNs).",
         ),
+        click.option(
+            "--cache/--no-cache",
+            default=True,
+            show_default=True,
+            help="Keep the bounds' layer gains of a model in the user cache directory (keyed by the model's "
+            "SHA-256 and fimaudit's version), so the next audit of it skips their cost.",
+        ),
         timeout_option,
         click.option(
             "--max-time",
@@ -470,6 +477,7 @@ def audit(
     max_memory: int | None,
     flush_subnormals: bool,
     bounds: bool,
+    cache: bool,
     timeout: float,
     max_time: float | None,
     wrt: str,
@@ -518,6 +526,7 @@ def audit(
         max_memory=max_memory,
         flush_subnormals=flush_subnormals,
         bounds=bounds,
+        cache=cache,
         timeout=timeout or None,
         max_time=max_time,
         wrt=wrt,
@@ -614,6 +623,7 @@ def compare(
     max_memory: int | None,
     flush_subnormals: bool,
     bounds: bool,
+    cache: bool,
     timeout: float,
     max_time: float | None,
 ) -> None:
@@ -636,7 +646,7 @@ def compare(
     check_output_paths([*models, data_path], [json_path, report_path])
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
-                         flush_subnormals=flush_subnormals, bounds=bounds, timeout=timeout or None,
+                         flush_subnormals=flush_subnormals, bounds=bounds, cache=cache, timeout=timeout or None,
                          max_time=max_time, output_kind=output_kind)
     update, finish = progress_reporter("auditing models")
     try:

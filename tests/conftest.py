@@ -18,6 +18,14 @@ def sample_manifest() -> list[dict]:
     return json.loads((SAMPLES / "manifest.json").read_text())["models"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_directory(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or write the user's cache (fimaudit/cache.py): one fresh folder per run."""
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+
+
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
     return SAMPLES

@@ -181,6 +181,14 @@ class BoundEngine:
             self._global[node.name] = self._rule_gain(node, "global", {}, magnitudes or {})
         return self._global[node.name]
 
+    def global_gains(self) -> dict[str, LayerGain | BoundProblem]:
+        """Every global gain computed so far, by node name (what ``bounds/stored.py`` keeps on disk)."""
+        return dict(self._global)
+
+    def preload(self, gains: dict[str, LayerGain | BoundProblem]) -> None:
+        """Take global gains derived before (the same view and input domain); the walk then skips their rules."""
+        self._global.update(gains)
+
     def local_gain(self, node: onnx.NodeProto, values: dict[str, np.ndarray]) -> LayerGain | BoundProblem:
         """The local rule's gain (inflated by LOCAL_MARGIN), never above the global one."""
         cached = self.global_gain(node)

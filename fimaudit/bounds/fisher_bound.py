@@ -34,6 +34,8 @@ from fimaudit.bounds.folding import fold_batchnorms
 from fimaudit.bounds.head import LinearHead, find_linear_head
 from fimaudit.bounds.linalg import certify
 from fimaudit.bounds.probe import IntermediateProbe
+from fimaudit.bounds.stored import load_or_derive, model_key, store
+from fimaudit.cache import ResultCache
 from fimaudit.errors import FimauditError, ModelTimeoutError
 from fimaudit.fisher.covariance import covariance_norm_bound, covariance_sqrt, softmax_covariance
 from fimaudit.graph.architecture import Architecture, prepare_view
@@ -133,8 +135,16 @@ class FisherBounds:
         extra_feeds: dict[str, np.ndarray] | None = None,
         view: GraphView | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
+        cache: ResultCache | None = None,
+        model_digest: str | None = None,
     ) -> None:
         self.model = logits_model
+        # The global layer gains are kept on disk (bounds/stored.py): the costly part, the same every run.
+        self.cache = cache
+        self.cache_key = None if cache is None or not cache.enabled else model_key(
+            cache, logits_model, input_name, logits_name, sample_shape, num_classes, input_range, model_digest
+        )
+        self.gains_from_cache: bool | None = None
         self.timeout = timeout
         self.logits_name = logits_name
         self.num_classes = num_classes
@@ -179,7 +189,10 @@ class FisherBounds:
 
     def global_bound(self, family: str = "unknown", architecture: Architecture | None = None) -> Bound:
         """The bound valid for every input, with per-layer contributions."""
+        self.gains_from_cache = load_or_derive(self.engine, self.cache, self.cache_key)
         propagation = self.engine.run_global()
+        if not self.gains_from_cache:
+            store(self.engine, self.cache, self.cache_key)
         self.head = find_linear_head(self.view, self.logits_name, self.num_classes)
         lipschitz_h = propagation.of(self.head.tensor)
         lipschitz = propagation.of(self.logits_name)
@@ -208,6 +221,7 @@ class FisherBounds:
             "problems": problems,
             "reason": reason,
             "assumptions": _assumptions(propagation),
+            "layer_gains": "off" if self.cache_key is None else ("cached" if self.gains_from_cache else "derived"),
         })
 
     def sample_bound(self, sample: np.ndarray, logits: np.ndarray, measured: float | None = None) -> Bound:
@@ -256,12 +270,19 @@ def analyse_bounds(
     providers: Sequence[str] | None = None,
     extra_feeds: dict[str, np.ndarray] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    cache: ResultCache | None = None,
+    model_digest: str | None = None,
 ) -> BoundAnalysis:
-    """Global bound and one bound per sample, with tightness against ``measured`` lambda_max."""
+    """Global bound and one bound per sample, with tightness against ``measured`` lambda_max.
+
+    ``cache``: where the global layer gains are kept between runs (None: nowhere);
+    ``model_digest``: the SHA-256 of the model's file and weights, when the caller has it.
+    """
     started = time.perf_counter()
     family = architecture.family if architecture is not None else "unknown"
     bounds = FisherBounds(logits_model, input_name, logits_name, inputs.shape[1:], logits.shape[-1],
-                          input_range, providers, extra_feeds, timeout=timeout)
+                          input_range, providers, extra_feeds, timeout=timeout, cache=cache,
+                          model_digest=model_digest)
     bounds.learn_shapes(inputs[0])
     result = bounds.global_bound(family, architecture)
     samples: list[Bound | None] = []
@@ -302,6 +323,8 @@ def bound_audit(
     providers: Sequence[str] | None = None,
     extra_feeds: dict[str, np.ndarray] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    cache: ResultCache | None = None,
+    model_digest: str | None = None,
 ) -> tuple[dict[str, Any], Bound, list[Bound | None]]:
     """What the audit records: (architecture as JSON-ready data, global bound, per-sample bounds).
 
@@ -314,7 +337,8 @@ def bound_audit(
     architecture = recognise_architecture(loaded_model, input_name)
     try:
         analysis = analyse_bounds(logits_model, input_name, logits_name, inputs, logits, measured, architecture,
-                                  providers=providers, extra_feeds=extra_feeds, timeout=timeout)
+                                  providers=providers, extra_feeds=extra_feeds, timeout=timeout, cache=cache,
+                                  model_digest=model_digest)
     except ModelTimeoutError:  # a time limit the user set is not a reason for a null bound
         raise
     except FimauditError as exc:

@@ -87,8 +87,8 @@ def max_spectral_norm(matrices: np.ndarray, power_steps: int = 8, first: int = 2
 
     The result is the exact maximum up to rounding and the 1e-9 of tau (never below it): an
     upper bound, never a power-iteration estimate. No safety margin is applied (callers
-    certify). Gram iteration (``gram_iteration_bounds``) was used here before; it cost six to
-    twelve Gram products per block and made the conv norms 90% of a ResNet-18 audit.
+    certify). Gram iteration (Delattre et al., 2023) was used here before; it cost six to twelve
+    Gram products per block and made the conv norms 90% of a ResNet-18 audit.
     """
     with one_blas_thread():
         return _max_spectral_norm(np.asarray(matrices), power_steps, first, chunk_entries)
@@ -197,43 +197,6 @@ def one_blas_thread() -> Iterator[None]:
     """
     with _blas_controller().limit(limits=1, user_api="blas"):
         yield
-
-
-def gram_iteration_bounds(matrices: np.ndarray, steps: int = 6, chunk_entries: int = 1 << 22) -> np.ndarray:
-    """Upper bounds on the largest singular value of each matrix of a [F, m, n] stack.
-
-    Gram iteration (Delattre et al., 2023): with G_0 = A and G_{k+1} = G_k G_k^H,
-    sigma_1(G_k) = sigma_1(A)^(2^k) <= ||G_k||_F, so sigma_1(A) <= ||G_k||_F^(1/2^k), within a
-    factor rank^(1/2^(k+1)) of the truth (1.05 for rank 512 after 6 steps). Each step is one
-    matrix product (fast BLAS) instead of an eigen-decomposition; iterates are rescaled to
-    norm 1 and the scales kept in logarithms. Used to prune, then confirmed exactly.
-    """
-    flat = np.asarray(matrices)
-    if flat.shape[1] > flat.shape[2]:
-        flat = flat.conj().transpose(0, 2, 1)
-    out = np.empty(flat.shape[0], dtype=np.float64)
-    step_size = max(1, chunk_entries // max(1, flat.shape[1] * flat.shape[2]))
-    for start in range(0, flat.shape[0], step_size):
-        block = flat[start : start + step_size].astype(np.complex128)
-        peak = np.abs(block).max(axis=(1, 2))
-        scale = np.where(peak > 0, peak, 1.0)
-        block = block / scale[:, None, None]  # no underflow in the norms below
-        norms = np.linalg.norm(block, axis=(1, 2))
-        safe = np.where(norms > 0, norms, 1.0)
-        logs = np.log(safe) + np.log(scale)
-        current = block / safe[:, None, None]
-        current = current @ current.conj().transpose(0, 2, 1)
-        for _ in range(steps):
-            size = np.linalg.norm(current, axis=(1, 2))
-            size = np.where(size > 0, size, 1.0)
-            logs = 2.0 * logs + np.log(size)  # log-scale of G_k before the next product
-            current = current / size[:, None, None]
-            current = current @ current.conj().transpose(0, 2, 1)
-        final = np.linalg.norm(current, axis=(1, 2))
-        total = 2.0 * logs + np.log(np.where(final > 0, final, 1e-300))
-        bound = np.exp(total / 2.0 ** (steps + 1))
-        out[start : start + step_size] = np.where(peak > 0, bound * (1.0 + 1e-9), 0.0)
-    return out
 
 
 def broadcast_copies(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:

@@ -1,10 +1,11 @@
 """The certified maxima behind the conv bound: ``max_spectral_norm`` and ``cholesky_certifies``.
 
-Certified means: with the caller's margin (``certify``), never below the exact value (float64 eigvalsh of the Gram matrix), at random
-stacks and at stacks built to mislead the power-iteration ranking (the largest block has a
-nearly degenerate top, so its power estimate lags; every block ties within 1e-10). The conv
-rule's channel counts in tests/bounds/test_conv_bound.py are small (<= 4, exact decompositions
-only); the conv cases here are wide enough to take the Cholesky path.
+Certified means: with the caller's margin (``certify``), never below the exact value (float64
+eigvalsh of the Gram matrix), at random stacks and at stacks built to mislead the
+power-iteration ranking (the largest block has a nearly degenerate top, so its power estimate
+lags; every block ties within 1e-10). The conv rule's channel counts in
+tests/bounds/test_conv_bound.py are small (<= 4, exact decompositions only); the conv cases
+here are wide enough to take the Cholesky path.
 """
 
 from __future__ import annotations
