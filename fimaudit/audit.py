@@ -392,7 +392,7 @@ def run_audit(
         raise InputError(f"--fail-above must be a finite number, got {config.threshold}")
     if config.attack is not None and config.wrt != "input":
         raise InputError("--attack perturbs the model's float input; it cannot be combined with --wrt embeddings")
-    get_estimator(config.method)  # an unknown --method fails before anything is loaded
+    estimate = get_estimator(config.method)
     memory = MemoryBudget.from_option(config.max_memory)
     # The selection is needed to read the data; a sample is needed to finish the preparation.
     taken = intake(
@@ -468,7 +468,7 @@ def run_audit(
     # cluster, or read back from a --checkpoint (fimaudit/sample_loop.py).
     audits: list[SampleResult] = audit_samples(
         LoopContext(config, data, logits, jacobian, masked, prepared, gradients, plan.batch_rows, started, progress,
-                    fd_log)
+                    fd_log, estimate)
     )
     check = None
     if gradients == "graph":

@@ -15,7 +15,7 @@ import numpy as np
 from fimaudit.errors import ModelError
 from fimaudit.fisher.covariance import softmax
 from fimaudit.fisher.problem import SampleProblem
-from fimaudit.fisher.registry import get_estimator
+from fimaudit.fisher.registry import Estimator, get_estimator
 from fimaudit.fisher.result import SpectralResult
 from fimaudit.gradients import FiniteDerivatives
 from fimaudit.gradients.base import InputJacobian
@@ -40,11 +40,17 @@ class SampleSettings:
 class SampleAuditor:
     """Audits samples one at a time on one gradient source (built once per process)."""
 
-    def __init__(self, source: InputJacobian, settings: SampleSettings, masked: object | None = None) -> None:
+    def __init__(
+        self,
+        source: InputJacobian,
+        settings: SampleSettings,
+        masked: object | None = None,
+        estimate: Estimator | None = None,
+    ) -> None:
         self.source = source
         self.settings = settings
         self.masked = masked  # --wrt embeddings: a source per sample (tokens.MaskedJacobian.at)
-        self.estimate = get_estimator(settings.method)
+        self.estimate = estimate if estimate is not None else get_estimator(settings.method)
         self.streams = RandomStreams(settings.seed)
 
     def _source_for(self, index: int) -> InputJacobian:

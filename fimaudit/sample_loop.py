@@ -59,6 +59,8 @@ class LoopContext:
     started: float
     progress: Callable[[int, int], None] | None = None
     fd_log: Any = None
+    #: The estimator this process runs (run_audit's; workers look theirs up by name).
+    estimate: Any = None
 
 
 class EigenvectorKeeper:
@@ -179,7 +181,7 @@ def _computed(context: LoopContext, settings: SampleSettings, todo: Sequence[int
         return dask_results(_worker_spec(context, settings), scheduler, make, todo)
     if workers > 1:
         return local_results(_worker_spec(context, settings), workers, make, todo)
-    auditor = SampleAuditor(context.source, settings, context.masked)
+    auditor = SampleAuditor(context.source, settings, context.masked, context.estimate)
 
     def serial() -> Iterator[SampleResult]:
         for count, index in enumerate(todo, start=1):

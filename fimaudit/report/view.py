@@ -122,6 +122,8 @@ class ReportView:
     tokens: list[Table] = field(default_factory=list)
     # --attack: the attack section (report/attack_view.py); None when no attacks ran.
     attack: AttackSectionView | None = None
+    #: With true labels: accuracy, correct vs misclassified, lambda_max by true class (issue 13).
+    labels: Section = field(default_factory=Section)
 
 
 def bound_value(bound: dict[str, Any] | None) -> float | None:
@@ -402,6 +404,24 @@ def histogram_chart(document: dict[str, Any]) -> Chart:
     return histogram([s["lambda_max"] for s in document["samples"]], markers, extend_to=threshold)
 
 
+def labels_section(document: dict[str, Any]) -> Section:
+    """Accuracy, correct vs misclassified side by side, and lambda_max by true class (``labels``)."""
+    labels = document.get("labels")
+    if not labels:
+        return Section(missing=f"{NOT_COMPUTED_TEXT}: the data has no labels (class folders, a CSV list or --labels)")
+    stats = ("count", "median", "p95", "max")
+    section = Section(rows=[Row("Accuracy", f"{labels['accuracy']:.1%} of {labels['count']} samples"),
+                            Row("lambda_max in", f"{labels['space']} space")])
+    section.tables.append(Table("Correct vs misclassified", ["samples", *stats],
+                                [[name, *(present(labels[key][stat]) for stat in stats)]
+                                 for name, key in (("correct", "correct"), ("misclassified", "misclassified"))]))
+    section.tables.append(Table("By true class", ["class", "name", "samples", "accuracy", "median", "max"],
+                                [[present(entry["class"]), present(entry["name"]), present(entry["count"]),
+                                  f"{entry['accuracy']:.1%}", present(entry["lambda_max"]["median"]),
+                                  present(entry["lambda_max"]["max"])] for entry in labels["by_true_class"]]))
+    return section
+
+
 def build_view(
     document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "",
     attack_pictures: list[AdversarialPicture] | None = None, attack_pictures_note: str = "",
@@ -443,4 +463,5 @@ def build_view(
         checks=check_views(document),
         limitations=list(document["limitations"]),
         attack=attack_view(document, attack_pictures, attack_pictures_note),
+        labels=labels_section(document),
     )
