@@ -15,7 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fimaudit.bounds.linalg import RELATIVE_MARGIN, certify, cholesky_certifies, max_spectral_norm
+from fimaudit.bounds.linalg import (
+    LANCZOS_FROM,
+    RELATIVE_MARGIN,
+    certify,
+    cholesky_certifies,
+    max_spectral_norm,
+    spectral_norm,
+)
 from fimaudit.bounds.rules.conv import conv_norm_bound
 from tests.bounds.test_conv_bound import conv_matrix
 
@@ -96,3 +103,18 @@ def test_wide_conv_bound_is_above_the_exact_norm(channels: int, groups: int, str
     assert bound >= exact
     if stride == 1:  # the circular bound on the padded ring is close for stride 1
         assert bound <= exact * 1.5 * (1 + RELATIVE_MARGIN)
+
+
+@pytest.mark.parametrize("gap", [0.5, 1e-10])
+def test_large_dense_norm_takes_the_certified_lanczos_path(gap: float) -> None:
+    """A Gram matrix of LANCZOS_FROM rows: Lanczos + Cholesky; also with a top pair 1e-10 apart."""
+    rng = np.random.default_rng(3)
+    n = LANCZOS_FROM
+    values = np.linspace(1.0 - gap, 0.01, n)
+    values[0] = 1.0
+    u, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    v, _ = np.linalg.qr(rng.standard_normal((n + 40, n)))
+    matrix = (u * values) @ v.T
+    truth = float(np.linalg.svd(matrix, compute_uv=False)[0])
+    value = spectral_norm(matrix)
+    assert truth <= value <= truth * (1 + 2e-8)
