@@ -268,10 +268,3 @@ def preprocess_image(image: object, spec: PreprocessSpec) -> np.ndarray:
     # torchvision's order (ToTensor, then Normalize).
     values = (pixels * spec.scale - spec.per_channel(spec.mean)) / spec.per_channel(spec.std)
     return np.ascontiguousarray(values.transpose(2, 0, 1) if spec.layout == "NCHW" else values)
-
-
-def pixel_tensor(image_values: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
-    """Undo the affine step: model-space values back to pixel units (for tests and pictures)."""
-    a, b = spec.affine()
-    shape = (-1, 1, 1) if spec.layout == "NCHW" else (1, 1, -1)
-    return (image_values - b.reshape(shape)) / a.reshape(shape)

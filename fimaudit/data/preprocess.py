@@ -71,20 +71,6 @@ class PreprocessSpec:
         std = self.per_channel(self.std)
         return self.scale / std, -self.per_channel(self.mean) / std
 
-    def output_size(self, width: int, height: int) -> tuple[int, int]:
-        """(height, width) of the preprocessed tensor for a decoded image of this size."""
-        h, w = height, width
-        if self.resize is not None:
-            h, w = resized_size(self.resize, w, h)
-        if self.center_crop is not None:
-            h, w = self.center_crop
-        return h, w
-
-    def sample_shape(self, height: int, width: int) -> tuple[int, int, int]:
-        """The tensor's shape in the declared layout."""
-        c = self.num_channels
-        return (c, height, width) if self.layout == "NCHW" else (height, width, c)
-
     def to_dict(self) -> dict[str, Any]:
         """The spec as the JSON document records it, with the pixel-to-model affine map."""
         a, b = self.affine()
@@ -166,12 +152,14 @@ def spec_from_mapping(values: Mapping[str, Any], source: str) -> PreprocessSpec:
         fields["scale"], fields["scale_text"] = _number(text, "scale", source), text
         if fields["scale"] == 0:
             raise InputError(f"{source}: scale must not be 0")
-    channels = CHANNELS[fields.get("channels", "RGB")]
+    channel_count = CHANNELS[fields.get("channels", "RGB")]
     for key in ("mean", "std"):
         if key in values:
             numbers = tuple(_number(str(v), key, source) for v in many(key))
-            if len(numbers) not in (1, channels):
-                raise InputError(f"{source}: {key} has {len(numbers)} values; give 1 or one per channel ({channels})")
+            if len(numbers) not in (1, channel_count):
+                raise InputError(
+                    f"{source}: {key} has {len(numbers)} values; give 1 or one per channel ({channel_count})"
+                )
             if key == "std" and any(v == 0 for v in numbers):
                 raise InputError(f"{source}: std must not be 0")
             fields[key] = numbers
