@@ -74,11 +74,14 @@ def covariance_bound(p_lo: np.ndarray, p_hi: np.ndarray, q_hi: np.ndarray, q_lo:
     return min(0.5, certify(float(peak.sum())))
 
 
-def spectral_norm_nonnegative(matrix: np.ndarray) -> float:
-    """||R||_2 of a non-negative K x d matrix (>= ||D||_2 for every |D| <= R), with the margin."""
+def spectral_norm_bound(matrix: np.ndarray) -> float:
+    """A certified ||M||_2 of any real matrix (from the smaller Gram matrix, plus the margin).
+
+    For a non-negative R it also bounds ||D||_2 for every |D| <= R element-wise (Perron-Frobenius).
+    """
     if not np.any(matrix):
         return 0.0
-    gram = matrix @ matrix.T
+    gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
     top = float(np.linalg.eigvalsh(gram)[-1])
     return certify(math.sqrt(max(top, 0.0)), absolute=1e-15 * math.sqrt(float(np.trace(gram))))
 
@@ -102,6 +105,6 @@ def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
     delta = np.maximum(np.maximum(p_hi - p0, p0 - p_lo), 0.0)
     shift = float(delta.max()) + 2.0 * float(np.linalg.norm(p0)) * float(np.linalg.norm(delta))
     curvature = min(certify(lam0 + g_norm * shift), certify(c_max * g_norm))
-    rho = min(spectral_norm_nonnegative(radius), deviation)
+    rho = min(spectral_norm_bound(radius), deviation)
     value = certify((math.sqrt(curvature) + math.sqrt(c_max) * rho) ** 2)
     return Composition(value, lam0, rho, c_max, curvature)

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fimaudit.bounds.linalg import spectral_norm
-from fimaudit.certify.composition import spectral_norm_nonnegative
+from fimaudit.certify.composition import spectral_norm_bound
 from fimaudit.certify.intervals import Cotangent
 from fimaudit.certify.registry import NodeContext, get_rule
 
 #: A recursive refinement runs one backward pass with this many rows at most.
-ROW_LIMIT = 512
+ROW_LIMIT = 128
 
 
 @dataclass
@@ -57,7 +56,7 @@ def _rows(cotangent: Cotangent) -> tuple[np.ndarray, np.ndarray]:
 def _norm(directions: Cotangent, entries: np.ndarray) -> float:
     """||B|| over the selected entries for B in [B_c +- B_r]: the signed centre's norm plus the radius's."""
     centre, radius = _rows(directions)
-    return spectral_norm(centre[:, entries]) + spectral_norm_nonnegative(radius[:, entries].T)
+    return spectral_norm_bound(centre[:, entries]) + spectral_norm_bound(radius[:, entries])
 
 
 def edges_of(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | None]]) -> list[Edge] | None:
@@ -95,8 +94,8 @@ def _term(edge: Edge, rows: Cotangent | None) -> float:
     size = np.abs(centre) + radius
     if edge.weight is None:
         assert edge.outputs is not None
-        return spectral_norm_nonnegative(size[:, edge.outputs]) * edge.factor
-    return spectral_norm_nonnegative(size[:, edge.moving] * edge.weight)
+        return spectral_norm_bound(size[:, edge.outputs]) * edge.factor
+    return spectral_norm_bound(size[:, edge.moving] * edge.weight)
 
 
 def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | None]],
@@ -120,7 +119,7 @@ def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cota
             edge.beta = min(edge.beta, _recursive(edge, nodes, contexts, upstream_at_x, done))
         done.append(edge)
     _, rounding = _rows(at_x)
-    total = spectral_norm_nonnegative(rounding)
+    total = spectral_norm_bound(rounding)
     for edge in edges:
         total += _term(edge, recorded.get(edge.node)) * edge.beta
     return total * (1.0 + 1e-12)
