@@ -27,6 +27,7 @@ from fimaudit.statistics import STATISTICS
 
 if TYPE_CHECKING:
     from fimaudit.attacks.stage import AttackConfig
+    from fimaudit.certify.stage import CertifyConfig
     from fimaudit.graph.loader import LoadedModel
 
 logger = logging.getLogger("fimaudit")
@@ -282,8 +283,24 @@ def estimation_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def attack_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """The attack stage's options (issue 11): shared by ``audit --attack`` and ``attack``."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        attack_measure_options,
+        click.option("--save-adversarial", "adversarial_path", type=click.Path(dir_okay=False),
+                     help="Write the verified adversarial examples here (.npy, the audited inputs' layout, NaN rows "
+                     "where none was found)."),
+        click.option("--fail-robust-below", type=click.FloatRange(0, 1), metavar="R",
+                     help="Exit 1 when robust accuracy (the fraction of samples no verified example within eps "
+                     "changed) is below R at any --attack-eps radius."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def attack_measure_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """What the attacks measure: norm, radii, input range, budget (``compare --attack`` takes only these)."""
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--norm", type=click.Choice(["2", "inf"]), default="2", show_default=True,
-                     help="Norm of the attacks (epsilon_min, --attack-eps)."),
+                     help="Norm of the attacks (epsilon_min, --attack-eps) and of the --certify balls."),
         click.option("--attack-eps", metavar="EPS,...",
                      help="PGD radii, comma-separated (e.g. 0.01,0.03,0.1): success rate and robust accuracy "
                      "per radius."),
@@ -291,12 +308,6 @@ def attack_options(function: Callable[..., Any]) -> Callable[..., Any]:
                      help="Valid input values; every adversarial example is clipped to them."),
         click.option("--attack-budget", type=click.IntRange(min=1), default=DEFAULT_ATTACK_BUDGET, show_default=True,
                      help="Model evaluations one sample's minimum-norm attack may spend (gradients included)."),
-        click.option("--save-adversarial", "adversarial_path", type=click.Path(dir_okay=False),
-                     help="Write the verified adversarial examples here (.npy, the audited inputs' layout, NaN rows "
-                     "where none was found)."),
-        click.option("--fail-robust-below", type=click.FloatRange(0, 1), metavar="R",
-                     help="Exit 1 when robust accuracy (the fraction of samples no verified example within eps "
-                     "changed) is below R at any --attack-eps radius."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -456,6 +467,11 @@ def inspect(
     help="After lambda_max, attack every sample (verified minimum-norm epsilon, PGD at --attack-eps, the quadratic "
     "regime) and correlate lambda_max with 1/epsilon_min; see the attack options.",
 )
+@click.option(
+    "--certify", "certify_eps", metavar="EPS,...",
+    help="Certify lambda_max(F(x')) <= B(x, eps) for every x' within eps (--norm, met with --input-range) of each "
+    "sample, for each radius; with --fail-above T also the certified radius per sample (docs/CERTIFICATES.md).",
+)
 @attack_options
 @scale_options
 def audit(
@@ -483,6 +499,7 @@ def audit(
     wrt: str,
     vocab_path: str | None,
     run_attacks: bool,
+    certify_eps: str | None,
     norm: str,
     attack_eps: str | None,
     input_range: str | None,
@@ -505,10 +522,12 @@ def audit(
     attacks = None
     if run_attacks:
         attacks = attack_config(norm, attack_eps, input_range, attack_budget, fail_robust_below)
-    elif attack_eps or input_range or adversarial_path or fail_robust_below is not None:
+    elif attack_eps or (input_range and not certify_eps) or adversarial_path or fail_robust_below is not None:
         raise click.BadParameter(
             "--attack-eps, --input-range, --save-adversarial and --fail-robust-below need --attack"
+            " (--input-range also serves --certify)"
         )
+    certify = certify_config(certify_eps, norm, input_range)
     check_output_paths([model, data_path, vocab_path], outputs)
     config = AuditConfig(
         model_path=model,
@@ -532,6 +551,7 @@ def audit(
         wrt=wrt,
         vocab_path=vocab_path,
         attack=attacks,
+        certify=certify,
         preprocess=preprocess,
         labels_path=labels_path,
         space=space,
@@ -603,6 +623,12 @@ def audit(
 @click.option(
     "--no-check", is_flag=True, help="Rank only: check no pair (for different networks trained on the same task)."
 )
+@click.option(
+    "--attack", "run_attacks", is_flag=True,
+    help="Attack every model's samples too (see audit --attack); the models are also ranked by attack success at "
+    "each --attack-eps radius, beside their lambda_max ranking.",
+)
+@attack_measure_options
 def compare(
     models: tuple[str, ...],
     output_kind: str | None,
@@ -626,6 +652,11 @@ def compare(
     cache: bool,
     timeout: float,
     max_time: float | None,
+    run_attacks: bool,
+    norm: str,
+    attack_eps: str | None,
+    input_range: str | None,
+    attack_budget: int,
 ) -> None:
     """Audit several MODELS on the same data and compare them side by side.
 
@@ -644,10 +675,11 @@ def compare(
         raise click.UsageError("--no-check cannot be combined with --reference or --group")
     resolve_pairing(list(models), reference, groups)  # a name that is not a model: exit 2 before any audit
     check_output_paths([*models, data_path], [json_path, report_path])
+    attacks = attack_config(norm, attack_eps, input_range, attack_budget, None) if run_attacks else None
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
                          flush_subnormals=flush_subnormals, bounds=bounds, cache=cache, timeout=timeout or None,
-                         max_time=max_time, output_kind=output_kind)
+                         max_time=max_time, output_kind=output_kind, attack=attacks)
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)
@@ -660,6 +692,11 @@ def compare(
     # Model labels are file names (a glob over an untrusted archive): each line is escaped.
     for rank in document["ranking"]["by_measured"]:
         click.echo(one_line(f"{rank['rank']}. {rank['model']}: {statistic} lambda_max {rank['value']:.4g}"))
+    for entry in document["ranking"].get("by_attack") or []:
+        order = ", ".join(f"{r['model']} {r['success_rate']:.0%}" for r in entry["models"])
+        tau = "n/a" if entry["kendall_tau"] is None else f"{entry['kendall_tau']:.3f}"
+        click.echo(one_line(f"attack success at l{entry['norm']} eps {entry['eps']:g}: {order} "
+                            f"(Kendall tau with the lambda_max ranking: {tau})"))
     for outcome in comparison.outcomes:
         if outcome.note:
             click.echo(one_line(f"{outcome.path}: {outcome.note}"))
@@ -727,6 +764,20 @@ def jacobian(
     )
     shape = "x".join(str(d) for d in result.shape)
     click.echo(one_line(f"{result.path}: Jacobians [{shape}] float32 in {result.seconds:.2f} s ({result.note})"))
+
+
+def certify_config(certify_eps: str | None, norm: str, input_range: str | None) -> CertifyConfig | None:
+    """``--certify`` with the shared ``--norm`` and ``--input-range`` (None without --certify)."""
+    if not certify_eps:
+        return None
+    from fimaudit.certify.stage import CertifyConfig
+
+    limits = _float_list(input_range, "--input-range", 2)
+    try:
+        return CertifyConfig(tuple(_float_list(certify_eps, "--certify")), norm,
+                             (limits[0], limits[1]) if limits else None)
+    except FimauditError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _float_list(text: str | None, what: str, count: int | None = None) -> list[float]:

@@ -9,7 +9,7 @@ The ranking by a statistic of lambda_max and by the analytic bound is computed o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
@@ -64,7 +64,37 @@ def ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> dict[
         ]
         entry["kendall_tau"] = _kendall_tau([doc["summary"][statistic] for _, doc in labelled],
                                             [known[label] for label, _ in labelled])
+    entry["by_attack"] = attack_ranking(labelled, statistic)
     return entry
+
+
+def attack_ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> list[dict[str, Any]] | None:
+    """Per ``--attack-eps`` radius: models from least to most attacked, and Kendall's tau with ``statistic``.
+
+    The attack success rate is the fraction of samples with a forward-verified adversarial example
+    within eps; tau compares it with the lambda_max statistic over the models (1: lambda_max orders
+    the models exactly as the attacks do). None unless every model ran the same attacks.
+    """
+    summaries = [doc.get("attack_summary") for _, doc in labelled]
+    if not summaries or any(s is None or s["status"] != "run" for s in summaries):
+        return None
+    radii = [[row["eps"] for row in s["success_rate_by_eps"]] for s in summaries]  # type: ignore[index]
+    norms = {s["norm"] for s in summaries}  # type: ignore[index]
+    if any(r != radii[0] for r in radii) or len(norms) != 1 or not radii[0]:
+        return None
+    lambdas = [doc["summary"][statistic] for _, doc in labelled]
+    norm = next(iter(norms))
+    entries = []
+    for position, eps in enumerate(radii[0]):
+        rates = [s["success_rate_by_eps"][position]["success_rate"] for s in summaries]  # type: ignore[index]
+        order = sorted(zip([label for label, _ in labelled], rates, strict=True), key=lambda item: item[1])
+        entries.append({
+            "eps": eps,
+            "norm": norm,
+            "models": [{"rank": r + 1, "model": label, "success_rate": rate} for r, (label, rate) in enumerate(order)],
+            "kendall_tau": _kendall_tau(lambdas, rates),
+        })
+    return entries
 
 
 def build_comparison_document(
@@ -179,6 +209,22 @@ class ComparisonView:
     agreement_note: str
     environment: list[Row]
     pictures_note: str = ""
+    #: --attack: per radius, the models ranked by attack success beside the lambda_max ranking.
+    attack_rankings: list[Table] = field(default_factory=list)
+
+
+def attack_ranking_tables(rank: dict[str, Any]) -> list[Table]:
+    """One table per radius: rank by attack success, the success rate, and tau with the lambda_max ranking."""
+    tables = []
+    for entry in rank.get("by_attack") or []:
+        tau = "n/a" if entry["kendall_tau"] is None else fmt(entry["kendall_tau"], 3)
+        tables.append(Table(
+            f"Ranking by attack success at l{entry['norm']} eps {fmt(entry['eps'])} (1 = least attacked); "
+            f"Kendall's tau with the {rank['statistic']} lambda_max ranking: {tau}",
+            ["Rank", "Model", "Attack success (verified)"],
+            [[str(r["rank"]), r["model"], f"{fmt(100 * r['success_rate'], 3)}%"] for r in entry["models"]],
+        ))
+    return tables
 
 
 def _pair_view(pair: dict[str, Any], pictures: dict[int, Picture]) -> PairView:
@@ -323,4 +369,5 @@ def build_comparison_view(
         pictures_note=pictures_note,
         agreement_note=note,
         environment=[Row(key, str(value)) for key, value in document["environment"].items()],
+        attack_rankings=attack_ranking_tables(rank),
     )
