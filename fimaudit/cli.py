@@ -907,5 +907,6 @@ def summary_line(result: AuditResult) -> str:
     return (
         f"{result.prepared.description.path}: {summary.count} samples, lambda_max "
         f"median {summary.median:.4g}, p95 {summary.p95:.4g}, max {summary.max:.4g} "
-        f"[{result.config.method}, gradients {result.gradients}] — {status}: {verdict.reason}"
+        f"[{result.config.method}, gradients {result.gradients}"
+        f"{', pixel space' if result.config.space == 'pixel' else ''}] — {status}: {verdict.reason}"
     )

@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -183,7 +183,9 @@ def _in_order(
             cancel()
 
 
-def local_results(spec: WorkerSpec, workers: int, make: ChunkMaker, todo: Sequence[int]) -> Iterator[SampleResult]:
+def local_results(
+    spec: WorkerSpec, workers: int, make: ChunkMaker, todo: Sequence[int]
+) -> Generator[SampleResult, None, None]:
     """Results of ``todo`` from ``workers`` spawned local processes, in order."""
     spec = spec.with_digest()
     context = multiprocessing.get_context("spawn")
@@ -197,7 +199,9 @@ def local_results(spec: WorkerSpec, workers: int, make: ChunkMaker, todo: Sequen
         yield from _in_order(lambda chunk: pool.submit(_local_chunk, chunk), make, todo, workers, cancel)
 
 
-def dask_results(spec: WorkerSpec, address: str, make: ChunkMaker, todo: Sequence[int]) -> Iterator[SampleResult]:
+def dask_results(
+    spec: WorkerSpec, address: str, make: ChunkMaker, todo: Sequence[int]
+) -> Generator[SampleResult, None, None]:
     """Results of ``todo`` from the Dask cluster whose scheduler is at ``address``, in order."""
     try:
         from distributed import Client

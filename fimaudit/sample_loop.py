@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,7 +164,13 @@ def _worker_spec(context: LoopContext, settings: SampleSettings) -> WorkerSpec:
     )
 
 
-def _computed(context: LoopContext, settings: SampleSettings, todo: Sequence[int]) -> Iterator[SampleResult]:
+def _nothing() -> Generator[SampleResult, None, None]:
+    yield from ()
+
+
+def _computed(
+    context: LoopContext, settings: SampleSettings, todo: Sequence[int]
+) -> Generator[SampleResult, None, None]:
     """Results of the samples ``todo`` (in order) from the chosen executor."""
     config, data = context.config, context.data
     workers = int(getattr(config, "workers", 1) or 1)
@@ -176,14 +182,14 @@ def _computed(context: LoopContext, settings: SampleSettings, todo: Sequence[int
         return Chunk(tuple(indices), rows, context.logits[list(indices)], tuple(_label(data, i) for i in indices))
 
     if not todo:
-        return iter(())
+        return _nothing()
     if scheduler:
         return dask_results(_worker_spec(context, settings), scheduler, make, todo)
     if workers > 1:
         return local_results(_worker_spec(context, settings), workers, make, todo)
     auditor = SampleAuditor(context.source, settings, context.masked, context.estimate)
 
-    def serial() -> Iterator[SampleResult]:
+    def serial() -> Generator[SampleResult, None, None]:
         for count, index in enumerate(todo, start=1):
             yield auditor.audit(index, data.inputs[index], context.logits[index], _label(data, index))
             if count % RELEASE_EVERY == 0:
@@ -208,8 +214,25 @@ def audit_samples(context: LoopContext) -> list[SampleResult]:
             logger.warning("resuming from %s: %d of %d samples already done", folder, len(done), total)
     computed = _computed(context, settings, [index for index in range(total) if index not in done])
     keeper = EigenvectorKeeper(EIGENVECTORS_KEPT, checkpoint.drop_eigenvector if checkpoint else None)
-    accounting = context.source.accounting
     local = not (getattr(config, "scheduler", None) or int(getattr(config, "workers", 1) or 1) > 1)
+    try:
+        return _gather(context, computed, checkpoint, done, keeper, local, total)
+    finally:
+        computed.close()  # a failure or Ctrl-C stops the workers now, not when the traceback is freed
+
+
+def _gather(
+    context: LoopContext,
+    computed: Generator[SampleResult, None, None],
+    checkpoint: Checkpoint | None,
+    done: set[int],
+    keeper: EigenvectorKeeper,
+    local: bool,
+    total: int,
+) -> list[SampleResult]:
+    """Results in index order: loaded from the checkpoint or taken from ``computed``, then recorded."""
+    config, data = context.config, context.data
+    accounting = context.source.accounting
     audits: list[SampleResult] = []
     evaluations = 0
     for index in range(total):

@@ -192,6 +192,13 @@ def preprocessing_notes(document: dict[str, Any]) -> list[str]:
         "The data is fed to the model unchanged: lambda_max is with respect to the model's input tensor. "
         "fimaudit applies no normalisation, resizing or layout change of its own."
     ]
+    spec = data.get("preprocess")
+    if spec:  # image data (issue 13): the declared spec replaces "unchanged"
+        steps = ", ".join(f"{key} {present(spec[key])}" for key in
+                          ("channels", "resize", "center_crop", "scale_text", "mean", "std", "layout"))
+        notes = [f"Image files were preprocessed by the spec from {spec['source']} ({steps}); lambda_max is with "
+                 "respect to the model's input tensor, and in pixel space with respect to the pixels after resize "
+                 "and crop (0..255)."]
     if stats:
         notes.append(
             f"Audited inputs range from {fmt(stats['min'])} to {fmt(stats['max'])} "
