@@ -51,6 +51,7 @@ from fimaudit.verdict import judge
 
 if TYPE_CHECKING:  # imported by run_audit only when --attack asks for it
     from fimaudit.attacks.stage import AttackConfig
+    from fimaudit.certify.stage import CertifyConfig
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class AuditConfig:
     vocab_path: str | None = None
     # --attack: the attack stage after the per-sample loop (fimaudit/attacks/stage.py); None: not run.
     attack: AttackConfig | None = None
+    # --certify: local certificates after the per-sample loop (fimaudit/certify/stage.py); None: not run.
+    certify: CertifyConfig | None = None
     # Real data at scale (issue 13): the image preprocessing spec (--preprocess: text or a JSON
     # file; None: the model's metadata_props), true classes (--labels .npy), the space the verdict
     # reads (--space model|pixel), resumable results (--checkpoint DIR), local worker processes
@@ -374,6 +377,21 @@ def _analytic_bounds(
     )
 
 
+def _certificates(
+    config: AuditConfig, prepared: PreparedModel, data: AuditData, audits: list[SampleResult]
+) -> tuple[list[SampleResult], Any]:
+    """B(x, eps) per sample and eps, and the certified radius at --fail-above (fimaudit/certify)."""
+    from fimaudit.certify.stage import certify_samples
+
+    assert config.certify is not None
+    if config.wrt != "input" or config.space != "model":
+        raise InputError("--certify certifies the model's own float input: use it without --wrt embeddings and "
+                         "--space pixel")
+    certify = dataclasses.replace(config.certify, threshold=config.threshold)
+    return certify_samples(certify, prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs,
+                           list(audits))
+
+
 def run_audit(
     config: AuditConfig,
     progress: ProgressCallback | None = None,
@@ -495,6 +513,9 @@ def run_audit(
         audits, attack = attack_stage(
             config.attack, jacobian, prepared.runner, data.inputs, audits, gradients, config.seed, flat or ""
         )
+    certification = None
+    if config.certify is not None:  # issue 10: local certificates, one stage after the per-sample loop
+        audits, certification = _certificates(config, prepared, data, audits)
     judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic, attack=attack)
     return AuditResult(
         config=config,
@@ -516,4 +537,5 @@ def run_audit(
         architecture=architecture,
         bound=bound,
         attack=attack,
+        certification=certification,
     )

@@ -79,6 +79,10 @@ class SampleResult:
     #: ``result`` is the one in ``space``, the space the verdict reads (``--space``).
     spaces: Mapping[str, SpectralResult] = field(default_factory=dict)
     space: str = "model"
+    #: Local certificates B(x, eps) over eps-balls around this sample (fimaudit/certify, ``--certify``).
+    certificates: tuple[Certificate, ...] = ()
+    #: The largest eps with B(x, eps) <= --fail-above (``--certify`` with a threshold); None: not computed.
+    certified_radius: float | None = None
 
     @property
     def value(self) -> float:
@@ -118,6 +122,8 @@ class SampleResult:
             "diagnostics": result.diagnostics,
             "bound": None if self.bound is None else self.bound.to_dict(),
             "attack": None if self.attack is None else self.attack.to_dict(),
+            "certificates": [certificate.to_dict() for certificate in self.certificates],
+            "certified_radius": self.certified_radius,
             "space": self.space,
             "lambda_max_by_space": {
                 name: {"lambda_max": float(r.value), "kind": r.kind,
@@ -229,6 +235,8 @@ class AuditResult:
     gradient_check: GradientCheck | None = None
     #: The attack stage's summary over the samples (``--attack``); None when not run.
     attack: AttackSummary | None = None
+    #: What the certificates (``--certify``) hold over, and what they do not cover; None when not run.
+    certification: Certification | None = None
 
     @property
     def labels(self) -> LabelSummary | None:
@@ -236,6 +244,58 @@ class AuditResult:
         from fimaudit.labelled import label_summary
 
         return label_summary(self.samples, getattr(self.data, "class_names", None))
+
+
+# ---------------------------------------------------------------------------------------------
+# Local certificates (issue 10), filled by fimaudit/certify/stage.py
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """B(x, eps) >= lambda_max(F(x')) for every x' with ||x' - x||_norm <= eps (and in the input range).
+
+    ``at_point`` is B's limit as eps -> 0: lambda_max(F(x)) from the float64 Jacobian the
+    certificate starts from (the exact value, up to rounding), so value / at_point is the price of
+    the neighbourhood.
+    """
+
+    epsilon: float
+    norm: str
+    value: float
+    unstable_activations: int
+    seconds: float
+    at_point: float
+    kind: Kind = "certified_upper_bound"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The certificate as JSON."""
+        return {
+            "epsilon": self.epsilon, "norm": self.norm, "value": self.value, "kind": self.kind,
+            "unstable_activations": self.unstable_activations, "seconds": self.seconds,
+            "at_point": self.at_point,
+        }
+
+
+@dataclass(frozen=True)
+class Certification:
+    """The set the certificates hold over and the plain statement of what is and is not certified."""
+
+    epsilons: tuple[float, ...]
+    norm: str
+    input_range: tuple[float, float] | None
+    threshold: float | None
+    radius_tolerance: float
+    statement: str
+    not_certified: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The certification settings and statements as JSON."""
+        return {
+            "epsilons": list(self.epsilons), "norm": self.norm,
+            "input_range": None if self.input_range is None else list(self.input_range),
+            "threshold": self.threshold, "radius_tolerance": self.radius_tolerance,
+            "statement": self.statement, "not_certified": self.not_certified,
+        }
 
 
 # ---------------------------------------------------------------------------------------------

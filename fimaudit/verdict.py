@@ -56,6 +56,7 @@ CHECKS = {
     "convergence": ("Estimator convergence", "estimator convergence"),
     "bound_check": ("Analytic bound >= measured", "analytic bound >= measured"),
     "robust_accuracy": ("Robust accuracy under attack (--fail-robust-below)", "robust-accuracy gate"),
+    "certified": ("Certified local bound <= threshold (--certify)", "certificate"),
 }
 # Checks whose failure makes every value suspect; a convergence failure is handled per sample.
 UNDERMINING_CHECKS = ("gradient_check", "bound_check")
@@ -322,4 +323,38 @@ def judge(samples: Sequence[SampleResult], summary: Summary, bound: Bound | None
     checks = sanity_checks(samples, bound, check, gradients)
     if attack is not None:  # the attack stage's check is shown only in audits that ran it (--attack)
         checks = (*checks, robust_accuracy_check(attack))
-    return Judgement(checks, gate_robustness(decide(samples, summary, checks, threshold, statistic), checks))
+    if any(sample.certificates for sample in samples):  # --certify (issue 10)
+        checks = (*checks, certificate_check(samples, threshold))
+    verdict = gate_robustness(decide(samples, summary, checks, threshold, statistic), checks)
+    return Judgement(checks, note_certified(verdict, checks))
+
+
+def certificate_check(samples: Sequence[SampleResult], threshold: float | None) -> Check:
+    """Whether every audited input has lambda_max <= T certified over a listed eps-ball (the largest such eps).
+
+    Certificates only ever add evidence for a pass: B above T says the bound is loose there, not
+    that the model fails (the measured lambda_max decides that), so this check passes or stays
+    undecided, never fails.
+    """
+    first = samples[0].certificates[0]
+    norm = f"l{first.norm}"
+    if threshold is None:
+        return _check("certified", "not_applicable", "no --fail-above: certificates reported, nothing to compare")
+    radii = sorted({c.epsilon for sample in samples for c in sample.certificates})
+    holding = [eps for eps in radii
+               if all(any(c.epsilon == eps and c.value <= threshold for c in s.certificates) for s in samples)]
+    if holding:
+        return _check("certified", "passed", f"lambda_max <= {fmt(threshold)} certified within eps {fmt(holding[-1])} "
+                      f"({norm}) of every audited input")
+    above = sum(1 for s in samples if not any(c.value <= threshold for c in s.certificates))
+    return _check("certified", "not_decided", f"at the listed radii ({norm}) the certified bound exceeds "
+                  f"{fmt(threshold)} on {above} of {len(samples)} samples (the bound is loose there: not a failure)")
+
+
+def note_certified(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
+    """A pass whose certificate check passed says what is certified, beside what was measured."""
+    check = next((c for c in checks if c.name == "certified"), None)
+    if check is None or check.status != "passed" or verdict.status != "pass":
+        return verdict
+    reason = f"{verdict.reason}; certified: {check.detail}"
+    return Verdict(verdict.status, verdict.threshold, verdict.statistic, verdict.value, verdict.interval, reason)

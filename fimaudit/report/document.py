@@ -120,6 +120,8 @@ def build_document(result: AuditResult) -> dict[str, Any]:
         "checks": [check.to_dict() for check in result.checks],
         # --attack (fimaudit/attacks/stage.py): per-sample results are in samples[].attack.
         "attack_summary": None if result.attack is None else result.attack.to_dict(),
+        # --certify (fimaudit/certify/stage.py): per-sample certificates are in samples[].certificates.
+        "certification": None if result.certification is None else result.certification.to_dict(),
     }
     # --wrt embeddings: per-token sensitivity and the tokens in each sample (fimaudit/tokens.py).
     from fimaudit.tokens import token_document
