@@ -51,6 +51,12 @@ CASES: list[OpCase] = [
     _conv("opset21", (1, 2, 5, 5), (2, 2, 3, 3), opset=21, strides=[2, 2]),
     _conv("symbolic-batch-stride2", (2, 2, 6, 5), (2, 2, 3, 3), strides=[2, 2], symbolic_batch=True),
     _conv("symbolic-batch-same-upper", (2, 2, 5, 5), (2, 2, 3, 3), strides=[2, 2], auto_pad="SAME_UPPER", symbolic_batch=True),
+    # stride 1 with a constant weight: the adjoint is a Conv with flipped, transposed weights
+    _conv("stride1-group3-dilation-asym-pads", (2, 6, 7, 6), (9, 2, 3, 2), group=3, dilations=[2, 1],
+          pads=[0, 1, 3, 0]),
+    _conv("stride1-1d-same-upper", (2, 3, 8), (4, 3, 4), auto_pad="SAME_UPPER"),
+    _conv("stride1-3d", (1, 2, 4, 4, 3), (3, 2, 3, 2, 2), pads=[1, 0, 1, 1, 1, 0]),
+    _conv("stride1-pad-beyond-extent", (1, 2, 4, 4), (3, 2, 1, 1), pads=[1, 2, 0, 1]),  # stays ConvTranspose
     _conv_t("plain", (2, 3, 4, 4), (3, 2, 3, 3)),
     _conv_t("stride2-pads-outpad", (1, 2, 4, 3), (2, 3, 3, 3), strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 1]),
     _conv_t("group-dilation", (1, 4, 4, 4), (4, 1, 2, 2), group=2, dilations=[2, 1]),

@@ -1,0 +1,245 @@
+"""Issue 12's numbers in one run: fimaudit against PyTorch, GFLOP/s against the machine's peak, bound share.
+
+Why one script: a ratio only means something when both sides ran on the same machine at the
+same moment (2 shared cores here), so every table row is measured side by side, interleaved
+(benchmarks/jacobian_speed.py's ``time_interleaved``: the fastest of ``--repeats`` runs per
+sample), with the load average printed before and after.
+
+Per model of the corpus (tools/corpus/export_torchvision.py, 3x32x32, K = 10):
+
+- ``fimaudit ms``: exact lambda_max of one sample through the library path an audit runs
+  (logits, the dense K x d Jacobian from the gradient graph, the K x K eigenproblem);
+- ``torch ms``: the faster of PyTorch's per-class backward and batched backward paths on the
+  same weights (the model rebuilt with the export's seeds), same eigenproblem;
+- ``GFLOP/s``: (forward + K input-gradient passes) FLOPs of fimaudit's run over its time, with
+  the FLOPs counted from the ONNX graph (2 x multiply-adds of Conv, ConvTranspose, Gemm and
+  MatMul at batch 1; a VJP of a linear op costs what the op costs), against the peak of a
+  2048 x 2048 float32 numpy GEMM on the same threads;
+- lever columns (``--levers``): the same fimaudit path with one lever undone, to show what
+  each pays: ``convT`` (the Conv adjoint as ConvTranspose, as before issue 12) and ``all``
+  (ONNX Runtime at ORT_ENABLE_ALL instead of fimaudit's level).
+
+Then ``fimaudit audit`` as a user runs it (a fresh process; ``--samples``, exact, graph
+gradients): wall time with bounds and an empty cache, with bounds and the cache filled by that
+run, and without bounds; the bound's own seconds from the JSON. Last, the README's sample
+command end to end.
+
+    PYTHONPATH=/work/main /work/venvs/torch/bin/python benchmarks/speed.py
+        [--archs resnet18 ...] [--exporters torchscript dynamo] [--samples 4] [--repeats 3]
+        [--threads 2] [--levers] [--no-audit]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from jacobian_speed import TORCH_PATHS, fimaudit_job, time_interleaved  # noqa: E402
+
+from export_torchvision import ARCHITECTURES, NUM_CLASSES, build_model  # noqa: E402  (path set by jacobian_speed)
+from fimaudit.fisher.exact import exact_lambda_max  # noqa: E402
+
+README_COMMAND = ["audit", "sample_models/resnet_small.onnx", "--data", "sample_models/digits_test.npy",
+                  "--report", "{tmp}/fimaudit-report.html", "--json", "{tmp}/fimaudit-report.json"]
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def peak_gflops(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """Best float32 GEMM rate of numpy (OpenBLAS) on this machine: the practical peak."""
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    b = a.T.copy()
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def forward_flops(path: Path, sample_shape: tuple[int, ...]) -> float:
+    """2 x multiply-adds of the linear ops of one forward pass at batch 1 (from inferred shapes)."""
+    model = onnx.load(str(path))
+    declared = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, size in zip(declared, (1, *sample_shape), strict=True):
+        dim.Clear()
+        dim.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    total = 0.0
+    for node in inferred.graph.node:
+        out = shapes.get(node.output[0])
+        if node.op_type in ("Conv", "ConvTranspose") and out:
+            weight = shapes[node.input[1]]
+            reads = int(np.prod(weight[1:]))
+            total += 2.0 * int(np.prod(out)) * reads if node.op_type == "Conv" else 0.0
+            if node.op_type == "ConvTranspose":
+                total += 2.0 * int(np.prod(shapes[node.input[0]])) * int(np.prod(weight[1:]))
+        elif node.op_type in ("Gemm", "MatMul") and out:
+            a = shapes.get(node.input[0])
+            if a:
+                inner = a[0] if node.op_type == "Gemm" and any(
+                    att.name == "transA" and att.i for att in node.attribute) else a[-1]
+                total += 2.0 * int(np.prod(out)) * inner
+    return total
+
+
+@contextlib.contextmanager
+def lever_undone(lever: str) -> Iterator[None]:
+    """Undo one lever of issue 12 while sessions are built (benchmark-only patching)."""
+    import onnxruntime as ort
+
+    import fimaudit.autodiff.rules.linear as linear
+    import fimaudit.runtime as runtime
+
+    saved_adjoint, saved_options = linear._adjoint_as_conv, runtime._session_options
+    if lever == "convT":
+        linear._adjoint_as_conv = lambda *args, **kwargs: None  # type: ignore[assignment]
+    elif lever == "all":
+        def options(threads: int | None) -> ort.SessionOptions:
+            chosen = saved_options(threads)
+            chosen.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            return chosen
+        runtime._session_options = options  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        linear._adjoint_as_conv, runtime._session_options = saved_adjoint, saved_options
+
+
+def torch_jobs(name: str, inputs: np.ndarray) -> dict[str, Callable[[np.ndarray], float]]:
+    by_name = {arch.name: arch for arch in ARCHITECTURES}
+    model = build_model(by_name[name], NUM_CLASSES, inputs)
+    jobs = {}
+    for label in ("torch per-class", "torch batched"):
+        path = TORCH_PATHS[label]
+
+        def job(sample: np.ndarray, path=path) -> float:
+            jacobian, logits = path(model, sample)
+            return exact_lambda_max(jacobian.astype(np.float64), logits.astype(np.float64),
+                                    with_eigenvector=False).value
+        jobs[label] = job
+    return jobs
+
+
+def cli(arguments: list[str], threads: int, cache_home: Path) -> tuple[float, int, str]:
+    """Run ``fimaudit ARGS`` in a fresh process: (wall seconds, exit code, last line)."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache_home), "OMP_NUM_THREADS": str(threads),
+           "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "fimaudit", *arguments], capture_output=True, text=True,
+                          env=env, cwd=ROOT)
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    return time.perf_counter() - started, done.returncode, lines[-1] if lines else ""
+
+
+def audit_rows(model: Path, samples: int, threads: int) -> dict[str, float | str | None]:
+    """Wall time of `fimaudit audit` with bounds (empty cache, then filled) and without; bound seconds."""
+    row: dict[str, float | str | None] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = ["audit", str(model), "--samples", str(samples), "--method", "exact", "--gradients", "graph",
+                "--json", f"{tmp}/a.json"]
+        for label, extra in (("cold", []), ("cached", []), ("no bounds", ["--no-bounds"])):
+            seconds, code, last = cli(base + extra, threads, Path(tmp) / "cache")
+            row[f"{label} s"] = seconds if code in (0, 1) else None
+            if code not in (0, 1):
+                row["error"] = last[:160]
+                continue
+            document = json.loads(Path(f"{tmp}/a.json").read_text())
+            bound = document.get("bound") or {}
+            details = bound.get("details", bound)
+            row[f"{label} bound s"] = details.get("seconds")
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
+    parser.add_argument("--archs", nargs="*", default=[a.name for a in ARCHITECTURES])
+    parser.add_argument("--exporters", nargs="*", default=["torchscript", "dynamo"])
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--levers", action="store_true", help="also time fimaudit with each lever undone")
+    parser.add_argument("--no-audit", action="store_true", help="skip the CLI audits")
+    parser.add_argument("--audit-samples", type=int, default=16)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    torch.set_num_threads(args.threads)
+    all_inputs = np.load(args.corpus / "inputs_3x32x32.npy")
+    inputs = all_inputs[: args.samples]
+    print(f"load before: {load()} on {os.cpu_count()} CPUs; torch {torch.__version__}, onnxruntime "
+          f"{__import__('onnxruntime').__version__}, {args.threads} threads")
+    peak = peak_gflops(args.threads)
+    print(f"peak: {peak:.1f} GFLOP/s (float32 numpy GEMM 2048^3, best of 5)")
+    levers = ["convT", "all"] if args.levers else []
+    header = (f"{'model':20s} {'exporter':11s} {'fim ms':>8s} {'torch ms':>9s} {'ratio':>6s} {'lam diff':>8s} "
+              f"{'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>6s}" + "".join(f" {lever + ' ms':>9s}" for lever in levers))
+    rows = []
+    for name in args.archs:
+        jobs = torch_jobs(name, all_inputs)
+        for exporter in args.exporters:
+            path = args.corpus / f"{name}_{exporter}.onnx"
+            jobs[exporter] = fimaudit_job(path, inputs[:1], args.threads)
+            for lever in levers:
+                with lever_undone(lever):
+                    jobs[f"{exporter} {lever}"] = fimaudit_job(path, inputs[:1], args.threads)
+        seconds, values = time_interleaved(jobs, inputs, args.repeats, 1)
+        faster = min(seconds["torch per-class"], seconds["torch batched"])
+        for exporter in args.exporters:
+            flops = forward_flops(args.corpus / f"{name}_{exporter}.onnx", inputs.shape[1:]) * (1 + NUM_CLASSES)
+            rate = flops / seconds[exporter] / 1e9
+            diff = max(abs(a - b) / b for a, b in zip(values[exporter], values["torch per-class"], strict=True))
+            rows.append(f"{name:20s} {exporter:11s} {seconds[exporter] * 1e3:8.1f} {faster * 1e3:9.1f} "
+                        f"{seconds[exporter] / faster:6.2f} {diff:8.1e} {flops / 1e9:6.2f} {rate:7.1f} "
+                        f"{100 * rate / peak:5.1f}%"
+                        + "".join(f" {seconds[f'{exporter} {lever}'] * 1e3:9.1f}" for lever in levers))
+        print(rows[-1], file=sys.stderr)
+    print(header)
+    print("\n".join(rows))
+    print("ratio: fimaudit / the faster of torch per-class and torch batched (below 1: fimaudit faster); "
+          "lam diff: max relative difference of lambda_max against torch per-class")
+    if not args.no_audit:
+        print(f"\nfimaudit audit --samples {args.audit_samples} --method exact --gradients graph "
+              "(fresh process; cold: empty cache, cached: second run)")
+        print(f"{'model':34s} {'cold s':>7s} {'bound s':>7s} {'share':>6s} {'cached s':>8s} {'bound s':>7s} "
+              f"{'share':>6s} {'no-bounds s':>11s}")
+        for name in args.archs:
+            for exporter in args.exporters:
+                row = audit_rows(args.corpus / f"{name}_{exporter}.onnx", args.audit_samples, args.threads)
+                if "error" in row:
+                    print(f"{name + '_' + exporter:34s} error: {row['error']}")
+                    continue
+                cold, cold_bound = row["cold s"], row["cold bound s"] or 0.0
+                warm, warm_bound = row["cached s"], row["cached bound s"] or 0.0
+                print(f"{name + '_' + exporter:34s} {cold:7.1f} {cold_bound:7.2f} {cold_bound / cold:6.0%} "
+                      f"{warm:8.1f} {warm_bound:7.2f} {warm_bound / warm:6.0%} {row['no bounds s']:11.1f}")
+        with tempfile.TemporaryDirectory() as tmp:
+            command = [part.format(tmp=tmp) for part in README_COMMAND]
+            for label in ("cold cache", "warm cache"):
+                seconds, code, last = cli(command, args.threads, Path(tmp) / "cache")
+                print(f"README command ({label}): {seconds:.2f} s, exit {code}: {last[:120]}")
+    print(f"load after: {load()}")
+
+
+if __name__ == "__main__":
+    main()
