@@ -27,6 +27,10 @@ from fimaudit.bounds.linalg import certify
 from fimaudit.fisher.covariance import log_softmax
 from fimaudit.fisher.exact import exact_lambda_max
 
+#: Relative error allowed for the float64 values at x (activations and Jacobian rows): forward
+#: error analysis gives ~depth * n * 2^-53 * (condition); this is the one floating-point assumption.
+CENTRE_TRUST = 1e-12
+
 
 @dataclass(frozen=True)
 class Composition:
@@ -105,6 +109,7 @@ def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
     delta = np.maximum(np.maximum(p_hi - p0, p0 - p_lo), 0.0)
     shift = float(delta.max()) + 2.0 * float(np.linalg.norm(p0)) * float(np.linalg.norm(delta))
     curvature = min(certify(lam0 + g_norm * shift), certify(c_max * g_norm))
-    rho = min(spectral_norm_bound(radius), deviation)
+    # The centre rows are the float64 Jacobian at x, trusted to CENTRE_TRUST relative (Frobenius).
+    rho = min(spectral_norm_bound(radius), deviation) + CENTRE_TRUST * float(np.linalg.norm(centre))
     value = certify((math.sqrt(curvature) + math.sqrt(c_max) * rho) ** 2)
     return Composition(value, lam0, rho, c_max, curvature)

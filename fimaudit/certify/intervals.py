@@ -101,9 +101,7 @@ class Cotangent:
 
     def add(self, other: Cotangent) -> Cotangent:
         """Sum of two contributions to the same tensor (fan-out): centres and radii add."""
-        total = self.centre + other.centre
-        slack = gamma(1) * np.abs(total)
-        return Cotangent(total, (self.radius + other.radius + slack) * (1.0 + gamma(2)))
+        return Cotangent(self.centre + other.centre, (self.radius + other.radius) * (1.0 + gamma(2)))
 
     def map(self, function: object) -> Cotangent:
         """Centre and radius rearranged by the same shape operation (exact: no arithmetic)."""

@@ -7,6 +7,11 @@ a node without a rule stops the certificate (``NotCertified``). Backward, the K 
 logits as the rows of ``combination`` (exact: radius 0) and walk the same nodes in reverse; a
 tensor read by several nodes sums their contributions (its producer comes after all its readers
 in the reverse order, so its rows are complete when they are used).
+
+Rounding: ranges over the set are rounded outward (intervals.py), but the value at x itself is
+computed once in float64 and trusted to 1e-12 relative (``_tighten``, ``_point``): bounding its
+rounding by interval arithmetic would amplify 1e-16 by |W| at every layer. This is the one
+assumption about floating point the certificates make (docs/CERTIFICATES.md).
 """
 
 from __future__ import annotations
@@ -68,6 +73,16 @@ def _tighten(box: Box, rows: Cotangent, inputs: InputSet) -> Box:
     return box.intersect(*outward(box.at - width, box.at + width, slack))
 
 
+def _point(box: Box) -> Box:
+    """At eps = 0 the set is x alone: the value at x with the same relative slack as ``_tighten``.
+
+    Interval arithmetic would otherwise widen the point by its own rounding bounds, amplified by
+    |W| layer after layer: on an 18-layer network that alone makes every ReLU look unstable.
+    """
+    slack = 1e-12 * np.abs(box.at)
+    return Box(box.at, *outward(box.at, box.at, slack))
+
+
 @dataclass
 class Forward:
     """The forward pass: boxes, node contexts, and (forward mode) the directions nonlinear nodes read."""
@@ -110,7 +125,9 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
             )
         ctx = NodeContext(node, view, [boxes.get(name) if name else None for name in node.input])
         results = rule.forward(ctx)
-        if directions is not None:
+        if inputs.eps == 0.0:  # the point itself: no set to propagate (module docstring)
+            results = [_point(box) for box in results]
+        elif directions is not None:
             if size * results[0].at.size > TANGENT_LIMIT:
                 directions = upstream = None
             else:
@@ -253,7 +270,7 @@ def _meet(rows: Cotangent, directions: Cotangent, matrix: np.ndarray) -> Cotange
     k = matrix.shape[0]
     centre_f = np.tensordot(matrix, directions.centre.reshape(directions.centre.shape[0], -1).T, axes=1)
     radius_f = np.tensordot(np.abs(matrix), directions.radius.reshape(directions.radius.shape[0], -1).T, axes=1)
-    radius_f = radius_f * (1.0 + gamma(matrix.shape[1] + 1)) + gamma(matrix.shape[1] + 1) * np.abs(centre_f)
+    radius_f = radius_f * (1.0 + gamma(matrix.shape[1] + 1))
     centre_b = rows.centre.reshape(k, -1)
     other = radius_f + np.abs(centre_b - centre_f)
     other = np.nextafter(other, np.inf)

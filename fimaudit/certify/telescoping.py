@@ -122,7 +122,7 @@ def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cota
     total = spectral_norm_bound(rounding)
     for edge in edges:
         total += _term(edge, recorded.get(edge.node)) * edge.beta
-    return total * (1.0 + 1e-12)
+    return total * (1.0 + 1e-9)  # A_t and B_t(x) are float64 values at x (CENTRE_TRUST)
 
 
 def _recursive(edge: Edge, nodes: dict[str, NodeContext], contexts: list[NodeContext],

@@ -116,7 +116,7 @@ class PointwiseRule(CertifyRule):
         s0, s_lo, s_hi = ctx.state["slopes"]
         spread = 0.0 if ctx.state.get("centre_only") else np.maximum(np.maximum(s_hi - s0, s0 - s_lo), 0.0)
         centre = s0 * out.centre
-        radius = np.abs(s0) * out.radius + spread * (np.abs(out.centre) + out.radius) + gamma(1) * np.abs(centre)
+        radius = np.abs(s0) * out.radius + spread * (np.abs(out.centre) + out.radius)
         return {0: Cotangent(centre, radius * (1.0 + gamma(3)))}
 
 

@@ -101,7 +101,7 @@ class SumRule(ScaleShift):
         assert first is not None and second is not None
         rank = max(first.centre.ndim, second.centre.ndim) - 1
         centre = lift(first.centre, rank) + self.sign * lift(second.centre, rank)
-        radius = (lift(first.radius, rank) + lift(second.radius, rank) + _U * np.abs(centre)) * (1 + _U)
+        radius = (lift(first.radius, rank) + lift(second.radius, rank)) * (1 + _U)
         return Cotangent(centre, radius)
 
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
@@ -113,7 +113,7 @@ class SumRule(ScaleShift):
             shape = tuple(ctx.box(index).at.shape)
             size = out.centre[0].size // max(ctx.box(index).at.size, 1)
             centre = sign * unbroadcast(out.centre, shape)
-            radius = unbroadcast(out.radius + gamma(size) * np.abs(out.centre), shape) * (1 + gamma(size))
+            radius = unbroadcast(out.radius, shape) * (1 + gamma(size))
             result[index] = Cotangent(centre, radius)
         return result
 
@@ -145,7 +145,7 @@ def factor_rows(out: Cotangent, factor: Box, shape: tuple[int, ...], centre_only
     b0 = factor.at
     spread = 0.0 if centre_only else np.maximum(np.maximum(factor.hi - b0, b0 - factor.lo), 0.0)
     centre = out.centre * b0
-    radius = np.abs(b0) * out.radius + spread * (np.abs(out.centre) + out.radius) + _U * np.abs(centre)
+    radius = np.abs(b0) * out.radius + spread * (np.abs(out.centre) + out.radius)
     size = out.centre[0].size // max(int(np.prod(shape)), 1)
     return Cotangent(unbroadcast(centre, shape),
                      unbroadcast(radius * (1 + gamma(3)), shape) * (1 + gamma(size)))
@@ -179,7 +179,7 @@ class MulRule(ScaleShift):
             if ctx.state.get("centre_only"):
                 spread = np.zeros_like(spread)
             centre = c * other.at
-            radius = (np.abs(other.at) * r + spread * (np.abs(c) + r) + _U * np.abs(centre)) * (1 + gamma(3))
+            radius = (np.abs(other.at) * r + spread * (np.abs(c) + r)) * (1 + gamma(3))
             part = Cotangent(centre, radius)
             total = part if total is None else total.add(part)
         assert total is not None

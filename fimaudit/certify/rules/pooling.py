@@ -229,5 +229,4 @@ class MaxPoolRule(CertifyRule):
         centre = window_unstack(centre_pieces, geometry, (height, width))
         taps = int(np.prod(geometry.kernel))
         radius = window_unstack(radius_pieces, geometry, (height, width)) * (1.0 + gamma(taps))
-        radius = radius + gamma(taps) * np.abs(centre)
         return {0: Cotangent(centre.reshape(n, *shape), radius.reshape(n, *shape))}
