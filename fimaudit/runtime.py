@@ -64,6 +64,26 @@ def available_providers() -> list[str]:
     return preferred + ["CPUExecutionProvider"]
 
 
+def provider_settings(providers: Sequence[str]) -> list[str | tuple[str, dict[str, str]]]:
+    """Providers as ONNX Runtime takes them, with the options fimaudit's accuracy needs.
+
+    CUDA: TF32 off. ONNX Runtime's CUDA provider (from 1.18) runs float32 convolutions and
+    matrix products in TF32 on Ampere and newer GPUs by default, a 10-bit mantissa: Jacobians
+    off by ~1e-3 where float32 gives 1e-6, and fimaudit promises float32 accuracy.
+    """
+    settled: list[str | tuple[str, dict[str, str]]] = []
+    for provider in providers:
+        if provider == "CUDAExecutionProvider" and _version(ort.__version__) >= (1, 18):
+            settled.append((provider, {"use_tf32": "0"}))
+        else:
+            settled.append(provider)
+    return settled
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
 class _RunThread:
     """A daemon thread that runs one job at a time; idle ones are kept for the next run.
 
@@ -163,9 +183,14 @@ def _terminate(options: ort.RunOptions, done: threading.Event, worker: _RunThrea
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    # EXTENDED, not ALL: ALL adds layout transformations (NCHWc) that cost ResNet-18's gradient
-    # graph 2e-3..7e-3 relative accuracy at 224x224 (6.7e-7 with EXTENDED) and were not faster.
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    # ALL: its NCHWc layout runs the convolutions (and, since the Conv adjoint is a Conv, their
+    # gradients) in MLAS's blocked kernels. An earlier graph lost 2e-3..7e-3 relative accuracy
+    # at this level; measured again on onnxruntime 1.32 (ResNet-18, 1000 classes, 3x224x224,
+    # against float64 PyTorch): 24 VJP rows 7.9e-7 with ALL, 8.5e-7 with EXTENDED and 8.5e-7
+    # with ALL less NchwcTransformer; 2 JVP rows 9.2e-7 either way; the same with the Conv
+    # adjoint as ConvTranspose. No optimizer costs accuracy there, so none is disabled; ALL ran
+    # the 24 rows in 6.5 s against 8.9 s (benchmarks/README.md, "Speed to the hardware limit").
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 4  # fatal only: fimaudit reports run errors itself, one line
     # Memory (issue 15): no CPU arena. The arena keeps every run's peak and grows in powers of
     # two; measured on a 64 MB MatMul model with 1 MB of activations per row (runs of 300, 20,
@@ -190,10 +215,10 @@ def create_session(
     Returns the session and the model actually loaded (possibly with a lowered IR version).
     """
     require_self_contained(model)  # ORT would resolve external-data names against the working directory
-    providers = list(providers or available_providers())
+    settled = provider_settings(list(providers or available_providers()))
     options = _session_options(threads)
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=providers), model
+        return ort.InferenceSession(model.SerializeToString(), options, providers=settled), model
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         message = str(exc)
         opset = _OPSET_TOO_NEW.search(message)
@@ -218,7 +243,7 @@ def create_session(
         lowered.ir_version = max_ir
         logger.warning("lowered IR version %d -> %d for ONNX Runtime", model.ir_version, max_ir)
         try:
-            session = ort.InferenceSession(lowered.SerializeToString(), options, providers=providers)
+            session = ort.InferenceSession(lowered.SerializeToString(), options, providers=settled)
         except Exception as exc2:
             raise ModelError(
                 f"ONNX Runtime cannot load the model even at IR {max_ir}: {_first_line(str(exc2))}"
