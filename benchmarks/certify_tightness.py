@@ -1,0 +1,94 @@
+"""How tight are the local certificates? Median B(x, eps) / lambda_max(x) per model and radius.
+
+    .venv/bin/python benchmarks/certify_tightness.py [--samples 8] [--corpus] [--corpus-samples 2]
+
+For each model: the median over the samples of B(x, eps) / lambda_max(x) (lambda_max(x) exact,
+from the graph Jacobian on ONNX Runtime as the audit computes it) at l2 radii eps = f * ||x||_2
+for f in 0 (the point), 1e-9 (eps -> 0), 1e-4, 1e-3 and 1e-2; the median unstable activations at
+1e-3; the certified radius (l2, relative to ||x||) for T = 10 x the model's median lambda_max;
+and the seconds of one certificate at 1e-3 beside the seconds of the exact audit of that sample
+(dense Jacobian + K x K eigenproblem). ``--corpus`` adds the torchvision-style exports in
+/work/corpus (tools/corpus/export_torchvision.py). Never run as a test; prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fimaudit.audit import AuditConfig, intake, prepare_model  # noqa: E402
+from fimaudit.certify.certifier import Certifier  # noqa: E402
+from fimaudit.certify.radius import certified_radius  # noqa: E402
+from fimaudit.fisher.exact import exact_lambda_max  # noqa: E402
+from fimaudit.gradients import make_source  # noqa: E402
+from fimaudit.graph.selection import LOGITS  # noqa: E402
+
+FACTORS = (0.0, 1e-9, 1e-4, 1e-3, 1e-2)
+SAMPLE_MODELS = ("mlp", "vgg_small", "resnet_small", "densenet_small")
+CORPUS = ("resnet18_torchscript", "vgg11_bn_torchscript", "densenet121_torchscript")
+
+
+def measure(path: Path, inputs: np.ndarray, factors: tuple[float, ...]) -> dict[str, object]:
+    prepared = prepare_model(intake(str(path)), AuditConfig(model_path=str(path)), inputs[:1])
+    source = make_source("graph", prepared.runner, inputs.shape[1:], prepared.num_classes).source
+    certifier = Certifier(prepared.logits_model, prepared.selection.input_name, LOGITS, tuple(inputs.shape[1:]))
+    ratios: dict[float, list[float]] = {f: [] for f in factors}
+    exact, audit_seconds, cert_seconds, unstable = [], [], [], []
+    for sample in inputs:
+        started = time.perf_counter()
+        batch = sample[None].astype(np.float32)
+        value = exact_lambda_max(source.dense(batch)[0], source.logits(batch)[0], with_eigenvector=False).value
+        audit_seconds.append(time.perf_counter() - started)
+        exact.append(value)
+        scale = float(np.linalg.norm(sample))
+        for f in factors:
+            local = certifier.bound(sample.astype(np.float64), f * scale)
+            ratios[f].append(local.value / value)
+            if f == 1e-3:
+                cert_seconds.append(local.seconds)
+                unstable.append(local.unstable)
+    threshold = 10.0 * float(np.median(exact))
+    radii = [certified_radius(certifier, s.astype(np.float64), threshold).epsilon / float(np.linalg.norm(s))
+             for s in inputs]
+    return {
+        "ratios": {f: float(np.median(r)) for f, r in ratios.items()},
+        "lambda": float(np.median(exact)), "radius": float(np.median(radii)),
+        "unstable": float(np.median(unstable)) if unstable else float("nan"),
+        "cert_s": float(np.median(cert_seconds)) if cert_seconds else float("nan"),
+        "audit_s": float(np.median(audit_seconds)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--corpus", action="store_true")
+    parser.add_argument("--corpus-samples", type=int, default=2)
+    args = parser.parse_args()
+    digits = np.load(ROOT / "sample_models" / "digits_test.npy")[: args.samples]
+    runs = [(ROOT / "sample_models" / f"{name}.onnx", digits) for name in SAMPLE_MODELS]
+    if args.corpus:
+        corpus = Path("/work/corpus")
+        inputs = np.load(corpus / "inputs_3x32x32.npy")[: args.corpus_samples]
+        runs += [(corpus / f"{name}.onnx", inputs) for name in CORPUS]
+    print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
+    columns = " | ".join(f"eps={f:g}|x|" for f in FACTORS)
+    print(f"| model | n | median lambda_max | {columns} | unstable @1e-3 | radius/|x| @T=10x | s cert @1e-3 | "
+          f"s exact audit |")
+    print("|" + "---|" * (len(FACTORS) + 7))
+    for path, inputs in runs:
+        row = measure(path, inputs, FACTORS)
+        ratios = " | ".join(f"{row['ratios'][f]:.3g}" for f in FACTORS)  # type: ignore[index]
+        print(f"| {path.stem} | {len(inputs)} | {row['lambda']:.4g} | {ratios} | {row['unstable']:g} | "
+              f"{row['radius']:.2e} | {row['cert_s']:.3f} | {row['audit_s']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
