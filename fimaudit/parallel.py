@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import multiprocessing
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -133,6 +134,8 @@ def _auditor(spec: WorkerSpec) -> SampleAuditor:
 
 
 def _init_local_worker(spec: WorkerSpec) -> None:
+    # Ctrl-C reaches the whole process group; the main process decides and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _STATE.spec = spec
     _auditor(spec)
 
@@ -194,7 +197,16 @@ def local_results(
     ) as pool:
 
         def cancel() -> None:
+            """Stop now: queued chunks are dropped and running workers terminated (their results are not wanted)."""
+            terminate = getattr(pool, "terminate_workers", None)  # Python 3.14
+            if terminate is not None:
+                terminate()
+                return
+            # Before 3.14 the only handle on the workers; taken before shutdown() forgets them.
+            processes = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
 
         yield from _in_order(lambda chunk: pool.submit(_local_chunk, chunk), make, todo, workers, cancel)
 
