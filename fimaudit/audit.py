@@ -22,6 +22,8 @@ import onnxruntime as ort
 
 import fimaudit
 from fimaudit.data import AuditData, load_data
+from fimaudit.data.streaming import SWEEP_BATCH_ROWS as STREAM_BATCH_ROWS
+from fimaudit.data.streaming import is_streamed
 from fimaudit.errors import InputError, ModelError
 from fimaudit.fisher.fd_cost import ProgressLog as FdProgressLog
 from fimaudit.fisher.fd_cost import plan_finite_differences
@@ -275,6 +277,8 @@ def plan_run(
     if data is not None:
         sample_shape = data.inputs.shape[1:]
         itemsize, samples = data.inputs.dtype.itemsize, int(data.inputs.shape[0])
+        if is_streamed(data.inputs):  # mapped or spilled (data/streaming.py): a batch is resident at a time
+            samples = min(samples, STREAM_BATCH_ROWS)
     else:
         sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in selection.sample_shape)
         itemsize, samples = np.dtype(selection.input_dtype).itemsize, 0
