@@ -126,3 +126,21 @@ def dask_scheduler():
         n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
     ) as cluster:
         yield cluster.scheduler_address
+
+
+def test_a_sample_result_does_not_depend_on_which_samples_ran_before_it() -> None:
+    """Samples audited in reverse order, each by a fresh auditor or one shared, give the audit's results."""
+    from fimaudit.gradients import make_source
+    from fimaudit.sample_audit import SampleAuditor, SampleSettings
+
+    result = run_audit(_config(method="hutchinson", budget=30))
+    prepared = result.prepared
+    shape = tuple(result.data.inputs.shape[1:])
+    source = make_source("graph", prepared.runner, shape, prepared.num_classes).source
+    settings = SampleSettings("hutchinson", 30, 0)
+    shared = SampleAuditor(source, settings)
+    for index in reversed(range(len(result.samples))):
+        expected = result.samples[index]
+        for auditor in (shared, SampleAuditor(source, settings)):
+            got = auditor.audit(index, result.data.inputs[index], expected.logits, None)
+            assert (got.value, got.interval) == (expected.value, expected.interval)
