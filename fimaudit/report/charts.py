@@ -469,3 +469,26 @@ def quadratic_chart(index: int, t: Sequence[float], kl: Sequence[float], quadrat
     chart.note = "quadratic regime: " + (f"up to t = {fmt(radius)} (marker)" if radius is not None
                                          else "not reached at the first grid point")
     return chart
+
+
+def certificate_chart(index: int, epsilons: Sequence[float], values: Sequence[float], measured: float,
+                      norm: str, size: int = 300) -> Chart:
+    """The certified bound B(x, eps) against eps (log-log) beside the sample's lambda_max(x) (issue 10).
+
+    B is a guarantee over the whole eps-ball; lambda_max(x) is the value at x alone, which B
+    approaches as eps -> 0. Only positive radii are drawn (eps = 0 has no place on a log axis).
+    """
+    points = [(e, v) for e, v in zip(epsilons, values, strict=True) if e > 0 and v > 0 and math.isfinite(v)]
+    chart = Chart(size + 60, size // 2 + 70, f"sample {index}: certified B(x, eps) ({norm}) against lambda_max(x)",
+                  left=56, right=size + 46, top=12, bottom=size // 2 + 28)
+    x_axis = LogAxis([e for e, _ in points] or [1.0], chart.left, chart.right)
+    y_axis = LogAxis([v for _, v in points] + [measured], chart.bottom, chart.top)
+    for (e1, v1), (e2, v2) in zip(points, points[1:], strict=False):
+        chart.lines.append(Line(x_axis(e1), y_axis(v1), x_axis(e2), y_axis(v2), "kl-measured"))
+    for e, v in points:
+        chart.dots.append(Dot(x_axis(e), y_axis(v), "bound-mark", f"B(x, {fmt(e)}) = {fmt(v)}"))
+    chart.lines.append(Line(chart.left, y_axis(measured), chart.right, y_axis(measured), "kl-quadratic"))
+    chart.x_ticks, chart.y_ticks = x_axis.ticks(), y_axis.ticks()
+    chart.x_label, chart.y_label = "eps, radius of the ball (log)", "lambda_max (log)"
+    chart.legend = [("certified B(x, eps)", "kl-measured"), ("measured lambda_max(x)", "kl-quadratic")]
+    return chart

@@ -22,6 +22,7 @@ from fimaudit.verdict import value_range
 if TYPE_CHECKING:
     from fimaudit.report.attack_pictures import AdversarialPicture
     from fimaudit.report.attack_view import AttackSectionView
+    from fimaudit.report.certify_view import CertifySectionView
 
 NOT_COMPUTED_TEXT = "not computed"
 TOP_SAMPLES = 10
@@ -124,6 +125,8 @@ class ReportView:
     attack: AttackSectionView | None = None
     #: With true labels: accuracy, correct vs misclassified, lambda_max by true class (issue 13).
     labels: Section = field(default_factory=Section)
+    # --certify: the local-certificate section (report/certify_view.py); None when not run.
+    certify: CertifySectionView | None = None
 
 
 def bound_value(bound: dict[str, Any] | None) -> float | None:
@@ -435,6 +438,7 @@ def build_view(
 ) -> ReportView:
     """Everything the HTML template shows, from the JSON document (and pictures, kept out of it)."""
     from fimaudit.report.attack_view import attack_view  # it builds on this module's Row and Table
+    from fimaudit.report.certify_view import certify_view
 
     model = document["model"]
     per_class, rest = _split_dataset(document.get("dataset"))
@@ -471,4 +475,5 @@ def build_view(
         limitations=list(document["limitations"]),
         attack=attack_view(document, attack_pictures, attack_pictures_note),
         labels=labels_section(document),
+        certify=certify_view(document),
     )

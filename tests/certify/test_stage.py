@@ -95,3 +95,12 @@ def test_certified_radius_is_certified_and_within_the_tolerance() -> None:
     assert model.certifier.bound(centre, found.epsilon * 1.05 * 1.0001).value > threshold
     below = certified_radius(model.certifier, centre, 0.5 * at_point)
     assert below.epsilon == 0.0  # even B(x, 0) = lambda_max(F(x)) is above it
+
+
+def test_html_report_has_the_certificate_section(tmp_path) -> None:
+    report = tmp_path / "report.html"
+    code, _, output = _audit(tmp_path, "mlp.onnx", "--certify", "0.001,0.01", "--report", str(report))
+    assert code == 0, output
+    html = report.read_text()
+    assert 'id="certificates"' in html and "Not certified:" in html
+    assert "certified B(x, eps)" in html  # the B-against-eps chart of the most sensitive samples
