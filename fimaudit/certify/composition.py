@@ -54,6 +54,7 @@ def difference_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.nd
 
 def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
     top = values.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
     return (top + np.log(np.exp(values - top).sum(axis=axis, keepdims=True))).squeeze(axis)
 
 
@@ -63,10 +64,12 @@ def probability_ranges(d_lo: np.ndarray, d_hi: np.ndarray) -> tuple[np.ndarray, 
     p_lo = np.exp(-_logsumexp(d_hi, axis=0)) * (1 - margin)
     p_hi = np.minimum(np.exp(-_logsumexp(d_lo, axis=0)) * (1 + margin), 1.0)
     off = ~np.eye(d_lo.shape[0], dtype=bool)
-    others_hi = np.where(off, np.exp(np.where(off, d_hi, -np.inf)), 0.0).sum(axis=0)
-    others_lo = np.where(off, np.exp(np.where(off, d_lo, -np.inf)), 0.0).sum(axis=0)
-    complement_hi = np.minimum(others_hi / (1.0 + others_hi) * (1 + margin), 1.0)  # 1 - p_lo
-    complement_lo = others_lo / (1.0 + others_lo) * (1 - margin)  # 1 - p_hi
+    # S = sum_{j != k} e^{D_jk}; 1 - p = S / (1 + S) = 1 / (1 + e^{-log S}), in logs (no overflow)
+    with np.errstate(divide="ignore"):
+        log_hi = _logsumexp(np.where(off, d_hi, -np.inf), axis=0)
+        log_lo = _logsumexp(np.where(off, d_lo, -np.inf), axis=0)
+    complement_hi = np.minimum(np.exp(-np.logaddexp(0.0, -log_hi)) * (1 + margin) + 1e-300, 1.0)  # 1 - p_lo
+    complement_lo = np.exp(-np.logaddexp(0.0, -log_lo)) * (1 - margin)  # 1 - p_hi
     return p_lo, p_hi, complement_hi, complement_lo
 
 
