@@ -8,7 +8,8 @@ r; each iterate x0 + (1 + overshoot) r is clipped to the input range, cast to th
 type and run forward; the attack stops at the first iterate of another class, or when its
 evaluation budget is spent. Each step needs the K x d Jacobian (``source.dense``).
 
-``refine_along_ray`` then shrinks the found perturbation delta by forward runs only: the smallest
+``refine_along_ray`` then shrinks the found perturbation delta by forward runs only (and
+``fmn.fmn_refine`` walks along the boundary from there, off the ray): the smallest
 s in (0, 1] with x0 + s delta of another class, found on a grid of scales per run and narrowed
 between the last clean and the first adversarial scale (a batched bisection). On a linear model
 DeepFool's first step already points at the nearest boundary, so the refinement reaches the
@@ -21,6 +22,7 @@ import logging
 
 import numpy as np
 
+from fimaudit.attacks.fmn import fmn_refine
 from fimaudit.attacks.forward import Forward
 from fimaudit.attacks.meter import EvaluationMeter
 from fimaudit.attacks.result import AttackResult, Norm
@@ -70,8 +72,9 @@ def deepfool(
 
     ``forward`` runs the same runner ``source`` differentiates and holds the input range.
     ``budget`` bounds the model evaluations of the DeepFool iterations (one more iteration is
-    not started once it is spent); the refinement adds forward runs only (about 8 runs of
-    ``REFINE_POINTS`` rows). The result is re-verified by a forward run whatever happened.
+    not started once it is spent); the refinement adds about 8 forward runs of ``REFINE_POINTS``
+    rows (the bisection) and ``fmn.DEFAULT_STEPS`` forward runs and vector-Jacobian products
+    (FMN). The result is re-verified by a forward run whatever happened.
     """
     if overshoot < 0:
         raise ValueError(f"overshoot must be >= 0, got {overshoot}")
@@ -112,7 +115,8 @@ def deepfool(
     method = "deepfool"
     if found is not None and refine:
         found = refine_along_ray(forward, origin, found, original)
-        method = "deepfool+bisection"
+        found = fmn_refine(source, forward, origin, found, original, norm)
+        method = "deepfool+bisection+fmn"
     return verified_result(forward, origin, found, original, norm, method, meter.spent, reason)
 
 

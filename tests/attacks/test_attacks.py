@@ -69,7 +69,7 @@ def test_deepfool_matches_the_closed_form_on_linear_softmax(linear, norm) -> Non
     assert source.dtype == np.float64
     for x in inputs:
         result = deepfool(source, forward, x, norm)
-        assert result.verified and result.method == "deepfool+bisection"
+        assert result.verified and result.method == "deepfool+bisection+fmn"
         exact = closed_form(weight, bias, x, norm)
         # The verified example lies on the far side of the boundary: never below the true minimum.
         assert result.epsilon_min is not None and result.epsilon_min >= exact * (1 - 1e-12)
