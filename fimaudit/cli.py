@@ -528,6 +528,8 @@ def audit(
             " (--input-range also serves --certify)"
         )
     certify = certify_config(certify_eps, norm, input_range)
+    if workers > 1 and scheduler:
+        raise click.UsageError("--workers and --scheduler choose where samples run: give one of them")
     check_output_paths([model, data_path, vocab_path], outputs)
     config = AuditConfig(
         model_path=model,
@@ -628,6 +630,10 @@ def audit(
     help="Attack every model's samples too (see audit --attack); the models are also ranked by attack success at "
     "each --attack-eps radius, beside their lambda_max ranking.",
 )
+@click.option(
+    "--certify", "certify_eps", metavar="EPS,...",
+    help="Certify every model's samples too (see audit --certify; --norm and --input-range are shared).",
+)
 @attack_measure_options
 def compare(
     models: tuple[str, ...],
@@ -653,6 +659,7 @@ def compare(
     timeout: float,
     max_time: float | None,
     run_attacks: bool,
+    certify_eps: str | None,
     norm: str,
     attack_eps: str | None,
     input_range: str | None,
@@ -679,7 +686,8 @@ def compare(
     config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
                          gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
                          flush_subnormals=flush_subnormals, bounds=bounds, cache=cache, timeout=timeout or None,
-                         max_time=max_time, output_kind=output_kind, attack=attacks)
+                         max_time=max_time, output_kind=output_kind, attack=attacks,
+                         certify=certify_config(certify_eps, norm, input_range))
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)

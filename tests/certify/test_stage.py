@@ -104,3 +104,13 @@ def test_html_report_has_the_certificate_section(tmp_path) -> None:
     html = report.read_text()
     assert 'id="certificates"' in html and "Not certified:" in html
     assert "certified B(x, eps)" in html  # the B-against-eps chart of the most sensitive samples
+
+
+def test_compare_certifies_every_model(tmp_path) -> None:
+    out = tmp_path / "compare.json"
+    result = CliRunner().invoke(main, ["compare", str(SAMPLES / "mlp.onnx"), str(SAMPLES / "vgg_small.onnx"),
+                                       "--data", DATA, "--samples", "2", "--no-bounds", "--no-check",
+                                       "--certify", "0.001", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    for model in json.loads(out.read_text())["models"]:
+        assert all(len(s["certificates"]) == 1 for s in model["audit"]["samples"])
