@@ -130,6 +130,16 @@ def test_fail_robust_below_gates_the_audit(tmp_path, floor, code, status) -> Non
     assert document["verdict"]["status"] == ("fail" if code else "no_threshold")
 
 
+def test_save_adversarial_never_replaces_an_input(tmp_path) -> None:
+    data = tmp_path / "digits.npy"
+    data.write_bytes((SAMPLES / "digits_test.npy").read_bytes())
+    before = data.read_bytes()
+    result = CliRunner().invoke(main, [
+        "audit", MLP, "--data", str(data), "--samples", "2", "--attack", "--save-adversarial", str(data),
+    ])
+    assert result.exit_code == 2 and data.read_bytes() == before
+
+
 def test_attack_options_need_attack_and_radii(tmp_path) -> None:
     code, _, output = audit(tmp_path, "--attack-eps", "0.1")
     assert code == 2 and "need --attack" in output
