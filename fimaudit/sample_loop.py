@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from fimaudit.pixel_space import SPACES, PixelMap
 from fimaudit.results import SampleResult
 from fimaudit.sample_audit import SampleAuditor, SampleSettings
 
+if TYPE_CHECKING:  # audit.py imports this module: its types only for the checker
+    from fimaudit.audit import AuditConfig, PreparedModel
+
 logger = logging.getLogger(__name__)
 
 #: Samples whose top Fisher eigenvector is kept for the report's pictures.
@@ -48,12 +51,12 @@ RELEASE_EVERY = 64
 class LoopContext:
     """What ``run_audit`` has prepared when the per-sample stage starts."""
 
-    config: Any  # audit.AuditConfig (not imported: audit imports this module)
+    config: AuditConfig
     data: AuditData
     logits: np.ndarray
     source: InputJacobian
     masked: Any  # tokens' per-sample source (--wrt embeddings), else None
-    prepared: Any  # audit.PreparedModel
+    prepared: PreparedModel
     gradients: str  # the source that runs: "graph" or "fd"
     chunk_rows: int | None
     started: float
@@ -153,7 +156,7 @@ def _worker_spec(context: LoopContext, settings: SampleSettings) -> WorkerSpec:
         output_names=list(runner.output_names),
         fixed_batch=runner.fixed_batch,
         max_batch=runner.max_batch,
-        providers=runner.providers,
+        providers=None if runner.providers is None else list(runner.providers),
         extra_feeds=dict(runner.extra_feeds),
         timeout=runner.timeout,
         gradients=context.gradients,
@@ -173,8 +176,7 @@ def _computed(
 ) -> Generator[SampleResult, None, None]:
     """Results of the samples ``todo`` (in order) from the chosen executor."""
     config, data = context.config, context.data
-    workers = int(getattr(config, "workers", 1) or 1)
-    scheduler = getattr(config, "scheduler", None)
+    workers, scheduler = config.workers, config.scheduler
 
     def make(indices: Sequence[int]) -> Chunk:
         rows = np.ascontiguousarray(data.inputs[list(indices)])
@@ -201,12 +203,12 @@ def _computed(
 def audit_samples(context: LoopContext) -> list[SampleResult]:
     """Every sample's result in index order (see the module doc)."""
     config, data = context.config, context.data
-    space = getattr(config, "space", "model")
+    space = config.space
     settings = SampleSettings(config.method, config.budget, config.seed, space, pixel_map_for(data, space))
     check_labels(data.labels, context.source.num_classes, data.source)
     total = int(data.inputs.shape[0])
     checkpoint, done = None, set()
-    folder = getattr(config, "checkpoint_dir", None)
+    folder = config.checkpoint_dir
     if folder:
         checkpoint = Checkpoint.open(folder, checkpoint_identity(context, settings))
         done = {index for index in checkpoint.done() if index < total}
@@ -214,7 +216,7 @@ def audit_samples(context: LoopContext) -> list[SampleResult]:
             logger.warning("resuming from %s: %d of %d samples already done", folder, len(done), total)
     computed = _computed(context, settings, [index for index in range(total) if index not in done])
     keeper = EigenvectorKeeper(EIGENVECTORS_KEPT, checkpoint.drop_eigenvector if checkpoint else None)
-    local = not (getattr(config, "scheduler", None) or int(getattr(config, "workers", 1) or 1) > 1)
+    local = not (config.scheduler or config.workers > 1)
     try:
         return _gather(context, computed, checkpoint, done, keeper, local, total)
     finally:
