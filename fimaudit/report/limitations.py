@@ -67,4 +67,13 @@ def limitations(document: dict[str, Any]) -> list[str]:
             "F shrinks with 1 - sum p_i^2, so a small lambda_max there reflects confidence, not "
             "necessarily flat logits."
         )
+    attack = document.get("attack_summary")
+    if attack is not None and attack["status"] == "run":
+        notes.append(
+            "The attacks' epsilon_min and robust accuracy are upper bounds: each reported example was "
+            "re-run and changes the class, but a stronger attack may find closer ones, and a radius with no "
+            "example found is not certified robust. The rank correlation describes these samples only."
+        )
+    elif attack is not None:
+        notes.append(f"Attacks were asked for but did not run: {attack['reason']}.")
     return notes

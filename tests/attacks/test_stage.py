@@ -83,6 +83,7 @@ def test_audit_attack_writes_the_contract_and_reverifiable_examples(tmp_path, ml
     checked = [s["attack"]["quadratic"] for s in document["samples"] if s["attack"]["quadratic"] is not None]
     assert checked and summary["quadratic_radius"]["checked"] == len(checked)
     assert [c["name"] for c in document["checks"]][-1] == "robust_accuracy"
+    assert any("stronger attack may find closer ones" in note for note in document["limitations"])
 
 
 def test_no_attack_section_without_attack(tmp_path) -> None:
@@ -166,6 +167,7 @@ def test_finite_differences_over_the_budget_are_not_run_and_the_gate_cannot_pass
     summary = document["attack_summary"]
     assert summary["status"] == "not_run" and "129 evaluations" in summary["reason"]
     assert all(s["attack"]["method"] == "not run" for s in document["samples"])
+    assert any(note.startswith("Attacks were asked for but did not run") for note in document["limitations"])
     assert document["verdict"]["status"] == "inconclusive"
 
 
