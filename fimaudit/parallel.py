@@ -231,7 +231,8 @@ def dask_results(
         submitted: list[Any] = []
 
         def submit(chunk: Chunk) -> Any:
-            future = client.submit(_dask_chunk, shared, chunk, pure=False)
+            # Rows travel as data, not inside the task graph (Dask warns about large graphs).
+            future = client.submit(_dask_chunk, shared, client.scatter(chunk, hash=False), pure=False)
             submitted.append(future)
             return future
 
