@@ -73,8 +73,9 @@ def deepfool(
     ``forward`` runs the same runner ``source`` differentiates and holds the input range.
     ``budget`` bounds the model evaluations of the DeepFool iterations (one more iteration is
     not started once it is spent); the refinement adds about 8 forward runs of ``REFINE_POINTS``
-    rows (the bisection) and ``fmn.DEFAULT_STEPS`` forward runs and vector-Jacobian products
-    (FMN). The result is re-verified by a forward run whatever happened.
+    rows (the bisection) and at most ``fmn.DEFAULT_STEPS`` forward runs and vector-Jacobian
+    products (FMN, within a ``budget`` of its own: a finite-difference product costs 2 d + 1
+    evaluations). The result is re-verified by a forward run whatever happened.
     """
     if overshoot < 0:
         raise ValueError(f"overshoot must be >= 0, got {overshoot}")
@@ -115,7 +116,7 @@ def deepfool(
     method = "deepfool"
     if found is not None and refine:
         found = refine_along_ray(forward, origin, found, original)
-        found = fmn_refine(source, forward, origin, found, original, norm)
+        found = fmn_refine(source, forward, origin, found, original, norm, budget=budget)
         method = "deepfool+bisection+fmn"
     return verified_result(forward, origin, found, original, norm, method, meter.spent, reason)
 
