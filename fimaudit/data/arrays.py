@@ -22,7 +22,7 @@ from fimaudit.resources import MemoryBudget, array_bytes, check_fits, element_co
 
 logger = logging.getLogger(__name__)
 
-_NPY_MAGIC = b"\x93NUMPY"
+NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _PICKLE_REFUSED = "holds pickled Python objects; fimaudit never unpickles data"
 # numpy's own limit on an array's size in bytes (sizes are signed pointer-sized integers).
@@ -30,7 +30,7 @@ _MAX_ARRAY_BYTES = np.iinfo(np.intp).max
 
 
 @dataclass
-class _ArrayHeader:
+class ArrayHeader:
     """Shape and dtype of a stored array, read before any of its data."""
 
     shape: tuple[int, ...]
@@ -38,7 +38,7 @@ class _ArrayHeader:
     fortran_order: bool = False
 
 
-def _read_header(stream: IO[bytes], source: str) -> _ArrayHeader:
+def read_header(stream: IO[bytes], source: str) -> ArrayHeader:
     """The .npy header at the start of ``stream``: refuses object arrays before they are read."""
     try:
         version = np.lib.format.read_magic(stream)
@@ -58,7 +58,7 @@ def _read_header(stream: IO[bytes], source: str) -> _ArrayHeader:
             f"{source} is not a readable .npy array: its header declares shape {tuple(int(d) for d in shape)}, "
             f"{elements} elements, more than any array can hold"
         )
-    return _ArrayHeader(tuple(int(d) for d in shape), dtype, bool(fortran))
+    return ArrayHeader(tuple(int(d) for d in shape), dtype, bool(fortran))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -66,7 +66,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def _check_size(header: _ArrayHeader, rows: int, budget: MemoryBudget, source: str) -> None:
+def _check_size(header: ArrayHeader, rows: int, budget: MemoryBudget, source: str) -> None:
     per_row = array_bytes(header.shape[1:], header.dtype.itemsize)
     check_fits(f"reading {rows} samples of {source}", rows * per_row, budget, "use --samples or raise --max-memory")
 
@@ -78,7 +78,7 @@ def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarr
     their own; a Fortran-ordered file (rare) is read whole, and budgeted whole.
     """
     with path.open("rb") as stream:
-        header = _read_header(stream, path.name)
+        header = read_header(stream, path.name)
         partial = bool(header.shape) and not header.fortran_order
         rows = header.shape[0] if header.shape else 1
         if samples is not None and partial:
@@ -102,7 +102,7 @@ def _read_npy(path: Path, samples: int | None, budget: MemoryBudget) -> np.ndarr
         raise InputError(f"{path.name} is truncated or not a readable .npy file ({_first_line(exc)})") from exc
 
 
-def _map_rows(path: Path, offset: int, header: _ArrayHeader, rows: int) -> np.ndarray:
+def _map_rows(path: Path, offset: int, header: ArrayHeader, rows: int) -> np.ndarray:
     """The first ``rows`` rows mapped read-only (streaming.py), after checking the file holds them."""
     shape = (rows, *header.shape[1:])
     wanted = element_count(shape) * header.dtype.itemsize
@@ -137,7 +137,7 @@ def _read_npz(
             source = f"{path.name}[{name!r}]"
             try:
                 with archive.open(f"{name}.npy") as stream:
-                    header = _read_header(stream, source)
+                    header = read_header(stream, source)
                 _check_size(header, header.shape[0] if header.shape else 1, budget, source)
                 with archive.open(f"{name}.npy") as stream:  # read_array wants the header again
                     array = np.lib.format.read_array(stream, allow_pickle=False)
@@ -180,7 +180,7 @@ def read_named_arrays(
             source = f"{data_path.name}[{name!r}]"
             try:
                 with archive.open(f"{name}.npy") as stream:
-                    header = _read_header(stream, source)
+                    header = read_header(stream, source)
                 rows = header.shape[0] if header.shape else 1
                 _check_size(header, min(rows, samples or rows), budget, source)
                 with archive.open(f"{name}.npy") as stream:
@@ -189,17 +189,17 @@ def read_named_arrays(
                 raise InputError(f"{data_path.name} is a corrupt .npz file ({source}: {_first_line(exc)})") from exc
             if array.ndim < 1 or array.shape[0] == 0:
                 raise InputError(f"{source} holds no rows (shape {list(array.shape)}); one row per sample is needed")
-            found[name] = _check_values(array[:samples] if samples else array, source)
+            found[name] = check_values(array[:samples] if samples else array, source)
     return found, data_path.name
 
 
-def _load_array_file(
+def load_array_file(
     path: Path, input_name: str, extra_inputs: list[str], samples: int | None, budget: MemoryBudget
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Read a .npy or .npz by its content (never by its name), refusing pickles and oversize data."""
     with path.open("rb") as stream:
         start = stream.read(6)
-    if start.startswith(_NPY_MAGIC):
+    if start.startswith(NPY_MAGIC):
         return _read_npy(path, samples, budget), {}
     if start[:4] in _ZIP_MAGICS:
         return _read_npz(path, input_name, extra_inputs, samples, budget)
@@ -208,7 +208,7 @@ def _load_array_file(
     raise InputError(f"{path.name} is not a readable .npy/.npz file (no numpy or zip header)")
 
 
-def _check_values(array: np.ndarray, source: str, expected: str = "numeric data is required") -> np.ndarray:
+def check_values(array: np.ndarray, source: str, expected: str = "numeric data is required") -> np.ndarray:
     """``array`` when it holds real numbers without NaN or Inf; else a one-line InputError.
 
     A mapped array is scanned batch by batch, each batch's pages released after it (streaming.py).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fimaudit.data.arrays import _NPY_MAGIC, _read_header
+from fimaudit.data.arrays import NPY_MAGIC, read_header
 from fimaudit.errors import InputError
 
 # A labels file larger than this is not a labels file (over 100 million samples).
@@ -24,10 +24,10 @@ def read_labels(path: str | Path, count: int) -> np.ndarray:
     if not label_path.is_file():
         raise InputError(f"labels file not found: {label_path}")
     with label_path.open("rb") as stream:
-        if not stream.read(6).startswith(_NPY_MAGIC):
+        if not stream.read(6).startswith(NPY_MAGIC):
             raise InputError(f"{label_path.name} is not an .npy file; --labels takes a 1-D integer .npy")
         stream.seek(0)
-        header = _read_header(stream, label_path.name)
+        header = read_header(stream, label_path.name)
         if len(header.shape) != 1 or header.dtype.kind not in "iu" or header.fortran_order:
             raise InputError(
                 f"{label_path.name} holds {header.dtype} of shape {list(header.shape)}; --labels takes one "

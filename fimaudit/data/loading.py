@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from fimaudit.data import streaming
-from fimaudit.data.arrays import _check_values, _load_array_file
+from fimaudit.data.arrays import check_values, load_array_file
 from fimaudit.data.images import ImageList, decode, is_image_list, list_csv, list_folder, read_image_bytes
 from fimaudit.data.labels import read_labels
 from fimaudit.data.preprocess import PreprocessSpec, check_against_model, parse_spec, spec_from_metadata
@@ -117,17 +117,17 @@ def _synthetic(selection: Selection, samples: int | None, seed: int, budget: Mem
 def _arrays(data_path: Path, selection: Selection, samples: int | None, budget: MemoryBudget) -> AuditData:
     dtype = np.dtype(selection.input_dtype)
     source = data_path.name
-    array, extras = _load_array_file(data_path, selection.input_name, selection.extra_inputs, samples, budget)
+    array, extras = load_array_file(data_path, selection.input_name, selection.extra_inputs, samples, budget)
     if array.ndim == 0:
         raise InputError(f"{source} holds a scalar; expected samples along the first axis")
     if array.shape[0] == 0:
         raise InputError(f"{source} holds no samples")
     _check_shape(array, selection, source)
-    _check_values(array, source, _expected(selection))
+    check_values(array, source, _expected(selection))
     if array.dtype != dtype:
         array = _cast(array, dtype, source)
     for name, value in extras.items():
-        _check_values(value, f"{source}[{name!r}]")
+        check_values(value, f"{source}[{name!r}]")
         if value.ndim > 0 and value.shape[0] == 0:
             raise InputError(
                 f"{source}[{name!r}] holds no rows (shape {list(value.shape)}); the model's other input "

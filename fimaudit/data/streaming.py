@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from fimaudit.errors import ResourceError
+
 #: Arrays larger than this are mapped (a .npy) or spilled (decoded images, casts) instead of held.
 STREAM_THRESHOLD_BYTES = 16 << 20
 #: Rows per sweep batch of :func:`batches` (bounded further by :data:`SWEEP_BATCH_BYTES`).
@@ -93,7 +95,16 @@ def spill_buffer(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if nbytes <= STREAM_THRESHOLD_BYTES:
         return np.zeros(shape, dtype=dtype)
     with tempfile.TemporaryFile(prefix="fimaudit-samples-") as handle:
-        handle.truncate(nbytes)
+        try:  # the room reserved now: a full disk later would kill the process (SIGBUS) on a write
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(handle.fileno(), 0, nbytes)
+            else:
+                handle.truncate(nbytes)
+        except OSError as exc:
+            raise ResourceError(
+                f"no room for {nbytes / 2**20:.0f} MiB of decoded samples in {tempfile.gettempdir()} "
+                f"({exc.strerror or exc}); set TMPDIR to a folder with room, or use --samples"
+            ) from None
         mapping = _map(handle.fileno(), nbytes, writable=True)
     return np.ndarray(shape, dtype=dtype, buffer=mapping)
 
