@@ -51,6 +51,8 @@ def test_pixel_space_equals_analytic_rescaling_per_channel(rgb_case, method: str
             want = _exact_pixel_lambda(weight, np.asarray(sample.logits))
             assert sample.spaces["pixel"].value == pytest.approx(want, rel=1e-5)
             assert sample.value == pytest.approx(sample.spaces[space].value, rel=0)
+            if method == "exact":  # the pixel run reuses the sample's dense Jacobian: no model run
+                assert sample.spaces["pixel"].model_evaluations == 0 < sample.spaces["model"].model_evaluations
             # ... and it is not the model-space value times one scalar: D really is per channel.
             ratio = sample.spaces["pixel"].value / sample.spaces["model"].value
             assert SCALE.min() ** 2 * 0.999 <= ratio <= SCALE.max() ** 2 * 1.001
