@@ -120,7 +120,12 @@ def pixel_map_for(data: AuditData, space: str) -> PixelMap | None:
 
 
 def checkpoint_identity(context: LoopContext, settings: SampleSettings) -> dict[str, Any]:
-    """What decides the per-sample numbers: a checkpoint made with anything else is refused."""
+    """What decides the per-sample numbers: a checkpoint made with anything else is refused.
+
+    The memory plan's batch size is not part of it: it follows the memory free at the moment
+    (a restart on a busier machine would otherwise be refused), and it only groups rows into
+    ONNX Runtime runs; each sample's estimator, stream and products are the same.
+    """
     config, data = context.config, context.data
     return {
         "fimaudit": fimaudit.__version__,
@@ -137,7 +142,6 @@ def checkpoint_identity(context: LoopContext, settings: SampleSettings) -> dict[
         "budget": settings.budget,
         "seed": settings.seed,
         "space": settings.space,
-        "batch_rows": context.chunk_rows,
         "flush_subnormals": config.flush_subnormals,
     }
 
