@@ -214,6 +214,8 @@ def audit_samples(context: LoopContext) -> list[SampleResult]:
     checkpoint, done = None, set()
     folder = config.checkpoint_dir
     if folder:
+        if data.tokens is not None:  # per-token sensitivity needs every sample's eigenvector, not only the kept ones
+            raise InputError("--checkpoint does not support --wrt embeddings yet; audit without it")
         checkpoint = Checkpoint.open(folder, checkpoint_identity(context, settings))
         done = {index for index in checkpoint.done() if index < total}
         if done:
@@ -252,7 +254,7 @@ def _gather(
         if index in done or not local:  # paid elsewhere: counted as if paid here
             accounting.evaluations += sum(r.model_evaluations for r in sample.spaces.values())
         audits.append(sample)
-        evaluations += sample.result.model_evaluations
+        evaluations += sum(r.model_evaluations for r in sample.spaces.values())
         if data.tokens is not None:
             data.tokens.record(index, sample.result.eigenvector, tuple(data.inputs.shape[1:]))
         keeper.add(sample)
