@@ -2,7 +2,7 @@
 
 ``np.random.SeedSequence(seed).spawn`` gives independent child streams; an audit uses fixed slots:
 
-- child 0: the synthetic data (``data.py``);
+- child 0: the synthetic data (``data/loading.py``);
 - child 1: the gradient check's directions (``sanity.py``);
 - child 2, and its child i: sample i's estimator (``fisher/``);
 - child 3, and its child i: sample i's attacks (``attacks/``: PGD's random starts);
