@@ -116,6 +116,7 @@ class GraphJacobian:
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
+        self._prefetched: dict[bytes, np.ndarray] = {}
 
     @property
     def accounting(self) -> RunAccounting:
@@ -150,7 +151,33 @@ class GraphJacobian:
         fill = np.repeat(rows[-1:], self.batch - rows.shape[0], axis=0)
         return np.concatenate([rows, fill])
 
+    @property
+    def samples_per_run(self) -> int:
+        """Samples whose K one-hot cotangents fit in one gradient run (1 for a fixed batch of 1)."""
+        return self.batch or max(1, self.max_rows // self.num_classes)
+
+    def prefetch(self, inputs: np.ndarray) -> None:
+        """Compute the Jacobians of several samples together; ``dense`` of any of them then returns them.
+
+        Why: the audit's estimators ask for one sample at a time, but a gradient run over
+        B samples x K cotangents keeps the convolutions' matrix products B times wider; measured
+        on ResNet-18 (3x32x32, K = 10, 2 threads, interleaved, best of 5): 201 ms a sample one
+        at a time, 135 ms four at a time, 116 ms eight at a time. Call it with
+        ``samples_per_run`` samples (the memory plan's rows), before their per-sample work;
+        it holds their K x d float64 Jacobians (samples_per_run x K x d x 8 bytes) until the
+        next call, and ``prefetch(inputs[:0])`` lets them go.
+        """
+        jacobians = self._compute_dense(inputs) if inputs.shape[0] else np.zeros((0, self.num_classes, 0))
+        self._prefetched = {_row_key(row): jacobian for row, jacobian in zip(inputs, jacobians, strict=True)}
+
     def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """Jacobians [N, K, d] (float64): prefetched ones as they are, else computed (see ``_compute_dense``)."""
+        found = [self._prefetched.get(_row_key(row)) for row in inputs]
+        if inputs.shape[0] and all(jacobian is not None for jacobian in found):
+            return np.stack(found)  # type: ignore[arg-type]
+        return self._compute_dense(inputs)
+
+    def _compute_dense(self, inputs: np.ndarray) -> np.ndarray:
         """Jacobians [N, K, d] (float64): one-hot cotangents, M classes x B samples per run."""
         count = inputs.shape[0]
         k = self.num_classes
@@ -221,6 +248,11 @@ class GraphJacobian:
         if session is None:
             return tangents.astype(np.float64) @ self._cached_jacobian(sample).T
         return self._one_sample_runs(session, sample, tangents, self.sample_shape)
+
+
+def _row_key(row: np.ndarray) -> bytes:
+    """A sample's identity for ``prefetch``: its dtype, shape and bytes."""
+    return f"{row.dtype.str}{row.shape}".encode() + np.ascontiguousarray(row).tobytes()
 
 
 def shape_probe(runner: ModelRunner, sample_shape: tuple[int, ...], dtype: np.dtype) -> ShapeProbe:
