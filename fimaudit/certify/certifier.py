@@ -56,8 +56,9 @@ class Certifier:
         low, high = self.input_range
         inputs = InputSet(x, float(epsilon), NORMS[norm], low, high)
         first = propagate(self.view, self.logits, inputs, reference_differences)
+        reference = int(np.argmax(first.logits.at))
         composition = compose(first.rows.centre, first.rows.radius, first.logits.at, first.logits.lo, first.logits.hi,
-                              first.telescoped)
+                              first.telescoped, (reference, float(epsilon), NORMS[norm]))
         return LocalBound(float(epsilon), norm, composition, first.unstable, time.perf_counter() - started)
 
 

@@ -93,11 +93,35 @@ def spectral_norm_bound(matrix: np.ndarray) -> float:
     return certify(math.sqrt(max(top, 0.0)), absolute=1e-15 * math.sqrt(float(np.trace(gram))))
 
 
+def row_difference_ranges(centre: np.ndarray, radius: np.ndarray, logits: np.ndarray, reference: int,
+                          eps: float, norm: float, deviation: float) -> tuple[np.ndarray, np.ndarray]:
+    """[D_lo, D_hi] from the rows J~_k = grad (z_k - z_r) by the mean value theorem.
+
+    |D_kr(x') - D_kr(x)| <= eps sup ||J~_k||_q over the set, and ||J~_k(xi) - J~c_k||_q is at most
+    ||r_k||_q (the interval rows) and at most the telescoped deviation (times sqrt(d) for q = 1:
+    ||v||_1 <= sqrt(d) ||v||_2). Then D_jk = D_jr - D_kr.
+    """
+    q = 1.0 if math.isinf(norm) else 2.0
+    scale = 1.0 if q == 2.0 else math.sqrt(centre.shape[1])
+    moved = np.minimum(np.linalg.norm(radius, ord=q, axis=1), deviation * scale)
+    width = eps * (np.linalg.norm(centre, ord=q, axis=1) + moved) * (1.0 + 1e-12)
+    to_reference = logits - logits[reference]
+    slack = CENTRE_TRUST * (np.abs(logits) + np.abs(logits[reference]))
+    low, high = to_reference - width - slack, to_reference + width + slack
+    d_lo, d_hi = low[:, None] - high[None, :], high[:, None] - low[None, :]
+    np.fill_diagonal(d_lo, 0.0)
+    np.fill_diagonal(d_hi, 0.0)
+    return np.nextafter(d_lo, -np.inf), np.nextafter(d_hi, np.inf)
+
+
 def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
-            logits_lo: np.ndarray, logits_hi: np.ndarray, deviation: float = math.inf) -> Composition:
+            logits_lo: np.ndarray, logits_hi: np.ndarray, deviation: float = math.inf,
+            rows_of: tuple[int, float, float] | None = None) -> Composition:
     """B(x, eps) from rows [K', d] (centre, radius), the logits at x and their certified box.
 
     ``deviation`` is another certified bound on ||J~(x') - J~c||_2 (telescoping.py); the smaller is used.
+    ``rows_of`` = (reference class r, eps, norm) when the rows are grad (z_k - z_r) over that ball:
+    the logit differences then also get the mean-value ranges of ``row_difference_ranges``.
     """
     centre = centre.reshape(centre.shape[0], -1)
     radius = radius.reshape(radius.shape[0], -1)
@@ -106,6 +130,11 @@ def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
     gram = centre @ centre.T
     g_norm = certify(float(np.linalg.eigvalsh(gram)[-1]), absolute=1e-15 * float(np.trace(gram)))
     d_lo, d_hi = difference_ranges(np.asarray(logits_lo).reshape(-1), np.asarray(logits_hi).reshape(-1))
+    trusted = deviation + CENTRE_TRUST * float(np.linalg.norm(centre))
+    if rows_of is not None:
+        reference, eps, norm = rows_of
+        r_lo, r_hi = row_difference_ranges(centre, radius, z, reference, eps, norm, trusted)
+        d_lo, d_hi = np.maximum(d_lo, r_lo), np.minimum(d_hi, r_hi)
     p_lo, p_hi, q_hi, q_lo = probability_ranges(d_lo, d_hi)
     c_max = covariance_bound(p_lo, p_hi, q_hi, q_lo)
     p0 = np.exp(log_softmax(z))
