@@ -62,7 +62,7 @@ class AttackConfig:
                 raise InputError("--fail-robust-below needs --attack-eps: robust accuracy is measured at those radii")
 
 
-def not_run_reason(source: InputJacobian, gradients: str, flat_note: str, sample_size: int, budget: int) -> str | None:
+def not_run_reason(gradients: str, flat_note: str, sample_size: int, budget: int) -> str | None:
     """Why no gradient attack can run on this model (None: it can)."""
     if flat_note:
         return f"not run: {flat_note} (gradient attacks see zero gradients; no black-box attack is implemented)"
@@ -91,7 +91,7 @@ def attack_stage(
     started = time.perf_counter()
     forward = Forward(runner, source.dtype, config.input_range)
     sample_size = int(np.prod(inputs.shape[1:], dtype=np.int64))
-    reason = not_run_reason(source, gradients, flat_note, sample_size, config.budget)
+    reason = not_run_reason(gradients, flat_note, sample_size, config.budget)
     if gradients == "fd" and reason is None:
         logger.warning("the attacks use finite-difference gradients (2 d + 1 evaluations per Jacobian): slower")
     streams = RandomStreams(seed)

@@ -172,7 +172,7 @@ def test_finite_differences_over_the_budget_are_not_run_and_the_gate_cannot_pass
 
 
 def test_piecewise_constant_models_are_not_attacked() -> None:
-    reason = not_run_reason(None, "graph", "the scores are piecewise constant", 64, 2000)  # type: ignore[arg-type]
+    reason = not_run_reason("graph", "the scores are piecewise constant", 64, 2000)
     assert reason is not None and "piecewise constant" in reason and reason.startswith("not run")
 
 
