@@ -171,9 +171,18 @@ def test_finite_differences_over_the_budget_are_not_run_and_the_gate_cannot_pass
     assert document["verdict"]["status"] == "inconclusive"
 
 
-def test_piecewise_constant_models_are_not_attacked() -> None:
-    reason = not_run_reason("graph", "the scores are piecewise constant", 64, 2000)
-    assert reason is not None and "piecewise constant" in reason and reason.startswith("not run")
+def test_piecewise_constant_models_are_not_attacked(tmp_path) -> None:
+    """A tree forest: gradients are zero almost everywhere, so the attacks say 'not run' and why."""
+    from tests.graph.test_ml_models import _tree_model
+
+    model, data, out = _tree_model(tmp_path / "forest.onnx"), tmp_path / "x.npy", tmp_path / "a.json"
+    np.save(data, np.random.default_rng(0).normal(size=(3, 3)).astype(np.float32))
+    result = CliRunner().invoke(main, ["attack", model, "--data", str(data), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(out.read_text())["attack_summary"]
+    assert summary["status"] == "not_run" and "TreeEnsembleClassifier" in summary["reason"]
+    assert "correlation: not computed" in result.output
+    assert not_run_reason("graph", "", 64, 2000) is None
 
 
 def summary_with(rates: list[tuple[float, float]], floor: float | None, status: str = "run") -> AttackSummary:
