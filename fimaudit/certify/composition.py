@@ -8,6 +8,9 @@ J~ = P J (any P = I - 1 a^T: C 1 = 0, so C^{1/2} P = C^{1/2}) lying in [J~c - R,
 - rho >= ||J~' - J~c||_2: the spectral norm of the non-negative radius matrix R;
 - c_max >= ||C'|| <= trace C' = sum_k p'_k (1 - p'_k), each term maximised over its certified
   probability range (and never above 1/2);
+- with row k of J~ belonging to class k, C' <= diag(p') <= diag(p_hi) also gives
+  ||C'^{1/2} D|| <= sqrt(sum_k p_hi,k ||D_k||^2) and Lambda <= ||diag(p_hi)^{1/2} J~c||^2; the reference
+  row is exactly zero, so a confident prediction (p_r near 1) weighs only the small p_k;
 - Lambda >= lambda_max(C'^{1/2} G C'^{1/2}) with G = J~c J~c^T: at p' = p(x) it is exactly
   lambda_max(F(x)); for p' = p + delta, C' - C <= diag(delta) - p delta^T - delta p^T (dropping
   -delta delta^T <= 0), so by Weyl Lambda <= lambda_max(F(x)) + ||G|| (||delta||_inf +
@@ -143,5 +146,11 @@ def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
     curvature = min(certify(lam0 + g_norm * shift), certify(c_max * g_norm))
     # The centre rows are the float64 Jacobian at x, trusted to CENTRE_TRUST relative (Frobenius).
     rho = min(spectral_norm_bound(radius), deviation) + CENTRE_TRUST * float(np.linalg.norm(centre))
-    value = certify((math.sqrt(curvature) + math.sqrt(c_max) * rho) ** 2)
+    spread = math.sqrt(c_max) * rho
+    if centre.shape[0] == z.size:  # row k belongs to class k: C' <= diag(p') <= diag(p_hi)
+        weights = np.sqrt(p_hi)[:, None]
+        curvature = min(curvature, certify(spectral_norm_bound(weights * centre) ** 2))
+        rows = np.minimum(np.linalg.norm(radius, axis=1) + CENTRE_TRUST * np.linalg.norm(centre, axis=1), rho)
+        spread = min(spread, certify(math.sqrt(float(np.sum(p_hi * rows**2)))))
+    value = certify((math.sqrt(curvature) + spread) ** 2)
     return Composition(value, lam0, rho, c_max, curvature)
