@@ -58,7 +58,7 @@ class Certifier:
         first = propagate(self.view, self.logits, inputs, reference_differences)
         reference = int(np.argmax(first.logits.at))
         composition = compose(first.rows.centre, first.rows.radius, first.logits.at, first.logits.lo, first.logits.hi,
-                              first.telescoped, (reference, float(epsilon), NORMS[norm]))
+                              first.telescoped, (reference, float(epsilon), NORMS[norm]), first.deviation)
         return LocalBound(float(epsilon), norm, composition, first.unstable, time.perf_counter() - started)
 
 

@@ -22,6 +22,7 @@ Probabilities come from intervals of logit differences D_jk = z_j - z_k: p_k = 1
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,12 +120,14 @@ def row_difference_ranges(centre: np.ndarray, radius: np.ndarray, logits: np.nda
 
 def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
             logits_lo: np.ndarray, logits_hi: np.ndarray, deviation: float = math.inf,
-            rows_of: tuple[int, float, float] | None = None) -> Composition:
+            rows_of: tuple[int, float, float] | None = None,
+            weighted: Callable[[np.ndarray], float] | None = None) -> Composition:
     """B(x, eps) from rows [K', d] (centre, radius), the logits at x and their certified box.
 
     ``deviation`` is another certified bound on ||J~(x') - J~c||_2 (telescoping.py); the smaller is used.
     ``rows_of`` = (reference class r, eps, norm) when the rows are grad (z_k - z_r) over that ball:
     the logit differences then also get the mean-value ranges of ``row_difference_ranges``.
+    ``weighted(w)`` bounds ||diag(w) (J~(x') - J~(x))||_2 (telescoping with weighted rows).
     """
     centre = centre.reshape(centre.shape[0], -1)
     radius = radius.reshape(radius.shape[0], -1)
@@ -152,5 +155,8 @@ def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
         curvature = min(curvature, certify(spectral_norm_bound(weights * centre) ** 2))
         rows = np.minimum(np.linalg.norm(radius, axis=1) + CENTRE_TRUST * np.linalg.norm(centre, axis=1), rho)
         spread = min(spread, certify(math.sqrt(float(np.sum(p_hi * rows**2)))))
+        if weighted is not None:
+            trust = CENTRE_TRUST * float(np.linalg.norm(weights * centre))
+            spread = min(spread, certify(weighted(np.sqrt(p_hi)) + trust))
     value = certify((math.sqrt(curvature) + spread) ** 2)
     return Composition(value, lam0, rho, c_max, curvature)

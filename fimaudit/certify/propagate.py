@@ -19,11 +19,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
 from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, supported_ops
+
+if TYPE_CHECKING:  # telescoping.py imports backward_from from here
+    from fimaudit.certify.telescoping import Telescope
 from fimaudit.graph.view import GraphView
 
 
@@ -50,14 +54,23 @@ class InputSet:
 class Propagation:
     """What one certificate needs: the logits' box, the interval Jacobian rows, the unstable count.
 
-    ``rows`` is the interval Jacobian (backward over the set); ``telescoped`` is the norm bound
-    on the deviation from the Jacobian at x of telescoping.py (inf when not available).
+    ``rows`` is the interval Jacobian (backward over the set); ``telescopes`` the two orderings of
+    telescoping.py (empty when forward mode was not available).
     """
 
     logits: Box
     rows: Cotangent  # [K', *input shape]
     unstable: int
-    telescoped: float
+    telescopes: tuple[Telescope, ...] = ()
+
+    def deviation(self, weights: np.ndarray | None = None) -> float:
+        """Certified ||diag(w) (J~(x') - J~(x))||_2 over the set from telescoping (inf when not available)."""
+        return min((telescope.bound(weights) for telescope in self.telescopes), default=math.inf)
+
+    @property
+    def telescoped(self) -> float:
+        """The unweighted deviation bound."""
+        return self.deviation()
 
 
 #: Forward mode carries d directions per tensor: used while d x (tensor size) stays below this.
@@ -221,7 +234,7 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
     rows = backward(contexts, boxes, logits, view.input_name, matrix, over_set)
     if ahead.logits_rows is not None:
         rows = _meet(rows, ahead.logits_rows, matrix)
-    telescoped = math.inf
+    telescopes: tuple[Telescope, ...] = ()
     if ahead.upstream is not None:
         recorded: dict[str, Cotangent] = {}
         for ctx in contexts:
@@ -235,8 +248,8 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
             for ctx in contexts:
                 ctx.state.pop("centre_only", None)
         # A_t over the set, B_t at x
-        telescoped = min(first_order, telescoped_radius(contexts, upstream_at_x, over_set, at_x))
-    return Propagation(boxes[logits], rows, unstable_count(contexts), telescoped)
+        telescopes = (first_order, telescoped_radius(contexts, upstream_at_x, over_set, at_x))
+    return Propagation(boxes[logits], rows, unstable_count(contexts), telescopes)
 
 
 def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box],

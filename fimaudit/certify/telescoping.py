@@ -86,21 +86,45 @@ def edges_of(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | N
     return edges
 
 
-def _term(edge: Edge, rows: Cotangent | None) -> float:
-    """|| |A| M ||_2 for the edge, from the rows at its node's output (0 when they do not reach it)."""
+def _term(edge: Edge, rows: Cotangent | None, weights: np.ndarray | None = None) -> float:
+    """|| diag(w) |A| M ||_2 for the edge, from the rows at its node's output (0 when they do not reach it)."""
     if rows is None:
         return 0.0
     centre, radius = _rows(rows)
     size = np.abs(centre) + radius
+    if weights is not None:
+        size = size * weights[:, None]
     if edge.weight is None:
         assert edge.outputs is not None
         return spectral_norm_bound(size[:, edge.outputs]) * edge.factor
     return spectral_norm_bound(size[:, edge.moving] * edge.weight)
 
 
+@dataclass
+class Telescope:
+    """One ordering's edges with their beta_t, and the A_t rows: the bound for any row weights.
+
+    ``bound(w)`` bounds ||diag(w) (J(x') - J(x))||_2 (w = 1: the deviation itself): weighting the
+    rows commutes with the sum over t, so only the A_t factors change (composition.py weighs the
+    rows by the square roots of the classes' probability bounds).
+    """
+
+    edges: list[Edge] | None
+    recorded: dict[str, Cotangent]
+
+    def bound(self, weights: np.ndarray | None = None) -> float:
+        """sum_t || diag(w) |A_t| M_t || beta_t (inf when some node's change has no such form)."""
+        if self.edges is None:
+            return math.inf
+        total = 0.0
+        for edge in self.edges:
+            total += _term(edge, self.recorded.get(edge.node), weights) * edge.beta
+        return total * (1.0 + 1e-9)  # A_t and B_t(x) are float64 values at x (CENTRE_TRUST)
+
+
 def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | None]],
                       recorded: dict[str, Cotangent], at_x: Cotangent,
-                      upstream_at_x: dict[str, list[Cotangent | None]] | None = None) -> float:
+                      upstream_at_x: dict[str, list[Cotangent | None]] | None = None) -> Telescope:
     """The bound of the module docstring: ``recorded`` holds the A_t rows, ``upstream`` the B_t.
 
     With ``upstream_at_x`` (ordering (1) only, slopes at x set by the caller), each beta_t is
@@ -108,7 +132,7 @@ def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cota
     """
     edges = edges_of(contexts, upstream)
     if edges is None:
-        return math.inf
+        return Telescope(None, recorded)
     nodes = {ctx.node.name: ctx for ctx in contexts}
     done: list[Edge] = []
     for edge in edges:
@@ -118,11 +142,7 @@ def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cota
         if upstream_at_x is not None and done and int(edge.moving.sum()) <= ROW_LIMIT:
             edge.beta = min(edge.beta, _recursive(edge, nodes, contexts, upstream_at_x, done))
         done.append(edge)
-    _, rounding = _rows(at_x)
-    total = spectral_norm_bound(rounding)
-    for edge in edges:
-        total += _term(edge, recorded.get(edge.node)) * edge.beta
-    return total * (1.0 + 1e-9)  # A_t and B_t(x) are float64 values at x (CENTRE_TRUST)
+    return Telescope(edges, recorded)
 
 
 def _recursive(edge: Edge, nodes: dict[str, NodeContext], contexts: list[NodeContext],
