@@ -36,6 +36,8 @@ DEFAULT_BUDGET = 2000
 DEFAULT_OVERSHOOT = 0.02
 #: Scales tried per forward run of the refinement.
 REFINE_POINTS = 32
+#: Classes (closest in logit) each given a targeted FMN run after the untargeted one.
+FMN_TARGETS = 3
 #: The refinement stops when the bracket of scales is narrower than this (relative).
 REFINE_TOLERANCE = 1e-12
 
@@ -73,15 +75,15 @@ def deepfool(
     ``forward`` runs the same runner ``source`` differentiates and holds the input range.
     ``budget`` bounds the model evaluations of the DeepFool iterations (one more iteration is
     not started once it is spent); the refinement adds about 8 forward runs of ``REFINE_POINTS``
-    rows (the bisection) and at most ``fmn.DEFAULT_STEPS`` forward runs and vector-Jacobian
-    products (FMN, within a ``budget`` of its own: a finite-difference product costs 2 d + 1
+    rows (the bisection) and FMN runs (``refine_boundary``: forward runs and vector-Jacobian
+    products, within a ``budget`` of their own: a finite-difference product costs 2 d + 1
     evaluations). The result is re-verified by a forward run whatever happened.
     """
     if overshoot < 0:
         raise ValueError(f"overshoot must be >= 0, got {overshoot}")
     meter = EvaluationMeter(forward.runner, source)
     origin = forward.applied(np.asarray(sample)[None])[0]
-    logits = forward.logits(origin[None])[0]
+    logits = logits_at_origin = forward.logits(origin[None])[0]
     original = int(np.argmax(logits))
     others = np.array([k for k in range(logits.shape[0]) if k != original], dtype=np.int64)
     total = np.zeros(origin.size, dtype=np.float64)
@@ -116,9 +118,31 @@ def deepfool(
     method = "deepfool"
     if found is not None and refine:
         found = refine_along_ray(forward, origin, found, original)
-        found = fmn_refine(source, forward, origin, found, original, norm, budget=budget)
+        found = refine_boundary(source, forward, origin, found, original, logits_at_origin, norm, budget)
         method = "deepfool+bisection+fmn"
     return verified_result(forward, origin, found, original, norm, method, meter.spent, reason)
+
+
+def refine_boundary(
+    source: InputJacobian, forward: Forward, origin: np.ndarray, found: np.ndarray, original: int,
+    logits: np.ndarray, norm: Norm, budget: int,
+) -> np.ndarray:
+    """FMN from the found example, then FMN targeted at each of the ``FMN_TARGETS`` classes closest in logit.
+
+    The targeted runs start at the sample itself inside the ball of the best radius so far: on
+    ReLU networks the nearest boundary can belong to another class than the one DeepFool
+    crossed (measured on vgg_small: one digit of 16 came 31% closer this way). Together they
+    spend at most ``budget`` model evaluations.
+    """
+    meter = EvaluationMeter(forward.runner, source)
+    found = fmn_refine(source, forward, origin, found, original, norm, budget=budget)
+    rivals = [int(k) for k in np.argsort(-logits) if k != original][:FMN_TARGETS]
+    for target in rivals:
+        if meter.spent >= budget:
+            break
+        found = fmn_refine(source, forward, origin, found, original, norm, budget=budget - meter.spent,
+                           target=target, from_origin=True)
+    return found
 
 
 def refine_along_ray(forward: Forward, origin: np.ndarray, adversarial: np.ndarray, original: int) -> np.ndarray:

@@ -57,6 +57,8 @@ def fmn_refine(
     norm: Norm,
     steps: int = DEFAULT_STEPS,
     budget: int | None = None,
+    target: int | None = None,
+    from_origin: bool = False,
 ) -> np.ndarray:
     """The smallest adversarial point (applied, the model's input type) FMN finds from ``adversarial``.
 
@@ -68,7 +70,7 @@ def fmn_refine(
     base = np.asarray(origin, dtype=np.float64).ravel()
     best = np.asarray(adversarial)
     best_norm = float(perturbation_norm((best.astype(np.float64).ravel() - base)[None], norm)[0])
-    delta = best.astype(np.float64).ravel() - base
+    delta = np.zeros_like(base) if from_origin else best.astype(np.float64).ravel() - base
     eps = best_norm
     step_start = best_norm / 4.0
     for step, gamma in zip(_cosine(step_start, step_start / 100.0, steps), _cosine(GAMMA_START, GAMMA_END, steps),
@@ -77,7 +79,9 @@ def fmn_refine(
             break
         point = forward.applied((base + delta).reshape(origin.shape))
         logits = forward.logits(point[None])[0]
-        rival = int(np.argmax(np.where(np.arange(logits.size) == original, -np.inf, logits)))
+        rival = target if target is not None else int(
+            np.argmax(np.where(np.arange(logits.size) == original, -np.inf, logits))
+        )
         applied = point.astype(np.float64).ravel() - base
         length = float(perturbation_norm(applied[None], norm)[0])
         adversarial_now = int(np.argmax(logits)) != original
