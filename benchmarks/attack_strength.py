@@ -277,6 +277,9 @@ def main() -> None:
     parser.add_argument("--corpus-models", default=",".join(CORPUS_MODELS))
     parser.add_argument("--norms", default=",".join(NORMS))
     parser.add_argument("--torch-python", default="/work/venvs/torch/bin/python")
+    parser.add_argument("--reference-cache", type=Path,
+                        help="keep each reference result here and reuse it (the reference depends only on the "
+                        "network, data and its own settings)")
     parser.add_argument("--reference", nargs=2, metavar=("TARGET_JSON", "NORM"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.reference:
@@ -297,16 +300,25 @@ def main() -> None:
         for norm in args.norms.split(","):
             ours, ours_seconds = fimaudit_eps(target, norm, args.samples)
             started = time.perf_counter()
-            run = subprocess.run(
-                [args.torch_python, __file__, "--reference", target.to_json(), norm, "--samples", str(args.samples),
-                 "--steps", str(args.steps), "--bisections", str(args.bisections), "--seed", str(args.seed)],
-                capture_output=True, text=True, cwd=ROOT,
-            )
-            if run.returncode != 0:
-                print(f"{target.name:20} l{norm:3} reference failed: {run.stderr.strip().splitlines()[-1]}")
-                continue
-            theirs = json.loads(run.stdout.strip().splitlines()[-1])["eps"]
-            ref_seconds = time.perf_counter() - started
+            key = f"{target.name}_l{norm}_{args.samples}_{args.steps}_{args.bisections}_{args.seed}.json"
+            cached = args.reference_cache / key if args.reference_cache else None
+            if cached is not None and cached.exists():  # the reference does not change with fimaudit
+                theirs, ref_seconds = json.loads(cached.read_text()), float("nan")
+            else:
+                run = subprocess.run(
+                    [args.torch_python, __file__, "--reference", target.to_json(), norm, "--samples",
+                     str(args.samples), "--steps", str(args.steps), "--bisections", str(args.bisections),
+                     "--seed", str(args.seed)],
+                    capture_output=True, text=True, cwd=ROOT,
+                )
+                if run.returncode != 0:
+                    print(f"{target.name:20} l{norm:3} reference failed: {run.stderr.strip().splitlines()[-1]}")
+                    continue
+                theirs = json.loads(run.stdout.strip().splitlines()[-1])["eps"]
+                ref_seconds = time.perf_counter() - started
+                if cached is not None:
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_text(json.dumps(theirs))
             ratios = [a / b for a, b in zip(ours, theirs, strict=True) if a is not None and b]
             found = f"{sum(v is not None for v in ours)}/{sum(v is not None for v in theirs)}"
             print(f"{target.name:20} l{norm:3} {span:6} {median(ours):10.4g} {median(theirs):10.4g} "
