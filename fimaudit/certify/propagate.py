@@ -74,7 +74,52 @@ class Propagation:
 
 
 #: Forward mode carries d directions per tensor: used while d x (tensor size) stays below this.
-TANGENT_LIMIT = 1 << 25
+TANGENT_LIMIT = 1 << 26
+
+
+def _readers(nodes: list) -> dict[str, int]:
+    """How many nodes read each tensor (a tensor's directions are dropped after its last reader)."""
+    counts: dict[str, int] = {}
+    for node in nodes:
+        for name in node.input:
+            if name:
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _release(directions: dict[str, Cotangent], node, readers: dict[str, int], keep: str) -> None:
+    """Drop the directions of the node's inputs that no later node reads (memory: d x size each)."""
+    for name in node.input:
+        if name and name in readers:
+            readers[name] -= 1
+            if readers[name] == 0 and name != keep:
+                directions.pop(name, None)
+
+
+def _moving_inputs(rule, ctx: NodeContext, ins: list[Cotangent | None]) -> list[Cotangent | None] | None:
+    """The directions a nonlinear node's telescoping term needs: only the entries that can move.
+
+    None for a node whose Jacobian never changes (affine, reshapes).
+    """
+    spreads = rule.spreads(ctx)
+    if spreads == []:
+        return None
+    masks: dict[int, np.ndarray] = {}
+    if spreads is None:
+        changing = getattr(rule, "changing", None)
+        if changing is None:
+            return [None] * len(ins)
+        masks[0] = changing(ctx)[1].reshape(-1)
+    else:
+        masks = {index: spread.reshape(-1) > 0 for index, spread in spreads}
+    kept: list[Cotangent | None] = []
+    for index, rows in enumerate(ins):
+        if rows is None or index not in masks:
+            kept.append(None)
+            continue
+        n = rows.centre.shape[0]
+        kept.append(Cotangent(rows.centre.reshape(n, -1)[:, masks[index]], rows.radius.reshape(n, -1)[:, masks[index]]))
+    return kept
 
 
 def _tighten(box: Box, rows: Cotangent, inputs: InputSet) -> Box:
@@ -125,11 +170,14 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
     if tangents and inputs.eps > 0:
         eye = np.eye(size).reshape((size, *first.at.shape))
         directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
+    readers = _readers(view.nodes)
     for node in view.nodes:
-        if not any(name in boxes for name in node.input if name):
-            continue  # constant (folded by the view) or fed only by other, fixed inputs
-        if not any(out in view.varying for out in node.output if out):
-            continue  # reads only the input's shape (Shape, Size)
+        if not any(name in boxes for name in node.input if name) or not any(
+            out in view.varying for out in node.output if out
+        ):  # constant (folded by the view), fed only by other fixed inputs, or reading only a shape
+            if directions is not None:
+                _release(directions, node, readers, logits)
+            continue
         rule = get_rule(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is None:
             raise NotCertified(
@@ -145,9 +193,12 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
                 directions = upstream = None
             else:
                 ins = [directions.get(name) if name else None for name in node.input]
-                if upstream is not None and rule.spreads(ctx) != []:
-                    upstream[node.name] = ins
+                kept = _moving_inputs(rule, ctx, ins) if upstream is not None else None
+                if upstream is not None and kept is not None:
+                    upstream[node.name] = kept
                 rows = rule.tangent(ctx, ins)
+                del ins
+                _release(directions, node, readers, logits)
                 directions[node.output[0]] = rows
                 results = [_tighten(results[0], rows, inputs), *results[1:]]
         for name, box in zip([out for out in node.output if out], results, strict=False):
@@ -263,13 +314,19 @@ def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[s
     eye = np.eye(first.size).reshape((first.size, *first.shape))
     directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
     kept: dict[str, list[Cotangent | None]] = {}
+    readers = _readers([ctx.node for ctx in contexts])
     for ctx in contexts:
         rule = get_rule(ctx.node.op_type)
         assert rule is not None
         ins = [directions.get(name) if name else None for name in ctx.node.input]
         if ctx.node.name in wanted:
-            kept[ctx.node.name] = ins
-        directions[ctx.node.output[0]] = rule.tangent(ctx, ins)
+            moving = _moving_inputs(rule, ctx, ins)
+            if moving is not None:
+                kept[ctx.node.name] = moving
+        rows = rule.tangent(ctx, ins)
+        del ins
+        _release(directions, ctx.node, readers, "")
+        directions[ctx.node.output[0]] = rows
     return kept
 
 

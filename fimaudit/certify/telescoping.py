@@ -54,8 +54,14 @@ def _rows(cotangent: Cotangent) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _norm(directions: Cotangent, entries: np.ndarray) -> float:
-    """||B|| over the selected entries for B in [B_c +- B_r]: the signed centre's norm plus the radius's."""
+    """||B|| over the selected entries for B in [B_c +- B_r]: the signed centre's norm plus the radius's.
+
+    ``directions`` may already hold only the selected entries (propagate.py keeps no more).
+    """
     centre, radius = _rows(directions)
+    if centre.shape[1] != entries.size:
+        assert centre.shape[1] == int(entries.sum())
+        return spectral_norm_bound(centre) + spectral_norm_bound(radius)
     return spectral_norm_bound(centre[:, entries]) + spectral_norm_bound(radius[:, entries])
 
 
