@@ -312,6 +312,8 @@ def gate_robustness(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
         if verdict.status not in ("pass", "no_threshold"):
             return verdict
         status, reason = "inconclusive", f"--fail-robust-below was set but {gate.detail}; lambda_max: {verdict.reason}"
+    elif verdict.status == "no_threshold":
+        status, reason = "fail", f"{gate.detail} (lambda_max is not gated: no --fail-above)"
     else:
         status, reason = "fail", f"{gate.detail}; lambda_max: {verdict.reason}"
     return Verdict(status, verdict.threshold, verdict.statistic, verdict.value, verdict.interval, reason)  # type: ignore[arg-type]
