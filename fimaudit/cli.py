@@ -307,7 +307,8 @@ def attack_measure_options(function: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--input-range", metavar="LO,HI",
                      help="Valid input values; every adversarial example is clipped to them."),
         click.option("--attack-budget", type=click.IntRange(min=1), default=DEFAULT_ATTACK_BUDGET, show_default=True,
-                     help="Model evaluations one sample's minimum-norm attack may spend (gradients included)."),
+                     help="Model evaluations one sample's minimum-norm attack may spend (gradients included), "
+                     "and as many again for its FMN refinement."),
     ]
     for option in reversed(options):
         function = option(function)
