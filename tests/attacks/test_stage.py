@@ -58,9 +58,10 @@ def test_audit_attack_writes_the_contract_and_reverifiable_examples(tmp_path, ml
     adv = tmp_path / "adv.npy"
     code, document, output = audit(
         tmp_path, "--attack", "--norm", "inf", "--attack-eps", "0.01,0.3", "--input-range", "0,1",
-        "--save-adversarial", str(adv), "--report", str(tmp_path / "r.html"),
+        "--save-adversarial", str(adv), "--report", str(tmp_path / "r.html"), "--summary", str(tmp_path / "s.md"),
     )
     assert code == 0, output
+    assert "Attacks (linf): 4 of 4 samples have a verified adversarial example" in (tmp_path / "s.md").read_text()
     summary = document["attack_summary"]
     assert set(summary) >= CONTRACT_SUMMARY and summary["status"] == "run"
     assert [row["eps"] for row in summary["success_rate_by_eps"]] == [0.01, 0.3]
