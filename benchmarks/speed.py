@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -54,6 +55,8 @@ from jacobian_speed import TORCH_PATHS, fimaudit_job, time_interleaved  # noqa: 
 
 from fimaudit.fisher.exact import exact_lambda_max  # noqa: E402
 
+# The CLI runs as a user runs it: in fimaudit's own environment, not the benchmark's (torch's).
+PRODUCT_PYTHON = ROOT / ".venv" / "bin" / "python"
 README_COMMAND = ["audit", "sample_models/resnet_small.onnx", "--data", "sample_models/digits_test.npy",
                   "--report", "{tmp}/fimaudit-report.html", "--json", "{tmp}/fimaudit-report.json"]
 
@@ -85,6 +88,7 @@ def forward_flops(path: Path, sample_shape: tuple[int, ...]) -> float:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+    constants = {t.name for t in model.graph.initializer}
     total = 0.0
     for node in inferred.graph.node:
         out = shapes.get(node.output[0])
@@ -95,11 +99,16 @@ def forward_flops(path: Path, sample_shape: tuple[int, ...]) -> float:
             if node.op_type == "ConvTranspose":
                 total += 2.0 * int(np.prod(shapes[node.input[0]])) * int(np.prod(weight[1:]))
         elif node.op_type in ("Gemm", "MatMul") and out:
-            a = shapes.get(node.input[0])
-            if a:
-                inner = a[0] if node.op_type == "Gemm" and any(
-                    att.name == "transA" and att.i for att in node.attribute) else a[-1]
-                total += 2.0 * int(np.prod(out)) * inner
+            # Unknown dims (0 after a Reshape the inference could not follow) are the batch of 1.
+            rows = int(np.prod([d or 1 for d in out[:-1]]))
+            weight = shapes.get(node.input[1]) if node.input[1] in constants else None
+            transposed = any(att.name == "transB" and att.i for att in node.attribute)
+            if weight is not None and len(weight) == 2:
+                inner = weight[1] if transposed else weight[0]
+            else:
+                a = shapes.get(node.input[0]) or [0]
+                inner = a[-1]
+            total += 2.0 * rows * (out[-1] or 1) * inner
     return total
 
 
@@ -146,7 +155,7 @@ def cli(arguments: list[str], threads: int, cache_home: Path) -> tuple[float, in
     env = {**os.environ, "XDG_CACHE_HOME": str(cache_home), "OMP_NUM_THREADS": str(threads),
            "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "fimaudit", *arguments], capture_output=True, text=True,
+    done = subprocess.run([str(PRODUCT_PYTHON), "-m", "fimaudit", *arguments], capture_output=True, text=True,
                           env=env, cwd=ROOT)
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
     return time.perf_counter() - started, done.returncode, lines[-1] if lines else ""
@@ -161,7 +170,7 @@ def audit_rows(model: Path, samples: int, threads: int) -> dict[str, float | str
         for label, extra in (("cold", []), ("cached", []), ("no bounds", ["--no-bounds"])):
             seconds, code, last = cli(base + extra, threads, Path(tmp) / "cache")
             row[f"{label} s"] = seconds if code in (0, 1) else None
-            if code not in (0, 1):
+            if code not in (0, 1) or not Path(f"{tmp}/a.json").exists():
                 row["error"] = last[:160]
                 continue
             document = json.loads(Path(f"{tmp}/a.json").read_text())
@@ -180,7 +189,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levers", action="store_true", help="also time fimaudit with each lever undone")
+    parser.add_argument("--lever-archs", nargs="*", default=["resnet18", "densenet121", "mobilenet_v3_small"],
+                        help="the models the lever columns are measured on (memory: three sessions each)")
     parser.add_argument("--no-audit", action="store_true", help="skip the CLI audits")
+    parser.add_argument("--only-audit", action="store_true", help="only the CLI audits (no speed table)")
     parser.add_argument("--audit-samples", type=int, default=16)
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
@@ -195,25 +207,29 @@ def main() -> None:
     header = (f"{'model':20s} {'exporter':11s} {'fim ms':>8s} {'torch ms':>9s} {'ratio':>6s} {'lam diff':>8s} "
               f"{'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>6s}" + "".join(f" {lever + ' ms':>9s}" for lever in levers))
     rows = []
-    for name in args.archs:
-        jobs = torch_jobs(name, all_inputs)
+    for name in [] if args.only_audit else args.archs:
         for exporter in args.exporters:
+            # One (model, exporter) at a time, so that at most three fimaudit sessions of a model
+            # are alive (VGG-11 is 515 MB a copy); torch is timed again beside each.
+            jobs = torch_jobs(name, all_inputs)
             path = args.corpus / f"{name}_{exporter}.onnx"
             jobs[exporter] = fimaudit_job(path, inputs[:1], args.threads)
-            for lever in levers:
+            for lever in levers if name in args.lever_archs else []:
                 with lever_undone(lever):
                     jobs[f"{exporter} {lever}"] = fimaudit_job(path, inputs[:1], args.threads)
-        seconds, values = time_interleaved(jobs, inputs, args.repeats, 1)
-        faster = min(seconds["torch per-class"], seconds["torch batched"])
-        for exporter in args.exporters:
-            flops = forward_flops(args.corpus / f"{name}_{exporter}.onnx", inputs.shape[1:]) * (1 + NUM_CLASSES)
+            seconds, values = time_interleaved(jobs, inputs, args.repeats, 1)
+            del jobs
+            gc.collect()
+            faster = min(seconds["torch per-class"], seconds["torch batched"])
+            flops = forward_flops(path, inputs.shape[1:]) * (1 + NUM_CLASSES)
             rate = flops / seconds[exporter] / 1e9
             diff = max(abs(a - b) / b for a, b in zip(values[exporter], values["torch per-class"], strict=True))
             rows.append(f"{name:20s} {exporter:11s} {seconds[exporter] * 1e3:8.1f} {faster * 1e3:9.1f} "
                         f"{seconds[exporter] / faster:6.2f} {diff:8.1e} {flops / 1e9:6.2f} {rate:7.1f} "
                         f"{100 * rate / peak:5.1f}%"
-                        + "".join(f" {seconds[f'{exporter} {lever}'] * 1e3:9.1f}" for lever in levers))
-        print(rows[-1], file=sys.stderr)
+                        + "".join(f" {seconds[f'{exporter} {lever}'] * 1e3:9.1f}" if f"{exporter} {lever}" in seconds
+                                  else f" {'-':>9s}" for lever in levers))
+            print(rows[-1], file=sys.stderr, flush=True)
     print(header)
     print("\n".join(rows))
     print("ratio: fimaudit / the faster of torch per-class and torch batched (below 1: fimaudit faster); "
