@@ -26,13 +26,14 @@ sys.path.insert(0, str(ROOT))
 from fimaudit.audit import AuditConfig, intake, prepare_model  # noqa: E402
 from fimaudit.certify.certifier import Certifier  # noqa: E402
 from fimaudit.certify.radius import certified_radius  # noqa: E402
+from fimaudit.certify.registry import NotCertified  # noqa: E402
 from fimaudit.fisher.exact import exact_lambda_max  # noqa: E402
 from fimaudit.gradients import make_source  # noqa: E402
 from fimaudit.graph.selection import LOGITS  # noqa: E402
 
 FACTORS = (0.0, 1e-9, 1e-4, 1e-3, 1e-2)
 SAMPLE_MODELS = ("mlp", "vgg_small", "resnet_small", "densenet_small")
-CORPUS = ("resnet18_torchscript", "vgg11_bn_torchscript", "densenet121_torchscript")
+CORPUS = ("resnet18_torchscript", "densenet121_torchscript", "vgg11_bn_torchscript")
 
 
 def measure(path: Path, inputs: np.ndarray, factors: tuple[float, ...]) -> dict[str, object]:
@@ -84,7 +85,11 @@ def main() -> None:
           f"s exact audit |")
     print("|" + "---|" * (len(FACTORS) + 7))
     for path, inputs in runs:
-        row = measure(path, inputs, FACTORS)
+        try:
+            row = measure(path, inputs, FACTORS)
+        except NotCertified as exc:
+            print(f"| {path.stem} | {len(inputs)} | {exc} |", flush=True)
+            continue
         ratios = " | ".join(f"{row['ratios'][f]:.3g}" for f in FACTORS)  # type: ignore[index]
         print(f"| {path.stem} | {len(inputs)} | {row['lambda']:.4g} | {ratios} | {row['unstable']:g} | "
               f"{row['radius']:.2e} | {row['cert_s']:.3f} | {row['audit_s']:.3f} |", flush=True)

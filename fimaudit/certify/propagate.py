@@ -73,8 +73,9 @@ class Propagation:
         return self.deviation()
 
 
-#: Forward mode carries d directions per tensor: used while d x (tensor size) stays below this.
-TANGENT_LIMIT = 1 << 26
+#: Forward mode carries d directions per tensor: used while d x (tensor size) stays below this
+#: (ResNet-18 at 3x32x32, 3072 x 16384 over it, took over 15 min and 6 GB on 2 shared cores).
+TANGENT_LIMIT = 1 << 25
 
 
 def _readers(nodes: list) -> dict[str, int]:
