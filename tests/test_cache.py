@@ -141,3 +141,24 @@ def test_no_cache_reads_and_writes_nothing(tmp_path: Path) -> None:
     bounds, _, _ = bounds_of(conv_classifier(), cache)
     assert bounds.global_bound().details["layer_gains"] == "off"
     assert not (tmp_path / NAMESPACE).exists()
+
+
+@pytest.mark.parametrize("flag", ["--cache", "--no-cache"])
+def test_cli_cache_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
+    """`fimaudit audit` keeps the layer gains under $XDG_CACHE_HOME/fimaudit, and --no-cache writes nothing."""
+    from click.testing import CliRunner
+
+    from fimaudit.cli import main
+    from tests.conftest import SAMPLES
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    out = tmp_path / "a.json"
+    result = CliRunner().invoke(main, ["audit", str(SAMPLES / "mlp.onnx"), "--samples", "2", "--method", "exact",
+                                       "--json", str(out), flag])
+    assert result.exit_code == 0, result.output
+    stored = list((tmp_path / "xdg" / "fimaudit" / NAMESPACE).glob("*.json")) if flag == "--cache" else []
+    assert len(stored) == (1 if flag == "--cache" else 0)
+    assert not (tmp_path / "xdg" / "fimaudit").exists() or flag == "--cache"
+    details = json.loads(out.read_text())["bound"]
+    assert details.get("layer_gains", details.get("details", {}).get("layer_gains")) == (
+        "derived" if flag == "--cache" else "off")
