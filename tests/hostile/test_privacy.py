@@ -1,5 +1,9 @@
-"""Privacy: an audit writes nothing outside the outputs it was asked for, nothing under the home
-folder or the user's cache (ONNX Runtime's telemetry database and device id among them)."""
+"""Privacy: an audit writes nothing outside the outputs it was asked for and fimaudit's own cache.
+
+Under the home folder (ONNX Runtime's telemetry database and device id among the candidates) the only
+thing an audit may leave is the documented bounds cache (fimaudit/cache.py) in
+``$XDG_CACHE_HOME/fimaudit``, and with ``--no-cache`` not even that.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_models"
 
 
-def test_an_audit_writes_nothing_under_home_or_the_cache(tmp_path: Path) -> None:
+def _audit_in_fresh_home(tmp_path: Path, *extra: str) -> tuple[Path, Path]:
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
@@ -22,8 +28,19 @@ def test_an_audit_writes_nothing_under_home_or_the_cache(tmp_path: Path) -> None
     env.pop("ORT_DISABLE_TELEMETRY", None)  # fimaudit must switch telemetry off by itself
     command = [sys.executable, "-m", "fimaudit", "audit", str(SAMPLES / "mlp.onnx"),
                "--data", str(SAMPLES / "digits_test.npy"), "--samples", "2",
-               "--json", "audit.json", "--report", "audit.html"]
+               "--json", "audit.json", "--report", "audit.html", *extra]
     result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert sorted(path.relative_to(home).as_posix() for path in home.rglob("*")) == []
     assert sorted(path.name for path in work.iterdir()) == ["audit.html", "audit.json"]
+    return home, work
+
+
+@pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
+def test_an_audit_writes_nothing_under_home_but_its_own_cache(tmp_path: Path, cache: str) -> None:
+    home, _ = _audit_in_fresh_home(tmp_path, cache)
+    files = sorted(path.relative_to(home).as_posix() for path in home.rglob("*") if path.is_file())
+    if cache == "--no-cache":
+        assert files == []
+    else:
+        assert files, "the bounds cache was not written (the check below would pass vacuously)"
+        assert all(name.startswith(".cache/fimaudit/") for name in files), files
