@@ -1,3 +1,3 @@
 """Certify rules, one module per kind of op; importing this package registers them all."""
 
-from fimaudit.certify.rules import activations, affine, elementwise, pooling, structure  # noqa: F401
+from fimaudit.certify.rules import activations, affine, elementwise, pooling, resize, structure  # noqa: F401
