@@ -16,6 +16,7 @@ import numpy as np
 from fimaudit.report.charts import Chart, histogram, sample_chart
 from fimaudit.report.formatting import MISSING, file_name, fmt, humanise, present, shape_text, table_from_records
 from fimaudit.report.images import Picture
+from fimaudit.report.sample_bound import bound_cell
 from fimaudit.statistics import DISPLAY_NAMES, STATISTICS, bracket
 from fimaudit.verdict import value_range
 
@@ -287,14 +288,18 @@ def top_samples_table(document: dict[str, Any]) -> Table:
     """The most sensitive samples, one row each (with their bounds when computed)."""
     ranked = most_sensitive(document["samples"], TOP_SAMPLES)
     has_bounds = any(s["bound"] is not None for s in document["samples"])
+    # --certify: the tightest of the analytic bound and the certificates, with its set (issue 10)
+    certified = any(s.get("certificates") for s in document["samples"])
     columns = ["Sample", "lambda_max", "Kind", "Interval", "Predicted class", "Top probability", "trace(F)"]
-    if has_bounds:
-        columns.append("Bound")
+    if has_bounds or certified:
+        columns.append("Bound (tightest, and its set)" if certified else "Bound")
     rows = []
     for s in ranked:
         row = [str(s["index"]), fmt(s["lambda_max"]), s["kind"], present(s["interval"]),
                str(s["predicted_class"]), fmt(s["top_prob"], 6), fmt(s["trace"])]
-        if has_bounds:
+        if certified:
+            row.append(bound_cell(s))
+        elif has_bounds:
             row.append(fmt(bound_value(s["bound"])))
         rows.append(row)
     return Table(f"The {len(ranked)} most sensitive samples", columns, rows)
