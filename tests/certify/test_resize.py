@@ -35,6 +35,13 @@ def test_unhandled_mode_is_refused_naming_op_and_node(mode: str) -> None:
         _certify(case, np.zeros(case.input_shape), 0.1)
 
 
+def test_opset_10_resize_is_refused() -> None:
+    case = Case("resize_10", ("Resize",), [n("Resize", ["x", "sc"], mode="nearest")], (1, 1, 2, 2),
+                {"sc": np.array([1.0, 1.0, 2.0, 2.0], dtype=np.float32)}, opset=10)
+    with pytest.raises(NotCertified, match="opset 10 Resize"):
+        _certify(case, np.zeros(case.input_shape), 0.1)
+
+
 def test_resizing_the_channel_axis_is_refused() -> None:
     case = _resize("nearest", (1, 4, 3, 3), (1, 2, 3, 3))
     with pytest.raises(NotCertified, match="N or C axis"):

@@ -54,7 +54,7 @@ def _single_node(ctx: NodeContext) -> onnx.ModelProto:
         [node], "resize", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
         [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)], inits,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", max(int(ctx.view.opset), 11))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", int(ctx.view.opset))])
 
 
 @certify_rule("Resize")
@@ -67,6 +67,8 @@ class ResizeRule(LinearRule):
             return ctx.state["resize"]
         if self.index(ctx) != 0:
             raise ctx.refuse("only the data input may depend on the audited input")
+        if int(ctx.view.opset) < 11:  # Resize-10 reads (X, scales): another signature and other coordinates
+            raise ctx.refuse(f"opset {ctx.view.opset} Resize is not handled (opset 11 and later are)")
         mode = ctx.attr_str("mode", "nearest")
         if mode not in _MODES:
             raise ctx.refuse(f"mode {mode!r} is not handled (nearest and linear are)")
