@@ -27,9 +27,10 @@ def test_the_smallest_bound_wins_whatever_its_radius() -> None:
 
 
 def test_report_table_shows_the_certificate_beside_the_analytic_bound(tmp_path) -> None:
-    out = tmp_path / "audit.json"
+    out, html = tmp_path / "audit.json", tmp_path / "report.html"
     result = CliRunner().invoke(main, ["audit", str(SAMPLES / "mlp.onnx"), "--data", str(SAMPLES / "digits_test.npy"),
-                                       "--samples", "3", "--certify", "0.0001,0.001", "--json", str(out)])
+                                       "--samples", "3", "--certify", "0.0001,0.001", "--json", str(out),
+                                       "--report", str(html)])
     assert result.exit_code == 0, result.output
     document = json.loads(out.read_text())
     table = top_samples_table(document)
@@ -41,3 +42,4 @@ def test_report_table_shows_the_certificate_beside_the_analytic_bound(tmp_path) 
         best = min(c["value"] for c in sample["certificates"])
         assert best < analytic  # the MLP's analytic bound is loose: the certificate must replace it
         assert row[-1].startswith(fmt(best) + " (certified over the l2 ball of radius "), row[-1]
+        assert row[-1] in html.read_text()
