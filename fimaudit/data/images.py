@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fimaudit.confined import open_beneath
 from fimaudit.data.preprocess import PreprocessSpec, resized_size
 from fimaudit.errors import InputError
 
@@ -42,9 +43,6 @@ MAX_IMAGE_FILE_BYTES = 256 << 20
 # Rows of a CSV list beyond which it is not a list of images (10 million).
 _MAX_CSV_ROWS = 10_000_000
 
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -179,26 +177,10 @@ def _labels_from_text(raw: list[str], source: str) -> tuple[tuple[int, ...] | No
     return values, None
 
 
-def _open_beneath(root: Path, relative: str) -> int:
-    """Open ``root/relative`` one component at a time, following no symlink on the way."""
-    if os.open not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
-        return os.open(os.path.join(root, relative), os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC)
-    *folders, name = relative.split("/")
-    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
-    try:
-        for folder in folders:
-            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=directory)
-            os.close(directory)
-            directory = inner
-        return os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=directory)
-    finally:
-        os.close(directory)
-
-
 def read_image_bytes(root: Path, relative: str) -> bytes:
     """The bytes of one listed image file: a regular file inside ``root``, within the size limit."""
     try:
-        fd = _open_beneath(root, relative)
+        fd = open_beneath(root, relative)
     except OSError as exc:
         raise InputError(f"cannot open the image {relative}: {exc.strerror or exc}") from None
     try:

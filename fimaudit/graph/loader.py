@@ -23,6 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from onnx import numpy_helper, shape_inference
 
+from fimaudit.confined import O_CLOEXEC, O_NONBLOCK, open_beneath, open_plain
 from fimaudit.errors import ModelError, ResourceError
 from fimaudit.graph.onnx_utils import opset_version
 from fimaudit.graph.tensor_walk import (
@@ -87,9 +88,6 @@ def combined_digest(entries: list[tuple[str, str]]) -> str:
 # Kernel pseudo-file systems: their files claim to be regular but are not data (reads block, fail or vary).
 _PSEUDO_ROOTS = ("/proc", "/sys", "/dev")
 _BLOCK = 1 << 20
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # No tensor, file or model larger than this is real (8 EiB): refuse instead of computing with it.
 _ABSURD_BYTES = (1 << 63) - 1
 
@@ -118,7 +116,7 @@ def _read_model_file(path: Path, budget: MemoryBudget | None = None) -> bytes:
             "--max-memory or audit a smaller model"
         )
     try:
-        fd = os.open(path, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     except OSError as exc:
         raise ModelError(f"cannot read the model file {path}: {exc.strerror or exc}") from exc
     try:
@@ -297,35 +295,10 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
     return files
 
 
-def _open_plain(path: str) -> int:
-    return os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC)
-
-
-def _open_beneath(root: str, location: str) -> int:
-    """Open ``root/location`` one component at a time, following no symlink on the way.
-
-    The location was checked (symlinks resolved) before; should a folder on the way be swapped for
-    a symlink since, the open fails (ELOOP/ENOTDIR) instead of opening a file outside ``root``:
-    the identity check after the open would refuse that file, but it would have been opened.
-    """
-    if os.open not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
-        return _open_plain(os.path.join(root, *location.split("/")))
-    *folders, name = location.split("/")
-    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY | _O_CLOEXEC)
-    try:
-        for folder in folders:
-            inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=directory)
-            os.close(directory)
-            directory = inner
-        return os.open(name, os.O_RDONLY | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC, dir_fd=directory)
-    finally:
-        os.close(directory)
-
-
 def _read_data_file(data: _DataFile) -> ExternalDataFile:
     """Read one checked file once: hash all of it, and copy each tensor's range into its raw_data."""
     try:
-        fd = _open_beneath(data.root, data.location) if data.root else _open_plain(data.real_path)
+        fd = open_beneath(data.root, data.location) if data.root else open_plain(data.real_path)
     except OSError as exc:
         raise ModelError(f"cannot open external data file {data.location!r}: {exc.strerror or exc}") from exc
     try:
