@@ -42,7 +42,7 @@ import numpy as np
 
 from fimaudit.errors import InputError
 from fimaudit.report.formatting import fmt
-from fimaudit.results import AttackSummary, Bound, Check, CheckStatus, SampleResult, Verdict
+from fimaudit.results import AttackSummary, Bound, Check, CheckStatus, SampleResult, Verdict, VerdictStatus
 from fimaudit.sanity import GradientCheck
 from fimaudit.statistics import STATISTICS, Summary, bracket
 
@@ -308,6 +308,7 @@ def gate_robustness(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
     gate = next((c for c in checks if c.name == "robust_accuracy"), None)
     if gate is None or gate.status not in ("failed", "not_computed"):
         return verdict
+    status: VerdictStatus
     if gate.status == "not_computed":  # asked for, but nothing measured it: the gate cannot pass
         if verdict.status not in ("pass", "no_threshold"):
             return verdict
@@ -316,7 +317,7 @@ def gate_robustness(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
         status, reason = "fail", f"{gate.detail} (lambda_max is not gated: no --fail-above)"
     else:
         status, reason = "fail", f"{gate.detail}; lambda_max: {verdict.reason}"
-    return Verdict(status, verdict.threshold, verdict.statistic, verdict.value, verdict.interval, reason)  # type: ignore[arg-type]
+    return Verdict(status, verdict.threshold, verdict.statistic, verdict.value, verdict.interval, reason)
 
 
 def judge(samples: Sequence[SampleResult], summary: Summary, bound: Bound | None, check: GradientCheck | None,
