@@ -22,3 +22,30 @@ def same_padding(
         begin.append(small if auto_pad == "SAME_UPPER" else large)
         end.append(large if auto_pad == "SAME_UPPER" else small)
     return begin, end
+
+
+def resolve_pads(
+    auto_pad: str | None,
+    pads: Sequence[int] | None,
+    spatial: Sequence[int],
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+) -> tuple[list[int], list[int]]:
+    """(begin, end) pads of a Conv or pooling window, ``auto_pad`` resolved against the input sizes.
+
+    One reading for the bound and certificate rules, which must agree with ONNX Runtime on the
+    window a node applies. Raises ``ValueError`` (the caller names the node) when strides,
+    dilations or pads do not match the kernel's rank.
+    """
+    rank = len(kernel)
+    if len(strides) != rank or len(dilations) != rank:
+        raise ValueError("strides or dilations do not match the kernel's rank")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return same_padding(spatial, kernel, strides, dilations, auto_pad)
+    if auto_pad == "VALID":
+        return [0] * rank, [0] * rank
+    explicit = list(pads) if pads else [0] * (2 * rank)
+    if len(explicit) != 2 * rank:
+        raise ValueError("pads do not match the kernel's rank")
+    return explicit[:rank], explicit[rank:]

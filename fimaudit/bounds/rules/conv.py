@@ -37,7 +37,7 @@ import numpy as np
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.linalg import certify, max_spectral_norm, spectral_norm
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
-from fimaudit.graph.padding import same_padding
+from fimaudit.graph.padding import resolve_pads
 
 # Floating-point work (frequencies x SVD cost) above which the FFT bound is not attempted.
 FFT_BUDGET = 4e10
@@ -54,18 +54,12 @@ def _conv_geometry(
         raise BoundUnavailable(f"Conv node {ctx.name!r}: input rank does not match the kernel")
     strides = ctx.attr_ints("strides") or [1] * rank
     dilations = ctx.attr_ints("dilations") or [1] * rank
-    auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
-    if len(strides) != rank or len(dilations) != rank:
-        raise BoundUnavailable(f"Conv node {ctx.name!r}: strides or dilations do not match the kernel's rank")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = same_padding(spatial, kernel, strides, dilations, auto_pad)
-    elif auto_pad == "VALID":
-        begin, end = [0] * rank, [0] * rank
-    else:
-        pads = ctx.attr_ints("pads") or [0] * (2 * rank)
-        if len(pads) != 2 * rank:
-            raise BoundUnavailable(f"Conv node {ctx.name!r}: pads do not match the kernel's rank")
-        begin, end = pads[:rank], pads[rank:]
+    try:
+        begin, end = resolve_pads(
+            ctx.attr_str("auto_pad", "NOTSET"), ctx.attr_ints("pads"), spatial, kernel, strides, dilations
+        )
+    except ValueError as exc:
+        raise BoundUnavailable(f"Conv node {ctx.name!r}: {exc}") from None
     return spatial, strides, dilations, begin, end
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from fimaudit.bounds.context import NodeContext
 from fimaudit.bounds.linalg import certify, spectral_norm
 from fimaudit.bounds.registry import BoundUnavailable, LayerGain, layer_bound
-from fimaudit.graph.padding import same_padding
+from fimaudit.graph.padding import resolve_pads
 
 
 def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
@@ -37,21 +37,15 @@ def _pool_geometry(ctx: NodeContext) -> tuple[list[int], list[int], list[int], l
     rank = len(kernel)
     strides = ctx.attr_ints("strides") or [1] * rank
     dilations = ctx.attr_ints("dilations") or [1] * rank
-    auto_pad = ctx.attr_str("auto_pad", "NOTSET") or "NOTSET"
-    if len(spatial) != rank or len(strides) != rank or len(dilations) != rank:
-        raise BoundUnavailable(
-            f"{ctx.node.op_type} node {ctx.name!r}: input, strides or dilations do not match the kernel"
+    if len(spatial) != rank:
+        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: the input does not match the kernel")
+    try:
+        begin, end = resolve_pads(
+            ctx.attr_str("auto_pad", "NOTSET"), ctx.attr_ints("pads"), spatial, kernel, strides, dilations
         )
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads_begin, pads_end = same_padding(spatial, kernel, strides, dilations, auto_pad)
-        pads = pads_begin + pads_end
-    elif auto_pad == "VALID":
-        pads = [0] * (2 * rank)
-    else:
-        pads = ctx.attr_ints("pads") or [0] * (2 * rank)
-        if len(pads) != 2 * rank:
-            raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: pads do not match the kernel's rank")
-    return spatial, kernel, strides, dilations, pads
+    except ValueError as exc:
+        raise BoundUnavailable(f"{ctx.node.op_type} node {ctx.name!r}: {exc}") from None
+    return spatial, kernel, strides, dilations, begin + end
 
 
 def _axis_windows(

@@ -12,7 +12,7 @@ import numpy as np
 from fimaudit.certify.registry import NodeContext, certify_rule
 from fimaudit.certify.rules.linear import LinearRule
 from fimaudit.certify.windows import Geometry, conv2d, conv2d_transpose
-from fimaudit.graph.padding import same_padding
+from fimaudit.graph.padding import resolve_pads
 
 
 def conv_geometry(ctx: NodeContext, spatial: tuple[int, ...], kernel: tuple[int, ...]) -> Geometry:
@@ -20,16 +20,12 @@ def conv_geometry(ctx: NodeContext, spatial: tuple[int, ...], kernel: tuple[int,
     rank = len(kernel)
     strides = ctx.attr_ints("strides") or [1] * rank
     dilations = ctx.attr_ints("dilations") or [1] * rank
-    auto_pad = ctx.attr_str("auto_pad", "NOTSET")
-    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = same_padding(spatial, kernel, strides, dilations, auto_pad)
-    elif auto_pad == "VALID":
-        begin, end = [0] * rank, [0] * rank
-    else:
-        pads = ctx.attr_ints("pads") or [0] * (2 * rank)
-        begin, end = pads[:rank], pads[rank:]
-    if not (len(strides) == len(dilations) == len(begin) == len(end) == rank):
-        raise ctx.refuse("strides, dilations or pads do not match the kernel's rank")
+    try:
+        begin, end = resolve_pads(
+            ctx.attr_str("auto_pad", "NOTSET"), ctx.attr_ints("pads"), spatial, kernel, strides, dilations
+        )
+    except ValueError as exc:
+        raise ctx.refuse(str(exc)) from None
     if rank == 1:  # a 1-D window is a 2-D window of height 1
         return Geometry((1, kernel[0]), (1, strides[0]), (1, dilations[0]), (0, begin[0]), (0, end[0]))
     if rank != 2:

@@ -15,6 +15,7 @@ from fimaudit.certify.intervals import Box, Cotangent, gamma
 from fimaudit.certify.registry import CertifyRule, NodeContext, certify_rule
 from fimaudit.certify.rules.affine import as_2d, conv_geometry
 from fimaudit.certify.rules.linear import LinearRule
+from fimaudit.certify.rules.structure import constant_axes
 from fimaudit.certify.windows import Geometry, window_stack, window_unstack
 
 
@@ -138,12 +139,7 @@ class ReduceMeanRule(MeanRule):
     def axes(self, ctx: NodeContext) -> tuple[tuple[int, ...], bool]:
         """The axes (all when none are given) and keepdims."""
         rank = ctx.box(0).at.ndim
-        axes = ctx.attr_ints("axes")
-        if axes is None and len(ctx.node.input) > 1 and ctx.node.input[1]:
-            value = ctx.const(1)
-            if value is None:
-                raise ctx.refuse("the axes must be constant")
-            axes = [int(a) for a in np.asarray(value).reshape(-1)]
+        axes = constant_axes(ctx)
         if not axes:
             if ctx.attr_int("noop_with_empty_axes", 0):
                 raise ctx.refuse("noop_with_empty_axes is not handled")

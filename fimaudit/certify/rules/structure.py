@@ -79,7 +79,7 @@ class FlattenRule(ShapeRule):
         return int(np.prod(shape[:axis])), int(np.prod(shape[axis:]))
 
 
-def _axes(ctx: NodeContext) -> list[int] | None:
+def constant_axes(ctx: NodeContext) -> list[int] | None:
     """Axes from the attribute (old opsets) or the constant second input (opset 13+)."""
     axes = ctx.attr_ints("axes")
     if axes is None and len(ctx.node.input) > 1 and ctx.node.input[1]:
@@ -96,7 +96,7 @@ class SqueezeRule(ShapeRule):
 
     def out_shape(self, ctx: NodeContext, shape: tuple[int, ...]) -> tuple[int, ...]:
         """``shape`` without the squeezed axes."""
-        axes = _axes(ctx)
+        axes = constant_axes(ctx)
         drop = {a % len(shape) for a in axes} if axes else {i for i, s in enumerate(shape) if s == 1}
         return tuple(s for i, s in enumerate(shape) if i not in drop)
 
@@ -107,7 +107,7 @@ class UnsqueezeRule(ShapeRule):
 
     def out_shape(self, ctx: NodeContext, shape: tuple[int, ...]) -> tuple[int, ...]:
         """``shape`` with the new axes."""
-        axes = _axes(ctx)
+        axes = constant_axes(ctx)
         if not axes:
             raise ctx.refuse("no axes")
         rank = len(shape) + len(axes)
