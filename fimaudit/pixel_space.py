@@ -20,14 +20,12 @@ Jacobian of the sample is computed once for both spaces (:class:`DenseMemo`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 
 from fimaudit.data.preprocess import PreprocessSpec
 from fimaudit.fisher.result import SpectralResult
-from fimaudit.gradients.base import InputJacobian
-from fimaudit.runtime import RunAccounting
+from fimaudit.gradients.base import ForwardingJacobian, InputJacobian
 
 SPACES = ("model", "pixel")
 
@@ -74,31 +72,13 @@ def rescaled(result: SpectralResult, scale: float) -> SpectralResult:
     )
 
 
-class DenseMemo:
+class DenseMemo(ForwardingJacobian):
     """A source whose dense Jacobian of the last inputs is remembered (both spaces need it once)."""
 
     def __init__(self, source: InputJacobian) -> None:
-        self.source = source
-        self.name = source.name
-        self.num_classes = source.num_classes
-        self.input_size = source.input_size
-        self.dtype = source.dtype
+        super().__init__(source)
         self._key: bytes | None = None
         self._value: np.ndarray | None = None
-
-    @property
-    def accounting(self) -> RunAccounting:
-        """The wrapped source's accounting."""
-        return self.source.accounting
-
-    @property
-    def chunk_rows(self) -> int | None:
-        """The wrapped source's batch."""
-        return self.source.chunk_rows
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """The wrapped source's logits."""
-        return self.source.logits(inputs)
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
         """The wrapped source's Jacobians, computed once for the same inputs."""
@@ -107,46 +87,16 @@ class DenseMemo:
             self._value, self._key = self.source.dense(inputs), key
         return self._value
 
-    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
-        """The wrapped source's J v."""
-        return self.source.jvp(sample, tangents)
 
-    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
-        """The wrapped source's J^T u."""
-        return self.source.vjp(sample, cotangents)
-
-    def forward_mode_unavailable(self) -> str | None:
-        """The wrapped source's answer."""
-        return self.source.forward_mode_unavailable()
-
-    def settings(self) -> dict[str, Any]:
-        """The wrapped source's settings."""
-        return self.source.settings()
-
-
-class PixelSpaceJacobian:
+class PixelSpaceJacobian(ForwardingJacobian):
     """One sample's model seen in pixel coordinates p (x = a p + b): J_p = J D (see the module doc)."""
 
     def __init__(self, source: InputJacobian, pixel_map: PixelMap, model_sample: np.ndarray) -> None:
-        self.source = source
+        super().__init__(source)
         self.map = pixel_map
-        self.name = source.name
-        self.num_classes = source.num_classes
-        self.input_size = source.input_size
-        self.dtype = source.dtype
         self._a = pixel_map.scale.reshape(-1)
         self._model_sample = model_sample
         self.pixel_sample = pixel_map.to_pixels(model_sample)
-
-    @property
-    def accounting(self) -> RunAccounting:
-        """The wrapped source's accounting."""
-        return self.source.accounting
-
-    @property
-    def chunk_rows(self) -> int | None:
-        """The wrapped source's batch."""
-        return self.source.chunk_rows
 
     def _to_model(self, pixels: np.ndarray) -> np.ndarray:
         """Model inputs a p + b of pixel points; the audited sample maps back to its exact model-space values."""
@@ -175,11 +125,3 @@ class PixelSpaceJacobian:
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """D (J^T u)."""
         return np.asarray(self.source.vjp(self._to_model(sample), cotangents), dtype=np.float64) * self._a
-
-    def forward_mode_unavailable(self) -> str | None:
-        """The wrapped source's answer."""
-        return self.source.forward_mode_unavailable()
-
-    def settings(self) -> dict[str, Any]:
-        """The wrapped source's settings."""
-        return self.source.settings()

@@ -106,7 +106,56 @@ class SourceChoice:
     reason: str
 
 
-class FiniteDerivatives:
+class ForwardingJacobian:
+    """A gradient source that is ``source`` in everything a subclass does not override.
+
+    Why: the wrappers around a source (the NaN/Inf guard, the dense memo, pixel coordinates)
+    each change one or two methods of the protocol; the rest is forwarded here, once.
+    """
+
+    def __init__(self, source: InputJacobian) -> None:
+        self.source = source
+        self.name = source.name
+        self.num_classes = source.num_classes
+        self.input_size = source.input_size
+        self.dtype = source.dtype
+
+    @property
+    def accounting(self) -> RunAccounting:
+        """The wrapped source's accounting."""
+        return self.source.accounting
+
+    @property
+    def chunk_rows(self) -> int | None:
+        """The wrapped source's batch."""
+        return self.source.chunk_rows
+
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """The wrapped source's logits."""
+        return self.source.logits(inputs)
+
+    def dense(self, inputs: np.ndarray) -> np.ndarray:
+        """The wrapped source's Jacobians."""
+        return self.source.dense(inputs)
+
+    def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+        """The wrapped source's J v."""
+        return self.source.jvp(sample, tangents)
+
+    def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
+        """The wrapped source's J^T u."""
+        return self.source.vjp(sample, cotangents)
+
+    def forward_mode_unavailable(self) -> str | None:
+        """The wrapped source's answer."""
+        return self.source.forward_mode_unavailable()
+
+    def settings(self) -> dict[str, Any]:
+        """The wrapped source's settings."""
+        return self.source.settings()
+
+
+class FiniteDerivatives(ForwardingJacobian):
     """A gradient source that refuses NaN or Inf derivatives of one sample with a ModelError.
 
     Infinite gradients with finite scores (Sqrt or Log at 0, a Div by an input near 0) would
@@ -115,14 +164,8 @@ class FiniteDerivatives:
     """
 
     def __init__(self, source: InputJacobian, sample_index: int) -> None:
-        self.source = source
+        super().__init__(source)
         self._index = sample_index
-        self.name = source.name
-        self.num_classes = source.num_classes
-        self.input_size = source.input_size
-        self.accounting = source.accounting
-        self.dtype = source.dtype
-        self.chunk_rows = source.chunk_rows
 
     def _checked(self, what: str, values: np.ndarray) -> np.ndarray:
         if not np.isfinite(values).all():
@@ -131,10 +174,6 @@ class FiniteDerivatives:
                 "scores are finite (e.g. Sqrt or Log at 0); its Fisher information is undefined there"
             )
         return values
-
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """The wrapped source's logits (scores are checked by the audit itself)."""
-        return self.source.logits(inputs)
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
         """The wrapped source's Jacobians, refused when not finite."""
@@ -147,11 +186,3 @@ class FiniteDerivatives:
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """The wrapped source's J^T u, refused when not finite."""
         return self._checked("vector-Jacobian product", self.source.vjp(sample, cotangents))
-
-    def forward_mode_unavailable(self) -> str | None:
-        """The wrapped source's answer."""
-        return self.source.forward_mode_unavailable()
-
-    def settings(self) -> dict[str, Any]:
-        """The wrapped source's settings."""
-        return self.source.settings()
