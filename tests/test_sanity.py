@@ -229,3 +229,66 @@ def test_max_pool_ties_at_the_sample_are_not_decided_not_failed(tmp_path) -> Non
     away = np.random.default_rng(1).standard_normal((3, 1, 4, 4)).astype(np.float32)
     passed = gradient_check(graph, fd.central_differences, away, np.random.default_rng(0))
     assert passed.status == PASSED, passed.to_dict()
+
+
+def scaled_by(factor: float):
+    def bug(out):
+        return factor * out
+
+    return bug
+
+
+@pytest.mark.parametrize("name", ["vgg_small.onnx", "resnet_small.onnx"])
+def test_a_ten_percent_wrong_gradient_fails_where_the_right_one_passes(name) -> None:
+    """ReLU kinks and max pooling over digits with zero backgrounds (ties): the correct graph passes,
+    the same graph with J v 10% too large fails in (almost) every decided direction."""
+    graph, fd, inputs = sources(SAMPLES / name, str(SAMPLES / "digits_test.npy"))
+    right = gradient_check(graph, fd.central_differences, inputs, np.random.default_rng(0))
+    assert right.status == PASSED, right.to_dict()
+    wrong = gradient_check(Wrong(graph, jvp=scaled_by(1.1)), fd.central_differences, inputs, np.random.default_rng(0))
+    assert wrong.fd_status == FAILED and wrong.status == FAILED
+    for outcome in wrong.finite_differences:
+        assert outcome.disagreeing.sum() >= outcome.decided.sum() - 1 and outcome.decided.sum() >= 12
+
+
+@pytest.mark.parametrize(("name", "bug"), [("vgg_small.onnx", None), ("resnet_small.onnx", None),
+                                           ("vit_small.onnx", None), ("resnet_small.onnx", scaled_by(1.1)),
+                                           ("vgg_small.onnx", one_class_flipped)])
+def test_early_stopping_reaches_the_full_scans_verdicts_with_fewer_runs(name, bug) -> None:
+    """Settling a direction once the steps still to come cannot change its verdict (sanity.py,
+    "Evaluated lazily") gives the verdict of every step evaluated, per direction, for right and
+    wrong gradients alike, and runs the model on fewer rows."""
+    from fimaudit.sanity import GRADIENT_CHECK_DIRECTIONS, compare_directions
+
+    graph, fd, inputs = sources(SAMPLES / name, str(SAMPLES / "digits_test.npy"), samples=2)
+    checked = Wrong(graph, jvp=bug)
+    tangents = np.random.default_rng(1).standard_normal((GRADIENT_CHECK_DIRECTIONS, inputs[0].size))
+    tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
+    rows, outcomes = {}, {}
+    for early in (False, True):
+        before = fd.accounting.evaluations
+        outcomes[early] = [compare_directions(checked, fd.central_differences, sample, tangents, early_stop=early)
+                           for sample in inputs]
+        rows[early] = fd.accounting.evaluations - before
+    for lazy, every in zip(outcomes[True], outcomes[False], strict=True):
+        assert np.array_equal(lazy.decided, every.decided)
+        assert np.array_equal(lazy.disagreeing, every.disagreeing)
+        assert lazy.status == every.status
+    assert rows[True] < rows[False]
+
+
+def test_a_column_of_steps_differences_like_one_call_per_step() -> None:
+    """The check hands several steps to the differencer in one batch: the same displacements and,
+    within the outputs' float32 rounding, the same differences as one call per step."""
+    _, fd, inputs = sources(SAMPLES / "vgg_small.onnx", str(SAMPLES / "digits_test.npy"), samples=1)
+    tangents = np.random.default_rng(2).standard_normal((4, inputs[0].size))
+    steps = [1e-2, 1e-3, 1e-4]
+    column = np.repeat(steps, 4)[:, None]
+    together = fd.central_differences(inputs[0], np.tile(tangents, (3, 1)), column)
+    apart = [np.concatenate(parts) for parts in
+             zip(*(fd.central_differences(inputs[0], tangents, step) for step in steps), strict=True)]
+    assert np.array_equal(together[1], apart[1])  # the represented displacements
+    rounding = 8 * 6e-8 * apart[2].max()
+    for index in (0, 2, 3):  # differences, magnitudes, second differences
+        got, expected = together[index], apart[index]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=rounding)

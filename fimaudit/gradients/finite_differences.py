@@ -55,6 +55,8 @@ class FiniteDifferenceJacobian:
         self.chunk_rows = max(2, rows - rows % 2)
         self.on_evaluations = on_evaluations
         self._cached_jacobian = JacobianCache(self._sample_jacobian)
+        # f(x) of the last sample differenced: the gradient check asks for it at every step.
+        self._centre = JacobianCache(self._centre_logits)
 
     @property
     def accounting(self) -> RunAccounting:
@@ -129,15 +131,16 @@ class FiniteDifferenceJacobian:
         return results
 
     def central_differences(
-        self, sample: np.ndarray, tangents: np.ndarray, relative_step: float
+        self, sample: np.ndarray, tangents: np.ndarray, relative_step: float | np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """f(x + h v) - f(x - h v) as the model computes them, for checking derivatives.
 
         ``relative_step`` is this call's step (the source's own ``relative_step`` is left alone):
-        h = relative_step * max(1, max |x|) / ||v||. Returns (differences [M, K], the displacements
-        actually represented in the input's dtype, (x + h v) - (x - h v) [M, d] in float64, and
-        |f(x + h v)| + |f(x - h v)| [M, K], the magnitudes the two outputs were rounded at, and
-        the second differences f(x + h v) + f(x - h v) - 2 f(x) [M, K]).
+        h = relative_step * max(1, max |x|) / ||v||; a column [M, 1] of steps gives each tangent
+        its own (the gradient check differences several steps in one batch). Returns (differences
+        [M, K], the displacements actually represented in the input's dtype, (x + h v) - (x - h v)
+        [M, d] in float64, and |f(x + h v)| + |f(x - h v)| [M, K], the magnitudes the two outputs
+        were rounded at, and the second differences f(x + h v) + f(x - h v) - 2 f(x) [M, K]).
         Comparing the differences with J times the *represented* displacement removes the input's
         rounding from the comparison (eps |x_i| per element: about eps ||x||_2 / h relative, an
         estimated 2% for a unit-scale 3x224x224 input at a step of 1e-3). The second differences
@@ -145,7 +148,7 @@ class FiniteDifferenceJacobian:
         within the step (a ReLU or a max-pool tie at x itself): one more model evaluation.
         """
         flat = sample.reshape(-1).astype(np.float64)
-        scale = relative_step * max(1.0, float(np.abs(flat).max(initial=0.0)))
+        scale = np.asarray(relative_step, dtype=np.float64) * max(1.0, float(np.abs(flat).max(initial=0.0)))
         chunk = np.asarray(tangents, dtype=np.float64)
         norms = np.linalg.norm(chunk, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
@@ -161,8 +164,12 @@ class FiniteDifferenceJacobian:
             values = self._evaluate(np.concatenate([plus[rows], minus[rows]]).reshape((-1, *self.sample_shape)))
             f_plus[rows], f_minus[rows] = values[:size], values[size:]
         displacements = plus.astype(np.float64) - minus.astype(np.float64)
-        centre = self._evaluate(sample.astype(self.dtype).reshape((1, *self.sample_shape)))
+        centre = self._centre(sample)
         return f_plus - f_minus, displacements, np.abs(f_plus) + np.abs(f_minus), f_plus + f_minus - 2.0 * centre
+
+    def _centre_logits(self, sample: np.ndarray) -> np.ndarray:
+        """f(x) [1, K] (float64), as the model computes it from the sample in the input's dtype."""
+        return self._evaluate(sample.astype(self.dtype).reshape((1, *self.sample_shape)))
 
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """Reverse mode is not available by differencing: build (and cache) the dense Jacobian."""
