@@ -12,17 +12,24 @@ then drawn away from their fresh values (gamma 1, beta 0) and the running statis
 on N(0,1) inputs (a forward pass with only the BatchNorm layers in training mode), as a trained
 network's would be. A fresh eval-mode BatchNorm is the identity, which would hide a wrong
 BatchNorm gradient or bound, and without matched statistics the activations of a random
-MobileNetV3 collapse until its logits vary by 2e-7 over inputs (a zero Jacobian, nothing to test). Finally the last Linear layer is re-drawn with PyTorch's default
-initialisation (torchvision's ViT starts its head at zero, which makes every Jacobian zero) and
-scaled so that the logits on the sample inputs have standard deviation 2, about the margin of a
-trained classifier: fresh heads give logits of 1e-2 (MobileNetV3), nearly uniform probabilities
-and a softmax covariance close to I/K, which would test little of the Fisher mathematics.
+MobileNetV3 collapse until its logits vary by 2e-7 over inputs (a zero Jacobian, nothing to test).
+Finally the last Linear layer is re-drawn with PyTorch's default initialisation (torchvision's
+ViT starts its head at zero, which makes every Jacobian zero) and scaled so that the logits on
+the sample inputs have standard deviation 2, about the margin of a trained classifier: fresh
+heads give logits of 1e-2 (MobileNetV3), nearly uniform probabilities and a softmax covariance
+close to I/K, which would test little of the Fisher mathematics.
 
     /work/venv-tv/bin/python tools/corpus/export_torchvision.py [--out-dir /work/corpus] [--only resnet18]
+    /work/venvs/torch/bin/python tools/corpus/export_torchvision.py --size 224 --classes 1000 --out-dir /work/corpus224
 
 Writes ``<arch>_<exporter>.onnx`` for every architecture and exporter, ``resnet18_1000x224_torchscript.onnx``
 (1000 classes, 3x224x224: the memory check of issue 3), ``inputs_3x32x32.npy`` (8 N(0,1) samples)
 and ``manifest.json``. Every export is checked in ONNX Runtime against torch on the sample inputs.
+
+``--size 224 --classes 1000`` builds the same architectures at ImageNet size (issue 12's second
+table): the same recipe and seeds, ``inputs_3x224x224.npy`` (4 N(0,1) samples, ``--inputs``), no
+separate memory model (the ResNet-18 there is one). An export that fails is recorded in the
+manifest with its error (``"error"``) and the others go on; the script then exits with status 1.
 """
 
 from __future__ import annotations
@@ -32,8 +39,8 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -52,11 +59,15 @@ INPUT_SEED = 1
 INPUTS_FILE = "inputs_3x32x32.npy"
 
 
-def vit_small(num_classes: int) -> nn.Module:
-    """torchvision's VisionTransformer sized for 32x32 inputs (64 patches of 4x4)."""
+def vit_small(num_classes: int, side: int = 32) -> nn.Module:
+    """torchvision's small VisionTransformer: 64 patches of 4x4 at 32x32, 16x16 patches above.
+
+    At 224x224 the 16x16 patches of ViT-B/16 (196 tokens) keep the attention a realistic share of
+    the work; 4x4 patches would give 3136 tokens and a 3136 x 3136 attention matrix per head.
+    """
     return torchvision.models.VisionTransformer(
-        image_size=32, patch_size=4, num_layers=3, num_heads=4, hidden_dim=96, mlp_dim=192,
-        num_classes=num_classes,
+        image_size=side, patch_size=4 if side <= 32 else 16, num_layers=3, num_heads=4, hidden_dim=96,
+        mlp_dim=192, num_classes=num_classes,
     )
 
 
@@ -69,28 +80,39 @@ class Architecture:
     """
 
     name: str
-    build: Callable[[int], nn.Module]
+    #: (number of classes, image side) -> a fresh module.
+    build: Callable[[int, int], nn.Module]
     dynamo_opset: int
-    #: Applied before the TorchScript export only, when that exporter refuses a module.
-    torchscript_fix: Callable[[nn.Module], None] | None = None
+    #: Applied before the TorchScript export only, when that exporter refuses a module at this
+    #: image side; returns whether it changed the module.
+    torchscript_fix: Callable[[nn.Module, int], bool] | None = None
 
 
-def replicate_instead_of_adaptive_pool(model: nn.Module) -> None:
+def replicate_instead_of_adaptive_pool(model: nn.Module, side: int) -> bool:
     """VGG's AdaptiveAvgPool2d((7, 7)) on a 1x1 map (32x32 input) is plain replication.
 
     The TorchScript exporter refuses adaptive pooling whose output size does not divide the
     input size; nearest Upsample to 7x7 computes the same function on 32x32 inputs (the export
-    is checked against the unmodified torch model) and exports as Resize.
+    is checked against the unmodified torch model) and exports as Resize. At 224x224 the map is
+    7x7 (7 divides it): the pooling exports as it is and nothing is changed. Other map sizes have
+    no exact replacement here and are refused.
     """
+    feature_map = side // 32  # VGG's five 2x2 max-pools
+    if feature_map % 7 == 0:
+        return False
+    if feature_map != 1:
+        raise ValueError(f"VGG at {side}x{side}: a {feature_map}x{feature_map} map has no exact export of "
+                         "AdaptiveAvgPool2d((7, 7)) for the TorchScript exporter")
     model.avgpool = nn.Upsample(size=(7, 7), mode="nearest")
+    return True
 
 
 ARCHITECTURES = [
-    Architecture("resnet18", lambda k: torchvision.models.resnet18(num_classes=k), 18),
-    Architecture("vgg11_bn", lambda k: torchvision.models.vgg11_bn(num_classes=k), 18,
+    Architecture("resnet18", lambda k, _side: torchvision.models.resnet18(num_classes=k), 18),
+    Architecture("vgg11_bn", lambda k, _side: torchvision.models.vgg11_bn(num_classes=k), 18,
                  replicate_instead_of_adaptive_pool),
-    Architecture("densenet121", lambda k: torchvision.models.densenet121(num_classes=k), 19),
-    Architecture("mobilenet_v3_small", lambda k: torchvision.models.mobilenet_v3_small(num_classes=k), 20),
+    Architecture("densenet121", lambda k, _side: torchvision.models.densenet121(num_classes=k), 19),
+    Architecture("mobilenet_v3_small", lambda k, _side: torchvision.models.mobilenet_v3_small(num_classes=k), 20),
     Architecture("vit_small", vit_small, 20),
 ]
 
@@ -131,8 +153,9 @@ def calibrate_head(model: nn.Module, inputs: np.ndarray, generator: torch.Genera
 
 
 def build_model(arch: Architecture, num_classes: int, inputs: np.ndarray) -> nn.Module:
+    """The corpus model for ``inputs`` [N, 3, side, side]: the export's seeds, calibrated on them."""
     torch.manual_seed(0)
-    model = arch.build(num_classes).eval()
+    model = arch.build(num_classes, int(inputs.shape[-1])).eval()
     calibrate_batchnorm(model, inputs.shape[1:], torch.Generator().manual_seed(0))
     calibrate_head(model, inputs, torch.Generator().manual_seed(1))
     return model
@@ -193,10 +216,11 @@ def export_one(
     path = out_dir / f"{stem}.onnx"
     sample = torch.from_numpy(inputs[:1])
     started = time.perf_counter()
+    fixed = False
     if exporter == "torchscript":
         exported = build_model(arch, num_classes, inputs)
         if arch.torchscript_fix is not None:
-            arch.torchscript_fix(exported)
+            fixed = arch.torchscript_fix(exported, image[-1])
         opset = export_torchscript(exported, sample, path)
     else:
         opset = export_dynamo(model, sample, path, arch.dynamo_opset)
@@ -208,13 +232,18 @@ def export_one(
              path.name, opset, params, path.stat().st_size / 1e6, seconds, error)
     return {
         "file": path.name, "arch": arch.name, "exporter": exporter, "opset": opset,
-        "params": int(params), "file_size": path.stat().st_size, "input_shape": [1 if exporter == "dynamo" else None, *image],
+        "params": int(params), "file_size": path.stat().st_size,
+        "input_shape": [1 if exporter == "dynamo" else None, *image],
         "num_classes": num_classes, "batch": "fixed 1" if exporter == "dynamo" else "dynamic",
         "ort_vs_torch_rel_err": error, "export_seconds": round(seconds, 1),
         "ops": op_histogram(path),
-        "note": (arch.torchscript_fix.__doc__ or "").splitlines()[0]
-        if exporter == "torchscript" and arch.torchscript_fix else "",
+        "note": (arch.torchscript_fix.__doc__ or "").splitlines()[0] if fixed and arch.torchscript_fix else "",
     }
+
+
+def inputs_file(side: int) -> str:
+    """The sample inputs' file name at this image side (``inputs_3x32x32.npy`` at 32)."""
+    return f"inputs_{IMAGE[0]}x{side}x{side}.npy"
 
 
 def main() -> None:
@@ -222,37 +251,58 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("/work/corpus"))
     parser.add_argument("--only", nargs="*", help="architecture names (default: all)")
     parser.add_argument("--skip-memory-model", action="store_true", help="skip the 1000-class 224x224 ResNet-18")
+    parser.add_argument("--size", type=int, default=IMAGE[-1], help="image side (default 32; 224: ImageNet size)")
+    parser.add_argument("--classes", type=int, default=NUM_CLASSES, help="number of classes K (default 10)")
+    parser.add_argument("--inputs", type=int, default=None,
+                        help=f"N(0,1) sample inputs (default {NUM_INPUTS} at 32x32, 4 above 64x64)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(2)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    inputs = np.random.default_rng(INPUT_SEED).standard_normal((NUM_INPUTS, *IMAGE)).astype(np.float32)
-    np.save(args.out_dir / INPUTS_FILE, inputs)
+    image = (IMAGE[0], args.size, args.size)
+    count = args.inputs or (NUM_INPUTS if args.size <= 64 else 4)
+    inputs = np.random.default_rng(INPUT_SEED).standard_normal((count, *image)).astype(np.float32)
+    np.save(args.out_dir / inputs_file(args.size), inputs)
     manifest_path = args.out_dir / "manifest.json"
     previous = json.loads(manifest_path.read_text())["models"] if manifest_path.exists() else []
     entries = {entry["file"]: entry for entry in previous}
+    described = {"file": inputs_file(args.size), "shape": list(inputs.shape), "distribution": "N(0,1)",
+                 "seed": INPUT_SEED}
+    failed = []
     for arch in ARCHITECTURES:
         if args.only and arch.name not in args.only:
             continue
         for exporter in ("torchscript", "dynamo"):
-            entries_new = export_one(arch, exporter, args.out_dir, inputs)
+            try:
+                entries_new = export_one(arch, exporter, args.out_dir, inputs, args.classes, image)
+            except Exception as exc:  # one exporter failing on one model must not stop the corpus
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                LOG.error("%s_%s: export failed: %s", arch.name, exporter, exc)
+                failed.append(f"{arch.name}_{exporter}")
+                entries_new = {"file": f"{arch.name}_{exporter}.onnx", "arch": arch.name, "exporter": exporter,
+                               "num_classes": args.classes, "input_shape": [None, *image],
+                               "error": f"{type(exc).__name__}: {first_line}"}
             entries[entries_new["file"]] = entries_new
-            write_manifest(manifest_path, entries)
-    if not args.skip_memory_model and (not args.only or "resnet18_1000x224" in args.only):
+            write_manifest(manifest_path, entries, described)
+    large_model = args.size == IMAGE[-1] and not args.skip_memory_model
+    if large_model and (not args.only or "resnet18_1000x224" in args.only):
         large = np.random.default_rng(INPUT_SEED).standard_normal((2, 3, 224, 224)).astype(np.float32)
         entry = export_one(ARCHITECTURES[0], "torchscript", args.out_dir, large, num_classes=1000,
                            image=(3, 224, 224), stem="resnet18_1000x224_torchscript")
         entry["purpose"] = "memory check (K=1000, 3x224x224)"
         entries[entry["file"]] = entry
-        write_manifest(manifest_path, entries)
+        write_manifest(manifest_path, entries, described)
+    if failed:
+        LOG.error("failed exports (recorded in %s): %s", manifest_path, ", ".join(failed))
+        raise SystemExit(1)
 
 
-def write_manifest(path: Path, entries: dict[str, dict]) -> None:
+def write_manifest(path: Path, entries: dict[str, dict], inputs: dict) -> None:
     document = {
         "generated_by": "tools/corpus/export_torchvision.py",
         "torch": torch.__version__, "torchvision": torchvision.__version__,
         "onnx": onnx.__version__, "onnxruntime": ort.__version__,
-        "inputs": {"file": INPUTS_FILE, "shape": [NUM_INPUTS, *IMAGE], "distribution": "N(0,1)", "seed": INPUT_SEED},
+        "inputs": inputs,
         "models": sorted(entries.values(), key=lambda e: e["file"]),
     }
     path.write_text(json.dumps(document, indent=1) + "\n")
