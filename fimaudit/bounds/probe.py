@@ -9,7 +9,6 @@ Samples are run one at a time (batch 1): intermediate tensors need not keep the 
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Sequence
 
@@ -49,8 +48,10 @@ class IntermediateProbe:
                 logger.info("no type known for %s; it is not probed", name)
                 continue
             wanted.append(name)
-        probed = copy.copy(model)
-        probed.graph.CopyFrom(model.graph)
+        # One C++ copy (copy.copy serialises and parses the whole model, then the graph was copied
+        # again: 2.6 s against 0.5 s for VGG-11's 491 MiB of weights).
+        probed = onnx.ModelProto()
+        probed.CopyFrom(model)
         for name in wanted:
             probed.graph.output.append(helper.make_tensor_value_info(name, view.elem_types[name], None))
         self.output_names = existing + wanted

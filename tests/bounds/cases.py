@@ -197,6 +197,32 @@ CASES += [
                                         nearest_mode="floor")], (1, 1, 2, 3), {"sizes": i64(1, 1, 5, 7)}, opset=13, linear=True, factor=1.0 + 1e-6),
 ]
 
+
+def _cancelling_weight() -> np.ndarray:
+    """[5, 2 * 49]: each pixel's 49 copies weighted with alternating signs, nearly cancelling on the copies'
+    span: the restricted norm is far below the weight's own (adversarial for the Gemm-after-Resize rule)."""
+    weight = w(5, 2, 49)
+    weight[..., 1::2] = -weight[..., 0:48:2]
+    return weight.reshape(5, 98)
+
+
+# A Gemm fed by a nearest Resize (VGG/AlexNet below 224 x 224): its gain on the copies' span (rules/dense.py).
+CASES += [
+    Case("gemm_after_resize_copies", "Gemm", [
+        n("Resize", ["x", "", "", "sizes"], ["r"], mode="nearest"), n("Flatten", ["r"], ["f"], axis=1),
+        n("Gemm", ["f", "wt"], transB=1)], (1, 3, 1, 1), {"sizes": i64(1, 3, 7, 7), "wt": w(5, 147)},
+        opset=13, linear=True, factor=1.0 + 1e-6),
+    Case("gemm_after_uneven_resize", "Gemm", [
+        n("Resize", ["x", "", "", "sizes"], ["r"], mode="nearest", coordinate_transformation_mode="asymmetric",
+          nearest_mode="floor"), n("Reshape", ["r", "shape"], ["f"]), n("Gemm", ["f", "wt"])],
+        (1, 2, 2, 3), {"sizes": i64(1, 2, 5, 7), "shape": i64(1, 70), "wt": w(70, 4)},
+        opset=13, linear=True),  # uneven copies (4 to 9): the Resize's sqrt(9) times the span's gain, not exact
+    Case("gemm_after_resize_cancelling", "Gemm", [
+        n("Resize", ["x", "", "", "sizes"], ["r"], mode="nearest"), n("Flatten", ["r"], ["f"], axis=1),
+        n("Gemm", ["f", "wt"], transB=1)], (1, 2, 1, 1), {"sizes": i64(1, 2, 7, 7), "wt": _cancelling_weight()},
+        opset=13, linear=True, factor=1.0 + 1e-6),
+]
+
 # LayerNorm's second output (the mean) read downstream: its rule covers only Y, so no bound.
 CASES += [
     Case("layernorm_mean_output_used", "LayerNormalization",

@@ -130,6 +130,19 @@ def resize_bound(ctx: NodeContext) -> LayerGain:
     node's own attributes and scales/sizes (onnx's reference runtime), so every coordinate
     transformation and rounding mode is counted exactly. Linear and cubic modes have no rule.
     """
+    sources = resize_sources(ctx)
+    copies = int(np.bincount(sources, minlength=1).max())
+    return LayerGain({0: certify(math.sqrt(copies))}, f"nearest resize copies each entry at most {copies} time(s)",
+                     magnitude=ctx.magnitude(0))
+
+
+def resize_sources(ctx: NodeContext) -> np.ndarray:
+    """For a nearest Resize, the input entry (flat index) each output entry copies, flat.
+
+    BoundUnavailable for other modes, scales or sizes computed at run time, or attributes the
+    reference runtime refuses. Also read by the Gemm rule (rules/dense.py): a Gemm fed by such
+    copies only ever sees inputs in their span.
+    """
     _data_only(ctx)
     mode = ctx.attr_str("mode", "nearest") or "nearest"
     if mode != "nearest":
@@ -142,12 +155,10 @@ def resize_bound(ctx: NodeContext) -> LayerGain:
             if value is None:
                 raise BoundUnavailable(f"Resize node {ctx.name!r}: its scales or sizes are computed at run time")
             extra[ctx.input_name(index)] = value
-    copies = _resize_copies(ctx.node, shape, extra, ctx.view.opset)
-    return LayerGain({0: certify(math.sqrt(copies))}, f"nearest resize copies each entry at most {copies} time(s)",
-                     magnitude=ctx.magnitude(0))
+    return _resize_entries(ctx.node, shape, extra, ctx.view.opset)
 
 
-def _resize_copies(node, shape: tuple[int, ...], constants: dict[str, np.ndarray], opset: int) -> int:
+def _resize_entries(node, shape: tuple[int, ...], constants: dict[str, np.ndarray], opset: int) -> np.ndarray:
     from onnx import TensorProto, helper, numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -166,5 +177,9 @@ def _resize_copies(node, shape: tuple[int, ...], constants: dict[str, np.ndarray
         (out,) = ReferenceEvaluator(model).run(None, {data: entries})
     except Exception as exc:  # the reference runtime refuses the attributes: no certified count
         raise BoundUnavailable(f"Resize node {node.name!r}: cannot count its copies ({exc})") from exc
-    counts = np.bincount(np.asarray(out).reshape(-1).astype(np.int64), minlength=1)
-    return int(counts.max())
+    flat = np.asarray(out, dtype=np.float64).reshape(-1)
+    sources = flat.astype(np.int64)
+    if flat.size and not (np.array_equal(sources, flat) and sources.min() >= 0 and sources.max() < entries.size):
+        # An output that is no input entry (an extrapolation value): not a pure copy.
+        raise BoundUnavailable(f"Resize node {node.name!r}: an output is not a copy of an input entry")
+    return sources
