@@ -19,6 +19,21 @@ Per model of the corpus (tools/corpus/export_torchvision.py, 3x32x32, K = 10):
   each pays: ``convT`` (the Conv adjoint as ConvTranspose, as before issue 12) and ``ext``
   (ONNX Runtime at ORT_ENABLE_EXTENDED, the level before issue 12, instead of ORT_ENABLE_ALL).
 
+``--size 224`` (the 3x224x224, K = 1000 corpus, tools/corpus/export_torchvision.py ``--size 224
+--classes 1000``, default ``--corpus /work/corpus224``): per model, one sample's lambda_max by
+``--method auto`` through the audit's per-sample path (logits, then ``SampleAuditor``: the
+estimator auto picks, on the sample's own random stream; at K = 1000 that is Lanczos on the
+K x K side, one VJP-graph run and one JVP-graph run per product) against PyTorch running the
+same estimator (benchmarks/torch_source.py: fimaudit's driver, same start vector, tolerance and
+budget, torch computing the products on the same weights; two jvp modes, the faster counts).
+Columns: both sides' products (they can differ by a restart: float32 products differ in the
+last bits), the relative difference of lambda_max, and GFLOP = forward x (1 + jvp rows + vjp
+rows) of fimaudit's run (the useful work: one forward, one linear pass per product row; the
+forward its gradient graphs recompute is not counted, as in the 32x32 table), the forward's
+FLOPs counted by PyTorch's FlopCounterMode on the same network (torch_source.forward_flops:
+the graph counter above undercounts the TorchScript ViT). No CLI audits or lever columns at
+this size.
+
 Then ``fimaudit audit`` as a user runs it (a fresh process; ``--samples``, exact, graph
 gradients): wall time with bounds and an empty cache, with bounds and the cache filled by that
 run, and without bounds; the bound's own seconds from the JSON. Last, the README's sample
@@ -27,12 +42,15 @@ command end to end.
     PYTHONPATH=/work/main /work/venvs/torch/bin/python benchmarks/speed.py
         [--archs resnet18 ...] [--exporters torchscript dynamo] [--samples 4] [--repeats 3]
         [--threads 2] [--levers] [--no-audit]
+    PYTHONPATH=/work/main /work/venvs/torch/bin/python benchmarks/speed.py --size 224
+        [--archs resnet18 ...] [--exporters ...] [--samples 2] [--repeats 2] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -52,8 +70,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools" / "corpus")]
 from export_torchvision import ARCHITECTURES, NUM_CLASSES, build_model  # noqa: E402
 from jacobian_speed import TORCH_PATHS, fimaudit_job, time_interleaved  # noqa: E402
+from torch_source import JVP_MODES, TorchJacobian  # noqa: E402
+from torch_source import forward_flops as torch_forward_flops  # noqa: E402
 
+from fimaudit.audit import AuditConfig, intake, prepare_model  # noqa: E402
 from fimaudit.fisher.exact import exact_lambda_max  # noqa: E402
+from fimaudit.gradients import make_source  # noqa: E402
+from fimaudit.gradients.base import InputJacobian  # noqa: E402
+from fimaudit.sample_audit import SampleAuditor, SampleSettings  # noqa: E402
 
 # The CLI runs as a user runs it: in fimaudit's own environment, not the benchmark's (torch's).
 PRODUCT_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -150,6 +174,125 @@ def torch_jobs(name: str, inputs: np.ndarray) -> dict[str, Callable[[np.ndarray]
     return jobs
 
 
+# ------------------------------------------------------------------ 3x224x224, K = 1000: --method auto
+
+LARGE_CLASSES = 1000
+
+
+def graph_source(path: Path, probe: np.ndarray, threads: int) -> InputJacobian:
+    """fimaudit's gradient-graph source for ``path``, prepared as an audit prepares it."""
+    config = AuditConfig(model_path=str(path), gradients="graph")
+    prepared = prepare_model(intake(str(path)), config, probe)
+    prepared.runner = dataclasses.replace(prepared.runner, threads=threads)
+    return make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
+
+
+def auto_job(
+    source: InputJacobian, inputs: np.ndarray, record: list[dict], before: Callable[[], None] | None = None
+) -> Callable[[np.ndarray], float]:
+    """One sample's lambda_max as the audit's per-sample loop computes it with ``--method auto``.
+
+    Logits, then ``SampleAuditor.audit`` (the estimator auto picks, sample i's own random stream
+    of seed 0, the audit's wrappers, the eigenvector lifted to input space). ``record`` gets what
+    ran: method, products, jvp/vjp rows, whether it converged. ``before`` runs first (the torch
+    source forgets its per-sample forward pass, so that a repeat pays it again as an audit would).
+    """
+    auditor = SampleAuditor(source, SampleSettings(method="auto", budget=None, seed=0))
+    index_of = {row.tobytes(): index for index, row in enumerate(inputs)}
+
+    def job(sample: np.ndarray) -> float:
+        if before is not None:
+            before()
+        index = index_of[sample.tobytes()]
+        logits = source.logits(sample[None])[0]
+        result = auditor.audit(index, sample, logits, None).result
+        record.append({"index": index, "value": result.value, "kind": result.kind, "matvecs": result.matvecs,
+                       "method": result.diagnostics.get("method"), "converged": result.diagnostics.get("converged"),
+                       "rows": int(result.diagnostics.get("jvp_rows", 0)) + int(result.diagnostics.get("vjp_rows", 0))})
+        return result.value
+
+    return job
+
+
+def prime(source: InputJacobian, sample: np.ndarray) -> None:
+    """One vjp and one jvp on a point that is not a benchmark sample: sessions built, threads up."""
+    source.vjp(sample, np.ones((1, source.num_classes)))
+    source.jvp(sample, np.ones((1, source.input_size)))
+
+
+def large_table(args: argparse.Namespace, peak: float) -> None:
+    """The 3x224x224, K = 1000 table (see the module doc): fimaudit's auto against torch's same estimator."""
+    corpus = args.corpus if args.corpus is not None else Path("/work/corpus224")
+    side = args.size
+    all_inputs = np.load(corpus / f"inputs_3x{side}x{side}.npy")
+    inputs = all_inputs[: args.samples]
+    by_name = {arch.name: arch for arch in ARCHITECTURES}
+    torch_labels = [f"torch {mode}" for mode in JVP_MODES]
+    short = {"torch forward": "fwd-mode", "torch double-backward": "dbl-bwd"}
+    header = (f"{'model':20s} {'exporter':11s} {'method':8s} {'fim ms':>9s} " + " ".join(
+        f"{short[label] + ' ms':>13s}" for label in torch_labels)
+        + f" {'ratio':>6s} {'lam diff':>8s} {'products f/t':>12s} {'GFLOP':>7s} {'GFLOP/s':>7s} {'%peak':>6s}")
+    rows = []
+    for name in args.archs:
+        # Built once per architecture (the export's seeds, calibrated on all of the corpus inputs).
+        model = build_model(by_name[name], LARGE_CLASSES, all_inputs)
+        for exporter in args.exporters:
+            path = corpus / f"{name}_{exporter}.onnx"
+            if not path.exists():
+                rows.append(f"{name:20s} {exporter:11s} missing: {path} (see the corpus manifest)")
+                print(rows[-1], file=sys.stderr, flush=True)
+                continue
+            elsewhere = 0.5 * all_inputs[0]
+            records: dict[str, list[dict]] = {"fimaudit": [], **{label: [] for label in torch_labels}}
+            fimaudit = graph_source(path, inputs[:1], args.threads)
+            prime(fimaudit, elsewhere)
+            jobs = {"fimaudit": auto_job(fimaudit, inputs, records["fimaudit"])}
+            refused = []
+            for mode, label in zip(JVP_MODES, torch_labels, strict=True):
+                source = TorchJacobian(model, inputs.shape[1:], LARGE_CLASSES, mode)
+                try:
+                    prime(source, elsewhere)
+                except RuntimeError as exc:  # e.g. no double backward of hardsigmoid (MobileNetV3)
+                    refused.append(f"{mode}: {str(exc).splitlines()[0]}")
+                    continue
+                jobs[label] = auto_job(source, inputs, records[label], before=source.forget)
+            seconds, values = time_interleaved(jobs, inputs, args.repeats, 0)
+            del jobs, fimaudit
+            gc.collect()
+            ran = [label for label in torch_labels if label in seconds]
+            if not ran:
+                rows.append(f"{name:20s} {exporter:11s} no torch jvp mode ran: {'; '.join(refused)}")
+                print(rows[-1], file=sys.stderr, flush=True)
+                continue
+            faster = min(seconds[label] for label in ran)
+            diff = max(abs(a - b) / abs(b) for label in ran
+                       for a, b in zip(values["fimaudit"], values[label], strict=True))
+            ours = records["fimaudit"]
+            theirs = [entry for label in ran for entry in records[label]]
+            flops = torch_forward_flops(model, inputs.shape[1:]) * (1 + np.mean([entry["rows"] for entry in ours]))
+            rate = flops / seconds["fimaudit"] / 1e9
+            methods = "/".join(sorted({str(entry["method"]) for entry in ours}))
+            products = (f"{np.mean([e['matvecs'] for e in ours]):.0f}/"
+                        f"{np.mean([e['matvecs'] for e in theirs]):.0f}")
+            unconverged = sum(not entry["converged"] for entry in ours + theirs if entry["method"] != "exact")
+            rows.append(f"{name:20s} {exporter:11s} {methods:8s} {seconds['fimaudit'] * 1e3:9.0f} "
+                        + " ".join(f"{seconds[label] * 1e3:13.0f}" if label in seconds else f"{'-':>13s}"
+                                   for label in torch_labels)
+                        + f" {seconds['fimaudit'] / faster:6.2f} {diff:8.1e} {products:>12s} {flops / 1e9:7.1f} "
+                        f"{rate:7.1f} {100 * rate / peak:5.1f}%"
+                        + (f"  ({unconverged} runs not converged: lower bounds)" if unconverged else "")
+                        + "".join(f"  (torch {reason})" for reason in refused))
+            print(rows[-1], file=sys.stderr, flush=True)
+        del model
+        gc.collect()
+    print(header)
+    print("\n".join(rows))
+    print("fwd-mode / dbl-bwd: torch's J v by forward-mode AD / by the double-backward trick (J^T u from one "
+          "kept forward pass in both); ratio: fimaudit / the faster torch jvp mode (below 1: fimaudit faster); "
+          "lam diff: max relative difference of lambda_max against either torch mode; products: mean Lanczos "
+          "products per sample (fimaudit / torch); GFLOP: forward x (1 + jvp rows + vjp rows) of fimaudit's run")
+
+
 def cli(arguments: list[str], threads: int, cache_home: Path) -> tuple[float, int, str]:
     """Run ``fimaudit ARGS`` in a fresh process: (wall seconds, exit code, last line)."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache_home), "OMP_NUM_THREADS": str(threads),
@@ -182,11 +325,14 @@ def audit_rows(model: Path, samples: int, threads: int) -> dict[str, float | str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path("/work/corpus"))
+    parser.add_argument("--corpus", type=Path, default=None,
+                        help="default /work/corpus (/work/corpus224 with --size 224)")
+    parser.add_argument("--size", type=int, default=32, choices=[32, 224],
+                        help="32: the exact K = 10 table and the audits; 224: the K = 1000 --method auto table")
     parser.add_argument("--archs", nargs="*", default=[a.name for a in ARCHITECTURES])
     parser.add_argument("--exporters", nargs="*", default=["torchscript", "dynamo"])
-    parser.add_argument("--samples", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=None, help="default 4 (2 with --size 224)")
+    parser.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --size 224)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--levers", action="store_true", help="also time fimaudit with each lever undone")
     parser.add_argument("--lever-archs", nargs="*", default=["resnet18", "densenet121", "mobilenet_v3_small"],
@@ -197,12 +343,20 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
-    all_inputs = np.load(args.corpus / "inputs_3x32x32.npy")
-    inputs = all_inputs[: args.samples]
+    large = args.size != 32
+    args.samples = args.samples or (2 if large else 4)
+    args.repeats = args.repeats or (2 if large else 3)
     print(f"load before: {load()} on {os.cpu_count()} CPUs; torch {torch.__version__}, onnxruntime "
           f"{__import__('onnxruntime').__version__}, {args.threads} threads")
     peak = peak_gflops(args.threads)
     print(f"peak: {peak:.1f} GFLOP/s (float32 numpy GEMM 2048^3, best of 5)")
+    if large:
+        large_table(args, peak)
+        print(f"load after: {load()}")
+        return
+    args.corpus = args.corpus or Path("/work/corpus")
+    all_inputs = np.load(args.corpus / "inputs_3x32x32.npy")
+    inputs = all_inputs[: args.samples]
     levers = ["convT", "ext"] if args.levers else []
     header = (f"{'model':20s} {'exporter':11s} {'fim ms':>8s} {'torch ms':>9s} {'ratio':>6s} {'lam diff':>8s} "
               f"{'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>6s}" + "".join(f" {lever + ' ms':>9s}" for lever in levers))
