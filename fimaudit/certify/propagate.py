@@ -25,6 +25,7 @@ import numpy as np
 
 from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
 from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, supported_ops
+from fimaudit.certify.symbols import Linearised, SymbolDeviation, Unsupported
 
 if TYPE_CHECKING:  # telescoping.py imports backward_from from here
     from fimaudit.certify.telescoping import Telescope
@@ -61,7 +62,7 @@ class Propagation:
     logits: Box
     rows: Cotangent  # [K', *input shape]
     unstable: int
-    telescopes: tuple[Telescope, ...] = ()
+    telescopes: tuple[Telescope | SymbolDeviation, ...] = ()
 
     def deviation(self, weights: np.ndarray | None = None) -> float:
         """Certified ||diag(w) (J~(x') - J~(x))||_2 over the set from telescoping (inf when not available)."""
@@ -152,6 +153,8 @@ class Forward:
     upstream: dict[str, list[Cotangent | None]] | None
     #: directions of the logits (None when forward mode stopped at TANGENT_LIMIT)
     logits_rows: Cotangent | None
+    #: forward mode at x with deviation symbols (symbols.py), when it ran to the logits
+    linearised: Linearised | None = None
 
 
 def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = True) -> Forward:
@@ -168,16 +171,24 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
     size = first.at.size
     directions: dict[str, Cotangent] | None = None
     upstream: dict[str, list[Cotangent | None]] | None = {}
-    if tangents and inputs.eps > 0:
-        eye = np.eye(size).reshape((size, *first.at.shape))
-        directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
     readers = _readers(view.nodes)
+    linearised: Linearised | None = None
+    if tangents and inputs.eps > 0:
+        try:
+            linearised = Linearised.start(view.input_name, first.at, inputs.eps, inputs.norm, readers, logits)
+        except Unsupported:
+            linearised = None
+        if size * size <= TANGENT_LIMIT:
+            eye = np.eye(size).reshape((size, *first.at.shape))
+            directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
     for node in view.nodes:
         if not any(name in boxes for name in node.input if name) or not any(
             out in view.varying for out in node.output if out
         ):  # constant (folded by the view), fed only by other fixed inputs, or reading only a shape
             if directions is not None:
                 _release(directions, node, readers, logits)
+            if linearised is not None:
+                linearised.release(node)
             continue
         rule = get_rule(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is None:
@@ -189,10 +200,11 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
         results = rule.forward(ctx)
         if inputs.eps == 0.0:  # the point itself: no set to propagate (module docstring)
             results = [_point(box) for box in results]
-        elif directions is not None:
-            if size * results[0].at.size > TANGENT_LIMIT:
+        else:
+            box = results[0]
+            if directions is not None and size * box.at.size > TANGENT_LIMIT:
                 directions = upstream = None
-            else:
+            if directions is not None:  # interval forward mode over the set, while it fits
                 ins = [directions.get(name) if name else None for name in node.input]
                 kept = _moving_inputs(rule, ctx, ins) if upstream is not None else None
                 if upstream is not None and kept is not None:
@@ -201,7 +213,13 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
                 del ins
                 _release(directions, node, readers, logits)
                 directions[node.output[0]] = rows
-                results = [_tighten(results[0], rows, inputs), *results[1:]]
+                box = _tighten(box, rows, inputs)
+            if linearised is not None:  # forward mode at x with deviation symbols (symbols.py)
+                try:
+                    box = linearised.step(rule, ctx, box)
+                except Unsupported:
+                    linearised = None
+            results = [box, *results[1:]]
         for name, box in zip([out for out in node.output if out], results, strict=False):
             if not (np.all(np.isfinite(box.lo)) and np.all(np.isfinite(box.hi))):
                 raise NotCertified(
@@ -214,7 +232,10 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
         raise NotCertified(f"not certified: the logits {logits!r} do not depend on the input {view.input_name!r}")
     if directions is None:
         upstream = None
-    return Forward(boxes, contexts, upstream, directions.get(logits) if directions is not None else None)
+    if linearised is not None and logits not in linearised.stacks:
+        linearised = None
+    return Forward(boxes, contexts, upstream, directions.get(logits) if directions is not None else None,
+                   linearised)
 
 
 def backward(contexts: list[NodeContext], boxes: dict[str, Box], logits: str, input_name: str,
@@ -286,7 +307,9 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
     rows = backward(contexts, boxes, logits, view.input_name, matrix, over_set)
     if ahead.logits_rows is not None:
         rows = _meet(rows, ahead.logits_rows, matrix)
-    telescopes: tuple[Telescope, ...] = ()
+    telescopes: tuple[Telescope | SymbolDeviation, ...] = ()
+    if ahead.linearised is not None:
+        telescopes = _symbol_telescopes(view, contexts, boxes, logits, matrix, ahead.linearised, over_set)
     if ahead.upstream is not None:
         recorded: dict[str, Cotangent] = {}
         for ctx in contexts:
@@ -300,8 +323,32 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
             for ctx in contexts:
                 ctx.state.pop("centre_only", None)
         # A_t over the set, B_t at x
-        telescopes = (first_order, telescoped_radius(contexts, upstream_at_x, over_set, at_x))
+        telescopes += (first_order, telescoped_radius(contexts, upstream_at_x, over_set, at_x))
     return Propagation(boxes[logits], rows, unstable_count(contexts), telescopes)
+
+
+def _symbol_telescopes(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box], logits: str,
+                       matrix: np.ndarray, linearised: Linearised,
+                       over_set: dict[str, Cotangent]) -> tuple[Telescope | SymbolDeviation, ...]:
+    """The three deviation bounds after forward mode at x: both telescoping orderings and the symbols.
+
+    Ordering (1) takes beta_t from the symbol pass's gradient bounds (certified over the set) and
+    refines it recursively; ordering (2) needs B_t at x only, which the symbol pass kept.
+    """
+    from fimaudit.certify.telescoping import telescoped_radius
+
+    recorded: dict[str, Cotangent] = {}
+    for ctx in contexts:
+        ctx.state["centre_only"] = True
+    try:
+        at_x = backward(contexts, boxes, logits, view.input_name, matrix, recorded)
+        first_order = telescoped_radius(contexts, linearised.at_x, recorded, at_x, linearised.at_x,
+                                        betas=linearised.betas)
+    finally:
+        for ctx in contexts:
+            ctx.state.pop("centre_only", None)
+    second_order = telescoped_radius(contexts, linearised.at_x, over_set, at_x)
+    return first_order, second_order, linearised.deviation(logits, matrix)
 
 
 def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box],

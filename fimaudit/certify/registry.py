@@ -128,6 +128,23 @@ class CertifyRule:
         """
         raise NotImplementedError
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """Forward mode at x alone: the local Jacobian at x applied to stacks of directions.
+
+        No set, hence no radius (symbols.py); the default runs ``tangent`` with every slope at x
+        and zero radii, rules on the hot path override it with the bare map.
+        """
+        previous = ctx.state.get("centre_only")
+        ctx.state["centre_only"] = True
+        try:
+            rows = [None if stack is None else Cotangent(stack, np.zeros_like(stack)) for stack in ins]
+            return self.tangent(ctx, rows).centre
+        finally:
+            if previous is None:
+                ctx.state.pop("centre_only", None)
+            else:
+                ctx.state["centre_only"] = previous
+
 
 R = TypeVar("R", bound=type[CertifyRule])
 _RULES: dict[str, CertifyRule] = {}

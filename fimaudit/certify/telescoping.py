@@ -130,11 +130,13 @@ class Telescope:
 
 def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | None]],
                       recorded: dict[str, Cotangent], at_x: Cotangent,
-                      upstream_at_x: dict[str, list[Cotangent | None]] | None = None) -> Telescope:
+                      upstream_at_x: dict[str, list[Cotangent | None]] | None = None,
+                      betas: dict[tuple[str, int], float] | None = None) -> Telescope:
     """The bound of the module docstring: ``recorded`` holds the A_t rows, ``upstream`` the B_t.
 
     With ``upstream_at_x`` (ordering (1) only, slopes at x set by the caller), each beta_t is
-    refined recursively.
+    refined recursively. ``betas`` (by node and input index) are certified beta_t given directly
+    (symbols.py), in place of the norms of ``upstream``, which then only names the moving edges.
     """
     edges = edges_of(contexts, upstream)
     if edges is None:
@@ -144,7 +146,7 @@ def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cota
     for edge in edges:
         directions = upstream[edge.node][edge.index]
         assert directions is not None
-        edge.beta = _norm(directions, edge.moving)
+        edge.beta = betas[(edge.node, edge.index)] if betas is not None else _norm(directions, edge.moving)
         if upstream_at_x is not None and done and int(edge.moving.sum()) <= ROW_LIMIT:
             edge.beta = min(edge.beta, _recursive(edge, nodes, contexts, upstream_at_x, done))
         done.append(edge)

@@ -61,11 +61,7 @@ def conv2d(x: np.ndarray, weight: np.ndarray, geometry: Geometry, groups: int) -
     out_h, out_w = geometry.output_size((height, width))
     padded = geometry.pad(x)
     if groups == 1:
-        # One GEMM over all taps: columns [N, OH, OW, C*kh*kw] against [C*kh*kw, O].
-        columns = np.stack([padded[:, :, rows, cols] for _, _, (rows, cols) in geometry.taps((height, width))], axis=2)
-        flat = columns.reshape(n, channels * geometry.kernel[0] * geometry.kernel[1], out_h * out_w)
-        kernel = weight.reshape(out_channels, -1)
-        return np.matmul(kernel, flat).reshape(n, out_channels, out_h, out_w)
+        return _dense_conv(padded, weight, geometry, (height, width), (out_h, out_w))
     per_in, per_out = channels // groups, out_channels // groups
     out = np.zeros((n, groups, per_out, out_h, out_w))
     grouped_w = weight.reshape(groups, per_out, per_in, *geometry.kernel)
@@ -73,6 +69,37 @@ def conv2d(x: np.ndarray, weight: np.ndarray, geometry: Geometry, groups: int) -
         piece = padded[:, :, rows, cols].reshape(n, groups, per_in, out_h, out_w)
         out += np.einsum("ngcxy,goc->ngoxy", piece, grouped_w[:, :, :, i, j], optimize=True)
     return out.reshape(n, out_channels, out_h, out_w)
+
+
+#: Entries of one chunk of im2col columns (float64): 32 MiB, small enough to stay near the caches.
+COLUMN_CHUNK = 1 << 22
+
+
+def _dense_conv(padded: np.ndarray, weight: np.ndarray, geometry: Geometry, spatial: tuple[int, int],
+                out_size: tuple[int, int]) -> np.ndarray:
+    """An ungrouped convolution as one GEMM per chunk of the stack: [rows * OH * OW, C * taps] @ [C * taps, O].
+
+    Why this layout: forward mode runs a convolution on thousands of stacked directions; a batched
+    matmul per direction (O x C*taps times C*taps x OH*OW, OH*OW as small as 64) runs far below the
+    BLAS peak, one tall GEMM near it. The chunk keeps the im2col columns bounded in memory.
+    """
+    n, channels = padded.shape[:2]
+    out_h, out_w = out_size
+    taps = list(geometry.taps(spatial))
+    kernel = weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1).T  # [taps * C, O], tap-major
+    per_row = out_h * out_w * channels * len(taps)
+    step = max(1, COLUMN_CHUNK // max(per_row, 1))
+    out = np.empty((n, weight.shape[0], out_h, out_w))
+    columns = np.empty((min(step, n), out_h, out_w, len(taps), channels))
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        block = columns[: stop - start]
+        last = np.ascontiguousarray(padded[start:stop].transpose(0, 2, 3, 1))  # channels last: C contiguous
+        for index, (_, _, (rows, cols)) in enumerate(taps):
+            block[:, :, :, index, :] = last[:, rows, cols, :]
+        product = block.reshape((stop - start) * out_h * out_w, -1) @ kernel
+        out[start:stop] = product.reshape(stop - start, out_h, out_w, -1).transpose(0, 3, 1, 2)
+    return out
 
 
 def conv2d_transpose(g: np.ndarray, weight: np.ndarray, geometry: Geometry, groups: int,

@@ -111,6 +111,12 @@ class PointwiseRule(CertifyRule):
         assert rows is not None
         return self.backward(ctx, rows)[0]
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """The slopes at x times the stack."""
+        stack = ins[0]
+        assert stack is not None
+        return ctx.state["slopes"][0] * stack
+
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """(s0 c, |s0| r + m (|c| + r)), rounded up."""
         s0, s_lo, s_hi = ctx.state["slopes"]

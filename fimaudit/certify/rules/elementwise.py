@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from fimaudit.certify.intervals import Box, Cotangent, gamma, outward
-from fimaudit.certify.registry import NodeContext, certify_rule
+from fimaudit.certify.registry import CertifyRule, NodeContext, certify_rule
 from fimaudit.certify.rules.linear import LinearRule, unbroadcast
 
 _U = gamma(2)
@@ -104,6 +104,15 @@ class SumRule(ScaleShift):
         radius = (lift(first.radius, rank) + lift(second.radius, rank)) * (1 + _U)
         return Cotangent(centre, radius)
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """Affine with a constant; the sum (difference) of the two stacks."""
+        if len(ctx.varying()) == 1:
+            return super().linear(ctx, ins)
+        first, second = ins[0], ins[1]
+        assert first is not None and second is not None
+        rank = max(first.ndim, second.ndim) - 1
+        return lift(first, rank) + self.sign * lift(second, rank)
+
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Rows passed to both inputs (negated for Sub's second), summed over broadcast axes."""
         if len(ctx.varying()) == 1:
@@ -184,6 +193,12 @@ class MulRule(ScaleShift):
             total = part if total is None else total.add(part)
         assert total is not None
         return total
+
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """Affine, or the product rule at x (``tangent`` with zero radii)."""
+        if len(ctx.varying()) == 1:
+            return super().linear(ctx, ins)
+        return CertifyRule.linear(self, ctx, ins)
 
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Affine, or the product rule with the other factor's range."""

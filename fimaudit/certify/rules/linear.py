@@ -94,6 +94,12 @@ class LinearRule(CertifyRule):
         radius = self.apply(ctx, rows.radius, absolute=True) * (1.0 + g)
         return Cotangent(centre, radius)
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """A applied to the stack (no bias: directions, not values)."""
+        stack = ins[self.index(ctx)]
+        assert stack is not None
+        return self.apply(ctx, stack, absolute=False)
+
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """(A^T c, |A|^T r (1 + gamma))."""
         g = gamma(self.fan_in(ctx) + 1)

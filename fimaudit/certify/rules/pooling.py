@@ -209,6 +209,30 @@ class MaxPoolRule(CertifyRule):
         out_shape = _out_shape(shape, geometry, centre.shape[1])
         return Cotangent(centre.reshape(n, *out_shape), radius.reshape(n, *out_shape))
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """The winner's directions at x."""
+        stack = ins[0]
+        assert stack is not None
+        geometry, shape = _pool_setup(ctx)
+        winner = ctx.state["max"][0]
+        n = stack.shape[0]
+        centre = (winner[None] * window_stack(_as_maps(stack, shape), geometry, 0.0)).sum(axis=2)
+        return centre.reshape(n, *_out_shape(shape, geometry, centre.shape[1]))
+
+    def changing_weights(self, ctx: NodeContext, bounds: np.ndarray) -> np.ndarray:
+        """Per output: 0, or 2 max of ``bounds`` over the window's candidates when its selection can change.
+
+        The selection's change at output o is e_new - e_old, both candidates of o's window, so its
+        product with any per-entry quantity bounded by ``bounds`` is at most twice their largest.
+        """
+        geometry, shape = _pool_setup(ctx)
+        ambiguous, constant = ctx.state["max"][1], ctx.state["constant"]
+        moving = ambiguous & ~constant
+        values = window_stack(_as_maps(bounds[None], shape), geometry, 0.0)[0]
+        largest = np.where(moving, values, 0.0).max(axis=1)
+        out_shape = _out_shape(shape, geometry, largest.shape[0])
+        return (2.0 * largest).reshape(out_shape)
+
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Rows to the arg-max at x; spread (|c| + r) to every candidate of an ambiguous window."""
         geometry, shape = _pool_setup(ctx)

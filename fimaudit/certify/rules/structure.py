@@ -36,6 +36,12 @@ class ShapeRule(CertifyRule):
         shape = self.out_shape(ctx, tuple(ctx.box(0).at.shape))
         return rows.map(lambda a: a.reshape((a.shape[0], *shape)))
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """The stack reshaped like the tensor."""
+        stack = ins[0]
+        assert stack is not None
+        return stack.reshape((stack.shape[0], *self.out_shape(ctx, tuple(ctx.box(0).at.shape))))
+
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Rows reshaped back to the input's shape."""
         shape = tuple(ctx.box(0).at.shape)
@@ -140,6 +146,12 @@ class TransposeRule(CertifyRule):
         perm = (0, *(p + 1 for p in self._perm(ctx)))
         return rows.map(lambda a: np.transpose(a, perm))
 
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """The stack permuted like the tensor."""
+        stack = ins[0]
+        assert stack is not None
+        return np.transpose(stack, (0, *(p + 1 for p in self._perm(ctx))))
+
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Rows permuted back (the row axis stays first)."""
         inverse = tuple(int(i) + 1 for i in np.argsort(self._perm(ctx)))
@@ -175,6 +187,14 @@ class ConcatRule(CertifyRule):
             centres.append(zero if rows is None else rows.centre)
             radii.append(zero if rows is None else rows.radius)
         return Cotangent(np.concatenate(centres, axis=axis), np.concatenate(radii, axis=axis))
+
+    def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
+        """The stacks concatenated (a constant input: zeros)."""
+        parts = self._parts(ctx)
+        n = next(stack.shape[0] for stack in ins if stack is not None)
+        axis = ctx.attr_int("axis", 0) % parts[0].at.ndim + 1
+        return np.concatenate([np.zeros((n, *part.at.shape)) if stack is None else stack
+                               for part, stack in zip(parts, ins, strict=True)], axis=axis)
 
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Each varying input gets its slice of the rows."""

@@ -1,0 +1,326 @@
+"""Forward mode at x with one deviation symbol per moving slope: activation ranges that stay tight.
+
+Why: interval forward mode (every direction with a centre and a non-negative radius over the
+set) pushes each radius through |W|, so a handful of unstable ReLUs early in a deep network
+widens every later range by the product of |W| (measured on the ResNet sample model: the radius
+grew to 18x the centre within three layers, and the ranges of 126 of 512 ReLUs reached zero
+where the linearisation reached it for 6). Here everything is propagated with each local
+Jacobian *at x* (signed, so cancellations survive), and what changes over the set enters once,
+where it happens, as a *symbol*.
+
+For every input-dependent tensor T the pass keeps a stack S_T of rows:
+
+- the first d rows: dT/dx at x (the columns of the exact Jacobian, one per input coordinate);
+- one row per symbol: a slope that can move over the set (an unstable ReLU, a smooth activation,
+  a max-pool window whose arg-max can change) at an earlier node t, entry j: the column
+  dT/d(out_t)[j] at x, scaled by w_j = m_j G_u[j], with m_j the slope's largest move and G_u the
+  bound below for the node's input u (max pooling: w_o = 2 max of G_u over the window's
+  candidates, the change being one +1 and one -1 there).
+
+Then, with q the dual norm of the ball (2 for l2, 1 for l_inf),
+
+    G_T[i] = ||S_T[:d, i]||_q + sum_r |S_T[d + r, i]| + L_T[i]  >=  sup_{x' in set} ||grad T_i(x')||_q,
+
+by telescoping one row at a time (telescoping.py, ordering (1)): grad T_i(x') - grad T_i(x) =
+sum_t sum_j a_ij (s_j(x') - s_j(x)) grad u_j(x'), a_ij = dT_i/d(out_t)[j] at x, and by induction in
+topological order ||grad u_j(x')||_q <= G_u[j]. L_T carries the symbols beyond ``SYMBOL_LIMIT``
+as one non-negative vector through |local Jacobian at x| (each entry bounds the same sum). The
+set is convex, so by the mean value theorem T_i(x') lies in T_i(x) +- eps G_T[i].
+
+At the logits the symbol rows bound the Jacobian's own deviation, whatever the row weights w and
+the combination P: ||diag(w) P (J(x') - J(x))||_2 <= sum_r ||diag(w) P S[d + r]||_2 plus the
+Frobenius norm of diag(w) |P| L (``SymbolDeviation``). The stacks are float64 values at x,
+trusted like every centre to CENTRE_TRUST (composition.py); sums of them get a 1e-9 margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from fimaudit.certify.composition import spectral_norm_bound
+from fimaudit.certify.intervals import Box, Cotangent, outward
+from fimaudit.certify.registry import CertifyRule, NodeContext
+
+#: Symbols kept as rows; beyond this many, their weights join the loose vector L.
+SYMBOL_LIMIT = 2048
+#: Largest stack (rows x tensor entries) forward mode at x may hold for one tensor: 2 GiB of float64.
+STACK_LIMIT = 1 << 28
+#: Margin on sums of float64 values at x (norms, absolute sums).
+_SUM_MARGIN = 1.0 + 1e-9
+
+
+class Unsupported(Exception):
+    """A node whose change over the set has no symbol form, or a stack over ``STACK_LIMIT``."""
+
+
+@dataclass(frozen=True)
+class Block:
+    """One node's symbols: rows [start, stop) after the d input rows, scaled by the slope moves m_j.
+
+    ``bounds`` holds g_j (G of the moving input entry); ``range_beta`` and ``spectral_beta`` bound
+    the node's input rows on the moving entries taken together (``Linearised._groups``).
+    """
+
+    start: int
+    stop: int
+    bounds: np.ndarray
+    range_beta: float
+    spectral_beta: float
+
+
+@dataclass
+class Linearised:
+    """The pass of the module docstring, one node at a time (propagate.forward drives it)."""
+
+    eps: float
+    dual: float  # q
+    d: int
+    stacks: dict[str, np.ndarray]
+    readers: dict[str, int]
+    keep: str
+    loose: dict[str, np.ndarray] = field(default_factory=dict)
+    bounds: dict[str, np.ndarray] = field(default_factory=dict)  # G per live tensor
+    moved: dict[str, np.ndarray] = field(default_factory=dict)  # the symbols' part of G
+    symbols: int = 0
+    blocks: list[Block] = field(default_factory=list)
+    #: (node, input index) -> sqrt(sum of G^2 over the input's moving entries) >= ||B_t over the set||_2
+    betas: dict[tuple[str, int], float] = field(default_factory=dict)
+    #: node -> its inputs' d rows at x on their moving entries (telescoping.py's B_t(x))
+    at_x: dict[str, list[Cotangent | None]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, name: str, centre: np.ndarray, eps: float, norm: float, readers: dict[str, int],
+              keep: str) -> Linearised:
+        """The input itself: d unit directions, G = 1 (every coordinate's gradient is a unit vector)."""
+        size = centre.size
+        if size * size > STACK_LIMIT:
+            raise Unsupported(f"{size} input directions")
+        eye = np.eye(size).reshape((size, *centre.shape))
+        pass_ = cls(eps, 1.0 if math.isinf(norm) else 2.0, size, {name: eye}, dict(readers), keep)
+        pass_.bounds[name] = np.ones(centre.shape)
+        pass_.moved[name] = np.zeros(centre.shape)
+        return pass_
+
+    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box) -> Box:
+        """Propagate the node's first output; returns its box met with the mean-value range."""
+        node = ctx.node
+        ins = self._inputs(ctx)
+        out = rule.linear(ctx, ins)
+        loose = self._loose(rule, ctx)
+        out, loose = self._symbols(rule, ctx, out, loose)
+        if out.size > STACK_LIMIT:
+            raise Unsupported(f"{out.shape[0]} rows of {node.output[0]!r}")
+        own, moved = self._bound(out, loose)
+        bound = own + moved
+        self.release(node)
+        name = node.output[0]
+        self.stacks[name] = out
+        self.bounds[name] = bound
+        self.moved[name] = moved
+        if loose is not None:
+            self.loose[name] = loose
+        width = self.eps * bound
+        slack = 1e-12 * (np.abs(box.at) + width)  # the value at x is itself a float64 computation
+        return box.intersect(*outward(box.at - width, box.at + width, slack))
+
+    # -- the pieces of a step ------------------------------------------------------------------
+    def _inputs(self, ctx: NodeContext) -> list[np.ndarray | None]:
+        """The varying inputs' stacks, padded with zero rows to the same number of symbols."""
+        ins: list[np.ndarray | None] = []
+        for name, box in zip(ctx.node.input, ctx.boxes, strict=False):
+            if box is None or not name:
+                ins.append(None)
+                continue
+            if name not in self.stacks:
+                raise Unsupported(f"no directions for {name!r}")
+            ins.append(self.stacks[name])
+        rows = max(stack.shape[0] for stack in ins if stack is not None)
+        return [stack if stack is None or stack.shape[0] == rows else _pad(stack, rows) for stack in ins]
+
+    def _loose(self, rule: CertifyRule, ctx: NodeContext) -> np.ndarray | None:
+        """L through |local Jacobian at x| (the radius path of ``tangent`` with slopes at x)."""
+        names = [name if box is not None else "" for name, box in zip(ctx.node.input, ctx.boxes, strict=False)]
+        if not any(name in self.loose for name in names if name):
+            return None
+        rows: list[Cotangent | None] = []
+        for name, box in zip(names, ctx.boxes, strict=False):
+            if not name or box is None:
+                rows.append(None)
+                continue
+            radius = self.loose.get(name, np.zeros(box.at.shape))[None]
+            rows.append(Cotangent(np.zeros_like(radius), radius))
+        ctx.state["centre_only"] = True
+        try:
+            return rule.tangent(ctx, rows).radius[0]
+        finally:
+            ctx.state.pop("centre_only", None)
+
+    def _symbols(self, rule: CertifyRule, ctx: NodeContext, out: np.ndarray,
+                 loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+        """New symbols where the node's local Jacobian can move (one block of rows, or L past the limit)."""
+        spreads = rule.spreads(ctx)
+        if spreads == []:
+            return out, loose
+        for moves, bounds, range_beta, spectral_beta in self._groups(rule, ctx, spreads, out.shape[1:]):
+            weight = moves * bounds
+            entries = np.flatnonzero(weight.reshape(-1) > 0)
+            if entries.size == 0:
+                continue
+            if self.symbols + entries.size > SYMBOL_LIMIT:
+                loose = weight if loose is None else loose + weight
+                continue
+            out = _pad(out, self.d + self.symbols)
+            injected = np.zeros((entries.size, moves.size))
+            injected[np.arange(entries.size), entries] = moves.reshape(-1)[entries]
+            out = np.concatenate([out, injected.reshape((entries.size, *out.shape[1:]))])
+            stop = self.symbols + entries.size
+            self.blocks.append(Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta))
+            self.symbols = stop
+        return out, loose
+
+    def _groups(self, rule: CertifyRule, ctx: NodeContext, spreads: list[tuple[int, np.ndarray]] | None,
+                shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+        """(moves m, per-entry bounds g, range beta, spectral beta) for each way the node's Jacobian moves.
+
+        A diagonal change (an activation, one factor of a product): m = the slope's largest move,
+        g = G of the input entry, the betas bound the input's rows on the moving entries. Max
+        pooling: m = 1 on the outputs whose arg-max can change, g = twice the largest G among the
+        window's candidates, the betas sqrt(2 w) times the candidates' (||S(x') - S(x)||_2 <= sqrt(2 w)).
+        """
+        groups = []
+        if spreads is None:
+            changing = getattr(rule, "changing_weights", None)
+            if changing is None:
+                raise Unsupported(f"op {ctx.node.op_type} at {ctx.name!r} has no symbol form")
+            name = ctx.node.input[0]
+            outputs, candidates, overlap = rule.changing(ctx)  # type: ignore[attr-defined]
+            factor = math.sqrt(2.0 * overlap)
+            beta, rows = self._beta(name, candidates)
+            self.betas[(ctx.node.name, 0)] = beta
+            self.at_x[ctx.node.name] = [rows]
+            bounds = changing(ctx, self.bounds[name]) * _SUM_MARGIN
+            groups.append((outputs.astype(np.float64).reshape(shape), bounds.reshape(shape),
+                           factor * self._range_beta(name, candidates, beta), factor * beta))
+            return groups
+        kept: list[Cotangent | None] = [None] * len(ctx.node.input)
+        for index, spread in spreads:
+            name = ctx.node.input[index]
+            if tuple(spread.shape) != tuple(shape) or name not in self.bounds:
+                raise Unsupported(f"op {ctx.node.op_type} at {ctx.name!r}: slopes of another shape")
+            moving = spread > 0
+            beta, kept[index] = self._beta(name, moving)
+            self.betas[(ctx.node.name, index)] = beta
+            groups.append((spread, self.bounds[name], self._range_beta(name, moving, beta), beta))
+        self.at_x[ctx.node.name] = kept
+        return groups
+
+    def _range_beta(self, name: str, mask: np.ndarray, spectral: float) -> float:
+        """A bound on ||B(x') delta||_2 / eps: ||B||_2 (l2); sqrt(sum G_j^2) (l_inf: |b_j.delta| <= eps ||b_j||_1)."""
+        if self.dual == 2.0:
+            return spectral
+        return _frobenius(self.bounds[name].reshape(-1)[mask.reshape(-1)])
+
+    def _bound(self, out: np.ndarray, loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """G_T of the module docstring in its two parts: ||grad T_i(x)||_q and the bound on its move.
+
+        Each block (one node's symbols) adds the smaller of sum_j |a_ij m_j| g_j and
+        ||(a_ij m_j)_j||_2 beta: the same sum bounded by Cauchy-Schwarz, with the node's input rows
+        taken together (||B_U(x') delta||_2 <= eps beta), which pays when a block has many symbols.
+        """
+        flat = out.reshape(out.shape[0], -1)
+        own = np.linalg.norm(flat[: self.d], ord=self.dual, axis=0) * _SUM_MARGIN
+        moved = np.zeros(flat.shape[1])
+        for block in self.blocks:
+            if self.d + block.start >= flat.shape[0]:
+                break
+            rows = flat[self.d + block.start : self.d + block.stop]
+            each = np.abs(rows).T @ block.bounds[: rows.shape[0]]
+            together = np.linalg.norm(rows, axis=0) * block.range_beta
+            moved += np.minimum(each, together)
+        moved *= _SUM_MARGIN
+        if loose is not None:
+            moved = moved + loose.reshape(-1)
+        return own.reshape(out.shape[1:]), moved.reshape(out.shape[1:])
+
+    def _beta(self, name: str, mask: np.ndarray) -> tuple[float, Cotangent]:
+        """beta_t >= ||B_t(x') on the masked entries||_2 over the set, and those rows at x.
+
+        The smaller of the Frobenius norm of G (each row's own bound) and ||B_t(x)||_2 plus the
+        Frobenius norm of the rows' moves (||B(x') - B(x)||_2 <= its Frobenius norm).
+        """
+        rows = _moving(self.stacks[name], self.d, mask)
+        flat = mask.reshape(-1)
+        whole = _frobenius(self.bounds[name].reshape(-1)[flat])
+        split = (spectral_norm_bound(rows.centre) * _SUM_MARGIN
+                 + _frobenius(self.moved[name].reshape(-1)[flat]))
+        return min(whole, split), rows
+
+    def release(self, node: onnx.NodeProto) -> None:
+        """Drop what no later node reads (memory: a stack is (d + symbols) x size)."""
+        for name in node.input:
+            if name and name in self.readers:
+                self.readers[name] -= 1
+                if self.readers[name] == 0 and name != self.keep:
+                    self.stacks.pop(name, None)
+                    self.bounds.pop(name, None)
+                    self.moved.pop(name, None)
+                    self.loose.pop(name, None)
+
+    def deviation(self, name: str, combination: np.ndarray) -> SymbolDeviation:
+        """The logits' symbol rows, as a bound on ||diag(w) P (J(x') - J(x))||_2."""
+        stack = self.stacks[name]
+        rows = stack.reshape(stack.shape[0], -1)[self.d :]
+        loose = self.loose.get(name)
+        return SymbolDeviation(combination, rows, tuple(self.blocks), None if loose is None else loose.reshape(-1))
+
+
+def _pad(stack: np.ndarray, rows: int) -> np.ndarray:
+    """The stack with zero rows appended up to ``rows`` (symbols created after it was computed)."""
+    if stack.shape[0] >= rows:
+        return stack
+    return np.concatenate([stack, np.zeros((rows - stack.shape[0], *stack.shape[1:]))])
+
+
+def _moving(stack: np.ndarray, d: int, mask: np.ndarray) -> Cotangent:
+    """The d rows at x on the masked entries (radius 0: these are values at x)."""
+    centre = stack[:d].reshape(d, -1)[:, mask.reshape(-1)]
+    return Cotangent(centre, np.zeros_like(centre))
+
+
+def _frobenius(values: np.ndarray) -> float:
+    return float(np.sqrt(np.sum(np.square(values)))) * _SUM_MARGIN
+
+
+@dataclass(frozen=True)
+class SymbolDeviation:
+    """A bound on ||diag(w) P (J(x') - J(x))||_2 from the logits' symbol rows (module docstring).
+
+    Per block, the smaller of sum_j ||diag(w) P s_j||_2 g_j (one rank-one term per symbol) and
+    || |diag(w) P S_block| ||_2 times the block's spectral beta (telescoping.py's term for that
+    node); plus the Frobenius norm of diag(w) |P| L for the symbols carried loose.
+    """
+
+    combination: np.ndarray  # P [K', K]
+    rows: np.ndarray  # [symbols, K], scaled by the slope moves
+    blocks: tuple[Block, ...]
+    loose: np.ndarray | None  # [K]
+
+    def bound(self, weights: np.ndarray | None = None) -> float:
+        """The bound for row weights ``weights`` (None: all ones)."""
+        scale = np.ones(self.combination.shape[0]) if weights is None else np.asarray(weights).reshape(-1)
+        mapped = (self.rows @ self.combination.T) * scale[None, :]  # [symbols, K']
+        total = 0.0
+        for block in self.blocks:
+            part = mapped[block.start : block.stop]
+            if part.size == 0:
+                continue
+            each = float(np.linalg.norm(part, axis=1) @ block.bounds[: part.shape[0]])
+            together = spectral_norm_bound(np.abs(part)) * block.spectral_beta
+            total += min(each, together)
+        if self.loose is not None:
+            total += float(np.linalg.norm(scale * (np.abs(self.combination) @ self.loose)))
+        return total * _SUM_MARGIN
