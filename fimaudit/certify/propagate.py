@@ -8,6 +8,13 @@ logits as the rows of ``combination`` (exact: radius 0) and walk the same nodes 
 tensor read by several nodes sums their contributions (its producer comes after all its readers
 in the reverse order, so its rows are complete when they are used).
 
+Forward mode tightens every box by the mean value theorem, in two ways whose ranges are met: at x
+with deviation symbols (symbols.py: d + symbols signed rows per tensor, the only one that fits a
+3x32x32 network), and, while d x tensor size stays under ``TANGENT_LIMIT``, the interval Jacobian
+over the set (centre and radius per direction; on small models it sometimes wins, e.g. where a
+handful of unstable max-pool windows sit near the logits). Each also yields deviation bounds on
+the logits' Jacobian; the composition takes the smallest.
+
 Rounding: ranges over the set are rounded outward (intervals.py), but the value at x itself is
 computed once in float64 and trusted to 1e-12 relative (``_tighten``, ``_point``): bounding its
 rounding by interval arithmetic would amplify 1e-16 by |W| at every layer. This is the one
