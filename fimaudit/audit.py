@@ -391,7 +391,8 @@ def _certificates(
     if config.wrt != "input" or config.space != "model":
         raise InputError("--certify certifies the model's own float input: use it without --wrt embeddings and "
                          "--space pixel")
-    certify = dataclasses.replace(config.certify, threshold=config.threshold)
+    certify = dataclasses.replace(config.certify, threshold=config.threshold,
+                                  memory=MemoryBudget.from_option(config.max_memory).limit)
     return certify_samples(certify, prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs,
                            list(audits))
 

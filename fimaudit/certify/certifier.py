@@ -19,6 +19,7 @@ import onnx
 
 from fimaudit.certify.composition import Composition, compose
 from fimaudit.certify.propagate import InputSet, propagate
+from fimaudit.certify.symbols import STACK_LIMIT
 from fimaudit.graph.view import GraphView
 
 NORMS = {"2": 2.0, "inf": float("inf")}
@@ -44,10 +45,12 @@ class Certifier:
     """Local Fisher certificates for one logits model (input ``input_name``, output ``logits``)."""
 
     def __init__(self, model: onnx.ModelProto, input_name: str, logits: str,
-                 sample_shape: tuple[int, ...], input_range: tuple[float, float] | None = None) -> None:
+                 sample_shape: tuple[int, ...], input_range: tuple[float, float] | None = None,
+                 memory: int | None = None) -> None:
         self.view = GraphView.from_model(model, input_name, outputs=[logits], sample_shape=sample_shape)
         self.logits = logits
         self.input_range = input_range or (-np.inf, np.inf)
+        self.stack_limit = stack_limit(memory)
 
     def bound(self, sample: np.ndarray, epsilon: float, norm: str = "2") -> LocalBound:
         """B(x, eps) >= lambda_max(F(x')) for every x' with ||x' - x||_norm <= eps (and in the input range)."""
@@ -55,11 +58,22 @@ class Certifier:
         x = np.asarray(sample, dtype=np.float64)[None]
         low, high = self.input_range
         inputs = InputSet(x, float(epsilon), NORMS[norm], low, high)
-        first = propagate(self.view, self.logits, inputs, reference_differences)
+        first = propagate(self.view, self.logits, inputs, reference_differences, self.stack_limit)
         reference = int(np.argmax(first.logits.at))
         composition = compose(first.rows.centre, first.rows.radius, first.logits.at, first.logits.lo, first.logits.hi,
                               first.telescoped, (reference, float(epsilon), NORMS[norm]), first.deviation)
         return LocalBound(float(epsilon), norm, composition, first.unstable, time.perf_counter() - started)
+
+
+def stack_limit(memory: int | None) -> int:
+    """Entries one forward-mode stack may hold within ``memory`` bytes (symbols.py's limit without one).
+
+    A step holds its inputs' stacks, its output's and a bounded im2col chunk: a quarter of the
+    budget per stack, in float64, keeps them all within it.
+    """
+    if memory is None:
+        return STACK_LIMIT
+    return max(0, min(STACK_LIMIT, int(memory) // (4 * 8)))
 
 
 def reference_differences(logits: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import numpy as np
 
 from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
 from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, supported_ops
-from fimaudit.certify.symbols import Linearised, SymbolDeviation, Unsupported
+from fimaudit.certify.symbols import STACK_LIMIT, Linearised, SymbolDeviation, Unsupported
 
 if TYPE_CHECKING:  # telescoping.py imports backward_from from here
     from fimaudit.certify.telescoping import Telescope
@@ -164,7 +164,8 @@ class Forward:
     linearised: Linearised | None = None
 
 
-def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = True) -> Forward:
+def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = True,
+            stack_limit: int = STACK_LIMIT) -> Forward:
     """Boxes of every input-dependent tensor, and each node's context (kept for the backward pass).
 
     With ``tangents`` (and while they fit ``TANGENT_LIMIT``), every tensor also carries its
@@ -180,12 +181,15 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
     upstream: dict[str, list[Cotangent | None]] | None = {}
     readers = _readers(view.nodes)
     linearised: Linearised | None = None
+    tangent_limit = 0
     if tangents and inputs.eps > 0:
         try:
-            linearised = Linearised.start(view.input_name, first.at, inputs.eps, inputs.norm, readers, logits)
+            linearised = Linearised.start(view.input_name, first.at, inputs.eps, inputs.norm, readers, logits,
+                                          stack_limit)
         except Unsupported:
             linearised = None
-        if size * size <= TANGENT_LIMIT:
+        tangent_limit = min(TANGENT_LIMIT, stack_limit // 2)  # centre and radius: two arrays per tensor
+        if size * size <= tangent_limit:
             eye = np.eye(size).reshape((size, *first.at.shape))
             directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
     for node in view.nodes:
@@ -209,7 +213,7 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
             results = [_point(box) for box in results]
         else:
             box = results[0]
-            if directions is not None and size * box.at.size > TANGENT_LIMIT:
+            if directions is not None and size * box.at.size > tangent_limit:
                 directions = upstream = None
             if directions is not None:  # interval forward mode over the set, while it fits
                 ins = [directions.get(name) if name else None for name in node.input]
@@ -299,7 +303,7 @@ def unstable_count(contexts: list[NodeContext]) -> int:
 
 
 def propagate(view: GraphView, logits: str, inputs: InputSet,
-              combination: Callable[[np.ndarray], np.ndarray]) -> Propagation:
+              combination: Callable[[np.ndarray], np.ndarray], stack_limit: int = STACK_LIMIT) -> Propagation:
     """Forward and backward over ``inputs``; ``combination(logits at x)`` gives the rows to propagate.
 
     Two backward passes: over the set (the interval Jacobian) and at x alone (slopes fixed at
@@ -307,7 +311,7 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
     """
     from fimaudit.certify.telescoping import telescoped_radius
 
-    ahead = forward(view, logits, inputs)
+    ahead = forward(view, logits, inputs, stack_limit=stack_limit)
     boxes, contexts = ahead.boxes, ahead.contexts
     matrix = combination(boxes[logits].at.reshape(-1))
     over_set: dict[str, Cotangent] = {}

@@ -42,6 +42,8 @@ class CertifyConfig:
     input_range: tuple[float, float] | None = None
     threshold: float | None = None
     tolerance: float = DEFAULT_TOLERANCE
+    #: bytes forward mode may hold (the audit's memory budget); None: symbols.py's own limit
+    memory: int | None = None
 
     def __post_init__(self) -> None:
         if self.norm not in NORMS:
@@ -64,7 +66,7 @@ def certify_samples(config: CertifyConfig, logits_model, input_name: str, logits
                     audits: list[SampleResult]) -> tuple[list[SampleResult], Certification]:
     """Every sample's certificates (and radius with a threshold), and the certification statement."""
     certifier = Certifier(logits_model, input_name, logits, tuple(int(d) for d in inputs.shape[1:]),
-                          config.input_range)
+                          config.input_range, config.memory)
     certified = []
     for audit in audits:
         sample = np.asarray(inputs[audit.index], dtype=np.float64)

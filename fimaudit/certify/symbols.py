@@ -82,25 +82,29 @@ class Linearised:
     stacks: dict[str, np.ndarray]
     readers: dict[str, int]
     keep: str
+    limit: int = STACK_LIMIT
     loose: dict[str, np.ndarray] = field(default_factory=dict)
     bounds: dict[str, np.ndarray] = field(default_factory=dict)  # G per live tensor
     moved: dict[str, np.ndarray] = field(default_factory=dict)  # the symbols' part of G
     symbols: int = 0
     blocks: list[Block] = field(default_factory=list)
-    #: (node, input index) -> sqrt(sum of G^2 over the input's moving entries) >= ||B_t over the set||_2
+    #: (node, input index) -> a bound on ||B_t over the set||_2 on the input's moving entries (``_beta``)
     betas: dict[tuple[str, int], float] = field(default_factory=dict)
     #: node -> its inputs' d rows at x on their moving entries (telescoping.py's B_t(x))
     at_x: dict[str, list[Cotangent | None]] = field(default_factory=dict)
 
     @classmethod
     def start(cls, name: str, centre: np.ndarray, eps: float, norm: float, readers: dict[str, int],
-              keep: str) -> Linearised:
-        """The input itself: d unit directions, G = 1 (every coordinate's gradient is a unit vector)."""
+              keep: str, limit: int = STACK_LIMIT) -> Linearised:
+        """The input itself: d unit directions, G = 1 (every coordinate's gradient is a unit vector).
+
+        ``limit``: the most entries one stack may hold (the memory budget's share).
+        """
         size = centre.size
-        if size * size > STACK_LIMIT:
+        if size * size > limit:
             raise Unsupported(f"{size} input directions")
         eye = np.eye(size).reshape((size, *centre.shape))
-        pass_ = cls(eps, 1.0 if math.isinf(norm) else 2.0, size, {name: eye}, dict(readers), keep)
+        pass_ = cls(eps, 1.0 if math.isinf(norm) else 2.0, size, {name: eye}, dict(readers), keep, limit)
         pass_.bounds[name] = np.ones(centre.shape)
         pass_.moved[name] = np.zeros(centre.shape)
         return pass_
@@ -112,7 +116,7 @@ class Linearised:
         out = rule.linear(ctx, ins)
         loose = self._loose(rule, ctx)
         out, loose = self._symbols(rule, ctx, out, loose)
-        if out.size > STACK_LIMIT:
+        if out.size > self.limit:
             raise Unsupported(f"{out.shape[0]} rows of {node.output[0]!r}")
         own, moved = self._bound(out, loose)
         bound = own + moved

@@ -123,3 +123,17 @@ def test_symbols_narrow_the_ranges_interval_forward_mode_leaves() -> None:
                    for ctx in ahead.contexts if ctx.node.op_type == "Relu")
 
     assert unstable(True) < unstable(False)
+
+
+def test_a_memory_budget_below_one_stack_falls_back_to_interval_ranges() -> None:
+    """Over the budget both forward modes stop (never allocate past it): wider ranges, still certified."""
+    from fimaudit.certify.certifier import stack_limit
+
+    layers = _weights(5)
+    x = np.random.default_rng(6).standard_normal(SIZES[0])
+    view = GraphView.from_model(_model(layers), "x", outputs=["y"], sample_shape=(SIZES[0],))
+    assert stack_limit(1 << 20) == (1 << 20) // 32
+    tight = forward(view, "y", InputSet(x[None], 0.1, 2.0))
+    capped = forward(view, "y", InputSet(x[None], 0.1, 2.0), stack_limit=SIZES[0] * SIZES[0] * 2)
+    assert tight.linearised is not None and capped.linearised is None and capped.upstream is None
+    assert np.all(capped.boxes["y"].hi - capped.boxes["y"].lo >= tight.boxes["y"].hi - tight.boxes["y"].lo)
