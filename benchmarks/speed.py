@@ -44,6 +44,7 @@ command end to end.
         [--threads 2] [--levers] [--no-audit]
     PYTHONPATH=/work/main /work/venvs/torch/bin/python benchmarks/speed.py --size 224
         [--archs resnet18 ...] [--exporters ...] [--samples 2] [--repeats 2] [--threads 2]
+        [--torch-jvp forward double-backward]
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ def large_table(args: argparse.Namespace, peak: float) -> None:
     all_inputs = np.load(corpus / f"inputs_3x{side}x{side}.npy")
     inputs = all_inputs[: args.samples]
     by_name = {arch.name: arch for arch in ARCHITECTURES}
-    torch_labels = [f"torch {mode}" for mode in JVP_MODES]
+    torch_labels = [f"torch {mode}" for mode in args.torch_jvp]
     short = {"torch forward": "fwd-mode", "torch double-backward": "dbl-bwd"}
     header = (f"{'model':20s} {'exporter':11s} {'method':8s} {'fim ms':>9s} " + " ".join(
         f"{short[label] + ' ms':>13s}" for label in torch_labels)
@@ -248,7 +249,7 @@ def large_table(args: argparse.Namespace, peak: float) -> None:
             prime(fimaudit, elsewhere)
             jobs = {"fimaudit": auto_job(fimaudit, inputs, records["fimaudit"])}
             refused = []
-            for mode, label in zip(JVP_MODES, torch_labels, strict=True):
+            for mode, label in zip(args.torch_jvp, torch_labels, strict=True):
                 source = TorchJacobian(model, inputs.shape[1:], LARGE_CLASSES, mode)
                 try:
                     prime(source, elsewhere)
@@ -331,6 +332,8 @@ def main() -> None:
                         help="32: the exact K = 10 table and the audits; 224: the K = 1000 --method auto table")
     parser.add_argument("--archs", nargs="*", default=[a.name for a in ARCHITECTURES])
     parser.add_argument("--exporters", nargs="*", default=["torchscript", "dynamo"])
+    parser.add_argument("--torch-jvp", nargs="+", choices=JVP_MODES, default=list(JVP_MODES),
+                        help="--size 224: PyTorch's J v modes timed (default both; the faster counts)")
     parser.add_argument("--samples", type=int, default=None, help="default 4 (2 with --size 224)")
     parser.add_argument("--repeats", type=int, default=None, help="default 3 (2 with --size 224)")
     parser.add_argument("--threads", type=int, default=2)
