@@ -186,6 +186,19 @@ class Checkpoint:
             _write_atomic(manifest, json.dumps(wanted, indent=1, sort_keys=True).encode())
         return checkpoint
 
+    @staticmethod
+    def recorded(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """The identity a checkpoint in ``folder`` was made with; None when there is none (or unreadable).
+
+        Read before the identity of a restart is settled: a setting the restart may choose
+        either way (the sample groups' width) is then taken as it was. ``open`` still checks all.
+        """
+        try:
+            stored = json.loads((Path(folder) / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        return stored if isinstance(stored, dict) else None
+
     def _json_path(self, index: int) -> Path:
         return self.samples / f"{index:08d}.json"
 

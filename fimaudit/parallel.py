@@ -6,6 +6,8 @@ results gathered back in index order. A worker rebuilds the gradient source once
 :class:`WorkerSpec`, which carries the prepared logits model itself (its bytes: a Dask worker on
 another machine needs no copy of the model file or the data), the resolved gradient source and
 the settings; each worker process loads the model once and keeps it for every chunk it runs.
+A chunk holds whole sample groups (sample_groups.py): a worker computes a group's Jacobians in
+the one run every other path makes for that group.
 
 Local workers are ``spawn``-ed processes (never forked: ONNX Runtime's threads do not survive a
 fork) running one ONNX Runtime thread each, so N workers use N cores. Dask is imported only when
@@ -31,6 +33,7 @@ import onnx
 from fimaudit.errors import InputError
 from fimaudit.results import SampleResult
 from fimaudit.sample_audit import SampleAuditor, SampleSettings
+from fimaudit.sample_groups import SampleGroups
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ class WorkerSpec:
                 self.settings.budget,
                 self.settings.seed,
                 self.settings.space,
+                self.settings.group,
             )
         )
         digest = hashlib.sha256(self.model + text.encode()).hexdigest()
@@ -103,19 +107,22 @@ class WorkerSpec:
 
 @dataclass(frozen=True)
 class Chunk:
-    """Samples shipped together: their indices, values, logits and true classes."""
+    """Samples shipped together: their indices, values, logits and true classes, and which to audit.
+
+    ``indices`` are whole sample groups (sample_groups.py); ``wanted`` the ones to audit among
+    them (all but those a resumed audit has already finished).
+    """
 
     indices: tuple[int, ...]
     rows: np.ndarray
     logits: np.ndarray
     labels: tuple[int | None, ...]
+    wanted: frozenset[int]
 
 
 def run_chunk(auditor: SampleAuditor, chunk: Chunk) -> list[SampleResult]:
-    """Audit the samples of ``chunk`` (the same call in every executor)."""
-    return [
-        auditor.audit(index, chunk.rows[i], chunk.logits[i], chunk.labels[i]) for i, index in enumerate(chunk.indices)
-    ]
+    """Audit the wanted samples of ``chunk`` (the same call in every executor)."""
+    return auditor.audit_rows(chunk.indices, chunk.rows, chunk.logits, chunk.labels, chunk.wanted)
 
 
 # ---- worker-side state: one auditor per process (and per spec on long-lived Dask workers) ------
@@ -151,6 +158,7 @@ def _dask_chunk(spec: WorkerSpec, chunk: Chunk) -> list[SampleResult]:
 # ---- the main side -----------------------------------------------------------------------------
 
 
+#: Builds the chunk that audits the given samples (with the rest of their groups).
 ChunkMaker = Callable[[Sequence[int]], Chunk]
 
 
@@ -165,21 +173,21 @@ def _in_order(
     todo: Sequence[int],
     workers: int,
     cancel: Callable[[], None],
+    groups: SampleGroups,
 ) -> Iterator[SampleResult]:
-    """Submit chunks with a bounded number in flight; yield results in ``todo`` order."""
-    size = chunk_size(len(todo), workers)
+    """Submit chunks of whole groups with a bounded number in flight; yield results in ``todo`` order."""
+    parts = iter(groups.chunks(todo, chunk_size(len(todo), workers)))
     pending: deque[Future[Any]] = deque()
-    starts = iter(range(0, len(todo), size))
     try:
-        for start in starts:
-            pending.append(submit(make(todo[start : start + size])))
+        for part in parts:
+            pending.append(submit(make(part)))
             if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
                 break
         while pending:
             results = pending.popleft().result()
-            following = next(starts, None)
+            following = next(parts, None)
             if following is not None:
-                pending.append(submit(make(todo[following : following + size])))
+                pending.append(submit(make(following)))
             yield from results
     finally:
         if pending:
@@ -187,7 +195,7 @@ def _in_order(
 
 
 def local_results(
-    spec: WorkerSpec, workers: int, make: ChunkMaker, todo: Sequence[int]
+    spec: WorkerSpec, workers: int, make: ChunkMaker, todo: Sequence[int], groups: SampleGroups
 ) -> Generator[SampleResult, None, None]:
     """Results of ``todo`` from ``workers`` spawned local processes, in order."""
     spec = spec.with_digest()
@@ -208,11 +216,11 @@ def local_results(
             for process in processes:
                 process.terminate()
 
-        yield from _in_order(lambda chunk: pool.submit(_local_chunk, chunk), make, todo, workers, cancel)
+        yield from _in_order(lambda chunk: pool.submit(_local_chunk, chunk), make, todo, workers, cancel, groups)
 
 
 def dask_results(
-    spec: WorkerSpec, address: str, make: ChunkMaker, todo: Sequence[int]
+    spec: WorkerSpec, address: str, make: ChunkMaker, todo: Sequence[int], groups: SampleGroups
 ) -> Generator[SampleResult, None, None]:
     """Results of ``todo`` from the Dask cluster whose scheduler is at ``address``, in order."""
     try:
@@ -239,4 +247,4 @@ def dask_results(
         def cancel() -> None:
             client.cancel(submitted)
 
-        yield from _in_order(submit, make, todo, workers, cancel)
+        yield from _in_order(submit, make, todo, workers, cancel, groups)

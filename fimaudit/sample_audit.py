@@ -8,6 +8,9 @@ re-created for each space): not on which process runs it, in what order, or afte
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +22,7 @@ from fimaudit.fisher.registry import Estimator, get_estimator
 from fimaudit.fisher.result import SpectralResult
 from fimaudit.gradients import FiniteDerivatives
 from fimaudit.gradients.base import InputJacobian
+from fimaudit.gradients.graph import GraphJacobian
 from fimaudit.pixel_space import DenseMemo, PixelMap, PixelSpaceJacobian, rescaled
 from fimaudit.randomness import RandomStreams
 from fimaudit.results import SampleResult
@@ -35,6 +39,9 @@ class SampleSettings:
     space: str = "model"
     #: x = a p + b of the preprocessing (None: no pixel space, e.g. array data).
     pixel_map: PixelMap | None = None
+    #: Samples whose Jacobians are computed in one gradient run: fixed groups of consecutive
+    #: indices (sample_groups.py); 1: one sample at a time.
+    group: int = 1
 
 
 class SampleAuditor:
@@ -65,6 +72,46 @@ class SampleAuditor:
                 "or are undefined there"
             )
         return result
+
+    def audit_rows(
+        self,
+        indices: Sequence[int],
+        rows: np.ndarray,
+        logits: np.ndarray,
+        labels: Sequence[int | None],
+        wanted: Collection[int],
+    ) -> list[SampleResult]:
+        """The results of the samples ``wanted`` among ``indices`` (ascending; their values ``rows``).
+
+        With ``settings.group`` > 1, ``indices`` must hold whole groups (sample_groups.py): each
+        group's Jacobians are computed in one run first, all its members', wanted or not (a
+        resumed audit recomputes a finished member's Jacobian so that the run is the one every
+        other path makes), and let go after the group. A result's ``seconds`` include its share
+        of that run.
+        """
+        width = max(1, self.settings.group)
+        prefetching = self.source if width > 1 and isinstance(self.source, GraphJacobian) else None
+        results: list[SampleResult] = []
+        positions = list(enumerate(indices))
+        for _, members in itertools.groupby(positions, key=lambda item: item[1] // width):
+            group = list(members)
+            audited = [(i, index) for i, index in group if index in wanted]
+            if not audited:
+                continue
+            share = 0.0
+            if prefetching is not None:
+                start = time.perf_counter()
+                prefetching.prefetch(rows[[i for i, _ in group]])
+                share = (time.perf_counter() - start) / len(group)
+            try:
+                for i, index in audited:
+                    sample = self.audit(index, rows[i], logits[i], labels[i])
+                    sample.result.seconds += share
+                    results.append(sample)
+            finally:
+                if prefetching is not None:
+                    prefetching.prefetch(rows[:0])
+        return results
 
     def audit(self, index: int, sample: np.ndarray, logits: np.ndarray, true_class: int | None) -> SampleResult:
         """Sample ``index``: lambda_max in the model's space and, with a preprocessing map, in pixels."""

@@ -35,6 +35,7 @@ from fimaudit.parallel import Chunk, WorkerSpec, dask_results, local_results
 from fimaudit.pixel_space import SPACES, PixelMap
 from fimaudit.results import SampleResult
 from fimaudit.sample_audit import SampleAuditor, SampleSettings
+from fimaudit.sample_groups import SampleGroups, group_width
 
 if TYPE_CHECKING:  # audit.py imports this module: its types only for the checker
     from fimaudit.audit import AuditConfig, PreparedModel
@@ -124,7 +125,9 @@ def checkpoint_identity(context: LoopContext, settings: SampleSettings) -> dict[
 
     The memory plan's batch size is not part of it: it follows the memory free at the moment
     (a restart on a busier machine would otherwise be refused), and it only groups rows into
-    ONNX Runtime runs; each sample's estimator, stream and products are the same.
+    ONNX Runtime runs; each sample's estimator, stream and products are the same. The sample
+    groups' width is (float32 rounding may depend on which samples share a run), but a restart
+    takes the checkpoint's width when memory allows it (:func:`_group_width`).
     """
     config, data = context.config, context.data
     return {
@@ -143,6 +146,7 @@ def checkpoint_identity(context: LoopContext, settings: SampleSettings) -> dict[
         "seed": settings.seed,
         "space": settings.space,
         "flush_subnormals": config.flush_subnormals,
+        "sample_group": settings.group,
     }
 
 
@@ -178,37 +182,61 @@ def _nothing() -> Generator[SampleResult, None, None]:
 def _computed(
     context: LoopContext, settings: SampleSettings, todo: Sequence[int]
 ) -> Generator[SampleResult, None, None]:
-    """Results of the samples ``todo`` (in order) from the chosen executor."""
+    """Results of the samples ``todo`` (in order) from the chosen executor, a whole group at a time."""
     config, data = context.config, context.data
     workers, scheduler = config.workers, config.scheduler
+    groups = SampleGroups(settings.group, int(data.inputs.shape[0]))
 
-    def make(indices: Sequence[int]) -> Chunk:
-        rows = np.ascontiguousarray(data.inputs[list(indices)])
+    def make(wanted: Sequence[int]) -> Chunk:
+        indices = [index for members, _ in groups.split(wanted) for index in members]
+        rows = np.ascontiguousarray(data.inputs[indices])
         streaming.release(data.inputs)
-        return Chunk(tuple(indices), rows, context.logits[list(indices)], tuple(_label(data, i) for i in indices))
+        labels = tuple(_label(data, i) for i in indices)
+        return Chunk(tuple(indices), rows, context.logits[indices], labels, frozenset(wanted))
 
     if not todo:
         return _nothing()
     if scheduler:
-        return dask_results(_worker_spec(context, settings), scheduler, make, todo)
+        return dask_results(_worker_spec(context, settings), scheduler, make, todo, groups)
     if workers > 1:
-        return local_results(_worker_spec(context, settings), workers, make, todo)
+        return local_results(_worker_spec(context, settings), workers, make, todo, groups)
     auditor = SampleAuditor(context.source, settings, context.masked, context.estimate)
 
     def serial() -> Generator[SampleResult, None, None]:
-        for count, index in enumerate(todo, start=1):
-            yield auditor.audit(index, data.inputs[index], context.logits[index], _label(data, index))
-            if count % RELEASE_EVERY == 0:
+        count = 0
+        for members, wanted in groups.split(todo):
+            indices = list(members)
+            rows = data.inputs[members.start : members.stop]
+            labels = [_label(data, i) for i in indices]
+            yield from auditor.audit_rows(indices, rows, context.logits[indices], labels, set(wanted))
+            count += len(wanted)
+            if count >= RELEASE_EVERY:
                 streaming.release(data.inputs)
+                count = 0
 
     return serial()
+
+
+def _group_width(context: LoopContext, planned: int) -> int:
+    """The sample groups' width: ``planned`` (sample_groups.group_width), or a checkpoint's if narrower.
+
+    A restart whose memory plan allows no more than before keeps the checkpoint's groups (and
+    its numbers); one that allows less is refused by the identity check, naming sample_group.
+    """
+    folder = context.config.checkpoint_dir
+    recorded = Checkpoint.recorded(folder) if folder else None
+    stored = recorded.get("sample_group") if recorded else None
+    return min(planned, stored) if isinstance(stored, int) and stored >= 1 else planned
 
 
 def audit_samples(context: LoopContext) -> list[SampleResult]:
     """Every sample's result in index order (see the module doc)."""
     config, data = context.config, context.data
     space = config.space
-    settings = SampleSettings(config.method, config.budget, config.seed, space, pixel_map_for(data, space))
+    width = 1 if context.masked is not None else group_width(context.source, config.method, config.budget)
+    settings = SampleSettings(
+        config.method, config.budget, config.seed, space, pixel_map_for(data, space), _group_width(context, width)
+    )
     check_labels(data.labels, context.source.num_classes, data.source)
     total = int(data.inputs.shape[0])
     checkpoint, done = None, set()

@@ -116,7 +116,8 @@ class GraphJacobian:
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
-        self._prefetched: dict[bytes, np.ndarray] = {}
+        # Prefetched samples: their Jacobian and their share of the run's evaluations (``prefetch``).
+        self._prefetched: dict[bytes, tuple[np.ndarray, int]] = {}
 
     @property
     def accounting(self) -> RunAccounting:
@@ -162,20 +163,37 @@ class GraphJacobian:
         Why: the audit's estimators ask for one sample at a time, but a gradient run over
         B samples x K cotangents keeps the convolutions' matrix products B times wider; measured
         on ResNet-18 (3x32x32, K = 10, 2 threads, interleaved, best of 5): 201 ms a sample one
-        at a time, 135 ms four at a time, 116 ms eight at a time. Call it with
-        ``samples_per_run`` samples (the memory plan's rows), before their per-sample work;
-        it holds their K x d float64 Jacobians (samples_per_run x K x d x 8 bytes) until the
-        next call, and ``prefetch(inputs[:0])`` lets them go.
+        at a time, 135 ms four at a time, 116 ms eight at a time. The audit calls it with one
+        fixed group of samples at a time (fimaudit/sample_groups.py) before their per-sample
+        work; it holds their K x d float64 Jacobians (B x K x d x 8 bytes) until the next call,
+        and ``prefetch(inputs[:0])`` lets them go.
+
+        Cost accounting: the run's model evaluations are counted when a sample's Jacobian is
+        taken from the store (its share: the run's evaluations split evenly over the samples,
+        K + 1 each without padding, as a run of that sample alone), so an estimator that
+        measures its own evaluations sees the same count however its Jacobian was computed.
+        The runs themselves are counted when they happen.
         """
-        jacobians = self._compute_dense(inputs) if inputs.shape[0] else np.zeros((0, self.num_classes, 0))
-        self._prefetched = {_row_key(row): jacobian for row, jacobian in zip(inputs, jacobians, strict=True)}
+        self._prefetched = {}
+        if not inputs.shape[0]:
+            return
+        accounting = self.runner.accounting
+        before = accounting.evaluations
+        jacobians = self._compute_dense(inputs)
+        spent, accounting.evaluations = accounting.evaluations - before, before
+        count = inputs.shape[0]
+        shares = [spent // count + (1 if i < spent % count else 0) for i in range(count)]
+        self._prefetched = {
+            _row_key(row): (jacobian, share) for row, jacobian, share in zip(inputs, jacobians, shares, strict=True)
+        }
 
     def dense(self, inputs: np.ndarray) -> np.ndarray:
         """Jacobians [N, K, d] (float64): prefetched ones as they are, else computed (see ``_compute_dense``)."""
-        found = [self._prefetched.get(_row_key(row)) for row in inputs]
-        if inputs.shape[0] and all(jacobian is not None for jacobian in found):
-            return np.stack(found)  # type: ignore[arg-type]
-        return self._compute_dense(inputs)
+        found = [entry for row in inputs if (entry := self._prefetched.get(_row_key(row))) is not None]
+        if not inputs.shape[0] or len(found) < inputs.shape[0]:
+            return self._compute_dense(inputs)
+        self.runner.accounting.evaluations += sum(share for _, share in found)
+        return np.stack([jacobian for jacobian, _ in found])
 
     def _compute_dense(self, inputs: np.ndarray) -> np.ndarray:
         """Jacobians [N, K, d] (float64): one-hot cotangents, M classes x B samples per run."""
