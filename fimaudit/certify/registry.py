@@ -128,6 +128,13 @@ class CertifyRule:
         """
         raise NotImplementedError
 
+    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
+        """Per output entry, a bound on |output(x') - output(x) - (its Jacobian at x)(inputs' moves)|.
+
+        None where the rule gives none (symbols.py then uses eps times its gradient bound).
+        """
+        return None
+
     def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
         """Forward mode at x alone: the local Jacobian at x applied to stacks of directions.
 

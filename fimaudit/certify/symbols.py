@@ -70,6 +70,8 @@ class Block:
     bounds: np.ndarray
     range_beta: float
     spectral_beta: float
+    #: rho_j / m_j: the node's remainder against its linearisation at x (None: eps g_j stands in)
+    remainders: np.ndarray | None = None
 
 
 @dataclass
@@ -118,7 +120,7 @@ class Linearised:
         out, loose = self._symbols(rule, ctx, out, loose)
         if out.size > self.limit:
             raise Unsupported(f"{out.shape[0]} rows of {node.output[0]!r}")
-        own, moved = self._bound(out, loose)
+        own, moved, value_moved = self._bound(out, loose)
         bound = own + moved
         self.release(node)
         name = node.output[0]
@@ -127,7 +129,7 @@ class Linearised:
         self.moved[name] = moved
         if loose is not None:
             self.loose[name] = loose
-        width = self.eps * bound
+        width = np.minimum(self.eps * bound, self.eps * own + value_moved)
         slack = 1e-12 * (np.abs(box.at) + width)  # the value at x is itself a float64 computation
         return box.intersect(*outward(box.at - width, box.at + width, slack))
 
@@ -169,7 +171,9 @@ class Linearised:
         spreads = rule.spreads(ctx)
         if spreads == []:
             return out, loose
-        for moves, bounds, range_beta, spectral_beta in self._groups(rule, ctx, spreads, out.shape[1:]):
+        groups = self._groups(rule, ctx, spreads, out.shape[1:])
+        remainders = rule.remainders(ctx) if len(groups) == 1 else None
+        for moves, bounds, range_beta, spectral_beta in groups:
             weight = moves * bounds
             entries = np.flatnonzero(weight.reshape(-1) > 0)
             if entries.size == 0:
@@ -182,7 +186,12 @@ class Linearised:
             injected[np.arange(entries.size), entries] = moves.reshape(-1)[entries]
             out = np.concatenate([out, injected.reshape((entries.size, *out.shape[1:]))])
             stop = self.symbols + entries.size
-            self.blocks.append(Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta))
+            per_move = None
+            if remainders is not None:
+                per_move = remainders.reshape(-1)[entries] / moves.reshape(-1)[entries]
+                per_move = np.nextafter(per_move, np.inf)
+            self.blocks.append(Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta,
+                                     per_move))
             self.symbols = stop
         return out, loose
 
@@ -228,27 +237,38 @@ class Linearised:
             return spectral
         return _frobenius(self.bounds[name].reshape(-1)[mask.reshape(-1)])
 
-    def _bound(self, out: np.ndarray, loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """G_T of the module docstring in its two parts: ||grad T_i(x)||_q and the bound on its move.
+    def _bound(self, out: np.ndarray,
+               loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """G_T in two parts (||grad T_i(x)||_q, its move), and the range's half-width beyond eps ||grad T_i(x)||_q.
 
-        Each block (one node's symbols) adds the smaller of sum_j |a_ij m_j| g_j and
+        Each block (one node's symbols) adds to the move the smaller of sum_j |a_ij m_j| g_j and
         ||(a_ij m_j)_j||_2 beta: the same sum bounded by Cauchy-Schwarz, with the node's input rows
         taken together (||B_U(x') delta||_2 <= eps beta), which pays when a block has many symbols.
+        The range: T(x') - T(x) = J_T(x) delta + sum_t A_t(x) r_t(x') exactly (every node replaced
+        by its linearisation at x plus its remainder r_t, propagated by the Jacobian at x), so
+        |T_i(x') - T_i(x)| <= eps ||grad T_i(x)||_q + sum_j |a_ij| rho_j, rho_j >= |r_j| (the rule's
+        ``remainders``; for a ReLU only its overshoot past the kink).
         """
         flat = out.reshape(out.shape[0], -1)
         own = np.linalg.norm(flat[: self.d], ord=self.dual, axis=0) * _SUM_MARGIN
         moved = np.zeros(flat.shape[1])
+        value = np.zeros(flat.shape[1])
         for block in self.blocks:
             if self.d + block.start >= flat.shape[0]:
                 break
-            rows = flat[self.d + block.start : self.d + block.stop]
-            each = np.abs(rows).T @ block.bounds[: rows.shape[0]]
-            together = np.linalg.norm(rows, axis=0) * block.range_beta
+            rows = np.abs(flat[self.d + block.start : self.d + block.stop])
+            count = rows.shape[0]
+            each = rows.T @ block.bounds[:count]
+            together = np.sqrt(np.einsum("ij,ij->j", rows, rows)) * block.range_beta
             moved += np.minimum(each, together)
+            value += rows.T @ block.remainders[:count] if block.remainders is not None else self.eps * each
         moved *= _SUM_MARGIN
+        value *= _SUM_MARGIN
         if loose is not None:
             moved = moved + loose.reshape(-1)
-        return own.reshape(out.shape[1:]), moved.reshape(out.shape[1:])
+            value = value + self.eps * loose.reshape(-1)
+        shape = out.shape[1:]
+        return own.reshape(shape), moved.reshape(shape), value.reshape(shape)
 
     def _beta(self, name: str, mask: np.ndarray) -> tuple[float, Cotangent]:
         """beta_t >= ||B_t(x') on the masked entries||_2 over the set, and those rows at x.

@@ -111,6 +111,18 @@ class PointwiseRule(CertifyRule):
         assert rows is not None
         return self.backward(ctx, rows)[0]
 
+    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
+        """Max over the input range of |f(u) - f(x) - f'(x) (u - x)|, entry by entry.
+
+        symbols.py bounds an activation's value against its linearisation at x with it. In
+        general the mean value theorem: m max(hi - x, x - lo), m the slope's largest move.
+        """
+        box = ctx.box(0)
+        s0, s_lo, s_hi = ctx.state["slopes"]
+        move = np.maximum(np.maximum(s_hi - s0, s0 - s_lo), 0.0)
+        reach = np.maximum(box.hi - box.at, box.at - box.lo)
+        return np.nextafter(move * reach * (1.0 + gamma(2)), np.inf)
+
     def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
         """The slopes at x times the stack."""
         stack = ins[0]
@@ -165,6 +177,16 @@ class ReluRule(PiecewiseLinear):
     def slope_limits(self, ctx: NodeContext, point: float) -> tuple[float, ...]:
         """0 from the left, 1 from the right."""
         return (0.0, 1.0)
+
+    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
+        """Exactly the overshoot past the kink: max(0, -lo) where on at x, max(0, hi) where off.
+
+        relu(u) - relu(x) - s0 (u - x) is relu(u) - u = max(0, -u) on, relu(u) off: smaller than the
+        mean-value bound by x itself, which is what a barely unstable ReLU's range is mostly made of.
+        """
+        box = ctx.box(0)
+        on = ctx.state["slopes"][0] > 0
+        return np.where(on, np.maximum(-box.lo, 0.0), np.maximum(box.hi, 0.0))
 
 
 @certify_rule("LeakyRelu")
