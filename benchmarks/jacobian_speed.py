@@ -18,7 +18,7 @@ The memory check audits the 1000-class 3x224x224 ResNet-18 (one sample, gradient
 fresh process per --max-memory setting and prints that process's peak RSS: fimaudit chunks the
 one-hot cotangents so that one chunk of Jacobian rows is in flight at a time.
 
-    PYTHONPATH=/work/main /work/venv-tv/bin/python benchmarks/jacobian_speed.py
+    PYTHONPATH=/work/main /work/venvs/torch/bin/python benchmarks/jacobian_speed.py
         [--archs resnet18 densenet121 vit_small] [--samples 8] [--threads 2] [--no-memory]
 """
 

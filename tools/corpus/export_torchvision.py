@@ -6,7 +6,7 @@ blocks, adaptive pooling), not only on the small hand-trained sample models. The
 large to commit, so they live outside the repository (default /work/corpus) and this script
 rebuilds them deterministically.
 
-Development-only: needs torch and torchvision (the venv at /work/venv-tv), never the network.
+Development-only: needs torch and torchvision (the venv at /work/venvs/torch), never the network.
 Weights are random (torch.manual_seed(0) before each model). BatchNorm affine parameters are
 then drawn away from their fresh values (gamma 1, beta 0) and the running statistics are measured
 on N(0,1) inputs (a forward pass with only the BatchNorm layers in training mode), as a trained
@@ -19,7 +19,7 @@ the sample inputs have standard deviation 2, about the margin of a trained class
 heads give logits of 1e-2 (MobileNetV3), nearly uniform probabilities and a softmax covariance
 close to I/K, which would test little of the Fisher mathematics.
 
-    /work/venv-tv/bin/python tools/corpus/export_torchvision.py [--out-dir /work/corpus] [--only resnet18]
+    /work/venvs/torch/bin/python tools/corpus/export_torchvision.py [--out-dir /work/corpus] [--only resnet18]
     /work/venvs/torch/bin/python tools/corpus/export_torchvision.py --size 224 --classes 1000 --out-dir /work/corpus224
 
 Writes ``<arch>_<exporter>.onnx`` for every architecture and exporter, ``resnet18_1000x224_torchscript.onnx``

@@ -5,7 +5,7 @@ real model, only a third, more accurate answer says which one is wrong. The torc
 rebuilt exactly as tools/corpus/export_torchvision.py built them (same seeds), cast to float64,
 and differentiated with one backward pass per class.
 
-    /work/venv-tv/bin/python tools/corpus/torch_reference.py [--corpus /work/corpus]
+    /work/venvs/torch/bin/python tools/corpus/torch_reference.py [--corpus /work/corpus]
 
 Writes ``reference_<arch>.npz`` (``jacobians`` [N, K, d] and ``logits`` [N, K], float64) for the
 inputs in ``inputs_3x32x32.npy``; benchmarks/corpus_agreement.py compares against them.
