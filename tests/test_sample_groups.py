@@ -1,11 +1,12 @@
 """Sample groups (fimaudit/sample_groups.py): several samples' Jacobians in one run, the same numbers on every path.
 
-What must hold: groups are fixed by index (group g = samples [g B, (g + 1) B)); the exact route
-on the graph source groups, other estimators and sources do not; serial, ``--workers 2``, a Dask
-cluster and a resume from a checkpoint that split groups give identical documents with B = 3 and
-8 samples (not a multiple of B); a resume recomputes the whole group of a missing sample; the
-per-sample evaluation counts are those of one sample at a time; the width is part of the
-checkpoint's identity (a restart takes the recorded width when it may, else is refused).
+What must hold: groups are fixed by index (group g = samples [g B, (g + 1) B)); the exact route on
+the graph source groups (``auto`` where it takes exact), other estimators and sources do not;
+serial, ``--workers 2``, a Dask cluster and a resume from a checkpoint that split groups give
+identical documents with B = 3 and 8 samples (not a multiple of B); a resume recomputes the whole
+group of a missing sample; the per-sample evaluation counts are those of one sample at a time; the
+width is part of the checkpoint's identity (a restart takes the recorded width when it may, else is
+refused).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from fimaudit import sample_groups
 from fimaudit.audit import AuditConfig, run_audit
 from fimaudit.errors import InputError
 from fimaudit.gradients import make_source
-from fimaudit.gradients.graph import GraphJacobian
+from fimaudit.gradients.graph import GraphJacobian, graph_source
+from fimaudit.graph.selection import LOGITS
 from fimaudit.report.document import build_document
+from fimaudit.runtime import ModelRunner
 from fimaudit.sample_audit import SampleAuditor
 from fimaudit.sample_groups import SampleGroups, group_width
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, linear_classifier
 from tests.test_resume_parallel import numbers
 
 
@@ -134,6 +137,16 @@ def test_a_restart_takes_the_recorded_width_or_is_refused(tmp_path: Path, monkey
     monkeypatch.setattr(sample_groups, "MAX_GROUP", 2)  # less memory now: refused, naming the width
     with pytest.raises(InputError, match=r"sample_group: 3 then, 2 now"):
         run_audit(_config(samples=4, checkpoint_dir=str(tmp_path)))
+
+
+def test_auto_groups_only_where_it_takes_the_exact_route() -> None:
+    model = linear_classifier(np.random.default_rng(0).standard_normal((300, 12)))
+    model.graph.output[0].name = LOGITS
+    model.graph.node[-1].output[0] = LOGITS
+    source = graph_source(ModelRunner(model, "x", [LOGITS], max_batch=4096), (12,), 300)
+    assert group_width(source, "auto", None) == 1  # K = 300 > 2 x 100 products: Lanczos, one sample's products
+    assert group_width(source, "auto", 200) == 6  # K <= 2 x 200: exact; 4096 rows // (2 x 300)
+    assert group_width(source, "exact", None) == 6
 
 
 @pytest.mark.slow  # two spawned processes import fimaudit and ONNX Runtime
