@@ -2,8 +2,8 @@
 
 Why: the exact estimator needs each sample's dense K x d Jacobian, and one gradient run over
 B samples x K one-hot cotangents (``GraphJacobian.prefetch``) keeps the convolutions' matrix
-products B times wider than B runs of one sample (ResNet-18 at 3x32x32, K = 10: about 20-30%
-less time a sample at B = 8; benchmarks/sample_groups.py).
+products B times wider than B runs of one sample (ResNet-18, VGG-11-BN and MobileNet-V3 at
+3x32x32, K = 10: about 30% less time a sample at B = 8; benchmarks/sample_groups.py).
 
 The catch: an audit must give the same numbers serially, with ``--workers``, on a Dask
 ``--scheduler`` and resumed from a ``--checkpoint``, and float32 rounding in ONNX Runtime may in
