@@ -7,8 +7,10 @@ from the graph Jacobian on ONNX Runtime as the audit computes it) at l2 radii ep
 for f in 0 (the point), 1e-9 (eps -> 0), 1e-4, 1e-3 and 1e-2; the median unstable activations at
 1e-3; the certified radius (l2, relative to ||x||) for T = 10 x the model's median lambda_max;
 and the seconds of one certificate at 1e-3 beside the seconds of the exact audit of that sample
-(dense Jacobian + K x K eigenproblem). ``--corpus`` adds the torchvision-style exports in
-/work/corpus (tools/corpus/export_torchvision.py). Never run as a test; prints one table.
+(dense Jacobian + K x K eigenproblem). ``--corpus`` adds a second table for the torchvision-style
+exports in /work/corpus (tools/corpus/export_torchvision.py) at ``--corpus-factors`` (a 3x32x32
+certificate takes minutes; the radius is bisected only with ``--corpus-radius``). Never run as a
+test.
 """
 
 from __future__ import annotations
@@ -86,34 +88,28 @@ def main() -> None:
         inputs = np.load(corpus / "inputs_3x32x32.npy")[: args.corpus_samples]
         corpus_runs = [(corpus / f"{name}.onnx", inputs) for name in CORPUS]
     print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
-    columns = " | ".join(f"eps={f:g}|x|" for f in FACTORS)
-    print(f"| model | n | median lambda_max | {columns} | unstable @1e-3 | radius/|x| @T=10x | s cert @1e-3 | "
-          f"s exact audit |")
-    print("|" + "---|" * (len(FACTORS) + 7))
+    table(runs, FACTORS, 1e-3, True)
+    if corpus_runs:
+        factors = tuple(float(f) for f in args.corpus_factors.split(","))
+        print()
+        table(corpus_runs, factors, max(factors), args.corpus_radius)
+
+
+def table(runs: list[tuple[Path, np.ndarray]], factors: tuple[float, ...], timed: float, radius: bool) -> None:
+    """One markdown table: a row per model, B/lambda per radius, the unstable count and seconds at ``timed``."""
+    columns = " | ".join(f"eps={f:g}|x|" for f in factors)
+    print(f"| model | n | median lambda_max | {columns} | unstable @{timed:g} | radius/|x| @T=10x | "
+          f"s cert @{timed:g} | s exact audit |")
+    print("|" + "---|" * (len(factors) + 7))
     for path, inputs in runs:
         try:
-            row = measure(path, inputs, FACTORS)
+            row = measure(path, inputs, factors, timed, radius)
         except NotCertified as exc:
             print(f"| {path.stem} | {len(inputs)} | {exc} |", flush=True)
             continue
-        ratios = " | ".join(f"{row['ratios'][f]:.3g}" for f in FACTORS)  # type: ignore[index]
+        ratios = " | ".join(f"{row['ratios'][f]:.3g}" for f in factors)  # type: ignore[index]
         print(f"| {path.stem} | {len(inputs)} | {row['lambda']:.4g} | {ratios} | {row['unstable']:g} | "
               f"{row['radius']:.2e} | {row['cert_s']:.3f} | {row['audit_s']:.3f} |", flush=True)
-    if corpus_runs:
-        factors = tuple(float(f) for f in args.corpus_factors.split(","))
-        timed = max(factors)
-        print(f"\n| corpus model | n | median lambda_max | {' | '.join(f'eps={f:g}|x|' for f in factors)} | "
-              f"unstable @{timed:g} | radius/|x| @T=10x | s cert @{timed:g} | s exact audit |")
-        print("|" + "---|" * (len(factors) + 7))
-        for path, inputs in corpus_runs:
-            try:
-                row = measure(path, inputs, factors, timed, args.corpus_radius)
-            except NotCertified as exc:
-                print(f"| {path.stem} | {len(inputs)} | {exc} |", flush=True)
-                continue
-            ratios = " | ".join(f"{row['ratios'][f]:.3g}" for f in factors)  # type: ignore[index]
-            print(f"| {path.stem} | {len(inputs)} | {row['lambda']:.4g} | {ratios} | {row['unstable']:g} | "
-                  f"{row['radius']:.2e} | {row['cert_s']:.1f} | {row['audit_s']:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
