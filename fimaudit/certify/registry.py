@@ -128,8 +128,8 @@ class CertifyRule:
         """
         raise NotImplementedError
 
-    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
-        """Per output entry, a bound on |output(x') - output(x) - (its Jacobian at x)(inputs' moves)|.
+    def remainders(self, ctx: NodeContext) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per output entry, [low, high] of output(x') - output(x) - (its Jacobian at x)(inputs' moves).
 
         None where the rule gives none (symbols.py then uses eps times its gradient bound).
         """

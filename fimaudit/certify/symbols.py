@@ -70,8 +70,11 @@ class Block:
     bounds: np.ndarray
     range_beta: float
     spectral_beta: float
-    #: rho_j / m_j: the node's remainder against its linearisation at x (None: eps g_j stands in)
+    #: half the width of the node's remainder against its linearisation at x, over m_j (None: eps g_j
+    #: stands in, centred at 0)
     remainders: np.ndarray | None = None
+    #: the middle of that remainder's range, over m_j (a known shift: ReLU and max-pool remainders are >= 0)
+    offsets: np.ndarray | None = None
 
 
 @dataclass
@@ -120,7 +123,7 @@ class Linearised:
         out, loose = self._symbols(rule, ctx, out, loose)
         if out.size > self.limit:
             raise Unsupported(f"{out.shape[0]} rows of {node.output[0]!r}")
-        own, moved, value_moved = self._bound(out, loose)
+        own, moved, shift, value_moved = self._bound(out, loose)
         bound = own + moved
         self.release(node)
         name = node.output[0]
@@ -129,9 +132,12 @@ class Linearised:
         self.moved[name] = moved
         if loose is not None:
             self.loose[name] = loose
-        width = np.minimum(self.eps * bound, self.eps * own + value_moved)
+        width = self.eps * bound
         slack = 1e-12 * (np.abs(box.at) + width)  # the value at x is itself a float64 computation
-        return box.intersect(*outward(box.at - width, box.at + width, slack))
+        box = box.intersect(*outward(box.at - width, box.at + width, slack))
+        centre, width = box.at + shift, self.eps * own + value_moved
+        slack = 1e-12 * (np.abs(box.at) + np.abs(shift) + width)
+        return box.intersect(*outward(centre - width, centre + width, slack))
 
     # -- the pieces of a step ------------------------------------------------------------------
     def _inputs(self, ctx: NodeContext) -> list[np.ndarray | None]:
@@ -186,12 +192,15 @@ class Linearised:
             injected[np.arange(entries.size), entries] = moves.reshape(-1)[entries]
             out = np.concatenate([out, injected.reshape((entries.size, *out.shape[1:]))])
             stop = self.symbols + entries.size
-            per_move = None
+            half = middle = None
             if remainders is not None:
-                per_move = remainders.reshape(-1)[entries] / moves.reshape(-1)[entries]
-                per_move = np.nextafter(per_move, np.inf)
+                low, high = (part.reshape(-1)[entries] for part in remainders)
+                scale = moves.reshape(-1)[entries]
+                middle = 0.5 * (low + high) / scale
+                half = np.nextafter(np.nextafter(0.5 * (high - low), np.inf) / scale, np.inf)
+                half = half + 1e-15 * np.abs(middle)  # the rounding of the middle
             self.blocks.append(Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta,
-                                     per_move))
+                                     half, middle))
             self.symbols = stop
         return out, loose
 
@@ -238,7 +247,7 @@ class Linearised:
         return _frobenius(self.bounds[name].reshape(-1)[mask.reshape(-1)])
 
     def _bound(self, out: np.ndarray,
-               loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """G_T in two parts (||grad T_i(x)||_q, its move), and the range's half-width beyond eps ||grad T_i(x)||_q.
 
         Each block (one node's symbols) adds to the move the smaller of sum_j |a_ij m_j| g_j and
@@ -246,29 +255,35 @@ class Linearised:
         taken together (||B_U(x') delta||_2 <= eps beta), which pays when a block has many symbols.
         The range: T(x') - T(x) = J_T(x) delta + sum_t A_t(x) r_t(x') exactly (every node replaced
         by its linearisation at x plus its remainder r_t, propagated by the Jacobian at x), so
-        |T_i(x') - T_i(x)| <= eps ||grad T_i(x)||_q + sum_j |a_ij| rho_j, rho_j >= |r_j| (the rule's
-        ``remainders``; for a ReLU only its overshoot past the kink).
+        T_i(x') - T_i(x) - sum_j a_ij c_j lies within +- (eps ||grad T_i(x)||_q + sum_j |a_ij| h_j), r_j in
+        [c_j - h_j, c_j + h_j] (the rule's ``remainders``; for a ReLU only its overshoot past the kink,
+        which is never negative: c_j = h_j). Returned: own, move, the shift sum_j a_ij c_j, and the
+        half-width beyond eps own.
         """
         flat = out.reshape(out.shape[0], -1)
         own = np.linalg.norm(flat[: self.d], ord=self.dual, axis=0) * _SUM_MARGIN
         moved = np.zeros(flat.shape[1])
         value = np.zeros(flat.shape[1])
+        shift = np.zeros(flat.shape[1])
         for block in self.blocks:
             if self.d + block.start >= flat.shape[0]:
                 break
-            rows = np.abs(flat[self.d + block.start : self.d + block.stop])
+            signed = flat[self.d + block.start : self.d + block.stop]
+            rows = np.abs(signed)
             count = rows.shape[0]
+            if block.offsets is not None:
+                shift += signed.T @ block.offsets[:count]
             each = rows.T @ block.bounds[:count]
             together = np.sqrt(np.einsum("ij,ij->j", rows, rows)) * block.range_beta
             moved += np.minimum(each, together)
             value += rows.T @ block.remainders[:count] if block.remainders is not None else self.eps * each
         moved *= _SUM_MARGIN
-        value *= _SUM_MARGIN
+        value = value * _SUM_MARGIN + 1e-12 * np.abs(shift)  # the shift's own rounding
         if loose is not None:
             moved = moved + loose.reshape(-1)
             value = value + self.eps * loose.reshape(-1)
         shape = out.shape[1:]
-        return own.reshape(shape), moved.reshape(shape), value.reshape(shape)
+        return own.reshape(shape), moved.reshape(shape), shift.reshape(shape), value.reshape(shape)
 
     def _beta(self, name: str, mask: np.ndarray) -> tuple[float, Cotangent]:
         """beta_t >= ||B_t(x') on the masked entries||_2 over the set, and those rows at x.

@@ -3,8 +3,8 @@
 A ReLU MLP whose Jacobian at any point is a product of matrices computed here in numpy: for
 points of the ball (random, on the boundary, and for every unstable ReLU the point that pushes
 it furthest across its kink) the logits' gradients stay within G and the Jacobian's move within
-the symbol deviation bound, for plain and weighted rows, with symbols as rows and with every
-symbol carried loose.
+the symbol deviation bound, for plain and weighted rows, and the hidden pre-activations within
+their boxes, with symbols as rows and with every symbol carried loose.
 """
 
 from __future__ import annotations
@@ -102,6 +102,9 @@ def test_gradients_and_deviation_hold_at_sampled_and_flipping_points(norm: float
     q = 1 if np.isinf(norm) else 2
     worst = 0.0
     for point in points:
+        for index, value in enumerate(_pre_activations(layers, point)):
+            box = ahead.boxes[f"h{index}"]
+            assert np.all(box.lo.reshape(-1) <= value) and np.all(value <= box.hi.reshape(-1))
         jac = _jacobian(layers, point)
         assert np.all(np.linalg.norm(jac, ord=q, axis=1) <= gradient_bound)
         move = combination @ (jac - centre)

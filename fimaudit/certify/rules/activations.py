@@ -111,17 +111,18 @@ class PointwiseRule(CertifyRule):
         assert rows is not None
         return self.backward(ctx, rows)[0]
 
-    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
-        """Max over the input range of |f(u) - f(x) - f'(x) (u - x)|, entry by entry.
+    def remainders(self, ctx: NodeContext) -> tuple[np.ndarray, np.ndarray] | None:
+        """[low, high] of f(u) - f(x) - f'(x) (u - x) over the input range, entry by entry.
 
         symbols.py bounds an activation's value against its linearisation at x with it. In
-        general the mean value theorem: m max(hi - x, x - lo), m the slope's largest move.
+        general the mean value theorem: +- m max(hi - x, x - lo), m the slope's largest move.
         """
         box = ctx.box(0)
         s0, s_lo, s_hi = ctx.state["slopes"]
         move = np.maximum(np.maximum(s_hi - s0, s0 - s_lo), 0.0)
         reach = np.maximum(box.hi - box.at, box.at - box.lo)
-        return np.nextafter(move * reach * (1.0 + gamma(2)), np.inf)
+        bound = np.nextafter(move * reach * (1.0 + gamma(2)), np.inf)
+        return -bound, bound
 
     def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
         """The slopes at x times the stack."""
@@ -178,15 +179,17 @@ class ReluRule(PiecewiseLinear):
         """0 from the left, 1 from the right."""
         return (0.0, 1.0)
 
-    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
-        """Exactly the overshoot past the kink: max(0, -lo) where on at x, max(0, hi) where off.
+    def remainders(self, ctx: NodeContext) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exactly the overshoot past the kink, and one-signed: [0, max(0, -lo)] on at x, [0, max(0, hi)] off.
 
         relu(u) - relu(x) - s0 (u - x) is relu(u) - u = max(0, -u) on, relu(u) off: smaller than the
-        mean-value bound by x itself, which is what a barely unstable ReLU's range is mostly made of.
+        mean-value bound by x itself, which is what a barely unstable ReLU's range is mostly made of;
+        and never negative, so symbols.py centres it (half the width, plus a known shift).
         """
         box = ctx.box(0)
         on = ctx.state["slopes"][0] > 0
-        return np.where(on, np.maximum(-box.lo, 0.0), np.maximum(box.hi, 0.0))
+        high = np.where(on, np.maximum(-box.lo, 0.0), np.maximum(box.hi, 0.0))
+        return np.zeros_like(high), high
 
 
 @certify_rule("LeakyRelu")

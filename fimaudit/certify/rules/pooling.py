@@ -233,7 +233,7 @@ class MaxPoolRule(CertifyRule):
         out_shape = _out_shape(shape, geometry, largest.shape[0])
         return (2.0 * largest).reshape(out_shape)
 
-    def remainders(self, ctx: NodeContext) -> np.ndarray | None:
+    def remainders(self, ctx: NodeContext) -> tuple[np.ndarray, np.ndarray] | None:
         """Max of the window minus its winner at x: between 0 and max(hi) - lo(winner), 0 where it cannot change."""
         geometry, shape = _pool_setup(ctx)
         box = ctx.box(0)
@@ -243,7 +243,8 @@ class MaxPoolRule(CertifyRule):
         gap = highs.max(axis=1) - (winner * lows).sum(axis=1)
         outputs = self.changing(ctx)[0]
         gap = np.where(outputs, np.maximum(gap, 0.0), 0.0)
-        return np.nextafter(gap, np.inf).reshape(_out_shape(shape, geometry, gap.shape[0]))
+        high = np.nextafter(gap, np.inf).reshape(_out_shape(shape, geometry, gap.shape[0]))
+        return np.zeros_like(high), high
 
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Rows to the arg-max at x; spread (|c| + r) to every candidate of an ambiguous window."""
