@@ -382,7 +382,8 @@ def _analytic_bounds(
 
 
 def _certificates(
-    config: AuditConfig, prepared: PreparedModel, data: AuditData, audits: list[SampleResult]
+    config: AuditConfig, prepared: PreparedModel, data: AuditData, audits: list[SampleResult],
+    progress: ProgressCallback | None = None,
 ) -> tuple[list[SampleResult], Any]:
     """B(x, eps) per sample and eps, and the certified radius at --fail-above (fimaudit/certify)."""
     from fimaudit.certify.stage import certify_samples
@@ -394,13 +395,14 @@ def _certificates(
     certify = dataclasses.replace(config.certify, threshold=config.threshold,
                                   memory=MemoryBudget.from_option(config.max_memory).limit)
     return certify_samples(certify, prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs,
-                           list(audits))
+                           list(audits), progress)
 
 
 def run_audit(
     config: AuditConfig,
     progress: ProgressCallback | None = None,
     on_loaded: Callable[[LoadedModel], None] | None = None,
+    certify_progress: ProgressCallback | None = None,
 ) -> AuditResult:
     """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict.
 
@@ -520,7 +522,7 @@ def run_audit(
         )
     certification = None
     if config.certify is not None:  # issue 10: local certificates, one stage after the per-sample loop
-        audits, certification = _certificates(config, prepared, data, audits)
+        audits, certification = _certificates(config, prepared, data, audits, certify_progress)
     judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic, attack=attack)
     return AuditResult(
         config=config,

@@ -563,12 +563,14 @@ def audit(
         scheduler=scheduler,
     )
     update, finish = progress_reporter("auditing samples", quiet)
+    certifying, certified = progress_reporter("certifying samples", quiet or certify is None)
     try:
         # Checked again once the loader knows the external-data files, before anything runs.
         recheck = {"on_loaded": lambda loaded: check_output_paths([model, data_path, *model_files(loaded)], outputs)}
-        result = run_audit(config, progress=update, **(recheck if any(outputs) else {}))
+        result = run_audit(config, progress=update, certify_progress=certifying, **(recheck if any(outputs) else {}))
     finally:
         finish()
+        certified()
     # Everything is rendered before anything is written: a failure leaves no file at all.
     write_audit_outputs(result, json_path, report_path, summary_path, adversarial_path)
     click.echo(one_line(summary_line(result)))  # the model's path may be a hostile file name

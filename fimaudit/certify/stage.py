@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +64,12 @@ def certification(config: CertifyConfig) -> Certification:
 
 
 def certify_samples(config: CertifyConfig, logits_model, input_name: str, logits: str, inputs: np.ndarray,
-                    audits: list[SampleResult]) -> tuple[list[SampleResult], Certification]:
-    """Every sample's certificates (and radius with a threshold), and the certification statement."""
+                    audits: list[SampleResult], progress: Callable[[int, int], None] | None = None,
+                    ) -> tuple[list[SampleResult], Certification]:
+    """Every sample's certificates (and radius with a threshold), and the certification statement.
+
+    ``progress(done, total)`` after each sample: a 3x32x32 certificate takes minutes.
+    """
     certifier = Certifier(logits_model, input_name, logits, tuple(int(d) for d in inputs.shape[1:]),
                           config.input_range, config.memory)
     certified = []
@@ -83,6 +88,8 @@ def certify_samples(config: CertifyConfig, logits_model, input_name: str, logits
         if config.threshold is not None:
             radius = certified_radius(certifier, sample, config.threshold, config.norm, config.tolerance).epsilon
         certified.append(dataclasses.replace(audit, certificates=tuple(certificates), certified_radius=radius))
+        if progress is not None:
+            progress(len(certified), len(audits))
         logger.info("sample %d: %s", audit.index,
                     ", ".join(f"B(eps={c.epsilon:g}) = {c.value:.4g}" for c in certificates))
     return certified, certification(config)

@@ -114,3 +114,16 @@ def test_compare_certifies_every_model(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     for model in json.loads(out.read_text())["models"]:
         assert all(len(s["certificates"]) == 1 for s in model["audit"]["samples"])
+
+
+def test_certify_stage_reports_progress_per_sample(tmp_path) -> None:
+    """A 3x32x32 certificate takes minutes: the stage says how far it is, one call per sample."""
+    from fimaudit.audit import AuditConfig, run_audit
+    from fimaudit.certify.stage import CertifyConfig
+
+    calls: list[tuple[int, int]] = []
+    config = AuditConfig(model_path=str(SAMPLES / "mlp.onnx"), data_path=DATA, samples=3, bounds=False,
+                         certify=CertifyConfig((0.001,)))
+    result = run_audit(config, certify_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert all(len(sample.certificates) == 1 for sample in result.samples)
