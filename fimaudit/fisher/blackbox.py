@@ -63,7 +63,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from fimaudit.errors import ModelError
 from fimaudit.fisher.covariance import SoftmaxCovariance
@@ -258,6 +257,7 @@ def sketch_lambda_max(
     - lower: |u . y_i - u . y_i^true| <= eps_i for a unit u, so the held-out score's root loses at
       most rms(eps over the held-out columns) (Minkowski), clipped at 0.
     """
+    from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
     y = np.asarray(columns, dtype=np.float64)
     count = y.shape[1]
     eps = np.zeros(count) if errors is None else np.asarray(errors, dtype=np.float64).reshape(-1)
