@@ -566,8 +566,10 @@ def audit(
     certifying, certified = progress_reporter("certifying samples", quiet or certify is None)
     try:
         # Checked again once the loader knows the external-data files, before anything runs.
-        recheck = {"on_loaded": lambda loaded: check_output_paths([model, data_path, *model_files(loaded)], outputs)}
-        result = run_audit(config, progress=update, certify_progress=certifying, **(recheck if any(outputs) else {}))
+        extra: dict[str, Any] = {"certify_progress": certifying} if certify is not None else {}
+        if any(outputs):
+            extra["on_loaded"] = lambda loaded: check_output_paths([model, data_path, *model_files(loaded)], outputs)
+        result = run_audit(config, progress=update, **extra)
     finally:
         finish()
         certified()
