@@ -13,24 +13,29 @@ For every input-dependent tensor T the pass keeps a stack S_T of rows:
 - the first d rows: dT/dx at x (the columns of the exact Jacobian, one per input coordinate);
 - one row per symbol: a slope that can move over the set (an unstable ReLU, a smooth activation,
   a max-pool window whose arg-max can change) at an earlier node t, entry j: the column
-  dT/d(out_t)[j] at x, scaled by w_j = m_j G_u[j], with m_j the slope's largest move and G_u the
-  bound below for the node's input u (max pooling: w_o = 2 max of G_u over the window's
-  candidates, the change being one +1 and one -1 there).
+  dT/d(out_t)[j] at x scaled by m_j, the slope's largest move (max pooling: m = 1 at an output
+  whose arg-max can change). One node's symbols form a ``Block`` holding g_j = G_u[j], the bound
+  below for the node's input u (max pooling: twice the largest G_u among the window's candidates,
+  the change being one +1 and one -1 there), and beta, a bound on those input rows together.
 
 Then, with q the dual norm of the ball (2 for l2, 1 for l_inf),
 
-    G_T[i] = ||S_T[:d, i]||_q + sum_r |S_T[d + r, i]| + L_T[i]  >=  sup_{x' in set} ||grad T_i(x')||_q,
+    G_T[i] = ||S_T[:d, i]||_q + sum_blocks min(sum_j |S_T[j, i]| g_j, ||S_T[block, i]||_2 beta) + L_T[i]
+           >= sup_{x' in set} ||grad T_i(x')||_q,
 
 by telescoping one row at a time (telescoping.py, ordering (1)): grad T_i(x') - grad T_i(x) =
 sum_t sum_j a_ij (s_j(x') - s_j(x)) grad u_j(x'), a_ij = dT_i/d(out_t)[j] at x, and by induction in
-topological order ||grad u_j(x')||_q <= G_u[j]. L_T carries the symbols beyond ``SYMBOL_LIMIT``
-as one non-negative vector through |local Jacobian at x| (each entry bounds the same sum). The
-set is convex, so by the mean value theorem T_i(x') lies in T_i(x) +- eps G_T[i].
+topological order ||grad u_j(x')||_q <= G_u[j] (the second form is Cauchy-Schwarz over a block).
+L_T carries the symbols beyond ``SYMBOL_LIMIT`` as one non-negative vector through |local Jacobian
+at x| (each entry bounds the same sum). The set is convex, so by the mean value theorem T_i(x')
+lies in T_i(x) +- eps G_T[i]; and by linearising every node at x with its remainder r_t,
+T(x') - T(x) = J_T(x) delta + sum_t A_t(x) r_t(x') exactly, which gives a second range from the
+rules' ``remainders`` (``Linearised._bound``). Each box is met with both.
 
 At the logits the symbol rows bound the Jacobian's own deviation, whatever the row weights w and
-the combination P: ||diag(w) P (J(x') - J(x))||_2 <= sum_r ||diag(w) P S[d + r]||_2 plus the
-Frobenius norm of diag(w) |P| L (``SymbolDeviation``). The stacks are float64 values at x,
-trusted like every centre to CENTRE_TRUST (composition.py); sums of them get a 1e-9 margin.
+the combination P (``SymbolDeviation``: per block, rank-one terms or the block together, plus the
+Frobenius norm of diag(w) |P| L). The stacks are float64 values at x, trusted like every centre to
+CENTRE_TRUST (composition.py); sums of them get a 1e-9 margin.
 """
 
 from __future__ import annotations
