@@ -266,7 +266,11 @@ class Linearised:
         half-width beyond eps own.
         """
         flat = out.reshape(out.shape[0], -1)
-        own = np.linalg.norm(flat[: self.d], ord=self.dual, axis=0) * _SUM_MARGIN
+        directions = flat[: self.d]
+        if self.dual == 2.0:  # one pass, no squared copy of a (d x size) stack
+            own = np.sqrt(np.einsum("ij,ij->j", directions, directions)) * _SUM_MARGIN
+        else:
+            own = np.abs(directions).sum(axis=0) * _SUM_MARGIN
         moved = np.zeros(flat.shape[1])
         value = np.zeros(flat.shape[1])
         shift = np.zeros(flat.shape[1])
