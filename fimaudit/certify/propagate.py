@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
-from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, supported_ops
+from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, slopes_at_x, supported_ops
 from fimaudit.certify.symbols import STACK_LIMIT, Linearised, SymbolDeviation, Unsupported
 
 if TYPE_CHECKING:  # telescoping.py imports backward_from from here
@@ -96,13 +96,25 @@ def _readers(nodes: list) -> dict[str, int]:
     return counts
 
 
-def _release(directions: dict[str, Cotangent], node, readers: dict[str, int], keep: str) -> None:
-    """Drop the directions of the node's inputs that no later node reads (memory: d x size each)."""
+def _finished(node, readers: dict[str, int], keep: str) -> list[str]:
+    """The node's inputs that no later node reads, counted down in ``readers`` (``keep`` never is).
+
+    Forward mode drops their directions (memory: d x size each); one count serves both modes.
+    """
+    done = []
     for name in node.input:
         if name and name in readers:
             readers[name] -= 1
             if readers[name] == 0 and name != keep:
-                directions.pop(name, None)
+                done.append(name)
+    return done
+
+
+def _drop(directions: dict[str, Cotangent] | None, names: list[str]) -> None:
+    """Forget the directions of ``names`` (nothing when interval forward mode is not running)."""
+    if directions is not None:
+        for name in names:
+            directions.pop(name, None)
 
 
 def _moving_inputs(rule, ctx: NodeContext, ins: list[Cotangent | None]) -> list[Cotangent | None] | None:
@@ -184,8 +196,7 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
     tangent_limit = 0
     if tangents and inputs.eps > 0:
         try:
-            linearised = Linearised.start(view.input_name, first.at, inputs.eps, inputs.norm, readers, logits,
-                                          stack_limit)
+            linearised = Linearised.start(view.input_name, first.at, inputs.eps, inputs.norm, stack_limit)
         except Unsupported:
             linearised = None
         tangent_limit = min(TANGENT_LIMIT, stack_limit // 2)  # centre and radius: two arrays per tensor
@@ -193,13 +204,13 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
             eye = np.eye(size).reshape((size, *first.at.shape))
             directions = {view.input_name: Cotangent(eye, np.zeros_like(eye))}
     for node in view.nodes:
+        finished = _finished(node, readers, logits)
         if not any(name in boxes for name in node.input if name) or not any(
             out in view.varying for out in node.output if out
         ):  # constant (folded by the view), fed only by other fixed inputs, or reading only a shape
-            if directions is not None:
-                _release(directions, node, readers, logits)
+            _drop(directions, finished)
             if linearised is not None:
-                linearised.release(node)
+                linearised.drop(finished)
             continue
         rule = get_rule(node.op_type) if node.domain in ("", "ai.onnx") else None
         if rule is None:
@@ -222,12 +233,12 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
                     upstream[node.name] = kept
                 rows = rule.tangent(ctx, ins)
                 del ins
-                _release(directions, node, readers, logits)
+                _drop(directions, finished)
                 directions[node.output[0]] = rows
                 box = _tighten(box, rows, inputs)
             if linearised is not None:  # forward mode at x with deviation symbols (symbols.py)
                 try:
-                    box = linearised.step(rule, ctx, box)
+                    box = linearised.step(rule, ctx, box, finished)
                 except Unsupported:
                     linearised = None
             results = [box, *results[1:]]
@@ -309,8 +320,6 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
     Two backward passes: over the set (the interval Jacobian) and at x alone (slopes fixed at
     their values at x: the rows each nonlinear node's deviation is multiplied by, telescoping.py).
     """
-    from fimaudit.certify.telescoping import telescoped_radius
-
     ahead = forward(view, logits, inputs, stack_limit=stack_limit)
     boxes, contexts = ahead.boxes, ahead.contexts
     matrix = combination(boxes[logits].at.reshape(-1))
@@ -318,53 +327,46 @@ def propagate(view: GraphView, logits: str, inputs: InputSet,
     rows = backward(contexts, boxes, logits, view.input_name, matrix, over_set)
     if ahead.logits_rows is not None:
         rows = _meet(rows, ahead.logits_rows, matrix)
-    telescopes: tuple[Telescope | SymbolDeviation, ...] = ()
-    if ahead.linearised is not None:
-        telescopes = _symbol_telescopes(view, contexts, boxes, logits, matrix, ahead.linearised, over_set)
-    if ahead.upstream is not None:
-        recorded: dict[str, Cotangent] = {}
-        for ctx in contexts:
-            ctx.state["centre_only"] = True
-        try:
-            at_x = backward(contexts, boxes, logits, view.input_name, matrix, recorded)
-            upstream_at_x = _directions_at_x(view, contexts, boxes, set(ahead.upstream))
-            # A_t at x, B_t over the set (refined recursively: needs slopes at x, hence inside)
-            first_order = telescoped_radius(contexts, ahead.upstream, recorded, at_x, upstream_at_x)
-        finally:
-            for ctx in contexts:
-                ctx.state.pop("centre_only", None)
-        # A_t over the set, B_t at x
-        telescopes += (first_order, telescoped_radius(contexts, upstream_at_x, over_set, at_x))
-    return Propagation(boxes[logits], rows, unstable_count(contexts), telescopes)
+    return Propagation(boxes[logits], rows, unstable_count(contexts),
+                       _telescopes(view, contexts, ahead, logits, matrix, over_set))
 
 
-def _symbol_telescopes(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box], logits: str,
-                       matrix: np.ndarray, linearised: Linearised,
-                       over_set: dict[str, Cotangent]) -> tuple[Telescope | SymbolDeviation, ...]:
-    """The three deviation bounds after forward mode at x: both telescoping orderings and the symbols.
+def _telescopes(view: GraphView, contexts: list[NodeContext], ahead: Forward, logits: str, matrix: np.ndarray,
+                over_set: dict[str, Cotangent]) -> tuple[Telescope | SymbolDeviation, ...]:
+    """Every deviation bound the forward modes that ran allow (the composition takes the smallest).
 
-    Ordering (1) takes beta_t from the symbol pass's gradient bounds (certified over the set) and
-    refines it recursively; ordering (2) needs B_t at x only, which the symbol pass kept.
+    Both telescoping orderings need A_t at x (one backward pass with every slope at x) and B_t at
+    x on the moving entries: kept by the symbol pass when it ran, else one more forward pass at x.
+    Ordering (1) takes beta_t over the set from the symbol pass's gradient bounds and, when
+    interval forward mode ran, from its enclosure too; both refine it recursively (slopes at x).
     """
     from fimaudit.certify.telescoping import telescoped_radius
 
+    linearised, upstream = ahead.linearised, ahead.upstream
+    if linearised is None and upstream is None:
+        return ()
+    telescopes: list[Telescope | SymbolDeviation] = []
     recorded: dict[str, Cotangent] = {}
-    for ctx in contexts:
-        ctx.state["centre_only"] = True
-    try:
-        at_x = backward(contexts, boxes, logits, view.input_name, matrix, recorded)
-        first_order = telescoped_radius(contexts, linearised.at_x, recorded, at_x, linearised.at_x,
-                                        betas=linearised.betas)
-    finally:
-        for ctx in contexts:
-            ctx.state.pop("centre_only", None)
-    second_order = telescoped_radius(contexts, linearised.at_x, over_set, at_x)
-    return first_order, second_order, linearised.deviation(logits, matrix)
+    with slopes_at_x(contexts):
+        at_x = backward(contexts, ahead.boxes, logits, view.input_name, matrix, recorded)
+        if linearised is not None:
+            upstream_at_x = linearised.at_x
+            telescopes.append(telescoped_radius(contexts, upstream_at_x, recorded, at_x, upstream_at_x,
+                                                betas=linearised.betas))
+        else:
+            assert upstream is not None
+            upstream_at_x = _directions_at_x(view, contexts, ahead.boxes, set(upstream))
+        if upstream is not None:  # A_t at x, B_t over the set from interval forward mode
+            telescopes.append(telescoped_radius(contexts, upstream, recorded, at_x, upstream_at_x))
+    telescopes.append(telescoped_radius(contexts, upstream_at_x, over_set, at_x))  # A_t over the set, B_t at x
+    if linearised is not None:
+        telescopes.append(linearised.deviation(logits, matrix))
+    return tuple(telescopes)
 
 
 def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box],
                      wanted: set[str]) -> dict[str, list[Cotangent | None]]:
-    """Forward mode with every slope at its value at x (the caller sets ``centre_only``): B_t(x).
+    """Forward mode with every slope at its value at x (the caller holds ``slopes_at_x``): B_t(x).
 
     The radius is then the rounding alone; telescoping.py's second ordering pairs these with the
     rows over the set.
@@ -384,7 +386,7 @@ def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[s
                 kept[ctx.node.name] = moving
         rows = rule.tangent(ctx, ins)
         del ins
-        _release(directions, ctx.node, readers, "")
+        _drop(directions, _finished(ctx.node, readers, ""))
         directions[ctx.node.output[0]] = rows
     return kept
 

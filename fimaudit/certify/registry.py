@@ -23,7 +23,8 @@ How to write a rule
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -141,16 +142,28 @@ class CertifyRule:
         No set, hence no radius (symbols.py); the default runs ``tangent`` with every slope at x
         and zero radii, rules on the hot path override it with the bare map.
         """
-        previous = ctx.state.get("centre_only")
-        ctx.state["centre_only"] = True
-        try:
+        with slopes_at_x([ctx]):
             rows = [None if stack is None else Cotangent(stack, np.zeros_like(stack)) for stack in ins]
             return self.tangent(ctx, rows).centre
-        finally:
-            if previous is None:
+
+
+@contextlib.contextmanager
+def slopes_at_x(contexts: list[NodeContext]) -> Iterator[None]:
+    """Within: every node's rules use its local Jacobian at x (``centre_only``), not its range over the set.
+
+    Restores what each context said before (the passes nest: a default ``linear`` inside a pass at x).
+    """
+    previous = [ctx.state.get("centre_only") for ctx in contexts]
+    for ctx in contexts:
+        ctx.state["centre_only"] = True
+    try:
+        yield
+    finally:
+        for ctx, value in zip(contexts, previous, strict=True):
+            if value is None:
                 ctx.state.pop("centre_only", None)
             else:
-                ctx.state["centre_only"] = previous
+                ctx.state["centre_only"] = value
 
 
 R = TypeVar("R", bound=type[CertifyRule])

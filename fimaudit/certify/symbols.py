@@ -44,11 +44,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
 from fimaudit.certify.composition import spectral_norm_bound
 from fimaudit.certify.intervals import Box, Cotangent, outward
-from fimaudit.certify.registry import CertifyRule, NodeContext
+from fimaudit.certify.registry import CertifyRule, NodeContext, slopes_at_x
 
 #: Symbols kept as rows; beyond this many, their weights join the loose vector L.
 SYMBOL_LIMIT = 2048
@@ -90,8 +89,6 @@ class Linearised:
     dual: float  # q
     d: int
     stacks: dict[str, np.ndarray]
-    readers: dict[str, int]
-    keep: str
     limit: int = STACK_LIMIT
     loose: dict[str, np.ndarray] = field(default_factory=dict)
     bounds: dict[str, np.ndarray] = field(default_factory=dict)  # G per live tensor
@@ -104,8 +101,7 @@ class Linearised:
     at_x: dict[str, list[Cotangent | None]] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, name: str, centre: np.ndarray, eps: float, norm: float, readers: dict[str, int],
-              keep: str, limit: int = STACK_LIMIT) -> Linearised:
+    def start(cls, name: str, centre: np.ndarray, eps: float, norm: float, limit: int = STACK_LIMIT) -> Linearised:
         """The input itself: d unit directions, G = 1 (every coordinate's gradient is a unit vector).
 
         ``limit``: the most entries one stack may hold (the memory budget's share).
@@ -114,13 +110,16 @@ class Linearised:
         if size * size > limit:
             raise Unsupported(f"{size} input directions")
         eye = np.eye(size).reshape((size, *centre.shape))
-        pass_ = cls(eps, 1.0 if math.isinf(norm) else 2.0, size, {name: eye}, dict(readers), keep, limit)
+        pass_ = cls(eps, 1.0 if math.isinf(norm) else 2.0, size, {name: eye}, limit)
         pass_.bounds[name] = np.ones(centre.shape)
         pass_.moved[name] = np.zeros(centre.shape)
         return pass_
 
-    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box) -> Box:
-        """Propagate the node's first output; returns its box met with the mean-value range."""
+    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box, finished: list[str]) -> Box:
+        """Propagate the node's first output; returns its box met with the mean-value range.
+
+        ``finished``: the node's inputs no later node reads (dropped once the output is computed).
+        """
         node = ctx.node
         ins = self._inputs(ctx)
         out = rule.linear(ctx, ins)
@@ -130,7 +129,7 @@ class Linearised:
             raise Unsupported(f"{out.shape[0]} rows of {node.output[0]!r}")
         own, moved, shift, value_moved = self._bound(out, loose)
         bound = own + moved
-        self.release(node)
+        self.drop(finished)
         name = node.output[0]
         self.stacks[name] = out
         self.bounds[name] = bound
@@ -170,11 +169,8 @@ class Linearised:
                 continue
             radius = self.loose.get(name, np.zeros(box.at.shape))[None]
             rows.append(Cotangent(np.zeros_like(radius), radius))
-        ctx.state["centre_only"] = True
-        try:
+        with slopes_at_x([ctx]):
             return rule.tangent(ctx, rows).radius[0]
-        finally:
-            ctx.state.pop("centre_only", None)
 
     def _symbols(self, rule: CertifyRule, ctx: NodeContext, out: np.ndarray,
                  loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -307,16 +303,11 @@ class Linearised:
                  + _frobenius(self.moved[name].reshape(-1)[flat]))
         return min(whole, split), rows
 
-    def release(self, node: onnx.NodeProto) -> None:
-        """Drop what no later node reads (memory: a stack is (d + symbols) x size)."""
-        for name in node.input:
-            if name and name in self.readers:
-                self.readers[name] -= 1
-                if self.readers[name] == 0 and name != self.keep:
-                    self.stacks.pop(name, None)
-                    self.bounds.pop(name, None)
-                    self.moved.pop(name, None)
-                    self.loose.pop(name, None)
+    def drop(self, names: list[str]) -> None:
+        """Forget tensors no later node reads (memory: a stack is (d + symbols) x size)."""
+        for name in names:
+            for store in (self.stacks, self.bounds, self.moved, self.loose):
+                store.pop(name, None)
 
     def deviation(self, name: str, combination: np.ndarray) -> SymbolDeviation:
         """The logits' symbol rows, as a bound on ||diag(w) P (J(x') - J(x))||_2."""
