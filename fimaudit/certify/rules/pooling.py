@@ -147,6 +147,12 @@ class ReduceMeanRule(MeanRule):
         return tuple(sorted(a % rank for a in axes)), bool(ctx.attr_int("keepdims", 1))
 
 
+def _moving_candidates(ctx: NodeContext) -> np.ndarray:
+    """[C, taps, OH, OW]: the candidates of windows whose arg-max can change (some candidate moves)."""
+    ambiguous, constant = ctx.state["max"][1], ctx.state["constant"]
+    return np.asarray(ambiguous & ~constant)
+
+
 @certify_rule("MaxPool")
 class MaxPoolRule(CertifyRule):
     """The maximum of each window (module docstring); a second (indices) output is refused."""
@@ -183,12 +189,11 @@ class MaxPoolRule(CertifyRule):
         derivative is zero whichever candidate is picked, so it is not counted.
         """
         geometry, shape = _pool_setup(ctx)
-        ambiguous, constant = ctx.state["max"][1], ctx.state["constant"]
-        moving = ambiguous & ~constant
-        outputs = moving.any(axis=1)  # [C, OH, OW]
+        moving = _moving_candidates(ctx)
+        outputs = np.asarray(moving.any(axis=1))  # [C, OH, OW]
         channels, height, width = as_2d(shape)
         inputs = window_unstack(moving[None].astype(np.float64), geometry, (height, width))[0] > 0
-        windows = window_unstack(np.ones((1, 1, *ambiguous.shape[1:])), geometry, (height, width))
+        windows = window_unstack(np.ones((1, 1, *moving.shape[1:])), geometry, (height, width))
         return outputs, inputs, int(windows.max())
 
     def tangent(self, ctx: NodeContext, ins: list[Cotangent | None]) -> Cotangent:
@@ -226,10 +231,8 @@ class MaxPoolRule(CertifyRule):
         product with any per-entry quantity bounded by ``bounds`` is at most twice their largest.
         """
         geometry, shape = _pool_setup(ctx)
-        ambiguous, constant = ctx.state["max"][1], ctx.state["constant"]
-        moving = ambiguous & ~constant
         values = window_stack(_as_maps(bounds[None], shape), geometry, 0.0)[0]
-        largest = np.where(moving, values, 0.0).max(axis=1)
+        largest = np.where(_moving_candidates(ctx), values, 0.0).max(axis=1)
         out_shape = _out_shape(shape, geometry, largest.shape[0])
         return (2.0 * largest).reshape(out_shape)
 
@@ -241,8 +244,7 @@ class MaxPoolRule(CertifyRule):
         lows = window_stack(_as_maps(box.lo[None], shape), geometry, 0.0)[0]
         highs = window_stack(_as_maps(box.hi[None], shape), geometry, -np.inf)[0]
         gap = highs.max(axis=1) - (winner * lows).sum(axis=1)
-        outputs = self.changing(ctx)[0]
-        gap = np.where(outputs, np.maximum(gap, 0.0), 0.0)
+        gap = np.where(_moving_candidates(ctx).any(axis=1), np.maximum(gap, 0.0), 0.0)
         high = np.nextafter(gap, np.inf).reshape(_out_shape(shape, geometry, gap.shape[0]))
         return np.zeros_like(high), high
 
