@@ -133,23 +133,22 @@ class TorchJacobian:
         """J^T u for cotangents [M, K]: [M, d] (float64), one backward pass each."""
         self._linearise(sample)
         assert self._vjp is not None
-        rows = []
-        for u in np.asarray(cotangents, dtype=np.float32):
-            self._accounting.add(1)
-            with differentiable_attention():
-                rows.append(self._vjp(torch.from_numpy(u)).reshape(-1).detach().numpy().astype(np.float64))
-        return np.stack(rows) if rows else np.zeros((0, self.input_size))
+        return self._products(self._vjp, cotangents, self.input_size)
 
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """J v for tangents [M, d]: [M, K] (float64), one pass each (see the module doc)."""
         self._linearise(sample)
         assert self._jvp is not None
+        return self._products(self._jvp, tangents, self.num_classes)
+
+    def _products(self, product, vectors: np.ndarray, width: int) -> np.ndarray:
+        """``product`` of every row of ``vectors`` (float32 in torch), counted, as float64 rows of ``width``."""
         rows = []
-        for v in np.asarray(tangents, dtype=np.float32):
+        for vector in np.asarray(vectors, dtype=np.float32):
             self._accounting.add(1)
             with differentiable_attention():
-                rows.append(self._jvp(torch.from_numpy(v)).reshape(-1).detach().numpy().astype(np.float64))
-        return np.stack(rows) if rows else np.zeros((0, self.num_classes))
+                rows.append(product(torch.from_numpy(vector)).reshape(-1).detach().numpy().astype(np.float64))
+        return np.stack(rows) if rows else np.zeros((0, width))
 
 
 def forward_flops(model: torch.nn.Module, sample_shape: tuple[int, ...]) -> float:
