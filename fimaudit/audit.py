@@ -383,7 +383,7 @@ def _analytic_bounds(
 
 def _certificates(
     config: AuditConfig, prepared: PreparedModel, data: AuditData, audits: list[SampleResult],
-    progress: ProgressCallback | None = None,
+    memory: MemoryBudget, progress: ProgressCallback | None = None,
 ) -> tuple[list[SampleResult], Any]:
     """B(x, eps) per sample and eps, and the certified radius at --fail-above (fimaudit/certify)."""
     from fimaudit.certify.stage import certify_samples
@@ -393,7 +393,7 @@ def _certificates(
         raise InputError("--certify certifies the model's own float input: use it without --wrt embeddings and "
                          "--space pixel")
     certify = dataclasses.replace(config.certify, threshold=config.threshold,
-                                  memory=MemoryBudget.from_option(config.max_memory).limit)
+                                  memory=memory.limit)
     return certify_samples(certify, prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs,
                            list(audits), progress)
 
@@ -522,7 +522,7 @@ def run_audit(
         )
     certification = None
     if config.certify is not None:  # issue 10: local certificates, one stage after the per-sample loop
-        audits, certification = _certificates(config, prepared, data, audits, certify_progress)
+        audits, certification = _certificates(config, prepared, data, audits, memory, certify_progress)
     judgement = judge(audits, summary, bound, check, gradients, config.threshold, config.statistic, attack=attack)
     return AuditResult(
         config=config,
