@@ -146,9 +146,11 @@ def run_session(
     worker = _RunThread.take()
     limit = timeout if timeout and math.isfinite(timeout) and timeout > 0 else None
     deadline = None if limit is None else time.monotonic() + limit
-    worker.submit(work)
     timed_out = False
     try:
+        # Submitted inside the try: a signal landing right after the submit (before the wait)
+        # must still terminate the run it started, not leave it running behind the exit.
+        worker.submit(work)
         while not done.is_set():
             wait = _POLL_S
             if deadline is not None:
