@@ -6,6 +6,9 @@ runs them and answers the gradient-source interface (``fimaudit.gradients.base``
 The VJP model (``build.build_vjp_model``) maps a batch x [B, ...] and cotangents [M, B, K] to
 [M, B, ...]; one-hot cotangents give M rows of every sample's Jacobian in one run. The JVP
 model maps tangents [M, B, ...] to [M, B, K] (forward mode, for matrix-free estimators).
+Products (``vjp``, ``jvp``) run each model split in two (``autodiff/kept_forward.py``): the
+forward half once per sample, the gradient half per product; dense Jacobians run the combined
+VJP model (its forward is one run among K cotangents anyway).
 
 Memory: a run with M cotangents over B samples makes ONNX Runtime carry M*B rows through the
 backward graph and returns M*B*d values. ``max_rows`` (the audit's planned batch rows) bounds
@@ -41,6 +44,7 @@ from fimaudit.autodiff.build import (
     missing_rules,
     unsupported_error,
 )
+from fimaudit.autodiff.kept_forward import SplitGradientModel, split_gradient_model
 from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.gradients.base import JacobianCache
@@ -58,6 +62,25 @@ def _numpy_dtype(session: Any, name: str, default: str) -> np.dtype:
     return np.dtype(default)
 
 
+def _run_gradient(session: Any, outputs: list[str], feeds: dict[str, np.ndarray], timeout: float | None) -> list[Any]:
+    """One session call; ORT's runtime failures as one ModelError (timeouts pass through)."""
+    try:
+        return run_session(session, outputs, feeds, timeout)
+    except ModelTimeoutError:
+        raise
+    except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+        raise ModelError(f"ONNX Runtime failed to run the gradient graph: {first}") from exc
+
+
+def _data_feeds(runner: ModelRunner, rows: np.ndarray, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """The model's data inputs for ``rows``: the audited input and the extra inputs, one per row."""
+    feeds = {runner.input_name: rows.astype(dtype, copy=False)}
+    for name, value in runner.extra_feeds.items():
+        feeds[name] = np.repeat(value[None], rows.shape[0], axis=0)
+    return feeds
+
+
 class _GradientSession:
     """One gradient model in ONNX Runtime, fed like the logits runner (extra inputs repeated)."""
 
@@ -71,21 +94,71 @@ class _GradientSession:
 
     def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
-        feeds = {
-            self.runner.input_name: rows.astype(self.input_dtype, copy=False),
-            self.seed: seeds.astype(self.seed_dtype, copy=False),
-        }
-        for name, value in self.runner.extra_feeds.items():
-            feeds[name] = np.repeat(value[None], rows.shape[0], axis=0)
-        try:
-            logits, gradient = run_session(self.session, [LOGITS, self.result], feeds, self.runner.timeout)
-        except ModelTimeoutError:
-            raise
-        except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
-            raise ModelError(f"ONNX Runtime failed to run the gradient graph: {first}") from exc
+        feeds = _data_feeds(self.runner, rows, self.input_dtype)
+        feeds[self.seed] = seeds.astype(self.seed_dtype, copy=False)
+        logits, gradient = _run_gradient(self.session, [LOGITS, self.result], feeds, self.runner.timeout)
         self.runner.accounting.add(rows.shape[0] * (1 + seeds.shape[0]))
         return logits, gradient
+
+
+class _KeptForwardSession:
+    """A gradient model run in two halves (autodiff/kept_forward.py): the forward once per rows.
+
+    ``run`` has ``_GradientSession.run``'s contract; the forward half runs only when the rows
+    differ from the previous call's, and its tensors (one sample's activations: about one
+    forward pass's memory, which the combined run held too) are kept until they do.
+    Accounting: the forward run counts its B rows once, each gradient run M*B rows.
+    """
+
+    def __init__(self, split: SplitGradientModel, runner: ModelRunner, seed: str, result: str) -> None:
+        self.forward, _ = create_session(split.forward, runner.providers, runner.threads)
+        self.gradient, _ = create_session(split.gradient, runner.providers, runner.threads)
+        self.runner = runner
+        self.seed = seed
+        self.result = result
+        self.kept = split.kept
+        self.forward_outputs = [value.name for value in split.forward.graph.output]
+        self.input_dtype = _numpy_dtype(self.forward, runner.input_name, "float32")
+        self.seed_dtype = _numpy_dtype(self.gradient, seed, "float32")
+        self._rows: bytes | None = None
+        self._logits = np.zeros(0)
+        self._handed: dict[str, np.ndarray] = {}
+
+    def _forward(self, rows: np.ndarray) -> None:
+        key = _row_key(rows)
+        if key == self._rows:
+            return
+        self._rows, self._handed = None, {}
+        feeds = _data_feeds(self.runner, rows, self.input_dtype)
+        outputs = _run_gradient(self.forward, self.forward_outputs, feeds, self.runner.timeout)
+        values = {**feeds, **dict(zip(self.forward_outputs, outputs, strict=True))}
+        self._logits = values[LOGITS]
+        self._handed = {name: values[name] for name in self.kept}
+        self._rows = key
+        self.runner.accounting.add(rows.shape[0])
+
+    def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
+        self._forward(rows)
+        feeds = {**self._handed, self.seed: seeds.astype(self.seed_dtype, copy=False)}
+        (gradient,) = _run_gradient(self.gradient, [self.result], feeds, self.runner.timeout)
+        self.runner.accounting.add(rows.shape[0] * seeds.shape[0])
+        return self._logits, gradient
+
+
+def _product_session(
+    model: onnx.ModelProto, runner: ModelRunner, seed: str, result: str
+) -> _KeptForwardSession | None:
+    """The kept-forward form of a gradient model, or None (then the combined model serves)."""
+    split = split_gradient_model(model, seed, result, LOGITS)
+    if split is None:
+        logger.info("gradient graph not split (a kept tensor has no known type); products re-run the forward")
+        return None
+    try:
+        return _KeptForwardSession(split, runner, seed, result)
+    except ModelError as exc:
+        logger.info("split gradient graph rejected by ONNX Runtime (%s); products re-run the forward", exc)
+        return None
 
 
 class GraphJacobian:
@@ -113,7 +186,10 @@ class GraphJacobian:
         self._vjp = _GradientSession(vjp_model, runner, COTANGENT, INPUT_GRAD)
         self.dtype = self._vjp.input_dtype
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
-        self._jvp: _GradientSession | None = None
+        self._vjp_model = vjp_model
+        # Products (vjp, jvp) run the kept-forward halves when the split works (built on first use).
+        self._vjp_products: _KeptForwardSession | _GradientSession | None = None
+        self._jvp: _KeptForwardSession | _GradientSession | None = None
         self._jvp_unavailable: str | None = None
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
         # Prefetched samples: their Jacobian and their share of the run's evaluations (``prefetch``).
@@ -217,7 +293,11 @@ class GraphJacobian:
 
     # ---- products ----------------------------------------------------------------------------
     def _one_sample_runs(
-        self, session: _GradientSession, sample: np.ndarray, vectors: np.ndarray, seed_shape: tuple[int, ...]
+        self,
+        session: _KeptForwardSession | _GradientSession,
+        sample: np.ndarray,
+        vectors: np.ndarray,
+        seed_shape: tuple[int, ...],
     ) -> np.ndarray:
         """Run ``session`` on one sample with M seed vectors, in chunks; returns [M, prod(out)]."""
         rows = self._padded(sample[None])
@@ -234,9 +314,11 @@ class GraphJacobian:
 
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """J^T u for one sample and cotangents [M, K]: [M, d] (float64), one reverse run per chunk."""
-        return self._one_sample_runs(self._vjp, sample, cotangents, (self.num_classes,))
+        if self._vjp_products is None:
+            self._vjp_products = _product_session(self._vjp_model, self.runner, COTANGENT, INPUT_GRAD) or self._vjp
+        return self._one_sample_runs(self._vjp_products, sample, cotangents, (self.num_classes,))
 
-    def _jvp_session(self) -> _GradientSession | None:
+    def _jvp_session(self) -> _KeptForwardSession | _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
                 base = self._forward_model or self.runner.model
@@ -246,7 +328,8 @@ class GraphJacobian:
                     LOGITS,
                     self.probe,
                 )
-                self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
+                kept = _product_session(model, self.runner, TANGENT, OUTPUT_TANGENT)
+                self._jvp = kept or _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
             except (UnsupportedOpError, ModelError) as exc:
                 self._jvp_unavailable = str(exc)
                 logger.warning("forward-mode gradient graph unavailable (%s); J v uses the dense Jacobian", exc)

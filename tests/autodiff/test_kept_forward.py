@@ -1,0 +1,156 @@
+"""The split gradient models (autodiff/kept_forward.py) compute what the combined ones compute.
+
+Every case of the gradient-rule table (tests/autodiff/cases_*.py), float64 on onnx's reference
+evaluator: the VJP and JVP models split into their forward half and gradient half, the halves
+run one after the other, and the gradient equals the combined model's to 1e-12; the forward half
+holds no node that reads the seed, the gradient half none that reads a data input directly.
+Then through ``GraphJacobian`` on ONNX Runtime: the forward half runs once per sample however
+many products follow, and products equal the combined model's.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+from onnx.reference import ReferenceEvaluator
+
+from fimaudit.autodiff import kept_forward
+from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, OUTPUT_TANGENT, TANGENT, build_jvp_model, build_vjp_model
+from fimaudit.autodiff.kept_forward import split_gradient_model
+from fimaudit.gradients import graph as graph_gradients
+from tests.autodiff.reference_ops import EXACT_OPS
+from tests.autodiff.test_rules import CASES, LEAD, _ort
+
+
+def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+    return ReferenceEvaluator(model, new_ops=EXACT_OPS).run(outputs, feeds)
+
+
+def _check_split(model: onnx.ModelProto, seed: str, result: str, x: np.ndarray, seeds: np.ndarray) -> None:
+    split = split_gradient_model(model, seed, result, "y")
+    assert split is not None, "the split could not type a kept tensor"
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError:
+        pass  # a model the checker refuses already (an ML-domain output without a shape) proves nothing
+    else:
+        onnx.checker.check_model(split.forward)
+        onnx.checker.check_model(split.gradient)
+    assert seed not in {name for node in split.forward.graph.node for name in node.input}
+    gradient_inputs = {value.name for value in split.gradient.graph.input}
+    assert "x" not in gradient_inputs or "x" in split.kept
+    assert gradient_inputs == {seed, *split.kept}
+
+    y, expected = _run(model, {"x": x, seed: seeds}, ["y", result])
+    names = [value.name for value in split.forward.graph.output]
+    values = {"x": x, **dict(zip(names, _run(split.forward, {"x": x}, names), strict=True))}
+    np.testing.assert_array_equal(values["y"], y)
+    (actual,) = _run(split.gradient, {seed: seeds, **{name: values[name] for name in split.kept}}, [result])
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=1e-12 * max(1.0, float(np.abs(expected).max())))
+
+
+def _check_split_on_ort(model: onnx.ModelProto, seed: str, result: str, x: np.ndarray, seeds: np.ndarray) -> None:
+    """ONNX Runtime loads both float32 halves and they give the combined model's gradient."""
+    split = split_gradient_model(model, seed, result, "y")
+    assert split is not None
+    names = [value.name for value in split.forward.graph.output]
+    values = {"x": x, **dict(zip(names, _ort(split.forward).run(names, {"x": x}), strict=True))}
+    (actual,) = _ort(split.gradient).run([result], {seed: seeds, **{name: values[name] for name in split.kept}})
+    (expected,) = _ort(model).run([result], {"x": x, seed: seeds})
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(expected).max())))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_split_gradient_models_compute_what_the_combined_ones_compute(case) -> None:
+    rng = np.random.default_rng(zlib.crc32(case.id.encode()))
+    model = case.build(np.float64)
+    x = case.sample(rng, case.x_shape).astype(np.float64)
+    (y,) = _run(model, {"x": x}, ["y"])
+    u, v = rng.normal(size=(LEAD, *y.shape)), rng.normal(size=(LEAD, *x.shape))
+    _check_split(build_vjp_model(model, "x", "y"), COTANGENT, INPUT_GRAD, x, u)
+    _check_split(build_jvp_model(model, "x", "y"), TANGENT, OUTPUT_TANGENT, x, v)
+    model32, x32 = case.build(np.float32), x.astype(np.float32)
+    _check_split_on_ort(build_vjp_model(model32, "x", "y"), COTANGENT, INPUT_GRAD, x32, u.astype(np.float32))
+    _check_split_on_ort(build_jvp_model(model32, "x", "y"), TANGENT, OUTPUT_TANGENT, x32, v.astype(np.float32))
+
+
+def _opaque_model(result_type: int | None) -> onnx.ModelProto:
+    """x -> Opaque (an op shape inference knows nothing of) -> t; y = t; g = cotangent * t."""
+    nodes = [
+        helper.make_node("Opaque", ["x"], ["t"], domain="example.unknown"),
+        helper.make_node("Mul", [COTANGENT, "t"], ["g"]),
+        helper.make_node("Identity", ["t"], ["y"]),
+    ]
+    result = (
+        helper.make_tensor_value_info("g", result_type, [2, 1, 3])
+        if result_type
+        else helper.make_empty_tensor_value_info("g")
+    )
+    graph = helper.make_graph(
+        nodes,
+        "unknown",
+        [
+            helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3]),
+            helper.make_tensor_value_info(COTANGENT, onnx.TensorProto.FLOAT, [2, 1, 3]),
+        ],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3]), result],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("example.unknown", 1)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_a_tensor_of_unknown_type_is_recomputed_on_the_gradient_side() -> None:
+    """The Opaque output has no type to declare it by: the gradient half recomputes it from x."""
+    split = split_gradient_model(_opaque_model(onnx.TensorProto.FLOAT), COTANGENT, "g", "y")
+    assert split is not None and split.kept == ("x",)
+    assert [node.op_type for node in split.gradient.graph.node] == ["Opaque", "Mul"]
+
+
+def test_a_result_of_unknown_type_leaves_the_model_unsplit() -> None:
+    assert split_gradient_model(_opaque_model(None), COTANGENT, "g", "y") is None
+
+
+def _resnet_source():
+    from fimaudit.audit import AuditConfig, intake, prepare_model
+    from fimaudit.gradients import make_source
+
+    path = "sample_models/resnet_small.onnx"
+    data = np.load("sample_models/digits_test.npy")[:3].astype(np.float32)
+    prepared = prepare_model(intake(path), AuditConfig(model_path=path, gradients="graph"), data[:1])
+    source = make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
+    return source, data
+
+
+def test_products_run_the_forward_once_per_sample_and_match_the_combined_model() -> None:
+    source, data = _resnet_source()
+    rng = np.random.default_rng(3)
+    cotangents = rng.normal(size=(4, source.num_classes))
+    tangents = rng.normal(size=(4, source.input_size))
+    for sample in data:
+        source.vjp(sample, cotangents[:1])  # the forward half runs here, once for the sample
+        runs = source.accounting.runs
+        pulled = source.vjp(sample, cotangents)
+        pushed = source.jvp(sample, tangents)
+        source.jvp(sample, tangents)
+        assert isinstance(source._vjp_products, graph_gradients._KeptForwardSession)
+        assert isinstance(source._jvp, graph_gradients._KeptForwardSession)
+        # 1 vjp run + the jvp's forward half (first jvp of this sample) + 2 jvp runs: no other forward.
+        assert source.accounting.runs - runs == 4
+        combined = source._one_sample_runs(source._vjp, sample, cotangents, (source.num_classes,))
+        np.testing.assert_allclose(pulled, combined, rtol=1e-5, atol=1e-6 * np.abs(combined).max())
+        dense = source.dense(sample[None])[0]
+        np.testing.assert_allclose(pushed, tangents @ dense.T, rtol=1e-4, atol=1e-5 * np.abs(pushed).max())
+
+
+def test_an_unsplit_model_runs_its_products_on_the_combined_model(monkeypatch) -> None:
+    monkeypatch.setattr(graph_gradients, "split_gradient_model", lambda *args: None)
+    source, data = _resnet_source()
+    cotangents = np.random.default_rng(4).normal(size=(2, source.num_classes))
+    pulled = source.vjp(data[0], cotangents)
+    assert source._vjp_products is source._vjp
+    np.testing.assert_allclose(pulled, cotangents @ source.dense(data[:1])[0], rtol=1e-4, atol=1e-6)
+    assert kept_forward.split_gradient_model is not None
