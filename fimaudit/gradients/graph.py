@@ -6,9 +6,9 @@ runs them and answers the gradient-source interface (``fimaudit.gradients.base``
 The VJP model (``build.build_vjp_model``) maps a batch x [B, ...] and cotangents [M, B, K] to
 [M, B, ...]; one-hot cotangents give M rows of every sample's Jacobian in one run. The JVP
 model maps tangents [M, B, ...] to [M, B, K] (forward mode, for matrix-free estimators).
-Products (``vjp``, ``jvp``) run each model split in two (``autodiff/kept_forward.py``): the
-forward half once per sample, the gradient half per product; dense Jacobians run the combined
-VJP model (its forward is one run among K cotangents anyway).
+Each model runs split in two (``autodiff/kept_forward.py``): the forward half once per sample
+(or group of samples), the gradient half per product or chunk of one-hot cotangents; a model
+the split cannot type runs combined.
 
 Memory: a run with M cotangents over B samples makes ONNX Runtime carry M*B rows through the
 backward graph and returns M*B*d values. ``max_rows`` (the audit's planned batch rows) bounds
@@ -107,7 +107,9 @@ class _KeptForwardSession:
     ``run`` has ``_GradientSession.run``'s contract; the forward half runs only when the rows
     differ from the previous call's, and its tensors (one sample's activations: about one
     forward pass's memory, which the combined run held too) are kept until they do.
-    Accounting: the forward run counts its B rows once, each gradient run M*B rows.
+    Accounting: a forward half counts its B rows when it runs, each gradient half M*B rows and one
+    run; so one call on new rows counts what the combined model's run counts (B + M*B, one run),
+    and further calls on the same rows only their gradient rows.
     """
 
     def __init__(self, split: SplitGradientModel, runner: ModelRunner, seed: str, result: str) -> None:
@@ -135,7 +137,7 @@ class _KeptForwardSession:
         self._logits = values[LOGITS]
         self._handed = {name: values[name] for name in self.kept}
         self._rows = key
-        self.runner.accounting.add(rows.shape[0])
+        self.runner.accounting.evaluations += rows.shape[0]  # B forward rows; the run is counted with the gradient half
 
     def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
@@ -183,12 +185,13 @@ class GraphJacobian:
         self.input_size = int(np.prod(sample_shape))
         self.num_classes = num_classes
         self.max_rows = max(1, max_rows or runner.max_batch)
-        self._vjp = _GradientSession(vjp_model, runner, COTANGENT, INPUT_GRAD)
+        # Dense Jacobians and products alike: the split halves when the split works (the forward
+        # half once per group of samples or per sample), else the combined model.
+        self._vjp = _product_session(vjp_model, runner, COTANGENT, INPUT_GRAD) or _GradientSession(
+            vjp_model, runner, COTANGENT, INPUT_GRAD
+        )
         self.dtype = self._vjp.input_dtype
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
-        self._vjp_model = vjp_model
-        # Products (vjp, jvp) run the kept-forward halves when the split works (built on first use).
-        self._vjp_products: _KeptForwardSession | _GradientSession | None = None
         self._jvp: _KeptForwardSession | _GradientSession | None = None
         self._jvp_unavailable: str | None = None
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
@@ -314,9 +317,7 @@ class GraphJacobian:
 
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """J^T u for one sample and cotangents [M, K]: [M, d] (float64), one reverse run per chunk."""
-        if self._vjp_products is None:
-            self._vjp_products = _product_session(self._vjp_model, self.runner, COTANGENT, INPUT_GRAD) or self._vjp
-        return self._one_sample_runs(self._vjp_products, sample, cotangents, (self.num_classes,))
+        return self._one_sample_runs(self._vjp, sample, cotangents, (self.num_classes,))
 
     def _jvp_session(self) -> _KeptForwardSession | _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:

@@ -18,7 +18,6 @@ import pytest
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
-from fimaudit.autodiff import kept_forward
 from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, OUTPUT_TANGENT, TANGENT, build_jvp_model, build_vjp_model
 from fimaudit.autodiff.kept_forward import split_gradient_model
 from fimaudit.gradients import graph as graph_gradients
@@ -125,32 +124,28 @@ def _resnet_source():
     return source, data
 
 
-def test_products_run_the_forward_once_per_sample_and_match_the_combined_model() -> None:
+def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(monkeypatch) -> None:
     source, data = _resnet_source()
     rng = np.random.default_rng(3)
     cotangents = rng.normal(size=(4, source.num_classes))
     tangents = rng.normal(size=(4, source.input_size))
+    source.jvp(data[-1], tangents[:1])  # both split models built before the split is switched off
+    monkeypatch.setattr(graph_gradients, "split_gradient_model", lambda *args: None)
+    combined, _ = _resnet_source()
+    assert isinstance(combined._vjp, graph_gradients._GradientSession)
     for sample in data:
         source.vjp(sample, cotangents[:1])  # the forward half runs here, once for the sample
-        runs = source.accounting.runs
+        runs, evaluations = source.accounting.runs, source.accounting.evaluations
         pulled = source.vjp(sample, cotangents)
         pushed = source.jvp(sample, tangents)
         source.jvp(sample, tangents)
-        assert isinstance(source._vjp_products, graph_gradients._KeptForwardSession)
+        assert isinstance(source._vjp, graph_gradients._KeptForwardSession)
         assert isinstance(source._jvp, graph_gradients._KeptForwardSession)
-        # 1 vjp run + the jvp's forward half (first jvp of this sample) + 2 jvp runs: no other forward.
-        assert source.accounting.runs - runs == 4
-        combined = source._one_sample_runs(source._vjp, sample, cotangents, (source.num_classes,))
-        np.testing.assert_allclose(pulled, combined, rtol=1e-5, atol=1e-6 * np.abs(combined).max())
-        dense = source.dense(sample[None])[0]
-        np.testing.assert_allclose(pushed, tangents @ dense.T, rtol=1e-4, atol=1e-5 * np.abs(pushed).max())
-
-
-def test_an_unsplit_model_runs_its_products_on_the_combined_model(monkeypatch) -> None:
-    monkeypatch.setattr(graph_gradients, "split_gradient_model", lambda *args: None)
-    source, data = _resnet_source()
-    cotangents = np.random.default_rng(4).normal(size=(2, source.num_classes))
-    pulled = source.vjp(data[0], cotangents)
-    assert source._vjp_products is source._vjp
-    np.testing.assert_allclose(pulled, cotangents @ source.dense(data[:1])[0], rtol=1e-4, atol=1e-6)
-    assert kept_forward.split_gradient_model is not None
+        # 3 gradient runs of 4 rows each, and one forward row: the jvp's forward half (the first jvp
+        # of this sample); the combined models would have counted a forward row per run (15).
+        assert source.accounting.runs - runs == 3
+        assert source.accounting.evaluations - evaluations == 3 * 4 + 1
+        np.testing.assert_allclose(pulled, combined.vjp(sample, cotangents), rtol=1e-5, atol=1e-6 * np.abs(pulled).max())
+        np.testing.assert_allclose(pushed, combined.jvp(sample, tangents), rtol=1e-5, atol=1e-6 * np.abs(pushed).max())
+    dense, reference = source.dense(data), combined.dense(data)
+    np.testing.assert_allclose(dense, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())

@@ -154,18 +154,21 @@ def test_dense_chunks_cotangents_within_max_rows_and_counts_cost(save_model) -> 
     prepared = _prepare(path, inputs[:1])
     assert isinstance(graph_source(prepared.runner, (12,), prepared.num_classes), GraphJacobian)
     limited = GraphJacobian(prepared.runner, (12,), 23, build_vjp_model(prepared.runner.model, "x", LOGITS), max_rows=7)
-    runs: list[tuple[int, int]] = []
+    runs: list[tuple[int, int, bytes]] = []
     original = limited._vjp.run
 
     def recording(rows: np.ndarray, seeds: np.ndarray):
-        runs.append((seeds.shape[0], rows.shape[0]))
+        runs.append((seeds.shape[0], rows.shape[0], rows.tobytes()))
         return original(rows, seeds)
 
     limited._vjp.run = recording  # type: ignore[method-assign]
     before = limited.accounting.evaluations
     dense = limited.dense(inputs)
-    assert all(m * b <= 7 for m, b in runs)
-    assert limited.accounting.evaluations - before == sum(b * (1 + m) for m, b in runs)
+    assert all(m * b <= 7 for m, b, _ in runs)
+    # M*B gradient rows per run, and each group's B forward rows once (the forward half is kept
+    # across its chunks of cotangents).
+    forward_rows = sum({key: b for _, b, key in runs}.values())
+    assert limited.accounting.evaluations - before == sum(b * m for m, b, _ in runs) + forward_rows
     fd = FiniteDifferenceJacobian(prepared.runner, (12,), 23).dense(inputs)
     assert _relative(dense, fd) < TOLERANCE
 
