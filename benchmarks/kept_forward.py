@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fimaudit.audit import AuditConfig, intake, prepare_model  # noqa: E402
-from fimaudit.autodiff.build import OUTPUT_TANGENT, TANGENT, build_jvp_model  # noqa: E402
+from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, OUTPUT_TANGENT, TANGENT, build_jvp_model, build_vjp_model  # noqa: E402
 from fimaudit.gradients import graph as graph_gradients  # noqa: E402
 from fimaudit.gradients import make_source  # noqa: E402
 from fimaudit.graph.selection import LOGITS  # noqa: E402
@@ -47,7 +47,7 @@ def _rounds(source, combined_vjp, combined_jvp, sample, cotangent, tangent, prod
             ("kept jvp", lambda: source.jvp(sample, tangent)),
             ("combined jvp", lambda: source._one_sample_runs(combined_jvp, sample, tangent, source.sample_shape)),
         ):
-            for session in (source._vjp_products, source._jvp):
+            for session in (source._vjp, source._jvp):
                 if isinstance(session, graph_gradients._KeptForwardSession):
                     session._rows = None  # a new round pays the forward half again, as a new sample would
             start = time.perf_counter()
@@ -73,16 +73,17 @@ def main() -> None:
         path = str(corpus / f"{name}.onnx")
         prepared = prepare_model(intake(path), AuditConfig(model_path=path, gradients="graph"), inputs[:1])
         source = make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
-        jvp_model = build_jvp_model(
-            graph_gradients.with_sample_shape(source._forward_model or source.runner.model, source.runner.input_name,
-                                              source.sample_shape),
-            source.runner.input_name, LOGITS, source.probe,
-        )
+        forward = graph_gradients.with_sample_shape(source._forward_model or source.runner.model,
+                                                    source.runner.input_name, source.sample_shape)
+        jvp_model = build_jvp_model(forward, source.runner.input_name, LOGITS, source.probe)
+        vjp_model = build_vjp_model(forward, source.runner.input_name, LOGITS, source.probe)
         combined_jvp = graph_gradients._GradientSession(jvp_model, source.runner, TANGENT, OUTPUT_TANGENT)
+        combined_vjp = graph_gradients._GradientSession(vjp_model, source.runner, COTANGENT, INPUT_GRAD)
+        del jvp_model, vjp_model
         rng = np.random.default_rng(0)
         cotangent = rng.standard_normal((1, source.num_classes))
         tangent = rng.standard_normal((1, source.input_size))
-        best, results = _rounds(source, source._vjp, combined_jvp, inputs[0], cotangent, tangent, args.products,
+        best, results = _rounds(source, combined_vjp, combined_jvp, inputs[0], cotangent, tangent, args.products,
                                 args.repeats)
         diff = max(
             float(np.abs(results[f"kept {m}"] - results[f"combined {m}"]).max() / np.abs(results[f"combined {m}"]).max())

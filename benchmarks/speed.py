@@ -19,6 +19,12 @@ Per model of the corpus (tools/corpus/export_torchvision.py, 3x32x32, K = 10):
   each pays: ``convT`` (the Conv adjoint as ConvTranspose, as before issue 12) and ``ext``
   (ONNX Runtime at ORT_ENABLE_EXTENDED, the level before issue 12, instead of ORT_ENABLE_ALL).
 
+``--group B`` (32 only) adds a table where B samples share a gradient run on both sides, as the
+audit's exact route runs them (fimaudit/sample_groups.py, B <= 8): fimaudit's ``prefetch`` of the
+group against PyTorch's per-class backward over the batch of B and its batched backward over
+B x K rows; milliseconds per sample. A fixed-batch export (the dynamo ones, batch 1) gains
+nothing from grouping on fimaudit's side: that is what its audit does too.
+
 ``--size 224`` (the 3x224x224, K = 1000 corpus, tools/corpus/export_torchvision.py ``--size 224
 --classes 1000``, default ``--corpus /work/corpus224``): per model, one sample's lambda_max by
 ``--method auto`` through the audit's per-sample path (logits, then ``SampleAuditor``: the
@@ -175,6 +181,57 @@ def torch_jobs(name: str, inputs: np.ndarray) -> dict[str, Callable[[np.ndarray]
     return jobs
 
 
+def torch_group_per_class(model: torch.nn.Module, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """B samples in one forward pass, then one backward pass per class: Jacobians [B, K, d]."""
+    x = torch.from_numpy(group).requires_grad_(True)
+    z = model(x)
+    k = z.shape[1]
+    rows = [torch.autograd.grad(z[:, c].sum(), x, retain_graph=c < k - 1)[0].reshape(group.shape[0], -1)
+            for c in range(k)]
+    return torch.stack(rows, dim=1).numpy(), z.detach().numpy()
+
+
+def torch_group_batched(model: torch.nn.Module, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each of B samples repeated K times, one backward pass of sum_b,k z_k(x_bk): Jacobians [B, K, d]."""
+    b, k = group.shape[0], NUM_CLASSES
+    x = torch.from_numpy(np.repeat(group, k, axis=0)).requires_grad_(True)
+    z = model(x)
+    picked = z.reshape(b, k, k).diagonal(dim1=1, dim2=2).sum()
+    (gradient,) = torch.autograd.grad(picked, x)
+    return gradient.reshape(b, k, -1).numpy(), z.reshape(b, k, k)[:, 0].detach().numpy()
+
+
+def group_jobs(name: str, path: Path, all_inputs: np.ndarray, threads: int) -> dict[str, Callable[[np.ndarray], float]]:
+    """Jobs over a group of B samples (``--group``), as the audit's exact route runs them.
+
+    fimaudit: ``GraphJacobian.prefetch`` of the group (one gradient run over B samples x K
+    cotangents, fimaudit/sample_groups.py), then each sample's exact lambda_max; PyTorch: the
+    same B samples through its per-class and its batched backward paths. Each job returns the
+    sum of the group's lambda_max.
+    """
+    by_name = {arch.name: arch for arch in ARCHITECTURES}
+    model = build_model(by_name[name], NUM_CLASSES, all_inputs)
+    jobs: dict[str, Callable[[np.ndarray], float]] = {}
+    for label, path_of in (("torch per-class", torch_group_per_class), ("torch batched", torch_group_batched)):
+        def job(group: np.ndarray, path_of=path_of) -> float:
+            jacobians, logits = path_of(model, group)
+            return sum(exact_lambda_max(j.astype(np.float64), z.astype(np.float64), with_eigenvector=False).value
+                       for j, z in zip(jacobians, logits, strict=True))
+        jobs[label] = job
+    source = graph_source(path, all_inputs[:1], threads)
+
+    def ours(group: np.ndarray) -> float:
+        source.prefetch(group)
+        logits = source.logits(group)
+        total = sum(exact_lambda_max(source.dense(group[i : i + 1])[0], logits[i], with_eigenvector=False).value
+                    for i in range(group.shape[0]))
+        source.prefetch(group[:0])
+        return total
+
+    jobs["fimaudit"] = ours
+    return jobs
+
+
 # ------------------------------------------------------------------ 3x224x224, K = 1000: --method auto
 
 LARGE_CLASSES = 1000
@@ -324,6 +381,29 @@ def audit_rows(model: Path, samples: int, threads: int) -> dict[str, float | str
     return row
 
 
+def grouped_table(args: argparse.Namespace, all_inputs: np.ndarray) -> None:
+    """Per-sample milliseconds when B samples share a gradient run, both sides (``--group B``)."""
+    size = args.group
+    count = max(1, args.samples // size) * size
+    groups = all_inputs[:count].reshape(count // size, size, *all_inputs.shape[1:])
+    print(f"\ngroups of {size} samples per gradient run ({count // size} groups, best of {args.repeats}, interleaved; "
+          "ms per sample)")
+    print(f"{'model':20s} {'exporter':11s} {'fim ms':>8s} {'per-class':>9s} {'batched':>8s} {'ratio':>6s} "
+          f"{'lam diff':>8s}")
+    for name in args.archs:
+        for exporter in args.exporters:
+            path = args.corpus / f"{name}_{exporter}.onnx"
+            jobs = group_jobs(name, path, all_inputs, args.threads)
+            seconds, values = time_interleaved(jobs, groups, args.repeats, 1)
+            del jobs
+            gc.collect()
+            faster = min(seconds["torch per-class"], seconds["torch batched"])
+            diff = max(abs(a - b) / b for a, b in zip(values["fimaudit"], values["torch per-class"], strict=True))
+            print(f"{name:20s} {exporter:11s} {seconds['fimaudit'] / size * 1e3:8.1f} "
+                  f"{seconds['torch per-class'] / size * 1e3:9.1f} {seconds['torch batched'] / size * 1e3:8.1f} "
+                  f"{seconds['fimaudit'] / faster:6.2f} {diff:8.1e}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=None,
@@ -343,6 +423,9 @@ def main() -> None:
     parser.add_argument("--no-audit", action="store_true", help="skip the CLI audits")
     parser.add_argument("--only-audit", action="store_true", help="only the CLI audits (no speed table)")
     parser.add_argument("--audit-samples", type=int, default=16)
+    parser.add_argument("--group", type=int, default=1,
+                        help="32 only: also time groups of this many samples per gradient run on both sides "
+                             "(the audit's exact route differentiates groups of up to 8)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -391,6 +474,8 @@ def main() -> None:
     print("\n".join(rows))
     print("ratio: fimaudit / the faster of torch per-class and torch batched (below 1: fimaudit faster); "
           "lam diff: max relative difference of lambda_max against torch per-class")
+    if args.group > 1 and not args.only_audit:
+        grouped_table(args, all_inputs)
     if not args.no_audit:
         print(f"\nfimaudit audit --samples {args.audit_samples} --method exact --gradients graph "
               "(fresh process; cold: empty cache, cached: second run)")
