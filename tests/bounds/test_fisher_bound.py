@@ -111,3 +111,43 @@ def test_overflowing_bounds_are_null_not_infinite() -> None:
     sample = bounds.sample_bound(np.ones(4, np.float32), np.zeros(4))
     assert sample.value is None
     json.dumps(sample.to_dict(), allow_nan=False)
+
+
+def test_a_model_whose_rules_read_no_activation_is_bounded_per_sample_without_a_probe_run() -> None:
+    """ReLU networks: the per-sample bound is the same without the probe session (none is built).
+
+    A model with a value-reading op (the Gemm of two activations below) still probes, and its
+    per-sample bound depends on the sample's activations.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from fimaudit.bounds.fisher_bound import FisherBounds
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(size=(6, 8)).astype(np.float32), rng.normal(size=(8, 3)).astype(np.float32)
+
+    def model(squared: bool) -> onnx.ModelProto:
+        nodes = [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["r"])]
+        if squared:
+            nodes += [helper.make_node("Mul", ["r", "r"], ["s"]), helper.make_node("MatMul", ["s", "W2"], ["y"])]
+        else:
+            nodes.append(helper.make_node("MatMul", ["r", "W2"], ["y"]))
+        graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+                                  [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    x = rng.normal(size=6).astype(np.float32)
+    logits = rng.normal(size=3)
+    relu = FisherBounds(model(False), "x", "y", (6,), 3)
+    skipped = relu.sample_bound(x, logits)
+    assert relu._probe is None
+    forced = FisherBounds(model(False), "x", "y", (6,), 3)
+    forced._reads_activations = True
+    assert forced.sample_bound(x, logits).value == skipped.value and forced._probe is not None
+
+    squared = FisherBounds(model(True), "x", "y", (6,), 3)
+    small, large = squared.sample_bound(0.01 * x, logits), squared.sample_bound(10 * x, logits)
+    assert squared._probe is not None
+    assert small.value is not None and large.value is not None and small.value < large.value
