@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
-from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, slopes_at_x, supported_ops
+from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, moves_of, slopes_at_x, supported_ops
 from fimaudit.certify.symbols import STACK_LIMIT, Linearised, SymbolDeviation, Unsupported
 
 if TYPE_CHECKING:  # telescoping.py imports backward_from from here
@@ -122,17 +122,15 @@ def _moving_inputs(rule, ctx: NodeContext, ins: list[Cotangent | None]) -> list[
 
     None for a node whose Jacobian never changes (affine, reshapes).
     """
-    spreads = rule.spreads(ctx)
-    if spreads == []:
+    moves = moves_of(rule, ctx)
+    if moves is None:
+        return [None] * len(ins)
+    if moves.fixed:
         return None
-    masks: dict[int, np.ndarray] = {}
-    if spreads is None:
-        changing = getattr(rule, "changing", None)
-        if changing is None:
-            return [None] * len(ins)
-        masks[0] = changing(ctx)[1].reshape(-1)
+    if moves.selection is not None:
+        masks = {0: moves.selection.candidates.reshape(-1)}
     else:
-        masks = {index: spread.reshape(-1) > 0 for index, spread in spreads}
+        masks = {index: spread.reshape(-1) > 0 for index, spread in moves.diagonal}
     kept: list[Cotangent | None] = []
     for index, rows in enumerate(ins):
         if rows is None or index not in masks:

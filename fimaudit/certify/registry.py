@@ -147,6 +147,51 @@ class CertifyRule:
             return self.tangent(ctx, rows).centre
 
 
+@dataclass(frozen=True)
+class Selection:
+    """Where a selecting node (max pooling) can change its pick over the set."""
+
+    #: Output entries whose arg-max can change.
+    outputs: np.ndarray
+    #: Input entries such an output can pick.
+    candidates: np.ndarray
+    #: The most windows one input entry lies in.
+    overlap: int
+
+
+@dataclass(frozen=True)
+class Moves:
+    """How a node's local Jacobian can move over the set: the one reading every pass uses.
+
+    ``diagonal``: per varying input whose slope can move, the largest |slope(x') - slope(x)| per
+    entry (an activation, one factor of a product); ``selection``: a node that picks among its
+    inputs. Neither: the Jacobian never changes (an affine op).
+    """
+
+    diagonal: list[tuple[int, np.ndarray]]
+    selection: Selection | None = None
+
+    @property
+    def fixed(self) -> bool:
+        """True for a node whose Jacobian is the same at every point of the set."""
+        return not self.diagonal and self.selection is None
+
+
+def moves_of(rule: CertifyRule, ctx: NodeContext) -> Moves | None:
+    """The rule's ``spreads``, else its ``changing`` selection; None when it gives neither form.
+
+    None sends the passes to their general fallback (the interval radius, or no symbol form).
+    """
+    spreads = rule.spreads(ctx)
+    if spreads is not None:
+        return Moves(list(spreads))
+    changing = getattr(rule, "changing", None)
+    if changing is None:
+        return None
+    outputs, candidates, overlap = changing(ctx)
+    return Moves([], Selection(outputs, candidates, overlap))
+
+
 @contextlib.contextmanager
 def slopes_at_x(contexts: list[NodeContext]) -> Iterator[None]:
     """Within: every node's rules use its local Jacobian at x (``centre_only``), not its range over the set.

@@ -47,7 +47,7 @@ import numpy as np
 
 from fimaudit.certify.composition import spectral_norm_bound
 from fimaudit.certify.intervals import Box, Cotangent, outward
-from fimaudit.certify.registry import CertifyRule, NodeContext, slopes_at_x
+from fimaudit.certify.registry import CertifyRule, Moves, NodeContext, moves_of, slopes_at_x
 
 #: Symbols kept as rows; beyond this many, their weights join the loose vector L.
 SYMBOL_LIMIT = 2048
@@ -175,10 +175,10 @@ class Linearised:
     def _symbols(self, rule: CertifyRule, ctx: NodeContext, out: np.ndarray,
                  loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """New symbols where the node's local Jacobian can move (one block of rows, or L past the limit)."""
-        spreads = rule.spreads(ctx)
-        if spreads == []:
+        how = moves_of(rule, ctx)
+        if how is not None and how.fixed:
             return out, loose
-        groups = self._groups(rule, ctx, spreads, out.shape[1:])
+        groups = self._groups(rule, ctx, how, out.shape[1:])
         remainders = rule.remainders(ctx) if len(groups) == 1 else None
         for moves, bounds, range_beta, spectral_beta in groups:
             weight = moves * bounds
@@ -205,7 +205,7 @@ class Linearised:
             self.symbols = stop
         return out, loose
 
-    def _groups(self, rule: CertifyRule, ctx: NodeContext, spreads: list[tuple[int, np.ndarray]] | None,
+    def _groups(self, rule: CertifyRule, ctx: NodeContext, moves: Moves | None,
                 shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
         """(moves m, per-entry bounds g, range beta, spectral beta) for each way the node's Jacobian moves.
 
@@ -215,22 +215,22 @@ class Linearised:
         window's candidates, the betas sqrt(2 w) times the candidates' (||S(x') - S(x)||_2 <= sqrt(2 w)).
         """
         groups = []
-        if spreads is None:
-            changing = getattr(rule, "changing_weights", None)
-            if changing is None:
-                raise Unsupported(f"op {ctx.node.op_type} at {ctx.name!r} has no symbol form")
+        changing = getattr(rule, "changing_weights", None)
+        if moves is None or (moves.selection is not None and changing is None):
+            raise Unsupported(f"op {ctx.node.op_type} at {ctx.name!r} has no symbol form")
+        if moves.selection is not None and changing is not None:
             name = ctx.node.input[0]
-            outputs, candidates, overlap = rule.changing(ctx)  # type: ignore[attr-defined]
-            factor = math.sqrt(2.0 * overlap)
-            beta, rows = self._beta(name, candidates)
+            chosen = moves.selection
+            factor = math.sqrt(2.0 * chosen.overlap)
+            beta, rows = self._beta(name, chosen.candidates)
             self.betas[(ctx.node.name, 0)] = beta
             self.at_x[ctx.node.name] = [rows]
             bounds = changing(ctx, self.bounds[name]) * _SUM_MARGIN
-            groups.append((outputs.astype(np.float64).reshape(shape), bounds.reshape(shape),
-                           factor * self._range_beta(name, candidates, beta), factor * beta))
+            groups.append((chosen.outputs.astype(np.float64).reshape(shape), bounds.reshape(shape),
+                           factor * self._range_beta(name, chosen.candidates, beta), factor * beta))
             return groups
         kept: list[Cotangent | None] = [None] * len(ctx.node.input)
-        for index, spread in spreads:
+        for index, spread in moves.diagonal:
             name = ctx.node.input[index]
             if tuple(spread.shape) != tuple(shape) or name not in self.bounds:
                 raise Unsupported(f"op {ctx.node.op_type} at {ctx.name!r}: slopes of another shape")

@@ -29,7 +29,7 @@ import numpy as np
 
 from fimaudit.certify.composition import spectral_norm_bound
 from fimaudit.certify.intervals import Cotangent
-from fimaudit.certify.registry import NodeContext, get_rule
+from fimaudit.certify.registry import NodeContext, get_rule, moves_of
 
 #: A recursive refinement runs one backward pass with this many rows at most.
 ROW_LIMIT = 128
@@ -74,17 +74,16 @@ def edges_of(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | N
             continue
         rule = get_rule(ctx.node.op_type)
         assert rule is not None
-        spreads = rule.spreads(ctx)
-        if spreads is None:
-            changing = getattr(rule, "changing", None)
-            if changing is None:
-                return None
-            outputs, candidates, overlap = changing(ctx)
-            if outputs.any():
-                edges.append(Edge(ctx.node.name, 0, candidates.reshape(-1), None, outputs.reshape(-1),
-                                  math.sqrt(2.0 * overlap)))
+        moves = moves_of(rule, ctx)
+        if moves is None:
+            return None
+        chosen = moves.selection
+        if chosen is not None:
+            if chosen.outputs.any():
+                edges.append(Edge(ctx.node.name, 0, chosen.candidates.reshape(-1), None, chosen.outputs.reshape(-1),
+                                  math.sqrt(2.0 * chosen.overlap)))
             continue
-        for index, spread in spreads:
+        for index, spread in moves.diagonal:
             flat = spread.reshape(-1)
             moving = flat > 0
             if moving.any() and inputs[index] is not None:
