@@ -59,13 +59,14 @@ def build(path: str, probe: np.ndarray, variant: str):
     with undone(variant):
         prepared = prepare_model(intake(path), AuditConfig(model_path=path, gradients="graph"), probe)
         source = make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
-        source.jvp(probe[0], np.zeros((1, source.input_size)))  # the JVP model, built under the same lever
+        for _ in range(graph_gradients.KEEP_FORWARD_AFTER + 1):  # the JVP's halves too, under the same lever
+            source.jvp(probe[0], np.zeros((1, source.input_size)))
     return source
 
 
 def forget(source) -> None:
     """A new round pays the forward half again, as a new sample would."""
-    for session in (source._vjp, source._jvp):
+    for session in (source._vjp, source._jvp_kept):
         if isinstance(session, graph_gradients._KeptForwardSession):
             session._rows = None
 
@@ -96,6 +97,7 @@ def main() -> None:
             for variant, source in sources.items():
                 for mode, run in (("vjp", lambda s=source: s.vjp(inputs[0], cotangent)),
                                   ("jvp", lambda s=source: s.jvp(inputs[0], tangent))):
+                    source._jvp_runs_on_rows = graph_gradients.KEEP_FORWARD_AFTER  # as deep in an estimator's run
                     forget(source)
                     start = time.perf_counter()
                     for _ in range(args.products):

@@ -22,14 +22,14 @@ import logging
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
 from fimaudit.autodiff import registry
 from fimaudit.autodiff.context import GraphFacts, RuleContext
 from fimaudit.autodiff.lowering import lower_for_gradients
 from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
 from fimaudit.errors import NotDifferentiableError, UnsupportedOpError
-from fimaudit.graph.onnx_utils import LazyConstants, opset_version
+from fimaudit.graph.onnx_utils import LazyConstants, infer_shapes_light, opset_version
 from fimaudit.graph.tensors import FLOAT_TYPES, Dim, declared_types_and_shapes, subgraph_inputs
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def _retype_clip_bounds(original: onnx.ModelProto, converted: onnx.ModelProto) -
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """Shape inference with data propagation; the model unchanged if inference fails."""
     try:
-        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return infer_shapes_light(model, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError and plain RuntimeErrors
         logger.warning("shape inference failed (%s); gradient rules get fewer static shapes", exc)
         return model

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
-from onnx import helper, shape_inference
+from onnx import helper
 
+from fimaudit.graph.onnx_utils import WEIGHT_ELEMENTS, infer_shapes_light
 from fimaudit.graph.tensors import all_value_infos, subgraph_inputs
 
 
@@ -102,12 +104,22 @@ def _model_like(
     inputs: list[onnx.ValueInfoProto],
     outputs: list[onnx.ValueInfoProto],
     name: str,
+    weights: bool = True,
 ) -> onnx.ModelProto:
-    """A model with the given nodes and the initializers they read, the original's opsets and IR."""
+    """A model with the given nodes and the initializers they read, the original's opsets and IR.
+
+    ``weights=False`` (a model only shape inference reads): large initializers become typed
+    graph inputs instead of copies of their bytes.
+    """
     known_initializers = {init.name: init for init in model.graph.initializer}
     produced = {name for node in nodes for name in node.output}
     read = {read for node in nodes for read in _reads(node, set(known_initializers))}
     initializers = [known_initializers[read] for read in sorted(read - produced) if read in known_initializers]
+    if not weights:
+        large = [init for init in initializers if int(np.prod(init.dims, dtype=np.int64)) > WEIGHT_ELEMENTS]
+        inputs = [*inputs, *(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in large)]
+        moved = {init.name for init in large}
+        initializers = [init for init in initializers if init.name not in moved]
     graph = helper.make_graph(list(nodes), name, inputs, outputs, initializer=initializers)
     split = helper.make_model(graph, opset_imports=list(model.opset_import))
     split.ir_version = model.ir_version
@@ -124,9 +136,9 @@ def _with_inferred_types(
     """``infos`` completed by shape inference over the forward half (types and shapes it finds)."""
     data_names = {value.name for value in data_inputs}
     outputs = [helper.make_empty_tensor_value_info(name) for name in wanted if name not in data_names]
-    probe = _model_like(model, forward_nodes, data_inputs, outputs, "fimaudit_kept_forward_probe")
+    probe = _model_like(model, forward_nodes, data_inputs, outputs, "fimaudit_kept_forward_probe", weights=False)
     try:
-        inferred = shape_inference.infer_shapes(probe, check_type=False, strict_mode=False, data_prop=True)
+        inferred = infer_shapes_light(probe, data_prop=True)
     except Exception:  # onnx raises InferenceError and plain RuntimeErrors
         return infos
     found = [*inferred.graph.value_info, *inferred.graph.output]

@@ -62,6 +62,11 @@ def _numpy_dtype(session: Any, name: str, default: str) -> np.dtype:
     return np.dtype(default)
 
 
+#: J v calls on one sample that run the combined JVP model before its kept-forward halves take
+#: over (``GraphJacobian._jvp_runner``): above the gradient check's few, below an estimator's tens.
+KEEP_FORWARD_AFTER = 8
+
+
 def _run_gradient(session: Any, outputs: list[str], feeds: dict[str, np.ndarray], timeout: float | None) -> list[Any]:
     """One session call; ORT's runtime failures as one ModelError (timeouts pass through)."""
     try:
@@ -192,8 +197,14 @@ class GraphJacobian:
         )
         self.dtype = self._vjp.input_dtype
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
-        self._jvp: _KeptForwardSession | _GradientSession | None = None
+        self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
+        # The JVP model runs combined until one sample has had KEEP_FORWARD_AFTER runs (see jvp).
+        self._jvp_model: onnx.ModelProto | None = None
+        self._jvp_kept: _KeptForwardSession | None = None
+        self._jvp_split_tried = False
+        self._jvp_rows: bytes | None = None
+        self._jvp_runs_on_rows = 0
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
         # Prefetched samples: their Jacobian and their share of the run's evaluations (``prefetch``).
         self._prefetched: dict[bytes, tuple[np.ndarray, int]] = {}
@@ -319,7 +330,7 @@ class GraphJacobian:
         """J^T u for one sample and cotangents [M, K]: [M, d] (float64), one reverse run per chunk."""
         return self._one_sample_runs(self._vjp, sample, cotangents, (self.num_classes,))
 
-    def _jvp_session(self) -> _KeptForwardSession | _GradientSession | None:
+    def _jvp_session(self) -> _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
                 base = self._forward_model or self.runner.model
@@ -329,12 +340,33 @@ class GraphJacobian:
                     LOGITS,
                     self.probe,
                 )
-                kept = _product_session(model, self.runner, TANGENT, OUTPUT_TANGENT)
-                self._jvp = kept or _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
+                self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
+                self._jvp_model = model
             except (UnsupportedOpError, ModelError) as exc:
                 self._jvp_unavailable = str(exc)
                 logger.warning("forward-mode gradient graph unavailable (%s); J v uses the dense Jacobian", exc)
         return self._jvp
+
+    def _jvp_runner(self, sample: np.ndarray, combined: _GradientSession) -> _KeptForwardSession | _GradientSession:
+        """The combined JVP model, or its kept-forward halves once this sample has had many runs.
+
+        Why not always split: the halves are two more sessions, each with a copy of the weights
+        (VGG-11: 491 MiB, seconds to build), and the gradient check makes only a few J v runs
+        per sample; a matrix-free estimator makes tens (Lanczos at K = 1000: about 22), and from
+        run KEEP_FORWARD_AFTER of one sample on, each of them stops re-running the forward. The
+        rule depends only on the calls for the sample, so every executor makes the same runs.
+        """
+        key = _row_key(sample)
+        if key != self._jvp_rows:
+            self._jvp_rows, self._jvp_runs_on_rows = key, 0
+        self._jvp_runs_on_rows += 1
+        if self._jvp_runs_on_rows <= KEEP_FORWARD_AFTER:
+            return combined
+        if not self._jvp_split_tried and self._jvp_model is not None:
+            self._jvp_split_tried = True
+            self._jvp_kept = _product_session(self._jvp_model, self.runner, TANGENT, OUTPUT_TANGENT)
+            self._jvp_model = None  # the session holds what it needs
+        return self._jvp_kept or combined
 
     def forward_mode_unavailable(self) -> str | None:
         """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse graph.
@@ -349,7 +381,7 @@ class GraphJacobian:
         session = self._jvp_session()
         if session is None:
             return tangents.astype(np.float64) @ self._cached_jacobian(sample).T
-        return self._one_sample_runs(session, sample, tangents, self.sample_shape)
+        return self._one_sample_runs(self._jvp_runner(sample, session), sample, tangents, self.sample_shape)
 
 
 def _row_key(row: np.ndarray) -> bytes:

@@ -21,11 +21,11 @@ import numpy as np
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
-from onnx import numpy_helper, shape_inference
+from onnx import numpy_helper
 
 from fimaudit.confined import O_CLOEXEC, O_NONBLOCK, open_beneath, open_plain
 from fimaudit.errors import ModelError, ResourceError
-from fimaudit.graph.onnx_utils import opset_version
+from fimaudit.graph.onnx_utils import infer_shapes_light, opset_version
 from fimaudit.graph.tensor_walk import (
     FoundTensor,
     all_sparse_tensors,
@@ -478,7 +478,7 @@ def load_model(path: str | os.PathLike[str], budget: MemoryBudget | None = None)
         raise ModelError(f"{model_path.name} cannot be validated in memory: {exc}") from exc
     _check_weights(model, model_path.name)
     try:
-        inferred = shape_inference.infer_shapes(model, check_type=False, strict_mode=False)
+        inferred = infer_shapes_light(model)
     except Exception as exc:  # shape inference is advisory; an error there is not fatal
         logger.warning("shape inference failed (%s); continuing without inferred shapes", exc)
         inferred = model

@@ -257,3 +257,46 @@ def lowest_ir_version_for(model: onnx.ModelProto) -> int:
         if opset >= default_opset:
             return int(ir_version)
     return int(model.ir_version)
+
+
+#: Initializers with more elements than this are weights: shape inference needs their type and
+#: shape only (shape arithmetic reads small constants: Reshape targets, axes, scales).
+WEIGHT_ELEMENTS = 4096
+
+
+def infer_shapes_light(model: onnx.ModelProto, *, check_type: bool = False, data_prop: bool = False) -> onnx.ModelProto:
+    """``onnx.shape_inference.infer_shapes(model, ...)`` without handing it the weights' bytes.
+
+    Why: ``infer_shapes`` serialises the whole model, and the C++ result is parsed back, weights
+    included (VGG-11's 491 MiB: about 8 s a call under load, and an audit made eight calls).
+    Here inference runs on a copy whose large initializers are typed graph inputs instead (same
+    types and shapes, so the same inference; small constants stay, so shape arithmetic still
+    propagates), and its value infos and outputs are put on one in-memory copy of the model.
+    Raises what ``infer_shapes`` raises.
+    """
+    graph = model.graph
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    light_graph = light.graph
+    light_graph.name = graph.name
+    light_graph.node.extend(graph.node)
+    light_graph.input.extend(graph.input)
+    light_graph.output.extend(graph.output)
+    light_graph.value_info.extend(graph.value_info)
+    light_graph.sparse_initializer.extend(graph.sparse_initializer)
+    declared = {value.name for value in graph.input}
+    for init in graph.initializer:
+        if int(np.prod(init.dims, dtype=np.int64)) <= WEIGHT_ELEMENTS:
+            light_graph.initializer.append(init)
+        elif init.name not in declared:
+            light_graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    inferred = onnx.shape_inference.infer_shapes(light, check_type=check_type, strict_mode=False, data_prop=data_prop)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    del result.graph.value_info[:]
+    result.graph.value_info.extend(inferred.graph.value_info)
+    del result.graph.output[:]
+    result.graph.output.extend(inferred.graph.output)
+    return result

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
 from fimaudit.graph.onnx_utils import (
     DEFAULT_DOMAINS,
     LazyConstants,
+    infer_shapes_light,
     int_attribute,
     is_constant_node,
     node_constant,
@@ -101,7 +102,7 @@ def with_batch_one(model: onnx.ModelProto, input_name: str, sample_shape: Shape 
                 dim.Clear()
                 dim.dim_value = int(wanted[index])
     try:
-        return shape_inference.infer_shapes(fixed, check_type=False, strict_mode=False, data_prop=True)
+        return infer_shapes_light(fixed, data_prop=True)
     except Exception as exc:  # shape inference is advisory here, as in the loader
         logger.info("shape inference at batch 1 failed (%s); shapes come from a probe run", exc)
         return fixed

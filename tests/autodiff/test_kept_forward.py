@@ -129,7 +129,9 @@ def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(m
     rng = np.random.default_rng(3)
     cotangents = rng.normal(size=(4, source.num_classes))
     tangents = rng.normal(size=(4, source.input_size))
-    source.jvp(data[-1], tangents[:1])  # both split models built before the split is switched off
+    for _ in range(graph_gradients.KEEP_FORWARD_AFTER + 1):  # both split models built before the split is off
+        source.jvp(data[-1], tangents[:1])
+    assert isinstance(source._jvp_kept, graph_gradients._KeptForwardSession)
     monkeypatch.setattr(graph_gradients, "split_gradient_model", lambda *args: None)
     combined, _ = _resnet_source()
     assert isinstance(combined._vjp, graph_gradients._GradientSession)
@@ -137,15 +139,19 @@ def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(m
         source.vjp(sample, cotangents[:1])  # the forward half runs here, once for the sample
         runs, evaluations = source.accounting.runs, source.accounting.evaluations
         pulled = source.vjp(sample, cotangents)
-        pushed = source.jvp(sample, tangents)
-        source.jvp(sample, tangents)
         assert isinstance(source._vjp, graph_gradients._KeptForwardSession)
-        assert isinstance(source._jvp, graph_gradients._KeptForwardSession)
-        # 3 gradient runs of 4 rows each, and one forward row: the jvp's forward half (the first jvp
-        # of this sample); the combined models would have counted a forward row per run (15).
-        assert source.accounting.runs - runs == 3
-        assert source.accounting.evaluations - evaluations == 3 * 4 + 1
+        # One gradient run of 4 rows: the forward was not run again.
+        assert (source.accounting.runs - runs, source.accounting.evaluations - evaluations) == (1, 4)
         np.testing.assert_allclose(pulled, combined.vjp(sample, cotangents), rtol=1e-5, atol=1e-6 * np.abs(pulled).max())
-        np.testing.assert_allclose(pushed, combined.jvp(sample, tangents), rtol=1e-5, atol=1e-6 * np.abs(pushed).max())
+
+        # J v: the combined model for the first KEEP_FORWARD_AFTER calls on a sample (a forward
+        # row each), then the kept halves: one forward row, then gradient rows only.
+        pushed = [source.jvp(sample, tangents) for _ in range(graph_gradients.KEEP_FORWARD_AFTER)]
+        evaluations = source.accounting.evaluations
+        kept = [source.jvp(sample, tangents) for _ in range(3)]
+        assert source.accounting.evaluations - evaluations == 1 + 3 * 4
+        expected = combined.jvp(sample, tangents)
+        for result in pushed + kept:
+            np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     dense, reference = source.dense(data), combined.dense(data)
     np.testing.assert_allclose(dense, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())

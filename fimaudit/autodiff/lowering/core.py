@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference
+from onnx import helper, numpy_helper
 
 from fimaudit.autodiff import registry
 from fimaudit.errors import UnsupportedOpError
-from fimaudit.graph.onnx_utils import DEFAULT_DOMAINS, LazyConstants, opset_version
+from fimaudit.graph.onnx_utils import DEFAULT_DOMAINS, LazyConstants, infer_shapes_light, opset_version
 from fimaudit.graph.tensors import FLOAT_TYPES, Dim, declared_types_and_shapes, subgraph_inputs
 
 logger = logging.getLogger(__name__)
@@ -296,7 +296,7 @@ class Lowerer:
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
-        return shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
+        return infer_shapes_light(model, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError and plain RuntimeErrors
         logger.warning("shape inference failed before lowering (%s); static lengths may be unknown", exc)
         return model
