@@ -27,7 +27,7 @@ import onnx
 from onnx import helper
 
 from fimaudit.errors import ModelError
-from fimaudit.graph.onnx_utils import constant_value
+from fimaudit.graph.onnx_utils import constant_value, infer_shapes_light
 from fimaudit.graph.tensors import (
     all_value_infos,
     graph_inputs,
@@ -208,7 +208,7 @@ def _site_info(model: onnx.ModelProto, site: EmbeddingSite) -> onnx.ValueInfoPro
     infos = all_value_infos(model)
     if site.tensor not in infos or not is_float_tensor(infos[site.tensor]):
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+            inferred = infer_shapes_light(model)
             infos = all_value_infos(inferred)
         except Exception as exc:  # inference is best effort: a missing shape is reported below
             logger.info("shape inference failed: %s", exc)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from fimaudit.graph.onnx_utils import attribute
+from fimaudit.graph.onnx_utils import attribute, infer_shapes_light
 from fimaudit.graph.tensors import all_value_infos, is_float_tensor, producers
 
 ML = "ai.onnx.ml"
@@ -43,7 +43,7 @@ def zipmap_probabilities(model: onnx.ModelProto, output_name: str) -> tuple[onnx
     value = all_value_infos(model).get(source)
     if value is None or not is_float_tensor(value):
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+            inferred = infer_shapes_light(model)
             value = all_value_infos(inferred).get(source)
         except Exception:  # inference failing leaves the type undeclared; ZipMap reads float
             value = None

@@ -32,7 +32,7 @@ from onnx import helper
 from fimaudit.errors import InputError, ModelError
 from fimaudit.graph.loader import LoadedModel
 from fimaudit.graph.ml_outputs import linear_classifier_scores, zipmap_probabilities
-from fimaudit.graph.onnx_utils import constant_value, ints_attribute
+from fimaudit.graph.onnx_utils import constant_value, infer_shapes_light, ints_attribute
 from fimaudit.graph.tensors import (
     Dim,
     all_value_infos,
@@ -263,7 +263,7 @@ def _through_unit_means(
             return node
         if inferred is None:
             try:
-                inferred = all_value_infos(onnx.shape_inference.infer_shapes(model, strict_mode=False))
+                inferred = all_value_infos(infer_shapes_light(model))
             except Exception:  # no shapes: the mean is not known to be over unit axes
                 return node
         value = inferred.get(node.input[0])
