@@ -14,8 +14,9 @@ The split is read off the assembled model itself, so it holds for any rule's nod
 the gradient side when it depends on the seed, or depends on no data input at all and feeds the
 gradient side (constants the rules made); every other node the logits or those reads need is on
 the forward side. Nothing is approximated: the same nodes compute the same values, in two runs.
-A model the split cannot type (a kept tensor without a known element type) is not split
-(``None``): the caller keeps the combined model.
+A tensor the split cannot declare (no element type even after shape inference, or integer shape
+arithmetic of unknown rank) is recomputed on the gradient side from its own inputs; a model whose
+logits or result have no type is not split (``None``): the caller keeps the combined model.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def _depending_on(graph: onnx.GraphProto, sources: set[str], known: set[str]) ->
     return found
 
 
-def _slice(graph: onnx.GraphProto, targets: list[str], allowed: set[int], stop: set[str], known: set[str]) -> set[int]:
-    """Indices of the ``allowed`` nodes the targets need, not looking past the ``stop`` tensors."""
+def _slice(graph: onnx.GraphProto, targets: list[str], allowed: set[int], known: set[str]) -> set[int]:
+    """Indices of the ``allowed`` nodes the targets need; a tensor another node makes is read, not followed."""
     producer = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
     needed: set[int] = set()
-    stack = [name for name in targets if name not in stop]
+    stack = list(targets)
     seen: set[str] = set()
     while stack:
         name = stack.pop()
@@ -75,7 +76,7 @@ def _slice(graph: onnx.GraphProto, targets: list[str], allowed: set[int], stop: 
         if index is None or index not in allowed:
             continue
         needed.add(index)
-        stack.extend(read for read in _reads(graph.node[index], known) if read not in stop)
+        stack.extend(_reads(graph.node[index], known))
     return needed
 
 
@@ -151,7 +152,7 @@ def split_gradient_model(
     """The forward half and the gradient half of an assembled gradient model (see the module doc).
 
     ``seed`` is the cotangent or tangent input, ``result`` the gradient output, ``logits`` the
-    forward output. None when a kept tensor's type is unknown even after shape inference.
+    forward output. None when the logits' or the result's type is unknown.
     """
     graph = model.graph
     known = {node_output for node in graph.node for node_output in node.output if node_output}
@@ -165,11 +166,11 @@ def split_gradient_model(
     infos = all_value_infos(model)
     inferred = False
     while True:
-        gradient_side = _slice(graph, [result], everything - forward_only, set(), known)
+        gradient_side = _slice(graph, [result], everything - forward_only, known)
         reads = {name for index in gradient_side for name in _reads(graph.node[index], known)}
         made = {name for index in gradient_side for name in graph.node[index].output}
         kept = sorted(name for name in reads - made - initializer_names - {seed} if name in known)
-        forward_side = _slice(graph, [logits, *kept], everything - on_seed, set(), known)
+        forward_side = _slice(graph, [logits, *kept], everything - on_seed, known)
         forward_nodes = [graph.node[index] for index in sorted(forward_side)]
         untyped = [name for name in kept if _typed(name, infos) is None]
         if untyped and not inferred:
