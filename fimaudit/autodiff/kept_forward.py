@@ -28,7 +28,7 @@ import onnx
 from onnx import helper
 
 from fimaudit.graph.onnx_utils import WEIGHT_ELEMENTS, infer_shapes_light
-from fimaudit.graph.tensors import all_value_infos, subgraph_inputs
+from fimaudit.graph.tensors import all_value_infos, node_indices_needed_for, subgraph_inputs
 
 
 @dataclass(frozen=True)
@@ -59,25 +59,6 @@ def _depending_on(graph: onnx.GraphProto, sources: set[str], known: set[str]) ->
             found.add(index)
             reached.update(name for name in node.output if name)
     return found
-
-
-def _slice(graph: onnx.GraphProto, targets: list[str], allowed: set[int], known: set[str]) -> set[int]:
-    """Indices of the ``allowed`` nodes the targets need; a tensor another node makes is read, not followed."""
-    producer = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
-    needed: set[int] = set()
-    stack = list(targets)
-    seen: set[str] = set()
-    while stack:
-        name = stack.pop()
-        if name in seen:
-            continue
-        seen.add(name)
-        index = producer.get(name)
-        if index is None or index not in allowed:
-            continue
-        needed.add(index)
-        stack.extend(_reads(graph.node[index], known))
-    return needed
 
 
 def _typed(name: str, infos: dict[str, onnx.ValueInfoProto]) -> onnx.ValueInfoProto | None:
@@ -166,11 +147,11 @@ def split_gradient_model(
     infos = all_value_infos(model)
     inferred = False
     while True:
-        gradient_side = _slice(graph, [result], everything - forward_only, known)
+        gradient_side = node_indices_needed_for(graph, [result], everything - forward_only)
         reads = {name for index in gradient_side for name in _reads(graph.node[index], known)}
         made = {name for index in gradient_side for name in graph.node[index].output}
         kept = sorted(name for name in reads - made - initializer_names - {seed} if name in known)
-        forward_side = _slice(graph, [logits, *kept], everything - on_seed, known)
+        forward_side = node_indices_needed_for(graph, [logits, *kept], everything - on_seed)
         forward_nodes = [graph.node[index] for index in sorted(forward_side)]
         untyped = [name for name in kept if _typed(name, infos) is None]
         if untyped and not inferred:

@@ -112,9 +112,19 @@ def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
 
 def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onnx.NodeProto]:
     """Nodes (in graph order) that the given tensors depend on."""
-    producer_of = producers(graph)
+    return [graph.node[i] for i in sorted(node_indices_needed_for(graph, outputs))]
+
+
+def node_indices_needed_for(
+    graph: onnx.GraphProto, outputs: Iterable[str], allowed: set[int] | None = None
+) -> set[int]:
+    """Indices of the nodes the given tensors depend on, walking back through ``allowed`` nodes only.
+
+    A tensor made by a node outside ``allowed`` (None: every node) is where the walk stops: it
+    is read, not recomputed (kept_forward.py splits a gradient model this way).
+    """
+    producer_of = {name: index for index, node in enumerate(graph.node) for name in node.output if name}
     needed: set[int] = set()
-    index_of = {id(node): i for i, node in enumerate(graph.node)}
     stack = list(outputs)
     seen: set[str] = set()
     while stack:
@@ -122,13 +132,14 @@ def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onn
         if name in seen:
             continue
         seen.add(name)
-        node = producer_of.get(name)
-        if node is None:
+        index = producer_of.get(name)
+        if index is None or (allowed is not None and index not in allowed):
             continue
-        needed.add(index_of[id(node)])
+        needed.add(index)
+        node = graph.node[index]
         stack.extend(n for n in node.input if n)
         stack.extend(subgraph_inputs(node))
-    return [graph.node[i] for i in sorted(needed)]
+    return needed
 
 
 def declared_types_and_shapes(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, list[Dim] | None]]:
