@@ -155,3 +155,4 @@ def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(m
             np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
     dense, reference = source.dense(data), combined.dense(data)
     np.testing.assert_allclose(dense, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
+

@@ -171,12 +171,20 @@ def _adjoint_polyphase(
     if weight is None or weight.ndim != 4 or weight.shape[0] % group or list(weight.shape[2:]) != list(kernel):
         return None
     step = strides[0]
+    c_out, c_in_g = weight.shape[:2]
     inputs = _static_spatial(ctx, node.input[0], node)
     outputs = [(size + b + e - k) // step + 1 for size, b, e, k in zip(inputs, begin, end, kernel, strict=True)]
+    # The sizes above come from declared shapes; an exporter's stale value info (jax2onnx's NHWC
+    # shapes on an NCHW Conv) would crop wrongly, so they must agree with the weight and the
+    # output's declared shape, else ConvTranspose (whose result does not depend on them).
+    declared_in, declared_out = ctx.static_shape(node.input[0]), ctx.static_shape(node.output[0])
+    if declared_in is None or len(declared_in) != 4 or declared_in[1] != c_in_g * group:
+        return None
+    if declared_out is not None and (len(declared_out) != 4 or list(declared_out[1:]) != [c_out, *outputs]):
+        return None
     low = [min(-((r - b) // step) for r in range(step)) for b in begin]  # ceil((b - r) / s), least over r
     high = [max((size - 1 + b - r) // step for r in range(step)) for size, b in zip(inputs, begin, strict=True)]
     lengths = [h - lo + 1 for h, lo in zip(high, low, strict=True)]
-    c_out, c_in_g = weight.shape[:2]
     phases: list[str | None] = []
     for phase_h in range(step):
         for phase_w in range(step):
