@@ -1,4 +1,4 @@
-"""One product J v and J^T u at one sample, with each lever of the gradient path undone, side by side.
+"""One product J v and J^T u at one sample, the gradient models split and unsplit, side by side.
 
     .venv/bin/python benchmarks/product_levers.py [--corpus /work/corpus224]
         [--models resnet18_torchscript ...] [--repeats 3] [--products 4]
@@ -6,10 +6,8 @@
 Why: a matrix-free estimator (Lanczos at K = 1000) takes tens of products at one sample. Per
 model, the milliseconds of one vjp and one jvp product (one cotangent / tangent row) through:
 - ``now``: the gradient models split (fimaudit/autodiff/kept_forward.py: the forward half once
-  per sample, included here once per round, as once per sample in an audit), strided Conv
-  adjoints as phase Convs (autodiff/rules/linear.py ``_adjoint_polyphase``);
-- ``combined``: the same rules, the gradient models unsplit (the forward re-run at every product);
-- ``convT``: split, strided Conv adjoints as ConvTranspose (before the polyphase form).
+  per sample, included here once per round, as once per sample in an audit);
+- ``combined``: the same rules, the gradient models unsplit (the forward re-run at every product).
 Interleaved, the fastest of ``--repeats`` rounds of ``--products`` products each; the ratio of
 each variant to ``now`` (vjp + jvp), and the largest relative difference of its results from
 ``now``'s. Never run as a test.
@@ -30,28 +28,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import fimaudit.autodiff.rules.linear as linear  # noqa: E402
 from fimaudit.audit import AuditConfig, intake, prepare_model  # noqa: E402
 from fimaudit.gradients import graph as graph_gradients  # noqa: E402
 from fimaudit.gradients import make_source  # noqa: E402
 
 MODELS = ("resnet18_torchscript", "vgg11_bn_torchscript", "densenet121_torchscript",
           "mobilenet_v3_small_torchscript", "vit_small_torchscript")
-VARIANTS = ("now", "combined", "convT")
+VARIANTS = ("now", "combined")
 
 
 @contextlib.contextmanager
 def undone(variant: str) -> Iterator[None]:
     """Undo one lever while a source's sessions are built (benchmark-only patching)."""
-    saved_split, saved_polyphase = graph_gradients.split_gradient_model, linear._adjoint_polyphase
+    saved_split = graph_gradients.split_gradient_model
     if variant == "combined":
         graph_gradients.split_gradient_model = lambda *args, **kwargs: None  # type: ignore[assignment]
-    elif variant == "convT":
-        linear._adjoint_polyphase = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
         yield
     finally:
-        graph_gradients.split_gradient_model, linear._adjoint_polyphase = saved_split, saved_polyphase
+        graph_gradients.split_gradient_model = saved_split
 
 
 def build(path: str, probe: np.ndarray, variant: str):

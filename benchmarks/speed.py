@@ -16,8 +16,7 @@ Per model of the corpus (tools/corpus/export_torchvision.py, 3x32x32, K = 10):
   MatMul at batch 1; a VJP of a linear op costs what the op costs), against the peak of a
   2048 x 2048 float32 numpy GEMM on the same threads;
 - lever columns (``--levers``): the same fimaudit path with one lever undone, to show what
-  each pays: ``convT`` (every Conv adjoint as ConvTranspose, as before issue 12), ``poly`` (strided
-  Conv adjoints as ConvTranspose, stride-1 ones as Conv: before the polyphase form), ``kept`` (the
+  each pays: ``convT`` (every Conv adjoint as ConvTranspose, as before issue 12), ``kept`` (the
   gradient models combined, the forward re-run at every gradient run) and ``ext``
   (ONNX Runtime at ORT_ENABLE_EXTENDED, the level before issue 12, instead of ORT_ENABLE_ALL).
 
@@ -156,12 +155,9 @@ def lever_undone(lever: str) -> Iterator[None]:
     import fimaudit.gradients.graph as graph_gradients
 
     saved_adjoint, saved_options = linear._adjoint_as_conv, runtime._session_options
-    saved_polyphase, saved_split = linear._adjoint_polyphase, graph_gradients.split_gradient_model
+    saved_split = graph_gradients.split_gradient_model
     if lever == "convT":
         linear._adjoint_as_conv = lambda *args, **kwargs: None  # type: ignore[assignment]
-        linear._adjoint_polyphase = lambda *args, **kwargs: None  # type: ignore[assignment]
-    elif lever == "poly":
-        linear._adjoint_polyphase = lambda *args, **kwargs: None  # type: ignore[assignment]
     elif lever == "kept":
         graph_gradients.split_gradient_model = lambda *args, **kwargs: None  # type: ignore[assignment]
     elif lever == "ext":
@@ -174,7 +170,7 @@ def lever_undone(lever: str) -> Iterator[None]:
         yield
     finally:
         linear._adjoint_as_conv, runtime._session_options = saved_adjoint, saved_options
-        linear._adjoint_polyphase, graph_gradients.split_gradient_model = saved_polyphase, saved_split
+        graph_gradients.split_gradient_model = saved_split
 
 
 def torch_jobs(name: str, inputs: np.ndarray) -> dict[str, Callable[[np.ndarray], float]]:
@@ -454,7 +450,7 @@ def main() -> None:
     args.corpus = args.corpus or Path("/work/corpus")
     all_inputs = np.load(args.corpus / "inputs_3x32x32.npy")
     inputs = all_inputs[: args.samples]
-    levers = ["convT", "poly", "kept", "ext"] if args.levers else []
+    levers = ["convT", "kept", "ext"] if args.levers else []
     header = (f"{'model':20s} {'exporter':11s} {'fim ms':>8s} {'torch ms':>9s} {'ratio':>6s} {'lam diff':>8s} "
               f"{'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>6s}" + "".join(f" {lever + ' ms':>9s}" for lever in levers))
     rows = []

@@ -57,8 +57,8 @@ CASES: list[OpCase] = [
     _conv("stride1-1d-same-upper", (2, 3, 8), (4, 3, 4), auto_pad="SAME_UPPER"),
     _conv("stride1-3d", (1, 2, 4, 4, 3), (3, 2, 3, 2, 2), pads=[1, 0, 1, 1, 1, 0]),
     _conv("stride1-pad-beyond-extent", (1, 2, 4, 4), (3, 2, 1, 1), pads=[1, 2, 0, 1]),  # stays ConvTranspose
-    # strided 2-D with one stride and dilation 1: the adjoint runs as s x s phase Convs (polyphase)
-    _conv("polyphase-1x1-stride2", (2, 3, 7, 6), (4, 3, 1, 1), strides=[2, 2]),  # phases without a tap: zeros
+    # strided 2-D convs of the shapes classifiers use (ConvTranspose adjoints)
+    _conv("polyphase-1x1-stride2", (2, 3, 7, 6), (4, 3, 1, 1), strides=[2, 2]),
     _conv("polyphase-7x7-stride2-pad3", (1, 3, 11, 12), (4, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]),
     _conv("polyphase-stride3-asym-pads", (1, 2, 10, 11), (3, 2, 4, 2), strides=[3, 3], pads=[2, 0, 1, 1]),
     _conv("polyphase-group2-stride2", (2, 4, 9, 8), (6, 2, 3, 3), group=2, strides=[2, 2], pads=[1, 1, 1, 1]),

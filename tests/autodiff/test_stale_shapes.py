@@ -11,11 +11,11 @@ from tests.autodiff.test_rules import _ort
 
 
 def test_a_strided_conv_under_stale_declared_shapes_keeps_a_correct_adjoint() -> None:
-    """jax2onnx declares NHWC shapes on NCHW Convs: the phase-Conv adjoint must not crop by them.
+    """jax2onnx declares NHWC shapes on NCHW Convs: a strided Conv's adjoint must not size itself by them.
 
     The same Relu -> strided Conv model with and without a wrong value info on the Conv's input
-    (the channel and spatial axes swapped): the same J^T u (the rule falls back to ConvTranspose,
-    whose result does not depend on the declared sizes).
+    (the channel and spatial axes swapped): the same J^T u. (A phase-Conv adjoint, since taken
+    out, cropped by the declared sizes and failed here.)
     """
     from onnx import TensorProto, numpy_helper
 

@@ -7,9 +7,7 @@ except MatMul in attention, where both operands are handled).
 Conv and ConvTranspose fold the lead axis M into the batch axis ([M, B, C, ...] -> [M*B, C, ...])
 and run the same kind of kernel as the forward pass:
 - the adjoint of a stride-1 Conv with constant weights is a Conv with the weights flipped and
-  transposed (MLAS's fast kernels); that of a 2-D Conv with one stride s > 1, dilation 1 and
-  constant weights is s x s such Convs, one per output phase, interleaved by DepthToSpace
-  (``_adjoint_polyphase``); otherwise the adjoint of Conv is ConvTranspose with the same
+  transposed (MLAS's fast kernels); otherwise the adjoint of Conv is ConvTranspose with the same
   weights, strides, dilations, group and pads, plus
   ``output_padding = (X + pads - effective kernel) mod stride``, the rows the strided convolution
   never reached, so that the result has exactly the input's spatial shape;
@@ -142,78 +140,6 @@ def _adjoint_as_conv(
     return ctx.constant(adjoint, "conv_adjoint_weight"), pads
 
 
-def _adjoint_polyphase(
-    ctx: RuleContext, node: onnx.NodeProto, folded: str, kernel: list[int], strides: list[int],
-    dilations: list[int], group: int, begin: list[int], end: list[int],
-) -> str | None:
-    """A strided 2-D Conv's adjoint as s x s stride-1 Convs, one per output phase; None when it is not one.
-
-    Why: ONNX Runtime runs ConvTranspose as a GEMM followed by col2im, a Conv through MLAS's
-    fast paths (see ``_adjoint_as_conv``). The polyphase form does the transpose's useful
-    multiply-adds and no more (a Conv over a zero-dilated cotangent would do s^2 times as many).
-
-    Derivation (one spatial axis; the two axes are independent): the forward reads
-    x[s o + k - b] for output o and tap k, so the adjoint at input position p gathers the taps
-    with s o + k = p + b. Writing p + b = s q + r (phase r in [0, s)), the taps are k = r + s j
-    (j = 0 .. n_r - 1) and o = q - j: per phase, a stride-1 correlation of the cotangent with the
-    sub-kernel W[..., r + s j] flipped in j (channel axes swapped within each group), padded by
-    n_r - 1 - Q_lo before and to the common length after. Every phase is computed over the same
-    range of q (Q_lo .. Q_hi, covering every input position), interleaved by DepthToSpace (DCR:
-    channel block i * s + j holds phase (i, j)) and cropped to the input: position
-    (q - Q_lo) s + r of the interleaved tensor is input position s q + r - b. A phase with no tap
-    (kernel smaller than the stride, as a 1x1 downsampling conv) is zeros.
-    Only for two spatial axes with one stride, dilation 1, a constant weight and static spatial
-    shapes; else None (ConvTranspose then).
-    """
-    if len(kernel) != 2 or strides[0] != strides[1] or strides[0] < 2 or any(d != 1 for d in dilations):
-        return None
-    weight = ctx.constant_value(node.input[1])
-    if weight is None or weight.ndim != 4 or weight.shape[0] % group or list(weight.shape[2:]) != list(kernel):
-        return None
-    step = strides[0]
-    c_out, c_in_g = weight.shape[:2]
-    inputs = _static_spatial(ctx, node.input[0], node)
-    outputs = [(size + b + e - k) // step + 1 for size, b, e, k in zip(inputs, begin, end, kernel, strict=True)]
-    # The sizes above come from declared shapes; an exporter's stale value info (jax2onnx's NHWC
-    # shapes on an NCHW Conv) would crop wrongly, so they must agree with the weight and the
-    # output's declared shape, else ConvTranspose (whose result does not depend on them).
-    declared_in, declared_out = ctx.static_shape(node.input[0]), ctx.static_shape(node.output[0])
-    if declared_in is None or len(declared_in) != 4 or declared_in[1] != c_in_g * group:
-        return None
-    if declared_out is not None and (len(declared_out) != 4 or list(declared_out[1:]) != [c_out, *outputs]):
-        return None
-    low = [min(-((r - b) // step) for r in range(step)) for b in begin]  # ceil((b - r) / s), least over r
-    high = [max((size - 1 + b - r) // step for r in range(step)) for size, b in zip(inputs, begin, strict=True)]
-    lengths = [h - lo + 1 for h, lo in zip(high, low, strict=True)]
-    phases: list[str | None] = []
-    for phase_h in range(step):
-        for phase_w in range(step):
-            taps = [list(range(phase, k, step)) for phase, k in zip((phase_h, phase_w), kernel, strict=True)]
-            if not taps[0] or not taps[1]:
-                phases.append(None)
-                continue
-            counts = [len(t) for t in taps]
-            pads_begin = [n - 1 - lo for n, lo in zip(counts, low, strict=True)]
-            pads_end = [length - out - pb + n - 1
-                        for length, out, pb, n in zip(lengths, outputs, pads_begin, counts, strict=True)]
-            if any(p < 0 for p in pads_begin + pads_end):
-                return None
-            sub = weight[:, :, taps[0]][:, :, :, taps[1]][:, :, ::-1, ::-1]
-            grouped = sub.reshape(group, c_out // group, c_in_g, *counts).swapaxes(1, 2)
-            adjoint = np.ascontiguousarray(grouped.reshape(group * c_in_g, c_out // group, *counts))
-            phases.append(ctx.emit("Conv", [folded, ctx.constant(adjoint, "conv_phase_weight")], group=group,
-                                   pads=pads_begin + pads_end, kernel_shape=counts))
-    present = next(name for name in phases if name is not None)
-    if any(name is None for name in phases):
-        zero = onnx.numpy_helper.from_array(np.zeros(1, dtype=ctx.float_dtype(node.input[0])))
-        zeros = ctx.emit("ConstantOfShape", [ctx.emit("Shape", [present])], value=zero)
-        phases = [zeros if name is None else name for name in phases]
-    stacked = ctx.emit("Concat", [name for name in phases if name is not None], axis=1)
-    interleaved = ctx.emit("DepthToSpace", [stacked], blocksize=step, mode="DCR")
-    starts = [b - lo * step for b, lo in zip(begin, low, strict=True)]
-    return ctx.slice(interleaved, starts, [st + size for st, size in zip(starts, inputs, strict=True)], [2, 3])
-
-
 @vjp_rule("Conv")
 def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """The adjoint of the (folded) cotangent: a Conv with flipped weights at stride 1, else ConvTranspose.
@@ -236,9 +162,6 @@ def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]
         weight, pads = as_conv
         pulled = ctx.emit("Conv", [folded, weight], dilations=dilations, group=group, pads=pads, kernel_shape=kernel)
         return [ctx.unfold_lead(pulled)]
-    phased = _adjoint_polyphase(ctx, node, folded, kernel, strides, dilations, group, begin, end)
-    if phased is not None:
-        return [ctx.unfold_lead(phased)]
     pulled = ctx.emit(
         "ConvTranspose",
         [folded, node.input[1]],
