@@ -58,11 +58,11 @@ CASES: list[OpCase] = [
     _conv("stride1-3d", (1, 2, 4, 4, 3), (3, 2, 3, 2, 2), pads=[1, 0, 1, 1, 1, 0]),
     _conv("stride1-pad-beyond-extent", (1, 2, 4, 4), (3, 2, 1, 1), pads=[1, 2, 0, 1]),  # stays ConvTranspose
     # strided 2-D convs of the shapes classifiers use (ConvTranspose adjoints)
-    _conv("polyphase-1x1-stride2", (2, 3, 7, 6), (4, 3, 1, 1), strides=[2, 2]),
-    _conv("polyphase-7x7-stride2-pad3", (1, 3, 11, 12), (4, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]),
-    _conv("polyphase-stride3-asym-pads", (1, 2, 10, 11), (3, 2, 4, 2), strides=[3, 3], pads=[2, 0, 1, 1]),
-    _conv("polyphase-group2-stride2", (2, 4, 9, 8), (6, 2, 3, 3), group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
-    _conv("polyphase-kernel-below-stride", (1, 2, 9, 9), (2, 2, 2, 1), strides=[3, 3], pads=[0, 1, 1, 0]),
+    _conv("strided-1x1-stride2", (2, 3, 7, 6), (4, 3, 1, 1), strides=[2, 2]),
+    _conv("strided-7x7-stride2-pad3", (1, 3, 11, 12), (4, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]),
+    _conv("strided-stride3-asym-pads", (1, 2, 10, 11), (3, 2, 4, 2), strides=[3, 3], pads=[2, 0, 1, 1]),
+    _conv("strided-group2-stride2", (2, 4, 9, 8), (6, 2, 3, 3), group=2, strides=[2, 2], pads=[1, 1, 1, 1]),
+    _conv("strided-kernel-below-stride", (1, 2, 9, 9), (2, 2, 2, 1), strides=[3, 3], pads=[0, 1, 1, 0]),
     _conv_t("plain", (2, 3, 4, 4), (3, 2, 3, 3)),
     _conv_t("stride2-pads-outpad", (1, 2, 4, 3), (2, 3, 3, 3), strides=[2, 2], pads=[1, 0, 1, 1], output_padding=[1, 1]),
     _conv_t("group-dilation", (1, 4, 4, 4), (4, 1, 2, 2), group=2, dilations=[2, 1]),
