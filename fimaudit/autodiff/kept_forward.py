@@ -23,11 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 from onnx import helper
 
-from fimaudit.graph.onnx_utils import WEIGHT_ELEMENTS, infer_shapes_light
+from fimaudit.graph.onnx_utils import infer_shapes_light, weights_as_inputs
 from fimaudit.graph.tensors import all_value_infos, node_indices_needed_for, subgraph_inputs
 
 
@@ -98,10 +97,8 @@ def _model_like(
     read = {read for node in nodes for read in _reads(node, set(known_initializers))}
     initializers = [known_initializers[read] for read in sorted(read - produced) if read in known_initializers]
     if not weights:
-        large = [init for init in initializers if int(np.prod(init.dims, dtype=np.int64)) > WEIGHT_ELEMENTS]
-        inputs = [*inputs, *(helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in large)]
-        moved = {init.name for init in large}
-        initializers = [init for init in initializers if init.name not in moved]
+        initializers, standing_in = weights_as_inputs(initializers)
+        inputs = [*inputs, *standing_in]
     graph = helper.make_graph(list(nodes), name, inputs, outputs, initializer=initializers)
     split = helper.make_model(graph, opset_imports=list(model.opset_import))
     split.ir_version = model.ir_version

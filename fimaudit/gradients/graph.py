@@ -159,12 +159,12 @@ def _product_session(
     """The kept-forward form of a gradient model, or None (then the combined model serves)."""
     split = split_gradient_model(model, seed, result, LOGITS)
     if split is None:
-        logger.info("gradient graph not split (a kept tensor has no known type); products re-run the forward")
+        logger.info("gradient graph not split (its logits or result have no known type); it runs combined")
         return None
     try:
         return _KeptForwardSession(split, runner, seed, result)
     except ModelError as exc:
-        logger.info("split gradient graph rejected by ONNX Runtime (%s); products re-run the forward", exc)
+        logger.info("split gradient graph rejected by ONNX Runtime (%s); it runs combined", exc)
         return None
 
 
@@ -199,10 +199,10 @@ class GraphJacobian:
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
-        # The JVP model runs combined until one sample has had KEEP_FORWARD_AFTER runs (see jvp).
+        # The JVP model runs combined until one sample has had KEEP_FORWARD_AFTER runs (see jvp);
+        # its proto is held until it has been split (or the split refused).
         self._jvp_model: onnx.ModelProto | None = None
         self._jvp_kept: _KeptForwardSession | None = None
-        self._jvp_split_tried = False
         self._jvp_rows: bytes | None = None
         self._jvp_runs_on_rows = 0
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
@@ -362,10 +362,9 @@ class GraphJacobian:
         self._jvp_runs_on_rows += 1
         if self._jvp_runs_on_rows <= KEEP_FORWARD_AFTER:
             return combined
-        if not self._jvp_split_tried and self._jvp_model is not None:
-            self._jvp_split_tried = True
+        if self._jvp_model is not None:  # split once: the session holds what it needs
             self._jvp_kept = _product_session(self._jvp_model, self.runner, TANGENT, OUTPUT_TANGENT)
-            self._jvp_model = None  # the session holds what it needs
+            self._jvp_model = None
         return self._jvp_kept or combined
 
     def forward_mode_unavailable(self) -> str | None:

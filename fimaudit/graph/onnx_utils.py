@@ -17,7 +17,7 @@ Policies, stated once:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping, Sequence
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from typing import Final, overload
 
 import numpy as np
@@ -264,6 +264,24 @@ def lowest_ir_version_for(model: onnx.ModelProto) -> int:
 WEIGHT_ELEMENTS = 4096
 
 
+def weights_as_inputs(
+    initializers: Iterable[onnx.TensorProto], declared: set[str] | frozenset[str] = frozenset()
+) -> tuple[list[onnx.TensorProto], list[onnx.ValueInfoProto]]:
+    """(the small initializers, typed graph inputs standing for the weights) for a model only inference reads.
+
+    A weight already ``declared`` as a graph input (IR 3 models list initializers as inputs too)
+    gets no second input.
+    """
+    constants: list[onnx.TensorProto] = []
+    weights: list[onnx.ValueInfoProto] = []
+    for init in initializers:
+        if int(np.prod(init.dims, dtype=np.int64)) <= WEIGHT_ELEMENTS:
+            constants.append(init)
+        elif init.name not in declared:
+            weights.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    return constants, weights
+
+
 def infer_shapes_light(model: onnx.ModelProto, *, check_type: bool = False, data_prop: bool = False) -> onnx.ModelProto:
     """``onnx.shape_inference.infer_shapes(model, ...)`` without handing it the weights' bytes.
 
@@ -286,12 +304,9 @@ def infer_shapes_light(model: onnx.ModelProto, *, check_type: bool = False, data
     light_graph.output.extend(graph.output)
     light_graph.value_info.extend(graph.value_info)
     light_graph.sparse_initializer.extend(graph.sparse_initializer)
-    declared = {value.name for value in graph.input}
-    for init in graph.initializer:
-        if int(np.prod(init.dims, dtype=np.int64)) <= WEIGHT_ELEMENTS:
-            light_graph.initializer.append(init)
-        elif init.name not in declared:
-            light_graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    constants, weights = weights_as_inputs(graph.initializer, {value.name for value in graph.input})
+    light_graph.initializer.extend(constants)
+    light_graph.input.extend(weights)
     inferred = onnx.shape_inference.infer_shapes(light, check_type=check_type, strict_mode=False, data_prop=data_prop)
     result = onnx.ModelProto()
     result.CopyFrom(model)
