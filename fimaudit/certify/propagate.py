@@ -31,7 +31,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fimaudit.certify.intervals import Ball, Box, Cotangent, gamma, outward
-from fimaudit.certify.registry import NodeContext, NotCertified, get_rule, moves_of, slopes_at_x, supported_ops
+from fimaudit.certify.registry import (
+    CertifyRule,
+    NodeContext,
+    NotCertified,
+    get_rule,
+    moves_of,
+    slopes_at_x,
+    supported_ops,
+)
 from fimaudit.certify.symbols import STACK_LIMIT, Linearised, SymbolDeviation, Unsupported
 
 if TYPE_CHECKING:  # telescoping.py imports backward_from from here
@@ -94,6 +102,16 @@ def _readers(nodes: list) -> dict[str, int]:
             if name:
                 counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def _relaxed_inputs(nodes: list) -> set[str]:
+    """Tensors read by a node whose rule relaxes its remainder (symbols.py refines their ranges)."""
+    names = set()
+    for node in nodes:
+        rule = get_rule(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if rule is not None and type(rule).relaxation is not CertifyRule.relaxation and node.input:
+            names.add(node.input[0])
+    return names
 
 
 def _finished(node, readers: dict[str, int], keep: str) -> list[str]:
@@ -190,6 +208,7 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
     directions: dict[str, Cotangent] | None = None
     upstream: dict[str, list[Cotangent | None]] | None = {}
     readers = _readers(view.nodes)
+    relaxed = _relaxed_inputs(view.nodes)
     linearised: Linearised | None = None
     tangent_limit = 0
     if tangents and inputs.eps > 0:
@@ -236,7 +255,7 @@ def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = Tru
                 box = _tighten(box, rows, inputs)
             if linearised is not None:  # forward mode at x with deviation symbols (symbols.py)
                 try:
-                    box = linearised.step(rule, ctx, box, finished)
+                    box = linearised.step(rule, ctx, box, finished, node.output[0] in relaxed)
                 except Unsupported:
                     linearised = None
             results = [box, *results[1:]]

@@ -136,6 +136,15 @@ class CertifyRule:
         """
         return None
 
+    def relaxation(self, ctx: NodeContext) -> Relaxation | None:
+        """Linear bounds on the remainder as a function of the input, for back-substitution.
+
+        None (the default): the remainder is only known to lie in ``remainders``' interval.
+        substitution.py uses a relaxation to bound later tensors with the remainders' dependence on
+        the input kept, instead of each remainder's worst case taken independently.
+        """
+        return None
+
     def linear(self, ctx: NodeContext, ins: list[np.ndarray | None]) -> np.ndarray:
         """Forward mode at x alone: the local Jacobian at x applied to stacks of directions.
 
@@ -145,6 +154,20 @@ class CertifyRule:
         with slopes_at_x([ctx]):
             rows = [None if stack is None else Cotangent(stack, np.zeros_like(stack)) for stack in ins]
             return self.tangent(ctx, rows).centre
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """Per entry, lines in the input value z with lower(z) <= r(z) <= upper(z) over the input's box.
+
+    r(z) = f(z) - f(z0) - f'(z0) (z - z0) is the entry's remainder against its linearisation at x
+    (z0 the value at x); ``upper = upper_slope * z + upper_intercept``, likewise ``lower``.
+    """
+
+    upper_slope: np.ndarray
+    upper_intercept: np.ndarray
+    lower_slope: np.ndarray
+    lower_intercept: np.ndarray
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ import numpy as np
 from fimaudit.certify.composition import spectral_norm_bound
 from fimaudit.certify.intervals import Box, Cotangent, outward
 from fimaudit.certify.registry import CertifyRule, Moves, NodeContext, moves_of, slopes_at_x
+from fimaudit.certify.substitution import RelaxedRows, deviation_above
 
 #: Symbols kept as rows; beyond this many, their weights join the loose vector L.
 SYMBOL_LIMIT = 2048
@@ -79,6 +80,8 @@ class Block:
     remainders: np.ndarray | None = None
     #: the middle of that remainder's range, over m_j (a known shift: ReLU and max-pool remainders are >= 0)
     offsets: np.ndarray | None = None
+    #: the remainders' lines in their input, for back-substitution (substitution.py; None: interval only)
+    relaxed: RelaxedRows | None = None
 
 
 @dataclass
@@ -115,10 +118,13 @@ class Linearised:
         pass_.moved[name] = np.zeros(centre.shape)
         return pass_
 
-    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box, finished: list[str]) -> Box:
+    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box, finished: list[str],
+             refine: bool = False) -> Box:
         """Propagate the node's first output; returns its box met with the mean-value range.
 
         ``finished``: the node's inputs no later node reads (dropped once the output is computed).
+        ``refine``: a later node relaxes this tensor (a ReLU): its entries whose range still
+        crosses zero are bounded again by back-substitution (``_substituted``).
         """
         node = ctx.node
         ins = self._inputs(ctx)
@@ -141,7 +147,29 @@ class Linearised:
         box = box.intersect(*outward(box.at - width, box.at + width, slack))
         centre, width = box.at + shift, self.eps * own + value_moved
         slack = 1e-12 * (np.abs(box.at) + np.abs(shift) + width)
-        return box.intersect(*outward(centre - width, centre + width, slack))
+        box = box.intersect(*outward(centre - width, centre + width, slack))
+        return self._substituted(box, out, loose) if refine else box
+
+    def _substituted(self, box: Box, out: np.ndarray, loose: np.ndarray | None) -> Box:
+        """The box met with the back-substituted range (substitution.py) on its entries that cross zero."""
+        if not any(block.relaxed is not None for block in self.blocks):
+            return box
+        crossing = np.flatnonzero((box.lo.reshape(-1) < 0.0) & (box.hi.reshape(-1) > 0.0))
+        if crossing.size == 0:
+            return box
+        columns = out.reshape(out.shape[0], -1)[:, crossing]
+        above = deviation_above(columns, self.d, self.blocks, self.eps, self.dual)
+        below = deviation_above(-columns, self.d, self.blocks, self.eps, self.dual)
+        if loose is not None:  # symbols past the limit: eps times their gradient bounds, as in _bound
+            extra = self.eps * loose.reshape(-1)[crossing]
+            above, below = above + extra, below + extra
+        at = box.at.reshape(-1)[crossing]
+        slack = 1e-12 * (np.abs(at) + above + below)
+        low, high = outward(at - below, at + above, slack)
+        lo, hi = box.lo.copy().reshape(-1), box.hi.copy().reshape(-1)
+        lo[crossing] = np.maximum(lo[crossing], low)
+        hi[crossing] = np.minimum(hi[crossing], high)
+        return Box(box.at, lo.reshape(box.lo.shape), hi.reshape(box.hi.shape), box.ball)
 
     # -- the pieces of a step ------------------------------------------------------------------
     def _inputs(self, ctx: NodeContext) -> list[np.ndarray | None]:
@@ -200,10 +228,34 @@ class Linearised:
                 middle = 0.5 * (low + high) / scale
                 half = np.nextafter(np.nextafter(0.5 * (high - low), np.inf) / scale, np.inf)
                 half = half + 1e-15 * np.abs(middle)  # the rounding of the middle
+            relaxed = self._relaxed(rule, ctx, entries, moves.reshape(-1)[entries]) if remainders is not None else None
             self.blocks.append(Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta,
-                                     half, middle))
+                                     half, middle, relaxed))
             self.symbols = stop
         return out, loose
+
+    def _relaxed(self, rule: CertifyRule, ctx: NodeContext, entries: np.ndarray,
+                 scale: np.ndarray) -> RelaxedRows | None:
+        """The rule's relaxation on the new symbols' entries, in symbol units, with their input's columns.
+
+        Only for a one-input activation (the symbol's remainder is a function of that input alone).
+        """
+        if len(ctx.varying()) != 1 or ctx.varying()[0] != 0:
+            return None
+        lines = rule.relaxation(ctx)
+        name = ctx.node.input[0]
+        if lines is None or name not in self.stacks:
+            return None
+        z0 = ctx.box(0).at.reshape(-1)[entries]
+
+        def pick(values: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(values, ctx.box(0).at.shape).reshape(-1)[entries]
+
+        upper_slope, lower_slope = pick(lines.upper_slope), pick(lines.lower_slope)
+        stack = self.stacks[name]
+        rows = stack.reshape(stack.shape[0], -1)[:, entries].T.copy()
+        return RelaxedRows(upper_slope / scale, (upper_slope * z0 + pick(lines.upper_intercept)) / scale,
+                           lower_slope / scale, (lower_slope * z0 + pick(lines.lower_intercept)) / scale, rows)
 
     def _groups(self, rule: CertifyRule, ctx: NodeContext, moves: Moves | None,
                 shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, float, float]]:

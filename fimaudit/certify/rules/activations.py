@@ -20,7 +20,7 @@ import numpy as np
 from scipy import special
 
 from fimaudit.certify.intervals import Box, Cotangent, gamma, outward
-from fimaudit.certify.registry import CertifyRule, NodeContext, certify_rule
+from fimaudit.certify.registry import CertifyRule, NodeContext, Relaxation, certify_rule
 
 _ULPS = 16 * 2.0**-53
 _TINY = 1e-300
@@ -191,6 +191,10 @@ class ReluRule(PiecewiseLinear):
         high = np.where(on, np.maximum(-box.lo, 0.0), np.maximum(box.hi, 0.0))
         return np.zeros_like(high), high
 
+    def relaxation(self, ctx: NodeContext) -> Relaxation:
+        """The chord above and a line through the kink below (``kink_relaxation`` with alpha 0)."""
+        return kink_relaxation(ctx, 0.0)
+
 
 @certify_rule("LeakyRelu")
 class LeakyReluRule(PiecewiseLinear):
@@ -214,6 +218,37 @@ class LeakyReluRule(PiecewiseLinear):
     def slope_limits(self, ctx: NodeContext, point: float) -> tuple[float, ...]:
         """Alpha from the left, 1 from the right."""
         return (ctx.attr_float("alpha", 0.01), 1.0)
+
+    def relaxation(self, ctx: NodeContext) -> Relaxation | None:
+        """``kink_relaxation`` where the function is convex (alpha <= 1); None otherwise."""
+        alpha = ctx.attr_float("alpha", 0.01)
+        return kink_relaxation(ctx, alpha) if alpha <= 1.0 else None
+
+
+def kink_relaxation(ctx: NodeContext, alpha: float) -> Relaxation:
+    """Lines bounding r(z) = f(z) - f'(z0) z for f(z) = max(z, alpha z), alpha <= 1, over [lo, hi].
+
+    f(z0) = f'(z0) z0 (f is positively homogeneous), so r is the remainder against the
+    linearisation at x. f is convex: below its chord, f(z) <= f(lo) + k (z - lo) with
+    k = (f(hi) - f(lo)) / (hi - lo); above every line a z with alpha <= a <= 1 through the kink.
+    The lower line takes a = 1 where hi >= -lo and a = alpha otherwise (CROWN's choice: the line
+    closer to f over the larger part of the range). Where the range does not cross the kink, f is
+    linear on it and r = (that slope - f'(z0)) z exactly (both lines coincide; the slopes differ
+    only when z0 sits on the kink). The chord's intercept is raised by 1e-12 (|lo| + |hi|)
+    for its own rounding.
+    """
+    box = ctx.box(0)
+    s0 = ctx.state["slopes"][0]
+    lo, hi = box.lo, box.hi
+    crossing = (lo < 0.0) & (hi > 0.0)
+    f_lo = np.where(lo > 0.0, lo, alpha * lo)
+    f_hi = np.where(hi > 0.0, hi, alpha * hi)
+    span = np.where(crossing, hi - lo, 1.0)
+    side = np.where(lo >= 0.0, 1.0, alpha)  # the one slope of a range that does not cross the kink
+    chord = np.where(crossing, (f_hi - f_lo) / span, side)
+    intercept = np.where(crossing, f_lo - chord * lo + 1e-12 * (np.abs(lo) + np.abs(hi)), 0.0)
+    below = np.where(crossing, np.where(hi >= -lo, 1.0, alpha), side)
+    return Relaxation(chord - s0, intercept, below - s0, np.zeros_like(intercept))
 
 
 @certify_rule("Clip")
