@@ -391,7 +391,7 @@ class SymbolDeviation:
     """A bound on ||diag(w) P (J(x') - J(x))||_2 from the logits' symbol rows (module docstring).
 
     Per block, the smaller of sum_j ||diag(w) P s_j||_2 g_j (one rank-one term per symbol) and
-    || |diag(w) P S_block| ||_2 times the block's spectral beta (telescoping.py's term for that
+    ||diag(w) P S_block||_2 times the block's spectral beta (telescoping.py's term for that
     node); plus the Frobenius norm of diag(w) |P| L for the symbols carried loose.
     """
 
@@ -410,7 +410,7 @@ class SymbolDeviation:
             if part.size == 0:
                 continue
             each = float(np.linalg.norm(part, axis=1) @ block.bounds[: part.shape[0]])
-            together = spectral_norm_bound(np.abs(part)) * block.spectral_beta
+            together = spectral_norm_bound(part) * block.spectral_beta  # signed: telescoping._term
             total += min(each, together)
         if self.loose is not None:
             total += float(np.linalg.norm(scale * (np.abs(self.combination) @ self.loose)))

@@ -11,7 +11,7 @@ with A_t = d(rows)/d(output of t) with every node after t at x, S_t the node's l
 (diagonal for an activation: its slopes) and B_t(x') = d(input of t)/d(input) with every node
 before t at x'. The mirror ordering, A_t over the set and B_t at x, holds as well (2). Hence
 
-    ||J(x') - J(x)||_2 <= sum_t || |A_t| M_t ||_2 beta_t,   beta_t >= ||B_t restricted to U_t||_2,
+    ||J(x') - J(x)||_2 <= sum_t || A_t M_t ||_2 beta_t,   beta_t >= ||B_t restricted to U_t||_2,
 
 U_t the entries whose slope can move and M_t their largest moves. For (1), beta_t is the smaller
 of the interval enclosure's norm and, recursively, ||B_t(x)|| plus (1) applied to the sub-network
@@ -92,17 +92,24 @@ def edges_of(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | N
 
 
 def _term(edge: Edge, rows: Cotangent | None, weights: np.ndarray | None = None) -> float:
-    """|| diag(w) |A| M ||_2 for the edge, from the rows at its node's output (0 when they do not reach it)."""
+    """A bound on || diag(w) A M ||_2 for every A in the edge's rows [c +- r]: ||diag(w) c M|| + ||diag(w) r M||.
+
+    The signed centre, not |A|: the change D_t = S_t(x') - S_t(x) on the moving entries is diagonal
+    with |D_jj| <= m_j, so ||A D B|| <= ||A M|| ||M^-1 D|| ||B|| <= ||A M|| beta (max pooling: the
+    changing outputs' columns, ||D|| <= sqrt(2 w)); |A| would drop the cancellations between the
+    moving entries' columns (docs/CERTIFICATES.md section 3).
+    """
     if rows is None:
         return 0.0
     centre, radius = _rows(rows)
-    size = np.abs(centre) + radius
     if weights is not None:
-        size = size * weights[:, None]
+        centre, radius = centre * weights[:, None], radius * weights[:, None]
     if edge.weight is None:
         assert edge.outputs is not None
-        return spectral_norm_bound(size[:, edge.outputs]) * edge.factor
-    return spectral_norm_bound(size[:, edge.moving] * edge.weight)
+        columns = edge.outputs
+        return (spectral_norm_bound(centre[:, columns]) + spectral_norm_bound(radius[:, columns])) * edge.factor
+    return (spectral_norm_bound(centre[:, edge.moving] * edge.weight)
+            + spectral_norm_bound(radius[:, edge.moving] * edge.weight))
 
 
 @dataclass
@@ -118,7 +125,7 @@ class Telescope:
     recorded: dict[str, Cotangent]
 
     def bound(self, weights: np.ndarray | None = None) -> float:
-        """sum_t || diag(w) |A_t| M_t || beta_t (inf when some node's change has no such form)."""
+        """sum_t || diag(w) A_t M_t || beta_t (inf when some node's change has no such form)."""
         if self.edges is None:
             return math.inf
         total = 0.0
@@ -154,7 +161,7 @@ def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cota
 
 def _recursive(edge: Edge, nodes: dict[str, NodeContext], contexts: list[NodeContext],
                upstream_at_x: dict[str, list[Cotangent | None]], done: list[Edge]) -> float:
-    """||B_t(x)|| + sum over earlier edges of || |A^t_s| M_s || beta_s (rows of t's moving entries)."""
+    """||B_t(x)|| + sum over earlier edges of || A^t_s M_s || beta_s (rows of t's moving entries)."""
     from fimaudit.certify.propagate import backward_from
 
     at_x = upstream_at_x[edge.node][edge.index]
