@@ -30,7 +30,13 @@ from fimaudit.autodiff.lowering import lower_for_gradients
 from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
 from fimaudit.errors import NotDifferentiableError, UnsupportedOpError
 from fimaudit.graph.onnx_utils import LazyConstants, infer_shapes_light, opset_version
-from fimaudit.graph.tensors import FLOAT_TYPES, Dim, declared_types_and_shapes, subgraph_inputs
+from fimaudit.graph.tensors import (
+    FLOAT_TYPES,
+    Dim,
+    declared_types_and_shapes,
+    node_indices_needed_for,
+    subgraph_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,10 +184,9 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
     active.reverse()
     blocked.reverse()
     if probe is not None:
-        unknown = sorted(
-            {name for node in active for name in [*node.input, *node.output] if name and shapes.get(name) is None}
-        )
         batch = (shapes.get(input_name) or ["N"])[0]
+        named = {name for node in active for name in [*node.input, *node.output] if name}
+        unknown = sorted(name for name in named if _unsettled(shapes.get(name), batch))
         measured = measured_shapes(inferred, input_name, unknown, probe, batch if isinstance(batch, str) else "N")
         if unknown:
             logger.info(
@@ -257,7 +262,9 @@ def _assemble(
     model = copy.deepcopy(analysis.model)
     graph = model.graph
     ctx.nodes.append(helper.make_node("Identity", [result], [result_name], name=ctx.fresh("result")))
+    forward_count = len(graph.node)
     graph.node.extend(ctx.nodes)
+    _drop_dead_emitted(graph, forward_count, [analysis.output_name, result_name])
     graph.initializer.extend(ctx.initializers)
     graph.input.append(seed)
     keep = [value for value in graph.output if value.name == analysis.output_name]
@@ -267,6 +274,30 @@ def _assemble(
     result_type = facts.elem_types.get(result_of, facts.float_type)
     graph.output.append(_gradient_value_info(result_name, result_type, facts.shapes.get(result_of)))
     return model
+
+
+def _unsettled(shape: list[Dim] | None, batch: Dim) -> bool:
+    """True for a shape the probe should measure: unknown, or with a symbol other than the input's batch.
+
+    Shape inference names each dim it cannot follow with a fresh symbol (``unk__12``) even where
+    it is the batch or a constant: two such symbols cannot be matched, so every broadcast between
+    them was undone at run time (Shape, Equal, NonZero and a ReduceSum copy; 19 of them in the
+    small ViT's VJP, about a tenth of its run). Measured, they become the batch symbol or ints.
+    """
+    if shape is None:
+        return True
+    return any(isinstance(dim, str) and dim != batch for dim in shape) or any(dim is None for dim in shape)
+
+
+def _drop_dead_emitted(graph: onnx.GraphProto, forward_count: int, outputs: list[str]) -> None:
+    """Remove emitted nodes no output reads (a placement's Pad when ``accumulate`` tiled its slab instead).
+
+    Forward nodes stay as the model has them; only gradient nodes (from ``forward_count`` on) go.
+    """
+    needed = node_indices_needed_for(graph, outputs)
+    dead = [index for index in range(forward_count, len(graph.node)) if index not in needed]
+    for index in reversed(dead):
+        del graph.node[index]
 
 
 def _check_rule_result(node: onnx.NodeProto, names: object, width: int, mode: str) -> list[str | None]:

@@ -72,6 +72,23 @@ class GraphFacts:
     float_type: int = onnx.TensorProto.FLOAT
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A gradient that is ``slab`` zero-padded along one axis of its ``rank`` axes (lead axis included).
+
+    ``begin`` zeros, the slab's ``length`` entries, zeros up to ``total``: the VJP of a Gather at one
+    constant position or of a Slice along one axis. ``RuleContext.accumulate`` joins placements
+    that tile an axis into one Concat instead of summing their padded copies.
+    """
+
+    slab: str
+    axis: int
+    begin: int
+    length: int
+    total: int
+    rank: int
+
+
 @dataclass
 class RuleContext:
     """Emission state and helpers shared by all rules while one gradient model is built.
@@ -90,6 +107,8 @@ class RuleContext:
     _counter: int = 0
     _constant_cache: dict[tuple[int, tuple[int, ...], bytes], str] = field(default_factory=dict)
     _shape_cache: dict[tuple[str, int, int | None], str] = field(default_factory=dict)
+    #: padded gradients by name, for ``accumulate`` (``place``)
+    placements: dict[str, Placement] = field(default_factory=dict)
 
     # ---- facts -------------------------------------------------------------------------------
     @property
@@ -375,10 +394,50 @@ class RuleContext:
         """Transpose of ``tensor`` by ``perm`` (axes of the tensor as given, lead axis included)."""
         return self.emit("Transpose", [tensor], perm=list(perm))
 
+    def place(self, slab: str, placement: Placement) -> str:
+        """``slab`` zero-padded as ``placement`` says (a constant Pad), remembered for ``accumulate``."""
+        pads = [0] * (2 * placement.rank)
+        pads[placement.axis] = placement.begin
+        pads[placement.rank + placement.axis] = placement.total - placement.begin - placement.length
+        padded = self._pad(slab, pads)
+        if padded != slab:
+            self.placements[padded] = placement
+        return padded
+
+    def _pad(self, tensor: str, pads: list[int]) -> str:
+        if not any(pads):
+            return tensor
+        if self.opset < 11:  # pads became an input in opset 11
+            return self.emit("Pad", [tensor], pads=pads, mode="constant")
+        return self.emit("Pad", [tensor, self.ints(pads)], mode="constant")
+
+    def _tiled(self, names: Sequence[str]) -> str | None:
+        """One Concat (and one Pad) for contributions that are disjoint placements along one axis.
+
+        Why: the small ViT's q, k and v are Gathers of one qkv tensor; summing their three padded
+        cotangents wrote and read three full-size tensors of mostly zeros (Pad + Sum were 11% of
+        its VJP run); their slabs, side by side, are the same tensor.
+        """
+        placed = [self.placements.get(name) for name in names]
+        if any(p is None for p in placed):
+            return None
+        pieces = sorted((p for p in placed if p is not None), key=lambda p: p.begin)
+        first = pieces[0]
+        if any((p.axis, p.total, p.rank) != (first.axis, first.total, first.rank) for p in pieces):
+            return None
+        if any(a.begin + a.length != b.begin for a, b in zip(pieces, pieces[1:], strict=False)):
+            return None  # overlapping or with gaps: the plain sum
+        joined = self.emit("Concat", [p.slab for p in pieces], axis=first.axis)
+        length = pieces[-1].begin + pieces[-1].length - first.begin
+        return self.place(joined, Placement(joined, first.axis, first.begin, length, first.total, first.rank))
+
     def accumulate(self, names: Sequence[str]) -> str:
-        """The sum of several gradient contributions (Add for two, Sum for more)."""
+        """The sum of several gradient contributions (Add for two, Sum for more; ``_tiled`` where it applies)."""
         if len(names) == 1:
             return names[0]
+        tiled = self._tiled(names)
+        if tiled is not None:
+            return tiled
         if len(names) == 2:
             return self.emit("Add", list(names))
         return self.emit("Sum", list(names))

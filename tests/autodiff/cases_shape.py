@@ -112,6 +112,15 @@ CASES: list[OpCase] = [
         opset=11,
     ),
     single("Slice/opset21", "Slice", X4, ["x", "b", "e", "a"], {"b": i64(0), "e": i64(1), "a": i64(-3)}, opset=21),
+    chain(  # three slices tiling axis 1 (context._tiled joins their cotangents with one Concat)
+        "Slice/tiles",
+        lambda: [helper.make_node("Slice", ["x", "b0", "e0", "a"], ["p"]), helper.make_node("Slice", ["x", "b1", "e1", "a"], ["q"]),
+                 helper.make_node("Slice", ["x", "b2", "e2", "a"], ["r"]), helper.make_node("Mul", ["p", "q"], ["pq"]),
+                 helper.make_node("Mul", ["pq", "r"], ["y"])],
+        (2, 6, 3),
+        covers=["Slice", "Mul"],
+        weights={"b0": i64(0), "e0": i64(2), "b1": i64(2), "e1": i64(4), "b2": i64(4), "e2": i64(100), "a": i64(1)},
+    ),
     chain(
         "Slice/runtime-parameters",
         _runtime_slice_parameters,

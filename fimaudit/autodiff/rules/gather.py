@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import RuleContext
+from fimaudit.autodiff.context import Placement, RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
 from fimaudit.graph.onnx_utils import attribute, int_attribute
@@ -128,9 +128,7 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
         position, size, scalar = single
         lead_axis = axis + 1  # the cotangent has the lead axis M first
         slab = ctx.unsqueeze(g, [lead_axis]) if scalar else g
-        pads = [0] * (2 * (rank + 1))
-        pads[lead_axis], pads[rank + 1 + lead_axis] = position, size - position - 1
-        return [ctx.emit("Pad", [slab, ctx.ints(pads)], mode="constant")]
+        return [ctx.place(slab, Placement(slab, lead_axis, position, 1, size, rank + 1))]
     n = _product(ctx, data, axis, axis + 1)
     flat = ctx.emit("Reshape", [_wrap_negative(ctx, indices, n), ctx.ints([1, -1])])  # [1, N]
     rows = ctx.emit(

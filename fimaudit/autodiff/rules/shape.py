@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import RuleContext, optional_input
+from fimaudit.autodiff.context import Placement, RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import ModelError, UnsupportedOpError
 from fimaudit.graph.onnx_utils import REQUIRED, Required, attribute, int_attribute, ints_attribute
@@ -327,6 +327,10 @@ def slice_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None
     rank = ctx.require_rank(node.input[0], node)
     axes = _slice_axes(ctx, node)
     borders = _static_unit_slice(ctx, node, axes)
+    dims = _static_dims(ctx, node.input[0], axes)
+    if borders is not None and len(axes) == 1 and dims is not None:
+        (before, after), total = borders[0], int(dims[0])
+        return [ctx.place(g, Placement(g, axes[0] + 1, before, total - before - after, total, rank + 1))]
     if borders is not None:
         begins = {axis: before for axis, (before, _) in zip(axes, borders, strict=True)}
         ends = {axis: after for axis, (_, after) in zip(axes, borders, strict=True)}
