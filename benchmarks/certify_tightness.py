@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--corpus-samples", type=int, default=2)
     parser.add_argument("--corpus-factors", default="0,1e-9,1e-6,1e-5,1e-4",
                         help="radii (times ||x||) for the corpus: a 3x32x32 certificate takes minutes")
+    parser.add_argument("--corpus-models", nargs="*", default=list(CORPUS),
+                        help="which corpus exports (a VGG-11 or DenseNet-121 certificate takes minutes)")
     parser.add_argument("--corpus-radius", action="store_true",
                         help="also bisect the certified radius on the corpus (~20 certificates per sample)")
     args = parser.parse_args()
@@ -86,7 +88,7 @@ def main() -> None:
     if args.corpus:
         corpus = Path("/work/corpus")
         inputs = np.load(corpus / "inputs_3x32x32.npy")[: args.corpus_samples]
-        corpus_runs = [(corpus / f"{name}.onnx", inputs) for name in CORPUS]
+        corpus_runs = [(corpus / f"{name}.onnx", inputs) for name in args.corpus_models]
     print(f"load average: {Path('/proc/loadavg').read_text().split()[:3]}")
     table(runs, FACTORS, 1e-3, True)
     if corpus_runs:
