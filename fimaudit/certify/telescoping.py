@@ -106,10 +106,15 @@ def _term(edge: Edge, rows: Cotangent | None, weights: np.ndarray | None = None)
         centre, radius = centre * weights[:, None], radius * weights[:, None]
     if edge.weight is None:
         assert edge.outputs is not None
-        columns = edge.outputs
-        return (spectral_norm_bound(centre[:, columns]) + spectral_norm_bound(radius[:, columns])) * edge.factor
-    return (spectral_norm_bound(centre[:, edge.moving] * edge.weight)
-            + spectral_norm_bound(radius[:, edge.moving] * edge.weight))
+        c, r = centre[:, edge.outputs], radius[:, edge.outputs]
+        factor = edge.factor
+    else:
+        c, r = centre[:, edge.moving] * edge.weight, radius[:, edge.moving] * edge.weight
+        factor = 1.0
+    signed = spectral_norm_bound(c) + (spectral_norm_bound(r) if r.any() else 0.0)
+    if not r.any():
+        return signed * factor  # ||c M|| <= || |c| M ||: the signed form is never worse
+    return min(signed, spectral_norm_bound(np.abs(c) + r)) * factor  # with a radius, either may be smaller
 
 
 @dataclass
