@@ -157,9 +157,15 @@ class Linearised:
         crossing = np.flatnonzero((box.lo.reshape(-1) < 0.0) & (box.hi.reshape(-1) > 0.0))
         if crossing.size == 0:
             return box
-        columns = out.reshape(out.shape[0], -1)[:, crossing]
-        above = deviation_above(columns, self.d, self.blocks, self.eps, self.dual)
-        below = deviation_above(-columns, self.d, self.blocks, self.eps, self.dual)
+        flat = out.reshape(out.shape[0], -1)
+        # Chunks of entries: the columns and their two working copies stay within one stack's share
+        # of the memory budget (about 3 x rows entries per column).
+        chunk = max(1, self.limit // (4 * out.shape[0]))
+        above, below = np.empty(crossing.size), np.empty(crossing.size)
+        for start in range(0, crossing.size, chunk):
+            columns = flat[:, crossing[start : start + chunk]]
+            above[start : start + chunk] = deviation_above(columns, self.d, self.blocks, self.eps, self.dual)
+            below[start : start + chunk] = deviation_above(-columns, self.d, self.blocks, self.eps, self.dual)
         if loose is not None:  # symbols past the limit: eps times their gradient bounds, as in _bound
             extra = self.eps * loose.reshape(-1)[crossing]
             above, below = above + extra, below + extra

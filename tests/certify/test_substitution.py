@@ -83,3 +83,19 @@ def test_substituted_ranges_hold_at_adversarial_points_and_are_narrower(seed: in
         for layer, value in enumerate(_pre_activations(layers, point)):
             box = tight.boxes[f"h{layer}"]
             assert np.all(box.lo.reshape(-1) <= value) and np.all(value <= box.hi.reshape(-1))
+
+
+def test_substitution_in_chunks_under_a_small_memory_budget_gives_the_same_ranges() -> None:
+    """A budget that fits the stacks but only a few columns at a time: the same boxes, entry by entry."""
+    layers = _weights(0)
+    x = np.random.default_rng(10).standard_normal(SIZES[0])
+    view = GraphView.from_model(_model(layers), "x", outputs=["y"], sample_shape=(SIZES[0],))
+    roomy = forward(view, "y", InputSet(x[None], 0.3, 2.0))
+    assert roomy.linearised is not None
+    rows = roomy.linearised.d + roomy.linearised.symbols  # the most rows any stack reached
+    limit = rows * max(SIZES)  # every stack fits; the substitution takes max(SIZES) // 4 columns at a time
+    tight = forward(view, "y", InputSet(x[None], 0.3, 2.0), stack_limit=limit)
+    assert tight.linearised is not None
+    for name in ("h0", "h1", "h2"):
+        np.testing.assert_array_equal(tight.boxes[name].lo, roomy.boxes[name].lo)
+        np.testing.assert_array_equal(tight.boxes[name].hi, roomy.boxes[name].hi)
