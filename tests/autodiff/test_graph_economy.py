@@ -42,40 +42,65 @@ def test_tiling_placements_are_joined_by_one_concat(case_id: str, present: set[s
 
 
 def _reshaped_by_its_own_shape() -> onnx.ModelProto:
-    """x [N, 6] reshaped to (Shape(x)[0], 2, 3) twice, by two targets computed apart, then added.
+    """x [N, 6] reshaped to (Shape(x)[0], 2, 3) twice, then multiplied.
 
-    Shape inference gives each Reshape's output dims fresh symbols of its own (unk__0.. and
-    unk__3..): the Add's broadcast between them is undecidable without the probe.
+    Shape inference gives the first Reshape's dims fresh symbols (unk__..), and cannot follow the
+    second's target at all (its tail is gathered at NonZero's indices): that unknown shape makes
+    the probe run, and the Mul's broadcast between the two is undecidable unless the symbols are
+    measured in the same run.
     """
-    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Relu", ["x"], ["rx"])]
-    for tag in ("a", "b"):
-        nodes += [
-            helper.make_node("Gather", ["s", "zero"], [f"n0{tag}"], axis=0),
-            helper.make_node("Identity", [f"n0{tag}"], [f"n1{tag}"]),
-            helper.make_node("Unsqueeze", [f"n1{tag}", "ax"], [f"n{tag}"]),
-            helper.make_node("Concat", [f"n{tag}", "tail"], [f"target{tag}"], axis=0),
-        ]
-    nodes += [
-        helper.make_node("Reshape", ["x", "targeta"], ["ra"]),
-        helper.make_node("Reshape", ["rx", "targetb"], ["rb"]),
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "zero1", "one1"], ["n"]),
+        helper.make_node("Identity", ["tail"], ["tail_a"]),
+        helper.make_node("Concat", ["n", "tail_a"], ["target_a"], axis=0),
+        helper.make_node("Reshape", ["x", "target_a"], ["ra"]),
+        helper.make_node("NonZero", ["mask"], ["nz"]),
+        helper.make_node("Reshape", ["nz", "minus1"], ["picked"]),
+        helper.make_node("Gather", ["tail", "picked"], ["tail_b"]),
+        helper.make_node("Concat", ["n", "tail_b"], ["target_b"], axis=0),
+        helper.make_node("Relu", ["x"], ["rx"]),
+        helper.make_node("Reshape", ["rx", "target_b"], ["rb"]),
         helper.make_node("Mul", ["ra", "rb"], ["y"]),
     ]
-    inits = [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array([0], np.int64), "ax"),
-             numpy_helper.from_array(np.array([2, 3], np.int64), "tail")]
+    inits = [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (("zero1", 0), ("one1", 1),
+                                                                                     ("minus1", -1))]
+    inits += [numpy_helper.from_array(np.array([2, 3], np.int64), "tail"),
+              numpy_helper.from_array(np.array([True, True]), "mask")]
     graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_fresh_symbols_are_measured_and_broadcasts_undone_statically() -> None:
+def test_fresh_symbols_are_measured_and_broadcasts_undone_statically(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fimaudit.autodiff import build
+
     model = _reshaped_by_its_own_shape()
-    without = build_vjp_model(model, "x", "y")
     measured = build_vjp_model(model, "x", "y", ShapeProbe((6,)))
-    assert "NonZero" in _ops(without)  # the case really is undecidable statically
+    monkeypatch.setattr(build, "_unsettled", lambda shape, batch: shape is None)  # unknown shapes only
+    unknown_only = build_vjp_model(model, "x", "y", ShapeProbe((6,)))
+    assert "NonZero" in _ops(unknown_only)  # the broadcast really is undecidable without the symbols
     assert "NonZero" not in _ops(measured)
     rng = np.random.default_rng(0)
     for batch in (1, 3):  # the measured graph holds at any batch, 1 included
         x = rng.normal(size=(batch, 6)).astype(np.float32)
         u = rng.normal(size=(2, batch, 2, 3)).astype(np.float32)
-        pulled = [_ort(m).run([INPUT_GRAD], {"x": x, COTANGENT: u})[0] for m in (without, measured)]
+        pulled = [_ort(m).run([INPUT_GRAD], {"x": x, COTANGENT: u})[0] for m in (unknown_only, measured)]
         np.testing.assert_allclose(pulled[1], pulled[0], rtol=1e-6, atol=1e-6)
+
+
+def test_no_probe_runs_when_every_shape_is_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh symbols alone do not start a probe (a probe copies the model and builds two sessions)."""
+    from fimaudit.autodiff import build
+
+    calls: list[list[str]] = []
+    real = build.measured_shapes
+    monkeypatch.setattr(build, "measured_shapes", lambda model, name, names, *a, **k: calls.append(names) or real(
+        model, name, names, *a, **k))
+    model = _reshaped_by_its_own_shape()
+    graph = model.graph
+    for node in graph.node:  # both targets built alike: fresh symbols everywhere, no unknown shape
+        if node.output[0] == "rb":
+            node.input[1] = "target_a"
+    build_vjp_model(model, "x", "y", ShapeProbe((6,)))
+    assert calls and all(not names for names in calls)
