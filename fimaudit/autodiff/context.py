@@ -31,6 +31,7 @@ from fimaudit.graph.tensors import Dim
 AXES_AS_INPUT = {"Squeeze": 13, "Unsqueeze": 13, "ReduceSum": 13, "Split": 13}
 REDUCE_AXES_AS_INPUT = 18  # every other Reduce* op
 SLICE_INPUTS = 10  # Slice(data, starts, ends, axes, steps); before: starts/ends/axes attributes
+PADS_AS_INPUT = 11  # Pad: pads and constant value moved from attributes to inputs
 
 
 def _schema_since(op_type: str, opset: int) -> int | None:
@@ -399,17 +400,18 @@ class RuleContext:
         pads = [0] * (2 * placement.rank)
         pads[placement.axis] = placement.begin
         pads[placement.rank + placement.axis] = placement.total - placement.begin - placement.length
-        padded = self._pad(slab, pads)
+        padded = self.pad(slab, pads)
         if padded != slab:
             self.placements[padded] = placement
         return padded
 
-    def _pad(self, tensor: str, pads: list[int]) -> str:
+    def pad(self, tensor: str, pads: list[int], mode: str = "constant") -> str:
+        """``tensor`` padded by ``pads`` (begins of every axis, then ends) in the opset's form; itself if all 0."""
         if not any(pads):
             return tensor
-        if self.opset < 11:  # pads became an input in opset 11
-            return self.emit("Pad", [tensor], pads=pads, mode="constant")
-        return self.emit("Pad", [tensor, self.ints(pads)], mode="constant")
+        if self.opset < PADS_AS_INPUT:
+            return self.emit("Pad", [tensor], pads=pads, mode=mode)
+        return self.emit("Pad", [tensor, self.ints(pads)], mode=mode)
 
     def _tiled(self, names: Sequence[str]) -> str | None:
         """One Concat (and one Pad) for contributions that are disjoint placements along one axis.

@@ -111,9 +111,9 @@ def _term(edge: Edge, rows: Cotangent | None, weights: np.ndarray | None = None)
     else:
         c, r = centre[:, edge.moving] * edge.weight, radius[:, edge.moving] * edge.weight
         factor = 1.0
-    signed = spectral_norm_bound(c) + (spectral_norm_bound(r) if r.any() else 0.0)
     if not r.any():
-        return signed * factor  # ||c M|| <= || |c| M ||: the signed form is never worse
+        return spectral_norm_bound(c) * factor  # ||c M|| <= || |c| M ||: the signed form is never worse
+    signed = spectral_norm_bound(c) + spectral_norm_bound(r)
     return min(signed, spectral_norm_bound(np.abs(c) + r)) * factor  # with a radius, either may be smaller
 
 

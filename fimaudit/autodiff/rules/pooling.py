@@ -34,12 +34,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import RuleContext
+from fimaudit.autodiff.context import PADS_AS_INPUT, RuleContext
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
 from fimaudit.graph.onnx_utils import REQUIRED, attribute, attributes_of, ints_attribute
 
-PADS_AS_INPUT = 11
 SCATTER_REDUCTION = 16  # ScatterElements gained reduction='add'
 
 

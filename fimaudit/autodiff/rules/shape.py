@@ -27,14 +27,13 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from fimaudit.autodiff.context import Placement, RuleContext, optional_input
+from fimaudit.autodiff.context import PADS_AS_INPUT, Placement, RuleContext, optional_input
 from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import ModelError, UnsupportedOpError
 from fimaudit.graph.onnx_utils import REQUIRED, Required, attribute, int_attribute, ints_attribute
 
 INT64_MAX = int(np.iinfo(np.int64).max)
 INT64_MIN = int(np.iinfo(np.int64).min)
-PADS_AS_INPUT = 11  # Pad: pads and constant value moved from attributes to inputs
 PAD_AXES_INPUT = 18  # Pad: optional axes input
 
 IntValue = int | str  # a Python int, or the name of an int64 tensor of shape [1]
@@ -102,12 +101,7 @@ def _pad_lead(
         full_begin[axis + 1] = amount
     for axis, amount in ends.items():
         full_end[axis + 1] = amount
-    pads = full_begin + full_end
-    if not any(pads):
-        return tensor
-    if ctx.opset < PADS_AS_INPUT:
-        return ctx.emit("Pad", [tensor], pads=pads, mode=mode)
-    return ctx.emit("Pad", [tensor, ctx.ints(pads)], mode=mode)
+    return ctx.pad(tensor, full_begin + full_end, mode)
 
 
 # ---- pure reshapes --------------------------------------------------------------------------
