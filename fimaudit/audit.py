@@ -51,9 +51,12 @@ from fimaudit.sanity import gradient_check
 from fimaudit.statistics import summarise
 from fimaudit.verdict import judge
 
-if TYPE_CHECKING:  # imported by run_audit only when --attack asks for it
+if TYPE_CHECKING:  # imported by run_audit only when --attack asks for it (and the bounds when computed)
     from fimaudit.attacks.stage import AttackConfig
+    from fimaudit.bounds.background import BackgroundTask
+    from fimaudit.bounds.fisher_bound import GlobalStage
     from fimaudit.certify.stage import CertifyConfig
+    from fimaudit.graph.architecture import Architecture
 
 logger = logging.getLogger(__name__)
 
@@ -358,8 +361,38 @@ def _require_finite(what: str, values: np.ndarray, source: str) -> None:
         )
 
 
+@dataclass
+class EarlyBounds:
+    """The bounds' global stage running beside the audit, and the architecture it was given."""
+
+    architecture: Architecture
+    task: BackgroundTask[GlobalStage]
+
+
+def _start_bounds(prepared: PreparedModel, data: AuditData, config: AuditConfig) -> EarlyBounds | None:
+    """Start the bounds' costly model-wide stage on a thread as soon as the logits model exists.
+
+    Why: it needs only the weights and one input's shapes, and the next stages (gradient graphs,
+    their sessions) leave a core idle; ``_analytic_bounds`` collects it (bounds/background.py).
+    """
+    if not config.bounds:
+        return None
+    from fimaudit.bounds.fisher_bound import start_global_stage
+    from fimaudit.bounds.stored import bound_cache
+    from fimaudit.graph.architecture import recognise_architecture
+
+    architecture = recognise_architecture(prepared.loaded.proto, prepared.selection.input_name)
+    task = start_global_stage(
+        prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs[0], prepared.num_classes,
+        architecture, config.providers, data.extra_feeds, timeout=config.timeout, cache=bound_cache(config.cache),
+        model_digest=prepared.loaded.combined_sha256 or prepared.loaded.sha256,
+    )
+    return EarlyBounds(architecture, task)
+
+
 def _analytic_bounds(
-    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleResult], config: AuditConfig
+    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleResult], config: AuditConfig,
+    early: EarlyBounds | None = None,
 ) -> tuple[dict[str, Any], Bound | None, list[SampleResult]]:
     """Architecture, the certified global bound, and ``audits`` with their per-sample bounds."""
     from fimaudit.bounds.fisher_bound import bound_audit  # analytic bounds (issue 5)
@@ -373,6 +406,7 @@ def _analytic_bounds(
         prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
         data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
         cache=bound_cache(config.cache), model_digest=prepared.loaded.combined_sha256 or prepared.loaded.sha256,
+        early=early.task if early else None, architecture=early.architecture if early else None,
     )
     return (
         architecture,
@@ -409,6 +443,22 @@ def run_audit(
     ``on_loaded`` sees the loaded model before anything runs (the CLI refuses there an output path
     that is one of the model's external-data files, which only the loader knows).
     """
+    background: list[EarlyBounds] = []
+    try:
+        return _run_audit(config, progress, on_loaded, certify_progress, background)
+    finally:  # a failed or interrupted audit leaves no bound computation running behind it
+        for early in background:
+            early.task.cancel()
+
+
+def _run_audit(
+    config: AuditConfig,
+    progress: ProgressCallback | None,
+    on_loaded: Callable[[LoadedModel], None] | None,
+    certify_progress: ProgressCallback | None,
+    background: list[EarlyBounds],
+) -> AuditResult:
+    """``run_audit``'s body; a bound computation it starts goes into ``background``."""
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if config.budget is not None and config.budget <= 0:
@@ -461,6 +511,9 @@ def run_audit(
         )
     plan_run(taken.loaded.proto, taken.selection, memory, data, declared, config.method, config.budget, config.bounds)
     prepared = prepare_model(taken, config, probe=data.inputs[:1], extra=data.extra_feeds)
+    bounds_started = _start_bounds(prepared, data, config)
+    if bounds_started is not None:
+        background.append(bounds_started)
     plan = _plan_memory(prepared, data, memory, config)
     prepared.runner.max_batch = min(prepared.runner.max_batch, plan.batch_rows)
     sample_shape = tuple(int(d) for d in data.inputs.shape[1:])  # what prepare_model set the selection to
@@ -512,7 +565,7 @@ def run_audit(
         else:
             logger.info("%s", check.summary())
     summary = summarise(np.array([audit.value for audit in audits]))
-    architecture, bound, audits = _analytic_bounds(prepared, data, logits, audits, config)
+    architecture, bound, audits = _analytic_bounds(prepared, data, logits, audits, config, bounds_started)
     attack = None
     if config.attack is not None:  # issue 11: one stage after every sample's lambda_max is known
         from fimaudit.attacks.stage import attack_stage

@@ -102,6 +102,17 @@ class Propagation:
 GainSource = Callable[[onnx.NodeProto], "LayerGain | BoundProblem"]
 
 
+class BoundsCancelled(Exception):
+    """The computation's owner no longer wants the result (an audit that failed or was interrupted).
+
+    Not a FimauditError: it must not turn into a null bound with a reason.
+    """
+
+
+def _never() -> bool:
+    return False
+
+
 def _problem(node: onnx.NodeProto, reason: str, kind: str) -> BoundProblem:
     return BoundProblem(node.name, node.op_type, reason, kind)
 
@@ -114,6 +125,9 @@ class BoundEngine:
         self.input_magnitude = input_magnitude
         self._global: dict[str, LayerGain | BoundProblem] = {}
         self.global_result: Propagation | None = None
+        # Set by a background computation (bounds/background.py): checked before every rule, so
+        # an audit that stops early does not leave a thread deriving spectral norms behind it.
+        self.cancelled: Callable[[], bool] = _never
 
     # -------------------------------------------------------------- what to probe
 
@@ -162,6 +176,8 @@ class BoundEngine:
     def _rule_gain(
         self, node: onnx.NodeProto, mode: str, values: dict[str, np.ndarray], magnitudes: dict[str, float]
     ) -> LayerGain | BoundProblem:
+        if self.cancelled():
+            raise BoundsCancelled(f"bounds cancelled before node {node.name!r}")
         rule = get_rule(node.op_type)
         if rule is None:
             return _problem(node, f"no bound rule for {node.op_type} (node {node.name!r})", "no_rule")

@@ -19,16 +19,18 @@ one the global bound is null with that reason. The per-sample bound holds at its
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx
 
+from fimaudit.bounds.background import BackgroundTask
 from fimaudit.bounds.compose import BoundEngine, Propagation, inverted_residual_factor
 from fimaudit.bounds.folding import fold_batchnorms
 from fimaudit.bounds.head import LinearHead, find_linear_head
@@ -264,6 +266,61 @@ class FisherBounds:
         return _bound(entry)
 
 
+@dataclass
+class GlobalStage:
+    """The model-wide part of the bounds: the engine with its layer gains, and the global bound."""
+
+    bounds: FisherBounds
+    global_bound: Bound
+    seconds: float
+
+
+def global_stage(
+    logits_model: onnx.ModelProto,
+    input_name: str,
+    logits_name: str,
+    sample: np.ndarray,
+    num_classes: int,
+    architecture: Architecture | None = None,
+    input_range: tuple[float, float] | None = None,
+    providers: Sequence[str] | None = None,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    cache: ResultCache | None = None,
+    model_digest: str | None = None,
+    cancelled: Callable[[], bool] | None = None,
+) -> GlobalStage:
+    """What needs the weights and one sample's shapes only (the costly part: every layer's norm).
+
+    ``sample``: one input (its shapes fill what static analysis left unknown); ``cancelled``:
+    checked before every layer rule (raises BoundsCancelled), for a caller on another thread.
+    """
+    started = time.perf_counter()
+    family = architecture.family if architecture is not None else "unknown"
+    bounds = FisherBounds(logits_model, input_name, logits_name, sample.shape, num_classes,
+                          input_range, providers, extra_feeds, timeout=timeout, cache=cache,
+                          model_digest=model_digest)
+    if cancelled is not None:
+        bounds.engine.cancelled = cancelled
+    bounds.learn_shapes(sample)
+    result = bounds.global_bound(family, architecture)
+    return GlobalStage(bounds, result, time.perf_counter() - started)
+
+
+def sample_stage(
+    stage: GlobalStage, inputs: np.ndarray, logits: np.ndarray, measured: Sequence[float] | None = None
+) -> BoundAnalysis:
+    """One bound per sample from the global stage, with tightness against ``measured`` lambda_max."""
+    started = time.perf_counter()
+    samples: list[Bound | None] = []
+    for index in range(inputs.shape[0]):
+        value = None if measured is None else float(measured[index])
+        samples.append(stage.bounds.sample_bound(inputs[index], logits[index], value))
+    details = json_ready(_sample_summary(samples, measured, stage.global_bound.value))
+    result = stage.global_bound.with_details(per_sample=details)
+    return BoundAnalysis(result, samples, time.perf_counter() - started)
+
+
 def analyse_bounds(
     logits_model: onnx.ModelProto,
     input_name: str,
@@ -284,19 +341,10 @@ def analyse_bounds(
     ``cache``: where the global layer gains are kept between runs (None: nowhere);
     ``model_digest``: the SHA-256 of the model's file and weights, when the caller has it.
     """
-    started = time.perf_counter()
-    family = architecture.family if architecture is not None else "unknown"
-    bounds = FisherBounds(logits_model, input_name, logits_name, inputs.shape[1:], logits.shape[-1],
-                          input_range, providers, extra_feeds, timeout=timeout, cache=cache,
-                          model_digest=model_digest)
-    bounds.learn_shapes(inputs[0])
-    result = bounds.global_bound(family, architecture)
-    samples: list[Bound | None] = []
-    for index in range(inputs.shape[0]):
-        value = None if measured is None else float(measured[index])
-        samples.append(bounds.sample_bound(inputs[index], logits[index], value))
-    result = result.with_details(per_sample=json_ready(_sample_summary(samples, measured, result.value)))
-    return BoundAnalysis(result, samples, time.perf_counter() - started)
+    stage = global_stage(logits_model, input_name, logits_name, inputs[0], logits.shape[-1], architecture,
+                         input_range, providers, extra_feeds, timeout, cache, model_digest)
+    analysis = sample_stage(stage, inputs, logits, measured)
+    return dataclasses.replace(analysis, seconds=analysis.seconds + stage.seconds)
 
 
 def _sample_summary(
@@ -318,6 +366,28 @@ def _sample_summary(
     return summary
 
 
+def start_global_stage(
+    logits_model: onnx.ModelProto,
+    input_name: str,
+    logits_name: str,
+    sample: np.ndarray,
+    num_classes: int,
+    architecture: Architecture,
+    providers: Sequence[str] | None = None,
+    extra_feeds: dict[str, np.ndarray] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    cache: ResultCache | None = None,
+    model_digest: str | None = None,
+) -> BackgroundTask[GlobalStage]:
+    """The global stage on a thread of its own, for ``bound_audit(early=...)`` to collect (background.py)."""
+
+    def compute(cancelled: Callable[[], bool]) -> GlobalStage:
+        return global_stage(logits_model, input_name, logits_name, sample, num_classes, architecture,
+                            None, providers, extra_feeds, timeout, cache, model_digest, cancelled)
+
+    return BackgroundTask(compute, name="fimaudit-bounds").start()
+
+
 def bound_audit(
     loaded_model: onnx.ModelProto,
     logits_model: onnx.ModelProto,
@@ -331,20 +401,30 @@ def bound_audit(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     cache: ResultCache | None = None,
     model_digest: str | None = None,
+    early: BackgroundTask[GlobalStage] | None = None,
+    architecture: Architecture | None = None,
 ) -> tuple[dict[str, Any], Bound, list[Bound | None]]:
     """What the audit records: (architecture as JSON-ready data, global bound, per-sample bounds).
 
     A model the bounds cannot handle (an op without a rule, an unreadable shape) gives a null
     bound with the reason instead of failing the audit: lambda_max is the audit's result, the
-    bound its theoretical companion.
+    bound its theoretical companion. ``early``: the global stage already started
+    (``start_global_stage``, with the same model and ``architecture``); its outcome is
+    collected here. The bound's ``seconds`` are those the caller spent here (waiting for the
+    global stage included); ``global_seconds`` those the global stage took, wherever it ran.
     """
     from fimaudit.graph.architecture import recognise_architecture
 
-    architecture = recognise_architecture(loaded_model, input_name)
+    if architecture is None:
+        architecture = recognise_architecture(loaded_model, input_name)
+    started = time.perf_counter()
     try:
-        analysis = analyse_bounds(logits_model, input_name, logits_name, inputs, logits, measured, architecture,
-                                  providers=providers, extra_feeds=extra_feeds, timeout=timeout, cache=cache,
-                                  model_digest=model_digest)
+        if early is not None:
+            stage = early.result()
+        else:
+            stage = global_stage(logits_model, input_name, logits_name, inputs[0], logits.shape[-1], architecture,
+                                 None, providers, extra_feeds, timeout, cache, model_digest)
+        analysis = sample_stage(stage, inputs, logits, measured)
     except ModelTimeoutError:  # a time limit the user set is not a reason for a null bound
         raise
     except FimauditError as exc:
@@ -352,4 +432,6 @@ def bound_audit(
         empty = Bound(None, KIND, {"family": architecture.family, "reason": str(exc),
                                    "per_layer": [], "blocks": [], "problems": [], "assumptions": []})
         return architecture.to_dict(), empty, [None] * inputs.shape[0]
-    return architecture.to_dict(), analysis.global_bound.with_details(seconds=analysis.seconds), analysis.samples
+    timing = {"seconds": time.perf_counter() - started, "global_seconds": stage.seconds,
+              "global_in_background": early is not None}
+    return architecture.to_dict(), analysis.global_bound.with_details(**timing), analysis.samples
