@@ -223,6 +223,33 @@ CASES += [
         opset=13, linear=True, factor=1.0 + 1e-6),
 ]
 
+def _gather_windows(channels: int, side: int, window: int = 1) -> np.ndarray:
+    """GatherND indices [1, side, side, window, 3] into a [1, 1, 1, C] tensor: every window picks (0, 0, 0)."""
+    return np.zeros((1, side, side, window, 3), dtype=np.int64)
+
+
+def _adaptive_pool_as_dynamo(channels: int, weight: np.ndarray, window: int = 1) -> list[onnx.NodeProto]:
+    """torch.export's 1 x 1 -> 7 x 7 adaptive average pool: Transpose, GatherND, ReduceMean, Transpose."""
+    return [
+        n("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1]),
+        n("GatherND", ["t", "idx"], ["g"]),
+        n("ReduceMean", ["g"], ["m"], axes=[3], keepdims=0),
+        n("Transpose", ["m"], ["u"], perm=[0, 3, 1, 2]),
+        n("Reshape", ["u", "shape"], ["f"]),
+        n("Gemm", ["f", "wt"], transB=1),
+    ]
+
+
+# The same copies spelled as torch.export spells them (bounds/copies.py follows the chain).
+CASES += [
+    Case("gemm_after_gathernd_copies", "Gemm", _adaptive_pool_as_dynamo(3, w(5, 147)), (1, 3, 1, 1),
+         {"idx": _gather_windows(3, 7), "shape": i64(1, 147), "wt": w(5, 147)}, opset=13, linear=True,
+         factor=1.0 + 1e-6),
+    Case("gemm_after_gathernd_cancelling", "Gemm", _adaptive_pool_as_dynamo(2, w(5, 98)), (1, 2, 1, 1),
+         {"idx": _gather_windows(2, 7), "shape": i64(1, 98), "wt": _cancelling_weight()}, opset=13, linear=True,
+         factor=1.0 + 1e-6),
+]
+
 # LayerNorm's second output (the mean) read downstream: its rule covers only Y, so no bound.
 CASES += [
     Case("layernorm_mean_output_used", "LayerNormalization",

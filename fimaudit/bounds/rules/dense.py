@@ -188,44 +188,31 @@ def gemm_bound(ctx: NodeContext) -> LayerGain:
     return LayerGain(gains, method, magnitude=magnitude, assumption=assumption)
 
 
-#: Ops between a Resize and a Gemm that keep the entries' row-major order at batch 1.
-_ORDER_KEEPING = ("Flatten", "Reshape")
-
-
 def copied_from(ctx: NodeContext, index: int) -> np.ndarray | None:
-    """Which entry of a nearest Resize's input each column of input ``index`` copies, else None.
+    """Which entry of an earlier tensor each column of input ``index`` copies, else None.
 
     Why: torchvision's VGG and AlexNet at inputs below 224 x 224 upsample a 1 x 1 (or 2 x 2)
     map to 7 x 7 before the first classifier layer, so that Gemm (4096 x 25088 for VGG-11) only
     ever sees inputs whose 49 copies of a pixel are equal. Its gain on that span is the norm of
     a 4096 x 512 matrix (see ``_restricted``), not of the 4096 x 25088 weight: exact where the
     plain norm is up to sqrt(49) loose, and 49 times fewer flops than the Gram matrix of the
-    full weight (0.84 TFLOP in float64, 27 of VGG-11's 73 s cold bound).
+    full weight (0.84 TFLOP in float64, 27 of VGG-11's 73 s cold bound; 12.6 of the dynamo
+    export's 22 s, whose repetition is a GatherND, before ``bounds/copies.py`` followed it).
 
-    Applies when input ``index`` is [1, n], produced through Flatten/Reshape (row-major, batch 1:
-    entry j of the Resize's output is column j) from a nearest Resize whose every output copies
-    one input entry (not tf_crop_and_resize, whose extrapolated outputs copy nothing).
+    Applies when input ``index`` is [1, n] and every column is a copy of an entry of one earlier
+    tensor, through ops that only move entries (``copies.copy_sources``); the nodes on that chain
+    bound their own gains (at least the copy map's norm, sqrt of the largest copy count), so the
+    composition stays an upper bound.
     """
-    from fimaudit.bounds.rules.structure import resize_sources
+    from fimaudit.bounds.copies import copy_sources
 
-    view = ctx.view
-    shape = view.shape(ctx.input_name(index))
+    shape = ctx.view.shape(ctx.input_name(index))
     if shape is None or len(shape) != 2 or shape[0] != 1:
         return None
-    node = view.producer.get(ctx.input_name(index))
-    while node is not None and node.op_type in _ORDER_KEEPING:
-        node = view.producer.get(node.input[0])
-    if node is None or node.op_type != "Resize":
+    found = copy_sources(ctx.view, ctx.input_name(index))
+    if found is None:
         return None
-    resize = NodeContext(node, view, ctx.mode, ctx.values, ctx.magnitudes)
-    if resize.attr_str("coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
-        return None
-    try:
-        sources = resize_sources(resize)
-        if resize.shape(0)[0] != 1:
-            return None
-    except BoundUnavailable:
-        return None
+    sources = found[1]
     return sources if sources.size == shape[1] else None
 
 

@@ -140,8 +140,7 @@ def resize_sources(ctx: NodeContext) -> np.ndarray:
     """For a nearest Resize, the input entry (flat index) each output entry copies, flat.
 
     BoundUnavailable for other modes, scales or sizes computed at run time, or attributes the
-    reference runtime refuses. Also read by the Gemm rule (rules/dense.py): a Gemm fed by such
-    copies only ever sees inputs in their span.
+    reference runtime refuses.
     """
     _data_only(ctx)
     mode = ctx.attr_str("mode", "nearest") or "nearest"
