@@ -255,5 +255,5 @@ def broadcast_gain(weight: np.ndarray, in_shape: tuple[int, ...], out_shape: tup
 
 def max_abs_row_sum(matrix: np.ndarray) -> float:
     """||A||_inf (largest absolute row sum): the gain of A on max-abs magnitudes."""
-    a = np.abs(np.asarray(matrix, dtype=np.float64))
-    return float(a.sum(axis=-1).max()) if a.size else 0.0
+    a = np.abs(np.asarray(matrix))  # exact in any float type; the sums accumulate in float64
+    return float(a.sum(axis=-1, dtype=np.float64).max()) if a.size else 0.0

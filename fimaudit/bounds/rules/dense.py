@@ -151,7 +151,9 @@ def gemm_bound(ctx: NodeContext) -> LayerGain:
         value = ctx.value(index) if ctx.local or not ctx.varying(index) else None
         if value is None:
             return None
-        matrix = np.asarray(value, dtype=np.float64)
+        # The weight's own dtype: its norms convert (or accumulate) in float64 themselves, and a
+        # float64 copy of VGG-11's 4096 x 25088 weight is 822 MB and 1.4 s.
+        matrix = np.asarray(value)
         return matrix.T if transpose else matrix
 
     a_shape = ctx.shape(0)
@@ -176,7 +178,8 @@ def gemm_bound(ctx: NodeContext) -> LayerGain:
         gains[1] = abs(alpha) * spectral_norm(weight)
         magnitude += abs(alpha) * max_abs_row_sum(weight) * ctx.magnitude(1)
     elif varying & {0, 1} == {0, 1}:
-        a_value, b_value = operand(0, trans_a), operand(1, trans_b)
+        a_value, b_value = (None if v is None else v.astype(np.float64) for v in (operand(0, trans_a),
+                                                                                   operand(1, trans_b)))
         pair, method, assumption = _bilinear(ctx, 0, 1, abs(alpha), a_value, b_value, tuple(a_rows), tuple(b_rows))
         gains.update(pair)
         magnitude += abs(alpha) * a_rows[-1] * ctx.magnitude(0) * ctx.magnitude(1)
@@ -230,7 +233,7 @@ def _restricted(weight: np.ndarray, sources: np.ndarray) -> np.ndarray:
     order = np.argsort(sources, kind="stable")
     ordered = sources[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    rows = np.asarray(weight, dtype=np.float64)
+    rows = np.asarray(weight)
     if not np.array_equal(order, np.arange(order.size)):
         rows = rows[order]
-    return np.add.reduceat(rows, starts, axis=0) / np.sqrt(counts[used])[:, None]
+    return np.add.reduceat(rows, starts, axis=0, dtype=np.float64) / np.sqrt(counts[used])[:, None]
