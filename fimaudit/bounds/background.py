@@ -8,6 +8,8 @@ of ResNet-18 or VGG-11. Started as soon as the logits model exists, the bounds u
 those stages leave idle, and the audit only waits for what is left of them. The thread keeps
 the process's priority: at nice 19 (Linux threads have their own) it held the GIL while
 descheduled and the audits were slower than without it (ResNet-18 5.5-6.0 s against 5.0-5.2 s).
+Pausing it while the samples and the gradient check run ONNX Runtime on both cores was tried
+and not kept: the audits were no faster (benchmarks/README.md, bounds beside the audit).
 
 Python 3.11's ``Thread.join`` interrupted by a signal marks a running thread as stopped
 (bpo-45274; see runtime.run_session), so the owner waits on an Event, in short waits that
