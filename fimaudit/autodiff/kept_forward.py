@@ -99,9 +99,17 @@ def _model_like(
     if not weights:
         initializers, standing_in = weights_as_inputs(initializers)
         inputs = [*inputs, *standing_in]
-    graph = helper.make_graph(list(nodes), name, inputs, outputs, initializer=initializers)
-    split = helper.make_model(graph, opset_imports=list(model.opset_import))
+    # Built in place: helper.make_model would copy the graph (its weights included) a second time
+    # (VGG-11: 1.35 of the 19.6 s its gradient source took to build).
+    split = onnx.ModelProto()
     split.ir_version = model.ir_version
+    split.opset_import.extend(model.opset_import)
+    graph = split.graph
+    graph.name = name
+    graph.node.extend(nodes)
+    graph.input.extend(inputs)
+    graph.output.extend(outputs)
+    graph.initializer.extend(initializers)
     return split
 
 
