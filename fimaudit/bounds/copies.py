@@ -30,8 +30,8 @@ MOVING = frozenset({
 })
 #: Reductions that are copies when every window holds one entry's copies (checked, see above).
 REDUCING = frozenset({"ReduceMean", "ReduceMax", "ReduceMin"})
-#: Entries that no reference evaluation should exceed (positions are exact below 2^53 in float64).
-MAX_ENTRIES = 1 << 26
+#: The largest tensor of a chain followed (32 MiB in float64); positions stay exact below 2^53.
+MAX_ENTRIES = 1 << 22
 
 
 def copy_sources(view: GraphView, name: str) -> tuple[str, np.ndarray] | None:
@@ -50,9 +50,12 @@ def copy_sources(view: GraphView, name: str) -> tuple[str, np.ndarray] | None:
         return None
     chain.reverse()
     start = chain[0].input[0]
-    shape = view.shape(start)
-    if shape is None or any(not isinstance(d, int) for d in shape) or int(np.prod(shape)) > MAX_ENTRIES:
+    # Every tensor of the chain is evaluated in float64: each must have a known, modest size (a
+    # hostile Expand to 10^10 entries and a Gather back must not be run here).
+    if not all(_modest(view.shape(tensor)) for tensor in [start, *(node.output[0] for node in chain)]):
         return None
+    shape = view.shape(start)
+    assert shape is not None
     positions = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
     try:
         out = _run(view, chain, start, name, positions, None)
@@ -70,6 +73,10 @@ def copy_sources(view: GraphView, name: str) -> tuple[str, np.ndarray] | None:
     if np.unique(sources).size == sources.size:
         return None  # a permutation: the plain norm is already exact
     return start, sources
+
+
+def _modest(shape: tuple | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape) and int(np.prod(shape)) <= MAX_ENTRIES
 
 
 def _moves_entries(view: GraphView, node: onnx.NodeProto) -> bool:

@@ -84,3 +84,17 @@ def test_a_permutation_gains_nothing() -> None:
     nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1]),
              helper.make_node("Flatten", ["t"], ["y"], axis=1)]
     assert copy_sources(_view(nodes, [1, 3, 4], {}), "y") is None
+
+
+def test_a_chain_through_a_huge_tensor_is_not_run() -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Expand", ["r", "shape"], ["e"]),  # 25 million entries, then one row of them
+        helper.make_node("Gather", ["e", "row"], ["g"], axis=2),
+        helper.make_node("Flatten", ["g"], ["y"], axis=1),
+    ]
+    constants = {"shape": np.array([1, 3, 4096, 2048], dtype=np.int64), "row": np.array([0], dtype=np.int64)}
+    assert copy_sources(_view(nodes, [1, 3, 1, 1], constants), "y") is None
+    small = {"shape": np.array([1, 3, 4, 2], dtype=np.int64), "row": np.array([0], dtype=np.int64)}
+    start, sources = copy_sources(_view(nodes, [1, 3, 1, 1], small), "y")
+    assert start == "r" and sources.tolist() == [0, 0, 1, 1, 2, 2]
