@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from fimaudit.errors import ModelError, ModelTimeoutError
 from fimaudit.graph.onnx_utils import lowest_ir_version_for
-from fimaudit.graph.tensor_walk import require_self_contained
+from fimaudit.graph.tensor_walk import require_self_contained, uses_external_data
 
 logger = logging.getLogger(__name__)
 
@@ -218,17 +218,28 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
 
 
 def create_session(
-    model: onnx.ModelProto, providers: Sequence[str] | None = None, threads: int | None = None
+    model: onnx.ModelProto,
+    providers: Sequence[str] | None = None,
+    threads: int | None = None,
+    weights: Sequence[onnx.TensorProto] = (),
 ) -> tuple[ort.InferenceSession, onnx.ModelProto]:
     """Create an InferenceSession, lowering a too-new IR version when the opsets allow it.
 
-    Returns the session and the model actually loaded (possibly with a lowered IR version).
+    ``weights``: initializers held outside ``model`` (``kept_forward.SplitGradientModel``), added
+    on the wire. Returns the session and the model actually loaded (possibly with a lowered IR
+    version; without ``weights``).
     """
     require_self_contained(model)  # ORT would resolve external-data names against the working directory
+    for tensor in weights:
+        if uses_external_data(tensor):
+            raise ModelError(f"initializer {tensor.name!r} still refers to external data; refusing to hand it to "
+                             "ONNX Runtime (only fully loaded models are run)")
     settled = provider_settings(list(providers or available_providers()))
     options = _session_options(threads)
+    appended = _initializers_on_the_wire(weights)
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=settled), model
+        serialised = b"".join([model.SerializeToString(), *appended]) if appended else model.SerializeToString()
+        return ort.InferenceSession(serialised, options, providers=settled), model
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         message = str(exc)
         opset = _OPSET_TOO_NEW.search(message)
@@ -253,12 +264,43 @@ def create_session(
         lowered.ir_version = max_ir
         logger.warning("lowered IR version %d -> %d for ONNX Runtime", model.ir_version, max_ir)
         try:
-            session = ort.InferenceSession(lowered.SerializeToString(), options, providers=settled)
+            serialised = b"".join([lowered.SerializeToString(), *appended])
+            session = ort.InferenceSession(serialised, options, providers=settled)
         except Exception as exc2:
             raise ModelError(
                 f"ONNX Runtime cannot load the model even at IR {max_ir}: {_first_line(str(exc2))}"
             ) from exc2
         return session, lowered
+
+
+def _initializers_on_the_wire(weights: Sequence[onnx.TensorProto]) -> list[bytes]:
+    """Pieces that, joined after a serialised ModelProto, add ``weights`` to its graph's initializers.
+
+    Protocol buffers merge repeated occurrences of an embedded message field (here ModelProto's
+    ``graph``, field 7) as MergeFrom does, appending repeated fields (GraphProto's
+    ``initializer``, field 5). Each weight is serialised once and the pieces are joined once
+    with the model's bytes: two copies of the weights in all, where copying them into the
+    model and serialising it made three (VGG-11's 515 MB: about 4 s per gradient source).
+    """
+    if not weights:
+        return []
+    pieces: list[bytes] = []
+    total = 0
+    for tensor in weights:
+        payload = tensor.SerializeToString()
+        header = _varint((5 << 3) | 2) + _varint(len(payload))
+        pieces += [header, payload]
+        total += len(header) + len(payload)
+    return [_varint((7 << 3) | 2) + _varint(total), *pieces]
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
 
 def _first_line(message: str) -> str:

@@ -32,7 +32,13 @@ from fimaudit.graph.tensors import all_value_infos, node_indices_needed_for, sub
 
 @dataclass(frozen=True)
 class SplitGradientModel:
-    """The two halves of one gradient model."""
+    """The two halves of one gradient model, each without its initializers (held by reference).
+
+    Why by reference: the halves exist to be serialised for ONNX Runtime once each; copying the
+    weights into them first cost VGG-11 4.3 s of the 19.6 s its gradient source took to build
+    (515 MB twice). ``runtime.create_session(half, weights=...)`` appends them on the wire
+    instead; ``complete`` gives a whole model where one is needed (tests, debugging).
+    """
 
     #: data inputs -> (logits, *kept): the forward pass and the tensors the gradient side reads.
     forward: onnx.ModelProto
@@ -40,6 +46,16 @@ class SplitGradientModel:
     gradient: onnx.ModelProto
     #: Names of the tensors handed from the forward half to the gradient half, in output order.
     kept: tuple[str, ...]
+    #: The initializers each half reads (messages of the assembled model, not copies).
+    forward_weights: tuple[onnx.TensorProto, ...] = ()
+    gradient_weights: tuple[onnx.TensorProto, ...] = ()
+
+    def complete(self, half: str) -> onnx.ModelProto:
+        """``forward`` or ``gradient`` with its initializers copied in: a whole model."""
+        model = onnx.ModelProto()
+        model.CopyFrom(getattr(self, half))
+        model.graph.initializer.extend(getattr(self, f"{half}_weights"))
+        return model
 
 
 def _reads(node: onnx.NodeProto, known: set[str]) -> list[str]:
@@ -79,28 +95,26 @@ def _shapeless_integers(name: str, infos: dict[str, onnx.ValueInfoProto]) -> boo
     return tensor.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) and not tensor.HasField("shape")
 
 
+def _initializers_read(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[onnx.TensorProto]:
+    """The initializers of ``model`` the nodes read (references to its messages, in name order)."""
+    known_initializers = {init.name: init for init in model.graph.initializer}
+    produced = {name for node in nodes for name in node.output}
+    read = {read for node in nodes for read in _reads(node, set(known_initializers))}
+    return [known_initializers[read] for read in sorted(read - produced) if read in known_initializers]
+
+
 def _model_like(
     model: onnx.ModelProto,
     nodes: list[onnx.NodeProto],
     inputs: list[onnx.ValueInfoProto],
     outputs: list[onnx.ValueInfoProto],
     name: str,
-    weights: bool = True,
+    initializers: list[onnx.TensorProto] | tuple[onnx.TensorProto, ...] = (),
 ) -> onnx.ModelProto:
-    """A model with the given nodes and the initializers they read, the original's opsets and IR.
+    """A model with the given nodes (and ``initializers``), the original's opsets and IR.
 
-    ``weights=False`` (a model only shape inference reads): large initializers become typed
-    graph inputs instead of copies of their bytes.
+    Built in place: helper.make_model would copy the graph, its weights included, a second time.
     """
-    known_initializers = {init.name: init for init in model.graph.initializer}
-    produced = {name for node in nodes for name in node.output}
-    read = {read for node in nodes for read in _reads(node, set(known_initializers))}
-    initializers = [known_initializers[read] for read in sorted(read - produced) if read in known_initializers]
-    if not weights:
-        initializers, standing_in = weights_as_inputs(initializers)
-        inputs = [*inputs, *standing_in]
-    # Built in place: helper.make_model would copy the graph (its weights included) a second time
-    # (VGG-11: 1.35 of the 19.6 s its gradient source took to build).
     split = onnx.ModelProto()
     split.ir_version = model.ir_version
     split.opset_import.extend(model.opset_import)
@@ -123,7 +137,10 @@ def _with_inferred_types(
     """``infos`` completed by shape inference over the forward half (types and shapes it finds)."""
     data_names = {value.name for value in data_inputs}
     outputs = [helper.make_empty_tensor_value_info(name) for name in wanted if name not in data_names]
-    probe = _model_like(model, forward_nodes, data_inputs, outputs, "fimaudit_kept_forward_probe", weights=False)
+    # Large initializers as typed inputs: shape inference reads their types, not their bytes.
+    constants, standing_in = weights_as_inputs(_initializers_read(model, forward_nodes))
+    probe = _model_like(model, forward_nodes, [*data_inputs, *standing_in], outputs, "fimaudit_kept_forward_probe",
+                        constants)
     try:
         inferred = infer_shapes_light(probe, data_prop=True)
     except Exception:  # onnx raises InferenceError and plain RuntimeErrors
@@ -179,4 +196,5 @@ def split_gradient_model(
     forward = _model_like(model, forward_nodes, data_inputs, forward_outputs, "fimaudit_kept_forward")
     seed_input = next(value for value in graph.input if value.name == seed)
     gradient = _model_like(model, gradient_nodes, [seed_input, *handed], [typed_result], "fimaudit_gradient_only")
-    return SplitGradientModel(forward, gradient, tuple(kept))
+    return SplitGradientModel(forward, gradient, tuple(kept), tuple(_initializers_read(model, forward_nodes)),
+                              tuple(_initializers_read(model, gradient_nodes)))

@@ -118,8 +118,8 @@ class _KeptForwardSession:
     """
 
     def __init__(self, split: SplitGradientModel, runner: ModelRunner, seed: str, result: str) -> None:
-        self.forward, _ = create_session(split.forward, runner.providers, runner.threads)
-        self.gradient, _ = create_session(split.gradient, runner.providers, runner.threads)
+        self.forward, _ = create_session(split.forward, runner.providers, runner.threads, split.forward_weights)
+        self.gradient, _ = create_session(split.gradient, runner.providers, runner.threads, split.gradient_weights)
         self.runner = runner
         self.seed = seed
         self.result = result
