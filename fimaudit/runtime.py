@@ -28,7 +28,7 @@ import onnxruntime as ort
 
 from fimaudit.errors import ModelError, ModelTimeoutError
 from fimaudit.graph.onnx_utils import lowest_ir_version_for
-from fimaudit.graph.tensor_walk import require_self_contained, uses_external_data
+from fimaudit.graph.tensor_walk import require_self_contained
 
 logger = logging.getLogger(__name__)
 
@@ -229,16 +229,12 @@ def create_session(
     on the wire. Returns the session and the model actually loaded (possibly with a lowered IR
     version; without ``weights``).
     """
-    require_self_contained(model)  # ORT would resolve external-data names against the working directory
-    for tensor in weights:
-        if uses_external_data(tensor):
-            raise ModelError(f"initializer {tensor.name!r} still refers to external data; refusing to hand it to "
-                             "ONNX Runtime (only fully loaded models are run)")
+    require_self_contained(model, weights)  # ORT would resolve external-data names against the working directory
     settled = provider_settings(list(providers or available_providers()))
     options = _session_options(threads)
     appended = _initializers_on_the_wire(weights)
     try:
-        serialised = b"".join([model.SerializeToString(), *appended]) if appended else model.SerializeToString()
+        serialised = b"".join([model.SerializeToString(), *appended])  # one part: returned as is
         return ort.InferenceSession(serialised, options, providers=settled), model
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         message = str(exc)

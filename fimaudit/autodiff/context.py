@@ -395,13 +395,13 @@ class RuleContext:
         """Transpose of ``tensor`` by ``perm`` (axes of the tensor as given, lead axis included)."""
         return self.emit("Transpose", [tensor], perm=list(perm))
 
-    def place(self, slab: str, placement: Placement) -> str:
-        """``slab`` zero-padded as ``placement`` says (a constant Pad), remembered for ``accumulate``."""
+    def place(self, placement: Placement) -> str:
+        """``placement.slab`` zero-padded as ``placement`` says (a constant Pad), remembered for ``accumulate``."""
         pads = [0] * (2 * placement.rank)
         pads[placement.axis] = placement.begin
         pads[placement.rank + placement.axis] = placement.total - placement.begin - placement.length
-        padded = self.pad(slab, pads)
-        if padded != slab:
+        padded = self.pad(placement.slab, pads)
+        if padded != placement.slab:
             self.placements[padded] = placement
         return padded
 
@@ -431,7 +431,7 @@ class RuleContext:
             return None  # overlapping or with gaps: the plain sum
         joined = self.emit("Concat", [p.slab for p in pieces], axis=first.axis)
         length = pieces[-1].begin + pieces[-1].length - first.begin
-        return self.place(joined, Placement(joined, first.axis, first.begin, length, first.total, first.rank))
+        return self.place(Placement(joined, first.axis, first.begin, length, first.total, first.rank))
 
     def accumulate(self, names: Sequence[str]) -> str:
         """The sum of several gradient contributions (Add for two, Sum for more; ``_tiled`` where it applies)."""

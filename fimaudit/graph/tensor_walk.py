@@ -12,7 +12,8 @@ The walk is iterative (a stack, not recursion): nesting depth is chosen by the m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import onnx
@@ -120,17 +121,19 @@ def uses_external_data(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data) > 0
 
 
-def require_self_contained(model: onnx.ModelProto) -> None:
-    """Refuse a model that still names an external file anywhere.
+def require_self_contained(model: onnx.ModelProto, weights: Iterable[onnx.TensorProto] = ()) -> None:
+    """Refuse a model (or ``weights`` sent beside it) that still names an external file anywhere.
 
     Defence in depth before a model is serialised for ONNX Runtime, which would resolve such a
     name against the working directory: the loader has already read every external tensor into
     memory, so finding one here means a bug, not a bad model, but it must still never be read.
     """
-    for found in all_tensors(model):
-        if uses_external_data(found.tensor):
-            location = next((e.value for e in found.tensor.external_data if e.key == "location"), "")
+    found = itertools.chain(((entry.where, entry.tensor) for entry in all_tensors(model)),
+                            ((f"initializer {tensor.name!r}", tensor) for tensor in weights))
+    for where, tensor in found:
+        if uses_external_data(tensor):
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
             raise ModelError(
-                f"{found.where} still refers to external data {location[:80]!r}; refusing to hand it to "
+                f"{where} still refers to external data {location[:80]!r}; refusing to hand it to "
                 "ONNX Runtime (only fully loaded models are run)"
             )

@@ -33,6 +33,18 @@ def _gather_variants(opset: int) -> list[OpCase]:
     ]
 
 
+def _two_gathers_multiplied(name: str, first: np.ndarray, second: np.ndarray) -> OpCase:
+    """y = x[:, first] * x[:, second] on [2, 3, 4]: two placements along one axis, tiling it or not."""
+    return chain(
+        name,
+        lambda: [helper.make_node("Gather", ["x", "i0"], ["q"], axis=1), helper.make_node("Gather", ["x", "i1"], ["k"], axis=1),
+                 helper.make_node("Mul", ["q", "k"], ["y"])],
+        (2, 3, 4),
+        covers=["Gather", "Mul"],
+        weights={"i0": first, "i1": second},
+    )
+
+
 def _gather_nd_variants(opset: int) -> list[OpCase]:
     return [
         single(f"GatherND/opset{opset}-tuples", "GatherND", X3, ["x", "i"], {"i": i64([[0, 1], [1, -1], [0, 1]])}, opset=opset),
@@ -64,22 +76,8 @@ CASES: list[OpCase] = [
         covers=["Gather", "Mul", "Add"],
         weights={"i0": i64(0), "i1": i64(1), "i2": i64(-1)},
     ),
-    chain(
-        "Gather/two-of-three-tiles",
-        lambda: [helper.make_node("Gather", ["x", "i0"], ["q"], axis=1), helper.make_node("Gather", ["x", "i1"], ["k"], axis=1),
-                 helper.make_node("Mul", ["q", "k"], ["y"])],
-        (2, 3, 4),
-        covers=["Gather", "Mul"],
-        weights={"i0": i64([2]), "i1": i64([1])},
-    ),
-    chain(
-        "Gather/same-position-twice",
-        lambda: [helper.make_node("Gather", ["x", "i0"], ["q"], axis=1), helper.make_node("Gather", ["x", "i1"], ["k"], axis=1),
-                 helper.make_node("Mul", ["q", "k"], ["y"])],
-        (2, 3, 4),
-        covers=["Gather", "Mul"],
-        weights={"i0": i64(1), "i1": i64(1)},
-    ),
+    _two_gathers_multiplied("Gather/two-of-three-tiles", i64([2]), i64([1])),
+    _two_gathers_multiplied("Gather/same-position-twice", i64(1), i64(1)),
     single("GatherND/opset11-tuples", "GatherND", X3, ["x", "i"], {"i": i64([[0, 1], [1, -1], [0, 1]])}, opset=11),
     *_gather_nd_variants(13),
     *_gather_nd_variants(18),

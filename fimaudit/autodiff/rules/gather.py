@@ -128,7 +128,7 @@ def gather_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
         position, size, scalar = single
         lead_axis = axis + 1  # the cotangent has the lead axis M first
         slab = ctx.unsqueeze(g, [lead_axis]) if scalar else g
-        return [ctx.place(slab, Placement(slab, lead_axis, position, 1, size, rank + 1))]
+        return [ctx.place(Placement(slab, lead_axis, position, 1, size, rank + 1))]
     n = _product(ctx, data, axis, axis + 1)
     flat = ctx.emit("Reshape", [_wrap_negative(ctx, indices, n), ctx.ints([1, -1])])  # [1, N]
     rows = ctx.emit(

@@ -324,7 +324,7 @@ def slice_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None
     dims = _static_dims(ctx, node.input[0], axes)
     if borders is not None and len(axes) == 1 and dims is not None:
         (before, after), total = borders[0], int(dims[0])
-        return [ctx.place(g, Placement(g, axes[0] + 1, before, total - before - after, total, rank + 1))]
+        return [ctx.place(Placement(g, axes[0] + 1, before, total - before - after, total, rank + 1))]
     if borders is not None:
         begins = {axis: before for axis, (before, _) in zip(axes, borders, strict=True)}
         ends = {axis: after for axis, (_, after) in zip(axes, borders, strict=True)}
