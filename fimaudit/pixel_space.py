@@ -25,7 +25,7 @@ import numpy as np
 
 from fimaudit.data.preprocess import PreprocessSpec
 from fimaudit.fisher.result import SpectralResult
-from fimaudit.gradients.base import ForwardingJacobian, InputJacobian
+from fimaudit.gradients.base import ForwardingJacobian, InputJacobian, expect_products
 
 SPACES = ("model", "pixel")
 
@@ -125,3 +125,7 @@ class PixelSpaceJacobian(ForwardingJacobian):
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """D (J^T u)."""
         return np.asarray(self.source.vjp(self._to_model(sample), cotangents), dtype=np.float64) * self._a
+
+    def expect_products(self, sample: np.ndarray) -> None:
+        """The hint for the model-space sample the products will run at."""
+        expect_products(self.source, self._to_model(sample))

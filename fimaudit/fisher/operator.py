@@ -29,6 +29,7 @@ from scipy.sparse.linalg import LinearOperator
 from fimaudit.errors import InputError
 from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.problem import SampleProblem
+from fimaudit.gradients.base import expect_products
 
 
 @dataclass
@@ -45,6 +46,8 @@ class CostMeter:
     def __post_init__(self) -> None:
         self._evaluations_before = self.problem.jacobian.accounting.evaluations
         self._started = time.perf_counter()
+        # A meter is an estimator's: tens of products at this sample follow (base.expect_products).
+        expect_products(self.problem.jacobian, self.problem.sample)
 
     @property
     def model_evaluations(self) -> int:

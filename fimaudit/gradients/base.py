@@ -106,6 +106,23 @@ class SourceChoice:
     reason: str
 
 
+def expect_products(source: object, sample: np.ndarray) -> None:
+    """Tell ``source`` that a matrix-free estimator will now ask many products at ``sample``.
+
+    Why a hint and not a count: a graph source runs its forward-mode model whole (the forward
+    pass again in every run) until one sample has had many J v runs, because the gradient check
+    makes only a few and splitting costs two more ONNX Runtime sessions; an estimator that will
+    make tens of products (Lanczos at K = 1000: 22) says so up front and every one of them skips
+    the forward pass. Optional: a source without ``expect_products`` (finite differences, test
+    fakes) ignores it, and the hint changes which runs compute a product, never its value's
+    meaning. It depends only on the estimator chosen for the sample, so every executor makes the
+    same runs.
+    """
+    hint = getattr(source, "expect_products", None)
+    if hint is not None:
+        hint(sample)
+
+
 class ForwardingJacobian:
     """A gradient source that is ``source`` in everything a subclass does not override.
 
@@ -149,6 +166,10 @@ class ForwardingJacobian:
     def forward_mode_unavailable(self) -> str | None:
         """The wrapped source's answer."""
         return self.source.forward_mode_unavailable()
+
+    def expect_products(self, sample: np.ndarray) -> None:
+        """Passed on to the wrapped source (see ``expect_products``)."""
+        expect_products(self.source, sample)
 
     def settings(self) -> dict[str, Any]:
         """The wrapped source's settings."""

@@ -353,8 +353,9 @@ class GraphJacobian:
         Why not always split: the halves are two more sessions, each with a copy of the weights
         (VGG-11: 491 MiB, seconds to build), and the gradient check makes only a few J v runs
         per sample; a matrix-free estimator makes tens (Lanczos at K = 1000: about 22), and from
-        run KEEP_FORWARD_AFTER of one sample on, each of them stops re-running the forward. The
-        rule depends only on the calls for the sample, so every executor makes the same runs.
+        run KEEP_FORWARD_AFTER of one sample on, each of them stops re-running the forward; an
+        estimator that says so first (``expect_products``) splits from its first run. The rule
+        depends only on the calls for the sample, so every executor makes the same runs.
         """
         key = _row_key(sample)
         if key != self._jvp_rows:
@@ -366,6 +367,10 @@ class GraphJacobian:
             self._jvp_kept = _product_session(self._jvp_model, self.runner, TANGENT, OUTPUT_TANGENT)
             self._jvp_model = None
         return self._jvp_kept or combined
+
+    def expect_products(self, sample: np.ndarray) -> None:
+        """Many J v runs at ``sample`` follow (``base.expect_products``): the next one splits."""
+        self._jvp_rows, self._jvp_runs_on_rows = _row_key(sample), KEEP_FORWARD_AFTER
 
     def forward_mode_unavailable(self) -> str | None:
         """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse graph.

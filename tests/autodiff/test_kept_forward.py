@@ -164,3 +164,40 @@ def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(m
     dense, reference = source.dense(data), combined.dense(data)
     np.testing.assert_allclose(dense, reference, rtol=1e-5, atol=1e-6 * np.abs(reference).max())
 
+
+
+def test_an_estimator_that_expects_products_splits_from_its_first_jvp() -> None:
+    from fimaudit.gradients.base import FiniteDerivatives, expect_products
+
+    source, data = _resnet_source()
+    whole, _ = _resnet_source()
+    tangents = np.random.default_rng(4).normal(size=(2, source.input_size))
+    evaluations = source.accounting.evaluations
+    source.jvp(data[0], tangents)  # no hint (the gradient check): the combined model, B + M*B rows
+    assert source._jvp_kept is None and source.accounting.evaluations - evaluations == 1 + 2
+    expect_products(FiniteDerivatives(source, 1), data[1])  # through a wrapper, as CostMeter sends it
+    evaluations = source.accounting.evaluations
+    first = source.jvp(data[1], tangents)
+    assert isinstance(source._jvp_kept, graph_gradients._KeptForwardSession)
+    again = source.jvp(data[1], tangents)
+    # The forward half's row and two gradient rows, then two gradient rows: no forward re-run.
+    assert source.accounting.evaluations - evaluations == 1 + 2 + 2
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_allclose(first, whole.jvp(data[1], tangents), rtol=1e-5, atol=1e-6 * np.abs(first).max())
+
+
+def test_the_cost_meter_of_an_estimator_sends_the_hint() -> None:
+    from fimaudit.fisher.operator import CostMeter
+    from fimaudit.fisher.problem import SampleProblem
+
+    seen = []
+
+    class Source:
+        accounting = graph_gradients.RunAccounting()
+
+        def expect_products(self, sample):
+            seen.append(sample)
+
+    sample = np.zeros(3)
+    CostMeter(SampleProblem(sample=sample, logits=np.zeros(3), jacobian=Source()))
+    assert len(seen) == 1 and seen[0] is sample

@@ -28,11 +28,20 @@ class Float32Linear:
         self.weight = np.asarray(weight, dtype=np.float32)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.accounting = RunAccounting()
+        orders = np.random.default_rng(11)
+        self._orders = [orders.permutation(self.weight.shape[1]) for _ in range(self.weight.shape[0])]
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Each class's float32 dot product summed in its own order (fixed per class).
+
+        Why: a real model's classes are rounded differently (BLAS blocks the output's rows
+        differently); one float32 matrix product of identical rows rounds them identically on
+        some CPUs and differently on others, which made the rounding noise platform-dependent.
+        """
         rows = np.asarray(inputs, dtype=np.float32).reshape(np.asarray(inputs).shape[0], -1)
         self.accounting.add(rows.shape[0])
-        return (rows @ self.weight.T + self.bias).astype(np.float64)
+        columns = [rows[:, order] @ self.weight[k, order] for k, order in enumerate(self._orders)]
+        return (np.stack(columns, axis=1) + self.bias).astype(np.float64)
 
 
 def float32_problem(weight: np.ndarray, bias: np.ndarray, sample: np.ndarray) -> tuple[SampleProblem, float]:
