@@ -60,6 +60,12 @@ def child(model: str, data: str, samples: int, cache: bool) -> dict[str, Any]:
     from fimaudit import audit
 
     imports = time.perf_counter() - started
+    try:  # one ONNX Runtime pool for the process, as the fimaudit command has (cli.entry)
+        from fimaudit import ort_threads
+    except ImportError:  # an A/B root from before ort_threads.py: per-session pools
+        pass
+    else:
+        ort_threads.share_process_pool()
     seconds: dict[str, float] = {}
 
     def timed(stage: str, function: Any) -> Any:

@@ -417,7 +417,21 @@ def grouped_table(args: argparse.Namespace, all_inputs: np.ndarray) -> None:
                   f"{seconds['fimaudit'] / faster:6.2f} {diff:8.1e}", flush=True)
 
 
+def share_ort_pool() -> None:
+    """One ONNX Runtime pool for this process, as the fimaudit command has (cli.entry).
+
+    A checkout from before fimaudit/ort_threads.py (an A/B root on PYTHONPATH) keeps its
+    per-session pools.
+    """
+    try:
+        from fimaudit import ort_threads
+    except ImportError:
+        return
+    ort_threads.share_process_pool()
+
+
 def main() -> None:
+    share_ort_pool()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=None,
                         help="default /work/corpus (/work/corpus224 with --size 224)")

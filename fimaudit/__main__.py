@@ -1,5 +1,5 @@
-"""``python -m fimaudit`` runs the command line."""
+"""``python -m fimaudit`` runs the command line (in its own process: ``cli.entry``)."""
 
-from fimaudit.cli import main
+from fimaudit.cli import entry
 
-main()
+entry()

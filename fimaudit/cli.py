@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import fimaudit
+from fimaudit import ort_threads
 from fimaudit.attacks.deepfool import DEFAULT_BUDGET as DEFAULT_ATTACK_BUDGET
 from fimaudit.audit import GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
@@ -166,6 +167,16 @@ def main(ctx: click.Context, verbose: int) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     _configure_logging(verbose)
+
+
+def entry() -> None:
+    """The ``fimaudit`` command, in a process of its own.
+
+    Its ONNX Runtime sessions share one thread pool (ort_threads.py); ``main`` called in another
+    program's process does not impose one there.
+    """
+    ort_threads.share_process_pool()
+    main()
 
 
 def model_argument(function: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,6 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from fimaudit import ort_threads
 from fimaudit.errors import ModelError, ModelTimeoutError
 from fimaudit.graph.onnx_utils import lowest_ir_version_for
 from fimaudit.graph.tensor_walk import require_self_contained
@@ -204,16 +205,8 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     # plan (resources.py) bounds the batches instead, and ONNX Runtime's own allocation failure
     # becomes a ModelError.
     options.enable_cpu_mem_arena = False
-    # No spinning (issue 12): each session has its own intra-op pool, and by default its threads
-    # spin for a while after every parallel section. fimaudit alternates sessions (logits, the
-    # kept forward, the gradient half, JVPs): the previous session's spinning threads then take
-    # the cores from the next one. Measured on ResNet-18 (3x32x32, 10 one-hot cotangents, 2
-    # cores): logits + kept forward + gradient half 58-63 ms spinning, 22 ms without, 20-23 ms
-    # with one shared global pool (which would fix the thread count per process); the gradient
-    # half run alone, again and again as Lanczos does, 11-14 ms either way.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
+    # Threads (issue 12): a pool of its own without spinning, or the command's shared pool (ort_threads.py).
+    ort_threads.configure(options, threads)
     return options
 
 

@@ -46,6 +46,11 @@ CASES: list[OpCase] = [
     *_pool_cases("MaxPool", sample=distinct),
     single("MaxPool/dilations", "MaxPool", X, kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 0, 1], sample=distinct, opset=12),
     single("MaxPool/indices-output", "MaxPool", X, kernel_shape=[3, 3], strides=[1, 1], num_outputs=2, sample=distinct),
+    # Windows that tile the input (stride = kernel, no padding, no remainder): the winner-mask path.
+    single("MaxPool/tiling-2x2", "MaxPool", (2, 3, 8, 6), kernel_shape=[2, 2], strides=[2, 2], sample=distinct),
+    single("MaxPool/tiling-3x2-opset12", "MaxPool", (2, 3, 9, 6), kernel_shape=[3, 2], strides=[3, 2], sample=distinct, opset=12),
+    single("MaxPool/tiling-1d", "MaxPool", (2, 3, 8), kernel_shape=[4], strides=[4], sample=distinct),
+    single("MaxPool/tiling-symbolic-batch", "MaxPool", (2, 3, 8, 6), kernel_shape=[2, 2], strides=[2, 2], sample=distinct, symbolic_batch=True),
     # Symbolic batch dim N (spatial dims static).
     single("GlobalAveragePool/symbolic-batch", "GlobalAveragePool", X, symbolic_batch=True),
     single("GlobalMaxPool/symbolic-batch", "GlobalMaxPool", X, sample=distinct, symbolic_batch=True),

@@ -3,6 +3,9 @@
 - Placements that tile an axis are joined by one Concat, not summed as padded copies
   (``RuleContext._tiled``; the op cases Gather/qkv-tiles, Gather/two-of-three-tiles,
   Gather/same-position-twice and Slice/tiles check the values).
+- MaxPool windows that tile the input route gradients through a winner mask, without
+  ScatterElements or GatherElements (op cases MaxPool/tiling-*); at ties the mask picks the tap
+  the scatter path picks (checked below on tied inputs, where the op cases have none).
 - Dims that shape inference names with fresh symbols are measured by the probe, so broadcasts
   between them are undone statically, without the run-time Shape/Equal/NonZero chain
   (``build._unsettled``).
@@ -19,7 +22,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, build_vjp_model
 from fimaudit.autodiff.probe_shapes import ShapeProbe
+from fimaudit.autodiff.build import OUTPUT_TANGENT, TANGENT, build_jvp_model
 from tests.autodiff.cases_gather import CASES as GATHER_CASES
+from tests.autodiff.cases_pooling import CASES as POOLING_CASES
 from tests.autodiff.cases_shape import CASES as SHAPE_CASES
 from tests.autodiff.test_rules import _ort
 
@@ -104,3 +109,30 @@ def test_no_probe_runs_when_every_shape_is_known(monkeypatch: pytest.MonkeyPatch
             node.input[1] = "target_a"
     build_vjp_model(model, "x", "y", ShapeProbe((6,)))
     assert calls and all(not names for names in calls)
+
+
+@pytest.mark.parametrize("case_id", ["MaxPool/tiling-2x2", "MaxPool/tiling-1d", "MaxPool/tiling-symbolic-batch"])
+def test_tiling_max_pools_use_the_winner_mask_and_match_the_scatter_path_at_ties(case_id: str, monkeypatch) -> None:
+    import fimaudit.autodiff.rules.pooling as pooling
+
+    case = next(c for c in POOLING_CASES if c.id == case_id)
+    model = case.build(np.float32)
+    masked_vjp, masked_jvp = build_vjp_model(model, "x", "y"), build_jvp_model(model, "x", "y")
+    for built in (masked_vjp, masked_jvp):
+        assert not {"ScatterElements", "GatherElements"} & set(_ops(built)), _ops(built)
+    monkeypatch.setattr(pooling, "_tiles", lambda win: False)
+    scatter_vjp, scatter_jvp = build_vjp_model(model, "x", "y"), build_jvp_model(model, "x", "y")
+    assert "ScatterElements" in _ops(scatter_vjp) and "GatherElements" in _ops(scatter_jvp)
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, size=case.x_shape).astype(np.float32)  # values 0, 1, 2: ties in most windows
+    (y,) = _ort(model).run(["y"], {"x": x})
+    u = rng.normal(size=(2, *y.shape)).astype(np.float32)
+    v = rng.normal(size=(2, *x.shape)).astype(np.float32)
+
+    def run(built: onnx.ModelProto, seed: str, values: np.ndarray, result: str) -> np.ndarray:
+        return _ort(built).run([result], {"x": x, seed: values})[0]
+
+    pulled = run(masked_vjp, COTANGENT, u, INPUT_GRAD)
+    assert np.count_nonzero(pulled) == u.size  # one winner per window, each cotangent lands once
+    np.testing.assert_array_equal(pulled, run(scatter_vjp, COTANGENT, u, INPUT_GRAD))
+    np.testing.assert_array_equal(run(masked_jvp, TANGENT, v, OUTPUT_TANGENT), run(scatter_jvp, TANGENT, v, OUTPUT_TANGENT))

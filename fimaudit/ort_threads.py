@@ -1,0 +1,71 @@
+"""ONNX Runtime's threads: one shared pool in fimaudit's own processes, per-session pools elsewhere.
+
+Why a shared pool: each ONNX Runtime session owns an intra-op pool by default, and an audit
+alternates sessions on every product (the logits, the kept forward halves, the VJP and JVP
+gradient halves). Per-session pools either spin after each parallel section, and then the
+previous session's spinning threads take the cores from the next one's run, or sleep, and then
+every parallel kernel pays for waking a worker. Small-op graphs pay that hundreds of times per
+run: the small ViT's 3x224x224 gradient halves (266 nodes, most of them under 50 us) alternate
+22 times in a Lanczos run. One process-wide pool may spin between the runs, because the next run
+uses the same threads. Measured with the per-sample Lanczos job of ``benchmarks/speed.py`` (the
+small ViT, K = 1000, 22 products, 2 threads, medians of 8 rounds, three processes each,
+alternated): 246-256 ms a sample with per-session pools, 210-212 ms on the shared pool; ResNet-18
+at the same size 924-972 ms against 912-923 ms (its kernels are large: waking a worker is noise).
+
+Why only in fimaudit's own processes: once ONNX Runtime has a global pool, every later session of
+the process must use it (it refuses ``use_per_session_threads``), and its size is fixed. A
+library must not impose that on the program that imports it (its own sessions would fail), so
+the shared pool is opt-in: the ``fimaudit`` command (``cli.entry``) and the benchmarks that
+stand for it call :func:`share_process_pool`; everything else keeps per-session pools without
+spinning, as before. The pool takes the thread count of the first session made after the call
+(the command's ``--threads``; None: ONNX Runtime's default, the physical cores); sessions share
+it safely, concurrent runs included, and ``RunOptions.terminate`` stops a run on it as on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import onnxruntime as ort
+from onnxruntime.capi import _pybind_state
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_shared = False
+#: The shared pool's intra-op threads once made (0: ONNX Runtime's default); None before.
+_pool_threads: int | None = None
+
+
+def share_process_pool() -> None:
+    """Run every session this process makes from now on on one shared pool (see the module doc)."""
+    global _shared
+    _shared = True
+
+
+def configure(options: ort.SessionOptions, threads: int | None) -> None:
+    """Put ``options`` on the shared pool when this process shares one, else on a pool of its own."""
+    global _pool_threads
+    wanted = int(threads) if threads else 0
+    if _shared:
+        with _lock:
+            if _pool_threads is None:
+                # Inter-op 1: fimaudit runs its graphs sequentially (ExecutionMode.ORT_SEQUENTIAL).
+                _pybind_state.set_global_thread_pool_sizes(wanted, 1)
+                _pool_threads = wanted
+            elif _pool_threads != wanted:
+                logger.debug("session asks for %d threads; the shared pool has %d", wanted, _pool_threads)
+        options.use_per_session_threads = False
+        return
+    # A pool of its own does not spin: each session's spinning threads would take the cores
+    # from the next session's run (measured on ResNet-18, 3x32x32, 10 one-hot cotangents,
+    # 2 cores: logits + kept forward + gradient half 58-63 ms spinning, 22 ms without).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+
+
+def pool_threads() -> int | None:
+    """The shared pool's size (0: ONNX Runtime's default), or None while this process has none."""
+    return _pool_threads
