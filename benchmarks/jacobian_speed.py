@@ -123,8 +123,11 @@ def fimaudit_job(model_path: Path, probe: np.ndarray, threads: int) -> Callable[
 
     def job(sample: np.ndarray) -> float:
         rows = sample[None]
-        logits = jacobian.logits(rows)[0]
-        return exact_lambda_max(jacobian.dense(rows)[0], logits, with_eigenvector=False).value
+        # The Jacobian first: its forward half computes the logits too, and ``logits`` then
+        # returns them without a second forward pass (PyTorch's per-class path also runs one).
+        # The audit itself computes all samples' logits in batches before (sample_loop.all_logits).
+        dense = jacobian.dense(rows)[0]
+        return exact_lambda_max(dense, jacobian.logits(rows)[0], with_eigenvector=False).value
 
     return job
 

@@ -201,3 +201,16 @@ def test_the_cost_meter_of_an_estimator_sends_the_hint() -> None:
     sample = np.zeros(3)
     CostMeter(SampleProblem(sample=sample, logits=np.zeros(3), jacobian=Source()))
     assert len(seen) == 1 and seen[0] is sample
+
+
+def test_logits_after_a_jacobian_come_from_its_forward_half_without_a_run() -> None:
+    source, data = _resnet_source()
+    expected = source.logits(data)  # several rows: the logits model
+    source.dense(data[:1])
+    runs, evaluations = source.accounting.runs, source.accounting.evaluations
+    held = source.logits(data[:1])
+    assert (source.accounting.runs, source.accounting.evaluations) == (runs, evaluations)  # nothing ran
+    np.testing.assert_allclose(held, expected[:1], rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    other = source.logits(data[1:2])  # not the rows the forward half holds: the logits model runs
+    assert source.accounting.runs == runs + 1
+    np.testing.assert_array_equal(other, expected[1:2])
