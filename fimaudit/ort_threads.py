@@ -48,7 +48,7 @@ def configure(options: ort.SessionOptions, threads: int | None) -> None:
     """Put ``options`` on the shared pool when this process shares one, else on a pool of its own."""
     global _pool_threads
     wanted = int(threads) if threads else 0
-    if _shared:
+    if _shared and hasattr(_pybind_state, "set_global_thread_pool_sizes"):  # absent: per-session pools
         with _lock:
             if _pool_threads is None:
                 # Inter-op 1: fimaudit runs its graphs sequentially (ExecutionMode.ORT_SEQUENTIAL).
