@@ -264,7 +264,15 @@ class RuleContext:
         return self.emit("Reshape", [tensor, self.emit("Concat", [self.lead_dim(), target], axis=0)])
 
     def reshape_like(self, tensor: str, forward: str) -> str:
-        """Reshape a gradient to ``[M, *shape(forward)]``."""
+        """Reshape a gradient to ``[M, *shape(forward)]``.
+
+        With a static, non-empty forward shape the target is the constant ``[-1, *shape]``: the
+        lead axis is inferred, so no Shape/Slice/Concat of the seed runs for it (a node or two
+        per Reshape, tens per gradient graph; each costs a kernel launch per run).
+        """
+        shape = self.static_shape(forward)
+        if shape is not None and all(isinstance(d, int) and d > 0 for d in shape):
+            return self.emit("Reshape", [tensor, self.ints([-1, *shape])])  # type: ignore[list-item]
         return self.emit("Reshape", [tensor, self.lead_shape(forward)])
 
     def fold_lead(self, tensor: str) -> str:
