@@ -18,7 +18,7 @@ library must not impose that on the program that imports it (its own sessions wo
 the shared pool is opt-in: the ``fimaudit`` command (``cli.entry``) and the benchmarks that
 stand for it call :func:`share_process_pool`; everything else keeps per-session pools without
 spinning, as before. The pool takes the thread count of the first session made after the call
-(the command's ``--threads``; None: ONNX Runtime's default, the physical cores); sessions share
+(the command passes none: ONNX Runtime's default, the physical cores); sessions share
 it safely, concurrent runs included, and ``RunOptions.terminate`` stops a run on it as on its own.
 """
 
