@@ -30,6 +30,8 @@ import threading
 import onnxruntime as ort
 from onnxruntime.capi import _pybind_state
 
+from fimaudit.blas_threads import one_blas_thread_for_process
+
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
@@ -39,9 +41,14 @@ _pool_threads: int | None = None
 
 
 def share_process_pool() -> None:
-    """Run every session this process makes from now on on one shared pool (see the module doc)."""
+    """Run every session this process makes from now on on one shared pool (see the module doc).
+
+    BLAS gets one thread in the process too (``blas_threads.one_blas_thread_for_process``): the
+    pool owns the cores, and OpenBLAS's spinning workers would take one from its next run.
+    """
     global _shared
     _shared = True
+    one_blas_thread_for_process()
 
 
 def configure(options: ort.SessionOptions, threads: int | None) -> None:

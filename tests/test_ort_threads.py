@@ -25,6 +25,8 @@ SCRIPT = textwrap.dedent(
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
+    import threadpoolctl
+    threadpoolctl.threadpool_limits(2, user_api="blas")  # two before, whatever the machine's cores
     ort_threads.share_process_pool()
     first, _ = create_session(model, threads=THREADS)
     second, _ = create_session(model, threads=None)  # another count: the same pool, a debug line
@@ -32,6 +34,8 @@ SCRIPT = textwrap.dedent(
     assert first.run(None, {"x": x})[0].tolist() == [0.0, 2.0]
     assert second.run(None, {"x": x})[0].tolist() == [0.0, 2.0]
     print("pool", ort_threads.pool_threads())
+    from fimaudit.blas_threads import blas_threads
+    print("blas", sorted(set(blas_threads())))  # numpy's and scipy's OpenBLAS, one thread each
     # Why the pool is opt-in: ONNX Runtime now refuses any session with a pool of its own.
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -55,11 +59,15 @@ def _run(threads: str) -> str:
 def test_a_shared_process_runs_every_session_on_one_pool_of_the_first_sessions_size() -> None:
     out = _run("2")
     assert "pool 2" in out
+    assert "blas [1]" in out  # the pool owns the cores: BLAS's spinning workers would take one
     assert "own pool refused: True" in out  # the reason a library may not make one in its caller's process
 
 
 def test_without_the_opt_in_sessions_keep_pools_of_their_own_without_spinning() -> None:
     assert ort_threads.pool_threads() is None  # pytest's process has no shared pool
+    from fimaudit import blas_threads
+
+    assert blas_threads._process_limit is None  # nor a process-wide BLAS limit
     options = _session_options(1)
     assert options.use_per_session_threads
     assert options.intra_op_num_threads == 1

@@ -9,13 +9,12 @@ reader would notice) plus an absolute term for the FFT case.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from fimaudit.blas_threads import one_blas_thread
 
 RELATIVE_MARGIN = 1e-8
 
@@ -100,8 +99,9 @@ def batched_spectral_norms(matrices: np.ndarray, chunk_entries: int = 1 << 22) -
     return out.reshape(lead)
 
 
-def max_spectral_norm(matrices: np.ndarray, power_steps: int = 8, first: int = 2,
-                      chunk_entries: int = 1 << 22) -> float:
+def max_spectral_norm(
+    matrices: np.ndarray, power_steps: int = 8, first: int = 2, chunk_entries: int = 1 << 22
+) -> float:
     """Max over a [F, m, n] stack of the largest singular value, without decomposing them all.
 
     Why not one eigen-decomposition per matrix: a conv layer's FFT bound is the max over up
@@ -208,27 +208,6 @@ def _potrf(dtype: np.dtype) -> Any:
     from scipy.linalg import lapack
 
     return lapack.zpotrf if np.issubdtype(dtype, np.complexfloating) else lapack.dpotrf
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    import scipy.linalg.lapack  # noqa: F401  (loads scipy's own OpenBLAS, so the controller sees both)
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS and LAPACK on one thread for the duration (numpy's and scipy's libraries alike).
-
-    Why: the conv norms make hundreds of small LAPACK calls (a 64 x 64 Cholesky per frequency);
-    with OpenBLAS's threads each call pays a hand-off, and on a machine whose cores other
-    processes use that cost 10x the arithmetic (ResNet-18's Cholesky tests: 4.0 s on two
-    threads, 0.38 s on one, at load 2.3 on 2 cores).
-    """
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        yield
 
 
 def broadcast_copies(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> int:
