@@ -263,16 +263,26 @@ class RuleContext:
         """
         return self.emit("Reshape", [tensor, self.emit("Concat", [self.lead_dim(), target], axis=0)])
 
-    def reshape_like(self, tensor: str, forward: str) -> str:
+    def reshape_like(self, tensor: str, forward: str, lead_first: bool = False) -> str:
         """Reshape a gradient to ``[M, *shape(forward)]``.
 
         With a static, non-empty forward shape the target is the constant ``[-1, *shape]``: the
         lead axis is inferred, so no Shape/Slice/Concat of the seed runs for it (a node or two
         per Reshape, tens per gradient graph; each costs a kernel launch per run).
+        ``lead_first``: the caller knows ``tensor``'s axis 0 is the lead axis M (a gradient in
+        the usual ``[M, ...]`` layout, not one folded into ``[M*B, ...]``). Then one unknown
+        forward dimension (the batch of a model exported with a dynamic one, e.g. TorchScript's
+        [L, B*H, d] attention reshapes) still gets a constant target, ``[0, ..., -1, ...]``: 0
+        copies M from the tensor, -1 is the unknown one.
         """
         shape = self.static_shape(forward)
-        if shape is not None and all(isinstance(d, int) and d > 0 for d in shape):
-            return self.emit("Reshape", [tensor, self.ints([-1, *shape])])  # type: ignore[list-item]
+        if shape is not None:
+            unknown = [axis for axis, d in enumerate(shape) if not (isinstance(d, int) and d > 0)]
+            if not unknown:
+                return self.emit("Reshape", [tensor, self.ints([-1, *shape])])  # type: ignore[list-item]
+            if lead_first and len(unknown) == 1:
+                target = [0, *(-1 if axis == unknown[0] else d for axis, d in enumerate(shape))]
+                return self.emit("Reshape", [tensor, self.ints(target)])  # type: ignore[arg-type]
         return self.emit("Reshape", [tensor, self.lead_shape(forward)])
 
     def fold_lead(self, tensor: str) -> str:

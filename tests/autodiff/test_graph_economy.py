@@ -136,3 +136,51 @@ def test_tiling_max_pools_use_the_winner_mask_and_match_the_scatter_path_at_ties
     assert np.count_nonzero(pulled) == u.size  # one winner per window, each cotangent lands once
     np.testing.assert_array_equal(pulled, run(scatter_vjp, COTANGENT, u, INPUT_GRAD))
     np.testing.assert_array_equal(run(masked_jvp, TANGENT, v, OUTPUT_TANGENT), run(scatter_jvp, TANGENT, v, OUTPUT_TANGENT))
+
+
+def _attention_reshape_with_a_dynamic_batch() -> onnx.ModelProto:
+    """x [N, 6, 8] (N symbolic) -> Transpose to [6, N, 8] -> Reshape to [6, N*2, 4] -> Tanh -> back.
+
+    TorchScript's MultiheadAttention export reshapes so ([L, B*H, d]): one dimension of the target
+    is unknown to shape inference, the others static.
+    """
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+        helper.make_node("Shape", ["t"], ["ts"]),
+        helper.make_node("Gather", ["ts", "one"], ["n"], axis=0),
+        helper.make_node("Mul", ["n", "two"], ["n2"]),
+        helper.make_node("Unsqueeze", ["n2", "axes0"], ["n2v"]),
+        helper.make_node("Concat", ["six", "n2v", "four"], ["target"], axis=0),
+        helper.make_node("Reshape", ["t", "target"], ["heads"]),
+        helper.make_node("Tanh", ["heads"], ["h"]),
+        helper.make_node("Reshape", ["h", "back"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(v, dtype=np.int64), name) for name, v in
+             [("one", 1), ("two", 2), ("axes0", [0]), ("six", [6]), ("four", [4]), ("back", [6, -1])]]
+    graph = helper.make_graph(nodes, "mha", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_a_reshape_with_one_unknown_dimension_gets_a_constant_target() -> None:
+    """No Shape/Slice/Concat of the seed per Reshape: [0, ..., -1, ...] (0 copies the lead M)."""
+    model = _attention_reshape_with_a_dynamic_batch()
+    vjp, jvp = build_vjp_model(model, "x", "y"), build_jvp_model(model, "x", "y")
+    for built in (vjp, jvp):
+        assert "Concat" not in _ops(built), _ops(built)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(3, 6, 8)).astype(np.float32)
+    (y,) = _ort(model).run(["y"], {"x": x})
+    u = rng.normal(size=(4, *y.shape)).astype(np.float32)
+    v = rng.normal(size=(4, *x.shape)).astype(np.float32)
+    pulled = _ort(vjp).run([INPUT_GRAD], {"x": x, COTANGENT: u})[0]
+    pushed = _ort(jvp).run([OUTPUT_TANGENT], {"x": x, TANGENT: v})[0]
+    # The Jacobian is diag(1 - tanh^2) in the permuted layout: compare against it directly.
+    derivative = (1 - np.tanh(x) ** 2).astype(np.float64)
+    permuted = lambda a: np.transpose(a.reshape(a.shape[0], 6, 3, 8), (0, 2, 1, 3))  # noqa: E731  [M, 6, N*8] -> [M, N, 6, 8]
+    np.testing.assert_allclose(pulled, permuted(u) * derivative, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pushed, np.transpose(v * derivative, (0, 2, 1, 3)).reshape(u.shape), rtol=1e-5, atol=1e-6)
+    # The adjoint identity between the two.
+    np.testing.assert_allclose(np.sum(pushed * u), np.sum(pulled * v), rtol=1e-5)

@@ -106,11 +106,11 @@ def _pad_lead(
 
 # ---- pure reshapes --------------------------------------------------------------------------
 def _reshape_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
-    return [ctx.reshape_like(ctx.require_gradient(grads[0], node), node.input[0])]
+    return [ctx.reshape_like(ctx.require_gradient(grads[0], node), node.input[0], lead_first=True)]
 
 
 def _reshape_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str | None]) -> list[str | None]:
-    return [ctx.reshape_like(ctx.require_gradient(tangents[0], node), node.output[0])]
+    return [ctx.reshape_like(ctx.require_gradient(tangents[0], node), node.output[0], lead_first=True)]
 
 
 @vjp_rule("Reshape")
