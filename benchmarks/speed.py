@@ -2,8 +2,9 @@
 
 Why one script: a ratio only means something when both sides ran on the same machine at the
 same moment (2 shared cores here), so every table row is measured side by side, interleaved
-(benchmarks/jacobian_speed.py's ``time_interleaved``: the fastest of ``--repeats`` runs per
-sample), with the load average printed before and after.
+(benchmarks/jacobian_speed.py's ``time_interleaved``: each framework's block of samples back to
+back after a rest, the blocks alternating; the fastest of ``--repeats`` runs per sample), with
+the load average printed before and after.
 
 Per model of the corpus (tools/corpus/export_torchvision.py, 3x32x32, K = 10):
 
@@ -491,7 +492,7 @@ def main() -> None:
             for lever in levers if name in args.lever_archs else []:
                 with lever_undone(lever):
                     jobs[f"{exporter} {lever}"] = fimaudit_job(path, inputs[:1], args.threads)
-            seconds, values = time_interleaved(jobs, inputs, args.repeats, 1)
+            seconds, values = time_interleaved(jobs, inputs, args.repeats, 1, warm_block=True)
             del jobs
             gc.collect()
             faster = min(seconds["torch per-class"], seconds["torch batched"])
