@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper, numpy_helper
 
-from fimaudit.autodiff import registry
+from fimaudit.autodiff import fold_scalings, registry
 from fimaudit.autodiff.context import GraphFacts, RuleContext
 from fimaudit.autodiff.lowering import lower_for_gradients
 from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
@@ -265,6 +265,9 @@ def _assemble(
     model = copy.deepcopy(analysis.model)
     graph = model.graph
     ctx.nodes.append(helper.make_node("Identity", [result], [result_name], name=ctx.fresh("result")))
+    if analysis.facts.opset >= fold_scalings.MIN_OPSET:
+        folds = fold_scalings.fold_scalings(ctx.nodes, seed.name, {result_name, analysis.output_name}, ctx.fresh)
+        logger.debug("%d scalings folded into the forward half's factors", folds)
     forward_count = len(graph.node)
     graph.node.extend(ctx.nodes)
     _drop_dead_emitted(graph, forward_count, [analysis.output_name, result_name])
