@@ -214,3 +214,21 @@ def test_logits_after_a_jacobian_come_from_its_forward_half_without_a_run() -> N
     other = source.logits(data[1:2])  # not the rows the forward half holds: the logits model runs
     assert source.accounting.runs == runs + 1
     np.testing.assert_allclose(other, expected[1:2], rtol=1e-6, atol=1e-7 * np.abs(expected).max())
+
+
+def test_a_sample_changed_in_place_runs_the_forward_half_again() -> None:
+    """The kept tensors belong to the rows' values, not to the array object the caller passes."""
+    source, data = _resnet_source()
+    cotangents = np.random.default_rng(4).normal(size=(2, source.num_classes))
+    sample = data[0].copy()
+    source.vjp(sample, cotangents)
+    evaluations = source.accounting.evaluations
+    source.vjp(sample.copy(), cotangents)  # equal values in another array: the kept forward serves
+    assert source.accounting.evaluations - evaluations == 2
+    sample[...] = data[1]  # the same array, other values
+    evaluations = source.accounting.evaluations
+    changed = source.vjp(sample, cotangents)
+    assert source.accounting.evaluations - evaluations == 1 + 2  # the forward half ran again
+    fresh, _ = _resnet_source()
+    expected = fresh.vjp(data[1], cotangents)
+    np.testing.assert_allclose(changed, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
