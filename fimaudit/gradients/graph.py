@@ -341,6 +341,8 @@ class GraphJacobian:
                 seeds[:, 0] = part.reshape(part.shape[0], *seed_shape)
             _, out = session.run(rows, seeds)
             results.append(out[:, 0].reshape(part.shape[0], -1).astype(np.float64))
+        if len(results) == 1:  # one chunk (every Lanczos product): no second copy
+            return results[0]
         return np.concatenate(results) if results else np.zeros((0, 0))
 
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
