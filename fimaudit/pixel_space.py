@@ -25,7 +25,7 @@ import numpy as np
 
 from fimaudit.data.preprocess import PreprocessSpec
 from fimaudit.fisher.result import SpectralResult
-from fimaudit.gradients.base import ForwardingJacobian, InputJacobian, expect_products
+from fimaudit.gradients.base import ForwardingJacobian, InputJacobian, expect_products, gram_product
 
 SPACES = ("model", "pixel")
 
@@ -86,6 +86,10 @@ class DenseMemo(ForwardingJacobian):
         if self._value is None or key != self._key:
             self._value, self._key = self.source.dense(inputs), key
         return self._value
+
+    def gram_product(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray | None:
+        """The wrapped source's (the memo does not change the Jacobian; see ``base.gram_product``)."""
+        return gram_product(self.source, sample, cotangents)
 
 
 class PixelSpaceJacobian(ForwardingJacobian):

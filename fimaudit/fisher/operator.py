@@ -29,7 +29,7 @@ from scipy.sparse.linalg import LinearOperator
 from fimaudit.errors import InputError
 from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.problem import SampleProblem
-from fimaudit.gradients.base import expect_products
+from fimaudit.gradients.base import expect_products, gram_product
 
 
 @dataclass
@@ -70,6 +70,19 @@ class CostMeter:
         self.vjp_rows += int(cotangents.shape[0])
         out = self.problem.jacobian.vjp(self.problem.sample, np.ascontiguousarray(cotangents, dtype=np.float64))
         return np.asarray(out, dtype=np.float64)
+
+    def gram(self, cotangents: np.ndarray) -> np.ndarray:
+        """J J^T u for cotangents [M, K] -> [M, K] (float64), counted as a vjp and a jvp.
+
+        One fused run where the source offers it (``base.gram_product``), else a vjp then a jvp.
+        """
+        rows = np.ascontiguousarray(cotangents, dtype=np.float64)
+        fused = gram_product(self.problem.jacobian, self.problem.sample, rows)
+        if fused is None:
+            return self.jvp(self.vjp(rows))
+        self.vjp_rows += int(rows.shape[0])
+        self.jvp_rows += int(rows.shape[0])
+        return np.asarray(fused, dtype=np.float64)
 
     def costs(self) -> dict[str, int | str]:
         """JSON-ready cost diagnostics, with the gradient source whose accuracy bounds every claim.
@@ -136,8 +149,8 @@ class FisherGramOperator(LinearOperator):
     def _matmat(self, block: np.ndarray) -> np.ndarray:
         columns = np.asarray(block, dtype=np.float64).reshape(self.shape[1], -1)
         self.meter.matvecs += columns.shape[1]
-        inputs = self.meter.vjp(self.covariance.factor_transpose(columns.T))  # rows J^T A^T w, [M, d]
-        return self.covariance.factor(self.meter.jvp(inputs)).T
+        images = self.meter.gram(self.covariance.factor_transpose(columns.T))  # rows J J^T A^T w, [M, K]
+        return self.covariance.factor(images).T
 
     def _matvec(self, vector: np.ndarray) -> np.ndarray:
         return self._matmat(np.asarray(vector).reshape(-1, 1)).reshape(-1)

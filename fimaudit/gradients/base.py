@@ -123,6 +123,19 @@ def expect_products(source: object, sample: np.ndarray) -> None:
         hint(sample)
 
 
+def gram_product(source: object, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray | None:
+    """J J^T u for cotangents [M, K] in one step where ``source`` offers it, else None.
+
+    Optional like ``expect_products``: a graph source of a small model runs its two gradient
+    halves as one model (autodiff/fused_gram.py), others answer None and the caller runs vjp then
+    jvp. Looked up on the class, never through a wrapper's ``__getattr__``, and not forwarded by
+    ``ForwardingJacobian``: a wrapper that changes the Jacobian (pixel coordinates, an embedding
+    mask) must not pass on its inner source's product; those that do not change it say so.
+    """
+    method = getattr(type(source), "gram_product", None)
+    return None if method is None else method(source, sample, cotangents)
+
+
 class ForwardingJacobian:
     """A gradient source that is ``source`` in everything a subclass does not override.
 
@@ -207,3 +220,8 @@ class FiniteDerivatives(ForwardingJacobian):
     def vjp(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray:
         """The wrapped source's J^T u, refused when not finite."""
         return self._checked("vector-Jacobian product", self.source.vjp(sample, cotangents))
+
+    def gram_product(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray | None:
+        """The wrapped source's J J^T u (``gram_product``), refused when not finite; None without one."""
+        product = gram_product(self.source, sample, cotangents)
+        return None if product is None else self._checked("Gram product", product)

@@ -44,6 +44,7 @@ from fimaudit.autodiff.build import (
     missing_rules,
     unsupported_error,
 )
+from fimaudit.autodiff.fused_gram import MAX_FUSED_WEIGHT_BYTES, FusedGram, fuse_gram
 from fimaudit.autodiff.kept_forward import SplitGradientModel, split_gradient_model
 from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
@@ -130,6 +131,10 @@ class _KeptForwardSession:
         self._rows = _RowsSeen()
         self._logits = np.zeros(0)
         self._handed: dict[str, np.ndarray] = {}
+        # Held for a fused Gram model (``GraphJacobian.gram_product``) only where its weights are
+        # small: holding a large model's split would keep its weight protos alive.
+        small = sum(tensor.ByteSize() for tensor in split.gradient_weights) <= MAX_FUSED_WEIGHT_BYTES
+        self.split: SplitGradientModel | None = split if small else None
 
     def _forward(self, rows: np.ndarray) -> None:
         if self._rows.matches(rows):
@@ -149,6 +154,11 @@ class _KeptForwardSession:
         if not self._rows.matches(rows):
             return None
         return self._logits
+
+    def handed(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The kept tensors of ``rows`` (the forward half runs when they are not held)."""
+        self._forward(rows)
+        return self._handed
 
     def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
@@ -210,6 +220,8 @@ class GraphJacobian:
         self._jvp_rows = _RowsSeen()
         self._jvp_runs_on_rows = 0
         self._cached_jacobian = JacobianCache(lambda sample: self.dense(sample[None])[0])
+        self._gram: tuple[Any, FusedGram] | None = None  # the fused Gram session and its model
+        self._gram_unavailable = False
         # Prefetched samples: their Jacobian and their share of the run's evaluations (``prefetch``).
         self._prefetched: dict[bytes, tuple[np.ndarray, int]] = {}
 
@@ -391,6 +403,59 @@ class GraphJacobian:
         """Many J v runs at ``sample`` follow (``base.expect_products``): the next one splits."""
         self._jvp_rows.remember(sample)
         self._jvp_runs_on_rows = KEEP_FORWARD_AFTER
+
+    def gram_product(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray | None:
+        """J J^T u for one sample and cotangents [M, K]: [M, K] (float64) in one fused run, or None.
+
+        None where no fused model applies (``autodiff/fused_gram.py``: no kept halves of both
+        modes, or weights too large to hold a third time); the caller then runs vjp and jvp.
+        Counted as a vjp and a jvp of M rows each, in one run.
+        """
+        fused = self._gram_session(sample)
+        if fused is None:
+            return None
+        session, gram = fused
+        vjp, jvp = self._vjp, self._jvp_kept
+        assert isinstance(vjp, _KeptForwardSession) and jvp is not None  # as _gram_session checked
+        rows = self._padded(sample[None])
+        width = rows.shape[0]
+        chunk = max(1, self.max_rows // width)
+        results = []
+        for start in range(0, cotangents.shape[0], chunk):
+            part = cotangents[start : start + chunk]
+            seeds = np.zeros((part.shape[0], width, self.num_classes), dtype=vjp.seed_dtype)
+            seeds[:, 0] = part
+            feeds = {**vjp.handed(rows), COTANGENT: seeds}
+            feeds.update((gram.jvp_inputs[name], value) for name, value in jvp.handed(rows).items())
+            (out,) = _run_gradient(session, [gram.result], feeds, self.runner.timeout)
+            self.runner.accounting.add(width * part.shape[0])
+            self.runner.accounting.evaluations += width * part.shape[0]
+            results.append(out[:, 0].reshape(part.shape[0], -1).astype(np.float64))
+        return results[0] if len(results) == 1 else np.concatenate(results)
+
+    def _gram_session(self, sample: np.ndarray) -> tuple[Any, FusedGram] | None:
+        """The fused Gram session, made on the first call where both modes' kept halves exist."""
+        if self._gram is not None or self._gram_unavailable:
+            return self._gram
+        combined = self._jvp_session()
+        jvp = None if combined is None else self._jvp_runner(sample, combined)
+        vjp = self._vjp
+        if not isinstance(jvp, _KeptForwardSession) or not isinstance(vjp, _KeptForwardSession):
+            return None  # the JVP may split later (after KEEP_FORWARD_AFTER runs): ask again then
+        gram = None
+        if vjp.split is not None and jvp.split is not None:
+            gram = fuse_gram(vjp.split, jvp.split, INPUT_GRAD, TANGENT, OUTPUT_TANGENT)
+        if gram is None:
+            self._gram_unavailable = True
+            return None
+        try:
+            session, _ = create_session(gram.model, self.runner.providers, self.runner.threads, gram.weights)
+        except ModelError as exc:
+            logger.info("fused Gram model rejected by ONNX Runtime (%s); products run vjp then jvp", exc)
+            self._gram_unavailable = True
+            return None
+        self._gram = (session, gram)
+        return self._gram
 
     def forward_mode_unavailable(self) -> str | None:
         """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse graph.
