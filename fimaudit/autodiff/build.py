@@ -205,6 +205,7 @@ def analyse(model: onnx.ModelProto, input_name: str, output_name: str, probe: Sh
         differentiable=differentiable & leads,
         opset=opset_version(inferred),
         float_type=input_type,
+        producers={name: node for node in graph.node for name in node.output if name},
     )
     return Analysis(inferred, input_name, output_name, facts, active, blocked)
 

@@ -71,6 +71,8 @@ class GraphFacts:
     opset: int
     #: The float element type of the differentiated input (default for float constants).
     float_type: int = onnx.TensorProto.FLOAT
+    #: The forward node that makes each tensor (a rule looking at where its operand comes from).
+    producers: Mapping[str, onnx.NodeProto] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,30 @@ class RuleContext:
     def elem_type(self, name: str) -> int:
         """ONNX element type of a forward tensor (the model's float type when unknown)."""
         return self.facts.elem_types.get(name, self.facts.float_type)
+
+    def is_transposed_matrix(self, name: str) -> bool:
+        """True when forward ``name`` is a last-two-axes Transpose, possibly then scaled by a scalar.
+
+        Its gradient is transposed back by the Transpose's rule. TorchScript's attention exports
+        K^T so (``k.transpose(-2, -1)``, then the scale): the MatMul rule then emits the gradient
+        of K^T already transposed, and the Transpose of its transposed MatMul operand folds into
+        the MatMul (ONNX Runtime's FusedMatMul) while the two transposes of the result cancel,
+        instead of a Transpose kernel over M rows.
+        """
+        node = self.facts.producers.get(name)
+        while node is not None and node.op_type in ("Mul", "Div") and len(node.input) == 2:
+            moving = [index for index, operand in enumerate(node.input) if self.needs_gradient(operand)]
+            if len(moving) != 1 or (node.op_type == "Div" and moving[0] != 0):
+                return False
+            scale = self.static_shape(node.input[1 - moving[0]])  # a scalar, constant or computed
+            if scale is None or not all(isinstance(d, int) and d == 1 for d in scale):
+                return False
+            node = self.facts.producers.get(node.input[moving[0]])
+        if node is None or node.op_type != "Transpose":
+            return False
+        perm = next((list(attribute.ints) for attribute in node.attribute if attribute.name == "perm"), None)
+        rank = len(perm) if perm else 0
+        return rank >= 2 and perm == [*range(rank - 2), rank - 1, rank - 2]
 
     def constant_value(self, name: str | None) -> np.ndarray | None:
         """Value of an initializer or Constant output; None when computed at run time."""

@@ -184,3 +184,57 @@ def test_a_reshape_with_one_unknown_dimension_gets_a_constant_target() -> None:
     np.testing.assert_allclose(pushed, np.transpose(v * derivative, (0, 2, 1, 3)).reshape(u.shape), rtol=1e-5, atol=1e-6)
     # The adjoint identity between the two.
     np.testing.assert_allclose(np.sum(pushed * u), np.sum(pulled * v), rtol=1e-5)
+
+
+def _attention_scores_with_a_transposed_key() -> onnx.ModelProto:
+    """scores = (x Wq) (Transpose(x Wk) * s) with s = Sqrt of a computed scalar, as TorchScript exports it."""
+    rng = np.random.default_rng(7)
+    nodes = [
+        helper.make_node("MatMul", ["x", "wq"], ["q"]),
+        helper.make_node("MatMul", ["x", "wk"], ["k"]),
+        helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "last"], ["width"], axis=0),
+        helper.make_node("Cast", ["width"], ["width_f"], to=TensorProto.FLOAT),
+        helper.make_node("Reciprocal", ["width_f"], ["inverse"]),
+        helper.make_node("Sqrt", ["inverse"], ["scale"]),
+        helper.make_node("Mul", ["kt", "scale"], ["kts"]),
+        helper.make_node("MatMul", ["q", "kts"], ["y"]),
+    ]
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "wq"),
+             numpy_helper.from_array(rng.normal(size=(4, 3)).astype(np.float32), "wk"),
+             numpy_helper.from_array(np.array(2, dtype=np.int64), "last")]
+    graph = helper.make_graph(nodes, "scores", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_the_gradient_of_a_transposed_key_is_emitted_transposed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A^T g)^T = g^T A for K^T's gradient: the same values; the Transpose lands on the MatMul's operand."""
+    from fimaudit.autodiff.context import RuleContext
+
+    model = _attention_scores_with_a_transposed_key()
+    turned = build_vjp_model(model, "x", "y")
+    producer = {out: node for node in turned.graph.node for out in node.output}
+    fed = [producer.get(node.input[0]) for node in turned.graph.node
+           if node.op_type == "MatMul" and node.name.startswith("fimaudit_ad")]
+    # g^T A: a MatMul whose first operand is the transposed cotangent (ONNX Runtime fuses it).
+    assert any(p is not None and p.op_type == "Transpose" and COTANGENT in p.input for p in fed)
+    monkeypatch.setattr(RuleContext, "is_transposed_matrix", lambda self, name: False)
+    plain = build_vjp_model(model, "x", "y")
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    u = rng.normal(size=(3, 2, 5, 5)).astype(np.float32)
+    got = _ort(turned).run([INPUT_GRAD], {"x": x, COTANGENT: u})[0]
+    np.testing.assert_allclose(got, _ort(plain).run([INPUT_GRAD], {"x": x, COTANGENT: u})[0], rtol=1e-5, atol=1e-6)
+    # And against central differences of the forward model in float64 (scores are bilinear in x).
+    (y,) = _ort(model).run(["y"], {"x": x})
+    direction = rng.normal(size=x.shape).astype(np.float32)
+    step = 1e-2
+    plus = _ort(model).run(["y"], {"x": x + step * direction})[0].astype(np.float64)
+    minus = _ort(model).run(["y"], {"x": x - step * direction})[0].astype(np.float64)
+    along = (plus - minus) / (2 * step)  # exact for a quadratic up to float32 rounding
+    np.testing.assert_allclose(np.einsum("mbij,bij->m", u, along), np.einsum("mbij,bij->m", got, direction),
+                               rtol=1e-3)

@@ -286,8 +286,14 @@ def matmul_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | Non
             result_shape = _batch_dims(ctx, y, batch) + list(ctx.static_shape(a)[-2:])  # type: ignore[index]
             grad_a = ctx.unbroadcast(full, a, result_shape=result_shape)
     if ctx.needs_gradient(b):
-        a_t = ctx.unsqueeze(a, [1]) if rank_a == 1 else _swap_last(ctx, a, rank_a)
-        full = ctx.emit("MatMul", [a_t, g2])  # [M, *batch, k, p]
+        if rank_a >= 2 and rank_b >= 2 and ctx.is_transposed_matrix(b):
+            # (A^T g)^T = g^T A: the gradient of a transposed B, emitted transposed; the outer
+            # Transpose cancels against the forward Transpose's rule (see is_transposed_matrix).
+            full_t = ctx.emit("MatMul", [_swap_last(ctx, g2, rank_y + 1), a])  # [M, *batch, p, k]
+            full = _swap_last(ctx, full_t, rank_y + 1)
+        else:
+            a_t = ctx.unsqueeze(a, [1]) if rank_a == 1 else _swap_last(ctx, a, rank_a)
+            full = ctx.emit("MatMul", [a_t, g2])  # [M, *batch, k, p]
         if rank_b == 1:
             grad_b = ctx.reduce_sum(full, [*range(1, batch + 1), -1], keepdims=False)
         else:
