@@ -297,6 +297,10 @@ def large_table(args: argparse.Namespace, peak: float) -> None:
     """The 3x224x224, K = 1000 table (see the module doc): fimaudit's auto against torch's same estimator."""
     corpus = args.corpus if args.corpus is not None else Path("/work/corpus224")
     side = args.size
+    if args.samples < 2:
+        # One sample would run twice in a row (the repeats), and fimaudit's source would reuse its
+        # kept forward passes and logits there, which an audit never does (time_interleaved's doc).
+        raise SystemExit("--size 224 needs --samples 2 or more")
     all_inputs = np.load(corpus / f"inputs_3x{side}x{side}.npy")
     inputs = all_inputs[: args.samples]
     by_name = {arch.name: arch for arch in ARCHITECTURES}
