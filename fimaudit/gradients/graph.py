@@ -28,6 +28,7 @@ about one to two forward passes of the same rows), and one run.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -340,6 +341,22 @@ class GraphJacobian:
         seed_shape: tuple[int, ...],
     ) -> np.ndarray:
         """Run ``session`` on one sample with M seed vectors, in chunks; returns [M, prod(out)]."""
+        return self._in_chunks(
+            sample, vectors, seed_shape, session.seed_dtype, lambda rows, seeds: session.run(rows, seeds)[1]
+        )
+
+    def _in_chunks(
+        self,
+        sample: np.ndarray,
+        vectors: np.ndarray,
+        seed_shape: tuple[int, ...],
+        seed_dtype: np.dtype,
+        run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    ) -> np.ndarray:
+        """M seed vectors of one sample, ``max_rows`` per ``run(rows, seeds [M', B, ...])``: [M, prod(out)] float64.
+
+        The seeds go in the sample's row; the other rows of a fixed batch get zeros.
+        """
         rows = self._padded(sample[None])
         width = rows.shape[0]
         chunk = max(1, self.max_rows // width)
@@ -347,11 +364,11 @@ class GraphJacobian:
         for start in range(0, vectors.shape[0], chunk):
             part = vectors[start : start + chunk]
             if width == 1:  # one conversion, no zeroed buffer to copy into
-                seeds = part.reshape(part.shape[0], 1, *seed_shape).astype(session.seed_dtype)
+                seeds = part.reshape(part.shape[0], 1, *seed_shape).astype(seed_dtype)
             else:
-                seeds = np.zeros((part.shape[0], width, *seed_shape), dtype=session.seed_dtype)
+                seeds = np.zeros((part.shape[0], width, *seed_shape), dtype=seed_dtype)
                 seeds[:, 0] = part.reshape(part.shape[0], *seed_shape)
-            _, out = session.run(rows, seeds)
+            out = run(rows, seeds)
             results.append(out[:, 0].reshape(part.shape[0], -1).astype(np.float64))
         if len(results) == 1:  # one chunk (every Lanczos product): no second copy
             return results[0]
@@ -417,21 +434,16 @@ class GraphJacobian:
         session, gram = fused
         vjp, jvp = self._vjp, self._jvp_kept
         assert isinstance(vjp, _KeptForwardSession) and jvp is not None  # as _gram_session checked
-        rows = self._padded(sample[None])
-        width = rows.shape[0]
-        chunk = max(1, self.max_rows // width)
-        results = []
-        for start in range(0, cotangents.shape[0], chunk):
-            part = cotangents[start : start + chunk]
-            seeds = np.zeros((part.shape[0], width, self.num_classes), dtype=vjp.seed_dtype)
-            seeds[:, 0] = part
+
+        def fused_run(rows: np.ndarray, seeds: np.ndarray) -> np.ndarray:
             feeds = {**vjp.handed(rows), COTANGENT: seeds}
             feeds.update((gram.jvp_inputs[name], value) for name, value in jvp.handed(rows).items())
             (out,) = _run_gradient(session, [gram.result], feeds, self.runner.timeout)
-            self.runner.accounting.add(width * part.shape[0])
-            self.runner.accounting.evaluations += width * part.shape[0]
-            results.append(out[:, 0].reshape(part.shape[0], -1).astype(np.float64))
-        return results[0] if len(results) == 1 else np.concatenate(results)
+            self.runner.accounting.add(seeds.shape[0] * seeds.shape[1])  # the vjp's rows, one run
+            self.runner.accounting.evaluations += seeds.shape[0] * seeds.shape[1]  # and the jvp's
+            return out
+
+        return self._in_chunks(sample, cotangents, (self.num_classes,), vjp.seed_dtype, fused_run)
 
     def _gram_session(self, sample: np.ndarray) -> tuple[Any, FusedGram] | None:
         """The fused Gram session, made on the first call where both modes' kept halves exist."""
