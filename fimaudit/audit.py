@@ -193,12 +193,8 @@ class Intake:
 
 
 def intake(
-    model_path: str,
-    input_name: str | None = None,
-    output_name: str | None = None,
-    budget: MemoryBudget | None = None,
-    wrt: str = "input",
-    output_kind: str | None = None,
+    model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
+    wrt: str = "input", output_kind: str | None = None,
 ) -> Intake:
     """Load, validate and describe the model, and choose its input and output (weights planned against ``budget``)."""
     loaded = load_model(model_path, budget=budget)
@@ -248,8 +244,7 @@ def _handle_subnormals(model: onnx.ModelProto, flush: bool) -> dict[str, Any]:
     if found.count and not flush:
         logger.warning(
             "subnormal weights: %s; CPU inference may be several times slower "
-            "(--flush-subnormals sets them to zero for the audit)",
-            found.summary(),
+            "(--flush-subnormals sets them to zero for the audit)", found.summary()
         )
     return {"count": found.count, "total": found.total, "flushed": bool(flush and found.count)}
 
@@ -291,16 +286,9 @@ def plan_run(
         sample_shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in selection.sample_shape)
         itemsize, samples = np.dtype(selection.input_dtype).itemsize, 0
     needs = audit_needs(
-        model,
-        element_count(sample_shape),
-        itemsize,
-        samples,
-        num_classes,
-        min_rows=max(2, selection.fixed_batch or 1),
-        method=method,
-        evaluations=evaluations,
-        bounds=bounds,
-        batch=selection.input_shape[0] if selection.input_shape else None,
+        model, element_count(sample_shape), itemsize, samples, num_classes,
+        min_rows=max(2, selection.fixed_batch or 1), method=method, evaluations=evaluations,
+        bounds=bounds, batch=selection.input_shape[0] if selection.input_shape else None,
     )
     return plan_memory(needs, budget, preferred_rows=DEFAULT_BATCH_ROWS)
 
@@ -339,10 +327,7 @@ def prepare_jacobians(
     declared = declared_classes(taken.selection)
     early = plan_run(taken.loaded.proto, taken.selection, memory, None, declared, JACOBIAN_ONLY)
     data = load_data(
-        data_path,
-        taken.selection,
-        samples,
-        0,
+        data_path, taken.selection, samples, 0,
         budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
     )
     plan_run(taken.loaded.proto, taken.selection, memory, data, declared, JACOBIAN_ONLY)
@@ -360,14 +345,8 @@ def _plan_memory(
     """The plan once the probe run told K (see :func:`plan_run`)."""
     method = config.method if config else "auto"
     return plan_run(
-        prepared.logits_model,
-        prepared.selection,
-        budget,
-        data,
-        prepared.num_classes,
-        method,
-        config.budget if config else None,
-        bool(config and config.bounds),
+        prepared.logits_model, prepared.selection, budget, data, prepared.num_classes, method,
+        config.budget if config else None, bool(config and config.bounds),
     )
 
 
@@ -404,27 +383,15 @@ def _start_bounds(prepared: PreparedModel, data: AuditData, config: AuditConfig)
 
     architecture = recognise_architecture(prepared.loaded.proto, prepared.selection.input_name)
     task = start_global_stage(
-        prepared.logits_model,
-        prepared.selection.input_name,
-        LOGITS,
-        data.inputs[0],
-        prepared.num_classes,
-        architecture,
-        config.providers,
-        data.extra_feeds,
-        timeout=config.timeout,
-        cache=bound_cache(config.cache),
+        prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs[0], prepared.num_classes,
+        architecture, config.providers, data.extra_feeds, timeout=config.timeout, cache=bound_cache(config.cache),
         model_digest=prepared.loaded.combined_sha256 or prepared.loaded.sha256,
     )
     return EarlyBounds(architecture, task)
 
 
 def _analytic_bounds(
-    prepared: PreparedModel,
-    data: AuditData,
-    logits: np.ndarray,
-    audits: list[SampleResult],
-    config: AuditConfig,
+    prepared: PreparedModel, data: AuditData, logits: np.ndarray, audits: list[SampleResult], config: AuditConfig,
     early: EarlyBounds | None = None,
 ) -> tuple[dict[str, Any], Bound | None, list[SampleResult]]:
     """Architecture, the certified global bound, and ``audits`` with their per-sample bounds."""
@@ -436,20 +403,10 @@ def _analytic_bounds(
         return recognise_architecture(prepared.loaded.proto, prepared.selection.input_name).to_dict(), None, audits
     measured = [audit.result.value for audit in audits]
     architecture, bound, per_sample = bound_audit(
-        prepared.loaded.proto,
-        prepared.logits_model,
-        prepared.selection.input_name,
-        LOGITS,
-        data.inputs,
-        logits,
-        measured,
-        config.providers,
-        data.extra_feeds,
-        timeout=config.timeout,
-        cache=bound_cache(config.cache),
-        model_digest=prepared.loaded.combined_sha256 or prepared.loaded.sha256,
-        early=early.task if early else None,
-        architecture=early.architecture if early else None,
+        prepared.loaded.proto, prepared.logits_model, prepared.selection.input_name, LOGITS,
+        data.inputs, logits, measured, config.providers, data.extra_feeds, timeout=config.timeout,
+        cache=bound_cache(config.cache), model_digest=prepared.loaded.combined_sha256 or prepared.loaded.sha256,
+        early=early.task if early else None, architecture=early.architecture if early else None,
     )
     return (
         architecture,
@@ -459,25 +416,20 @@ def _analytic_bounds(
 
 
 def _certificates(
-    config: AuditConfig,
-    prepared: PreparedModel,
-    data: AuditData,
-    audits: list[SampleResult],
-    memory: MemoryBudget,
-    progress: ProgressCallback | None = None,
+    config: AuditConfig, prepared: PreparedModel, data: AuditData, audits: list[SampleResult],
+    memory: MemoryBudget, progress: ProgressCallback | None = None,
 ) -> tuple[list[SampleResult], Any]:
     """B(x, eps) per sample and eps, and the certified radius at --fail-above (fimaudit/certify)."""
     from fimaudit.certify.stage import certify_samples
 
     assert config.certify is not None
     if config.wrt != "input" or config.space != "model":
-        raise InputError(
-            "--certify certifies the model's own float input: use it without --wrt embeddings and --space pixel"
-        )
-    certify = dataclasses.replace(config.certify, threshold=config.threshold, memory=memory.limit)
-    return certify_samples(
-        certify, prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs, list(audits), progress
-    )
+        raise InputError("--certify certifies the model's own float input: use it without --wrt embeddings and "
+                         "--space pixel")
+    certify = dataclasses.replace(config.certify, threshold=config.threshold,
+                                  memory=memory.limit)
+    return certify_samples(certify, prepared.logits_model, prepared.selection.input_name, LOGITS, data.inputs,
+                           list(audits), progress)
 
 
 def run_audit(
@@ -546,25 +498,15 @@ def _run_audit(
 
         assert original is not None  # intake sets the original model together with the site
         data = load_token_data(
-            config.data_path,
-            original,
-            taken.loaded.proto,
-            site,
-            config.samples,
+            config.data_path, original, taken.loaded.proto, site, config.samples,
             memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
-            config.providers,
-            config.timeout,
-            read_vocabulary(config.vocab_path),
+            config.providers, config.timeout, read_vocabulary(config.vocab_path),
         )
     else:
         data = load_data(
-            config.data_path,
-            taken.selection,
-            config.samples,
-            config.seed,
+            config.data_path, taken.selection, config.samples, config.seed,
             budget=memory.after(sum(early.needs.held.values()), "the model and its planned arrays"),
-            preprocess=config.preprocess,
-            labels_path=config.labels_path,
+            preprocess=config.preprocess, labels_path=config.labels_path,
             metadata={entry.key: entry.value for entry in taken.loaded.proto.metadata_props},
         )
     plan_run(taken.loaded.proto, taken.selection, memory, data, declared, config.method, config.budget, config.bounds)
@@ -603,20 +545,8 @@ def _run_audit(
     # Every sample's lambda_max, in index order: here, in --workers processes or on a --scheduler
     # cluster, or read back from a --checkpoint (fimaudit/sample_loop.py).
     audits: list[SampleResult] = audit_samples(
-        LoopContext(
-            config,
-            data,
-            logits,
-            jacobian,
-            masked,
-            prepared,
-            gradients,
-            plan.batch_rows,
-            started,
-            progress,
-            fd_log,
-            estimate,
-        )
+        LoopContext(config, data, logits, jacobian, masked, prepared, gradients, plan.batch_rows, started, progress,
+                    fd_log, estimate)
     )
     check = None
     if gradients == "graph":

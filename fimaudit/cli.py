@@ -187,8 +187,7 @@ def model_argument(function: Callable[..., Any]) -> Callable[..., Any]:
 def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """--input / --output: shared by every command that reads a model."""
     function = click.option(
-        "--output-kind",
-        type=click.Choice(["logits", "probabilities", "sigmoid"]),
+        "--output-kind", type=click.Choice(["logits", "probabilities", "sigmoid"]),
         help="What the output is, when fimaudit cannot tell from the graph: logits (one score per sample: a "
         "binary logit), probabilities (rows summing to one), sigmoid (one probability per sample). "
         "Default: read from the graph.",
@@ -205,11 +204,7 @@ def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def timeout_option(function: Callable[..., Any]) -> Callable[..., Any]:
     """--timeout: the time limit of one model evaluation; shared by audit, compare and jacobian."""
     return click.option(
-        "--timeout",
-        type=click.FloatRange(min=0),
-        default=DEFAULT_TIMEOUT_S,
-        show_default=True,
-        metavar="SECONDS",
+        "--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True, metavar="SECONDS",
         help="Stop with an error when one model evaluation (one ONNX Runtime run of a batch) takes longer; "
         "0: no limit. A run takes seconds even for ImageNet-size models, so the default only stops models "
         "that never finish (a Loop with a huge trip count).",
@@ -300,20 +295,12 @@ def attack_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """The attack stage's options (issue 11): shared by ``audit --attack`` and ``attack``."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         attack_measure_options,
-        click.option(
-            "--save-adversarial",
-            "adversarial_path",
-            type=click.Path(dir_okay=False),
-            help="Write the verified adversarial examples here (.npy, the audited inputs' layout, NaN rows "
-            "where none was found).",
-        ),
-        click.option(
-            "--fail-robust-below",
-            type=click.FloatRange(0, 1),
-            metavar="R",
-            help="Exit 1 when robust accuracy (the fraction of samples no verified example within eps "
-            "changed) is below R at any --attack-eps radius.",
-        ),
+        click.option("--save-adversarial", "adversarial_path", type=click.Path(dir_okay=False),
+                     help="Write the verified adversarial examples here (.npy, the audited inputs' layout, NaN rows "
+                     "where none was found)."),
+        click.option("--fail-robust-below", type=click.FloatRange(0, 1), metavar="R",
+                     help="Exit 1 when robust accuracy (the fraction of samples no verified example within eps "
+                     "changed) is below R at any --attack-eps radius."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -323,29 +310,16 @@ def attack_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def attack_measure_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """What the attacks measure: norm, radii, input range, budget (``compare --attack`` takes only these)."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option(
-            "--norm",
-            type=click.Choice(["2", "inf"]),
-            default="2",
-            show_default=True,
-            help="Norm of the attacks (epsilon_min, --attack-eps) and of the --certify balls.",
-        ),
-        click.option(
-            "--attack-eps",
-            metavar="EPS,...",
-            help="PGD radii, comma-separated (e.g. 0.01,0.03,0.1): success rate and robust accuracy per radius.",
-        ),
-        click.option(
-            "--input-range", metavar="LO,HI", help="Valid input values; every adversarial example is clipped to them."
-        ),
-        click.option(
-            "--attack-budget",
-            type=click.IntRange(min=1),
-            default=DEFAULT_ATTACK_BUDGET,
-            show_default=True,
-            help="Model evaluations one sample's minimum-norm attack may spend (gradients included), "
-            "and as many again for its FMN refinement.",
-        ),
+        click.option("--norm", type=click.Choice(["2", "inf"]), default="2", show_default=True,
+                     help="Norm of the attacks (epsilon_min, --attack-eps) and of the --certify balls."),
+        click.option("--attack-eps", metavar="EPS,...",
+                     help="PGD radii, comma-separated (e.g. 0.01,0.03,0.1): success rate and robust accuracy "
+                     "per radius."),
+        click.option("--input-range", metavar="LO,HI",
+                     help="Valid input values; every adversarial example is clipped to them."),
+        click.option("--attack-budget", type=click.IntRange(min=1), default=DEFAULT_ATTACK_BUDGET, show_default=True,
+                     help="Model evaluations one sample's minimum-norm attack may spend (gradients included), "
+                     "and as many again for its FMN refinement."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -363,11 +337,8 @@ def attack_config(
     limits = _float_list(input_range, "--input-range", 2)
     try:
         return AttackConfig(
-            norm=norm_name(norm),
-            radii=tuple(radii),
-            input_range=InputRange(*limits) if limits else None,
-            budget=attack_budget,
-            robust_below=fail_robust_below,
+            norm=norm_name(norm), radii=tuple(radii), input_range=InputRange(*limits) if limits else None,
+            budget=attack_budget, robust_below=fail_robust_below,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
@@ -384,45 +355,33 @@ def scale_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Image data, labels, pixel space, resuming and parallel runs (issue 13): ``audit`` only."""
     options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option(
-            "--preprocess",
-            metavar="SPEC",
+            "--preprocess", metavar="SPEC",
             help="How image files become model inputs: resize=256,center_crop=224,scale=1/255,"
             "mean=0.485,0.456,0.406,std=0.229,0.224,0.225,layout=NCHW,channels=RGB (or a JSON file of those keys). "
             "Default: the model's metadata_props['fimaudit.preprocess'] when it states one. Recorded in the JSON.",
         ),
         click.option(
-            "--labels",
-            "labels_path",
-            type=click.Path(exists=True, dir_okay=False, readable=True),
+            "--labels", "labels_path", type=click.Path(exists=True, dir_okay=False, readable=True),
             help="True classes: a 1-D integer .npy, one per sample (image folders and CSV lists carry their own). "
             "Adds accuracy, lambda_max by true class, and correct vs misclassified samples.",
         ),
         click.option(
-            "--space",
-            type=click.Choice(["model", "pixel"]),
-            default="model",
-            show_default=True,
+            "--space", type=click.Choice(["model", "pixel"]), default="model", show_default=True,
             help="Input space of the lambda_max the verdict reads: the model's (normalised) input, or raw pixels "
             "through the preprocessing's scale/mean/std (both are reported when a spec is given; pixel turns off "
             "the analytic bounds, which are in model space).",
         ),
         click.option(
-            "--checkpoint",
-            "checkpoint_dir",
-            type=click.Path(file_okay=False),
+            "--checkpoint", "checkpoint_dir", type=click.Path(file_okay=False),
             help="Keep each finished sample's result in this folder; rerunning the same command resumes there. "
             "A different model, data or setting is refused with the difference named.",
         ),
         click.option(
-            "--workers",
-            type=click.IntRange(min=1),
-            default=1,
-            show_default=True,
+            "--workers", type=click.IntRange(min=1), default=1, show_default=True,
             help="Audit samples in N local processes (each loads the model once); same numbers as one process.",
         ),
         click.option(
-            "--scheduler",
-            metavar="ADDRESS",
+            "--scheduler", metavar="ADDRESS",
             help="Audit samples on a Dask distributed cluster (e.g. tcp://10.0.0.5:8786); needs "
             "pip install 'fimaudit[distributed]'. Same numbers as one process.",
         ),
@@ -516,16 +475,12 @@ def inspect(
     help="vocab.txt (one token per line) to show the tokens beside their sensitivity (--wrt embeddings).",
 )
 @click.option(
-    "--attack",
-    "run_attacks",
-    is_flag=True,
+    "--attack", "run_attacks", is_flag=True,
     help="After lambda_max, attack every sample (verified minimum-norm epsilon, PGD at --attack-eps, the quadratic "
     "regime) and correlate lambda_max with 1/epsilon_min; see the attack options.",
 )
 @click.option(
-    "--certify",
-    "certify_eps",
-    metavar="EPS,...",
+    "--certify", "certify_eps", metavar="EPS,...",
     help="Certify lambda_max(F(x')) <= B(x, eps) for every x' within eps (--norm, met with --input-range) of each "
     "sample, for each radius; with --fail-above T also the certified radius per sample (docs/CERTIFICATES.md).",
 )
@@ -687,16 +642,12 @@ def audit(
     "--no-check", is_flag=True, help="Rank only: check no pair (for different networks trained on the same task)."
 )
 @click.option(
-    "--attack",
-    "run_attacks",
-    is_flag=True,
+    "--attack", "run_attacks", is_flag=True,
     help="Attack every model's samples too (see audit --attack); the models are also ranked by attack success at "
     "each --attack-eps radius, beside their lambda_max ranking.",
 )
 @click.option(
-    "--certify",
-    "certify_eps",
-    metavar="EPS,...",
+    "--certify", "certify_eps", metavar="EPS,...",
     help="Certify every model's samples too (see audit --certify; --norm and --input-range are shared).",
 )
 @attack_measure_options
@@ -748,24 +699,11 @@ def compare(
     resolve_pairing(list(models), reference, groups)  # a name that is not a model: exit 2 before any audit
     check_output_paths([*models, data_path], [json_path, report_path])
     attacks = attack_config(norm, attack_eps, input_range, attack_budget, None) if run_attacks else None
-    config = AuditConfig(
-        model_path="",
-        data_path=data_path,
-        samples=samples,
-        method=method,
-        gradients=gradients,
-        seed=seed,
-        budget=budget,
-        max_memory=max_memory,
-        flush_subnormals=flush_subnormals,
-        bounds=bounds,
-        cache=cache,
-        timeout=timeout or None,
-        max_time=max_time,
-        output_kind=output_kind,
-        attack=attacks,
-        certify=certify_config(certify_eps, norm, input_range),
-    )
+    config = AuditConfig(model_path="", data_path=data_path, samples=samples, method=method,
+                         gradients=gradients, seed=seed, budget=budget, max_memory=max_memory,
+                         flush_subnormals=flush_subnormals, bounds=bounds, cache=cache, timeout=timeout or None,
+                         max_time=max_time, output_kind=output_kind, attack=attacks,
+                         certify=certify_config(certify_eps, norm, input_range))
     update, finish = progress_reporter("auditing models")
     try:
         comparison = run_comparison(models, config, progress=update)
@@ -781,12 +719,8 @@ def compare(
     for entry in document["ranking"].get("by_attack") or []:
         order = ", ".join(f"{r['model']} {r['success_rate']:.0%}" for r in entry["models"])
         tau = "n/a" if entry["kendall_tau"] is None else f"{entry['kendall_tau']:.3f}"
-        click.echo(
-            one_line(
-                f"attack success at l{entry['norm']} eps {entry['eps']:g}: {order} "
-                f"(Kendall tau with the lambda_max ranking: {tau})"
-            )
-        )
+        click.echo(one_line(f"attack success at l{entry['norm']} eps {entry['eps']:g}: {order} "
+                            f"(Kendall tau with the lambda_max ranking: {tau})"))
     for outcome in comparison.outcomes:
         if outcome.note:
             click.echo(one_line(f"{outcome.path}: {outcome.note}"))
@@ -794,6 +728,7 @@ def compare(
         click.echo(one_line(f"{pair.a} vs {pair.b}: {pair.status.replace('_', ' ')}: {pair.reason}"))
     click.echo(one_line(f"{consistency.status.replace('_', ' ').upper()}: {consistency.reason}"))
     sys.exit(EXIT_PASSED if consistency.passed else EXIT_FAILED)
+
 
 
 @main.command()
@@ -863,9 +798,8 @@ def certify_config(certify_eps: str | None, norm: str, input_range: str | None) 
 
     limits = _float_list(input_range, "--input-range", 2)
     try:
-        return CertifyConfig(
-            tuple(_float_list(certify_eps, "--certify")), norm, (limits[0], limits[1]) if limits else None
-        )
+        return CertifyConfig(tuple(_float_list(certify_eps, "--certify")), norm,
+                             (limits[0], limits[1]) if limits else None)
     except FimauditError as exc:
         raise click.BadParameter(str(exc)) from None
 
@@ -886,20 +820,14 @@ def _float_list(text: str | None, what: str, count: int | None = None) -> list[f
 @main.command()
 @model_argument
 @click.option(
-    "--data",
-    "data_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
+    "--data", "data_path", required=True, type=click.Path(exists=True, dir_okay=False),
     help=".npy or .npz of samples (first axis indexes samples).",
 )
 @attack_options
 @click.option("--samples", type=click.IntRange(min=1), help="Attack at most the first N samples.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of PGD and bootstrap.")
 @click.option(
-    "--gradients",
-    type=click.Choice(list(GRADIENT_SOURCES)),
-    default="auto",
-    show_default=True,
+    "--gradients", type=click.Choice(list(GRADIENT_SOURCES)), default="auto", show_default=True,
     help="Gradient source (see audit --help).",
 )
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the JSON document here.")
@@ -934,16 +862,9 @@ def attack(
     outputs = [json_path, report_path, adversarial_path]
     check_output_paths([model, data_path], outputs)
     config = AuditConfig(
-        model_path=model,
-        data_path=data_path,
-        samples=samples,
-        gradients=gradients,
-        seed=seed,
-        bounds=False,
-        timeout=timeout or None,
-        attack=attacks,
+        model_path=model, data_path=data_path, samples=samples, gradients=gradients, seed=seed, bounds=False,
+        timeout=timeout or None, attack=attacks,
     )
-
     def recheck(loaded: LoadedModel) -> None:  # once the loader knows the external-data files
         check_output_paths([model, data_path, *model_files(loaded)], outputs)
 
@@ -968,10 +889,8 @@ def attack_lines(result: AuditResult) -> list[str]:
         eps = f"{found.epsilon_min:.4g}" if found.epsilon_min is not None else f"none ({found.reason})"
         lines.append(f"sample {sample.index}: lambda_max {sample.value:.4g}, epsilon_min ({norm}) {eps}")
     for row in summary.success_rate_by_eps:
-        lines.append(
-            f"{norm} eps {row.eps:g}: attack success {row.success_rate:.1%} (PGD alone "
-            f"{row.pgd_success_rate:.1%}), robust accuracy {row.robust_accuracy:.1%}"
-        )
+        lines.append(f"{norm} eps {row.eps:g}: attack success {row.success_rate:.1%} (PGD alone "
+                     f"{row.pgd_success_rate:.1%}), robust accuracy {row.robust_accuracy:.1%}")
     corr = summary.correlation
     if corr is None or corr.spearman is None or corr.kendall is None:
         count = 0 if corr is None else corr.count

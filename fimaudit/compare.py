@@ -69,7 +69,6 @@ def _ranks(values: Sequence[float]) -> list[int]:
 def agreement(measured: Sequence[float], bounds: Sequence[float]) -> dict[str, Any]:
     """Spearman and Kendall agreement of two orderings of the same models."""
     from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
-
     n = len(measured)
     concordant = discordant = 0
     for i, j in combinations(range(n), 2):
@@ -81,10 +80,7 @@ def agreement(measured: Sequence[float], bounds: Sequence[float]) -> dict[str, A
         "concordant_pairs": concordant,
         "discordant_pairs": discordant,
         "identical_order": _ranks(measured) == _ranks(bounds),
-        "spearman": None,
-        "spearman_p": None,
-        "kendall": None,
-        "kendall_p": None,
+        "spearman": None, "spearman_p": None, "kendall": None, "kendall_p": None,
     }
     if n >= 2 and len(set(measured)) > 1 and len(set(bounds)) > 1:
         rho, rho_p = stats.spearmanr(measured, bounds)
@@ -100,9 +96,8 @@ def _same_data(documents: Sequence[dict[str, Any]]) -> bool:
     return len(keys) == 1
 
 
-def rank_models(
-    documents: Sequence[dict[str, Any]], labels: Sequence[str] | None = None, statistic: str = "median"
-) -> dict[str, Any]:
+def rank_models(documents: Sequence[dict[str, Any]], labels: Sequence[str] | None = None,
+                statistic: str = "median") -> dict[str, Any]:
     """Both rankings of the audited models and their agreement, JSON-ready.
 
     ``documents``: audit documents (``build_document``), one per model, on the same data.
@@ -147,6 +142,7 @@ def rank_models(
     return result
 
 
+
 # ---------------------------------------------------------------------------------------------
 # Agreement of models that take the same input (issue 17)
 
@@ -169,46 +165,15 @@ LAMBDA_FLOOR = 1e-6
 #: lambda_max by 6.2e-2; quantised activations move it more, hence 0.25.
 EXPECTED_RTOL = {"float16": 5e-2, "quantised": 2.5e-1}
 #: Op types that mark a quantised model (ONNX Runtime's static and dynamic quantisation).
-QUANTISED_OPS = frozenset(
-    {
-        "QuantizeLinear",
-        "DequantizeLinear",
-        "DynamicQuantizeLinear",
-        "QLinearConv",
-        "QLinearMatMul",
-        "QLinearAdd",
-        "QLinearMul",
-        "QLinearSigmoid",
-        "QLinearLeakyRelu",
-        "QLinearAveragePool",
-        "QLinearGlobalAveragePool",
-        "QLinearConcat",
-        "QLinearSoftmax",
-        "MatMulInteger",
-        "ConvInteger",
-        "MatMulIntegerToFloat",
-        "DynamicQuantizeMatMul",
-        "QGemm",
-        "QAttention",
-    }
-)
+QUANTISED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax", "MatMulInteger", "ConvInteger",
+    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QAttention",
+})
 #: Op types that only move or relabel data: left out of "the graph differs in structure".
-_STRUCTURE_NEUTRAL = frozenset(
-    {
-        "Identity",
-        "Constant",
-        "Cast",
-        "Reshape",
-        "Flatten",
-        "Squeeze",
-        "Unsqueeze",
-        "Transpose",
-        "Shape",
-        "Gather",
-        "Concat",
-        "Dropout",
-    }
-)
+_STRUCTURE_NEUTRAL = frozenset({"Identity", "Constant", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+                                "Transpose", "Shape", "Gather", "Concat", "Dropout"})
 #: How many of a pair's most disagreeing samples the report lists.
 WORST_SAMPLES = 5
 
@@ -311,37 +276,23 @@ class ModelFacts:
         description = result.prepared.description
         kinds = sorted({s.kind for s in result.samples})
         return cls(
-            label=label,
-            path=outcome.path,
-            data_shape=data_shape,
-            num_classes=result.prepared.num_classes,
-            layout=layout,
-            parameter_count=description.parameter_count,
+            label=label, path=outcome.path, data_shape=data_shape, num_classes=result.prepared.num_classes,
+            layout=layout, parameter_count=description.parameter_count,
             family=str((result.architecture or {}).get("family", "unknown")),
             producer=" ".join(p for p in (description.producer, description.producer_version) if p) or "unknown",
-            ops=frozenset(description.op_histogram),
-            float16_weights=float16_weights(proto),
-            quantised_ops=tuple(quantised_ops(proto)),
-            gradients=result.gradients,
-            method=f"{result.config.method} ({', '.join(kinds)})",
-            gradients_note=outcome.note or "",
+            ops=frozenset(description.op_histogram), float16_weights=float16_weights(proto),
+            quantised_ops=tuple(quantised_ops(proto)), gradients=result.gradients,
+            method=f"{result.config.method} ({', '.join(kinds)})", gradients_note=outcome.note or "",
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The facts as JSON (the comparison report's per-model table)."""
         return {
-            "label": self.label,
-            "data_shape": list(self.data_shape),
-            "num_classes": self.num_classes,
+            "label": self.label, "data_shape": list(self.data_shape), "num_classes": self.num_classes,
             "layout": None if self.layout is None else self.layout.to_dict(),
-            "parameter_count": self.parameter_count,
-            "family": self.family,
-            "producer": self.producer,
-            "float16_weights": self.float16_weights,
-            "quantised_ops": list(self.quantised_ops),
-            "gradients": self.gradients,
-            "method": self.method,
-            "note": self.gradients_note,
+            "parameter_count": self.parameter_count, "family": self.family, "producer": self.producer,
+            "float16_weights": self.float16_weights, "quantised_ops": list(self.quantised_ops),
+            "gradients": self.gradients, "method": self.method, "note": self.gradients_note,
         }
 
 
@@ -399,16 +350,9 @@ class SampleAgreement:
     def to_dict(self) -> dict[str, Any]:
         """The sample's agreement as JSON."""
         return {
-            "index": self.index,
-            "lambda_a": self.lambda_a,
-            "lambda_b": self.lambda_b,
-            "relative_difference": self.relative_difference,
-            "class_a": self.class_a,
-            "class_b": self.class_b,
-            "top_prob_a": self.top_prob_a,
-            "top_prob_b": self.top_prob_b,
-            "agree": self.agree,
-            "why": self.why,
+            "index": self.index, "lambda_a": self.lambda_a, "lambda_b": self.lambda_b,
+            "relative_difference": self.relative_difference, "class_a": self.class_a, "class_b": self.class_b,
+            "top_prob_a": self.top_prob_a, "top_prob_b": self.top_prob_b, "agree": self.agree, "why": self.why,
         }
 
 
@@ -456,23 +400,14 @@ class PairAgreement:
         """The pair's agreement as JSON, with its counts and its worst sample."""
         worst = self.worst(1)
         return {
-            "a": self.a,
-            "b": self.b,
-            "status": self.status,
-            "reason": self.reason,
-            "rtol": self.rtol,
-            "rtol_reason": self.rtol_reason,
-            "lambda_floor": self.floor,
-            "min_agreement": self.min_agreement,
-            "samples": len(self.samples),
-            "agreeing_samples": self.agreeing,
-            "fraction_agreeing": self.fraction,
-            "same_predicted_class": self.same_predicted_class,
+            "a": self.a, "b": self.b, "status": self.status, "reason": self.reason,
+            "rtol": self.rtol, "rtol_reason": self.rtol_reason, "lambda_floor": self.floor,
+            "min_agreement": self.min_agreement, "samples": len(self.samples), "agreeing_samples": self.agreeing,
+            "fraction_agreeing": self.fraction, "same_predicted_class": self.same_predicted_class,
             "max_relative_difference": self.max_relative_difference,
             "worst_sample": worst[0].index if worst else None,
             "worst_samples": [s.to_dict() for s in self.worst()],
-            "expected_deviations": list(self.expected),
-            "evidence": self.evidence,
+            "expected_deviations": list(self.expected), "evidence": self.evidence,
             "per_sample": [s.to_dict() for s in self.samples],
         }
 
@@ -495,71 +430,29 @@ def _agree_samples(a: AuditResult, b: AuditResult, rtol: float) -> tuple[list[Sa
             why.append(f"top probability {x.top_prob:.4g} vs {y.top_prob:.4g}")
         if relative > rtol:
             why.append(f"lambda_max {x.value:.4g} vs {y.value:.4g}")
-        samples.append(
-            SampleAgreement(
-                i,
-                x.value,
-                y.value,
-                relative,
-                x.predicted_class,
-                y.predicted_class,
-                x.top_prob,
-                y.top_prob,
-                not why,
-                "; ".join(why),
-            )
-        )
+        samples.append(SampleAgreement(i, x.value, y.value, relative, x.predicted_class, y.predicted_class,
+                                       x.top_prob, y.top_prob, not why, "; ".join(why)))
     return samples, floor
 
 
-def pair_agreement(
-    a: ModelFacts,
-    result_a: AuditResult,
-    b: ModelFacts,
-    result_b: AuditResult,
-    rtol: float = DEFAULT_RTOL,
-    min_agreement: float = 1.0,
-) -> PairAgreement:
+def pair_agreement(a: ModelFacts, result_a: AuditResult, b: ModelFacts, result_b: AuditResult,
+                   rtol: float = DEFAULT_RTOL, min_agreement: float = 1.0) -> PairAgreement:
     """Sample-by-sample agreement of two audits of the same data."""
     evidence = {
-        "parameter_count": [a.parameter_count, b.parameter_count],
-        "family": [a.family, b.family],
-        "producer": [a.producer, b.producer],
-        "gradients": [a.gradients, b.gradients],
+        "parameter_count": [a.parameter_count, b.parameter_count], "family": [a.family, b.family],
+        "producer": [a.producer, b.producer], "gradients": [a.gradients, b.gradients],
     }
     causes, loosened, why = expected_deviations(a, b)
     tolerance = max(rtol, loosened) if loosened is not None else rtol
     rtol_reason = f"loosened from {rtol:g} for {why}" if loosened is not None and loosened > rtol else None
     blocked = comparable(a, b)
     if blocked is not None:
-        return PairAgreement(
-            a.label,
-            b.label,
-            "not_checked",
-            f"not comparable: {blocked}",
-            tolerance,
-            rtol_reason,
-            0.0,
-            min_agreement,
-            (),
-            tuple(causes),
-            evidence,
-        )
+        return PairAgreement(a.label, b.label, "not_checked", f"not comparable: {blocked}", tolerance, rtol_reason,
+                             0.0, min_agreement, (), tuple(causes), evidence)
     samples, floor = _agree_samples(result_a, result_b, tolerance)
     if not samples:
-        return PairAgreement(
-            a.label,
-            b.label,
-            "not_checked",
-            "no sample was audited by both",
-            tolerance,
-            rtol_reason,
-            floor,
-            min_agreement,
-            (),
-            tuple(causes),
-            evidence,
-        )
+        return PairAgreement(a.label, b.label, "not_checked", "no sample was audited by both", tolerance, rtol_reason,
+                             floor, min_agreement, (), tuple(causes), evidence)
     agreeing = sum(1 for s in samples if s.agree)
     worst = sorted(samples, key=lambda s: (s.agree, -s.relative_difference))[0]
     counted = f"{agreeing} of {len(samples)} samples agree within {tolerance:g}"
@@ -571,19 +464,8 @@ def pair_agreement(
     else:
         status = "disagree"
         reason = f"only {counted}; sample {worst.index} differs most ({worst.why})"
-    return PairAgreement(
-        a.label,
-        b.label,
-        status,
-        reason,
-        tolerance,
-        rtol_reason,
-        floor,
-        min_agreement,
-        tuple(samples),
-        tuple(causes),
-        evidence,
-    )
+    return PairAgreement(a.label, b.label, status, reason, tolerance, rtol_reason, floor, min_agreement,
+                         tuple(samples), tuple(causes), evidence)
 
 
 @dataclass(frozen=True)
@@ -611,13 +493,8 @@ class Consistency:
     def to_dict(self) -> dict[str, Any]:
         """The consistency outcome as JSON."""
         return {
-            "status": self.status,
-            "reason": self.reason,
-            "passed": self.passed,
-            "mode": self.mode,
-            "requested": self.requested,
-            "reference": self.reference,
-            "groups": [list(g) for g in self.groups],
+            "status": self.status, "reason": self.reason, "passed": self.passed, "mode": self.mode,
+            "requested": self.requested, "reference": self.reference, "groups": [list(g) for g in self.groups],
             "failures": list(self.failures),
         }
 
@@ -633,9 +510,8 @@ def _resolve(name: str, paths: Sequence[str], labels: Sequence[str]) -> int:
     raise InputError(f"{name!r} is not one of the compared models ({', '.join(labels)})")
 
 
-def resolve_pairing(
-    paths: Sequence[str], reference: str | None = None, groups: Sequence[str] = ()
-) -> tuple[int | None, list[list[int]]]:
+def resolve_pairing(paths: Sequence[str], reference: str | None = None,
+                    groups: Sequence[str] = ()) -> tuple[int | None, list[list[int]]]:
     """Positions of the reference model and of each group's models (``groups``: "A,B" strings)."""
     labels = model_labels(paths)
     ref = _resolve(reference, paths, labels) if reference is not None else None
@@ -679,36 +555,15 @@ def check_consistency(
     for i, j in wanted:
         if i not in facts or j not in facts:
             missing = labels[i] if i not in facts else labels[j]
-            pairs.append(
-                PairAgreement(
-                    labels[i],
-                    labels[j],
-                    "not_checked",
-                    f"{missing} could not be audited",
-                    rtol,
-                    None,
-                    0.0,
-                    min_agreement,
-                    (),
-                    (),
-                )
-            )
+            pairs.append(PairAgreement(labels[i], labels[j], "not_checked", f"{missing} could not be audited",
+                                       rtol, None, 0.0, min_agreement, (), ()))
             continue
         pairs.append(pair_agreement(facts[i], audited[i], facts[j], audited[j], rtol, min_agreement))
     status, reason = _outcome(pairs, mode)
     if failures:
         reason += f"; {len(failures)} model(s) could not be audited: {', '.join(failures)}"
-    return Consistency(
-        status,
-        reason,
-        mode,
-        requested,
-        tuple(pairs),
-        tuple(facts[i] for i in sorted(facts)),
-        failures,
-        labels[ref] if ref is not None else None,
-        tuple(tuple(labels[i] for i in g) for g in members),
-    )
+    return Consistency(status, reason, mode, requested, tuple(pairs), tuple(facts[i] for i in sorted(facts)), failures,
+                       labels[ref] if ref is not None else None, tuple(tuple(labels[i] for i in g) for g in members))
 
 
 def _names(pairs: Sequence[PairAgreement]) -> str:
@@ -732,6 +587,5 @@ def _outcome(pairs: Sequence[PairAgreement], mode: PairingMode) -> tuple[Agreeme
         return "not_checked", f"not every requested pair could be checked ({why})"
     if agreeing:
         return "agree", f"models that take the same input agree ({_names(agreeing)})"
-    return "not_checked", (
-        "no two models take the same input with the same number of classes, so no agreement was checked"
-    )
+    return "not_checked", ("no two models take the same input with the same number of classes, "
+                           "so no agreement was checked")

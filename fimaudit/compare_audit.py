@@ -54,7 +54,6 @@ class ModelOutcome:
 @dataclass
 class Comparison:
     """Every model's audit outcome from one ``compare`` run, and when the run started."""
-
     config: AuditConfig
     outcomes: list[ModelOutcome]
     started_at: str
@@ -115,10 +114,8 @@ def _plan(paths: Sequence[str], config: AuditConfig, folder: Path) -> list[_Plan
             notes.append(f"data permuted {layout.name} for this model's input")
         if quantised_here and config.gradients == "auto":
             model_config = dataclasses.replace(model_config, gradients="fd")
-            notes.append(
-                f"quantised ({', '.join(quantised_here)}): finite differences instead of graph gradients, "
-                "which are zero almost everywhere between quantisation steps"
-            )
+            notes.append(f"quantised ({', '.join(quantised_here)}): finite differences instead of graph gradients, "
+                         "which are zero almost everywhere between quantisation steps")
         plans.append(_Plan(model_config, layout, "; ".join(notes)))
     return plans
 

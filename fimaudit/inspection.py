@@ -21,12 +21,8 @@ from fimaudit.text import visible
 
 
 def inspect_model(
-    model_path: str,
-    input_name: str | None = None,
-    output_name: str | None = None,
-    budget: MemoryBudget | None = None,
-    output_kind: str | None = None,
-    wrt: str = "input",
+    model_path: str, input_name: str | None = None, output_name: str | None = None, budget: MemoryBudget | None = None,
+    output_kind: str | None = None, wrt: str = "input",
 ) -> dict[str, Any]:
     """Description, selection and architecture of a model, JSON-ready.
 
@@ -105,10 +101,8 @@ def inspection_text(document: dict[str, Any]) -> str:
         return "\n".join(visible(line) for line in lines)
     chosen_in = selection["input"]
     chosen_out = selection["output"]
-    lines.append(
-        f"audit input:  {chosen_in['name']} {chosen_in['dtype']} {_shape(chosen_in['shape'])}"
-        + (f" (fixed batch {selection['fixed_batch']})" if selection["fixed_batch"] else "")
-    )
+    lines.append(f"audit input:  {chosen_in['name']} {chosen_in['dtype']} {_shape(chosen_in['shape'])}"
+                 + (f" (fixed batch {selection['fixed_batch']})" if selection["fixed_batch"] else ""))
     lines.append(f"audit output: {chosen_out['name']} ({chosen_out['kind']}; logits: {chosen_out['logits']})")
     if selection["extra_inputs"]:
         lines.append("other inputs: " + ", ".join(selection["extra_inputs"]))

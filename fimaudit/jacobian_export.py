@@ -70,16 +70,8 @@ def export_jacobian(
     with OutputSet([out_path], [model_path, data_path]) as outputs:
         outputs.check()
         ready = prepare_jacobians(
-            model_path,
-            data_path,
-            gradients,
-            samples,
-            MemoryBudget.from_option(max_memory),
-            timeout,
-            refuse_outputs_over(outputs),
-            input_name,
-            output_name,
-            output_kind,
+            model_path, data_path, gradients, samples, MemoryBudget.from_option(max_memory), timeout,
+            refuse_outputs_over(outputs), input_name, output_name, output_kind,
         )
         prepared, data, plan, choice = ready.prepared, ready.data, ready.plan, ready.choice
         jacobian = choice.source

@@ -126,11 +126,8 @@ class SampleResult:
             "certified_radius": self.certified_radius,
             "space": self.space,
             "lambda_max_by_space": {
-                name: {
-                    "lambda_max": float(r.value),
-                    "kind": r.kind,
-                    "interval": list(r.interval) if r.interval is not None else None,
-                }
+                name: {"lambda_max": float(r.value), "kind": r.kind,
+                       "interval": list(r.interval) if r.interval is not None else None}
                 for name, r in self.spaces.items()
             },
             "true_class": self.true_class,
@@ -155,11 +152,8 @@ class LabelSummary:
     def to_dict(self) -> dict[str, Any]:
         """The summary as JSON (the document's ``labels``)."""
         return {
-            "count": self.count,
-            "accuracy": self.accuracy,
-            "space": self.space,
-            "correct": dict(self.correct),
-            "misclassified": dict(self.misclassified),
+            "count": self.count, "accuracy": self.accuracy, "space": self.space,
+            "correct": dict(self.correct), "misclassified": dict(self.misclassified),
             "by_true_class": [dict(entry) for entry in self.by_true_class],
         }
 
@@ -276,12 +270,8 @@ class Certificate:
     def to_dict(self) -> dict[str, Any]:
         """The certificate as JSON."""
         return {
-            "epsilon": self.epsilon,
-            "norm": self.norm,
-            "value": self.value,
-            "kind": self.kind,
-            "unstable_activations": self.unstable_activations,
-            "seconds": self.seconds,
+            "epsilon": self.epsilon, "norm": self.norm, "value": self.value, "kind": self.kind,
+            "unstable_activations": self.unstable_activations, "seconds": self.seconds,
             "at_point": self.at_point,
         }
 
@@ -301,13 +291,10 @@ class Certification:
     def to_dict(self) -> dict[str, Any]:
         """The certification settings and statements as JSON."""
         return {
-            "epsilons": list(self.epsilons),
-            "norm": self.norm,
+            "epsilons": list(self.epsilons), "norm": self.norm,
             "input_range": None if self.input_range is None else list(self.input_range),
-            "threshold": self.threshold,
-            "radius_tolerance": self.radius_tolerance,
-            "statement": self.statement,
-            "not_certified": self.not_certified,
+            "threshold": self.threshold, "radius_tolerance": self.radius_tolerance,
+            "statement": self.statement, "not_certified": self.not_certified,
         }
 
 
@@ -517,17 +504,9 @@ class AttackSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """``attack_summary``: issue 11's contract fields first, then what they rest on."""
-        correlation = (
-            self.correlation.to_dict()
-            if self.correlation is not None
-            else {
-                "count": 0,
-                "unpaired": self.attempted,
-                "spearman": None,
-                "kendall": None,
-                "intervals": None,
-            }
-        )
+        correlation = self.correlation.to_dict() if self.correlation is not None else {
+            "count": 0, "unpaired": self.attempted, "spearman": None, "kendall": None, "intervals": None,
+        }
         return {
             "status": self.status,
             "reason": self.reason,

@@ -359,7 +359,9 @@ class ModelRunner:
         self.accounting.add(rows.shape[0])
         return outputs
 
-    def run_batched(self, inputs: np.ndarray, on_batch: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    def run_batched(
+        self, inputs: np.ndarray, on_batch: Callable[[int], None] | None = None
+    ) -> list[np.ndarray]:
         """Evaluate all rows of ``inputs`` in batches; outputs are concatenated along axis 0."""
         size = self.batch_size
         pieces: list[list[np.ndarray]] = []

@@ -275,13 +275,8 @@ class _StepValues:
     @classmethod
     def empty(cls, count: int, classes: int) -> _StepValues:
         """Nothing evaluated yet."""
-        return cls(
-            np.full((count, classes), np.nan),
-            np.full((count, classes), np.nan),
-            np.full(count, np.nan),
-            np.full(count, np.nan),
-            np.zeros(count, dtype=bool),
-        )
+        return cls(np.full((count, classes), np.nan), np.full((count, classes), np.nan),
+                   np.full(count, np.nan), np.full(count, np.nan), np.zeros(count, dtype=bool))
 
 
 def _evaluate_steps(
@@ -309,14 +304,9 @@ def _evaluate_steps(
         graph = np.asarray(checked.jvp(sample, moved), dtype=np.float64)
         lengths = np.linalg.norm(moved, axis=1)
         lengths[lengths == 0] = np.inf
-        parts.append(
-            (
-                differences / lengths[:, None],
-                graph / lengths[:, None],
-                ROUNDING_FACTOR * FLOAT32_ROUNDOFF * np.linalg.norm(magnitudes, axis=1) / lengths,
-                np.linalg.norm(second, axis=1) / lengths,
-            )
-        )
+        parts.append((differences / lengths[:, None], graph / lengths[:, None],
+                      ROUNDING_FACTOR * FLOAT32_ROUNDOFF * np.linalg.norm(magnitudes, axis=1) / lengths,
+                      np.linalg.norm(second, axis=1) / lengths))
     quotients, graphs, rounding, kinks = (np.concatenate(values) for values in zip(*parts, strict=True))
     first = 0
     for _, rows, values in wanted:
@@ -407,9 +397,8 @@ def adjoint_identity(
     forward = np.asarray(checked.jvp(sample, inputs), dtype=np.float64)  # J u, [2P, K]
     left = np.einsum("pd,pd->p", inputs, reverse_all)
     right = np.einsum("pk,pk->p", forward, weights)
-    scale = np.linalg.norm(inputs, axis=1) * np.linalg.norm(reverse_all, axis=1) + np.linalg.norm(
-        forward, axis=1
-    ) * np.linalg.norm(weights, axis=1)
+    scale = (np.linalg.norm(inputs, axis=1) * np.linalg.norm(reverse_all, axis=1)
+             + np.linalg.norm(forward, axis=1) * np.linalg.norm(weights, axis=1))
     scale[scale == 0] = np.finfo(np.float64).tiny
     tolerance = ADJOINT_FACTOR * FLOAT32_ROUNDOFF * float(np.sqrt(max(d, ADJOINT_MIN_LENGTH)))
     return AdjointOutcome(np.abs(left - right) / scale, tolerance)

@@ -143,7 +143,10 @@ def load_token_data(
             "the embedding lookup gave NaN or Inf values (check the token ids against the vocabulary size)"
         )
     dtypes = {value.name: value.type.tensor_type.elem_type for value in graph_inputs(rewritten.graph)}
-    rows = {name: arrays[name].astype(onnx.helper.tensor_dtype_to_np_dtype(dtypes[name])) for name in rewritten_inputs}
+    rows = {
+        name: arrays[name].astype(onnx.helper.tensor_dtype_to_np_dtype(dtypes[name]))
+        for name in rewritten_inputs
+    }
     feeds = {name: values[0] for name, values in rows.items()}
     tokens = TokenData(site, ids, mask, rows, vocabulary)
     data = AuditData(inputs=np.ascontiguousarray(embeddings), source=source, synthetic=False, extra_feeds=feeds)
@@ -162,7 +165,8 @@ def compute_embeddings(
     pieces = []
     for start in range(0, count, 64):
         feeds: dict[str, np.ndarray] = {
-            name: arrays[name][start : start + 64].astype(numpy_of.get(types[name], np.int64)) for name in types
+            name: arrays[name][start : start + 64].astype(numpy_of.get(types[name], np.int64))
+            for name in types
         }
         (values,) = run_session(session, None, feeds, timeout)
         pieces.append(values)

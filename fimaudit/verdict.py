@@ -87,10 +87,8 @@ def _gradient_check_detail(check: GradientCheck) -> str:
         adjoint_text = f"adjoint identity not applicable ({check.adjoint_not_applicable or 'no forward-mode graph'})"
     else:
         worst = max(float(outcome.discrepancies.max()) for outcome in check.adjoint)
-        adjoint_text = (
-            f"adjoint identity <u, J^T w> = <J u, w> {check.adjoint_status.replace('_', ' ')}: "
-            f"largest discrepancy {fmt(worst)} (tolerance {fmt(check.adjoint[0].tolerance)})"
-        )
+        adjoint_text = (f"adjoint identity <u, J^T w> = <J u, w> {check.adjoint_status.replace('_', ' ')}: "
+                        f"largest discrepancy {fmt(worst)} (tolerance {fmt(check.adjoint[0].tolerance)})")
     return f"{fd_text}; {adjoint_text}"
 
 
@@ -103,11 +101,8 @@ def gradient_check(check: GradientCheck | None, gradients: str) -> Check:
     """
     if check is None:
         if gradients == "fd":
-            return _check(
-                "gradient_check",
-                "not_applicable",
-                "the gradients are finite differences themselves; there is no gradient graph to check",
-            )
+            return _check("gradient_check", "not_applicable",
+                          "the gradients are finite differences themselves; there is no gradient graph to check")
         return _check("gradient_check", "not_computed", "no gradient check was run in this audit")
     return _check("gradient_check", check.status, _gradient_check_detail(check))  # type: ignore[arg-type]
 
@@ -119,21 +114,15 @@ def convergence_check(samples: Sequence[SampleResult]) -> Check:
         return _check("convergence", "not_applicable", "every value is exact (a K x K eigenproblem; nothing iterates)")
     reported = [s for s in iterative if s.converged is not None]
     if not reported:
-        return _check(
-            "convergence",
-            "not_computed",
-            f"the estimator did not report convergence for its {len(iterative)} estimated values",
-        )
+        return _check("convergence", "not_computed",
+                      f"the estimator did not report convergence for its {len(iterative)} estimated values")
     failures = [s.index for s in reported if not s.converged]
     unreported = len(iterative) - len(reported)
     tail = f"; {unreported} did not report" if unreported else ""
     if failures:
         listed = ", ".join(str(i) for i in failures[:10]) + (" ..." if len(failures) > 10 else "")
-        return _check(
-            "convergence",
-            "failed",
-            f"{len(failures)} of {len(reported)} estimates did not converge (samples {listed}){tail}",
-        )
+        return _check("convergence", "failed",
+                      f"{len(failures)} of {len(reported)} estimates did not converge (samples {listed}){tail}")
     return _check("convergence", "passed", f"all {len(reported)} estimates converged{tail}")
 
 
@@ -170,16 +159,12 @@ def bound_check(samples: Sequence[SampleResult], bound: Bound | None) -> Check:
     if violations:
         shown = "; ".join(violations[:5]) + (" ..." if len(violations) > 5 else "")
         return _check("bound_check", "failed", f"{len(violations)} violations of the {' and '.join(scope)}: {shown}")
-    return _check(
-        "bound_check",
-        "passed",
-        f"every measured value is within the {' and '.join(scope)} (slack {BOUND_RELATIVE_SLACK:g} relative)",
-    )
+    return _check("bound_check", "passed",
+                  f"every measured value is within the {' and '.join(scope)} (slack {BOUND_RELATIVE_SLACK:g} relative)")
 
 
-def sanity_checks(
-    samples: Sequence[SampleResult], bound: Bound | None, check: GradientCheck | None, gradients: str
-) -> tuple[Check, ...]:
+def sanity_checks(samples: Sequence[SampleResult], bound: Bound | None, check: GradientCheck | None,
+                  gradients: str) -> tuple[Check, ...]:
     """All checks, in the order the report shows them."""
     return (gradient_check(check, gradients), convergence_check(samples), bound_check(samples, bound))
 
@@ -230,9 +215,8 @@ def _undecided_note(checks: Sequence[Check]) -> str:
     return f" (the {' and the '.join(undecided)} did not decide, which does not undermine the values)"
 
 
-def decide(
-    samples: Sequence[SampleResult], summary: Summary, checks: Sequence[Check], threshold: float | None, statistic: str
-) -> Verdict:
+def decide(samples: Sequence[SampleResult], summary: Summary, checks: Sequence[Check],
+           threshold: float | None, statistic: str) -> Verdict:
     """Pass, fail, inconclusive or no threshold, with the reason in one sentence."""
     if statistic not in STATISTICS:
         raise InputError(f"unknown statistic {statistic!r}; choose from {', '.join(STATISTICS)}")
@@ -255,36 +239,23 @@ def decide(
     limit = fmt(threshold)
     failed = _subjects(checks, "failed", UNDERMINING_CHECKS)
     if failed:
-        return verdict(
-            "inconclusive",
-            f"the {' and the '.join(failed)} failed, so the measured {name} ({fmt(value)}) "
-            f"cannot be trusted against the threshold {limit}",
-        )
+        return verdict("inconclusive", f"the {' and the '.join(failed)} failed, so the measured {name} ({fmt(value)}) "
+                                       f"cannot be trusted against the threshold {limit}")
     if high is not None and high <= threshold:
-        return verdict(
-            "pass",
-            f"{name} {fmt(value)} is at or below the threshold {limit}"
-            if all_exact
-            else f"{name} is at most {fmt(high)} (the top of its range given the intervals and bounds), "
-            f"at or below the threshold {limit}",
-        )
+        return verdict("pass", f"{name} {fmt(value)} is at or below the threshold {limit}" if all_exact else
+                       f"{name} is at most {fmt(high)} (the top of its range given the intervals and bounds), "
+                       f"at or below the threshold {limit}")
     if low > threshold:
         above = sum(1 for s in samples if s.value > threshold)
-        reason = (
-            f"{name} {fmt(value)} is above the threshold {limit}"
-            if all_exact
-            else f"{name} is at least {fmt(low)} (the bottom of its range given the intervals and bounds), "
-            f"above the threshold {limit}"
-        )
+        reason = (f"{name} {fmt(value)} is above the threshold {limit}" if all_exact else
+                  f"{name} is at least {fmt(low)} (the bottom of its range given the intervals and bounds), "
+                  f"above the threshold {limit}")
         return verdict("fail", f"{reason} ({above} of {len(samples)} samples above it)")
     if high is None:
         unconverged = sum(1 for s in samples if s.kind == "estimate" and s.converged is False)
         why = f"{unconverged} estimates did not converge" if unconverged else "lower bounds only"
-        return verdict(
-            "inconclusive",
-            f"{name} is at least {fmt(low)} but has no upper limit ({why}), "
-            f"so it cannot be shown to be at or below the threshold {limit}",
-        )
+        return verdict("inconclusive", f"{name} is at least {fmt(low)} but has no upper limit ({why}), "
+                                       f"so it cannot be shown to be at or below the threshold {limit}")
     return verdict(
         "inconclusive", f"{name} lies between {fmt(low)} and {fmt(high)}, which straddles the threshold {limit}"
     )
@@ -314,25 +285,18 @@ def robust_accuracy_check(attack: AttackSummary) -> Check:
     measured = ", ".join(f"{fmt(row.robust_accuracy, 3)} at eps {fmt(row.eps)}" for row in attack.success_rate_by_eps)
     norm = f"l{attack.norm}"
     if attack.robust_below is None:
-        return _check(
-            "robust_accuracy", "not_applicable", f"no --fail-robust-below; robust accuracy ({norm}) {measured}"
-        )
+        return _check("robust_accuracy", "not_applicable",
+                      f"no --fail-robust-below; robust accuracy ({norm}) {measured}")
     below = [row for row in attack.success_rate_by_eps if row.robust_accuracy < attack.robust_below]
     limit = fmt(attack.robust_below, 3)
     if below:
         worst = min(below, key=lambda row: row.robust_accuracy)
-        return _check(
-            "robust_accuracy",
-            "failed",
-            f"robust accuracy ({norm}) is {fmt(worst.robust_accuracy, 3)} at eps {fmt(worst.eps)}, below "
-            f"{limit}, shown by forward-verified adversarial examples ({measured})",
-        )
-    return _check(
-        "robust_accuracy",
-        "passed",
-        f"robust accuracy ({norm}) at least {limit} at every radius ({measured}); an upper bound: "
-        "these attacks at their budget found no more examples, which does not certify robustness",
-    )
+        return _check("robust_accuracy", "failed",
+                      f"robust accuracy ({norm}) is {fmt(worst.robust_accuracy, 3)} at eps {fmt(worst.eps)}, below "
+                      f"{limit}, shown by forward-verified adversarial examples ({measured})")
+    return _check("robust_accuracy", "passed",
+                  f"robust accuracy ({norm}) at least {limit} at every radius ({measured}); an upper bound: "
+                  "these attacks at their budget found no more examples, which does not certify robustness")
 
 
 def gate_robustness(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
@@ -356,16 +320,8 @@ def gate_robustness(verdict: Verdict, checks: Sequence[Check]) -> Verdict:
     return Verdict(status, verdict.threshold, verdict.statistic, verdict.value, verdict.interval, reason)
 
 
-def judge(
-    samples: Sequence[SampleResult],
-    summary: Summary,
-    bound: Bound | None,
-    check: GradientCheck | None,
-    gradients: str,
-    threshold: float | None,
-    statistic: str,
-    attack: AttackSummary | None = None,
-) -> Judgement:
+def judge(samples: Sequence[SampleResult], summary: Summary, bound: Bound | None, check: GradientCheck | None,
+          gradients: str, threshold: float | None, statistic: str, attack: AttackSummary | None = None) -> Judgement:
     """The sanity checks of an audit and its verdict (with the robust-accuracy gate when attacks ran)."""
     checks = sanity_checks(samples, bound, check, gradients)
     if attack is not None:  # the attack stage's check is shown only in audits that ran it (--attack)
@@ -388,24 +344,14 @@ def certificate_check(samples: Sequence[SampleResult], threshold: float | None) 
     if threshold is None:
         return _check("certified", "not_applicable", "no --fail-above: certificates reported, nothing to compare")
     radii = sorted({c.epsilon for sample in samples for c in sample.certificates})
-    holding = [
-        eps
-        for eps in radii
-        if all(any(c.epsilon == eps and c.value <= threshold for c in s.certificates) for s in samples)
-    ]
+    holding = [eps for eps in radii
+               if all(any(c.epsilon == eps and c.value <= threshold for c in s.certificates) for s in samples)]
     if holding:
-        return _check(
-            "certified",
-            "passed",
-            f"lambda_max <= {fmt(threshold)} certified within eps {fmt(holding[-1])} ({norm}) of every audited input",
-        )
+        return _check("certified", "passed", f"lambda_max <= {fmt(threshold)} certified within eps {fmt(holding[-1])} "
+                      f"({norm}) of every audited input")
     above = sum(1 for s in samples if not any(c.value <= threshold for c in s.certificates))
-    return _check(
-        "certified",
-        "not_decided",
-        f"at the listed radii ({norm}) the certified bound exceeds "
-        f"{fmt(threshold)} on {above} of {len(samples)} samples (the bound is loose there: not a failure)",
-    )
+    return _check("certified", "not_decided", f"at the listed radii ({norm}) the certified bound exceeds "
+                  f"{fmt(threshold)} on {above} of {len(samples)} samples (the bound is loose there: not a failure)")
 
 
 def note_certified(verdict: Verdict, checks: Sequence[Check]) -> Verdict:

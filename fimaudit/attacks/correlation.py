@@ -24,7 +24,6 @@ from fimaudit.results import RankCorrelation
 
 def _coefficients(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
-
     if np.unique(x).size < 2 or np.unique(y).size < 2:
         return float("nan"), float("nan")
     return float(stats.spearmanr(x, y).statistic), float(stats.kendalltau(x, y).statistic)
@@ -37,7 +36,6 @@ BLOCK_ELEMENTS = 4_000_000
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman rho of each row pair of ``x``, ``y`` [R, n] (average ranks for ties); NaN where a row is constant."""
     from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
-
     rx, ry = stats.rankdata(x, axis=1), stats.rankdata(y, axis=1)
     rx -= rx.mean(axis=1, keepdims=True)
     ry -= ry.mean(axis=1, keepdims=True)
@@ -53,7 +51,6 @@ PAIRWISE_LIMIT = 300
 def _kendall_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Kendall's tau-b of each row pair of ``x``, ``y`` [R, n]; NaN where a row is constant."""
     from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
-
     n = x.shape[1]
     if n > PAIRWISE_LIMIT:
         return np.array([stats.kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)], dtype=np.float64)

@@ -124,14 +124,8 @@ def deepfool(
 
 
 def refine_boundary(
-    source: InputJacobian,
-    forward: Forward,
-    origin: np.ndarray,
-    found: np.ndarray,
-    original: int,
-    logits: np.ndarray,
-    norm: Norm,
-    budget: int,
+    source: InputJacobian, forward: Forward, origin: np.ndarray, found: np.ndarray, original: int,
+    logits: np.ndarray, norm: Norm, budget: int,
 ) -> np.ndarray:
     """FMN from the found example, then FMN targeted at each of the ``FMN_TARGETS`` classes closest in logit.
 
@@ -146,9 +140,8 @@ def refine_boundary(
     for target in rivals:
         if meter.spent >= budget:
             break
-        found = fmn_refine(
-            source, forward, origin, found, original, norm, budget=budget - meter.spent, target=target, from_origin=True
-        )
+        found = fmn_refine(source, forward, origin, found, original, norm, budget=budget - meter.spent,
+                           target=target, from_origin=True)
     return found
 
 
@@ -196,13 +189,7 @@ def verified_result(
     if not check.adversarial[0]:
         logger.warning("a candidate adversarial example did not change the class when re-run; not reported")
         return AttackResult(
-            norm,
-            None,
-            False,
-            method,
-            evaluations + 1,
-            None,
-            original,
+            norm, None, False, method, evaluations + 1, None, original,
             reason="the candidate did not change the class when re-run",
         )
     return AttackResult(

@@ -73,17 +73,14 @@ def fmn_refine(
     delta = np.zeros_like(base) if from_origin else best.astype(np.float64).ravel() - base
     eps = best_norm
     step_start = best_norm / 4.0
-    for step, gamma in zip(
-        _cosine(step_start, step_start / 100.0, steps), _cosine(GAMMA_START, GAMMA_END, steps), strict=True
-    ):
+    for step, gamma in zip(_cosine(step_start, step_start / 100.0, steps), _cosine(GAMMA_START, GAMMA_END, steps),
+                           strict=True):
         if budget is not None and meter.spent >= budget:
             break
         point = forward.applied((base + delta).reshape(origin.shape))
         logits = forward.logits(point[None])[0]
-        rival = (
-            target
-            if target is not None
-            else int(np.argmax(np.where(np.arange(logits.size) == original, -np.inf, logits)))
+        rival = target if target is not None else int(
+            np.argmax(np.where(np.arange(logits.size) == original, -np.inf, logits))
         )
         applied = point.astype(np.float64).ravel() - base
         length = float(perturbation_norm(applied[None], norm)[0])

@@ -128,10 +128,8 @@ def pgd_at_radii(
                 values = forward.logits(point)[0]
                 if int(np.argmax(values)) != original:
                     break
-                rival = (
-                    target
-                    if target is not None
-                    else int(np.argmax(np.where(np.arange(values.size) == original, -np.inf, values)))
+                rival = target if target is not None else int(
+                    np.argmax(np.where(np.arange(values.size) == original, -np.inf, values))
                 )
                 cotangent = np.zeros((1, values.size), dtype=np.float64)
                 cotangent[0, rival], cotangent[0, original] = 1.0, -1.0
@@ -158,3 +156,4 @@ def success_rates(outcomes: Sequence[PgdOutcome]) -> dict[float, float]:
         return {}
     radii = outcomes[0].radii
     return {eps: float(np.mean([o.success[i] for o in outcomes])) for i, eps in enumerate(radii)}
+

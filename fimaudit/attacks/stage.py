@@ -67,10 +67,8 @@ def not_run_reason(gradients: str, flat_note: str, sample_size: int, budget: int
     if flat_note:
         return f"not run: {flat_note} (gradient attacks see zero gradients; no black-box attack is implemented)"
     if gradients == "fd" and 2 * sample_size + 1 > budget:
-        return (
-            f"not run: a finite-difference Jacobian costs 2 d + 1 = {2 * sample_size + 1} evaluations, more than "
-            f"--attack-budget {budget} (no gradient graph; raise the budget to attack with finite differences)"
-        )
+        return (f"not run: a finite-difference Jacobian costs 2 d + 1 = {2 * sample_size + 1} evaluations, more than "
+                f"--attack-budget {budget} (no gradient graph; raise the budget to attack with finite differences)")
     return None
 
 
@@ -111,13 +109,8 @@ def attack_stage(
 
 
 def _attack_one(
-    config: AttackConfig,
-    source: InputJacobian,
-    forward: Forward,
-    row: np.ndarray,
-    sample: SampleResult,
-    rng: np.random.Generator,
-    gradients: str,
+    config: AttackConfig, source: InputJacobian, forward: Forward, row: np.ndarray, sample: SampleResult,
+    rng: np.random.Generator, gradients: str,
 ) -> AttackResult:
     """The minimum-norm attack, PGD at the radii, and the quadratic check on one sample."""
     result = deepfool(source, forward, row, config.norm, budget=config.budget)
@@ -145,14 +138,12 @@ def success_by_radius(results: Sequence[AttackResult], radii: Sequence[float]) -
         found = [r.epsilon_min is not None and r.epsilon_min <= eps for r in results]
         either = [a or b for a, b in zip(pgd, found, strict=True)]
         count = len(results)
-        rows.append(
-            RadiusSuccess(
-                eps=float(eps),
-                success_rate=float(np.mean(either)) if count else 0.0,
-                pgd_success_rate=float(np.mean(pgd)) if count else 0.0,
-                samples=count,
-            )
-        )
+        rows.append(RadiusSuccess(
+            eps=float(eps),
+            success_rate=float(np.mean(either)) if count else 0.0,
+            pgd_success_rate=float(np.mean(pgd)) if count else 0.0,
+            samples=count,
+        ))
     return tuple(rows)
 
 
@@ -174,14 +165,11 @@ def summarise_attacks(
         correlation = rank_correlation(lambdas, epsilons, streams.attack_bootstrap())
         classes = sorted({s.predicted_class for s in samples})
         per_class = tuple(
-            (
-                label,
-                rank_correlation(
-                    [s.value for s in samples if s.predicted_class == label],
-                    [s.attack.epsilon_min if s.attack else None for s in samples if s.predicted_class == label],
-                    streams.attack_bootstrap(label + 1),
-                ),
-            )
+            (label, rank_correlation(
+                [s.value for s in samples if s.predicted_class == label],
+                [s.attack.epsilon_min if s.attack else None for s in samples if s.predicted_class == label],
+                streams.attack_bootstrap(label + 1),
+            ))
             for label in classes
         )
     checks = [r.quadratic for r in results if r.quadratic is not None]
@@ -218,3 +206,4 @@ def adversarial_rows(samples: Sequence[SampleResult], like: np.ndarray) -> np.nd
         if sample.attack is not None and sample.attack.example is not None:
             out[row] = sample.attack.example.reshape(like.shape[1:])
     return out
+

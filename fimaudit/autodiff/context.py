@@ -561,7 +561,8 @@ class RuleContext:
     def _unbroadcast_dynamic(self, cotangent: str, operand: str, rank_out: int, rank_in: int) -> str:
         if self.opset < AXES_AS_INPUT["ReduceSum"]:
             raise UnsupportedOpError(
-                f"cannot undo broadcasting of {operand!r} at opset {self.opset}: dimensions are not known statically",
+                f"cannot undo broadcasting of {operand!r} at opset {self.opset}: "
+                "dimensions are not known statically",
                 [],
             )
         operand_shape = self.shape_of(operand)

@@ -139,9 +139,8 @@ def _with_inferred_types(
     outputs = [helper.make_empty_tensor_value_info(name) for name in wanted if name not in data_names]
     # Large initializers as typed inputs: shape inference reads their types, not their bytes.
     constants, standing_in = weights_as_inputs(_initializers_read(model, forward_nodes))
-    probe = _model_like(
-        model, forward_nodes, [*data_inputs, *standing_in], outputs, "fimaudit_kept_forward_probe", constants
-    )
+    probe = _model_like(model, forward_nodes, [*data_inputs, *standing_in], outputs, "fimaudit_kept_forward_probe",
+                        constants)
     try:
         inferred = infer_shapes_light(probe, data_prop=True)
     except Exception:  # onnx raises InferenceError and plain RuntimeErrors
@@ -150,7 +149,9 @@ def _with_inferred_types(
     return {**infos, **{value.name: value for value in found if value.type.tensor_type.elem_type}}
 
 
-def split_gradient_model(model: onnx.ModelProto, seed: str, result: str, logits: str) -> SplitGradientModel | None:
+def split_gradient_model(
+    model: onnx.ModelProto, seed: str, result: str, logits: str
+) -> SplitGradientModel | None:
     """The forward half and the gradient half of an assembled gradient model (see the module doc).
 
     ``seed`` is the cotangent or tangent input, ``result`` the gradient output, ``logits`` the
@@ -195,10 +196,5 @@ def split_gradient_model(model: onnx.ModelProto, seed: str, result: str, logits:
     forward = _model_like(model, forward_nodes, data_inputs, forward_outputs, "fimaudit_kept_forward")
     seed_input = next(value for value in graph.input if value.name == seed)
     gradient = _model_like(model, gradient_nodes, [seed_input, *handed], [typed_result], "fimaudit_gradient_only")
-    return SplitGradientModel(
-        forward,
-        gradient,
-        tuple(kept),
-        tuple(_initializers_read(model, forward_nodes)),
-        tuple(_initializers_read(model, gradient_nodes)),
-    )
+    return SplitGradientModel(forward, gradient, tuple(kept), tuple(_initializers_read(model, forward_nodes)),
+                              tuple(_initializers_read(model, gradient_nodes)))

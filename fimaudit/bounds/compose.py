@@ -73,11 +73,7 @@ class LayerRecord:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: combine, nodes and assumption only where they say something."""
         entry: dict[str, Any] = {
-            "node": self.node,
-            "op": self.op,
-            "gain": self.gain,
-            "lipschitz": self.lipschitz,
-            "method": self.method,
+            "node": self.node, "op": self.op, "gain": self.gain, "lipschitz": self.lipschitz, "method": self.method
         }
         if len(self.gains) > 1:
             entry["gains"] = dict(self.gains)
@@ -230,14 +226,8 @@ class BoundEngine:
 
     # -------------------------------------------------------------- walks
 
-    def walk(
-        self,
-        gain_of: GainSource,
-        sources: dict[str, float],
-        nodes: list[onnx.NodeProto] | None = None,
-        magnitudes: dict[str, float] | None = None,
-        default: float | None = None,
-    ) -> Propagation:
+    def walk(self, gain_of: GainSource, sources: dict[str, float], nodes: list[onnx.NodeProto] | None = None,
+             magnitudes: dict[str, float] | None = None, default: float | None = None) -> Propagation:
         """Propagate constants from ``sources`` through ``nodes`` (default: the whole graph).
 
         Input-dependent tensors not reached from the sources take ``default`` (0 for a block
@@ -288,18 +278,10 @@ class BoundEngine:
                         f"and its rule covers only output(s) {list(gain.outputs or [])}"
                     )
                     result.problems.append(_problem(node, reason, "unavailable"))
-            result.records.append(
-                LayerRecord(
-                    node.name,
-                    node.op_type,
-                    view.original_names(node),
-                    {node.input[i]: gain.gains[i] for i in varying},
-                    gain.combine,
-                    gain.method,
-                    out_value,
-                    gain.assumption,
-                )
-            )
+            result.records.append(LayerRecord(
+                node.name, node.op_type, view.original_names(node),
+                {node.input[i]: gain.gains[i] for i in varying}, gain.combine, gain.method, out_value, gain.assumption,
+            ))
         return result
 
     def run_global(self) -> Propagation:
@@ -329,11 +311,9 @@ class BoundEngine:
 
 # ------------------------------------------------------------------ per-family compositions
 
-GATE_UNBOUNDED = (
-    "the squeeze-excitation product x * g(x) has no global Lipschitz constant on an unbounded "
-    "domain: its Jacobian diag(g) + diag(x) dg/dx grows with ||x|| (a channel of zero mean and "
-    "growing norm leaves g unchanged), so a global bound needs a bounded input domain"
-)
+GATE_UNBOUNDED = ("the squeeze-excitation product x * g(x) has no global Lipschitz constant on an unbounded "
+                  "domain: its Jacobian diag(g) + diag(x) dg/dx grows with ||x|| (a channel of zero mean and "
+                  "growing norm leaves g unchanged), so a global bound needs a bounded input domain")
 
 
 @dataclass(frozen=True)
@@ -361,12 +341,8 @@ class GateFactor:
         """JSON-ready terms and factor (non-finite values as None: JSON has no Infinity)."""
         finite = math.isfinite(self.value)
         features_size = self.features_size if math.isfinite(self.features_size) else None
-        return {
-            "sup_gate": self.sup_gate,
-            "features_size": features_size,
-            "gate_lipschitz": self.gate_lipschitz,
-            "factor": self.value if finite else None,
-        }
+        return {"sup_gate": self.sup_gate, "features_size": features_size,
+                "gate_lipschitz": self.gate_lipschitz, "factor": self.value if finite else None}
 
 
 def _nodes_between(view: GraphView, start: str, end: str) -> list[onnx.NodeProto]:
@@ -384,13 +360,8 @@ def block_walk(engine: BoundEngine, start: str, end: str) -> float | None:
     """
     view = engine.view
     magnitudes = engine.global_result.magnitudes if engine.global_result is not None else {}
-    walked = engine.walk(
-        lambda node: engine.global_gain(node, magnitudes),
-        {start: 1.0},
-        _nodes_between(view, start, end),
-        magnitudes=dict(magnitudes),
-        default=0.0,
-    )
+    walked = engine.walk(lambda node: engine.global_gain(node, magnitudes), {start: 1.0},
+                         _nodes_between(view, start, end), magnitudes=dict(magnitudes), default=0.0)
     return walked.of(end)
 
 
@@ -427,14 +398,9 @@ def inverted_residual_factor(engine: BoundEngine, block: Any) -> dict[str, Any]:
     se = details.get("squeeze_excitation")
     residual = 1.0 if block.join else 0.0
     end = block.output
-    entry: dict[str, Any] = {
-        "formula": (
-            "[1 +] L_project (sup g + max_c ||x_c|| L_g) L_depthwise L_expand"
-            if se
-            else "[1 +] L_project L_depthwise L_expand"
-        ),
-        "residual": bool(block.join),
-    }
+    entry: dict[str, Any] = {"formula": ("[1 +] L_project (sup g + max_c ||x_c|| L_g) L_depthwise L_expand" if se
+                                         else "[1 +] L_project L_depthwise L_expand"),
+                             "residual": bool(block.join)}
     if block.input is None or end is None:
         return {**entry, "factor": None, "reason": "the block's input or output is unknown"}
     if block.join:  # the branch ends at the Add's other operand

@@ -24,21 +24,10 @@ from onnx import TensorProto, helper, numpy_helper
 from fimaudit.graph.view import GraphView
 
 #: Ops whose outputs are copies of their first input's entries, given constant other inputs.
-MOVING = frozenset(
-    {
-        "Flatten",
-        "Reshape",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Identity",
-        "Gather",
-        "GatherND",
-        "Expand",
-        "Tile",
-        "Resize",
-    }
-)
+MOVING = frozenset({
+    "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Gather", "GatherND", "Expand",
+    "Tile", "Resize",
+})
 #: Reductions that are copies when every window holds one entry's copies (checked, see above).
 REDUCING = frozenset({"ReduceMean", "ReduceMax", "ReduceMin"})
 #: The largest tensor of a chain followed (32 MiB in float64); positions stay exact below 2^53.
@@ -105,9 +94,8 @@ def _moves_entries(view: GraphView, node: onnx.NodeProto) -> bool:
     return all(not name or view.const(name) is not None for name in node.input[1:])
 
 
-def _run(
-    view: GraphView, chain: list[onnx.NodeProto], start: str, end: str, positions: np.ndarray, reduce_as: str | None
-) -> np.ndarray:
+def _run(view: GraphView, chain: list[onnx.NodeProto], start: str, end: str, positions: np.ndarray,
+         reduce_as: str | None) -> np.ndarray:
     from onnx.reference import ReferenceEvaluator
 
     nodes = []
@@ -119,9 +107,7 @@ def _run(
         nodes.append(copy)
     constants = {n: view.const(n) for node in chain for n in node.input[1:] if n}
     graph = helper.make_graph(
-        nodes,
-        "copies",
-        [helper.make_tensor_value_info(start, TensorProto.DOUBLE, list(positions.shape))],
+        nodes, "copies", [helper.make_tensor_value_info(start, TensorProto.DOUBLE, list(positions.shape))],
         [helper.make_tensor_value_info(end, TensorProto.DOUBLE, None)],
         [numpy_helper.from_array(np.asarray(value), key) for key, value in constants.items() if value is not None],
     )

@@ -110,14 +110,9 @@ def _block_entries(engine: BoundEngine, architecture: Architecture | None) -> li
     view = engine.view
     for block in architecture.blocks:
         start, end = block.input, block.output
-        entry: dict[str, Any] = {
-            "kind": block.kind,
-            "input": start,
-            "output": end,
-            "nodes": len(block.nodes),
-            "first_node": block.nodes[0] if block.nodes else None,
-            "factor": engine.block_factor(start, end) if start and end else None,
-        }
+        entry: dict[str, Any] = {"kind": block.kind, "input": start, "output": end, "nodes": len(block.nodes),
+                 "first_node": block.nodes[0] if block.nodes else None,
+                 "factor": engine.block_factor(start, end) if start and end else None}
         join = next((n for n in view.nodes if n.name == block.join), None) if block.join else None
         if join is not None and start:
             entry["terms"] = {name: engine.block_factor(start, name) for name in join.input if name in view.varying}
@@ -148,12 +143,8 @@ class FisherBounds:
         self.model = logits_model
         # The global layer gains are kept on disk (bounds/stored.py): the costly part, the same every run.
         self.cache = cache
-        self.cache_key = (
-            None
-            if cache is None or not cache.enabled
-            else model_key(
-                cache, logits_model, input_name, logits_name, sample_shape, num_classes, input_range, model_digest
-            )
+        self.cache_key = None if cache is None or not cache.enabled else model_key(
+            cache, logits_model, input_name, logits_name, sample_shape, num_classes, input_range, model_digest
         )
         self.gains_from_cache: bool | None = None
         self.timeout = timeout
@@ -218,33 +209,23 @@ class FisherBounds:
         problems = [problem.to_dict() for problem in propagation.problems]
         reason = None
         if value is None:
-            reason = (
-                "; ".join(p["reason"] for p in problems[:5])
-                if problems
-                else "the composed bound exceeds the floating-point range"
-            )
-        return _bound(
-            {
-                "value": value,
-                "family": family,
-                "statement": _statement(self.input_range),
-                "lipschitz": lipschitz,
-                "head": {
-                    "tensor": self.head.tensor,
-                    "lipschitz": lipschitz_h,
-                    "covariance_factor": factor,
-                    "nodes": self.head.nodes,
-                    "classes": self.num_classes,
-                },
-                "per_layer": [record.to_dict() for record in propagation.records],
-                "largest_gains": _largest_gains(propagation),
-                "blocks": _block_entries(self.engine, architecture),
-                "problems": problems,
-                "reason": reason,
-                "assumptions": _assumptions(propagation),
-                "layer_gains": "off" if self.cache_key is None else ("cached" if self.gains_from_cache else "derived"),
-            }
-        )
+            reason = ("; ".join(p["reason"] for p in problems[:5]) if problems else
+                      "the composed bound exceeds the floating-point range")
+        return _bound({
+            "value": value,
+            "family": family,
+            "statement": _statement(self.input_range),
+            "lipschitz": lipschitz,
+            "head": {"tensor": self.head.tensor, "lipschitz": lipschitz_h, "covariance_factor": factor,
+                     "nodes": self.head.nodes, "classes": self.num_classes},
+            "per_layer": [record.to_dict() for record in propagation.records],
+            "largest_gains": _largest_gains(propagation),
+            "blocks": _block_entries(self.engine, architecture),
+            "problems": problems,
+            "reason": reason,
+            "assumptions": _assumptions(propagation),
+            "layer_gains": "off" if self.cache_key is None else ("cached" if self.gains_from_cache else "derived"),
+        })
 
     def sample_bound(self, sample: np.ndarray, logits: np.ndarray, measured: float | None = None) -> Bound:
         """The bound at one sample (its activations and probabilities)."""
@@ -316,19 +297,9 @@ def global_stage(
     """
     started = time.perf_counter()
     family = architecture.family if architecture is not None else "unknown"
-    bounds = FisherBounds(
-        logits_model,
-        input_name,
-        logits_name,
-        sample.shape,
-        num_classes,
-        input_range,
-        providers,
-        extra_feeds,
-        timeout=timeout,
-        cache=cache,
-        model_digest=model_digest,
-    )
+    bounds = FisherBounds(logits_model, input_name, logits_name, sample.shape, num_classes,
+                          input_range, providers, extra_feeds, timeout=timeout, cache=cache,
+                          model_digest=model_digest)
     if cancelled is not None:
         bounds.engine.cancelled = cancelled
     bounds.learn_shapes(sample)
@@ -370,20 +341,8 @@ def analyse_bounds(
     ``cache``: where the global layer gains are kept between runs (None: nowhere);
     ``model_digest``: the SHA-256 of the model's file and weights, when the caller has it.
     """
-    stage = global_stage(
-        logits_model,
-        input_name,
-        logits_name,
-        inputs[0],
-        logits.shape[-1],
-        architecture,
-        input_range,
-        providers,
-        extra_feeds,
-        timeout,
-        cache,
-        model_digest,
-    )
+    stage = global_stage(logits_model, input_name, logits_name, inputs[0], logits.shape[-1], architecture,
+                         input_range, providers, extra_feeds, timeout, cache, model_digest)
     analysis = sample_stage(stage, inputs, logits, measured)
     return dataclasses.replace(analysis, seconds=analysis.seconds + stage.seconds)
 
@@ -400,9 +359,7 @@ def _sample_summary(
         summary.update({"max": float(values.max()), "median": float(np.median(values)), "min": float(values.min())})
     if ratios.size:
         summary["tightness"] = {
-            "median": float(np.median(ratios)),
-            "min": float(ratios.min()),
-            "max": float(ratios.max()),
+            "median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())
         }
     if measured is not None and len(measured) and global_value is not None and max(measured) > 0:
         summary["global_over_max_measured"] = global_value / float(max(measured))
@@ -425,21 +382,8 @@ def start_global_stage(
     """The global stage on a thread of its own, for ``bound_audit(early=...)`` to collect (background.py)."""
 
     def compute(cancelled: Callable[[], bool]) -> GlobalStage:
-        return global_stage(
-            logits_model,
-            input_name,
-            logits_name,
-            sample,
-            num_classes,
-            architecture,
-            None,
-            providers,
-            extra_feeds,
-            timeout,
-            cache,
-            model_digest,
-            cancelled,
-        )
+        return global_stage(logits_model, input_name, logits_name, sample, num_classes, architecture,
+                            None, providers, extra_feeds, timeout, cache, model_digest, cancelled)
 
     return BackgroundTask(compute, name="fimaudit-bounds").start()
 
@@ -478,41 +422,16 @@ def bound_audit(
         if early is not None:
             stage = early.result()
         else:
-            stage = global_stage(
-                logits_model,
-                input_name,
-                logits_name,
-                inputs[0],
-                logits.shape[-1],
-                architecture,
-                None,
-                providers,
-                extra_feeds,
-                timeout,
-                cache,
-                model_digest,
-            )
+            stage = global_stage(logits_model, input_name, logits_name, inputs[0], logits.shape[-1], architecture,
+                                 None, providers, extra_feeds, timeout, cache, model_digest)
         analysis = sample_stage(stage, inputs, logits, measured)
     except ModelTimeoutError:  # a time limit the user set is not a reason for a null bound
         raise
     except FimauditError as exc:
         logger.warning("no bound: %s", exc)
-        empty = Bound(
-            None,
-            KIND,
-            {
-                "family": architecture.family,
-                "reason": str(exc),
-                "per_layer": [],
-                "blocks": [],
-                "problems": [],
-                "assumptions": [],
-            },
-        )
+        empty = Bound(None, KIND, {"family": architecture.family, "reason": str(exc),
+                                   "per_layer": [], "blocks": [], "problems": [], "assumptions": []})
         return architecture.to_dict(), empty, [None] * inputs.shape[0]
-    timing = {
-        "seconds": time.perf_counter() - started,
-        "global_seconds": stage.seconds,
-        "global_in_background": early is not None,
-    }
+    timing = {"seconds": time.perf_counter() - started, "global_seconds": stage.seconds,
+              "global_in_background": early is not None}
     return architecture.to_dict(), analysis.global_bound.with_details(**timing), analysis.samples

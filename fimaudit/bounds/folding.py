@@ -105,14 +105,8 @@ def _scale_inputs(weight: np.ndarray, layout: str, scale: np.ndarray, groups: in
     return None
 
 
-def _replacement(
-    view: GraphView,
-    node: onnx.NodeProto,
-    weight: np.ndarray,
-    tag: str,
-    inputs: list[str] | None = None,
-    outputs: list[str] | None = None,
-) -> onnx.NodeProto:
+def _replacement(view: GraphView, node: onnx.NodeProto, weight: np.ndarray, tag: str, inputs: list[str] | None = None,
+                 outputs: list[str] | None = None) -> onnx.NodeProto:
     name = f"{node.name}/{tag}"
     weight_name = f"{name}/weight"
     view.constants[weight_name] = weight  # float64: the bound is computed on the exact product

@@ -130,11 +130,8 @@ def _concat_pick(view: GraphView, node, transform: np.ndarray) -> tuple[str, np.
     live = []
     for name in node.input:
         producer = view.producer.get(name)
-        zero = (
-            producer is not None
-            and producer.op_type == "Mul"
-            and any(view.scalar_constant(i) == 0.0 for i in producer.input)
-        )
+        zero = (producer is not None and producer.op_type == "Mul"
+                and any(view.scalar_constant(i) == 0.0 for i in producer.input))
         if name in view.varying and not zero:
             live.append(name)
     if len(live) != 1:

@@ -99,9 +99,8 @@ def batched_spectral_norms(matrices: np.ndarray, chunk_entries: int = 1 << 22) -
     return out.reshape(lead)
 
 
-def max_spectral_norm(
-    matrices: np.ndarray, power_steps: int = 8, first: int = 2, chunk_entries: int = 1 << 22
-) -> float:
+def max_spectral_norm(matrices: np.ndarray, power_steps: int = 8, first: int = 2,
+                      chunk_entries: int = 1 << 22) -> float:
     """Max over a [F, m, n] stack of the largest singular value, without decomposing them all.
 
     Why not one eigen-decomposition per matrix: a conv layer's FFT bound is the max over up

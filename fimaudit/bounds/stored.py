@@ -61,16 +61,8 @@ def model_key(
     else:
         content = digest(model.SerializeToString(deterministic=True))
     domain = "unbounded" if input_range is None else f"{input_range[0]!r},{input_range[1]!r}"
-    return cache.key(
-        "global layer gains",
-        rules_digest(),
-        content,
-        input_name,
-        logits_name,
-        repr(tuple(int(d) for d in sample_shape)),
-        str(num_classes),
-        domain,
-    )
+    return cache.key("global layer gains", rules_digest(), content, input_name, logits_name,
+                     repr(tuple(int(d) for d in sample_shape)), str(num_classes), domain)
 
 
 @functools.lru_cache(maxsize=1)
@@ -94,11 +86,8 @@ def encode(gains: dict[str, LayerGain | BoundProblem]) -> dict[str, Any]:
             continue
         entries[node] = {
             "gains": {str(index): value for index, value in gain.gains.items()},
-            "method": gain.method,
-            "combine": gain.combine,
-            "magnitude": _number(gain.magnitude),
-            "assumption": gain.assumption,
-            "details": {k: _number(v) for k, v in gain.details.items()},
+            "method": gain.method, "combine": gain.combine, "magnitude": _number(gain.magnitude),
+            "assumption": gain.assumption, "details": {k: _number(v) for k, v in gain.details.items()},
             "outputs": None if gain.outputs is None else list(gain.outputs),
         }
     return {"nodes": entries}
@@ -111,16 +100,13 @@ def decode(value: dict[str, Any]) -> dict[str, LayerGain | BoundProblem] | None:
         for node, entry in value["nodes"].items():
             if "problem" in entry:
                 problem = entry["problem"]
-                gains[node] = BoundProblem(
-                    str(problem["node"]), str(problem["op"]), str(problem["reason"]), str(problem["kind"])
-                )
+                gains[node] = BoundProblem(str(problem["node"]), str(problem["op"]), str(problem["reason"]),
+                                           str(problem["kind"]))
                 continue
             outputs = entry["outputs"]
             gains[node] = LayerGain(
                 {int(index): _float(v) for index, v in entry["gains"].items()},
-                str(entry["method"]),
-                str(entry["combine"]),
-                _float(entry["magnitude"]),
+                str(entry["method"]), str(entry["combine"]), _float(entry["magnitude"]),
                 None if entry["assumption"] is None else str(entry["assumption"]),
                 {str(k): _float(v) for k, v in entry["details"].items()},
                 None if outputs is None else tuple(int(i) for i in outputs),

@@ -44,15 +44,9 @@ class LocalBound:
 class Certifier:
     """Local Fisher certificates for one logits model (input ``input_name``, output ``logits``)."""
 
-    def __init__(
-        self,
-        model: onnx.ModelProto,
-        input_name: str,
-        logits: str,
-        sample_shape: tuple[int, ...],
-        input_range: tuple[float, float] | None = None,
-        memory: int | None = None,
-    ) -> None:
+    def __init__(self, model: onnx.ModelProto, input_name: str, logits: str,
+                 sample_shape: tuple[int, ...], input_range: tuple[float, float] | None = None,
+                 memory: int | None = None) -> None:
         self.view = GraphView.from_model(model, input_name, outputs=[logits], sample_shape=sample_shape)
         self.logits = logits
         self.input_range = input_range or (-np.inf, np.inf)
@@ -66,16 +60,8 @@ class Certifier:
         inputs = InputSet(x, float(epsilon), NORMS[norm], low, high)
         first = propagate(self.view, self.logits, inputs, reference_differences, self.stack_limit)
         reference = int(np.argmax(first.logits.at))
-        composition = compose(
-            first.rows.centre,
-            first.rows.radius,
-            first.logits.at,
-            first.logits.lo,
-            first.logits.hi,
-            first.telescoped,
-            (reference, float(epsilon), NORMS[norm]),
-            first.deviation,
-        )
+        composition = compose(first.rows.centre, first.rows.radius, first.logits.at, first.logits.lo, first.logits.hi,
+                              first.telescoped, (reference, float(epsilon), NORMS[norm]), first.deviation)
         return LocalBound(float(epsilon), norm, composition, first.unstable, time.perf_counter() - started)
 
 

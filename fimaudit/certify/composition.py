@@ -99,15 +99,8 @@ def spectral_norm_bound(matrix: np.ndarray) -> float:
     return certify(math.sqrt(max(top, 0.0)), absolute=1e-15 * math.sqrt(float(np.trace(gram))))
 
 
-def row_difference_ranges(
-    centre: np.ndarray,
-    radius: np.ndarray,
-    logits: np.ndarray,
-    reference: int,
-    eps: float,
-    norm: float,
-    deviation: float,
-) -> tuple[np.ndarray, np.ndarray]:
+def row_difference_ranges(centre: np.ndarray, radius: np.ndarray, logits: np.ndarray, reference: int,
+                          eps: float, norm: float, deviation: float) -> tuple[np.ndarray, np.ndarray]:
     """[D_lo, D_hi] from the rows J~_k = grad (z_k - z_r) by the mean value theorem.
 
     |D_kr(x') - D_kr(x)| <= eps sup ||J~_k||_q over the set, and ||J~_k(xi) - J~c_k||_q is at most
@@ -127,16 +120,10 @@ def row_difference_ranges(
     return np.nextafter(d_lo, -np.inf), np.nextafter(d_hi, np.inf)
 
 
-def compose(
-    centre: np.ndarray,
-    radius: np.ndarray,
-    logits_at: np.ndarray,
-    logits_lo: np.ndarray,
-    logits_hi: np.ndarray,
-    deviation: float = math.inf,
-    rows_of: tuple[int, float, float] | None = None,
-    weighted: Callable[[np.ndarray], float] | None = None,
-) -> Composition:
+def compose(centre: np.ndarray, radius: np.ndarray, logits_at: np.ndarray,
+            logits_lo: np.ndarray, logits_hi: np.ndarray, deviation: float = math.inf,
+            rows_of: tuple[int, float, float] | None = None,
+            weighted: Callable[[np.ndarray], float] | None = None) -> Composition:
     """B(x, eps) from rows [K', d] (centre, radius), the logits at x and their certified box.
 
     ``deviation`` is another certified bound on ||J~(x') - J~c||_2 (telescoping.py); the smaller is used.

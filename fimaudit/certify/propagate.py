@@ -192,9 +192,8 @@ class Forward:
     linearised: Linearised | None = None
 
 
-def forward(
-    view: GraphView, logits: str, inputs: InputSet, tangents: bool = True, stack_limit: int = STACK_LIMIT
-) -> Forward:
+def forward(view: GraphView, logits: str, inputs: InputSet, tangents: bool = True,
+            stack_limit: int = STACK_LIMIT) -> Forward:
     """Boxes of every input-dependent tensor, and each node's context (kept for the backward pass).
 
     With ``tangents`` (and while they fit ``TANGENT_LIMIT``), every tensor also carries its
@@ -274,17 +273,12 @@ def forward(
         upstream = None
     if linearised is not None and logits not in linearised.stacks:
         linearised = None
-    return Forward(boxes, contexts, upstream, directions.get(logits) if directions is not None else None, linearised)
+    return Forward(boxes, contexts, upstream, directions.get(logits) if directions is not None else None,
+                   linearised)
 
 
-def backward(
-    contexts: list[NodeContext],
-    boxes: dict[str, Box],
-    logits: str,
-    input_name: str,
-    combination: np.ndarray,
-    record: dict[str, Cotangent] | None = None,
-) -> Cotangent:
+def backward(contexts: list[NodeContext], boxes: dict[str, Box], logits: str, input_name: str,
+             combination: np.ndarray, record: dict[str, Cotangent] | None = None) -> Cotangent:
     """The rows combination @ d logits / d input over the set (centre at x, radius).
 
     ``record``, when given, receives the rows at the output of every node (by node name).
@@ -298,9 +292,8 @@ def backward(
     return rows[input_name]
 
 
-def backward_from(
-    contexts: list[NodeContext], name: str, start: Cotangent, record: dict[str, Cotangent] | None = None
-) -> dict[str, Cotangent]:
+def backward_from(contexts: list[NodeContext], name: str, start: Cotangent,
+                  record: dict[str, Cotangent] | None = None) -> dict[str, Cotangent]:
     """Rows of d(tensor ``name``)/d(every tensor before it): the backward walk from any tensor.
 
     Returns the rows still pending at the end (those of the graph's inputs).
@@ -315,9 +308,8 @@ def backward_from(
         if record is not None:
             record[node.name] = rows
         if any(out in pending for out in outputs[1:]):
-            raise NotCertified(
-                f"not certified: op {node.op_type} at node {node.name!r}: only its first output may lead to the logits"
-            )
+            raise NotCertified(f"not certified: op {node.op_type} at node {node.name!r}: only its first output "
+                               "may lead to the logits")
         rule = get_rule(node.op_type)
         assert rule is not None  # the forward pass refused nodes without a rule
         for index, contribution in rule.backward(ctx, rows).items():
@@ -338,13 +330,8 @@ def unstable_count(contexts: list[NodeContext]) -> int:
     return total
 
 
-def propagate(
-    view: GraphView,
-    logits: str,
-    inputs: InputSet,
-    combination: Callable[[np.ndarray], np.ndarray],
-    stack_limit: int = STACK_LIMIT,
-) -> Propagation:
+def propagate(view: GraphView, logits: str, inputs: InputSet,
+              combination: Callable[[np.ndarray], np.ndarray], stack_limit: int = STACK_LIMIT) -> Propagation:
     """Forward and backward over ``inputs``; ``combination(logits at x)`` gives the rows to propagate.
 
     Two backward passes: over the set (the interval Jacobian) and at x alone (slopes fixed at
@@ -357,19 +344,12 @@ def propagate(
     rows = backward(contexts, boxes, logits, view.input_name, matrix, over_set)
     if ahead.logits_rows is not None:
         rows = _meet(rows, ahead.logits_rows, matrix)
-    return Propagation(
-        boxes[logits], rows, unstable_count(contexts), _telescopes(view, contexts, ahead, logits, matrix, over_set)
-    )
+    return Propagation(boxes[logits], rows, unstable_count(contexts),
+                       _telescopes(view, contexts, ahead, logits, matrix, over_set))
 
 
-def _telescopes(
-    view: GraphView,
-    contexts: list[NodeContext],
-    ahead: Forward,
-    logits: str,
-    matrix: np.ndarray,
-    over_set: dict[str, Cotangent],
-) -> tuple[Telescope | SymbolDeviation, ...]:
+def _telescopes(view: GraphView, contexts: list[NodeContext], ahead: Forward, logits: str, matrix: np.ndarray,
+                over_set: dict[str, Cotangent]) -> tuple[Telescope | SymbolDeviation, ...]:
     """Every deviation bound the forward modes that ran allow (the composition takes the smallest).
 
     Both telescoping orderings need A_t at x (one backward pass with every slope at x) and B_t at
@@ -388,9 +368,8 @@ def _telescopes(
         at_x = backward(contexts, ahead.boxes, logits, view.input_name, matrix, recorded)
         if linearised is not None:
             upstream_at_x = linearised.at_x
-            telescopes.append(
-                telescoped_radius(contexts, upstream_at_x, recorded, at_x, upstream_at_x, betas=linearised.betas)
-            )
+            telescopes.append(telescoped_radius(contexts, upstream_at_x, recorded, at_x, upstream_at_x,
+                                                betas=linearised.betas))
         else:
             assert upstream is not None
             upstream_at_x = _directions_at_x(view, contexts, ahead.boxes, set(upstream))
@@ -402,9 +381,8 @@ def _telescopes(
     return tuple(telescopes)
 
 
-def _directions_at_x(
-    view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box], wanted: set[str]
-) -> dict[str, list[Cotangent | None]]:
+def _directions_at_x(view: GraphView, contexts: list[NodeContext], boxes: dict[str, Box],
+                     wanted: set[str]) -> dict[str, list[Cotangent | None]]:
     """Forward mode with every slope at its value at x (the caller holds ``slopes_at_x``): B_t(x).
 
     The radius is then the rounding alone; telescoping.py's second ordering pairs these with the

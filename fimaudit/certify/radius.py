@@ -33,15 +33,9 @@ class CertifiedRadius:
     capped: bool  # the search reached its ceiling: the radius is at least epsilon
 
 
-def certified_radius(
-    certifier: Certifier,
-    sample: np.ndarray,
-    threshold: float,
-    norm: str = "2",
-    tolerance: float = DEFAULT_TOLERANCE,
-    start: float | None = None,
-    ceiling: float | None = None,
-) -> CertifiedRadius:
+def certified_radius(certifier: Certifier, sample: np.ndarray, threshold: float, norm: str = "2",
+                     tolerance: float = DEFAULT_TOLERANCE, start: float | None = None,
+                     ceiling: float | None = None) -> CertifiedRadius:
     """The largest certified eps for ``threshold`` (0 when even B(x, 0) > threshold)."""
     started = time.perf_counter()
     scale = float(np.linalg.norm(np.asarray(sample, dtype=np.float64))) or 1.0

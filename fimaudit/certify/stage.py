@@ -59,33 +59,19 @@ def certification(config: CertifyConfig) -> Certification:
     """The statement of what the certificates hold over (for the JSON and the report)."""
     where = "" if config.input_range is None else f" and {config.input_range[0]:g} <= x' <= {config.input_range[1]:g}"
     statement = STATEMENT.replace("{norm}", config.norm).replace("{range}", where)
-    return Certification(
-        tuple(config.epsilons),
-        config.norm,
-        config.input_range,
-        config.threshold,
-        config.tolerance,
-        statement,
-        NOT_CERTIFIED,
-    )
+    return Certification(tuple(config.epsilons), config.norm, config.input_range, config.threshold,
+                         config.tolerance, statement, NOT_CERTIFIED)
 
 
-def certify_samples(
-    config: CertifyConfig,
-    logits_model,
-    input_name: str,
-    logits: str,
-    inputs: np.ndarray,
-    audits: list[SampleResult],
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[SampleResult], Certification]:
+def certify_samples(config: CertifyConfig, logits_model, input_name: str, logits: str, inputs: np.ndarray,
+                    audits: list[SampleResult], progress: Callable[[int, int], None] | None = None,
+                    ) -> tuple[list[SampleResult], Certification]:
     """Every sample's certificates (and radius with a threshold), and the certification statement.
 
     ``progress(done, total)`` after each sample: a 3x32x32 certificate takes minutes.
     """
-    certifier = Certifier(
-        logits_model, input_name, logits, tuple(int(d) for d in inputs.shape[1:]), config.input_range, config.memory
-    )
+    certifier = Certifier(logits_model, input_name, logits, tuple(int(d) for d in inputs.shape[1:]),
+                          config.input_range, config.memory)
     certified = []
     for audit in audits:
         sample = np.asarray(inputs[audit.index], dtype=np.float64)
@@ -96,16 +82,14 @@ def certify_samples(
         certificates = []
         for eps in config.epsilons:
             local = certifier.bound(sample, eps, config.norm)
-            certificates.append(
-                Certificate(eps, config.norm, local.value, local.unstable, local.seconds, local.composition.at_point)
-            )
+            certificates.append(Certificate(eps, config.norm, local.value, local.unstable, local.seconds,
+                                            local.composition.at_point))
         radius = None
         if config.threshold is not None:
             radius = certified_radius(certifier, sample, config.threshold, config.norm, config.tolerance).epsilon
         certified.append(dataclasses.replace(audit, certificates=tuple(certificates), certified_radius=radius))
         if progress is not None:
             progress(len(certified), len(audits))
-        logger.info(
-            "sample %d: %s", audit.index, ", ".join(f"B(eps={c.epsilon:g}) = {c.value:.4g}" for c in certificates)
-        )
+        logger.info("sample %d: %s", audit.index,
+                    ", ".join(f"B(eps={c.epsilon:g}) = {c.value:.4g}" for c in certificates))
     return certified, certification(config)

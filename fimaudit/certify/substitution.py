@@ -59,7 +59,8 @@ class RelaxedRows:
     rows: np.ndarray  # [entries, d + earlier symbols]
 
 
-def deviation_above(columns: np.ndarray, d: int, blocks: Sequence[Block], eps: float, dual: float) -> np.ndarray:
+def deviation_above(columns: np.ndarray, d: int, blocks: Sequence[Block], eps: float,
+                    dual: float) -> np.ndarray:
     """An upper bound on T_i(x') - T_i(x) over the set, for each stack column i ([d + symbols, n]).
 
     (The lower bound is minus this for the negated columns.) ``dual``: the ball's dual norm q.

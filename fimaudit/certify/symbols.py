@@ -118,7 +118,8 @@ class Linearised:
         pass_.moved[name] = np.zeros(centre.shape)
         return pass_
 
-    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box, finished: list[str], refine: bool = False) -> Box:
+    def step(self, rule: CertifyRule, ctx: NodeContext, box: Box, finished: list[str],
+             refine: bool = False) -> Box:
         """Propagate the node's first output; returns its box met with the mean-value range.
 
         ``finished``: the node's inputs no later node reads (dropped once the output is computed).
@@ -205,9 +206,8 @@ class Linearised:
         with slopes_at_x([ctx]):
             return rule.tangent(ctx, rows).radius[0]
 
-    def _symbols(
-        self, rule: CertifyRule, ctx: NodeContext, out: np.ndarray, loose: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def _symbols(self, rule: CertifyRule, ctx: NodeContext, out: np.ndarray,
+                 loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """New symbols where the node's local Jacobian can move (one block of rows, or L past the limit)."""
         how = moves_of(rule, ctx)
         if how is not None and how.fixed:
@@ -235,15 +235,13 @@ class Linearised:
                 half = np.nextafter(np.nextafter(0.5 * (high - low), np.inf) / scale, np.inf)
                 half = half + 1e-15 * np.abs(middle)  # the rounding of the middle
             relaxed = self._relaxed(rule, ctx, entries, moves.reshape(-1)[entries]) if remainders is not None else None
-            self.blocks.append(
-                Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta, half, middle, relaxed)
-            )
+            self.blocks.append(Block(self.symbols, stop, bounds.reshape(-1)[entries], range_beta, spectral_beta,
+                                     half, middle, relaxed))
             self.symbols = stop
         return out, loose
 
-    def _relaxed(
-        self, rule: CertifyRule, ctx: NodeContext, entries: np.ndarray, scale: np.ndarray
-    ) -> RelaxedRows | None:
+    def _relaxed(self, rule: CertifyRule, ctx: NodeContext, entries: np.ndarray,
+                 scale: np.ndarray) -> RelaxedRows | None:
         """The rule's relaxation on the new symbols' entries, in symbol units, with their input's columns.
 
         Only for a one-input activation (the symbol's remainder is a function of that input alone).
@@ -262,17 +260,11 @@ class Linearised:
         upper_slope, lower_slope = pick(lines.upper_slope), pick(lines.lower_slope)
         stack = self.stacks[name]
         rows = stack.reshape(stack.shape[0], -1)[:, entries].T.copy()
-        return RelaxedRows(
-            upper_slope / scale,
-            (upper_slope * z0 + pick(lines.upper_intercept)) / scale,
-            lower_slope / scale,
-            (lower_slope * z0 + pick(lines.lower_intercept)) / scale,
-            rows,
-        )
+        return RelaxedRows(upper_slope / scale, (upper_slope * z0 + pick(lines.upper_intercept)) / scale,
+                           lower_slope / scale, (lower_slope * z0 + pick(lines.lower_intercept)) / scale, rows)
 
-    def _groups(
-        self, rule: CertifyRule, ctx: NodeContext, moves: Moves | None, shape: tuple[int, ...]
-    ) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
+    def _groups(self, rule: CertifyRule, ctx: NodeContext, moves: Moves | None,
+                shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray, float, float]]:
         """(moves m, per-entry bounds g, range beta, spectral beta) for each way the node's Jacobian moves.
 
         A diagonal change (an activation, one factor of a product): m = the slope's largest move,
@@ -292,14 +284,8 @@ class Linearised:
             self.betas[(ctx.node.name, 0)] = beta
             self.at_x[ctx.node.name] = [rows]
             bounds = changing(ctx, self.bounds[name]) * _SUM_MARGIN
-            groups.append(
-                (
-                    chosen.outputs.astype(np.float64).reshape(shape),
-                    bounds.reshape(shape),
-                    factor * self._range_beta(name, chosen.candidates, beta),
-                    factor * beta,
-                )
-            )
+            groups.append((chosen.outputs.astype(np.float64).reshape(shape), bounds.reshape(shape),
+                           factor * self._range_beta(name, chosen.candidates, beta), factor * beta))
             return groups
         kept: list[Cotangent | None] = [None] * len(ctx.node.input)
         for index, spread in moves.diagonal:
@@ -319,9 +305,8 @@ class Linearised:
             return spectral
         return _frobenius(self.bounds[name].reshape(-1)[mask.reshape(-1)])
 
-    def _bound(
-        self, out: np.ndarray, loose: np.ndarray | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _bound(self, out: np.ndarray,
+               loose: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """G_T in two parts (||grad T_i(x)||_q, its move), and the range's half-width beyond eps ||grad T_i(x)||_q.
 
         Each block (one node's symbols) adds to the move the smaller of sum_j |a_ij m_j| g_j and
@@ -372,7 +357,8 @@ class Linearised:
         rows = _moving(self.stacks[name], self.d, mask)
         flat = mask.reshape(-1)
         whole = _frobenius(self.bounds[name].reshape(-1)[flat])
-        split = spectral_norm_bound(rows.centre) * _SUM_MARGIN + _frobenius(self.moved[name].reshape(-1)[flat])
+        split = (spectral_norm_bound(rows.centre) * _SUM_MARGIN
+                 + _frobenius(self.moved[name].reshape(-1)[flat]))
         return min(whole, split), rows
 
     def drop(self, names: list[str]) -> None:

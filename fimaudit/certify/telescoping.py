@@ -80,16 +80,8 @@ def edges_of(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | N
         chosen = moves.selection
         if chosen is not None:
             if chosen.outputs.any():
-                edges.append(
-                    Edge(
-                        ctx.node.name,
-                        0,
-                        chosen.candidates.reshape(-1),
-                        None,
-                        chosen.outputs.reshape(-1),
-                        math.sqrt(2.0 * chosen.overlap),
-                    )
-                )
+                edges.append(Edge(ctx.node.name, 0, chosen.candidates.reshape(-1), None, chosen.outputs.reshape(-1),
+                                  math.sqrt(2.0 * chosen.overlap)))
             continue
         for index, spread in moves.diagonal:
             flat = spread.reshape(-1)
@@ -147,14 +139,10 @@ class Telescope:
         return total * (1.0 + 1e-9)  # A_t and B_t(x) are float64 values at x (CENTRE_TRUST)
 
 
-def telescoped_radius(
-    contexts: list[NodeContext],
-    upstream: dict[str, list[Cotangent | None]],
-    recorded: dict[str, Cotangent],
-    at_x: Cotangent,
-    upstream_at_x: dict[str, list[Cotangent | None]] | None = None,
-    betas: dict[tuple[str, int], float] | None = None,
-) -> Telescope:
+def telescoped_radius(contexts: list[NodeContext], upstream: dict[str, list[Cotangent | None]],
+                      recorded: dict[str, Cotangent], at_x: Cotangent,
+                      upstream_at_x: dict[str, list[Cotangent | None]] | None = None,
+                      betas: dict[tuple[str, int], float] | None = None) -> Telescope:
     """The bound of the module docstring: ``recorded`` holds the A_t rows, ``upstream`` the B_t.
 
     With ``upstream_at_x`` (ordering (1) only, slopes at x set by the caller), each beta_t is
@@ -176,13 +164,8 @@ def telescoped_radius(
     return Telescope(edges, recorded)
 
 
-def _recursive(
-    edge: Edge,
-    nodes: dict[str, NodeContext],
-    contexts: list[NodeContext],
-    upstream_at_x: dict[str, list[Cotangent | None]],
-    done: list[Edge],
-) -> float:
+def _recursive(edge: Edge, nodes: dict[str, NodeContext], contexts: list[NodeContext],
+               upstream_at_x: dict[str, list[Cotangent | None]], done: list[Edge]) -> float:
     """||B_t(x)|| + sum over earlier edges of || A^t_s M_s || beta_s (rows of t's moving entries)."""
     from fimaudit.certify.propagate import backward_from
 

@@ -75,9 +75,8 @@ def conv2d(x: np.ndarray, weight: np.ndarray, geometry: Geometry, groups: int) -
 COLUMN_CHUNK = 1 << 22
 
 
-def _dense_conv(
-    padded: np.ndarray, weight: np.ndarray, geometry: Geometry, spatial: tuple[int, int], out_size: tuple[int, int]
-) -> np.ndarray:
+def _dense_conv(padded: np.ndarray, weight: np.ndarray, geometry: Geometry, spatial: tuple[int, int],
+                out_size: tuple[int, int]) -> np.ndarray:
     """An ungrouped convolution as one GEMM per chunk of the stack: [rows * OH * OW, C * taps] @ [C * taps, O].
 
     Why this layout: forward mode runs a convolution on thousands of stacked directions; a batched
@@ -103,19 +102,14 @@ def _dense_conv(
     return out
 
 
-def conv2d_transpose(
-    g: np.ndarray, weight: np.ndarray, geometry: Geometry, groups: int, spatial: tuple[int, int]
-) -> np.ndarray:
+def conv2d_transpose(g: np.ndarray, weight: np.ndarray, geometry: Geometry, groups: int,
+                     spatial: tuple[int, int]) -> np.ndarray:
     """The adjoint of :func:`conv2d`: g [N, O, OH, OW] back to [N, C, H, W] (H, W = ``spatial``)."""
     n, out_channels, out_h, out_w = g.shape
     per_in = weight.shape[1]
     channels = per_in * groups
-    padded_shape = (
-        n,
-        channels,
-        spatial[0] + geometry.begin[0] + geometry.end[0],
-        spatial[1] + geometry.begin[1] + geometry.end[1],
-    )
+    padded_shape = (n, channels, spatial[0] + geometry.begin[0] + geometry.end[0],
+                    spatial[1] + geometry.begin[1] + geometry.end[1])
     padded = np.zeros(padded_shape)
     if groups == 1:
         kernel = weight.reshape(out_channels, -1)
@@ -143,14 +137,8 @@ def window_stack(x: np.ndarray, geometry: Geometry, fill: float) -> np.ndarray:
 def window_unstack(pieces: np.ndarray, geometry: Geometry, spatial: tuple[int, int]) -> np.ndarray:
     """The adjoint of :func:`window_stack`: [N, C, kh*kw, OH, OW] summed back into [N, C, H, W]."""
     n, channels = pieces.shape[:2]
-    padded = np.zeros(
-        (
-            n,
-            channels,
-            spatial[0] + geometry.begin[0] + geometry.end[0],
-            spatial[1] + geometry.begin[1] + geometry.end[1],
-        )
-    )
+    padded = np.zeros((n, channels, spatial[0] + geometry.begin[0] + geometry.end[0],
+                       spatial[1] + geometry.begin[1] + geometry.end[1]))
     for tap, (_, _, (rows, cols)) in enumerate(geometry.taps(spatial)):
         padded[:, :, rows, cols] += pieces[:, :, tap]
     return geometry.crop(padded, spatial)

@@ -44,6 +44,7 @@ MAX_IMAGE_FILE_BYTES = 256 << 20
 _MAX_CSV_ROWS = 10_000_000
 
 
+
 @dataclass(frozen=True)
 class ImageList:
     """Image files (relative to ``root``), their class indices (or None), and the class names."""

@@ -258,7 +258,6 @@ def sketch_lambda_max(
       most rms(eps over the held-out columns) (Minkowski), clipped at 0.
     """
     from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
-
     y = np.asarray(columns, dtype=np.float64)
     count = y.shape[1]
     eps = np.zeros(count) if errors is None else np.asarray(errors, dtype=np.float64).reshape(-1)
@@ -282,13 +281,8 @@ def sketch_lambda_max(
     # Widening an interval to hold the point estimate keeps its coverage (rarely needed).
     interval = (min(lower, value), max(upper, value))
     return SketchEstimate(
-        value=value,
-        interval=interval,
-        sample_top=sample_top,
-        directions=count,
-        error_rms=error_rms,
-        signal_rms=signal_rms,
-        flat=flat,
+        value=value, interval=interval, sample_top=sample_top, directions=count,
+        error_rms=error_rms, signal_rms=signal_rms, flat=flat,
     )
 
 
@@ -331,13 +325,8 @@ def blackbox_lambda_max(
             f"floor (rms {sketch.error_rms:.3g}): lambda_max is only bounded above"
         )
         return SpectralResult(
-            value=sketch.interval[1],
-            kind="upper_bound",
-            interval=None,
-            confidence=1.0 - (1.0 - CONFIDENCE) / 2.0,
-            model_evaluations=meter.model_evaluations,
-            seconds=meter.seconds,
-            diagnostics=diagnostics,
+            value=sketch.interval[1], kind="upper_bound", interval=None, confidence=1.0 - (1.0 - CONFIDENCE) / 2.0,
+            model_evaluations=meter.model_evaluations, seconds=meter.seconds, diagnostics=diagnostics,
         )
     return SpectralResult(
         value=sketch.value,

@@ -28,15 +28,12 @@ class AuditedSample(Protocol):
     @property
     def index(self) -> int:
         """The sample's position in the data."""
-
     @property
     def result(self) -> SpectralResult:
         """The estimator's result for the sample."""
-
     @property
     def top_prob(self) -> float:
         """The largest softmax probability."""
-
     @property
     def predicted_class(self) -> int:
         """The class with that probability."""

@@ -115,7 +115,8 @@ class FdCost:
             else "a smaller --budget, "
         )
         raise ResourceError(
-            f"{self.describe()}, beyond --max-time {max_time:g} s; use {hint}fewer --samples, or a larger --max-time"
+            f"{self.describe()}, beyond --max-time {max_time:g} s; use {hint}fewer --samples, "
+            "or a larger --max-time"
         )
 
 
@@ -193,11 +194,6 @@ class ProgressLog:
         rate = evaluations / elapsed if elapsed > 0 else float("inf")
         left = elapsed / done * (total - done) if done else float("nan")
         logger.log(
-            self.level,
-            "sample %d/%d done: %.0f model evaluations/s, %s elapsed, about %s left",
-            done,
-            total,
-            rate,
-            format_duration(elapsed),
-            format_duration(left),
+            self.level, "sample %d/%d done: %.0f model evaluations/s, %s elapsed, about %s left",
+            done, total, rate, format_duration(elapsed), format_duration(left),
         )

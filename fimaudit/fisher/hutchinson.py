@@ -69,7 +69,6 @@ def _mean_interval(
 ) -> tuple[float, tuple[float, float], float]:
     """Offset + scale * mean(samples), with a Student-t interval."""
     from scipy import stats  # lazily: scipy.stats costs ~1.2 s at every CLI start
-
     count = samples.size
     mean = float(samples.mean())
     error = float(samples.std(ddof=1) / np.sqrt(count)) if count > 1 else float("inf")

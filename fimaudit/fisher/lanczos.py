@@ -112,7 +112,9 @@ def lanczos_top(
     ncv = int(min(size, _MAX_NCV, max(2, budget - 1)))
     stop_reason = "converged"
     try:
-        _values, vectors = eigsh(counted, k=1, which="LA", v0=start, ncv=ncv, maxiter=max(1, budget), tol=tol / 10.0)
+        _values, vectors = eigsh(
+            counted, k=1, which="LA", v0=start, ncv=ncv, maxiter=max(1, budget), tol=tol / 10.0
+        )
         vector = vectors[:, 0] / np.linalg.norm(vectors[:, 0])
         image = counted.apply(vector)  # the residual check: one product, inside the budget
         theta, residual = _residual(vector, image)

@@ -23,7 +23,6 @@ from fimaudit.fisher.result import SpectralResult
 
 class Estimator(Protocol):
     """What every estimator is: one sample's problem, a budget and a generator in, a SpectralResult out."""
-
     def __call__(self, problem: SampleProblem, budget: int | None, rng: np.random.Generator) -> SpectralResult:
         """Estimate lambda_max(F) of ``problem`` within ``budget``, drawing only from ``rng``."""
 

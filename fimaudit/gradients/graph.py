@@ -170,7 +170,9 @@ class _KeptForwardSession:
         return self._logits, gradient
 
 
-def _product_session(model: onnx.ModelProto, runner: ModelRunner, seed: str, result: str) -> _KeptForwardSession | None:
+def _product_session(
+    model: onnx.ModelProto, runner: ModelRunner, seed: str, result: str
+) -> _KeptForwardSession | None:
     """The kept-forward form of a gradient model, or None (then the combined model serves)."""
     split = split_gradient_model(model, seed, result, LOGITS)
     if split is None:

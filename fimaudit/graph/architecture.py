@@ -73,12 +73,8 @@ class Architecture:
         }
 
 
-def prepare_view(
-    model: onnx.ModelProto,
-    input_name: str | None = None,
-    outputs: list[str] | None = None,
-    sample_shape: tuple[int, ...] | None = None,
-) -> tuple[GraphView, dict[str, list[str]]]:
+def prepare_view(model: onnx.ModelProto, input_name: str | None = None, outputs: list[str] | None = None,
+                 sample_shape: tuple[int, ...] | None = None) -> tuple[GraphView, dict[str, list[str]]]:
     """The fused GraphView of ``model`` that recognition and the bounds share."""
     view = GraphView.from_model(model, input_name, outputs, sample_shape)
     fused = fuse_operators(view)
@@ -96,9 +92,8 @@ def recognise_view(view: GraphView, fused: dict[str, list[str]] | None = None) -
     return Architecture(family, blocks, reasons, {kind: tuple(names) for kind, names in (fused or {}).items()})
 
 
-def recognise_architecture(
-    model: onnx.ModelProto, input_name: str | None = None, outputs: list[str] | None = None
-) -> Architecture:
+def recognise_architecture(model: onnx.ModelProto, input_name: str | None = None,
+                           outputs: list[str] | None = None) -> Architecture:
     """Recognise the family of ``model`` as seen from ``input_name`` (default: its first input)."""
     view, fused = prepare_view(model, input_name, outputs)
     return recognise_view(view, fused)

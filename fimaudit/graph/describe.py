@@ -16,7 +16,6 @@ from fimaudit.graph.tensors import Dim, graph_inputs, type_description, value_sh
 @dataclass
 class TensorDescription:
     """One graph input or output as ``inspect`` shows it: name, shape (symbolic dims kept) and dtype."""
-
     name: str
     shape: list[Dim] | None
     dtype: str

@@ -46,14 +46,8 @@ WRT_CHOICES = ("input", "embeddings")
 # Ops that carry integer ids unchanged in value (a Cast to int32, a Reshape of a flattened batch).
 _ID_PASSTHROUGH = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity"}
 _INTEGER_TYPES = {
-    onnx.TensorProto.INT8,
-    onnx.TensorProto.INT16,
-    onnx.TensorProto.INT32,
-    onnx.TensorProto.INT64,
-    onnx.TensorProto.UINT8,
-    onnx.TensorProto.UINT16,
-    onnx.TensorProto.UINT32,
-    onnx.TensorProto.UINT64,
+    onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64,
 }
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
@@ -83,8 +77,7 @@ class EmbeddingSite:
 
 def _integer_inputs(graph: onnx.GraphProto) -> list[str]:
     return [
-        value.name
-        for value in graph_inputs(graph)
+        value.name for value in graph_inputs(graph)
         if value.type.HasField("tensor_type") and value.type.tensor_type.elem_type in _INTEGER_TYPES
     ]
 
@@ -104,7 +97,10 @@ def _id_tensors(graph: onnx.GraphProto, readers: dict[str, list[onnx.NodeProto]]
 
 
 def _float_tables(graph: onnx.GraphProto) -> set[str]:
-    return {init.name for init in graph.initializer if init.data_type in _FLOAT_TYPES and len(init.dims) == 2}
+    return {
+        init.name for init in graph.initializer
+        if init.data_type in _FLOAT_TYPES and len(init.dims) == 2
+    }
 
 
 def _depends_on(graph: onnx.GraphProto, tensor: str, source: str) -> bool:
@@ -155,10 +151,8 @@ def find_embedding_site(model: onnx.ModelProto) -> EmbeddingSite | None:
         for name in carried[ids]:
             for node in readers.get(name, []):
                 if (
-                    node.op_type == "Gather"
-                    and len(node.input) > 1
-                    and node.input[1] == name
-                    and node.input[0] in tables
+                    node.op_type == "Gather" and len(node.input) > 1
+                    and node.input[1] == name and node.input[0] in tables
                 ):
                     site = _embedding_sum(graph, readers, node, tables)
                     site.ids_input = ids
@@ -182,9 +176,7 @@ def find_embedding_site(model: onnx.ModelProto) -> EmbeddingSite | None:
                 # A comparison with one value (ids == pad) is a mask, not an encoding.
                 if classes is not None and classes.size > 1 and len(after) == 1 and _cast_to_float(after[0]):
                     return EmbeddingSite(
-                        "one_hot",
-                        ids,
-                        after[0].output[0],
+                        "one_hot", ids, after[0].output[0],
                         [node.name or node.output[0], after[0].name or after[0].output[0]],
                     )
     return None

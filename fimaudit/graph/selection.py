@@ -102,10 +102,9 @@ def _choose_input(model: onnx.ModelProto, requested: str | None) -> tuple[onnx.V
         floats = [value for value in inputs if is_float_tensor(value)]
         if not floats:
             readers = readers_of(model.graph)
-            described = (
-                "; ".join(f"{v.name} {type_description(v)}{_integer_input_note(readers, v.name)}" for v in inputs)
-                or "none"
-            )
+            described = "; ".join(
+                f"{v.name} {type_description(v)}{_integer_input_note(readers, v.name)}" for v in inputs
+            ) or "none"
             raise ModelError(
                 f"the model has no float input to differentiate (inputs: {described}); integer "
                 "inputs such as token ids are not differentiable"
@@ -146,19 +145,9 @@ def _integer_input_note(readers: dict[str, list[onnx.NodeProto]], name: str) -> 
 
 QUANTIZING_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
 QUANTIZED_OPS = QUANTIZING_OPS | {
-    "QLinearConv",
-    "QLinearMatMul",
-    "ConvInteger",
-    "MatMulInteger",
-    "QLinearAdd",
-    "QLinearMul",
-    "QLinearSigmoid",
-    "QLinearLeakyRelu",
-    "QLinearConcat",
-    "QLinearAveragePool",
-    "QLinearGlobalAveragePool",
-    "QLinearSoftmax",
-    "QGemm",
+    "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul",
+    "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat", "QLinearAveragePool",
+    "QLinearGlobalAveragePool", "QLinearSoftmax", "QGemm",
 }
 
 
@@ -225,7 +214,9 @@ def _score_producer(producer_of: dict[str, onnx.NodeProto], name: str) -> onnx.N
     return node
 
 
-def _classify_output(model: onnx.ModelProto, output: onnx.ValueInfoProto) -> tuple[str, str, str]:
+def _classify_output(
+    model: onnx.ModelProto, output: onnx.ValueInfoProto
+) -> tuple[str, str, str]:
     """Return (kind, logits source tensor, transform description)."""
     producer_of = producers(model.graph)
     node = _through_unit_means(model, producer_of, _score_producer(producer_of, output.name))

@@ -128,10 +128,8 @@ def require_self_contained(model: onnx.ModelProto, weights: Iterable[onnx.Tensor
     name against the working directory: the loader has already read every external tensor into
     memory, so finding one here means a bug, not a bad model, but it must still never be read.
     """
-    found = itertools.chain(
-        ((entry.where, entry.tensor) for entry in all_tensors(model)),
-        ((f"initializer {tensor.name!r}", tensor) for tensor in weights),
-    )
+    found = itertools.chain(((entry.where, entry.tensor) for entry in all_tensors(model)),
+                            ((f"initializer {tensor.name!r}", tensor) for tensor in weights))
     for where, tensor in found:
         if uses_external_data(tensor):
             location = next((e.value for e in tensor.external_data if e.key == "location"), "")

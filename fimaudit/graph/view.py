@@ -58,14 +58,8 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     Shape inference needs their shapes, not their bytes, and a 500 MB model need not be copied for it.
     """
     skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(
-        onnx.ModelProto(
-            ir_version=model.ir_version,
-            opset_import=model.opset_import,
-            producer_name=model.producer_name,
-            functions=model.functions,
-        )
-    )
+    skeleton.CopyFrom(onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import,
+                                      producer_name=model.producer_name, functions=model.functions))
     graph = skeleton.graph
     graph.name = model.graph.name
     graph.node.extend(model.graph.node)

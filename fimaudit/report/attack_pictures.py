@@ -79,14 +79,12 @@ def _picture(inputs: np.ndarray, sample: Any, layout: ImageLayout) -> Adversaria
         sample_uri=data_uri(png_bytes(_on_scale(to_hwc(original, layout), low, high))),
         adversarial_uri=data_uri(png_bytes(_on_scale(to_hwc(example, layout), low, high))),
         perturbation_uri=data_uri(png_bytes(_signed(example - original, layout))),
-        eigenvector_uri=None
-        if vector is None or np.asarray(vector).size != original.size
+        eigenvector_uri=None if vector is None or np.asarray(vector).size != original.size
         else data_uri(png_bytes(eigenvector_pixels(vector, layout))),
         width=width,
         height=height,
-        caption=(
-            f"sample {sample.index}: class {sample.attack.original_class} to {sample.attack.adversarial_class} "
-            f"at epsilon_min {fmt(sample.attack.epsilon_min)} (l{sample.attack.norm}), "
-            f"lambda_max {fmt(sample.value)}"
-        ),
+        caption=(f"sample {sample.index}: class {sample.attack.original_class} to {sample.attack.adversarial_class} "
+                 f"at epsilon_min {fmt(sample.attack.epsilon_min)} (l{sample.attack.norm}), "
+                 f"lambda_max {fmt(sample.value)}"),
     )
+

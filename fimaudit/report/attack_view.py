@@ -66,10 +66,8 @@ def statement(summary: dict[str, Any], samples: list[dict[str, Any]]) -> list[st
     missing = summary["attempted"] - found
     if missing:
         reasons = sorted({s["attack"]["reason"] for s in samples if s.get("attack") and s["attack"]["reason"]})
-        lines.append(
-            f"{missing} samples have no verified example ({'; '.join(reasons) or 'no reason recorded'}); "
-            "they are left out of the correlation, not counted as infinitely robust."
-        )
+        lines.append(f"{missing} samples have no verified example ({'; '.join(reasons) or 'no reason recorded'}); "
+                     "they are left out of the correlation, not counted as infinitely robust.")
     if any("finite-difference" in (s.get("attack") or {}).get("method", "") for s in samples):
         lines.append("The model has no gradient graph here: the attacks used finite-difference gradients.")
     return lines
@@ -85,17 +83,13 @@ def summary_rows(summary: dict[str, Any]) -> list[Row]:
         Row("Input range (clipping)", "none" if span is None else f"[{fmt(span[0])}, {fmt(span[1])}]"),
         Row("Budget per sample (minimum-norm attack)", f"{summary['budget']} model evaluations"),
         Row("Verified examples", f"{summary['verified']} of {summary['attempted']} samples"),
-        Row(f"Spearman rho of lambda_max ({summary['lambda_kind']}) and 1/epsilon_min", _interval(summary, "spearman")),
+        Row(f"Spearman rho of lambda_max ({summary['lambda_kind']}) and 1/epsilon_min",
+            _interval(summary, "spearman")),
         Row("Kendall tau", _interval(summary, "kendall")),
-        Row(
-            "Quadratic regime (median radius t)",
+        Row("Quadratic regime (median radius t)",
             f"{fmt(radius['median'])} over {radius['checked']} samples with a kept eigenvector"
-            + (
-                f"; {radius['without_regime']} without a regime at the first grid point"
-                if radius["without_regime"]
-                else ""
-            ),
-        ),
+            + (f"; {radius['without_regime']} without a regime at the first grid point" if radius["without_regime"]
+               else "")),
     ]
 
 
@@ -108,16 +102,8 @@ def robust_table(summary: dict[str, Any]) -> Table | None:
         f"Robust accuracy (l{summary['norm']}): the fraction of samples whose prediction no verified example within "
         "eps changed",
         ["eps", "Attack success", "PGD alone", "Robust accuracy (upper bound)", "Samples"],
-        [
-            [
-                fmt(r["eps"]),
-                f"{fmt(100 * r['success_rate'], 3)}%",
-                f"{fmt(100 * r['pgd_success_rate'], 3)}%",
-                f"{fmt(100 * r['robust_accuracy'], 3)}%",
-                str(r["samples"]),
-            ]
-            for r in rows
-        ],
+        [[fmt(r["eps"]), f"{fmt(100 * r['success_rate'], 3)}%", f"{fmt(100 * r['pgd_success_rate'], 3)}%",
+          f"{fmt(100 * r['robust_accuracy'], 3)}%", str(r["samples"])] for r in rows],
     )
 
 
@@ -126,11 +112,9 @@ def per_class_table(summary: dict[str, Any]) -> Table | None:
     entries = summary.get("per_class") or []
     if not entries:
         return None
-    return Table(
-        "Correlation per predicted class",
-        ["Class", "Pairs", "Spearman rho", "Kendall tau"],
-        [[str(e["class"]), str(e["count"]), _interval(e, "spearman"), _interval(e, "kendall")] for e in entries],
-    )
+    return Table("Correlation per predicted class", ["Class", "Pairs", "Spearman rho", "Kendall tau"],
+                 [[str(e["class"]), str(e["count"]), _interval(e, "spearman"), _interval(e, "kendall")]
+                  for e in entries])
 
 
 def sample_table(samples: list[dict[str, Any]], count: int = 10) -> Table:
@@ -138,38 +122,24 @@ def sample_table(samples: list[dict[str, Any]], count: int = 10) -> Table:
     rows = []
     for s in most_sensitive(samples, count):
         attack = s.get("attack") or {}
-        rows.append(
-            [
-                str(s["index"]),
-                fmt(s["lambda_max"]),
-                fmt(attack.get("epsilon_min")),
-                "yes" if attack.get("verified") else "no",
-                str(s["predicted_class"]),
-                MISSING if attack.get("adversarial_class") is None else str(attack["adversarial_class"]),
-                attack.get("method", MISSING),
-                fmt(attack.get("evaluations")),
-            ]
-        )
-    return Table(
-        "Attacks on the most sensitive samples",
-        ["Sample", "lambda_max", "epsilon_min", "Verified", "Class", "Adversarial class", "Method", "Evaluations"],
-        rows,
-    )
+        rows.append([str(s["index"]), fmt(s["lambda_max"]), fmt(attack.get("epsilon_min")),
+                     "yes" if attack.get("verified") else "no", str(s["predicted_class"]),
+                     MISSING if attack.get("adversarial_class") is None else str(attack["adversarial_class"]),
+                     attack.get("method", MISSING), fmt(attack.get("evaluations"))])
+    return Table("Attacks on the most sensitive samples",
+                 ["Sample", "lambda_max", "epsilon_min", "Verified", "Class", "Adversarial class", "Method",
+                  "Evaluations"], rows)
 
 
-def attack_view(
-    document: dict[str, Any], pictures: list[AdversarialPicture] | None = None, pictures_note: str = ""
-) -> AttackSectionView | None:
+def attack_view(document: dict[str, Any], pictures: list[AdversarialPicture] | None = None,
+                pictures_note: str = "") -> AttackSectionView | None:
     """The attack section, or None when the audit ran no attacks."""
     summary = document.get("attack_summary")
     if summary is None:
         return None
     samples = document["samples"]
-    points = [
-        (s["index"], float(s["lambda_max"]), float(s["attack"]["epsilon_min"]))
-        for s in samples
-        if s.get("attack") and s["attack"]["epsilon_min"] is not None
-    ]
+    points = [(s["index"], float(s["lambda_max"]), float(s["attack"]["epsilon_min"])) for s in samples
+              if s.get("attack") and s["attack"]["epsilon_min"] is not None]
     scatter, missing = None, ""
     if len(points) >= 2:
         caption = f"Spearman {_interval(summary, 'spearman')}; Kendall {_interval(summary, 'kendall')}"

@@ -28,7 +28,6 @@ from fimaudit.report.formatting import fmt
 @dataclass
 class Tick:
     """An axis tick (or a row label): its position in pixels and its text."""
-
     position: float
     label: str
 
@@ -36,7 +35,6 @@ class Tick:
 @dataclass
 class Line:
     """A line segment, optionally labelled at (label_x, label_y)."""
-
     x1: float
     y1: float
     x2: float
@@ -50,7 +48,6 @@ class Line:
 @dataclass
 class Rect:
     """A rectangle (a histogram bar) with its hover title."""
-
     x: float
     y: float
     width: float
@@ -61,7 +58,6 @@ class Rect:
 @dataclass
 class Dot:
     """A marker at (cx, cy) with its CSS class and hover title."""
-
     cx: float
     cy: float
     css: str
@@ -305,14 +301,8 @@ def sample_chart(
         if sample.get("interval"):
             low, high = sample["interval"]
             chart.lines.append(Line(x, axis(high), x, axis(low), "interval"))
-        chart.dots.append(
-            Dot(
-                x,
-                axis(value),
-                f"measured {sample['kind']}",
-                f"sample {sample['index']}: {fmt(value)} ({sample['kind']})",
-            )
-        )
+        chart.dots.append(Dot(x, axis(value), f"measured {sample['kind']}",
+                              f"sample {sample['index']}: {fmt(value)} ({sample['kind']})"))
         bound = sample_bounds.get(sample["index"])
         if bound is not None:
             chart.dots.append(Dot(x, axis(bound), "sample-bound", f"sample {sample['index']}: bound {fmt(bound)}"))
@@ -346,7 +336,6 @@ def sample_chart(
 @dataclass
 class StripRow:
     """One model's row of the strip chart: its per-sample values, median and bound."""
-
     label: str
     values: list[float]
     median: float | None
@@ -395,7 +384,6 @@ def strip_chart(rows: Sequence[StripRow], threshold: float | None = None, width:
 @dataclass
 class ScatterPoint:
     """One sample of the scatter chart: lambda_max under model A (x) and B (y), and whether they agree."""
-
     index: int
     x: float
     y: float
@@ -408,15 +396,8 @@ def scatter_chart(points: Sequence[ScatterPoint], x_label: str, y_label: str, si
     Both axes share one range, so a sample on which the models agree lies on the diagonal;
     disagreeing samples are drawn in their own colour.
     """
-    chart = Chart(
-        size + 60,
-        size + 50,
-        f"lambda_max per sample: {y_label} against {x_label}",
-        left=56,
-        right=size + 46,
-        top=12,
-        bottom=size + 8,
-    )
+    chart = Chart(size + 60, size + 50, f"lambda_max per sample: {y_label} against {x_label}",
+                  left=56, right=size + 46, top=12, bottom=size + 8)
     everything = [p.x for p in points] + [p.y for p in points]
     x_axis = LogAxis(everything, chart.left, chart.right)
     y_axis = LogAxis(everything, chart.bottom, chart.top)
@@ -425,14 +406,8 @@ def scatter_chart(points: Sequence[ScatterPoint], x_label: str, y_label: str, si
     for point in points:
         css = "measured" if point.agree else "disagree"
         verdict = "agree" if point.agree else "DISAGREE"
-        chart.dots.append(
-            Dot(
-                x_axis(point.x),
-                y_axis(point.y),
-                css,
-                f"sample {point.index}: {fmt(point.x)} vs {fmt(point.y)} ({verdict})",
-            )
-        )
+        chart.dots.append(Dot(x_axis(point.x), y_axis(point.y), css,
+                              f"sample {point.index}: {fmt(point.x)} vs {fmt(point.y)} ({verdict})"))
     chart.x_ticks = x_axis.ticks()
     chart.y_ticks = y_axis.ticks()
     chart.x_label = f"{x_label} (log)"
@@ -455,21 +430,13 @@ def attack_scatter(points: Sequence[tuple[int, float, float]], norm: str, captio
     locally quadratic model, epsilon_min ~ 1 / sqrt(lambda_max)); ``caption`` states the measured
     correlation.
     """
-    chart = Chart(
-        size + 60,
-        size + 50,
-        f"lambda_max against epsilon_min (l{norm}) per sample: {caption}",
-        left=56,
-        right=size + 46,
-        top=12,
-        bottom=size + 8,
-    )
+    chart = Chart(size + 60, size + 50, f"lambda_max against epsilon_min (l{norm}) per sample: {caption}",
+                  left=56, right=size + 46, top=12, bottom=size + 8)
     x_axis = LogAxis([p[1] for p in points], chart.left, chart.right)
     y_axis = LogAxis([p[2] for p in points], chart.bottom, chart.top)
     for index, lam, eps in points:
-        chart.dots.append(
-            Dot(x_axis(lam), y_axis(eps), "measured", f"sample {index}: lambda_max {fmt(lam)}, epsilon_min {fmt(eps)}")
-        )
+        chart.dots.append(Dot(x_axis(lam), y_axis(eps), "measured",
+                              f"sample {index}: lambda_max {fmt(lam)}, epsilon_min {fmt(eps)}"))
     chart.x_ticks, chart.y_ticks = x_axis.ticks(), y_axis.ticks()
     chart.x_label, chart.y_label = "lambda_max (log)", f"verified epsilon_min, l{norm} (log)"
     chart.legend = [("sample with a verified adversarial example", "measured")]
@@ -478,28 +445,15 @@ def attack_scatter(points: Sequence[tuple[int, float, float]], norm: str, captio
     return chart
 
 
-def quadratic_chart(
-    index: int,
-    t: Sequence[float],
-    kl: Sequence[float],
-    quadratic: Sequence[float],
-    radius: float | None,
-    size: int = 300,
-) -> Chart:
+def quadratic_chart(index: int, t: Sequence[float], kl: Sequence[float], quadratic: Sequence[float],
+                    radius: float | None, size: int = 300) -> Chart:
     """KL(p(x) || p(x + t v)) measured against 1/2 t^2 lambda_max along the top eigenvector, log-log.
 
     The two curves coincide where lambda_max describes the model; the marker is the radius up to
     which they agree within the tolerance. Non-positive KL (below float rounding) is not drawn.
     """
-    chart = Chart(
-        size + 60,
-        size // 2 + 70,
-        f"sample {index}: KL along the top eigenvector against 1/2 t^2 lambda_max",
-        left=56,
-        right=size + 46,
-        top=12,
-        bottom=size // 2 + 28,
-    )
+    chart = Chart(size + 60, size // 2 + 70, f"sample {index}: KL along the top eigenvector against "
+                  "1/2 t^2 lambda_max", left=56, right=size + 46, top=12, bottom=size // 2 + 28)
     x_axis = LogAxis(list(t), chart.left, chart.right)
     y_axis = LogAxis([v for v in [*kl, *quadratic] if v > 0], chart.bottom, chart.top)
     for css, values in (("kl-quadratic", quadratic), ("kl-measured", kl)):
@@ -512,30 +466,21 @@ def quadratic_chart(
     chart.x_ticks, chart.y_ticks = x_axis.ticks(), y_axis.ticks()
     chart.x_label, chart.y_label = "t, step along v (log)", "KL (log)"
     chart.legend = [("measured KL (+v)", "kl-measured"), ("1/2 t^2 lambda_max", "kl-quadratic")]
-    chart.note = "quadratic regime: " + (
-        f"up to t = {fmt(radius)} (marker)" if radius is not None else "not reached at the first grid point"
-    )
+    chart.note = "quadratic regime: " + (f"up to t = {fmt(radius)} (marker)" if radius is not None
+                                         else "not reached at the first grid point")
     return chart
 
 
-def certificate_chart(
-    index: int, epsilons: Sequence[float], values: Sequence[float], measured: float, norm: str, size: int = 300
-) -> Chart:
+def certificate_chart(index: int, epsilons: Sequence[float], values: Sequence[float], measured: float,
+                      norm: str, size: int = 300) -> Chart:
     """The certified bound B(x, eps) against eps (log-log) beside the sample's lambda_max(x) (issue 10).
 
     B is a guarantee over the whole eps-ball; lambda_max(x) is the value at x alone, which B
     approaches as eps -> 0. Only positive radii are drawn (eps = 0 has no place on a log axis).
     """
     points = [(e, v) for e, v in zip(epsilons, values, strict=True) if e > 0 and v > 0 and math.isfinite(v)]
-    chart = Chart(
-        size + 60,
-        size // 2 + 70,
-        f"sample {index}: certified B(x, eps) ({norm}) against lambda_max(x)",
-        left=56,
-        right=size + 46,
-        top=12,
-        bottom=size // 2 + 28,
-    )
+    chart = Chart(size + 60, size // 2 + 70, f"sample {index}: certified B(x, eps) ({norm}) against lambda_max(x)",
+                  left=56, right=size + 46, top=12, bottom=size // 2 + 28)
     x_axis = LogAxis([e for e, _ in points] or [1.0], chart.left, chart.right)
     y_axis = LogAxis([v for _, v in points] + [measured], chart.bottom, chart.top)
     for (e1, v1), (e2, v2) in zip(points, points[1:], strict=False):

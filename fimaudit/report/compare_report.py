@@ -55,21 +55,15 @@ def ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -> dict[
     bounds = {label: bound_value(doc.get("bound")) for label, doc in labelled}
     missing = [label for label, value in bounds.items() if value is None]
     known = {label: value for label, value in bounds.items() if value is not None}
-    entry: dict[str, Any] = {
-        "statistic": statistic,
-        "by_measured": by_measured,
-        "by_bound": None,
-        "bound_missing": missing,
-        "kendall_tau": None,
-    }
+    entry: dict[str, Any] = {"statistic": statistic, "by_measured": by_measured, "by_bound": None,
+                             "bound_missing": missing, "kendall_tau": None}
     if not missing:
         ordered = sorted(labelled, key=lambda item: known[item[0]])
         entry["by_bound"] = [
             {"rank": r + 1, "model": label, "value": known[label]} for r, (label, _) in enumerate(ordered)
         ]
-        entry["kendall_tau"] = _kendall_tau(
-            [doc["summary"][statistic] for _, doc in labelled], [known[label] for label, _ in labelled]
-        )
+        entry["kendall_tau"] = _kendall_tau([doc["summary"][statistic] for _, doc in labelled],
+                                            [known[label] for label, _ in labelled])
     entry["by_attack"] = attack_ranking(labelled, statistic)
     return entry
 
@@ -94,16 +88,12 @@ def attack_ranking(labelled: list[tuple[str, dict[str, Any]]], statistic: str) -
     for position, eps in enumerate(radii[0]):
         rates = [s["success_rate_by_eps"][position]["success_rate"] for s in summaries]  # type: ignore[index]
         order = sorted(zip([label for label, _ in labelled], rates, strict=True), key=lambda item: item[1])
-        entries.append(
-            {
-                "eps": eps,
-                "norm": norm,
-                "models": [
-                    {"rank": r + 1, "model": label, "success_rate": rate} for r, (label, rate) in enumerate(order)
-                ],
-                "kendall_tau": _kendall_tau(lambdas, rates),
-            }
-        )
+        entries.append({
+            "eps": eps,
+            "norm": norm,
+            "models": [{"rank": r + 1, "model": label, "success_rate": rate} for r, (label, rate) in enumerate(order)],
+            "kendall_tau": _kendall_tau(lambdas, rates),
+        })
     return entries
 
 
@@ -125,30 +115,24 @@ def build_comparison_document(
     facts = {f.label: f for f in consistency.models}
     models, labelled = [], []
     for label, outcome in zip(labels, comparison.outcomes, strict=True):
-        common = {
-            "label": label,
-            "path": outcome.path,
-            "note": outcome.note,
-            "layout": None if outcome.layout is None else outcome.layout.to_dict(),
-        }
+        common = {"label": label, "path": outcome.path, "note": outcome.note,
+                  "layout": None if outcome.layout is None else outcome.layout.to_dict()}
         if outcome.result is None:
             models.append({**common, "status": "error", "error": outcome.error, "audit": None})
             continue
         document = build_document(outcome.result)
         labelled.append((label, document))
-        models.append(
-            {
-                **common,
-                "status": "audited",
-                "error": None,
-                "sha256": document["model"]["sha256"],
-                "producer": document["model"]["producer"],
-                "facts": facts[label].to_dict(),
-                "summary": document["summary"],
-                "bound": document["bound"],
-                "audit": document,
-            }
-        )
+        models.append({
+            **common,
+            "status": "audited",
+            "error": None,
+            "sha256": document["model"]["sha256"],
+            "producer": document["model"]["producer"],
+            "facts": facts[label].to_dict(),
+            "summary": document["summary"],
+            "bound": document["bound"],
+            "audit": document,
+        })
     first = labelled[0][1]
     config = comparison.config
     return {
@@ -234,73 +218,38 @@ def attack_ranking_tables(rank: dict[str, Any]) -> list[Table]:
     tables = []
     for entry in rank.get("by_attack") or []:
         tau = "n/a" if entry["kendall_tau"] is None else fmt(entry["kendall_tau"], 3)
-        tables.append(
-            Table(
-                f"Ranking by attack success at l{entry['norm']} eps {fmt(entry['eps'])} (1 = least attacked); "
-                f"Kendall's tau with the {rank['statistic']} lambda_max ranking: {tau}",
-                ["Rank", "Model", "Attack success (verified)"],
-                [[str(r["rank"]), r["model"], f"{fmt(100 * r['success_rate'], 3)}%"] for r in entry["models"]],
-            )
-        )
+        tables.append(Table(
+            f"Ranking by attack success at l{entry['norm']} eps {fmt(entry['eps'])} (1 = least attacked); "
+            f"Kendall's tau with the {rank['statistic']} lambda_max ranking: {tau}",
+            ["Rank", "Model", "Attack success (verified)"],
+            [[str(r["rank"]), r["model"], f"{fmt(100 * r['success_rate'], 3)}%"] for r in entry["models"]],
+        ))
     return tables
 
 
 def _pair_view(pair: dict[str, Any], pictures: dict[int, Picture]) -> PairView:
     a, b = pair["a"], pair["b"]
     evidence = pair["evidence"]
-    rows = [
-        [name.replace("_", " ").capitalize(), *[fmt(v) if isinstance(v, (int, float)) else str(v) for v in values]]
-        for name, values in evidence.items()
-    ]
+    rows = [[name.replace("_", " ").capitalize(), *[fmt(v) if isinstance(v, (int, float)) else str(v) for v in values]]
+            for name, values in evidence.items()]
     evidence_table = Table("Evidence (shown, not used as a gate)", ["", a, b], rows)
     chart = worst = None
     if pair["per_sample"]:
         points = [ScatterPoint(s["index"], s["lambda_a"], s["lambda_b"], s["agree"]) for s in pair["per_sample"]]
         chart = scatter_chart(points, a, b)
-        worst = Table(
-            "Samples on which they differ most",
-            [
-                "Sample",
-                f"lambda_max {a}",
-                f"lambda_max {b}",
-                "Relative difference",
-                "Class",
-                "Top probability",
-                "Agree",
-            ],
-            [
-                [
-                    str(s["index"]),
-                    fmt(s["lambda_a"]),
-                    fmt(s["lambda_b"]),
-                    fmt(s["relative_difference"], 3),
-                    f"{s['class_a']} / {s['class_b']}",
-                    f"{fmt(s['top_prob_a'], 4)} / {fmt(s['top_prob_b'], 4)}",
-                    "yes" if s["agree"] else f"NO: {s['why']}",
-                ]
-                for s in pair["worst_samples"]
-            ],
-        )
-    tolerance = (
-        f"lambda_max within {fmt(pair['rtol'], 3)} relative (on a scale no smaller than "
-        f"{fmt(pair['lambda_floor'], 3)}), top probability within {fmt(pair['rtol'], 3)}, same class; "
-        f"at least {fmt(100 * pair['min_agreement'], 3)}% of samples"
-    )
+        worst = Table("Samples on which they differ most", [
+            "Sample", f"lambda_max {a}", f"lambda_max {b}", "Relative difference", "Class", "Top probability", "Agree"],
+            [[str(s["index"]), fmt(s["lambda_a"]), fmt(s["lambda_b"]), fmt(s["relative_difference"], 3),
+              f"{s['class_a']} / {s['class_b']}", f"{fmt(s['top_prob_a'], 4)} / {fmt(s['top_prob_b'], 4)}",
+              "yes" if s["agree"] else f"NO: {s['why']}"] for s in pair["worst_samples"]])
+    tolerance = (f"lambda_max within {fmt(pair['rtol'], 3)} relative (on a scale no smaller than "
+                 f"{fmt(pair['lambda_floor'], 3)}), top probability within {fmt(pair['rtol'], 3)}, same class; "
+                 f"at least {fmt(100 * pair['min_agreement'], 3)}% of samples")
     if pair["rtol_reason"]:
         tolerance += f"; tolerance {pair['rtol_reason']}"
     drawn = [pictures[s["index"]] for s in pair["worst_samples"] if s["index"] in pictures] if worst else []
-    return PairView(
-        f"{a} vs {b}",
-        pair["status"],
-        _STATUS_TEXT[pair["status"]],
-        pair["reason"],
-        tolerance,
-        pair["expected_deviations"],
-        evidence_table,
-        chart,
-        worst,
-        drawn,
-    )
+    return PairView(f"{a} vs {b}", pair["status"], _STATUS_TEXT[pair["status"]], pair["reason"], tolerance,
+                    pair["expected_deviations"], evidence_table, chart, worst, drawn)
 
 
 def _pairs_table(pairs: list[dict[str, Any]]) -> Table | None:
@@ -309,37 +258,16 @@ def _pairs_table(pairs: list[dict[str, Any]]) -> Table | None:
     rows = []
     for p in pairs:
         fraction = "—" if p["fraction_agreeing"] is None else f"{p['agreeing_samples']} of {p['samples']}"
-        rows.append(
-            [
-                p["a"],
-                p["b"],
-                _STATUS_TEXT[p["status"]],
-                fraction,
-                fmt(p["max_relative_difference"], 3),
-                "—" if p["worst_sample"] is None else str(p["worst_sample"]),
-                fmt(p["rtol"], 3),
-                "; ".join(p["expected_deviations"]) or "none named",
-            ]
-        )
-    return Table(
-        "Pair by pair",
-        [
-            "Model A",
-            "Model B",
-            "Agreement",
-            "Samples that agree",
-            "Max lambda_max difference",
-            "Worst sample",
-            "Tolerance",
-            "Expected deviations",
-        ],
-        rows,
-    )
+        rows.append([p["a"], p["b"], _STATUS_TEXT[p["status"]], fraction, fmt(p["max_relative_difference"], 3),
+                     "—" if p["worst_sample"] is None else str(p["worst_sample"]), fmt(p["rtol"], 3),
+                     "; ".join(p["expected_deviations"]) or "none named"])
+    return Table("Pair by pair", ["Model A", "Model B", "Agreement", "Samples that agree", "Max lambda_max difference",
+                                  "Worst sample", "Tolerance", "Expected deviations"], rows)
 
 
 _MODE_NOTES = {
     "auto": "Every pair of models that take the same input (up to a layout permutation) and have the same number of "
-    "classes is compared sample by sample. Name the pairs with --reference MODEL or --group A,B.",
+            "classes is compared sample by sample. Name the pairs with --reference MODEL or --group A,B.",
     "reference": "Every model is compared with the reference {reference}, sample by sample.",
     "groups": "Every pair within each named group is compared sample by sample: {groups}.",
     "none": "Agreement was not checked (--no-check).",
@@ -365,21 +293,8 @@ def build_comparison_view(
         )
         for m in audited
     ]
-    columns = [
-        "Model",
-        "Producer",
-        "SHA-256",
-        "Parameters",
-        "Family",
-        "Gradients, method",
-        "Layout",
-        "Samples",
-        "Median",
-        "p95",
-        "Max",
-        "Bound",
-        "Verdict",
-    ]
+    columns = ["Model", "Producer", "SHA-256", "Parameters", "Family", "Gradients, method", "Layout", "Samples",
+               "Median", "p95", "Max", "Bound", "Verdict"]
     model_rows = []
     for m in audited:
         summary, verdict, facts = m["summary"], m["audit"]["verdict"], m["facts"]
@@ -414,11 +329,8 @@ def build_comparison_view(
     )
     bound_table = None
     if rank["by_bound"] is not None:
-        bound_table = Table(
-            "Ranking by analytic bound",
-            ["Rank", "Model", "Bound"],
-            [[str(r["rank"]), r["model"], fmt(r["value"])] for r in rank["by_bound"]],
-        )
+        bound_table = Table("Ranking by analytic bound", ["Rank", "Model", "Bound"],
+                            [[str(r["rank"]), r["model"], fmt(r["value"])] for r in rank["by_bound"]])
         tau = rank["kendall_tau"]
         bound_note = (
             f"Kendall's tau between the two rankings: {fmt(tau, 3)} "
@@ -436,9 +348,8 @@ def build_comparison_view(
         Row("Models", f"{len(audited)} audited" + (f", {len(failed)} failed" if failed else "")),
     ]
     consistency = document["consistency"]
-    note = _MODE_NOTES[agreement["mode"]].format(
-        reference=agreement["reference"], groups="; ".join(", ".join(g) for g in agreement["groups"])
-    )
+    note = _MODE_NOTES[agreement["mode"]].format(reference=agreement["reference"],
+                                                  groups="; ".join(", ".join(g) for g in agreement["groups"]))
     return ComparisonView(
         title="fimaudit comparison: " + ", ".join(m["label"] for m in document["models"]),
         created_at=document["created_at"],

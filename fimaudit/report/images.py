@@ -176,15 +176,11 @@ def draw_samples(
             )
         pictures[index] = Picture(index, data_uri(png_bytes(contrast_stretch(sample))), eigen_uri, width, height, note)
     if layout.channels == 1:
-        legend = (
-            "samples in grey with their own min-max contrast; eigenvectors in red (+) and blue (-) "
-            "on a symmetric scale, sign fixed so the largest component is positive"
-        )
+        legend = ("samples in grey with their own min-max contrast; eigenvectors in red (+) and blue (-) "
+                  "on a symmetric scale, sign fixed so the largest component is positive")
     else:
-        legend = (
-            "samples in colour with their own min-max contrast; eigenvectors as the length of the "
-            "direction across channels at each pixel (white 0, red largest)"
-        )
+        legend = ("samples in colour with their own min-max contrast; eigenvectors as the length of the "
+                  "direction across channels at each pixel (white 0, red largest)")
     return pictures, legend
 
 

@@ -57,7 +57,9 @@ def limitations(document: dict[str, Any]) -> list[str]:
             "the true value with the stated probability."
         )
     if len(samples) < FEW_SAMPLES:
-        notes.append(f"Only {len(samples)} samples were audited: the quantiles, p95 in particular, are rough.")
+        notes.append(
+            f"Only {len(samples)} samples were audited: the quantiles, p95 in particular, are rough."
+        )
     saturated = sum(1 for s in samples if s["top_prob"] > SATURATED)
     if saturated:
         notes.append(

@@ -97,15 +97,12 @@ def write_audit_outputs(
     ``adversarial_path`` (``--save-adversarial``): the verified adversarial examples as .npy.
     """
     document = build_document(result)
-    write_outputs(
-        [
-            (json_path, lambda: json_text(document)),
-            (report_path, lambda: html_report(result, document)),
-            (summary_path, lambda: summary_markdown(document)),
-            (adversarial_path, lambda: adversarial_npy(result)),
-        ],
-        audit_inputs(result),
-    )
+    write_outputs([
+        (json_path, lambda: json_text(document)),
+        (report_path, lambda: html_report(result, document)),
+        (summary_path, lambda: summary_markdown(document)),
+        (adversarial_path, lambda: adversarial_npy(result)),
+    ], audit_inputs(result))
     return document
 
 
@@ -138,13 +135,10 @@ def write_comparison_outputs(
     inputs: list[Any] = [comparison.config.data_path]
     for outcome in comparison.outcomes:
         inputs += audit_inputs(outcome.result) if outcome.result is not None else [outcome.path]
-    write_outputs(
-        [
-            (json_path, lambda: json_text(document)),
-            (report_path, lambda: render_comparison(document, pictures, note)),
-        ],
-        inputs,
-    )
+    write_outputs([
+        (json_path, lambda: json_text(document)),
+        (report_path, lambda: render_comparison(document, pictures, note)),
+    ], inputs)
     return document
 
 

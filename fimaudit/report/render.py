@@ -71,11 +71,8 @@ def weight_rows(document: dict[str, Any]) -> list[Row]:
 
 
 def render_report(
-    document: dict[str, Any],
-    pictures: dict[int, Picture] | None = None,
-    pictures_note: str = "",
-    attack_pictures: list[AdversarialPicture] | None = None,
-    attack_pictures_note: str = "",
+    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "",
+    attack_pictures: list[AdversarialPicture] | None = None, attack_pictures_note: str = "",
 ) -> str:
     """The self-contained HTML report of one audit.
 

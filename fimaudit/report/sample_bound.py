@@ -28,12 +28,8 @@ def tightest_bound(sample: dict[str, Any]) -> tuple[float, str] | None:
     if bound is not None and bound.get("value") is not None:
         candidates.append((float(bound["value"]), "analytic, at x"))
     for certificate in sample.get("certificates") or ():
-        candidates.append(
-            (
-                float(certificate["value"]),
-                f"certified over the l{certificate['norm']} ball of radius {fmt(certificate['epsilon'])}",
-            )
-        )
+        candidates.append((float(certificate["value"]),
+                           f"certified over the l{certificate['norm']} ball of radius {fmt(certificate['epsilon'])}"))
     return min(candidates, key=lambda candidate: candidate[0]) if candidates else None
 
 

@@ -53,16 +53,10 @@ def attack_sentence(attack: dict[str, Any]) -> str:
         return f"Attacks: not run ({' '.join(str(attack['reason']).split())})."
     norm = f"l{attack['norm']}"
     interval = (attack.get("intervals") or {}).get("spearman")
-    rho = (
-        "not computed"
-        if attack["spearman"] is None
-        else f"{fmt(attack['spearman'], 3)}" + (f" [{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]" if interval else "")
-    )
-    robust = ", ".join(
-        f"{fmt(100 * row['robust_accuracy'], 3)}% at {fmt(row['eps'])}" for row in attack["success_rate_by_eps"]
-    )
-    text = (
-        f"Attacks ({norm}): {attack['verified']} of {attack['attempted']} samples have a verified adversarial "
-        f"example; Spearman rho of lambda_max with 1/epsilon_min {rho}"
-    )
+    rho = ("not computed" if attack["spearman"] is None else
+           f"{fmt(attack['spearman'], 3)}" + (f" [{fmt(interval[0], 3)}, {fmt(interval[1], 3)}]" if interval else ""))
+    robust = ", ".join(f"{fmt(100 * row['robust_accuracy'], 3)}% at {fmt(row['eps'])}"
+                       for row in attack["success_rate_by_eps"])
+    text = (f"Attacks ({norm}): {attack['verified']} of {attack['attempted']} samples have a verified adversarial "
+            f"example; Spearman rho of lambda_max with 1/epsilon_min {rho}")
     return text + (f"; robust accuracy (upper bound) {robust}." if robust else ".")

@@ -30,13 +30,8 @@ TOP_SAMPLES = 10
 PICTURED_SAMPLES = 6
 
 VERDICT_HEADLINES = {"pass": "PASS", "fail": "FAIL", "inconclusive": "INCONCLUSIVE", "no_threshold": "NO THRESHOLD"}
-CHECK_LABELS = {
-    "passed": "passed",
-    "failed": "FAILED",
-    "not_decided": "not decided",
-    "not_computed": "not computed",
-    "not_applicable": "not applicable",
-}
+CHECK_LABELS = {"passed": "passed", "failed": "FAILED", "not_decided": "not decided", "not_computed": "not computed",
+                "not_applicable": "not applicable"}
 # Names of gradient settings as a reviewer reads them.
 SETTING_LABELS = {"fd_relative_step": "finite-difference relative step r (element i moves by r * max(1, |x_i|))"}
 # Metadata keys that usually describe how inputs must be prepared.
@@ -46,7 +41,6 @@ PREPROCESSING_WORDS = ("mean", "std", "norm", "scale", "preprocess", "resize", "
 @dataclass
 class Row:
     """A label and its value (``code``: shown in monospace, as names and paths are)."""
-
     label: str
     value: str
     code: bool = False
@@ -55,7 +49,6 @@ class Row:
 @dataclass
 class Table:
     """A titled table of prepared cells."""
-
     title: str
     columns: list[str]
     rows: list[list[str]]
@@ -64,7 +57,6 @@ class Table:
 @dataclass
 class VerdictView:
     """The verdict as the report's headline shows it."""
-
     status: str
     headline: str
     reason: str
@@ -74,7 +66,6 @@ class VerdictView:
 @dataclass
 class CheckView:
     """One check of the verdict: title, status, its label and the detail."""
-
     title: str
     status: str
     label: str
@@ -84,7 +75,6 @@ class CheckView:
 @dataclass
 class PictureView:
     """A pictured sample and its top eigenvector, as data URIs, with caption and note."""
-
     index: int
     caption: str
     sample_uri: str
@@ -106,7 +96,6 @@ class Section:
 @dataclass
 class ReportView:
     """Everything the HTML template shows, prepared: the template does no arithmetic and makes no decisions."""
-
     title: str
     file_name: str
     created_at: str
@@ -209,25 +198,18 @@ def preprocessing_notes(document: dict[str, Any]) -> list[str]:
     ]
     spec = data.get("preprocess")
     if spec:  # image data (issue 13): the declared spec replaces "unchanged"
-        steps = ", ".join(
-            f"{key} {present(spec[key])}"
-            for key in ("channels", "resize", "center_crop", "scale_text", "mean", "std", "layout")
-        )
-        notes = [
-            f"Image files were preprocessed by the spec from {spec['source']} ({steps}); lambda_max is with "
-            "respect to the model's input tensor, and in pixel space with respect to the pixels after resize "
-            "and crop (0..255)."
-        ]
+        steps = ", ".join(f"{key} {present(spec[key])}" for key in
+                          ("channels", "resize", "center_crop", "scale_text", "mean", "std", "layout"))
+        notes = [f"Image files were preprocessed by the spec from {spec['source']} ({steps}); lambda_max is with "
+                 "respect to the model's input tensor, and in pixel space with respect to the pixels after resize "
+                 "and crop (0..255)."]
     if stats:
         notes.append(
             f"Audited inputs range from {fmt(stats['min'])} to {fmt(stats['max'])} "
             f"(mean {fmt(stats['mean'])}, std {fmt(stats['std'])}); check that this is what the model was trained on."
         )
-    hints = [
-        f"{key} = {value}"
-        for key, value in document["model"].get("metadata", {}).items()
-        if any(word in key.lower() for word in PREPROCESSING_WORDS)
-    ]
+    hints = [f"{key} = {value}" for key, value in document["model"].get("metadata", {}).items()
+             if any(word in key.lower() for word in PREPROCESSING_WORDS)]
     if hints:
         notes.append("The model's metadata mentions input preparation: " + "; ".join(hints))
     else:
@@ -270,10 +252,8 @@ def summary_table(document: dict[str, Any]) -> Table:
     summary = document["summary"]
     samples = document["samples"]
     uncertain = any(s["kind"] != "exact" for s in samples)
-    ranges = np.array(
-        [value_range(s["lambda_max"], s["kind"], s["interval"], s["diagnostics"].get("converged")) for s in samples],
-        dtype=np.float64,
-    )
+    ranges = np.array([value_range(s["lambda_max"], s["kind"], s["interval"], s["diagnostics"].get("converged"))
+                       for s in samples], dtype=np.float64)
     rows = []
     for key, label in DISPLAY_NAMES.items():
         row = [label, fmt(summary[key])]
@@ -297,17 +277,10 @@ def token_tables(document: dict[str, Any], count: int = 3) -> list[Table]:
             continue
         tokens = s.get("tokens") or [f"id {t}" for t in s.get("token_ids") or []] or [""] * len(values)
         mask = s.get("attention_mask") or [1] * len(values)
-        rows = [
-            [str(i), str(tokens[i]) if i < len(tokens) else "", "text" if mask[i] else "padding", fmt(v, 4)]
-            for i, v in enumerate(values)
-        ]
-        tables.append(
-            Table(
-                f"Sample {s['index']} (lambda_max {fmt(s['lambda_max'])})",
-                ["Position", "Token", "Kind", "Sensitivity"],
-                rows,
-            )
-        )
+        rows = [[str(i), str(tokens[i]) if i < len(tokens) else "", "text" if mask[i] else "padding", fmt(v, 4)]
+                for i, v in enumerate(values)]
+        tables.append(Table(f"Sample {s['index']} (lambda_max {fmt(s['lambda_max'])})",
+                            ["Position", "Token", "Kind", "Sensitivity"], rows))
     return tables
 
 
@@ -322,15 +295,8 @@ def top_samples_table(document: dict[str, Any]) -> Table:
         columns.append("Bound (tightest, and its set)" if certified else "Bound")
     rows = []
     for s in ranked:
-        row = [
-            str(s["index"]),
-            fmt(s["lambda_max"]),
-            s["kind"],
-            present(s["interval"]),
-            str(s["predicted_class"]),
-            fmt(s["top_prob"], 6),
-            fmt(s["trace"]),
-        ]
+        row = [str(s["index"]), fmt(s["lambda_max"]), s["kind"], present(s["interval"]),
+               str(s["predicted_class"]), fmt(s["top_prob"], 6), fmt(s["trace"])]
         if certified:
             row.append(bound_cell(s))
         elif has_bounds:
@@ -415,10 +381,8 @@ def architecture_section(document: dict[str, Any]) -> Section:
     """The recognised architecture family and its details, or why there is none."""
     architecture = document.get("architecture") or {}
     if not architecture or (architecture.get("family", "unknown") == "unknown" and len(architecture) == 1):
-        return Section(
-            rows=[Row("Family", "unknown")],
-            missing=f"{NOT_COMPUTED_TEXT}: no known architecture pattern was recognised or run",
-        )
+        return Section(rows=[Row("Family", "unknown")],
+                       missing=f"{NOT_COMPUTED_TEXT}: no known architecture pattern was recognised or run")
     return generic_section(architecture, "")
 
 
@@ -433,21 +397,10 @@ def picture_views(document: dict[str, Any], pictures: dict[int, Picture] | None)
         if picture is None:
             continue
         sample = by_index[index]
-        caption = (
-            f"sample {index}: lambda_max {fmt(sample['lambda_max'])}, predicted class "
-            f"{sample['predicted_class']} (p = {fmt(sample['top_prob'], 4)})"
-        )
-        views.append(
-            PictureView(
-                index,
-                caption,
-                picture.sample_uri,
-                picture.eigenvector_uri,
-                picture.display_width,
-                picture.display_height,
-                picture.note,
-            )
-        )
+        caption = (f"sample {index}: lambda_max {fmt(sample['lambda_max'])}, predicted class "
+                   f"{sample['predicted_class']} (p = {fmt(sample['top_prob'], 4)})")
+        views.append(PictureView(index, caption, picture.sample_uri, picture.eigenvector_uri,
+                                 picture.display_width, picture.display_height, picture.note))
     return views
 
 
@@ -472,48 +425,21 @@ def labels_section(document: dict[str, Any]) -> Section:
     if not labels:
         return Section(missing=f"{NOT_COMPUTED_TEXT}: the data has no labels (class folders, a CSV list or --labels)")
     stats = ("count", "median", "p95", "max")
-    section = Section(
-        rows=[
-            Row("Accuracy", f"{labels['accuracy']:.1%} of {labels['count']} samples"),
-            Row("lambda_max in", f"{labels['space']} space"),
-        ]
-    )
-    section.tables.append(
-        Table(
-            "Correct vs misclassified",
-            ["samples", *stats],
-            [
-                [name, *(present(labels[key][stat]) for stat in stats)]
-                for name, key in (("correct", "correct"), ("misclassified", "misclassified"))
-            ],
-        )
-    )
-    section.tables.append(
-        Table(
-            "By true class",
-            ["class", "name", "samples", "accuracy", "median", "max"],
-            [
-                [
-                    present(entry["class"]),
-                    present(entry["name"]),
-                    present(entry["count"]),
-                    f"{entry['accuracy']:.1%}",
-                    present(entry["lambda_max"]["median"]),
-                    present(entry["lambda_max"]["max"]),
-                ]
-                for entry in labels["by_true_class"]
-            ],
-        )
-    )
+    section = Section(rows=[Row("Accuracy", f"{labels['accuracy']:.1%} of {labels['count']} samples"),
+                            Row("lambda_max in", f"{labels['space']} space")])
+    section.tables.append(Table("Correct vs misclassified", ["samples", *stats],
+                                [[name, *(present(labels[key][stat]) for stat in stats)]
+                                 for name, key in (("correct", "correct"), ("misclassified", "misclassified"))]))
+    section.tables.append(Table("By true class", ["class", "name", "samples", "accuracy", "median", "max"],
+                                [[present(entry["class"]), present(entry["name"]), present(entry["count"]),
+                                  f"{entry['accuracy']:.1%}", present(entry["lambda_max"]["median"]),
+                                  present(entry["lambda_max"]["max"])] for entry in labels["by_true_class"]]))
     return section
 
 
 def build_view(
-    document: dict[str, Any],
-    pictures: dict[int, Picture] | None = None,
-    pictures_note: str = "",
-    attack_pictures: list[AdversarialPicture] | None = None,
-    attack_pictures_note: str = "",
+    document: dict[str, Any], pictures: dict[int, Picture] | None = None, pictures_note: str = "",
+    attack_pictures: list[AdversarialPicture] | None = None, attack_pictures_note: str = "",
 ) -> ReportView:
     """Everything the HTML template shows, from the JSON document (and pictures, kept out of it)."""
     from fimaudit.report.attack_view import attack_view  # it builds on this module's Row and Table
@@ -545,9 +471,8 @@ def build_view(
         top_samples=top_samples_table(document),
         pictures=picture_views(document, pictures),
         pictures_note=pictures_note,
-        bound_chart=sample_chart(
-            document["samples"], document["verdict"]["threshold"], bound_value(document["bound"]), sample_bounds
-        ),
+        bound_chart=sample_chart(document["samples"], document["verdict"]["threshold"],
+                                 bound_value(document["bound"]), sample_bounds),
         bound=bound,
         layers=layers,
         architecture=architecture_section(document),

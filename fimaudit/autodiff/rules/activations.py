@@ -142,7 +142,9 @@ def _clip_inside(ctx: RuleContext, node: onnx.NodeProto) -> str | None:
 
 def _check_clip_bounds(ctx: RuleContext, node: onnx.NodeProto) -> None:
     if any(ctx.needs_gradient(name) for name in node.input[1:]):
-        raise UnsupportedOpError(f"Clip node {node.name!r}: bounds computed from the input are not supported", ["Clip"])
+        raise UnsupportedOpError(
+            f"Clip node {node.name!r}: bounds computed from the input are not supported", ["Clip"]
+        )
 
 
 @vjp_rule("Clip")

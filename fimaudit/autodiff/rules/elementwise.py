@@ -442,3 +442,4 @@ def castlike_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str 
     if tangents[0] is None:
         return [None]
     return [ctx.emit("Cast", [tangents[0]], to=ctx.elem_type(node.output[0]))]
+

@@ -65,7 +65,9 @@ def _scatter_add_rows(ctx: RuleContext, updates: str, index: str, n: str, like: 
     ``n`` int64 [1]; returns [M, P, n, Q]. ``like`` gives the float type.
     """
     if ctx.opset >= SCATTER_REDUCTION:
-        target = ctx.emit("Concat", [ctx.shape_of(updates, 0, 2), n, ctx.shape_of(updates, 3, 4)], axis=0)
+        target = ctx.emit(
+            "Concat", [ctx.shape_of(updates, 0, 2), n, ctx.shape_of(updates, 3, 4)], axis=0
+        )
         zeros = ctx.emit("Expand", [ctx.scalar(0.0, like=like), target])
         full_index = ctx.emit("Expand", [ctx.unsqueeze(index, [0, 3]), ctx.shape_of(updates)])
         return ctx.emit("ScatterElements", [zeros, full_index, updates], axis=2, reduction="add")

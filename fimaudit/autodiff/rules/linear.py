@@ -107,14 +107,8 @@ def _conv_forward_attrs(node: onnx.NodeProto) -> dict[str, object]:
 
 
 def _adjoint_as_conv(
-    ctx: RuleContext,
-    node: onnx.NodeProto,
-    kernel: list[int],
-    strides: list[int],
-    dilations: list[int],
-    group: int,
-    begin: list[int],
-    end: list[int],
+    ctx: RuleContext, node: onnx.NodeProto, kernel: list[int], strides: list[int], dilations: list[int],
+    group: int, begin: list[int], end: list[int],
 ) -> tuple[str, list[int]] | None:
     """(flipped, transposed weight, pads) of a stride-1 Conv's adjoint written as a Conv; None when it is not one.
 

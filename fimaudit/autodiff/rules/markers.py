@@ -13,45 +13,17 @@ names it.
 from fimaudit.autodiff.registry import not_differentiable, zero_gradient
 
 zero_gradient(
-    "Shape",
-    "Size",
-    "ConstantOfShape",
-    "NonZero",
-    "ArgMax",
-    "ArgMin",
-    "Equal",
-    "Less",
-    "LessOrEqual",
-    "Greater",
-    "GreaterOrEqual",
-    "Not",
-    "And",
-    "Or",
-    "Xor",
-    "BitShift",
-    "Range",
-    "OneHot",
+    "Shape", "Size", "ConstantOfShape", "NonZero", "ArgMax", "ArgMin",
+    "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor",
+    "BitShift", "Range", "OneHot",
 )
 
 not_differentiable(
-    "QuantizeLinear",
-    "DequantizeLinear",
-    "DynamicQuantizeLinear",
-    "QLinearConv",
-    "QLinearMatMul",
-    "ConvInteger",
-    "MatMulInteger",
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
 )
 not_differentiable(
-    "QLinearAdd",
-    "QLinearMul",
-    "QLinearSigmoid",
-    "QLinearLeakyRelu",
-    "QLinearConcat",
-    "QLinearAveragePool",
-    "QLinearGlobalAveragePool",
-    "QLinearSoftmax",
-    "QGemm",
-    "DynamicQuantizeMatMul",
+    "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu", "QLinearConcat",
+    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearSoftmax", "QGemm", "DynamicQuantizeMatMul",
     domain="com.microsoft",
 )

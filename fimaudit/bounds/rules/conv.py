@@ -63,9 +63,8 @@ def _conv_geometry(
     return spatial, strides, dilations, begin, end
 
 
-def active_kernel(
-    weight: np.ndarray, spatial: list[int], strides: list[int], dilations: list[int], begin: list[int], end: list[int]
-) -> tuple[np.ndarray, list[int]]:
+def active_kernel(weight: np.ndarray, spatial: list[int], strides: list[int], dilations: list[int],
+                  begin: list[int], end: list[int]) -> tuple[np.ndarray, list[int]]:
     """The kernel cropped to the taps that ever meet a real (non-padding) input entry, and what they read.
 
     What they read: the length of the padded input those taps read, per axis.

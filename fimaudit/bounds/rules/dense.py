@@ -86,16 +86,8 @@ def _magnitude_norm_bound(shape: tuple[int, ...], magnitude: float, copies: int)
     return math.sqrt(rows * cols * copies) * magnitude
 
 
-def _bilinear(
-    ctx: NodeContext,
-    a_index: int,
-    b_index: int,
-    scale: float,
-    a_value,
-    b_value,
-    a_shape: tuple[int, ...],
-    b_shape: tuple[int, ...],
-) -> tuple[dict[int, float], str, str | None]:
+def _bilinear(ctx: NodeContext, a_index: int, b_index: int, scale: float, a_value, b_value,
+              a_shape: tuple[int, ...], b_shape: tuple[int, ...]) -> tuple[dict[int, float], str, str | None]:
     """Gains for d(A B) = dA B + A dB (A at ``a_index``, B at ``b_index``, both varying)."""
     if ctx.local and a_value is not None and b_value is not None:
         gain_a = scale * matmul_operator_norm(b_value, a_shape, fixed_on_right=True)
@@ -110,11 +102,8 @@ def _bilinear(
     out = ctx.output_shape()
     gain_a = scale * _magnitude_norm_bound(b_shape, magnitude_b, broadcast_copies(_batch(a_shape), _batch(out)))
     gain_b = scale * _magnitude_norm_bound(a_shape, magnitude_a, broadcast_copies(_batch(b_shape), _batch(out)))
-    return (
-        {a_index: gain_a, b_index: gain_b},
-        "product of two activations: sqrt(rows cols) x their magnitude bounds",
-        "global: activation magnitudes bounded upstream",
-    )
+    return ({a_index: gain_a, b_index: gain_b}, "product of two activations: sqrt(rows cols) x their magnitude bounds",
+            "global: activation magnitudes bounded upstream")
 
 
 def _batch(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -189,9 +178,8 @@ def gemm_bound(ctx: NodeContext) -> LayerGain:
         gains[1] = abs(alpha) * spectral_norm(weight)
         magnitude += abs(alpha) * max_abs_row_sum(weight) * ctx.magnitude(1)
     elif varying & {0, 1} == {0, 1}:
-        a_value, b_value = (
-            None if v is None else v.astype(np.float64) for v in (operand(0, trans_a), operand(1, trans_b))
-        )
+        a_value, b_value = (None if v is None else v.astype(np.float64) for v in (operand(0, trans_a),
+                                                                                   operand(1, trans_b)))
         pair, method, assumption = _bilinear(ctx, 0, 1, abs(alpha), a_value, b_value, tuple(a_rows), tuple(b_rows))
         gains.update(pair)
         magnitude += abs(alpha) * a_rows[-1] * ctx.magnitude(0) * ctx.magnitude(1)

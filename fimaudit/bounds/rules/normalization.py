@@ -68,22 +68,12 @@ def layernorm_bound(ctx: NodeContext) -> LayerGain:
     global_gain = certify(top / math.sqrt(eps))
     value = ctx.value(0) if ctx.local else None
     if value is None:
-        return LayerGain(
-            {0: global_gain},
-            "max|gamma| / sqrt(eps) (variance may vanish)",
-            magnitude=magnitude,
-            assumption="global: valid for every input",
-            outputs=(0,),
-        )
+        return LayerGain({0: global_gain}, "max|gamma| / sqrt(eps) (variance may vanish)", magnitude=magnitude,
+                         assumption="global: valid for every input", outputs=(0,))
     variance = _rows(value, axis).var(axis=1)
     gain = certify(top / math.sqrt(float(variance.min()) + eps))
-    return LayerGain(
-        {0: min(gain, global_gain)},
-        "max|gamma| / sqrt(min row variance + eps)",
-        magnitude=magnitude,
-        assumption=LOCAL_NOTE,
-        outputs=(0,),
-    )
+    return LayerGain({0: min(gain, global_gain)}, "max|gamma| / sqrt(min row variance + eps)", magnitude=magnitude,
+                     assumption=LOCAL_NOTE, outputs=(0,))
 
 
 @layer_bound("InstanceNormalization", local=True)

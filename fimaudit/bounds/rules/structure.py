@@ -87,10 +87,8 @@ def pad_bound(ctx: NodeContext) -> LayerGain:
     if mode != "constant":
         raise BoundUnavailable(f"Pad node {ctx.name!r}: mode {mode!r} copies entries; only constant padding has a rule")
     pad_value = ctx.const(2) if len(ctx.node.input) > 2 and ctx.node.input[2] else None
-    fill = (
-        float(np.abs(pad_value).max())
-        if pad_value is not None and pad_value.size
-        else abs(ctx.attr_float("value", 0.0))
+    fill = float(np.abs(pad_value).max()) if pad_value is not None and pad_value.size else abs(
+        ctx.attr_float("value", 0.0)
     )
     return LayerGain({0: 1.0}, "constant padding", magnitude=max(ctx.magnitude(0), fill))
 
@@ -134,11 +132,8 @@ def resize_bound(ctx: NodeContext) -> LayerGain:
     """
     sources = resize_sources(ctx)
     copies = int(np.bincount(sources, minlength=1).max())
-    return LayerGain(
-        {0: certify(math.sqrt(copies))},
-        f"nearest resize copies each entry at most {copies} time(s)",
-        magnitude=ctx.magnitude(0),
-    )
+    return LayerGain({0: certify(math.sqrt(copies))}, f"nearest resize copies each entry at most {copies} time(s)",
+                     magnitude=ctx.magnitude(0))
 
 
 def resize_sources(ctx: NodeContext) -> np.ndarray:
@@ -171,9 +166,7 @@ def _resize_entries(node, shape: tuple[int, ...], constants: dict[str, np.ndarra
     probe = helper.make_node("Resize", inputs, ["out"])
     probe.attribute.extend(node.attribute)
     graph = helper.make_graph(
-        [probe],
-        "resize_copies",
-        [helper.make_tensor_value_info(data, TensorProto.DOUBLE, list(shape))],
+        [probe], "resize_copies", [helper.make_tensor_value_info(data, TensorProto.DOUBLE, list(shape))],
         [helper.make_tensor_value_info("out", TensorProto.DOUBLE, None)],
         [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
     )

@@ -30,13 +30,8 @@ def conv_geometry(ctx: NodeContext, spatial: tuple[int, ...], kernel: tuple[int,
         return Geometry((1, kernel[0]), (1, strides[0]), (1, dilations[0]), (0, begin[0]), (0, end[0]))
     if rank != 2:
         raise ctx.refuse(f"{rank}-D windows are not handled (1-D and 2-D are)")
-    return Geometry(
-        (kernel[0], kernel[1]),
-        (strides[0], strides[1]),
-        (dilations[0], dilations[1]),
-        (begin[0], begin[1]),
-        (end[0], end[1]),
-    )
+    return Geometry((kernel[0], kernel[1]), (strides[0], strides[1]), (dilations[0], dilations[1]),
+                    (begin[0], begin[1]), (end[0], end[1]))
 
 
 def as_2d(shape: tuple[int, ...]) -> tuple[int, int, int]:

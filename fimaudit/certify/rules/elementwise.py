@@ -142,9 +142,8 @@ class SubRule(SumRule):
 
 
 def _product(first: Box, second: Box) -> Box:
-    corners = np.stack(
-        np.broadcast_arrays(first.lo * second.lo, first.lo * second.hi, first.hi * second.lo, first.hi * second.hi)
-    )
+    corners = np.stack(np.broadcast_arrays(first.lo * second.lo, first.lo * second.hi,
+                                           first.hi * second.lo, first.hi * second.hi))
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     slack = _U * np.maximum(np.abs(lo), np.abs(hi))
     return Box(first.at * second.at, *outward(lo, hi, slack))
@@ -157,7 +156,8 @@ def factor_rows(out: Cotangent, factor: Box, shape: tuple[int, ...], centre_only
     centre = out.centre * b0
     radius = np.abs(b0) * out.radius + spread * (np.abs(out.centre) + out.radius)
     size = out.centre[0].size // max(int(np.prod(shape)), 1)
-    return Cotangent(unbroadcast(centre, shape), unbroadcast(radius * (1 + gamma(3)), shape) * (1 + gamma(size)))
+    return Cotangent(unbroadcast(centre, shape),
+                     unbroadcast(radius * (1 + gamma(3)), shape) * (1 + gamma(size)))
 
 
 @certify_rule("Mul")
@@ -205,9 +205,8 @@ class MulRule(ScaleShift):
         if len(ctx.varying()) == 1:
             return super().backward(ctx, out)
         centre_only = bool(ctx.state.get("centre_only"))
-        return {
-            index: factor_rows(out, ctx.box(1 - index), tuple(ctx.box(index).at.shape), centre_only) for index in (0, 1)
-        }
+        return {index: factor_rows(out, ctx.box(1 - index), tuple(ctx.box(index).at.shape), centre_only)
+                for index in (0, 1)}
 
     def spreads(self, ctx: NodeContext) -> list[tuple[int, np.ndarray]] | None:
         """Each factor's slope is the other factor: its spread (same shapes only, else None)."""
@@ -216,10 +215,8 @@ class MulRule(ScaleShift):
         first, second = ctx.box(0), ctx.box(1)
         if first.at.shape != second.at.shape:
             return None
-        return [
-            (index, np.maximum(np.maximum(other.hi - other.at, other.at - other.lo), 0.0))
-            for index, other in ((0, second), (1, first))
-        ]
+        return [(index, np.maximum(np.maximum(other.hi - other.at, other.at - other.lo), 0.0))
+                for index, other in ((0, second), (1, first))]
 
 
 @certify_rule("Div")
@@ -235,3 +232,5 @@ class DivRule(ScaleShift):
     def coefficients(self, ctx: NodeContext) -> tuple[np.ndarray, np.ndarray]:
         """A = 1 / c (its rounding is covered by fan_in's margin), b = 0."""
         return 1.0 / np.asarray(ctx.weight(1), dtype=np.float64), np.zeros(())
+
+

@@ -163,7 +163,8 @@ class MaxPoolRule(CertifyRule):
             raise ctx.refuse("the indices output is not handled")
         geometry, shape = _pool_setup(ctx)
         box = ctx.box(0)
-        at, lo, hi = (window_stack(_as_maps(a[None], shape), geometry, -np.inf)[0] for a in (box.at, box.lo, box.hi))
+        at, lo, hi = (window_stack(_as_maps(a[None], shape), geometry, -np.inf)[0]
+                      for a in (box.at, box.lo, box.hi))
         best_low = lo.max(axis=1, keepdims=True)  # [C, taps, OH, OW] -> max over taps
         candidate = hi >= best_low
         winner = np.zeros_like(at, dtype=bool)

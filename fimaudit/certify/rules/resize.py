@@ -51,11 +51,8 @@ def _single_node(ctx: NodeContext) -> onnx.ModelProto:
     node = helper.make_node("Resize", inputs, ["y"], name="resize")
     node.attribute.extend(ctx.node.attribute)
     graph = helper.make_graph(
-        [node],
-        "resize",
-        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
-        inits,
+        [node], "resize", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, None)],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)], inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", int(ctx.view.opset))])
 
@@ -101,7 +98,7 @@ class ResizeRule(LinearRule):
             probe = np.zeros((slots, plane_in))
             probe[np.arange(count), start + np.arange(count)] = 1.0
             image = run(probe.reshape(in_shape)) - bias
-            plane[:, start : start + count] = image.reshape(slots, plane_out)[:count].T
+            plane[:, start:start + count] = image.reshape(slots, plane_out)[:count].T
         state = (plane, bias, in_shape, out_shape)
         rng = np.random.default_rng(0)
         for check in (ctx.box(0).at, rng.standard_normal(in_shape)):
@@ -116,9 +113,8 @@ class ResizeRule(LinearRule):
         return state
 
     @staticmethod
-    def _apply(
-        state: tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]], stack: np.ndarray, absolute: bool
-    ) -> np.ndarray:
+    def _apply(state: tuple[np.ndarray, np.ndarray, tuple[int, ...], tuple[int, ...]], stack: np.ndarray,
+               absolute: bool) -> np.ndarray:
         plane, _, in_shape, out_shape = state
         matrix = np.abs(plane) if absolute else plane
         flat = stack.reshape(stack.shape[0], in_shape[0] * in_shape[1], -1)

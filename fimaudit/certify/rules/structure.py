@@ -193,10 +193,8 @@ class ConcatRule(CertifyRule):
         parts = self._parts(ctx)
         n = next(stack.shape[0] for stack in ins if stack is not None)
         axis = ctx.attr_int("axis", 0) % parts[0].at.ndim + 1
-        return np.concatenate(
-            [np.zeros((n, *part.at.shape)) if stack is None else stack for part, stack in zip(parts, ins, strict=True)],
-            axis=axis,
-        )
+        return np.concatenate([np.zeros((n, *part.at.shape)) if stack is None else stack
+                               for part, stack in zip(parts, ins, strict=True)], axis=axis)
 
     def backward(self, ctx: NodeContext, out: Cotangent) -> dict[int, Cotangent]:
         """Each varying input gets its slice of the rows."""

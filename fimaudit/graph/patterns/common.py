@@ -17,34 +17,10 @@ from fimaudit.graph.view import GraphView
 
 CONV_OPS = {"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"}
 DENSE_OPS = {"Gemm", "MatMul", "MatMulInteger", "QLinearMatMul"}
-NORM_OPS = {
-    "BatchNormalization",
-    "LayerNormalization",
-    "InstanceNormalization",
-    "GroupNormalization",
-    "SimplifiedLayerNormalization",
-    "RMSNormalization",
-}
-ACTIVATION_OPS = {
-    "Relu",
-    "LeakyRelu",
-    "PRelu",
-    "Elu",
-    "Selu",
-    "Celu",
-    "Sigmoid",
-    "HardSigmoid",
-    "Tanh",
-    "Gelu",
-    "Silu",
-    "HardSwish",
-    "Mish",
-    "Softplus",
-    "Softsign",
-    "Clip",
-    "Erf",
-    "ThresholdedRelu",
-}
+NORM_OPS = {"BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+            "SimplifiedLayerNormalization", "RMSNormalization"}
+ACTIVATION_OPS = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "Tanh", "Gelu",
+                  "Silu", "HardSwish", "Mish", "Softplus", "Softsign", "Clip", "Erf", "ThresholdedRelu"}
 POOL_OPS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"}
 FUSED_ATTENTION_OPS = {"Attention", "MultiHeadAttention", "GroupQueryAttention", "PackedAttention"}
 # Ops that pass a value through a softmax-to-matmul path unchanged in meaning.
@@ -69,13 +45,8 @@ class Block:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (field names and order are the report's contract)."""
-        return {
-            "kind": self.kind,
-            "nodes": list(self.nodes),
-            "input": self.input,
-            "output": self.output,
-            "details": _plain(self.details),
-        }
+        return {"kind": self.kind, "nodes": list(self.nodes), "input": self.input, "output": self.output,
+                "details": _plain(self.details)}
 
 
 def _plain(value: Any) -> Any:

@@ -46,10 +46,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         details = {"concat": node.name, "inputs": len(operands), "new_features": len(new), "convolutions": convs}
         blocks.append(Block("dense_layer", tuple(names), kept[0], node.output[0], details))
     if not blocks:
-        reason = (
-            "no channel concatenation of input-dependent tensors"
-            if concats == 0
-            else f"{concats} concatenation(s) found, but none appends conv features computed from its other inputs"
-        )
+        reason = ("no channel concatenation of input-dependent tensors" if concats == 0 else
+                  f"{concats} concatenation(s) found, but none appends conv features computed from its other inputs")
         return PatternResult(FAMILY, [], reason)
     return PatternResult(FAMILY, blocks)

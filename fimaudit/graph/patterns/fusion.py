@@ -326,8 +326,7 @@ def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.N
     if axis is None:
         return None
     subs = [
-        node
-        for node in view.consumers.get(mean.output[0], [])
+        node for node in view.consumers.get(mean.output[0], [])
         if node.op_type == "Sub" and list(node.input) == [x, mean.output[0]]
     ]
     if len(subs) != 1 or len(view.consumers.get(mean.output[0], [])) != 1:
@@ -335,15 +334,9 @@ def _match_layernorm(view: GraphView, mean: onnx.NodeProto) -> tuple[list[onnx.N
     sub = subs[0]
     centred = sub.output[0]
     users = view.consumers.get(centred, [])
-    square = next(
-        (
-            n
-            for n in users
-            if (n.op_type == "Pow" and n.input[0] == centred and view.scalar_constant(n.input[1]) == 2.0)
-            or (n.op_type == "Mul" and list(n.input) == [centred, centred])
-        ),
-        None,
-    )
+    square = next((n for n in users
+                   if (n.op_type == "Pow" and n.input[0] == centred and view.scalar_constant(n.input[1]) == 2.0)
+                   or (n.op_type == "Mul" and list(n.input) == [centred, centred])), None)
     divide = next((n for n in users if n.op_type == "Div" and n.input[0] == centred), None)
     if square is None or divide is None or len(users) != 2:
         return None
@@ -424,12 +417,8 @@ def fuse_layernorms(view: GraphView) -> list[str]:
             view.constants[name] = np.broadcast_to(view.constants[name], normalised).astype(np.float32)
             view.shapes[name] = normalised
         node = helper.make_node(
-            "LayerNormalization",
-            [info.x, scale, bias],
-            [info.output],
-            name=base,
-            axis=info.axis,
-            epsilon=info.epsilon,
+            "LayerNormalization", [info.x, scale, bias], [info.output],
+            name=base, axis=info.axis, epsilon=info.epsilon,
         )
         replacements.append((nodes, node, [n.name for n in nodes]))
         claimed.update(n.name for n in nodes)

@@ -39,9 +39,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
                 Block("dense", tuple(view.original_names(node)), node.input[0], node.output[0], {"op": node.op_type})
             )
         elif (
-            blocks
-            and node.output
-            and node.output[0] in view.varying
+            blocks and node.output and node.output[0] in view.varying
             and node.op_type not in ("Identity", "Flatten", "Reshape")
         ):
             last = blocks[-1]  # the activation after a dense layer is part of its block

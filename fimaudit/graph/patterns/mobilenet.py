@@ -71,10 +71,8 @@ def is_pointwise(view: GraphView, node: onnx.NodeProto) -> bool:
         return False
     shape = _weight_shape(view, node)
     return (
-        shape is not None
-        and len(shape) >= 3
-        and int_attribute(node, "group", 1) == 1
-        and all(d == 1 for d in shape[2:])
+        shape is not None and len(shape) >= 3
+        and int_attribute(node, "group", 1) == 1 and all(d == 1 for d in shape[2:])
     )
 
 
@@ -223,8 +221,7 @@ def inverted_residuals(view: GraphView, reach: Reachability) -> list[Block]:
         block_input = expand.input[0] if expand is not None else node.input[0]
         add, after = _residual_after(view, project.output[0], block_input)
         if (
-            add is None
-            and expand is not None
+            add is None and expand is not None
             and _residual_after(view, project.output[0], node.input[0])[0] is not None
         ):
             # the 1x1 conv before was a stem or the previous stage, not this block's expansion
@@ -236,9 +233,8 @@ def inverted_residuals(view: GraphView, reach: Reachability) -> list[Block]:
             "expand": expand.name if expand is not None else None,
             "depthwise": node.name,
             "kernel": list(_weight_shape(view, node) or ())[2:],
-            "squeeze_excitation": None
-            if gate is None
-            else {"mul": gate.mul.name, "gate": gate.activation, "features": gate.features, "gate_tensor": gate.gate},
+            "squeeze_excitation": None if gate is None else {
+                "mul": gate.mul.name, "gate": gate.activation, "features": gate.features, "gate_tensor": gate.gate},
             "project": project.name,
             "residual_add": add.name if add is not None else None,
         }
@@ -257,22 +253,14 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     blocks = inverted_residuals(view, reach)
     inverted = [b for b in blocks if b.details["expand"] or b.details["squeeze_excitation"]]
     if not inverted:
-        return PatternResult(
-            FAMILY,
-            [],
-            f"{len(depthwise)} depthwise convolution(s), but no inverted residual block "
-            "(1x1 expand -> depthwise -> [squeeze-excitation] -> 1x1 project) "
-            "with an expansion or a gate",
-        )
+        return PatternResult(FAMILY, [], f"{len(depthwise)} depthwise convolution(s), but no inverted residual block "
+                             "(1x1 expand -> depthwise -> [squeeze-excitation] -> 1x1 project) "
+                             "with an expansion or a gate")
     explained = {b.join for b in blocks if b.join}
     explained |= {b.details["squeeze_excitation"]["mul"] for b in blocks if b.details["squeeze_excitation"]}
     other = [n.name for n in find_merges(view, reach) if n.name not in explained]
     if other:
         shown = ", ".join(other[:3]) + (" ..." if len(other) > 3 else "")
-        return PatternResult(
-            FAMILY,
-            [],
-            f"{len(blocks)} inverted residual block(s), "
-            f"but {len(other)} other merge(s) of input-dependent tensors outside them ({shown})",
-        )
+        return PatternResult(FAMILY, [], f"{len(blocks)} inverted residual block(s), "
+                             f"but {len(other)} other merge(s) of input-dependent tensors outside them ({shown})")
     return PatternResult(FAMILY, blocks)

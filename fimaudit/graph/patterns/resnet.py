@@ -34,21 +34,12 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
         if len(after) == 1 and after[0].op_type in ("Relu", "Clip", "Gelu", "Silu", "HardSwish"):
             nodes.append(after[0].name)
             output = after[0].output[0]
-        blocks.append(
-            Block(
-                "residual",
-                tuple(nodes),
-                residual.fork,
-                output,
-                join=residual.add.name,
-                details={
-                    "add": residual.add.name,
-                    "shortcut": residual.shortcut_kind,
-                    "shortcut_nodes": [name for n in residual.shortcut for name in view.original_names(n)],
-                    "branch_convolutions": len(convs),
-                },
-            )
-        )
+        blocks.append(Block("residual", tuple(nodes), residual.fork, output, join=residual.add.name, details={
+            "add": residual.add.name,
+            "shortcut": residual.shortcut_kind,
+            "shortcut_nodes": [name for n in residual.shortcut for name in view.original_names(n)],
+            "branch_convolutions": len(convs),
+        }))
     if not blocks:
         return PatternResult(
             FAMILY, [], f"{len(residuals)} residual addition(s) found, but no branch holds a convolution"
@@ -56,10 +47,6 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     gates = find_gates(view, reach)
     if gates:
         names = ", ".join(n.name for n in gates[:3]) + (" ..." if len(gates) > 3 else "")
-        return PatternResult(
-            FAMILY,
-            blocks,
-            f"{len(gates)} gating product(s) of two activations ({names}): "
-            "squeeze-excitation style gates are not part of the residual pattern",
-        )
+        return PatternResult(FAMILY, blocks, f"{len(gates)} gating product(s) of two activations ({names}): "
+                             "squeeze-excitation style gates are not part of the residual pattern")
     return PatternResult(FAMILY, blocks)

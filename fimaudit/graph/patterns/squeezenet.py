@@ -81,20 +81,10 @@ def fire_modules(view: GraphView) -> list[Block]:
             continue  # a squeeze is narrower than the expansion
         body = [squeeze, *reversed(before)] + [n for conv, passed in branches for n in [conv, *reversed(passed)]]
         names = tuple(name for n in body for name in view.original_names(n)) + (node.name,)
-        blocks.append(
-            Block(
-                "fire",
-                names,
-                squeeze.input[0],
-                node.output[0],
-                {
-                    "squeeze": squeeze.name,
-                    "expand_1x1": convs[pointwise.index(True)].name,
-                    "expand_kxk": convs[pointwise.index(False)].name,
-                    "concat": node.name,
-                },
-            )
-        )
+        blocks.append(Block("fire", names, squeeze.input[0], node.output[0], {
+            "squeeze": squeeze.name, "expand_1x1": convs[pointwise.index(True)].name,
+            "expand_kxk": convs[pointwise.index(False)].name, "concat": node.name,
+        }))
     return blocks
 
 
@@ -118,16 +108,8 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     blocks = list(fires)
     for residual in bypass:
         nodes = tuple(name for n in residual.branch for name in view.original_names(n)) + (residual.add.name,)
-        blocks.append(
-            Block(
-                "residual",
-                nodes,
-                residual.fork,
-                residual.add.output[0],
-                {"add": residual.add.name, "shortcut": residual.shortcut_kind},
-                join=residual.add.name,
-            )
-        )
+        blocks.append(Block("residual", nodes, residual.fork, residual.add.output[0],
+                            {"add": residual.add.name, "shortcut": residual.shortcut_kind}, join=residual.add.name))
     position = {out: i for i, n in enumerate(view.nodes) for out in n.output}
     blocks.sort(key=lambda b: position.get(b.output or "", 0))
     return PatternResult(FAMILY, blocks)

@@ -44,13 +44,8 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             used.add(sublayer.add.name)
             norm_ops = ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization")
             norms = [n.name for n in sublayer.branch if n.op_type in norm_ops]
-            details.update(
-                {
-                    "residual_add": sublayer.add.name,
-                    "layernorm": norms[0] if norms else None,
-                    "projections": sum(1 for n in sublayer.branch if weighted_kind(view, n)),
-                }
-            )
+            details.update({"residual_add": sublayer.add.name, "layernorm": norms[0] if norms else None,
+                            "projections": sum(1 for n in sublayer.branch if weighted_kind(view, n))})
             nodes = [name for n in sublayer.branch for name in view.original_names(n)] + [sublayer.add.name]
             blocks.append(
                 Block("attention", tuple(nodes), sublayer.fork, sublayer.add.output[0], details, join=sublayer.add.name)
@@ -66,21 +61,9 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             activation_ops = ("Gelu", "Relu", "Silu", "HardSwish", "Tanh", "Sigmoid")
             activations = sorted({n.op_type for n in residual.branch if n.op_type in activation_ops})
             nodes = [name for n in residual.branch for name in view.original_names(n)] + [residual.add.name]
-            blocks.append(
-                Block(
-                    "mlp",
-                    tuple(nodes),
-                    residual.fork,
-                    residual.add.output[0],
-                    {
-                        "residual_add": residual.add.name,
-                        "layernorm": norms[0] if norms else None,
-                        "dense_layers": len(dense),
-                        "activations": activations,
-                    },
-                    join=residual.add.name,
-                )
-            )
+            blocks.append(Block("mlp", tuple(nodes), residual.fork, residual.add.output[0],
+                                {"residual_add": residual.add.name, "layernorm": norms[0] if norms else None,
+                                 "dense_layers": len(dense), "activations": activations}, join=residual.add.name))
     position = {out: i for i, node in enumerate(view.nodes) for out in node.output}
     blocks.sort(key=lambda b: position.get(b.output or "", 0))
     return PatternResult(FAMILY, blocks)

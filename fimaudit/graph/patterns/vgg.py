@@ -31,8 +31,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
     merges = [node.name for node in find_merges(view, reach)]
     if merges:
         kinds = (
-            "residual additions"
-            if find_residuals(view, reach)
+            "residual additions" if find_residuals(view, reach)
             else ("gating products" if find_gates(view, reach) else "merges")
         )
         shown = ", ".join(merges[:3]) + (" ..." if len(merges) > 3 else "")
@@ -62,8 +61,7 @@ def match(view: GraphView, reach: Reachability) -> PatternResult:
             current, stage_input, count = [], None, 0
     if current:
         dense = sum(
-            1
-            for n in view.nodes
+            1 for n in view.nodes
             if weighted_kind(view, n) == "dense" and any(x in current for x in view.original_names(n))
         )
         kind = "classifier" if count == 0 else "conv_stage"
