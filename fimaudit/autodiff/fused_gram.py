@@ -75,6 +75,15 @@ def fuse_gram(
             return name
         return vjp_result if name == jvp_seed else PREFIX + name
 
+    # A model may name its own tensors with the prefix: then a renamed JVP tensor could meet a
+    # VJP tensor of the same name, and the fused model would wire them together. No fusion then.
+    vjp_names = {name for node in vjp_graph.node for name in [*node.input, *node.output]}
+    vjp_names |= {value.name for value in vjp_graph.input} | set(vjp_weights)
+    jvp_names = {name for node in jvp_graph.node for name in [*node.input, *node.output]}
+    jvp_names |= {value.name for value in jvp_graph.input} | {tensor.name for tensor in own}
+    if any(renamed(name) in vjp_names for name in jvp_names if name and name not in shared and name != jvp_seed):
+        return None
+
     fused = onnx.ModelProto()
     fused.CopyFrom(vjp.gradient)
     graph = fused.graph

@@ -79,3 +79,39 @@ def test_the_cost_meter_counts_a_fused_product_as_a_vjp_and_a_jvp() -> None:
     np.testing.assert_allclose(first, second, rtol=1e-6)
     np.testing.assert_allclose(first, source.jvp(data[0], source.vjp(data[0], u)), rtol=1e-5,
                                atol=1e-6 * np.abs(first).max())
+
+
+def _half(seed: str, kept: str, result: str):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [seed, kept], [result])], "half",
+        [helper.make_tensor_value_info(seed, TensorProto.FLOAT, ["M", 1, 3]),
+         helper.make_tensor_value_info(kept, TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info(result, TensorProto.FLOAT, ["M", 1, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _split(seed: str, kept: str, result: str):
+    from fimaudit.autodiff.kept_forward import SplitGradientModel
+
+    return SplitGradientModel(_half(seed, kept, result), _half(seed, kept, result), (kept,), (), ())
+
+
+def test_the_halves_are_wired_through_the_vjp_result_and_names_that_would_meet_refuse_fusion() -> None:
+    from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, OUTPUT_TANGENT, TANGENT
+    from tests.autodiff.test_rules import _ort
+
+    vjp, jvp = _split(COTANGENT, "s", INPUT_GRAD), _split(TANGENT, "t", OUTPUT_TANGENT)
+    fused = fused_gram.fuse_gram(vjp, jvp, INPUT_GRAD, TANGENT, OUTPUT_TANGENT)
+    assert fused is not None
+    rng = np.random.default_rng(2)
+    u, s, t = rng.normal(size=(2, 1, 3)).astype(np.float32), *rng.normal(size=(2, 1, 3)).astype(np.float32)
+    (out,) = _ort(fused.model).run([fused.result], {COTANGENT: u, "s": s, fused.jvp_inputs["t"]: t})
+    np.testing.assert_allclose(out, u * s * t, rtol=1e-6)  # the JVP half's tangent is the VJP's result
+    # A model that names a tensor with the prefix itself: the renamed JVP tensor would meet it.
+    clashing = _split(COTANGENT, fused_gram.PREFIX + "t", INPUT_GRAD)
+    assert fused_gram.fuse_gram(clashing, jvp, INPUT_GRAD, TANGENT, OUTPUT_TANGENT) is None
