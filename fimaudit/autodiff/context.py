@@ -173,7 +173,9 @@ class RuleContext:
         instead of a Transpose kernel over M rows.
         """
         node = self.facts.producers.get(name)
-        while node is not None and node.op_type in ("Mul", "Div") and len(node.input) == 2:
+        seen: set[int] = set()  # a malformed (cyclic) graph must not loop here
+        while node is not None and node.op_type in ("Mul", "Div") and len(node.input) == 2 and id(node) not in seen:
+            seen.add(id(node))
             moving = [index for index, operand in enumerate(node.input) if self.needs_gradient(operand)]
             if len(moving) != 1 or (node.op_type == "Div" and moving[0] != 0):
                 return False
