@@ -45,8 +45,6 @@ from fimaudit.graph.onnx_utils import REQUIRED, attribute, attributes_of, ints_a
 
 SCATTER_REDUCTION = 16  # ScatterElements gained reduction='add'
 RESIZE_WITHOUT_ROI = 13  # Resize's roi input became optional
-#: DepthToSpace's ``mode`` attribute (DCR / CRD): opset 11 on.
-DEPTH_TO_SPACE_MODES = 11
 
 
 # ---- window geometry --------------------------------------------------------------------------
@@ -351,8 +349,6 @@ def _winner_mask(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     """
     x = node.input[0]
     count = len(win.kernel)
-    if count == 2 and win.kernel[0] == win.kernel[1] and ctx.opset >= DEPTH_TO_SPACE_MODES:
-        return ctx.emit("Reshape", [_square_winner_mask(ctx, x, win), ctx.ints([0, 0, *_tile_shape(win)])])
     taps = ctx.ints(list(range(win.taps)))
     taps = ctx.unsqueeze(taps, [0, 1, *range(3, 3 + count)])  # [1, 1, K, 1, ...]
     one_hot = ctx.emit("Cast", [ctx.emit("Equal", [_winning_tap(ctx, node, win), taps])], to=ctx.elem_type(x))
@@ -360,26 +356,6 @@ def _winner_mask(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     split = ctx.emit("Reshape", [one_hot, ctx.ints([0, 0, *win.kernel, *win.max_out])])  # 0: N, C as they are
     perm = [0, 1] + [axis for i in range(count) for axis in (2 + count + i, 2 + i)]
     return ctx.transpose(split, perm)
-
-
-def _square_winner_mask(ctx: RuleContext, x: str, win: Window) -> str:
-    """[N, C, H, W]: the winner mask of square 2-D tiles, by SpaceToDepth and DepthToSpace.
-
-    SpaceToDepth puts tap (i, j) of every window in channel block i * k + j, the order in which
-    ``_winning_tap`` lists them, so ArgMax over that axis picks the same tap at ties; the one-hot
-    goes back to the input layout by DepthToSpace (DCR, its exact inverse). Why not the general
-    path: its strided Slice per tap, Concat and 6-D Transpose took 36 of the 117 ms of VGG-11's
-    forward half at 3x224x224 (ONNX Runtime's N-D Transpose runs at about 1 GB/s there).
-    """
-    block = win.kernel[0]
-    taps, (rows, columns) = win.taps, win.max_out
-    by_tap = ctx.emit("SpaceToDepth", [x], blocksize=block)  # [N, K * C, o1, o2]
-    grouped = ctx.emit("Reshape", [by_tap, ctx.ints([0, taps, -1, rows, columns])])  # [N, K, C, o1, o2]
-    winner = ctx.emit("ArgMax", [grouped], axis=1, keepdims=1)  # [N, 1, C, o1, o2]: the first at ties
-    tap_index = ctx.constant(np.arange(taps, dtype=np.int64).reshape(1, taps, 1, 1, 1), "taps")
-    one_hot = ctx.emit("Cast", [ctx.emit("Equal", [winner, tap_index])], to=ctx.elem_type(x))
-    flat = ctx.emit("Reshape", [one_hot, ctx.ints([0, -1, rows, columns])])  # [N, K * C, o1, o2]
-    return ctx.emit("DepthToSpace", [flat], blocksize=block, mode="DCR")
 
 
 def _tiled_lead(ctx: RuleContext, tensor: str, win: Window) -> str:
