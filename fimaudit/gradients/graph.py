@@ -488,10 +488,11 @@ class GraphJacobian:
 
 
 class _RowsSeen:
-    """The rows a kept result belongs to: a private copy, compared by value on every call.
+    """The rows a kept result belongs to: a private copy, compared bit for bit on every call.
 
     By value because a caller may pass a new array with the same rows or change its own array
-    in place. ``np.array_equal`` reads the two copies once; the bytes key it replaced copied the
+    in place; bit for bit (the entries as unsigned integers of their width), as the bytes key it
+    replaced did: NaN matches the same NaN, -0.0 does not match 0.0. The bytes key copied the
     rows twice per call (a 3x224x224 sample: 45 us against 15, some 70 calls per Lanczos run).
     """
 
@@ -500,13 +501,22 @@ class _RowsSeen:
 
     def matches(self, rows: np.ndarray) -> bool:
         held = self._copy
-        return held is not None and held.shape == rows.shape and held.dtype == rows.dtype and np.array_equal(held, rows)
+        if held is None or held.shape != rows.shape or held.dtype != rows.dtype:
+            return False
+        return bool(np.array_equal(_bits(held), _bits(rows)))
 
     def remember(self, rows: np.ndarray) -> None:
-        self._copy = np.array(rows, copy=True)
+        self._copy = np.array(rows, copy=True, order="C")
 
     def forget(self) -> None:
         self._copy = None
+
+
+def _bits(values: np.ndarray) -> np.ndarray:
+    """``values`` viewed as unsigned integers of the same width (contiguous; a copy only if it was not)."""
+    values = np.ascontiguousarray(values)
+    width = values.dtype.itemsize
+    return values.view(f"u{width}") if width in (1, 2, 4, 8) else values.view(np.uint8)
 
 
 def _row_key(row: np.ndarray) -> bytes:

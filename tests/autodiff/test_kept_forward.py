@@ -232,3 +232,19 @@ def test_a_sample_changed_in_place_runs_the_forward_half_again() -> None:
     fresh, _ = _resnet_source()
     expected = fresh.vjp(data[1], cotangents)
     np.testing.assert_allclose(changed, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+
+
+def test_kept_rows_match_bit_for_bit() -> None:
+    """As the bytes key before: the same NaN matches, -0.0 is not 0.0, integer rows (token ids) work."""
+    seen = graph_gradients._RowsSeen()
+    assert not seen.matches(np.zeros((1, 2), dtype=np.float32))  # nothing held yet
+    rows = np.array([[1.0, np.nan, 0.0]], dtype=np.float32)
+    seen.remember(rows)
+    assert seen.matches(rows.copy())
+    assert not seen.matches(np.array([[1.0, np.nan, -0.0]], dtype=np.float32))
+    assert not seen.matches(rows.astype(np.float64))  # another dtype is other rows
+    tokens = np.arange(6, dtype=np.int64).reshape(1, 6)
+    seen.remember(tokens)
+    assert seen.matches(tokens.copy()) and not seen.matches(tokens[:, ::-1])
+    seen.forget()
+    assert not seen.matches(tokens)
