@@ -74,11 +74,10 @@ def _one_pass(nodes: list[onnx.NodeProto], seed: str, keep: set[str], fresh: Cal
     readers = Counter(name for node in nodes for name in node.input)
     readers.update(keep)
     producer = {node.output[0]: node for node in nodes if len(node.output) == 1}
-    consumed: set[str] = set()  # single-reader scalings already folded into a node this pass
 
     def scaling(name: str) -> _Scaling | None:
         node = producer.get(name)
-        if node is None or readers[name] != 1 or name in consumed:
+        if node is None or readers[name] != 1:  # one reader: the node folding it, once
             return None
         if node.op_type == "Neg":
             return _Scaling(node.input[0], None, "neg")
@@ -99,11 +98,10 @@ def _one_pass(nodes: list[onnx.NodeProto], seed: str, keep: set[str], fresh: Cal
         if replacement is None:
             rewritten.append(node)
             continue
-        extra, folded, used = replacement
+        extra, folded = replacement
         rewritten.extend(extra)
         rewritten.append(folded)
         producer[folded.output[0]] = folded  # a later node folds into the new form in this pass
-        consumed.update(used)
         made += 1
     nodes[:] = rewritten
     return made
@@ -111,8 +109,8 @@ def _one_pass(nodes: list[onnx.NodeProto], seed: str, keep: set[str], fresh: Cal
 
 def _fold(
     node: onnx.NodeProto, on_seed: set[str], scaling: Callable[[str], _Scaling | None], fresh: Callable[[str], str]
-) -> tuple[list[onnx.NodeProto], onnx.NodeProto, list[str]] | None:
-    """(new factor nodes, the node's replacement, the folded inputs), or None when nothing folds."""
+) -> tuple[list[onnx.NodeProto], onnx.NodeProto] | None:
+    """(new factor nodes, the node's replacement), or None when nothing folds."""
     op = node.op_type
     extra: list[onnx.NodeProto] = []
 
@@ -135,22 +133,22 @@ def _fold(
         g, a = found.gradient, found.factor
         if op == "Mul":
             if found.kind == "mul":
-                return extra, replaced("Mul", [g, make("Mul", [a, outer])]), [inner]  # type: ignore[list-item]
+                return extra, replaced("Mul", [g, make("Mul", [a, outer])])  # type: ignore[list-item]
             if found.kind == "div":
-                return extra, replaced("Mul", [g, make("Div", [outer, a])]), [inner]  # type: ignore[list-item]
-            return extra, replaced("Mul", [g, make("Neg", [outer])]), [inner]
+                return extra, replaced("Mul", [g, make("Div", [outer, a])])  # type: ignore[list-item]
+            return extra, replaced("Mul", [g, make("Neg", [outer])])
         # Div(scaled g, outer)
         if found.kind == "mul":
-            return extra, replaced("Mul", [g, make("Div", [a, outer])]), [inner]  # type: ignore[list-item]
+            return extra, replaced("Mul", [g, make("Div", [a, outer])])  # type: ignore[list-item]
         if found.kind == "div":
-            return extra, replaced("Div", [g, make("Mul", [a, outer])]), [inner]  # type: ignore[list-item]
-        return extra, replaced("Div", [g, make("Neg", [outer])]), [inner]
+            return extra, replaced("Div", [g, make("Mul", [a, outer])])  # type: ignore[list-item]
+        return extra, replaced("Div", [g, make("Neg", [outer])])
     if op == "Neg" and node.input[0] in on_seed:
         found = scaling(node.input[0])
         if found is None or found.kind == "neg":
             return None
         negated = make("Neg", [found.factor])  # type: ignore[list-item]
-        return extra, replaced("Mul" if found.kind == "mul" else "Div", [found.gradient, negated]), [node.input[0]]
+        return extra, replaced("Mul" if found.kind == "mul" else "Div", [found.gradient, negated])
     if op in ("Add", "Sub") and len(node.input) == 2 and all(name in on_seed for name in node.input):
         first, second = scaling(node.input[0]), scaling(node.input[1])
         if first is None or second is None or first.kind != "mul" or second.kind != "mul":
@@ -158,5 +156,5 @@ def _fold(
         if first.gradient != second.gradient or node.input[0] == node.input[1]:
             return None
         combined = make(op, [first.factor, second.factor])  # type: ignore[list-item]
-        return extra, replaced("Mul", [first.gradient, combined]), list(node.input)
+        return extra, replaced("Mul", [first.gradient, combined])
     return None
