@@ -28,6 +28,7 @@ about one to two forward passes of the same rows), and one run.
 from __future__ import annotations
 
 import logging
+from collections import ChainMap
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,7 @@ from fimaudit.autodiff.build import (
 from fimaudit.autodiff.fused_gram import MAX_FUSED_WEIGHT_BYTES, FusedGram, fuse_gram
 from fimaudit.autodiff.kept_forward import SplitGradientModel, split_gradient_model
 from fimaudit.autodiff.probe_shapes import ShapeProbe
+from fimaudit.autodiff.shared_forward import share_forward
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.gradients.base import JacobianCache
 from fimaudit.graph.selection import LOGITS
@@ -108,6 +110,39 @@ class _GradientSession:
         return logits, gradient
 
 
+class _ForwardHalf:
+    """A forward-half session that holds its outputs for the last rows it ran on.
+
+    Shared by both modes' kept halves once ``GraphJacobian`` has merged them (shared_forward.py).
+    Accounting: B evaluations when it runs on B new rows; the run is counted with a gradient half.
+    """
+
+    def __init__(self, model: onnx.ModelProto, weights: tuple[onnx.TensorProto, ...], runner: ModelRunner) -> None:
+        self.session, _ = create_session(model, runner.providers, runner.threads, weights)
+        self.runner = runner
+        self.outputs = [value.name for value in model.graph.output]
+        self.input_dtype = _numpy_dtype(self.session, runner.input_name, "float32")
+        self._rows = _RowsSeen()
+        self._values: dict[str, np.ndarray] = {}
+
+    def values(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """The data feeds and every output for ``rows`` (the session runs when they are new)."""
+        if self._rows.matches(rows):
+            return self._values
+        self._rows.forget()
+        self._values = {}
+        feeds = _data_feeds(self.runner, rows, self.input_dtype)
+        outputs = _run_gradient(self.session, self.outputs, feeds, self.runner.timeout)
+        self._values = {**feeds, **dict(zip(self.outputs, outputs, strict=True))}
+        self._rows.remember(rows)
+        self.runner.accounting.evaluations += rows.shape[0]  # B forward rows; the run is counted with the gradient half
+        return self._values
+
+    def held(self, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The values of ``rows`` when they are the ones held, else None (nothing runs)."""
+        return self._values if self._rows.matches(rows) else None
+
+
 class _KeptForwardSession:
     """A gradient model run in two halves (autodiff/kept_forward.py): the forward once per rows.
 
@@ -116,70 +151,70 @@ class _KeptForwardSession:
     forward pass's memory, which the combined run held too) are kept until they do.
     Accounting: a forward half counts its B rows when it runs, each gradient half M*B rows and one
     run; so one call on new rows counts what the combined model's run counts (B + M*B, one run),
-    and further calls on the same rows only their gradient rows.
+    and further calls on the same rows only their gradient rows. After ``share`` the forward
+    half is one both modes read (its B rows counted once for both).
     """
 
-    def __init__(self, split: SplitGradientModel, runner: ModelRunner, seed: str, result: str) -> None:
-        self.forward, _ = create_session(split.forward, runner.providers, runner.threads, split.forward_weights)
+    def __init__(self, split: SplitGradientModel, runner: ModelRunner, seed: str, result: str,
+                 forward: _ForwardHalf | None = None, names: dict[str, str] | None = None) -> None:
+        self.forward = forward or _ForwardHalf(split.forward, split.forward_weights, runner)
         self.gradient, _ = create_session(split.gradient, runner.providers, runner.threads, split.gradient_weights)
         self.runner = runner
         self.seed = seed
         self.result = result
         self.kept = split.kept
-        self.forward_outputs = [value.name for value in split.forward.graph.output]
-        self.input_dtype = _numpy_dtype(self.forward, runner.input_name, "float32")
+        #: Kept tensor name -> its name among the forward half's values (the same unless shared).
+        self.names = names or {name: name for name in split.kept}
+        self.input_dtype = self.forward.input_dtype
         self.seed_dtype = _numpy_dtype(self.gradient, seed, "float32")
-        self._rows = _RowsSeen()
-        self._logits = np.zeros(0)
-        self._handed: dict[str, np.ndarray] = {}
         # Held for a fused Gram model (``GraphJacobian.gram_product``) only where its weights are
         # small: holding a large model's split would keep its weight protos alive.
         small = sum(tensor.ByteSize() for tensor in split.gradient_weights) <= MAX_FUSED_WEIGHT_BYTES
         self.split: SplitGradientModel | None = split if small else None
 
-    def _forward(self, rows: np.ndarray) -> None:
-        if self._rows.matches(rows):
-            return
-        self._rows.forget()
-        self._handed = {}
-        feeds = _data_feeds(self.runner, rows, self.input_dtype)
-        outputs = _run_gradient(self.forward, self.forward_outputs, feeds, self.runner.timeout)
-        values = {**feeds, **dict(zip(self.forward_outputs, outputs, strict=True))}
-        self._logits = values[LOGITS]
-        self._handed = {name: values[name] for name in self.kept}
-        self._rows.remember(rows)
-        self.runner.accounting.evaluations += rows.shape[0]  # B forward rows; the run is counted with the gradient half
+    def share(self, forward: _ForwardHalf) -> None:
+        """Read the kept tensors from ``forward`` (a shared half with the same names) from now on."""
+        self.forward = forward
 
     def logits_of(self, rows: np.ndarray) -> np.ndarray | None:
         """The logits the forward half computed, when its kept tensors are those of ``rows``; else None."""
-        if not self._rows.matches(rows):
-            return None
-        return self._logits
+        values = self.forward.held(rows)
+        return None if values is None else values[LOGITS]
 
     def handed(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The kept tensors of ``rows`` (the forward half runs when they are not held)."""
-        self._forward(rows)
-        return self._handed
+        values = self.forward.values(rows)
+        return {name: values[source] for name, source in self.names.items()}
 
     def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
-        self._forward(rows)
-        feeds = {**self._handed, self.seed: seeds.astype(self.seed_dtype, copy=False)}
+        feeds = self.handed(rows)
+        feeds[self.seed] = seeds.astype(self.seed_dtype, copy=False)
         (gradient,) = _run_gradient(self.gradient, [self.result], feeds, self.runner.timeout)
         self.runner.accounting.add(rows.shape[0] * seeds.shape[0])
-        return self._logits, gradient
+        return self.forward.values(rows)[LOGITS], gradient
 
 
-def _product_session(
-    model: onnx.ModelProto, runner: ModelRunner, seed: str, result: str
-) -> _KeptForwardSession | None:
-    """The kept-forward form of a gradient model, or None (then the combined model serves)."""
+def _split(model: onnx.ModelProto, seed: str, result: str) -> SplitGradientModel | None:
+    """The kept-forward halves of a gradient model, or None (then the combined model serves)."""
     split = split_gradient_model(model, seed, result, LOGITS)
     if split is None:
         logger.info("gradient graph not split (its logits or result have no known type); it runs combined")
+    return split
+
+
+def _kept_session(
+    split: SplitGradientModel | None,
+    runner: ModelRunner,
+    seed: str,
+    result: str,
+    shared: tuple[_ForwardHalf, dict[str, str]] | None = None,
+) -> _KeptForwardSession | None:
+    """The halves' sessions (the forward one ``shared`` when given), or None (then the combined model serves)."""
+    if split is None:
         return None
     try:
-        return _KeptForwardSession(split, runner, seed, result)
+        return _KeptForwardSession(split, runner, seed, result, *(shared or ()))
     except ModelError as exc:
         logger.info("split gradient graph rejected by ONNX Runtime (%s); it runs combined", exc)
         return None
@@ -209,9 +244,16 @@ class GraphJacobian:
         self.max_rows = max(1, max_rows or runner.max_batch)
         # Dense Jacobians and products alike: the split halves when the split works (the forward
         # half once per group of samples or per sample), else the combined model.
-        self._vjp = _product_session(vjp_model, runner, COTANGENT, INPUT_GRAD) or _GradientSession(
+        split = _split(vjp_model, COTANGENT, INPUT_GRAD)
+        self._vjp = _kept_session(split, runner, COTANGENT, INPUT_GRAD) or _GradientSession(
             vjp_model, runner, COTANGENT, INPUT_GRAD
         )
+        # What the JVP's forward half is merged with once the JVP splits (``_shared_forward``):
+        # the VJP's forward half without weights, and those of its weights the base model lacks.
+        self._vjp_forward: tuple[onnx.ModelProto, dict[str, onnx.TensorProto]] | None = None
+        if split is not None and isinstance(self._vjp, _KeptForwardSession):
+            self._vjp_forward = (split.forward, self._weights_beside_base(split.forward_weights))
+        del split
         self.dtype = self._vjp.input_dtype
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
         self._jvp: _GradientSession | None = None
@@ -404,7 +446,7 @@ class GraphJacobian:
         (VGG-11: 491 MiB, seconds to build), and the gradient check makes only a few J v runs
         per sample; a matrix-free estimator makes tens (Lanczos at K = 1000: about 22), and from
         run KEEP_FORWARD_AFTER of one sample on, each of them stops re-running the forward; an
-        estimator that says so first (``expect_products``) splits from its first run. The rule
+        estimator that says so first (``expect_products``) splits before its first run. The rule
         depends only on the calls for the sample, so every executor makes the same runs.
         """
         if not self._jvp_rows.matches(sample):
@@ -413,15 +455,59 @@ class GraphJacobian:
         self._jvp_runs_on_rows += 1
         if self._jvp_runs_on_rows <= KEEP_FORWARD_AFTER:
             return combined
-        if self._jvp_model is not None:  # split once: the session holds what it needs
-            self._jvp_kept = _product_session(self._jvp_model, self.runner, TANGENT, OUTPUT_TANGENT)
+        return self._kept_jvp() or combined
+
+    def _kept_jvp(self) -> _KeptForwardSession | None:
+        """The JVP's kept halves, split on the first call (the proto is let go then, split or not)."""
+        if self._jvp_model is not None:
+            split = _split(self._jvp_model, TANGENT, OUTPUT_TANGENT)
             self._jvp_model = None
-        return self._jvp_kept or combined
+            self._jvp_kept = _kept_session(split, self.runner, TANGENT, OUTPUT_TANGENT, self._shared_forward(split))
+        return self._jvp_kept
+
+    def _weights_beside_base(self, weights: tuple[onnx.TensorProto, ...]) -> dict[str, onnx.TensorProto]:
+        """Those of ``weights`` the base model has not under the same name and value (rules' constants)."""
+        base = {tensor.name: tensor for tensor in self._base_model().graph.initializer}
+        return {tensor.name: tensor for tensor in weights if base.get(tensor.name) != tensor}
+
+    def _base_model(self) -> onnx.ModelProto:
+        return self._forward_model or self.runner.model
+
+    def _shared_forward(self, jvp: SplitGradientModel | None) -> tuple[_ForwardHalf, dict[str, str]] | None:
+        """One forward half for the VJP and the JVP (autodiff/shared_forward.py), or None.
+
+        Why: each product at a sample is a J^T u and a J v; with a forward half each, every sample
+        ran the forward pass twice. From here on the VJP reads its kept tensors from the shared
+        half too, and its own forward session is let go (the JVP never gets one): as many
+        weight copies as before.
+        """
+        held, self._vjp_forward = self._vjp_forward, None
+        if jvp is None or held is None or not isinstance(self._vjp, _KeptForwardSession):
+            return None
+        model, extras = held
+        base = {tensor.name: tensor for tensor in self._base_model().graph.initializer}
+        shared = share_forward(model, ChainMap(extras, base), jvp, LOGITS)
+        if shared is None:
+            logger.info("the JVP's forward half is not shared with the VJP's; each runs its own")
+            return None
+        try:
+            forward = _ForwardHalf(shared.model, shared.weights, self.runner)
+        except ModelError as exc:
+            logger.info("shared forward half rejected by ONNX Runtime (%s); each mode runs its own", exc)
+            return None
+        self._vjp.share(forward)
+        return forward, shared.second_names
 
     def expect_products(self, sample: np.ndarray) -> None:
-        """Many J v runs at ``sample`` follow (``base.expect_products``): the next one splits."""
+        """Many J v runs at ``sample`` follow (``base.expect_products``): the JVP splits now.
+
+        Now, before the sample's first product, so that its forward pass runs once for both
+        modes (``_shared_forward``).
+        """
         self._jvp_rows.remember(sample)
         self._jvp_runs_on_rows = KEEP_FORWARD_AFTER
+        if self._jvp_session() is not None:
+            self._kept_jvp()
 
     def gram_product(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray | None:
         """J J^T u for one sample and cotangents [M, K]: [M, K] (float64) in one fused run, or None.

@@ -140,6 +140,7 @@ def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(m
     for _ in range(graph_gradients.KEEP_FORWARD_AFTER + 1):  # both split models built before the split is off
         source.jvp(data[-1], tangents[:1])
     assert isinstance(source._jvp_kept, graph_gradients._KeptForwardSession)
+    assert source._jvp_kept.forward is source._vjp.forward  # one forward half for both modes
     monkeypatch.setattr(graph_gradients, "split_gradient_model", lambda *args: None)
     combined, _ = _resnet_source()
     assert isinstance(combined._vjp, graph_gradients._GradientSession)
@@ -153,11 +154,12 @@ def test_products_run_the_forward_once_per_sample_and_match_the_combined_model(m
         np.testing.assert_allclose(pulled, combined.vjp(sample, cotangents), rtol=1e-5, atol=1e-6 * np.abs(pulled).max())
 
         # J v: the combined model for the first KEEP_FORWARD_AFTER calls on a sample (a forward
-        # row each), then the kept halves: one forward row, then gradient rows only.
+        # row each), then the kept halves: gradient rows only, the shared forward half having
+        # run for the vjp above.
         pushed = [source.jvp(sample, tangents) for _ in range(graph_gradients.KEEP_FORWARD_AFTER)]
         evaluations = source.accounting.evaluations
         kept = [source.jvp(sample, tangents) for _ in range(3)]
-        assert source.accounting.evaluations - evaluations == 1 + 3 * 4
+        assert source.accounting.evaluations - evaluations == 3 * 4
         expected = combined.jvp(sample, tangents)
         for result in pushed + kept:
             np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
@@ -176,14 +178,17 @@ def test_an_estimator_that_expects_products_splits_from_its_first_jvp() -> None:
     source.jvp(data[0], tangents)  # no hint (the gradient check): the combined model, B + M*B rows
     assert source._jvp_kept is None and source.accounting.evaluations - evaluations == 1 + 2
     expect_products(FiniteDerivatives(source, 1), data[1])  # through a wrapper, as CostMeter sends it
+    assert isinstance(source._jvp_kept, graph_gradients._KeptForwardSession)  # split before the first product
     evaluations = source.accounting.evaluations
+    cotangents = np.random.default_rng(5).normal(size=(2, source.num_classes))
+    pulled = source.vjp(data[1], cotangents)
     first = source.jvp(data[1], tangents)
-    assert isinstance(source._jvp_kept, graph_gradients._KeptForwardSession)
     again = source.jvp(data[1], tangents)
-    # The forward half's row and two gradient rows, then two gradient rows: no forward re-run.
-    assert source.accounting.evaluations - evaluations == 1 + 2 + 2
+    # One forward row for both modes (the shared forward half), then two gradient rows a run.
+    assert source.accounting.evaluations - evaluations == 1 + 2 + 2 + 2
     np.testing.assert_array_equal(first, again)
     np.testing.assert_allclose(first, whole.jvp(data[1], tangents), rtol=1e-5, atol=1e-6 * np.abs(first).max())
+    np.testing.assert_allclose(pulled, whole.vjp(data[1], cotangents), rtol=1e-5, atol=1e-6 * np.abs(pulled).max())
 
 
 def test_the_cost_meter_of_an_estimator_sends_the_hint() -> None:
