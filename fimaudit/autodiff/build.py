@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper, numpy_helper
 
-from fimaudit.autodiff import fold_scalings, registry
+from fimaudit.autodiff import fold_scalings, masked_rows, registry
 from fimaudit.autodiff.context import GraphFacts, RuleContext
 from fimaudit.autodiff.lowering import lower_for_gradients
 from fimaudit.autodiff.probe_shapes import ShapeProbe, measured_shapes
@@ -269,6 +269,10 @@ def _assemble(
     if analysis.facts.opset >= fold_scalings.MIN_OPSET:
         folds = fold_scalings.fold_scalings(ctx.nodes, seed.name, {result_name, analysis.output_name}, ctx.fresh)
         logger.debug("%d scalings folded into the forward half's factors", folds)
+    if ctx.mode == "jvp":
+        weights = {tensor.name: tensor for tensor in graph.initializer}
+        skipped = masked_rows.skip_masked_rows(ctx, weights, {result_name, analysis.output_name})
+        logger.debug("%d products skip the rows their mask zeroes", skipped)
     forward_count = len(graph.node)
     graph.node.extend(ctx.nodes)
     _drop_dead_emitted(graph, forward_count, [analysis.output_name, result_name])
