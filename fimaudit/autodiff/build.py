@@ -261,7 +261,13 @@ def _gradient_value_info(name: str, elem_type: int, shape: list[Dim] | None) -> 
 
 
 def _assemble(
-    analysis: Analysis, ctx: RuleContext, seed: onnx.ValueInfoProto, result: str, result_name: str, result_of: str
+    analysis: Analysis,
+    ctx: RuleContext,
+    seed: onnx.ValueInfoProto,
+    result: str,
+    result_name: str,
+    result_of: str,
+    skip_masked_rows: bool,
 ) -> onnx.ModelProto:
     model = copy.deepcopy(analysis.model)
     graph = model.graph
@@ -269,7 +275,8 @@ def _assemble(
     if analysis.facts.opset >= fold_scalings.MIN_OPSET:
         folds = fold_scalings.fold_scalings(ctx.nodes, seed.name, {result_name, analysis.output_name}, ctx.fresh)
         logger.debug("%d scalings folded into the forward half's factors", folds)
-    if ctx.mode == "jvp":
+    skipped = 0
+    if skip_masked_rows:
         weights = {tensor.name: tensor for tensor in graph.initializer}
         skipped = masked_rows.skip_masked_rows(ctx, weights, {result_name, analysis.output_name})
         logger.debug("%d products skip the rows their mask zeroes", skipped)
@@ -284,6 +291,7 @@ def _assemble(
     facts = analysis.facts
     result_type = facts.elem_types.get(result_of, facts.float_type)
     graph.output.append(_gradient_value_info(result_name, result_type, facts.shapes.get(result_of)))
+    masked_rows.record(model, skipped)
     return model
 
 
@@ -320,9 +328,18 @@ def _check_rule_result(node: onnx.NodeProto, names: object, width: int, mode: st
 
 
 def build_vjp_model(
-    model: onnx.ModelProto, input_name: str, output_name: str | None = None, probe: ShapeProbe | None = None
+    model: onnx.ModelProto,
+    input_name: str,
+    output_name: str | None = None,
+    probe: ShapeProbe | None = None,
+    skip_masked_rows: bool = False,
 ) -> onnx.ModelProto:
-    """The reverse-mode model: (x, cotangent [M, *out]) -> (output, input gradient [M, *x])."""
+    """The reverse-mode model: (x, cotangent [M, *out]) -> (output, input gradient [M, *x]).
+
+    ``skip_masked_rows``: products read only the rows of a large weight its mask keeps
+    (masked_rows.py); for a model that runs many products per forward pass, not for one that
+    makes dense Jacobians (the forward half then gathers rows for one run).
+    """
     output = output_name or model.graph.output[0].name
     analysis = analyse(model, input_name, output, probe)
     missing = _missing(analysis, "vjp")
@@ -345,7 +362,7 @@ def build_vjp_model(
         raise NotDifferentiableError(f"no gradient reaches input {input_name!r}")
     result = ctx.accumulate(contributions[input_name])
     seed = _gradient_value_info(COTANGENT, facts.elem_types.get(output, facts.float_type), facts.shapes.get(output))
-    return _assemble(analysis, ctx, seed, result, INPUT_GRAD, input_name)
+    return _assemble(analysis, ctx, seed, result, INPUT_GRAD, input_name, skip_masked_rows)
 
 
 def build_jvp_model(
@@ -374,4 +391,4 @@ def build_jvp_model(
         raise NotDifferentiableError(f"no tangent reaches output {output!r}")
     input_type = facts.elem_types.get(input_name, facts.float_type)
     seed = _gradient_value_info(TANGENT, input_type, facts.shapes.get(input_name))
-    return _assemble(analysis, ctx, seed, tangents[output], OUTPUT_TANGENT, output)
+    return _assemble(analysis, ctx, seed, tangents[output], OUTPUT_TANGENT, output, True)

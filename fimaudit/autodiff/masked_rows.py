@@ -32,14 +32,32 @@ from onnx import helper
 
 from fimaudit.autodiff.context import RuleContext
 
+#: The model property saying how many products a gradient model has rewritten (build.py sets it).
+COUNT_KEY = "fimaudit.masked_rows"
 #: Weights below this size keep the plain product.
 MIN_WEIGHT_BYTES = 16 * 2**20
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 #: Gather with a negative axis, ScatterElements, Equal on floats: opset 11 on.
 MIN_OPSET = 11
 
 
+def record(model: onnx.ModelProto, count: int) -> None:
+    """Say in the gradient model's properties how many products skip masked rows (the model's own entry goes)."""
+    kept = [prop for prop in model.metadata_props if prop.key != COUNT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if count:
+        model.metadata_props.add(key=COUNT_KEY, value=str(count))
+
+
+def rewritten(model: onnx.ModelProto) -> int:
+    """How many products of a gradient model skip masked rows (0 when none or not recorded)."""
+    value = next((prop.value for prop in model.metadata_props if prop.key == COUNT_KEY), "0")
+    return int(value) if value.isdigit() else 0
+
+
 def skip_masked_rows(ctx: RuleContext, weights: dict[str, onnx.TensorProto], keep: set[str]) -> int:
-    """Rewrite ``ctx.nodes`` (the emitted JVP nodes, in order) in place; return the rewrites made.
+    """Rewrite ``ctx.nodes`` (the emitted nodes, in order) in place; return the rewrites made.
 
     ``weights``: the model's initializers by name (their dims and type are read, not their
     values); ``keep``: tensors read outside the nodes (the graph's outputs).
@@ -56,13 +74,17 @@ def skip_masked_rows(ctx: RuleContext, weights: dict[str, onnx.TensorProto], kee
     made = 0
     rewritten: list[onnx.NodeProto] = []
     for node in ctx.nodes:
-        match = _match(node, on_seed, readers, producer, weights)
-        if match is None:
+        jvp = _match(node, on_seed, readers, producer, weights) if ctx.mode == "jvp" else None
+        vjp = _match_vjp(node, on_seed, readers, producer, weights) if ctx.mode == "vjp" else None
+        if jvp is None and vjp is None:
             rewritten.append(node)
             continue
         emitted, ctx.nodes = ctx.nodes, []
         try:
-            _emit_skipping(ctx, *match, node.output[0])
+            if jvp is not None:
+                _emit_skipping(ctx, *jvp, node.output[0])
+            elif vjp is not None:
+                _emit_vjp_skipping(ctx, *vjp, node.output[0])
         finally:
             emitted, ctx.nodes = ctx.nodes, emitted
         rewritten.extend(emitted)
@@ -95,14 +117,71 @@ def _match(
     if transpose is None or transpose.op_type != "Transpose" or len(transpose.input) != 1:
         return None
     perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-    weight = weights.get(transpose.input[0])
-    if weight is None or len(weight.dims) != 2 or perm not in (None, [1, 0]):
+    weight = _large_matrix(weights.get(transpose.input[0]))
+    if weight is None or perm not in (None, [1, 0]):
+        return None
+    rows, columns = (int(dim) for dim in weight.dims)
+    return tangent, weight.name, mask, rows, columns, weight.data_type
+
+
+def _match_vjp(
+    node: onnx.NodeProto,
+    on_seed: set[str],
+    readers: Counter,
+    producer: dict[str, onnx.NodeProto],
+    weights: dict[str, onnx.TensorProto],
+) -> tuple[str, str, str, int, int] | None:
+    """(g * M, W, M, N, elem type) when ``node`` is MatMul(Mul(g, M), W) (see the module doc)."""
+    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+        return None
+    masked, operand = node.input
+    weight = _large_matrix(weights.get(operand))
+    scaling = producer.get(masked)
+    if weight is None or scaling is None or readers[masked] != 1 or masked not in on_seed:
+        return None
+    if scaling.op_type != "Mul" or scaling.domain not in ("", "ai.onnx") or len(scaling.input) != 2:
+        return None
+    left, right = (name in on_seed for name in scaling.input)
+    if left == right:
+        return None
+    mask = scaling.input[1] if left else scaling.input[0]
+    return masked, weight.name, mask, int(weight.dims[0]), weight.data_type
+
+
+def _large_matrix(weight: onnx.TensorProto | None) -> onnx.TensorProto | None:
+    """The initializer when it is a matrix of at least MIN_WEIGHT_BYTES with at least two rows."""
+    if weight is None or len(weight.dims) != 2 or weight.data_type not in _FLOAT_TYPES:
         return None
     rows, columns = (int(dim) for dim in weight.dims)
     itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(weight.data_type)).itemsize
     if rows * columns * itemsize < MIN_WEIGHT_BYTES or rows < 2:
         return None
-    return tangent, weight.name, mask, rows, columns, weight.data_type
+    return weight
+
+
+def _surviving_rows(ctx: RuleContext, weight: str, mask: str, rows: int, elem: int) -> tuple[str, str]:
+    """(idx, W[idx]): the rows where the mask is nonzero in any row of it, and those rows of W.
+
+    Forward side (nothing here reads the seed). Emitted alike in both modes, so that the shared
+    forward half (shared_forward.py) computes them once for the VJP and the JVP.
+    """
+    zero = np.zeros((), helper.tensor_dtype_to_np_dtype(elem))
+    full = ctx.emit("Expand", [mask, ctx.ints([rows])])  # a mask broadcast along its last axis
+    flat = ctx.emit("Reshape", [full, ctx.ints([-1, rows])])
+    nonzero = ctx.emit("Cast", [ctx.emit("Not", [ctx.emit("Equal", [flat, ctx.constant(zero, "zero")])])],
+                       to=onnx.TensorProto.INT32)
+    anywhere = ctx.reduce("ReduceMax", nonzero, [0], keepdims=False)
+    index = ctx.emit("Reshape", [ctx.emit("NonZero", [anywhere]), ctx.ints([-1])])
+    return index, ctx.emit("Gather", [weight, index], axis=0)
+
+
+def _emit_vjp_skipping(
+    ctx: RuleContext, masked: str, weight: str, mask: str, rows: int, elem: int, out: str
+) -> None:
+    """MatMul(g * M, W) as MatMul((g * M)[..., idx], W[idx]), writing ``out``."""
+    index, active_rows = _surviving_rows(ctx, weight, mask, rows, elem)
+    active = ctx.emit("Gather", [masked, index], axis=-1)
+    ctx.nodes.append(helper.make_node("MatMul", [active, active_rows], [out], name=ctx.fresh("node_skip")))
 
 
 def _emit_skipping(
@@ -113,15 +192,7 @@ def _emit_skipping(
     Shapes are read with fresh Shape nodes, not ``ctx.shape_of``: its cached tensors may be made
     further down the node list than the node rewritten here.
     """
-    zero = np.zeros((), helper.tensor_dtype_to_np_dtype(elem))
-    # Forward side (nothing here reads the seed): which rows of W survive, and those rows.
-    full = ctx.emit("Expand", [mask, ctx.ints([rows])])  # a mask broadcast along its last axis
-    flat = ctx.emit("Reshape", [full, ctx.ints([-1, rows])])
-    nonzero = ctx.emit("Cast", [ctx.emit("Not", [ctx.emit("Equal", [flat, ctx.constant(zero, "zero")])])],
-                       to=onnx.TensorProto.INT32)
-    anywhere = ctx.reduce("ReduceMax", nonzero, [0], keepdims=False)
-    index = ctx.emit("Reshape", [ctx.emit("NonZero", [anywhere]), ctx.ints([-1])])
-    active_rows = ctx.emit("Gather", [weight, index], axis=0)
+    index, active_rows = _surviving_rows(ctx, weight, mask, rows, elem)
     # Gradient side: the product over the surviving rows (2-D: Gemm reads W's rows as they lie),
     # scattered among zeros at full width (so that no shape has a zero the Reshape would copy
     # when no row survives), shaped back and masked as before.

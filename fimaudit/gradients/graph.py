@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import logging
 from collections import ChainMap
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 
+from fimaudit.autodiff import masked_rows
 from fimaudit.autodiff.build import (
     COTANGENT,
     INPUT_GRAD,
@@ -460,10 +461,35 @@ class GraphJacobian:
     def _kept_jvp(self) -> _KeptForwardSession | None:
         """The JVP's kept halves, split on the first call (the proto is let go then, split or not)."""
         if self._jvp_model is not None:
-            split = _split(self._jvp_model, TANGENT, OUTPUT_TANGENT)
-            self._jvp_model = None
-            self._jvp_kept = _kept_session(split, self.runner, TANGENT, OUTPUT_TANGENT, self._shared_forward(split))
+            model, self._jvp_model = self._jvp_model, None
+            split = _split(model, TANGENT, OUTPUT_TANGENT)
+            # Products skip masked weight rows in the JVP (masked_rows.py); where they do, the VJP
+            # can too, with a VJP model made for products (its forward half gathers the rows).
+            products = self._product_vjp() if split is not None and masked_rows.rewritten(model) else None
+            self._jvp_kept = _kept_session(
+                split, self.runner, TANGENT, OUTPUT_TANGENT, self._shared_forward(split, products)
+            )
         return self._jvp_kept
+
+    def _product_vjp(self) -> SplitGradientModel | None:
+        """The VJP model again with its products skipping masked rows, split; None where none do.
+
+        Why a second VJP model: the first also makes dense Jacobians (one run of K rows at a
+        sample), where gathering a weight's rows costs more than it saves; this one serves once
+        many products per sample are expected, and replaces the first (``_shared_forward``).
+        """
+        try:
+            model = build_vjp_model(
+                with_sample_shape(self._base_model(), self.runner.input_name, self.sample_shape),
+                self.runner.input_name,
+                LOGITS,
+                self.probe,
+                skip_masked_rows=True,
+            )
+        except (UnsupportedOpError, ModelError) as exc:
+            logger.info("no VJP model for products (%s); the first one serves", exc)
+            return None
+        return _split(model, COTANGENT, INPUT_GRAD) if masked_rows.rewritten(model) else None
 
     def _weights_beside_base(self, weights: tuple[onnx.TensorProto, ...]) -> dict[str, onnx.TensorProto]:
         """Those of ``weights`` the base model has not under the same name and value (rules' constants)."""
@@ -473,20 +499,29 @@ class GraphJacobian:
     def _base_model(self) -> onnx.ModelProto:
         return self._forward_model or self.runner.model
 
-    def _shared_forward(self, jvp: SplitGradientModel | None) -> tuple[_ForwardHalf, dict[str, str]] | None:
+    def _shared_forward(
+        self, jvp: SplitGradientModel | None, products: SplitGradientModel | None = None
+    ) -> tuple[_ForwardHalf, dict[str, str]] | None:
         """One forward half for the VJP and the JVP (autodiff/shared_forward.py), or None.
 
         Why: each product at a sample is a J^T u and a J v; with a forward half each, every sample
         ran the forward pass twice. From here on the VJP reads its kept tensors from the shared
         half too, and its own forward session is let go (the JVP never gets one): as many
-        weight copies as before.
+        weight copies as before. With ``products`` (``_product_vjp``), the shared half is made
+        from that VJP model's forward half and that model replaces the VJP's sessions.
         """
         held, self._vjp_forward = self._vjp_forward, None
-        if jvp is None or held is None or not isinstance(self._vjp, _KeptForwardSession):
+        if jvp is None or not isinstance(self._vjp, _KeptForwardSession):
             return None
-        model, extras = held
-        base = {tensor.name: tensor for tensor in self._base_model().graph.initializer}
-        shared = share_forward(model, ChainMap(extras, base), jvp, LOGITS)
+        first: tuple[onnx.ModelProto, Mapping[str, onnx.TensorProto]]
+        if products is not None:
+            first = (products.forward, {tensor.name: tensor for tensor in products.forward_weights})
+        elif held is not None:
+            base = {tensor.name: tensor for tensor in self._base_model().graph.initializer}
+            first = (held[0], ChainMap(held[1], base))
+        else:
+            return None
+        shared = share_forward(*first, jvp, LOGITS)
         if shared is None:
             logger.info("the JVP's forward half is not shared with the VJP's; each runs its own")
             return None
@@ -495,7 +530,15 @@ class GraphJacobian:
         except ModelError as exc:
             logger.info("shared forward half rejected by ONNX Runtime (%s); each mode runs its own", exc)
             return None
-        self._vjp.share(forward)
+        if products is None:
+            self._vjp.share(forward)
+            return forward, shared.second_names
+        replacement = _kept_session(
+            products, self.runner, COTANGENT, INPUT_GRAD, (forward, {name: name for name in products.kept})
+        )
+        if replacement is None:
+            return None
+        self._vjp = replacement
         return forward, shared.second_names
 
     def expect_products(self, sample: np.ndarray) -> None:

@@ -115,3 +115,72 @@ def test_the_forward_half_gathers_the_rows_and_the_gradient_half_reads_only_them
 def test_small_weights_keep_the_plain_product() -> None:
     model, _, _ = _network(np.float32, np.zeros(N))
     assert "ScatterElements" not in [node.op_type for node in build_jvp_model(model, "x", "y").graph.node]
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["some-rows-survive", "a-mask-zero-everywhere"])
+def test_a_vjp_model_for_products_skips_the_rows_too(every_weight, dead) -> None:
+    """J^T u = W1^T diag(mask) W2^T u from the rows that survive; the plain VJP model keeps W1 whole."""
+    from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, build_vjp_model
+
+    rng = np.random.default_rng(3)
+    bias = np.full(N, -1e3) if dead else rng.normal(size=N)
+    x, u = rng.normal(size=(3, D)), rng.normal(size=(4, 3, K))
+    for dtype, rtol in ((np.float64, 1e-12), (np.float32, 1e-5)):
+        model, w1, w2 = _network(dtype, bias)
+        products = build_vjp_model(model, "x", "y", skip_masked_rows=True)
+        plain = build_vjp_model(model, "x", "y")
+        assert masked_rows.rewritten(products) == 1 and masked_rows.rewritten(plain) == 0
+        assert any(node.op_type == "Gather" and node.input[0] == "w1" for node in products.graph.node)
+        feeds = {"x": x.astype(dtype), COTANGENT: u.astype(dtype)}
+        mask = (x @ w1.T.astype(np.float64) + bias > 0).astype(np.float64)
+        expected = np.einsum("mbk,kn,bn,nd->mbd", u, w2.astype(np.float64), mask, w1.astype(np.float64))
+        if dtype is np.float64:
+            (actual,) = ReferenceEvaluator(products).run([INPUT_GRAD], feeds)
+        else:
+            session = ort.InferenceSession(products.SerializeToString(), providers=["CPUExecutionProvider"])
+            (actual,) = session.run([INPUT_GRAD], feeds)
+        np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * max(1.0, np.abs(expected).max()))
+
+
+def test_a_models_own_count_property_is_replaced() -> None:
+    model, _, _ = _network(np.float32, np.zeros(N))
+    model.metadata_props.add(key=masked_rows.COUNT_KEY, value="7")
+    assert masked_rows.rewritten(build_jvp_model(model, "x", "y")) == 0
+
+
+def _graph_source(path: str, data: np.ndarray):
+    from fimaudit.audit import AuditConfig, intake, prepare_model
+    from fimaudit.gradients import make_source
+
+    prepared = prepare_model(intake(path), AuditConfig(model_path=path, gradients="graph"), data[:1])
+    return make_source("graph", prepared.runner, prepared.selection.sample_shape, prepared.num_classes).source
+
+
+def test_products_after_the_hint_skip_rows_in_both_modes_and_agree(every_weight, tmp_path) -> None:
+    """The graph source's VJP is replaced by the products model, sharing one forward half with the JVP."""
+    from fimaudit.gradients import graph as graph_gradients
+    from fimaudit.gradients.base import expect_products
+
+    bias = np.random.default_rng(4).normal(size=N)
+    model, w1, w2 = _network(np.float32, bias)
+    path = tmp_path / "mlp.onnx"
+    onnx.save(model, path)
+    data = np.random.default_rng(5).normal(size=(3, D)).astype(np.float32)
+    source = _graph_source(str(path), data)
+    first = source._vjp
+    rng = np.random.default_rng(6)
+    u, v = rng.normal(size=(2, K)), rng.normal(size=(2, D))
+    jacobians = []
+    for sample in data:
+        mask = (sample.astype(np.float64) @ w1.T + bias.astype(np.float32) > 0).astype(np.float64)
+        jacobian = w2.astype(np.float64) @ (mask[:, None] * w1.astype(np.float64))
+        jacobians.append(jacobian)
+        expect_products(source, sample)
+        assert source._vjp is not first and source._vjp.forward is source._jvp_kept.forward
+        assert any(node.op_type == "Gather" for node in source._vjp.split.forward.graph.node)
+        pulled, pushed = source.vjp(sample, u), source.jvp(sample, v)
+        np.testing.assert_allclose(pulled, u @ jacobian, rtol=1e-5, atol=1e-5 * np.abs(pulled).max())
+        np.testing.assert_allclose(pushed, v @ jacobian.T, rtol=1e-5, atol=1e-5 * np.abs(pushed).max())
+    dense = source.dense(data)
+    np.testing.assert_allclose(dense, np.stack(jacobians), rtol=1e-5, atol=1e-5 * np.abs(dense).max())
+    assert isinstance(source, graph_gradients.GraphJacobian)
