@@ -521,7 +521,7 @@ class GraphJacobian:
             first = (held[0], ChainMap(held[1], base))
         else:
             return None
-        shared = share_forward(*first, jvp, LOGITS)
+        shared = share_forward(first[0], first[1], jvp, LOGITS)
         if shared is None:
             logger.info("the JVP's forward half is not shared with the VJP's; each runs its own")
             return None
