@@ -36,7 +36,8 @@ from fimaudit.autodiff.context import RuleContext
 COUNT_KEY = "fimaudit.masked_rows"
 #: Weights below this size keep the plain product.
 MIN_WEIGHT_BYTES = 16 * 2**20
-_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
+#: Element types whose Equal, Gemm and ScatterElements ONNX Runtime's CPU provider has.
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
 #: Gather with a negative axis, ScatterElements, Equal on floats: opset 11 on.
 MIN_OPSET = 11
 

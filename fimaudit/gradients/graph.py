@@ -8,7 +8,10 @@ The VJP model (``build.build_vjp_model``) maps a batch x [B, ...] and cotangents
 model maps tangents [M, B, ...] to [M, B, K] (forward mode, for matrix-free estimators).
 Each model runs split in two (``autodiff/kept_forward.py``): the forward half once per sample
 (or group of samples), the gradient half per product or chunk of one-hot cotangents; a model
-the split cannot type runs combined.
+the split cannot type runs combined. Once an estimator announces products, the JVP splits and
+both modes read one shared forward half (``autodiff/shared_forward.py``); where the JVP skips
+the weight rows a mask zeroes (``autodiff/masked_rows.py``), a VJP model made for products does
+too and replaces the first.
 
 Memory: a run with M cotangents over B samples makes ONNX Runtime carry M*B rows through the
 backward graph and returns M*B*d values. ``max_rows`` (the audit's planned batch rows) bounds
