@@ -20,17 +20,14 @@ import numpy as np
 from fimaudit.fisher.covariance import SoftmaxCovariance
 from fimaudit.fisher.result import SpectralResult
 
-# float64 values per block of H = A J (K x block at a time: 8 MiB, 1048 input elements at K = 1000).
-# Why not a fixed width: at K = 10 a 3x32x32 input then takes one block, not three (the small
-# ViT's exact job spent 0.46 of its 7 ms a sample here, mostly per-block overhead).
-_BLOCK_VALUES = 1 << 20
+# Input elements per block of H = A J (K x block float64 at a time; 8 MiB at K = 1000).
+_BLOCK = 1024
 
 
 def _centred_blocks(jac: np.ndarray, covariance: SoftmaxCovariance):
     """Blocks of H = A J [K, block] in float64, over the input axis."""
-    width = max(1, _BLOCK_VALUES // max(1, jac.shape[0]))
-    for start in range(0, jac.shape[1], width):
-        columns = np.asarray(jac[:, start : start + width], dtype=np.float64)
+    for start in range(0, jac.shape[1], _BLOCK):
+        columns = np.asarray(jac[:, start : start + _BLOCK], dtype=np.float64)
         yield start, covariance.factor(columns.T).T
 
 
