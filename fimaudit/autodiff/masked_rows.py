@@ -1,4 +1,4 @@
-"""Skip the rows of a large weight that a mask zeroes anyway: J v through a Linear layer and its ReLU.
+"""Skip the rows of a large weight that a mask zeroes anyway: products through a Linear layer and its ReLU.
 
 Why: VGG's classifier is Gemm(25088 -> 4096), ReLU, Gemm(4096 -> 4096), ReLU, Gemm. Its JVP
 computes t @ W^T over the whole 411 MB first weight on every product (memory-bound: about 35 ms
@@ -8,23 +8,28 @@ known once per sample: the forward half gathers those rows of W once (reading W 
 product of the sample reads only them (Lanczos at K = 1000 makes about 22).
 
 Rewrite (JVP graphs; ``t`` depends on the seed; ``M`` and the initializer ``W`` [N, D] do not;
-``Y`` has no other reader):
+the MatMul's output has no other reader):
 
     Mul(MatMul(t, Transpose(W)), M)        (either operand order in the Mul)
     ->  idx   = the columns where M is nonzero in any row          (forward half)
         W_act = Gather(W, idx, axis=0)                              (forward half)
         Scatter(zeros [..., N], idx, Gemm(t, W_act, transB=1)) * M
 
+In a VJP model made for products (``build_vjp_model(skip_masked_rows=True)``), the same rows:
+
+    MatMul(Mul(g, M), W)  ->  MatMul(Gather(Mul(g, M), idx, axis=-1), W_act)
+
 Exact: a skipped column is one where M is 0 in every row, so the product there was 0 (it stays
 0, not NaN, when t @ W^T overflows there). Only for weights of at least ``MIN_WEIGHT_BYTES``:
 gathering costs one read of W a sample, which pays from the second product on; a small
-weight's product is not memory-bound. Not applied to the VJP: its gradient half also makes the
-dense Jacobians (one run of K rows a sample), where the gather would cost more than it saves.
+weight's product is not memory-bound. Not in the first VJP model: its gradient half also makes
+the dense Jacobians (one run of K rows a sample), where the gather would cost more than it saves.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -57,6 +62,26 @@ def rewritten(model: onnx.ModelProto) -> int:
     return int(value) if value.isdigit() else 0
 
 
+@dataclass(frozen=True)
+class _Graph:
+    """What the matchers read of the emitted nodes."""
+
+    on_seed: set[str]
+    readers: Counter
+    producer: dict[str, onnx.NodeProto]
+    weights: dict[str, onnx.TensorProto]
+
+    def scaling(self, node: onnx.NodeProto | None) -> tuple[str, str] | None:
+        """(gradient, factor) when ``node`` is a default-domain Mul of a seed tensor by a forward one."""
+        if node is None or node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+            return None
+        left, right = (name in self.on_seed for name in node.input)
+        if left == right:
+            return None
+        gradient, factor = node.input if left else reversed(node.input)
+        return gradient, factor
+
+
 def skip_masked_rows(ctx: RuleContext, weights: dict[str, onnx.TensorProto], keep: set[str]) -> int:
     """Rewrite ``ctx.nodes`` (the emitted nodes, in order) in place; return the rewrites made.
 
@@ -72,18 +97,19 @@ def skip_masked_rows(ctx: RuleContext, weights: dict[str, onnx.TensorProto], kee
     readers = Counter(name for node in ctx.nodes for name in node.input)
     readers.update(keep)
     producer = {node.output[0]: node for node in ctx.nodes if len(node.output) == 1}
+    graph = _Graph(on_seed, readers, producer, weights)
     made = 0
     rewritten: list[onnx.NodeProto] = []
     for node in ctx.nodes:
-        jvp = _match(node, on_seed, readers, producer, weights) if ctx.mode == "jvp" else None
-        vjp = _match_vjp(node, on_seed, readers, producer, weights) if ctx.mode == "vjp" else None
+        jvp = _match_jvp(node, graph) if ctx.mode == "jvp" else None
+        vjp = _match_vjp(node, graph) if ctx.mode == "vjp" else None
         if jvp is None and vjp is None:
             rewritten.append(node)
             continue
         emitted, ctx.nodes = ctx.nodes, []
         try:
             if jvp is not None:
-                _emit_skipping(ctx, *jvp, node.output[0])
+                _emit_jvp_skipping(ctx, *jvp, node.output[0])
             elif vjp is not None:
                 _emit_vjp_skipping(ctx, *vjp, node.output[0])
         finally:
@@ -94,59 +120,39 @@ def skip_masked_rows(ctx: RuleContext, weights: dict[str, onnx.TensorProto], kee
     return made
 
 
-def _match(
-    node: onnx.NodeProto,
-    on_seed: set[str],
-    readers: Counter,
-    producer: dict[str, onnx.NodeProto],
-    weights: dict[str, onnx.TensorProto],
-) -> tuple[str, str, str, int, int, int] | None:
+def _match_jvp(node: onnx.NodeProto, graph: _Graph) -> tuple[str, str, str, int, int, int] | None:
     """(t, W, M, N, D, elem type) when ``node`` is Mul(MatMul(t, Transpose(W)), M) as the module doc says."""
-    if node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
+    scaled = graph.scaling(node)
+    if scaled is None:
         return None
-    left, right = (name in on_seed for name in node.input)
-    if left == right:
-        return None
-    product, mask = node.input if left else reversed(node.input)
-    matmul = producer.get(product)
-    if matmul is None or matmul.op_type != "MatMul" or readers[product] != 1 or len(matmul.input) != 2:
+    product, mask = scaled
+    matmul = graph.producer.get(product)
+    if matmul is None or matmul.op_type != "MatMul" or graph.readers[product] != 1 or len(matmul.input) != 2:
         return None
     tangent, operand = matmul.input
-    if tangent not in on_seed or operand in on_seed:
+    if tangent not in graph.on_seed or operand in graph.on_seed:
         return None
-    transpose = producer.get(operand)
+    transpose = graph.producer.get(operand)
     if transpose is None or transpose.op_type != "Transpose" or len(transpose.input) != 1:
         return None
     perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), None)
-    weight = _large_matrix(weights.get(transpose.input[0]))
+    weight = _large_matrix(graph.weights.get(transpose.input[0]))
     if weight is None or perm not in (None, [1, 0]):
         return None
     rows, columns = (int(dim) for dim in weight.dims)
     return tangent, weight.name, mask, rows, columns, weight.data_type
 
 
-def _match_vjp(
-    node: onnx.NodeProto,
-    on_seed: set[str],
-    readers: Counter,
-    producer: dict[str, onnx.NodeProto],
-    weights: dict[str, onnx.TensorProto],
-) -> tuple[str, str, str, int, int] | None:
+def _match_vjp(node: onnx.NodeProto, graph: _Graph) -> tuple[str, str, str, int, int] | None:
     """(g * M, W, M, N, elem type) when ``node`` is MatMul(Mul(g, M), W) (see the module doc)."""
     if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
         return None
     masked, operand = node.input
-    weight = _large_matrix(weights.get(operand))
-    scaling = producer.get(masked)
-    if weight is None or scaling is None or readers[masked] != 1 or masked not in on_seed:
+    weight = _large_matrix(graph.weights.get(operand))
+    scaled = graph.scaling(graph.producer.get(masked))
+    if weight is None or scaled is None or graph.readers[masked] != 1:
         return None
-    if scaling.op_type != "Mul" or scaling.domain not in ("", "ai.onnx") or len(scaling.input) != 2:
-        return None
-    left, right = (name in on_seed for name in scaling.input)
-    if left == right:
-        return None
-    mask = scaling.input[1] if left else scaling.input[0]
-    return masked, weight.name, mask, int(weight.dims[0]), weight.data_type
+    return masked, weight.name, scaled[1], int(weight.dims[0]), weight.data_type
 
 
 def _large_matrix(weight: onnx.TensorProto | None) -> onnx.TensorProto | None:
@@ -185,7 +191,7 @@ def _emit_vjp_skipping(
     ctx.nodes.append(helper.make_node("MatMul", [active, active_rows], [out], name=ctx.fresh("node_skip")))
 
 
-def _emit_skipping(
+def _emit_jvp_skipping(
     ctx: RuleContext, tangent: str, weight: str, mask: str, rows: int, columns: int, elem: int, out: str
 ) -> None:
     """The rewritten nodes, the last of which writes ``out`` (the Mul's output).
