@@ -184,3 +184,24 @@ def test_products_after_the_hint_skip_rows_in_both_modes_and_agree(every_weight,
     dense = source.dense(data)
     np.testing.assert_allclose(dense, np.stack(jacobians), rtol=1e-5, atol=1e-5 * np.abs(dense).max())
     assert isinstance(source, graph_gradients.GraphJacobian)
+
+
+@pytest.mark.parametrize("opset", [11, 13, 18])
+def test_the_rewrites_run_on_onnx_runtime_at_every_form_of_their_ops(every_weight, opset) -> None:
+    """ReduceMax and Gemm change form across opsets (axes as an input from 18): both modes run."""
+    from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, build_vjp_model
+
+    model, w1, w2 = _network(np.float32, np.zeros(N))
+    model.opset_import[0].version = opset
+    rng = np.random.default_rng(7)
+    x, v, u = rng.normal(size=(2, D)), rng.normal(size=(3, 2, D)), rng.normal(size=(3, 2, K))
+    jacobian_rows = _expected(x, v, w1, w2, np.zeros(N))
+    mask = (x @ w1.T.astype(np.float64) > 0).astype(np.float64)
+    pulled = np.einsum("mbk,kn,bn,nd->mbd", u, w2.astype(np.float64), mask, w1.astype(np.float64))
+    jvp, vjp = build_jvp_model(model, "x", "y"), build_vjp_model(model, "x", "y", skip_masked_rows=True)
+    assert masked_rows.rewritten(jvp) == masked_rows.rewritten(vjp) == 1
+    feeds = {"x": x.astype(np.float32), TANGENT: v.astype(np.float32)}
+    np.testing.assert_allclose(_ort_run(jvp, feeds), jacobian_rows, rtol=1e-5, atol=1e-5 * np.abs(jacobian_rows).max())
+    session = ort.InferenceSession(vjp.SerializeToString(), providers=["CPUExecutionProvider"])
+    (actual,) = session.run([INPUT_GRAD], {"x": x.astype(np.float32), COTANGENT: u.astype(np.float32)})
+    np.testing.assert_allclose(actual, pulled, rtol=1e-5, atol=1e-5 * np.abs(pulled).max())
