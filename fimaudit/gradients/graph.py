@@ -187,16 +187,19 @@ class _KeptForwardSession:
 
     def handed(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The kept tensors of ``rows`` (the forward half runs when they are not held)."""
-        values = self.forward.values(rows)
+        return self._kept_of(self.forward.values(rows))
+
+    def _kept_of(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: values[source] for name, source in self.names.items()}
 
     def run(self, rows: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
-        feeds = self.handed(rows)
+        values = self.forward.values(rows)  # once: each call compares the rows bit for bit
+        feeds = self._kept_of(values)
         feeds[self.seed] = seeds.astype(self.seed_dtype, copy=False)
         (gradient,) = _run_gradient(self.gradient, [self.result], feeds, self.runner.timeout)
         self.runner.accounting.add(rows.shape[0] * seeds.shape[0])
-        return self.forward.values(rows)[LOGITS], gradient
+        return values[LOGITS], gradient
 
 
 def _split(model: onnx.ModelProto, seed: str, result: str) -> SplitGradientModel | None:
@@ -429,9 +432,8 @@ class GraphJacobian:
     def _jvp_session(self) -> _GradientSession | None:
         if self._jvp is None and self._jvp_unavailable is None:
             try:
-                base = self._forward_model or self.runner.model
                 model = build_jvp_model(
-                    with_sample_shape(base, self.runner.input_name, self.sample_shape),
+                    with_sample_shape(self._base_model(), self.runner.input_name, self.sample_shape),
                     self.runner.input_name,
                     LOGITS,
                     self.probe,
@@ -500,7 +502,7 @@ class GraphJacobian:
         Copies: a reference to a message inside the assembled gradient model would keep all of
         that model alive (its weights too: 450 MB on VGG-11 at 3x224x224, measured).
         """
-        base = {tensor.name: tensor for tensor in self._base_model().graph.initializer}
+        base = self._base_weights()
         extras = {}
         for tensor in weights:
             if base.get(tensor.name) != tensor:
@@ -509,7 +511,11 @@ class GraphJacobian:
         return extras
 
     def _base_model(self) -> onnx.ModelProto:
+        """The model both gradient models are derived from (at the gradient opset when converted)."""
         return self._forward_model or self.runner.model
+
+    def _base_weights(self) -> dict[str, onnx.TensorProto]:
+        return {tensor.name: tensor for tensor in self._base_model().graph.initializer}
 
     def _shared_forward(
         self, jvp: SplitGradientModel | None, products: SplitGradientModel | None = None
@@ -529,8 +535,7 @@ class GraphJacobian:
         if products is not None:
             first = (products.forward, {tensor.name: tensor for tensor in products.forward_weights})
         elif held is not None:
-            base = {tensor.name: tensor for tensor in self._base_model().graph.initializer}
-            first = (held[0], ChainMap(held[1], base))
+            first = (held[0], ChainMap(held[1], self._base_weights()))
         else:
             return None
         shared = share_forward(first[0], first[1], jvp, LOGITS)

@@ -44,10 +44,19 @@ def _network(dtype: type, bias: np.ndarray) -> tuple[onnx.ModelProto, np.ndarray
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w1, w2
 
 
+def _mask(x: np.ndarray, w1: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The ReLU's 0/1 mask per sample, in float64."""
+    return (x.astype(np.float64) @ w1.T.astype(np.float64) + bias > 0).astype(np.float64)
+
+
 def _expected(x: np.ndarray, v: np.ndarray, w1: np.ndarray, w2: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """J v per tangent row and sample: W2 diag(h > 0) W1 v."""
-    mask = (x.astype(np.float64) @ w1.T.astype(np.float64) + bias > 0).astype(np.float64)
-    return np.einsum("kn,bn,nd,mbd->mbk", w2.astype(np.float64), mask, w1.astype(np.float64), v)
+    return np.einsum("kn,bn,nd,mbd->mbk", w2.astype(np.float64), _mask(x, w1, bias), w1.astype(np.float64), v)
+
+
+def _expected_pull(x: np.ndarray, u: np.ndarray, w1: np.ndarray, w2: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """J^T u per cotangent row and sample: W1^T diag(h > 0) W2^T u."""
+    return np.einsum("mbk,kn,bn,nd->mbd", u, w2.astype(np.float64), _mask(x, w1, bias), w1.astype(np.float64))
 
 
 @pytest.fixture
@@ -55,9 +64,9 @@ def every_weight(monkeypatch):
     monkeypatch.setattr(masked_rows, "MIN_WEIGHT_BYTES", 0)
 
 
-def _ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
+def _ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray], output: str = OUTPUT_TANGENT) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_TANGENT], feeds)[0]
+    return session.run([output], feeds)[0]
 
 
 @pytest.mark.parametrize("dead", [False, True], ids=["some-rows-survive", "a-mask-zero-everywhere"])
@@ -132,13 +141,11 @@ def test_a_vjp_model_for_products_skips_the_rows_too(every_weight, dead) -> None
         assert masked_rows.rewritten(products) == 1 and masked_rows.rewritten(plain) == 0
         assert any(node.op_type == "Gather" and node.input[0] == "w1" for node in products.graph.node)
         feeds = {"x": x.astype(dtype), COTANGENT: u.astype(dtype)}
-        mask = (x @ w1.T.astype(np.float64) + bias > 0).astype(np.float64)
-        expected = np.einsum("mbk,kn,bn,nd->mbd", u, w2.astype(np.float64), mask, w1.astype(np.float64))
+        expected = _expected_pull(x, u, w1, w2, bias)
         if dtype is np.float64:
             (actual,) = ReferenceEvaluator(products).run([INPUT_GRAD], feeds)
         else:
-            session = ort.InferenceSession(products.SerializeToString(), providers=["CPUExecutionProvider"])
-            (actual,) = session.run([INPUT_GRAD], feeds)
+            actual = _ort_run(products, feeds, INPUT_GRAD)
         np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * max(1.0, np.abs(expected).max()))
 
 
@@ -172,7 +179,7 @@ def test_products_after_the_hint_skip_rows_in_both_modes_and_agree(every_weight,
     u, v = rng.normal(size=(2, K)), rng.normal(size=(2, D))
     jacobians = []
     for sample in data:
-        mask = (sample.astype(np.float64) @ w1.T + bias.astype(np.float32) > 0).astype(np.float64)
+        mask = _mask(sample[None], w1, bias.astype(np.float32))[0]
         jacobian = w2.astype(np.float64) @ (mask[:, None] * w1.astype(np.float64))
         jacobians.append(jacobian)
         expect_products(source, sample)
@@ -196,12 +203,10 @@ def test_the_rewrites_run_on_onnx_runtime_at_every_form_of_their_ops(every_weigh
     rng = np.random.default_rng(7)
     x, v, u = rng.normal(size=(2, D)), rng.normal(size=(3, 2, D)), rng.normal(size=(3, 2, K))
     jacobian_rows = _expected(x, v, w1, w2, np.zeros(N))
-    mask = (x @ w1.T.astype(np.float64) > 0).astype(np.float64)
-    pulled = np.einsum("mbk,kn,bn,nd->mbd", u, w2.astype(np.float64), mask, w1.astype(np.float64))
+    pulled = _expected_pull(x, u, w1, w2, np.zeros(N))
     jvp, vjp = build_jvp_model(model, "x", "y"), build_vjp_model(model, "x", "y", skip_masked_rows=True)
     assert masked_rows.rewritten(jvp) == masked_rows.rewritten(vjp) == 1
     feeds = {"x": x.astype(np.float32), TANGENT: v.astype(np.float32)}
     np.testing.assert_allclose(_ort_run(jvp, feeds), jacobian_rows, rtol=1e-5, atol=1e-5 * np.abs(jacobian_rows).max())
-    session = ort.InferenceSession(vjp.SerializeToString(), providers=["CPUExecutionProvider"])
-    (actual,) = session.run([INPUT_GRAD], {"x": x.astype(np.float32), COTANGENT: u.astype(np.float32)})
+    actual = _ort_run(vjp, {"x": x.astype(np.float32), COTANGENT: u.astype(np.float32)}, INPUT_GRAD)
     np.testing.assert_allclose(actual, pulled, rtol=1e-5, atol=1e-5 * np.abs(pulled).max())
