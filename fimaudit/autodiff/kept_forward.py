@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
-from fimaudit.graph.onnx_utils import infer_shapes_light, weights_as_inputs
+from fimaudit.graph.onnx_utils import infer_shapes_light, ints_attribute, weights_as_inputs
 from fimaudit.graph.tensors import all_value_infos, node_indices_needed_for, subgraph_inputs
 
 
@@ -73,6 +73,38 @@ def _depending_on(graph: onnx.GraphProto, sources: set[str], known: set[str]) ->
         if any(name in reached for name in _reads(node, known)):
             found.add(index)
             reached.update(name for name in node.output if name)
+    return found
+
+
+def _operand_transposes(graph: onnx.GraphProto, forward_only: set[int], on_seed: set[int], known: set[str]) -> set[int]:
+    """Forward-only Transposes of the last two axes that only gradient-side MatMuls read.
+
+    Why they go to the gradient side: a MatMul rule multiplies the cotangent by the transpose of
+    its forward operand (g B^T, A^T g). On the forward side that Transpose is a copy made every
+    forward run and handed over as one more tensor (ViT at 3x32x32: nine per sample, a sixth of
+    its forward half); beside its MatMul in one graph ONNX Runtime folds it into the product
+    (FusedMatMul with transA/transB), so it costs nothing, on any number of gradient runs.
+    Other Transposes stay: moved, they would run on every gradient run instead of once.
+    """
+    outputs = {value.name for value in graph.output}
+    readers: dict[str, list[int]] = {}
+    for index, node in enumerate(graph.node):
+        for name in _reads(node, known):
+            readers.setdefault(name, []).append(index)
+    found = set()
+    for index in forward_only:
+        node = graph.node[index]
+        if node.op_type != "Transpose" or node.domain not in ("", "ai.onnx") or len(node.output) != 1:
+            continue
+        perm = ints_attribute(node, "perm") or []
+        rank = len(perm)
+        if rank < 2 or perm != [*range(rank - 2), rank - 1, rank - 2]:
+            continue
+        users = readers.get(node.output[0], [])
+        matmuls = all(graph.node[user].op_type == "MatMul" and graph.node[user].domain in ("", "ai.onnx")
+                      for user in users)
+        if users and matmuls and set(users) <= on_seed and node.output[0] not in outputs:
+            found.add(index)
     return found
 
 
@@ -165,6 +197,7 @@ def split_gradient_model(
     data_names = {value.name for value in data_inputs}
     on_seed = _depending_on(graph, {seed}, known)
     forward_only = _depending_on(graph, data_names, known) - on_seed
+    forward_only -= _operand_transposes(graph, forward_only, on_seed, known)
     everything = set(range(len(graph.node)))
     infos = all_value_infos(model)
     inferred = False

@@ -253,3 +253,66 @@ def test_kept_rows_match_bit_for_bit() -> None:
     assert seen.matches(tokens.copy()) and not seen.matches(tokens[:, ::-1])
     seen.forget()
     assert not seen.matches(tokens)
+
+
+def _attention_like_model(elem_type: int = onnx.TensorProto.FLOAT) -> onnx.ModelProto:
+    """y = Flatten(softmax(a a^T) a), a = Relu(x) [1, 4, 3]: MatMuls whose operands both depend on x."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Transpose", ["a"], ["a_t"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["a", "a_t"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("MatMul", ["p", "a"], ["o"]),
+        helper.make_node("Flatten", ["o"], ["y"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "attention_like",
+        [helper.make_tensor_value_info("x", elem_type, [1, 4, 3])],
+        [helper.make_tensor_value_info("y", elem_type, [1, 12])],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _swaps_last_two(node: onnx.NodeProto) -> bool:
+    if node.op_type != "Transpose":
+        return False
+    perm = [value for attribute in node.attribute if attribute.name == "perm" for value in attribute.ints]
+    return len(perm) >= 2 and perm[-2:] == [len(perm) - 1, len(perm) - 2]
+
+
+@pytest.mark.parametrize("build", [build_vjp_model, build_jvp_model], ids=["vjp", "jvp"])
+def test_operand_transposes_of_gradient_matmuls_stay_beside_them(build) -> None:
+    """The VJP rule's B^T and A^T of a MatMul whose operands are activations go to the gradient half.
+
+    There ONNX Runtime folds them into the MatMul; on the forward side they were copies handed
+    over as extra tensors. The model's own Transpose, which its forward MatMul reads, stays.
+    """
+    seed, result = (COTANGENT, INPUT_GRAD) if build is build_vjp_model else (TANGENT, OUTPUT_TANGENT)
+    model = build(_attention_like_model(), "x", "y")
+    split = split_gradient_model(model, seed, result, "y")
+    assert split is not None
+    forward_readers: dict[str, list[str]] = {}
+    for node in split.forward.graph.node:
+        for name in node.input:
+            forward_readers.setdefault(name, []).append(node.op_type)
+    gradient_matmul_reads = {
+        name for node in split.gradient.graph.node if node.op_type == "MatMul" for name in node.input
+    }
+    for node in split.forward.graph.node:
+        if _swaps_last_two(node) and node.output[0] in split.kept:
+            # Kept and transposed on the forward side: only where the forward reads it too.
+            assert forward_readers.get(node.output[0]), f"{node.output[0]} is a copy made only for the gradient half"
+    moved = [
+        node
+        for node in split.gradient.graph.node
+        if _swaps_last_two(node) and node.input[0] in split.kept and node.output[0] in gradient_matmul_reads
+    ]
+    # The JVP of a MatMul (dA B + A dB) transposes nothing; the VJP's (g B^T, A^T g) does.
+    assert bool(moved) == (build is build_vjp_model)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1, 4, 3)).astype(np.float32)
+    seeds = rng.normal(size=(LEAD, 1, 12) if build is build_vjp_model else (LEAD, 1, 4, 3)).astype(np.float32)
+    _check_split_on_ort(model, seed, result, x, seeds)
+    model64 = build(_attention_like_model(onnx.TensorProto.DOUBLE), "x", "y")
+    _check_split(model64, seed, result, x.astype(np.float64), seeds.astype(np.float64))
