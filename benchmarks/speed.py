@@ -442,6 +442,46 @@ def share_ort_pool() -> None:
     ort_threads.share_process_pool()
 
 
+def pair_row(name: str, exporter: str, args: argparse.Namespace, inputs: np.ndarray, all_inputs: np.ndarray,
+             levers: list[str], peak: float) -> str:
+    """The 3x32x32 table's row of one (model, exporter): fimaudit and torch timed side by side."""
+    # At most three fimaudit sessions of a model are alive (VGG-11 is 515 MB a copy).
+    jobs = torch_jobs(name, all_inputs)
+    path = args.corpus / f"{name}_{exporter}.onnx"
+    jobs[exporter] = fimaudit_job(path, inputs[:1], args.threads)
+    for lever in levers if name in args.lever_archs else []:
+        with lever_undone(lever):
+            jobs[f"{exporter} {lever}"] = fimaudit_job(path, inputs[:1], args.threads)
+    seconds, values = time_interleaved(jobs, inputs, args.repeats, 1, warm_block=True)
+    del jobs
+    gc.collect()
+    faster = min(seconds["torch per-class"], seconds["torch batched"])
+    flops = forward_flops(path, inputs.shape[1:]) * (1 + NUM_CLASSES)
+    rate = flops / seconds[exporter] / 1e9
+    diff = max(abs(a - b) / b for a, b in zip(values[exporter], values["torch per-class"], strict=True))
+    return (f"{name:20s} {exporter:11s} {seconds[exporter] * 1e3:8.1f} {faster * 1e3:9.1f} "
+            f"{seconds[exporter] / faster:6.2f} {diff:8.1e} {flops / 1e9:6.2f} {rate:7.1f} "
+            f"{100 * rate / peak:5.1f}%"
+            + "".join(f" {seconds[f'{exporter} {lever}'] * 1e3:9.1f}" if f"{exporter} {lever}" in seconds
+                      else f" {'-':>9s}" for lever in levers))
+
+
+_ROW_MARK = "SPEED_ROW\t"
+
+
+def pair_in_subprocess(name: str, exporter: str, args: argparse.Namespace) -> str:
+    """``pair_row`` in a fresh process of this script (its row comes back on a marked line)."""
+    command = [sys.executable, __file__, "--archs", name, "--exporters", exporter, "--no-audit", "--pair-only",
+               "--samples", str(args.samples), "--repeats", str(args.repeats), "--threads", str(args.threads),
+               "--corpus", str(args.corpus)] + (["--levers", "--lever-archs", *args.lever_archs] if args.levers else [])
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    marked = [line[len(_ROW_MARK):] for line in done.stdout.splitlines() if line.startswith(_ROW_MARK)]
+    if done.returncode or not marked:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"{name:20s} {exporter:11s} failed: {tail[:100]}"
+    return marked[0]
+
+
 def main() -> None:
     share_ort_pool()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -462,6 +502,7 @@ def main() -> None:
     parser.add_argument("--no-audit", action="store_true", help="skip the CLI audits")
     parser.add_argument("--only-audit", action="store_true", help="only the CLI audits (no speed table)")
     parser.add_argument("--audit-samples", type=int, default=16)
+    parser.add_argument("--pair-only", action="store_true", help=argparse.SUPPRESS)  # pair_in_subprocess
     parser.add_argument("--group", type=int, default=1,
                         help="32 only: also time groups of this many samples per gradient run on both sides "
                              "(the audit's exact route differentiates groups of up to 8)")
@@ -483,32 +524,21 @@ def main() -> None:
     all_inputs = np.load(args.corpus / "inputs_3x32x32.npy")
     inputs = all_inputs[: args.samples]
     levers = ["convT", "kept", "ext"] if args.levers else []
+    if args.pair_only:
+        print(_ROW_MARK + pair_row(args.archs[0], args.exporters[0], args, inputs, all_inputs, levers, peak))
+        return
     header = (f"{'model':20s} {'exporter':11s} {'fim ms':>8s} {'torch ms':>9s} {'ratio':>6s} {'lam diff':>8s} "
               f"{'GFLOP':>6s} {'GFLOP/s':>7s} {'%peak':>6s}" + "".join(f" {lever + ' ms':>9s}" for lever in levers))
     rows = []
-    for name in [] if args.only_audit else args.archs:
-        for exporter in args.exporters:
-            # One (model, exporter) at a time, so that at most three fimaudit sessions of a model
-            # are alive (VGG-11 is 515 MB a copy); torch is timed again beside each.
-            jobs = torch_jobs(name, all_inputs)
-            path = args.corpus / f"{name}_{exporter}.onnx"
-            jobs[exporter] = fimaudit_job(path, inputs[:1], args.threads)
-            for lever in levers if name in args.lever_archs else []:
-                with lever_undone(lever):
-                    jobs[f"{exporter} {lever}"] = fimaudit_job(path, inputs[:1], args.threads)
-            seconds, values = time_interleaved(jobs, inputs, args.repeats, 1, warm_block=True)
-            del jobs
-            gc.collect()
-            faster = min(seconds["torch per-class"], seconds["torch batched"])
-            flops = forward_flops(path, inputs.shape[1:]) * (1 + NUM_CLASSES)
-            rate = flops / seconds[exporter] / 1e9
-            diff = max(abs(a - b) / b for a, b in zip(values[exporter], values["torch per-class"], strict=True))
-            rows.append(f"{name:20s} {exporter:11s} {seconds[exporter] * 1e3:8.1f} {faster * 1e3:9.1f} "
-                        f"{seconds[exporter] / faster:6.2f} {diff:8.1e} {flops / 1e9:6.2f} {rate:7.1f} "
-                        f"{100 * rate / peak:5.1f}%"
-                        + "".join(f" {seconds[f'{exporter} {lever}'] * 1e3:9.1f}" if f"{exporter} {lever}" in seconds
-                                  else f" {'-':>9s}" for lever in levers))
-            print(rows[-1], file=sys.stderr, flush=True)
+    pairs = [] if args.only_audit else [(name, exporter) for name in args.archs for exporter in args.exporters]
+    for name, exporter in pairs:
+        if len(pairs) > 1:
+            # Each (model, exporter) in a process of its own, as each audit is: the process's
+            # ONNX Runtime pool is made for the first model it opens (audit.plan_threads).
+            rows.append(pair_in_subprocess(name, exporter, args))
+        else:
+            rows.append(pair_row(name, exporter, args, inputs, all_inputs, levers, peak))
+        print(rows[-1], file=sys.stderr, flush=True)
     print(header)
     print("\n".join(rows))
     print("ratio: fimaudit / the faster of torch per-class and torch batched (below 1: fimaudit faster); "

@@ -21,6 +21,7 @@ import onnx
 import onnxruntime as ort
 
 import fimaudit
+from fimaudit import ort_threads
 from fimaudit.data import AuditData, load_data
 from fimaudit.data.streaming import SWEEP_BATCH_ROWS as STREAM_BATCH_ROWS
 from fimaudit.data.streaming import is_streamed
@@ -44,7 +45,7 @@ from fimaudit.graph.subnormal import find_subnormals, flush_subnormals
 from fimaudit.randomness import RandomStreams
 from fimaudit.resources import JACOBIAN_ONLY, MemoryBudget, MemoryPlan, audit_needs, element_count, plan_memory
 from fimaudit.results import AuditResult, Bound, SampleResult
-from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner
+from fimaudit.runtime import DEFAULT_TIMEOUT_S, ModelRunner, available_providers
 from fimaudit.sample_loop import EIGENVECTORS_KEPT as EIGENVECTORS_KEPT  # re-exported: tests, callers
 from fimaudit.sample_loop import LoopContext, all_logits, audit_samples
 from fimaudit.sanity import gradient_check
@@ -208,6 +209,41 @@ def intake(
     return Intake(loaded, describe_model(loaded), select_input_output(loaded, input_name, output_name, output_kind))
 
 
+#: FLOPs of a model's average linear kernel (graph/flops.py) up to which the exact route runs
+#: gradient rows in parts (``plan_threads``). Measured at 3x32x32, K = 10, 2 cores, exact
+#: lambda_max per sample, one pool thread and two 5-row parts against the two-thread pool
+#: (scratch prototype, best of 10 over 8 samples; the benchmarks/README table for the kept
+#: rule): small ViT (1.3-1.7 MFLOP a kernel) 5.1 -> 3.8 ms, MobileNet-V3 (0.08) 4.4 -> 3.6,
+#: DenseNet-121 (1.0) 19.5 -> 15.9, ResNet-18 (3.5) 6.4 -> 6.5 (8.3 against 6.7 in the
+#: benchmark), VGG-11-BN (31-50) 61 -> 89: its one-sample forward half wants both threads.
+ROW_PARALLEL_MAX_KERNEL_FLOPS = 2e6
+
+
+def plan_threads(taken: Intake, config: RunnerOptions) -> None:
+    """Gradient rows in parts side by side (``ort_threads.prefer_row_parallel``) where that pays.
+
+    Only for an audit whose estimator differentiates many rows per run (``--method exact``, or
+    ``auto`` on K <= 64 classes, which picks exact) with gradient graphs, of a model whose
+    kernels are small (``ROW_PARALLEL_MAX_KERNEL_FLOPS``): every run has one thread then, so the
+    Lanczos and power routes (one row per product) and large kernels keep the shared pool's.
+    Decided before the first session exists (the pool is made with it); a no-op after, and in
+    processes without a shared pool (library use).
+    """
+    from fimaudit.fisher.auto import SMALL_CLASS_COUNT
+    from fimaudit.graph.flops import linear_work
+
+    method = getattr(config, "method", None)
+    if getattr(config, "gradients", "auto") not in ("auto", "graph"):
+        return
+    if "CUDAExecutionProvider" in (config.providers or available_providers()):
+        return  # the pool is the CPU's; a GPU runs a whole run's rows at once
+    classes = declared_classes(taken.selection)
+    exact_route = method == "exact" or (method == "auto" and classes is not None and classes <= SMALL_CLASS_COUNT)
+    work = linear_work(taken.loaded.proto)
+    if exact_route and work.nodes and work.mean_flops <= ROW_PARALLEL_MAX_KERNEL_FLOPS:
+        ort_threads.prefer_row_parallel()
+
+
 def prepare_model(
     taken: Intake, config: RunnerOptions, probe: np.ndarray, extra: dict[str, np.ndarray] | None = None
 ) -> PreparedModel:
@@ -218,6 +254,7 @@ def prepare_model(
     """
     selection = taken.selection
     selection.input_shape = [selection.input_shape[0], *probe.shape[1:]]
+    plan_threads(taken, config)
     logits_model = build_logits_model(taken.loaded, selection)
     runner = _make_runner(logits_model, selection, config, extra or {})
     (probe_logits,) = runner.run(probe)

@@ -25,6 +25,7 @@ it safely, concurrent runs included, and ``RunOptions.terminate`` stops a run on
 from __future__ import annotations
 
 import logging
+import os
 import threading
 
 import onnxruntime as ort
@@ -38,6 +39,8 @@ _lock = threading.Lock()
 _shared = False
 #: The shared pool's intra-op threads once made (0: ONNX Runtime's default); None before.
 _pool_threads: int | None = None
+#: Parts a many-row gradient run is split into, run side by side (1: no split; see prefer_row_parallel).
+_row_parts = 1
 
 
 def share_process_pool() -> None:
@@ -71,6 +74,39 @@ def configure(options: ort.SessionOptions, threads: int | None) -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
+
+
+def prefer_row_parallel(threads: int | None = None) -> bool:
+    """Before this process's first session: one thread per run, and many-row runs split into parts.
+
+    Why: ONNX Runtime splits each kernel over the pool's threads, and a small model's kernels
+    are too small for that to pay: the small ViT's 10-row gradient half at 3x32x32 (191 nodes,
+    most under 20 us) ran in 4.35 ms on two threads and 5.1 ms on one, but in 2.9 ms as two
+    5-row runs side by side on one thread each. ``row_parallel_parts`` tells the gradient
+    sources how many parts to make (``threads``, or the cores this process may use); a run of
+    one row (a forward half of one sample, a Lanczos product) then has one thread, which is why
+    the audit asks for this only for small models on the exact route (audit.plan_threads).
+
+    Only in a process that shares its pool (the command, the benchmarks) and only before the pool
+    exists; returns whether the mode is on.
+    """
+    global _pool_threads, _row_parts
+    parts = int(threads) if threads else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if parts < 2 or not (_shared and hasattr(_pybind_state, "set_global_thread_pool_sizes")):
+        return False
+    with _lock:
+        if _pool_threads is not None:
+            return _row_parts > 1
+        _pybind_state.set_global_thread_pool_sizes(1, 1)
+        _pool_threads = 1
+        _row_parts = parts
+    logger.info("small model on the exact route: gradient rows run in %d single-threaded parts side by side", parts)
+    return True
+
+
+def row_parallel_parts() -> int:
+    """How many parts a many-row gradient run is split into (1 unless ``prefer_row_parallel`` is on)."""
+    return _row_parts
 
 
 def pool_threads() -> int | None:

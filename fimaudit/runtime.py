@@ -13,6 +13,7 @@ and between Loop/Scan iterations: a Loop with a 2^62 trip count stops within mil
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import queue
@@ -128,15 +129,32 @@ def run_session(
     else raised while waiting) after terminating the run, and ONNX Runtime's own failures as they
     are (callers word them).
     """
-    options = ort.RunOptions()
-    options.log_severity_level = 4  # a terminated run is reported by fimaudit, not ORT's logger
-    result: dict[str, object] = {}
+    return run_session_parts(session, output_names, [feeds], timeout)[0]
+
+
+def run_session_parts(
+    session: ort.InferenceSession,
+    output_names: Sequence[str] | None,
+    parts: Sequence[dict[str, np.ndarray]],
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+) -> list[list[np.ndarray]]:
+    """``run_session`` on several feeds at once, each in its own worker thread: their outputs, in order.
+
+    Why concurrent: with ``ort_threads.row_parallel_parts`` > 1 every run has one thread, and a
+    gradient run's rows split into parts use the cores side by side (ort_threads.py). The time
+    limit holds for the parts together; an interrupt, a timeout or a part's failure terminates
+    every part still running before it is raised (the first failure, in part order).
+    """
+    results: list[dict[str, object]] = [{} for _ in parts]
     # Waited on instead of Thread.join: Python 3.11's join, interrupted by a signal handler's
     # exception, marks a still-running thread as stopped (bpo-45274), and the process then
     # aborts at exit when the thread comes back from ONNX Runtime ("terminate called ...").
-    done = threading.Event()
+    dones = [threading.Event() for _ in parts]
+    runs: list[tuple[ort.RunOptions, threading.Event, _RunThread]] = []
 
-    def work() -> None:
+    def work(
+        feeds: dict[str, np.ndarray], options: ort.RunOptions, result: dict[str, object], done: threading.Event
+    ) -> None:
         try:
             result["outputs"] = session.run(output_names, feeds, options)
         except Exception as exc:  # handed to the waiting thread, which raises it
@@ -144,44 +162,56 @@ def run_session(
         finally:
             done.set()
 
-    worker = _RunThread.take()
     limit = timeout if timeout and math.isfinite(timeout) and timeout > 0 else None
     deadline = None if limit is None else time.monotonic() + limit
     timed_out = False
     try:
-        # Submitted inside the try: a signal landing right after the submit (before the wait)
-        # must still terminate the run it started, not leave it running behind the exit.
-        worker.submit(work)
-        while not done.is_set():
-            wait = _POLL_S
-            if deadline is not None:
-                wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
-                    timed_out = True
-                    break
-            done.wait(wait)
-    except BaseException:  # Interrupted by a signal: stop the run before unwinding
-        _terminate(options, done, worker)
+        # Submitted inside the try: a signal landing right after a submit (before the wait)
+        # must still terminate the runs it started, not leave them running behind the exit.
+        for feeds, result, done in zip(parts, results, dones, strict=True):
+            options = ort.RunOptions()
+            options.log_severity_level = 4  # a terminated run is reported by fimaudit, not ORT's logger
+            worker = _RunThread.take()
+            runs.append((options, done, worker))
+            worker.submit(functools.partial(work, feeds, options, result, done))
+        for done in dones:
+            while not done.is_set():
+                wait = _POLL_S
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        timed_out = True
+                        break
+                done.wait(wait)
+            if timed_out:
+                break
+    except BaseException:  # Interrupted by a signal: stop the runs before unwinding
+        _terminate(runs)
         raise
     if timed_out:
-        _terminate(options, done, worker)
+        _terminate(runs)
         raise ModelTimeoutError(
             f"a model evaluation ran longer than the limit of {limit:g} s and was stopped; the model "
             "may never finish (e.g. a Loop with a huge trip count), or raise the limit with --timeout"
         )
-    worker.give_back()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["outputs"]  # type: ignore[return-value]
-
-
-def _terminate(options: ort.RunOptions, done: threading.Event, worker: _RunThread) -> None:
-    """Ask ONNX Runtime to stop the run and wait (briefly) until it has."""
-    options.terminate = True
-    if done.wait(_STOP_GRACE_S):
+    for _, _, worker in runs:
         worker.give_back()
-    else:  # the thread stays busy with that run; the next run takes a new one
-        logger.warning("ONNX Runtime did not stop within %g s (one long kernel); leaving it behind", _STOP_GRACE_S)
+    for result in results:
+        if "error" in result:
+            raise result["error"]  # type: ignore[misc]
+    return [result["outputs"] for result in results]  # type: ignore[misc]
+
+
+def _terminate(runs: Sequence[tuple[ort.RunOptions, threading.Event, _RunThread]]) -> None:
+    """Ask ONNX Runtime to stop the runs (all at once) and wait (briefly) until they have."""
+    for options, _, _ in runs:
+        options.terminate = True
+    grace = time.monotonic() + _STOP_GRACE_S
+    for _, done, worker in runs:
+        if done.wait(max(0.0, grace - time.monotonic())):
+            worker.give_back()
+        else:  # the thread stays busy with that run; the next run takes a new one
+            logger.warning("ONNX Runtime did not stop within %g s (one long kernel); leaving it behind", _STOP_GRACE_S)
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from fimaudit import ort_threads
 from fimaudit.autodiff import masked_rows
 from fimaudit.autodiff.build import (
     COTANGENT,
@@ -57,7 +58,7 @@ from fimaudit.autodiff.shared_forward import share_forward
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.gradients.base import JacobianCache
 from fimaudit.graph.selection import LOGITS
-from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session
+from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session_parts
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +78,41 @@ KEEP_FORWARD_AFTER = 8
 
 def _run_gradient(session: Any, outputs: list[str], feeds: dict[str, np.ndarray], timeout: float | None) -> list[Any]:
     """One session call; ORT's runtime failures as one ModelError (timeouts pass through)."""
+    return _run_gradient_parts(session, outputs, [feeds], timeout)[0]
+
+
+def _run_gradient_parts(
+    session: Any, outputs: list[str], parts: list[dict[str, np.ndarray]], timeout: float | None
+) -> list[list[Any]]:
+    """Session calls side by side (runtime.run_session_parts); failures worded as ``_run_gradient`` words them."""
     try:
-        return run_session(session, outputs, feeds, timeout)
+        return run_session_parts(session, outputs, parts, timeout)
     except ModelTimeoutError:
         raise
     except Exception as exc:  # ORT runtime failures: shape mismatch, kernel errors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
         raise ModelError(f"ONNX Runtime failed to run the gradient graph: {first}") from exc
+
+
+def _run_gradient_rows(
+    session: Any, outputs: list[str], feeds: dict[str, np.ndarray], seed: str, timeout: float | None
+) -> list[Any]:
+    """``_run_gradient`` with the seed's rows split into ``ort_threads.row_parallel_parts`` runs side by side.
+
+    The gradient outputs (seed rows first, [M, B, ...]) are joined back in order; any other
+    output (the combined model's logits) is the first part's, which every part computes alike.
+    """
+    rows = feeds[seed].shape[0]
+    parts = min(ort_threads.row_parallel_parts(), rows)
+    if parts < 2:
+        return _run_gradient(session, outputs, feeds, timeout)
+    bounds = np.linspace(0, rows, parts + 1).round().astype(int)
+    split = [{**feeds, seed: feeds[seed][start:stop]} for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    results = _run_gradient_parts(session, outputs, split, timeout)
+    return [
+        np.concatenate([result[index] for result in results]) if name != LOGITS else results[0][index]
+        for index, name in enumerate(outputs)
+    ]
 
 
 def _data_feeds(runner: ModelRunner, rows: np.ndarray, dtype: np.dtype) -> dict[str, np.ndarray]:
@@ -109,7 +138,8 @@ class _GradientSession:
         """(logits [B, K], gradient [M, B, ...]) for inputs [B, ...] and seeds [M, B, ...]."""
         feeds = _data_feeds(self.runner, rows, self.input_dtype)
         feeds[self.seed] = seeds.astype(self.seed_dtype, copy=False)
-        logits, gradient = _run_gradient(self.session, [LOGITS, self.result], feeds, self.runner.timeout)
+        outputs = [LOGITS, self.result]
+        logits, gradient = _run_gradient_rows(self.session, outputs, feeds, self.seed, self.runner.timeout)
         self.runner.accounting.add(rows.shape[0] * (1 + seeds.shape[0]))
         return logits, gradient
 
@@ -197,7 +227,7 @@ class _KeptForwardSession:
         values = self.forward.values(rows)  # once: each call compares the rows bit for bit
         feeds = self._kept_of(values)
         feeds[self.seed] = seeds.astype(self.seed_dtype, copy=False)
-        (gradient,) = _run_gradient(self.gradient, [self.result], feeds, self.runner.timeout)
+        (gradient,) = _run_gradient_rows(self.gradient, [self.result], feeds, self.seed, self.runner.timeout)
         self.runner.accounting.add(rows.shape[0] * seeds.shape[0])
         return values[LOGITS], gradient
 

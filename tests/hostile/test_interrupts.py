@@ -210,3 +210,51 @@ def test_the_cli_gives_the_caller_its_signal_handlers_back() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_parts_run_side_by_side_come_back_in_order() -> None:
+    finite, _ = runtime.create_session(endless_loop(trip_count=3))
+    parts = [{"x": np.full((rows, 4), rows, np.float32)} for rows in (1, 2, 3)]
+    outputs = runtime.run_session_parts(finite, None, parts, timeout=30)
+    assert [out[0].shape for out in outputs] == [(1, 3), (2, 3), (3, 3)]
+    for part, (logits,) in zip(parts, outputs, strict=True):
+        np.testing.assert_array_equal(logits, runtime.run_session(finite, None, part, timeout=30)[0])
+
+
+def test_a_timeout_stops_every_part_and_frees_their_threads() -> None:
+    """Two parts, one endless: the limit holds for both together and both threads come back."""
+    endless, _ = runtime.create_session(endless_loop())
+    started = time.monotonic()
+    with pytest.raises(ModelTimeoutError, match=r"limit of 0\.3 s"):
+        runtime.run_session_parts(endless, None, [{"x": np.zeros((1, 4), np.float32)}] * 2, timeout=0.3)
+    assert time.monotonic() - started < 0.3 + 2
+    assert _busy_run_threads() == 0
+
+
+def test_an_exception_raised_while_waiting_terminates_every_part() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals are delivered to the main thread")
+    session, _ = runtime.create_session(endless_loop())
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signal.SIGINT)
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 0.5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(Interrupted):
+            runtime.run_session_parts(session, None, [{"x": np.zeros((1, 4), np.float32)}] * 3, timeout=None)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert time.monotonic() - started < 0.5 + 1.5
+    assert _busy_run_threads() == 0
+
+
+def test_a_failing_part_raises_once_the_others_are_done() -> None:
+    finite, _ = runtime.create_session(endless_loop(trip_count=3))
+    parts = [{"x": np.zeros((1, 4), np.float32)}, {"x": np.zeros((1, 5), np.float32)}]
+    with pytest.raises(Exception, match="(?i)invalid|dimension|shape|rank"):
+        runtime.run_session_parts(finite, None, parts, timeout=30)
+    assert _busy_run_threads() == 0
