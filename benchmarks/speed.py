@@ -21,6 +21,11 @@ Per model of the corpus (tools/corpus/export_torchvision.py, 3x32x32, K = 10):
   gradient models combined, the forward re-run at every gradient run) and ``ext``
   (ONNX Runtime at ORT_ENABLE_EXTENDED, the level before issue 12, instead of ORT_ENABLE_ALL).
 
+Each (model, exporter) row runs in a fresh process of this script when the table has more than
+one (``pair_in_subprocess``): an audit chooses its ONNX Runtime thread mode before its first
+session (``audit.plan_threads``: small kernels on the exact route get one thread per run and the
+gradient rows in parts side by side), and the process keeps that mode for every later model.
+
 ``--group B`` (32 only) adds a table where B samples share a gradient run on both sides, as the
 audit's exact route runs them (fimaudit/sample_groups.py, B <= 8): fimaudit's ``prefetch`` of the
 group against PyTorch's per-class backward over the batch of B and its batched backward over
@@ -505,7 +510,8 @@ def main() -> None:
     parser.add_argument("--pair-only", action="store_true", help=argparse.SUPPRESS)  # pair_in_subprocess
     parser.add_argument("--group", type=int, default=1,
                         help="32 only: also time groups of this many samples per gradient run on both sides "
-                             "(the audit's exact route differentiates groups of up to 8)")
+                             "(the audit's exact route differentiates groups of up to 8); all models in this "
+                             "process, so in the thread mode the first one chose (audit.plan_threads)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
