@@ -151,3 +151,16 @@ def test_a_model_whose_rules_read_no_activation_is_bounded_per_sample_without_a_
     small, large = squared.sample_bound(0.01 * x, logits), squared.sample_bound(10 * x, logits)
     assert squared._probe is not None
     assert small.value is not None and large.value is not None and small.value < large.value
+
+    # The global stage (on its thread beside the samples) prepares what the first sample bound
+    # would: the probe session only where a rule reads activations.
+    from fimaudit.bounds.fisher_bound import global_stage
+
+    for squares, probed in ((False, False), (True, True)):
+        stage = global_stage(model(squares), "x", "y", x, 3)
+        assert stage.bounds._reads_activations is probed
+        assert (stage.bounds._probe is not None) is probed
+        sample = stage.bounds.sample_bound(x, logits)
+        assert sample.value is not None
+        if not squares:
+            assert sample.value == skipped.value
