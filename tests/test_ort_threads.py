@@ -10,10 +10,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from fimaudit import ort_threads
 from fimaudit.runtime import _session_options
 
-SCRIPT = textwrap.dedent(
+# A fresh interpreter's start: a one-Relu model and what makes its sessions.
+RELU_MODEL = textwrap.dedent(
     """
     import numpy as np, onnx
     from onnx import helper
@@ -25,6 +28,11 @@ SCRIPT = textwrap.dedent(
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
+    """
+)
+
+SCRIPT = RELU_MODEL + textwrap.dedent(
+    """
     import threadpoolctl
     threadpoolctl.threadpool_limits(2, user_api="blas")  # two before, whatever the machine's cores
     ort_threads.share_process_pool()
@@ -87,3 +95,31 @@ def test_the_command_and_python_m_opt_in() -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert "shared True" in done.stdout, done.stderr[-2000:]
+
+
+ROW_PARALLEL = RELU_MODEL + textwrap.dedent(
+    """
+    ort_threads.share_process_pool()
+    if SESSION_FIRST:
+        create_session(model, threads=2)
+    print("taken", ort_threads.prefer_row_parallel(2))
+    session, _ = create_session(model, threads=2)
+    assert session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0].tolist() == [0.0, 2.0]
+    print("parts", ort_threads.row_parallel_parts(), "pool", ort_threads.pool_threads())
+    """
+)
+
+
+@pytest.mark.parametrize(("session_first", "expected"), [(False, "taken True\nparts 2 pool 1"),
+                                                         (True, "taken False\nparts 1 pool 2")])
+def test_gradient_rows_in_parts_are_taken_only_before_the_first_session(session_first, expected) -> None:
+    """prefer_row_parallel: a one-thread pool and two parts, unless the pool already exists."""
+    done = subprocess.run([sys.executable, "-c", ROW_PARALLEL.replace("SESSION_FIRST", str(session_first))],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == expected
+
+
+def test_a_process_without_a_shared_pool_never_runs_rows_in_parts() -> None:
+    assert not ort_threads.prefer_row_parallel(2)  # pytest's process: library use, per-session pools
+    assert ort_threads.row_parallel_parts() == 1 and ort_threads.pool_threads() is None

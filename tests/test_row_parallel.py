@@ -2,15 +2,10 @@
 
 What is checked: the linear-op count the choice rests on (graph/flops.py) against hand-counted
 FLOPs; which audits ask for the mode; that a gradient source split into parts returns what the
-whole runs return; and, in fresh interpreters (the pool is process-wide), that the mode is only
-taken before the first session of a process that shares its pool.
+whole runs return (the mode itself, taken before a process's first session: test_ort_threads.py).
 """
 
 from __future__ import annotations
-
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import onnx
@@ -114,39 +109,3 @@ def test_a_gradient_source_in_parts_returns_and_counts_what_whole_runs_do(monkey
     np.testing.assert_allclose(split, whole, rtol=1e-6, atol=1e-7 * np.abs(whole).max())
     np.testing.assert_allclose(split_jvp, whole_jvp, rtol=1e-6, atol=1e-7 * np.abs(whole_jvp).max())
     assert split_cost == whole_cost  # a run in parts is one run of the same rows
-
-
-SCRIPT = textwrap.dedent(
-    """
-    import numpy as np, onnx
-    from onnx import helper
-    from fimaudit import ort_threads
-    from fimaudit.runtime import create_session
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])],
-                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    ort_threads.share_process_pool()
-    if SESSION_FIRST:
-        create_session(model, threads=2)
-    print("taken", ort_threads.prefer_row_parallel(2))
-    session, _ = create_session(model, threads=2)
-    assert session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0].tolist() == [0.0, 2.0]
-    print("parts", ort_threads.row_parallel_parts(), "pool", ort_threads.pool_threads())
-    """
-)
-
-
-@pytest.mark.parametrize(("session_first", "expected"), [(False, "taken True\nparts 2 pool 1"),
-                                                         (True, "taken False\nparts 1 pool 2")])
-def test_the_mode_is_taken_only_before_the_first_session(session_first, expected) -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT.replace("SESSION_FIRST", str(session_first))],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == expected
-
-
-def test_a_process_without_a_shared_pool_never_takes_it() -> None:
-    assert not ort_threads.prefer_row_parallel(2)  # pytest's process: library use, per-session pools
-    assert ort_threads.row_parallel_parts() == 1 and ort_threads.pool_threads() is None
