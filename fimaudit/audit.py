@@ -239,8 +239,10 @@ def plan_threads(taken: Intake, config: RunnerOptions) -> None:
         return  # the pool is the CPU's; a GPU runs a whole run's rows at once
     classes = declared_classes(taken.selection)
     exact_route = method == "exact" or (method == "auto" and classes is not None and classes <= SMALL_CLASS_COUNT)
+    if not exact_route:
+        return  # no walk over the graph for an audit that would not take the mode
     work = linear_work(taken.loaded.proto)
-    if exact_route and work.nodes and work.mean_flops <= ROW_PARALLEL_MAX_KERNEL_FLOPS:
+    if work.nodes and work.mean_flops <= ROW_PARALLEL_MAX_KERNEL_FLOPS:
         ort_threads.prefer_row_parallel()
 
 

@@ -142,8 +142,9 @@ def run_session_parts(
 
     Why concurrent: with ``ort_threads.row_parallel_parts`` > 1 every run has one thread, and a
     gradient run's rows split into parts use the cores side by side (ort_threads.py). The time
-    limit holds for the parts together; an interrupt, a timeout or a part's failure terminates
-    every part still running before it is raised (the first failure, in part order).
+    limit holds for the parts together; an interrupt or a timeout terminates every part still
+    running before it is raised; a part's failure is raised once every part has returned (the
+    first failure, in part order).
     """
     results: list[dict[str, object]] = [{} for _ in parts]
     # Waited on instead of Thread.join: Python 3.11's join, interrupted by a signal handler's
