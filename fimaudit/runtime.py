@@ -215,7 +215,12 @@ def _terminate(runs: Sequence[tuple[ort.RunOptions, threading.Event, _RunThread]
             logger.warning("ONNX Runtime did not stop within %g s (one long kernel); leaving it behind", _STOP_GRACE_S)
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+#: A model whose largest activation (batch 1) reaches this many bytes runs without ONNX Runtime's
+#: memory pattern (``create_session``).
+MEMORY_PATTERN_MAX_ACTIVATION_BYTES = 8 << 20
+
+
+def _session_options(threads: int | None, memory_pattern: bool = True) -> ort.SessionOptions:
     options = ort.SessionOptions()
     # ALL: its NCHWc layout runs the convolutions (and, since the Conv adjoint is a Conv, their
     # gradients) in MLAS's blocked kernels. An earlier graph lost 2e-3..7e-3 relative accuracy
@@ -236,6 +241,15 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     # plan (resources.py) bounds the batches instead, and ONNX Runtime's own allocation failure
     # becomes a ModelError.
     options.enable_cpu_mem_arena = False
+    # The memory pattern puts all of a run's intermediate tensors in one block. Without the
+    # arena that block is a fresh malloc every run, and above glibc's largest mmap threshold
+    # (32 MiB) fresh pages: every run faults them in and the kernel zeroes them. VGG-11 at
+    # 3x224x224 (12.8 MB activations): 290-450 thousand page faults a sample (22 Lanczos
+    # products), 0.9 s of system time; without the pattern each tensor is its own malloc,
+    # which glibc serves from its heap once its threshold has grown past them: 60-75 thousand
+    # faults, 7-10% less time (benchmarks/README.md). Small models lose 4-12% without the
+    # pattern (the 3x32x32 corpus), so only models with large activations give it up.
+    options.enable_mem_pattern = memory_pattern
     # Threads (issue 12): a pool of its own without spinning, or the command's shared pool (ort_threads.py).
     ort_threads.configure(options, threads)
     return options
@@ -246,16 +260,18 @@ def create_session(
     providers: Sequence[str] | None = None,
     threads: int | None = None,
     weights: Sequence[onnx.TensorProto] = (),
+    memory_pattern: bool = True,
 ) -> tuple[ort.InferenceSession, onnx.ModelProto]:
     """Create an InferenceSession, lowering a too-new IR version when the opsets allow it.
 
     ``weights``: initializers held outside ``model`` (``kept_forward.SplitGradientModel``), added
-    on the wire. Returns the session and the model actually loaded (possibly with a lowered IR
-    version; without ``weights``).
+    on the wire. ``memory_pattern``: False for models with large activations (see
+    ``_session_options``, ``MEMORY_PATTERN_MAX_ACTIVATION_BYTES``). Returns the session and the
+    model actually loaded (possibly with a lowered IR version; without ``weights``).
     """
     require_self_contained(model, weights)  # ORT would resolve external-data names against the working directory
     settled = provider_settings(list(providers or available_providers()))
-    options = _session_options(threads)
+    options = _session_options(threads, memory_pattern)
     appended = _initializers_on_the_wire(weights)
     try:
         serialised = b"".join([model.SerializeToString(), *appended])  # one part: returned as is
@@ -363,10 +379,25 @@ class ModelRunner:
     accounting: RunAccounting = field(default_factory=RunAccounting)
     #: Seconds one session call may take (None: no limit); see ``run_session``.
     timeout: float | None = DEFAULT_TIMEOUT_S
+    #: ONNX Runtime's memory pattern for this model's sessions and its gradient sessions
+    #: (``create_session``); None: kept unless the model's largest activation (batch 1, from its
+    #: inferred shapes) reaches ``MEMORY_PATTERN_MAX_ACTIVATION_BYTES``.
+    memory_pattern: bool | None = None
 
     def __post_init__(self) -> None:
-        self.session, self.model = create_session(self.model, self.providers, self.threads)
+        if self.memory_pattern is None:
+            from fimaudit.graph.flops import largest_activation_bytes
+
+            self.memory_pattern = largest_activation_bytes(self.model) < MEMORY_PATTERN_MAX_ACTIVATION_BYTES
+        self.session, self.model = create_session(
+            self.model, self.providers, self.threads, memory_pattern=self.uses_memory_pattern
+        )
         self.provider = self.session.get_providers()[0]
+
+    @property
+    def uses_memory_pattern(self) -> bool:
+        """Whether this model's sessions keep ONNX Runtime's memory pattern (settled in ``__post_init__``)."""
+        return bool(self.memory_pattern)
 
     @property
     def batch_size(self) -> int:

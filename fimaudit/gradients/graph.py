@@ -127,7 +127,9 @@ class _GradientSession:
     """One gradient model in ONNX Runtime, fed like the logits runner (extra inputs repeated)."""
 
     def __init__(self, model: onnx.ModelProto, runner: ModelRunner, seed: str, result: str) -> None:
-        self.session, self.model = create_session(model, runner.providers, runner.threads)
+        self.session, self.model = create_session(
+            model, runner.providers, runner.threads, memory_pattern=runner.uses_memory_pattern
+        )
         self.runner = runner
         self.seed = seed
         self.result = result
@@ -152,7 +154,7 @@ class _ForwardHalf:
     """
 
     def __init__(self, model: onnx.ModelProto, weights: tuple[onnx.TensorProto, ...], runner: ModelRunner) -> None:
-        self.session, _ = create_session(model, runner.providers, runner.threads, weights)
+        self.session, _ = create_session(model, runner.providers, runner.threads, weights, runner.uses_memory_pattern)
         self.runner = runner
         self.outputs = [value.name for value in model.graph.output]
         self.input_dtype = _numpy_dtype(self.session, runner.input_name, "float32")
@@ -192,7 +194,9 @@ class _KeptForwardSession:
     def __init__(self, split: SplitGradientModel, runner: ModelRunner, seed: str, result: str,
                  forward: _ForwardHalf | None = None, names: dict[str, str] | None = None) -> None:
         self.forward = forward or _ForwardHalf(split.forward, split.forward_weights, runner)
-        self.gradient, _ = create_session(split.gradient, runner.providers, runner.threads, split.gradient_weights)
+        self.gradient, _ = create_session(
+            split.gradient, runner.providers, runner.threads, split.gradient_weights, runner.uses_memory_pattern
+        )
         self.runner = runner
         self.seed = seed
         self.result = result
@@ -639,7 +643,9 @@ class GraphJacobian:
             self._gram_unavailable = True
             return None
         try:
-            session, _ = create_session(gram.model, self.runner.providers, self.runner.threads, gram.weights)
+            session, _ = create_session(
+                gram.model, self.runner.providers, self.runner.threads, gram.weights, self.runner.uses_memory_pattern
+            )
         except ModelError as exc:
             logger.info("fused Gram model rejected by ONNX Runtime (%s); products run vjp then jvp", exc)
             self._gram_unavailable = True

@@ -1,9 +1,10 @@
-"""Multiply-adds of one forward pass, from the shapes the loader inferred: how large a model's kernels are.
+"""Sizes of one forward pass from the shapes the loader inferred: its kernels' multiply-adds, its largest tensor.
 
 Why: ONNX Runtime splits each kernel over its threads, and for small kernels the split costs
 more than it saves; ``ort_threads.prefer_row_parallel`` then runs gradient rows in concurrent
 single-threaded chunks instead. Only the linear ops are counted (Conv, ConvTranspose, MatMul,
 Gemm): nearly all of a classifier's arithmetic, and the kernels that parallelise well when large.
+The largest activation decides ONNX Runtime's memory pattern (``runtime.create_session``).
 
 An estimate for a speed choice, never for a result: a dimension shape inference could not
 resolve (a symbolic batch, a shape computed at run time) counts as 1, so a model with unknown
@@ -16,6 +17,7 @@ import math
 from dataclasses import dataclass
 
 import onnx
+from onnx import helper
 
 _LINEAR = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
@@ -72,3 +74,20 @@ def linear_work(model: onnx.ModelProto) -> LinearWork:
     sizes = [_node_flops(node, shapes) for node in model.graph.node if node.op_type in _LINEAR and not node.domain]
     known = [size for size in sizes if size > 0]
     return LinearWork(float(sum(known)), len(known))
+
+
+def largest_activation_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the main graph's largest typed tensor at batch 1 (unknown dimensions as 1), weights excluded."""
+    graph = model.graph
+    weights = {tensor.name for tensor in graph.initializer}
+    largest = 0
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = value.type.tensor_type
+        if value.name in weights or not tensor_type.HasField("shape") or not tensor_type.elem_type:
+            continue
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+        except (KeyError, TypeError):  # a type numpy has no dtype for: not an activation worth counting
+            continue
+        largest = max(largest, itemsize * math.prod(dim.dim_value or 1 for dim in tensor_type.shape.dim))
+    return largest
