@@ -415,10 +415,12 @@ def max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str 
     if _tiles(win) and _is_power_of_two(win.taps) and ctx.elem_type(x) == onnx.TensorProto.FLOAT:
         # The tangent times the winner mask scaled by the window's size, averaged over each
         # window: one non-zero term per window, and a power of two scales and divides it
-        # exactly. A 4-D pool in the input's layout, where the tiled form's 6-D Mul and
-        # ReduceSum pulled every pool input out of ONNX Runtime's blocked layout: measured on
-        # VGG-11 at 3x224x224 (one tangent, 2 threads, profiled), those two and the reorders
-        # before them took 17% of the JVP half. Float only: ONNX Runtime's AveragePool kernel is.
+        # exactly (a tangent above float32's max / taps would overflow, far past anything a
+        # network's later layers survive). A 4-D pool in the input's layout, where the tiled
+        # form's 6-D Mul and ReduceSum pulled every pool input out of ONNX Runtime's blocked
+        # layout: measured on VGG-11 at 3x224x224 (one tangent, 2 threads, profiled), those two
+        # and the reorders before them took 17% of the JVP half. Float only: ONNX Runtime's
+        # AveragePool kernel is.
         mask = ctx.emit("Reshape", [_winner_mask(ctx, node, win), ctx.ints([0, 0, *win.in_dims])])
         scaled = ctx.emit("Mul", [mask, ctx.scalar(float(win.taps), like=x)])
         picked = ctx.emit("Mul", [ctx.require_gradient(tangents[0], node), scaled])
