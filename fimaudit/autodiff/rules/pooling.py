@@ -358,6 +358,11 @@ def _winner_mask(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     return ctx.transpose(split, perm)
 
 
+def _winner_mask_like_input(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
+    """``_winner_mask`` in the pool input's own layout [N, C, *spatial] (windows that tile the input)."""
+    return ctx.emit("Reshape", [_winner_mask(ctx, node, win), ctx.ints([0, 0, *win.in_dims])])
+
+
 def _tiled_lead(ctx: RuleContext, tensor: str, win: Window) -> str:
     """[M, N, C, *spatial] as [M, N, C, o1, k1, o2, k2, ...]: each window's taps on axes of their own."""
     return ctx.emit("Reshape", [tensor, ctx.ints([0, 0, 0, *_tile_shape(win)])])  # 0: M, N, C as they are
@@ -386,8 +391,7 @@ def max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | N
             "Resize", [ctx.fold_lead(g), "", scales],  # type: ignore[arg-type]
             mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor",
         )
-        mask = ctx.emit("Reshape", [_winner_mask(ctx, node, win), ctx.ints([0, 0, *win.in_dims])])
-        return [ctx.emit("Mul", [ctx.reshape_like(repeated, x), mask])]
+        return [ctx.emit("Mul", [ctx.reshape_like(repeated, x), _winner_mask_like_input(ctx, node, win)])]
     if ctx.opset >= SCATTER_REDUCTION:
         updates = _flat_lead(ctx, g, node.output[0])  # type: ignore[arg-type]
         zeros = _flat_lead(ctx, ctx.zeros_lead_like(x), x)
@@ -421,8 +425,7 @@ def max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str 
         # layout: measured on VGG-11 at 3x224x224 (one tangent, 2 threads, profiled), those two
         # and the reorders before them took 17% of the JVP half. Float only: ONNX Runtime's
         # AveragePool kernel is.
-        mask = ctx.emit("Reshape", [_winner_mask(ctx, node, win), ctx.ints([0, 0, *win.in_dims])])
-        scaled = ctx.emit("Mul", [mask, ctx.scalar(float(win.taps), like=x)])
+        scaled = ctx.emit("Mul", [_winner_mask_like_input(ctx, node, win), ctx.scalar(float(win.taps), like=x)])
         picked = ctx.emit("Mul", [ctx.require_gradient(tangents[0], node), scaled])
         pooled = ctx.emit("AveragePool", [ctx.fold_lead(picked)], kernel_shape=win.kernel, strides=win.kernel)
         return [ctx.reshape_like(pooled, y)]
