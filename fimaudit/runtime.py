@@ -31,6 +31,7 @@ from fimaudit import ort_threads
 from fimaudit.errors import ModelError, ModelTimeoutError
 from fimaudit.graph.onnx_utils import lowest_ir_version_for
 from fimaudit.graph.tensor_walk import require_self_contained
+from fimaudit.session_weights import SessionPayload, session_payload
 
 logger = logging.getLogger(__name__)
 
@@ -265,17 +266,15 @@ def create_session(
     """Create an InferenceSession, lowering a too-new IR version when the opsets allow it.
 
     ``weights``: initializers held outside ``model`` (``kept_forward.SplitGradientModel``), added
-    on the wire. ``memory_pattern``: False for models with large activations (see
+    to its graph for ONNX Runtime; large initializers of either go to it in memory
+    (session_weights.py). ``memory_pattern``: False for models with large activations (see
     ``_session_options``, ``MEMORY_PATTERN_MAX_ACTIVATION_BYTES``). Returns the session and the
     model actually loaded (possibly with a lowered IR version; without ``weights``).
     """
     require_self_contained(model, weights)  # ORT would resolve external-data names against the working directory
     settled = provider_settings(list(providers or available_providers()))
-    options = _session_options(threads, memory_pattern)
-    appended = _initializers_on_the_wire(weights)
     try:
-        serialised = b"".join([model.SerializeToString(), *appended])  # one part: returned as is
-        return ort.InferenceSession(serialised, options, providers=settled), model
+        return _session(session_payload(model, weights), threads, memory_pattern, settled), model
     except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
         message = str(exc)
         opset = _OPSET_TOO_NEW.search(message)
@@ -296,47 +295,27 @@ def create_session(
                 f"{ort.__version__} accepts (max {max_ir}) and its opsets need IR {needed}; "
                 "upgrade onnxruntime"
             ) from exc
-        lowered = copy.copy(model)
-        lowered.ir_version = max_ir
         logger.warning("lowered IR version %d -> %d for ONNX Runtime", model.ir_version, max_ir)
         try:
-            serialised = b"".join([lowered.SerializeToString(), *appended])
-            session = ort.InferenceSession(serialised, options, providers=settled)
+            session = _session(session_payload(model, weights, ir_version=max_ir), threads, memory_pattern, settled)
         except Exception as exc2:
             raise ModelError(
                 f"ONNX Runtime cannot load the model even at IR {max_ir}: {_first_line(str(exc2))}"
             ) from exc2
+        lowered = copy.copy(model)
+        lowered.ir_version = max_ir
         return session, lowered
 
 
-def _initializers_on_the_wire(weights: Sequence[onnx.TensorProto]) -> list[bytes]:
-    """Pieces that, joined after a serialised ModelProto, add ``weights`` to its graph's initializers.
-
-    Protocol buffers merge repeated occurrences of an embedded message field (here ModelProto's
-    ``graph``, field 7) as MergeFrom does, appending repeated fields (GraphProto's
-    ``initializer``, field 5). Each weight is serialised once and the pieces are joined once
-    with the model's bytes: two copies of the weights in all, where copying them into the
-    model and serialising it made three (VGG-11's 515 MB: about 4 s per gradient source).
-    """
-    if not weights:
-        return []
-    pieces: list[bytes] = []
-    total = 0
-    for tensor in weights:
-        payload = tensor.SerializeToString()
-        header = _varint((5 << 3) | 2) + _varint(len(payload))
-        pieces += [header, payload]
-        total += len(header) + len(payload)
-    return [_varint((7 << 3) | 2) + _varint(total), *pieces]
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
+def _session(
+    payload: SessionPayload,
+    threads: int | None,
+    memory_pattern: bool,
+    providers: list[str | tuple[str, dict[str, str]]],
+) -> ort.InferenceSession:
+    """One InferenceSession of ``payload`` (its in-memory weights are copied in and can go after)."""
+    options = payload.options_with_weights(_session_options(threads, memory_pattern))
+    return ort.InferenceSession(payload.serialised, options, providers=providers)
 
 
 def _first_line(message: str) -> str:

@@ -8,7 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from fimaudit.errors import ModelError
-from fimaudit.runtime import _initializers_on_the_wire, create_session
+from fimaudit.runtime import create_session
+from fimaudit.session_weights import initializers_on_the_wire
 
 RNG = np.random.default_rng(5)
 
@@ -29,7 +30,7 @@ def _weightless() -> tuple[onnx.ModelProto, list[onnx.TensorProto]]:
 def test_appended_weights_parse_as_the_graphs_initializers() -> None:
     model, weights = _weightless()
     parsed = onnx.ModelProto()
-    parsed.ParseFromString(b"".join([model.SerializeToString(), *_initializers_on_the_wire(weights)]))
+    parsed.ParseFromString(b"".join([model.SerializeToString(), *initializers_on_the_wire(weights)]))
     assert [init.name for init in parsed.graph.initializer] == ["W", "b"]
     assert [node.op_type for node in parsed.graph.node] == ["MatMul", "Add"]
     np.testing.assert_array_equal(numpy_helper.to_array(parsed.graph.initializer[0]), numpy_helper.to_array(weights[0]))
@@ -60,6 +61,6 @@ def test_a_weight_naming_an_external_file_is_refused() -> None:
 def test_varints_match_protobufs_own(value: int) -> None:
     from google.protobuf.internal.encoder import _VarintBytes
 
-    from fimaudit.runtime import _varint
+    from fimaudit.session_weights import varint
 
-    assert _varint(value) == _VarintBytes(value)
+    assert varint(value) == _VarintBytes(value)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import onnx
 
 from fimaudit.autodiff.kept_forward import SplitGradientModel
+from fimaudit.graph.onnx_utils import tensor_bytes
 
 #: The JVP half's tensors and nodes, renamed in the fused model.
 PREFIX = "fimaudit_jvp/"
@@ -67,7 +68,7 @@ def fuse_gram(
         if tensor.name in vjp_weights and vjp_weights[tensor.name] == tensor
     }
     own = [tensor for tensor in jvp.gradient_weights if tensor.name not in shared]
-    if sum(tensor.ByteSize() for tensor in [*vjp.gradient_weights, *own]) > MAX_FUSED_WEIGHT_BYTES:
+    if sum(tensor_bytes(tensor) for tensor in [*vjp.gradient_weights, *own]) > MAX_FUSED_WEIGHT_BYTES:
         return None
 
     def renamed(name: str) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import onnx
 
 from fimaudit.autodiff.kept_forward import SplitGradientModel
+from fimaudit.graph.onnx_utils import tensor_bytes
 from fimaudit.graph.tensors import subgraph_inputs
 
 #: Second-half tensors and nodes the first half does not compute, renamed in the shared model.
@@ -52,7 +53,7 @@ SMALL_CONSTANT_BYTES = 4096
 
 
 def _small(tensor: onnx.TensorProto) -> bool:
-    return tensor.ByteSize() <= SMALL_CONSTANT_BYTES
+    return tensor_bytes(tensor) <= SMALL_CONSTANT_BYTES
 
 
 def _value_key(tensor: onnx.TensorProto) -> bytes:

@@ -57,6 +57,7 @@ from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.autodiff.shared_forward import share_forward
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.gradients.base import JacobianCache
+from fimaudit.graph.onnx_utils import tensor_bytes
 from fimaudit.graph.selection import LOGITS
 from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session_parts
 
@@ -207,7 +208,7 @@ class _KeptForwardSession:
         self.seed_dtype = _numpy_dtype(self.gradient, seed, "float32")
         # Held for a fused Gram model (``GraphJacobian.gram_product``) only where its weights are
         # small: holding a large model's split would keep its weight protos alive.
-        small = sum(tensor.ByteSize() for tensor in split.gradient_weights) <= MAX_FUSED_WEIGHT_BYTES
+        small = sum(tensor_bytes(tensor) for tensor in split.gradient_weights) <= MAX_FUSED_WEIGHT_BYTES
         self.split: SplitGradientModel | None = split if small else None
 
     def share(self, forward: _ForwardHalf) -> None:

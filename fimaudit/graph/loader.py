@@ -17,7 +17,6 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -25,7 +24,7 @@ from onnx import numpy_helper
 
 from fimaudit.confined import O_CLOEXEC, O_NONBLOCK, open_beneath, open_plain
 from fimaudit.errors import ModelError, ResourceError
-from fimaudit.graph.onnx_utils import infer_shapes_light, opset_version
+from fimaudit.graph.onnx_utils import element_size, infer_shapes_light, opset_version
 from fimaudit.graph.tensor_walk import (
     FoundTensor,
     all_sparse_tensors,
@@ -165,16 +164,6 @@ class _DataFile:
     references: list[_Reference] = field(default_factory=list)
 
 
-def _itemsize(data_type: int) -> int | None:
-    """Bytes per element of a tensor type; None for strings (variable length) and unknown types."""
-    if data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
-        return None
-    try:
-        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize)
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
 def _element_count(dims: list[int], what: str) -> int:
     """The product of ``dims`` as a Python int (no wrap-around); negative or absurd dims are refused."""
     if any(d < 0 for d in dims):
@@ -188,7 +177,7 @@ def _element_count(dims: list[int], what: str) -> int:
 def _declared_bytes(found: FoundTensor) -> int:
     tensor = found.tensor
     count = _element_count(list(tensor.dims), found.where)
-    itemsize = _itemsize(tensor.data_type)
+    itemsize = element_size(tensor.data_type)
     if itemsize is None:
         return sum(len(item) for item in tensor.string_data)
     size = count * itemsize
@@ -210,7 +199,7 @@ def _memory_needed(model: onnx.ModelProto, files: dict[str, _DataFile]) -> int:
             length = reference.length if reference.length is not None else data.size - reference.offset
             total += max(0, length - _declared_bytes(reference.found))
     for sparse in all_sparse_tensors(model):
-        itemsize = _itemsize(sparse.sparse.values.data_type) or 1
+        itemsize = element_size(sparse.sparse.values.data_type) or 1
         total += _element_count(list(sparse.sparse.dims), sparse.where) * itemsize
     return total
 
@@ -258,7 +247,7 @@ def _external_files(model: onnx.ModelProto, root: str) -> dict[str, _DataFile]:
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
         real = _check_location(location, found, root)
-        if _itemsize(tensor.data_type) is None:
+        if element_size(tensor.data_type) is None:
             raise ModelError(
                 f"{found.where} is a string or untyped tensor stored as external data; ONNX does not allow that"
             )
