@@ -4,7 +4,9 @@ Why: issue 12's goal 3 (bounds <= 10% of an audit) and the gradient check's cost
 about *shares* of one audit's wall time, and on 2 shared cores only numbers taken in one run,
 with the load stated, mean anything. Each audit runs in a fresh process (so the cold run really
 has no warm ONNX Runtime or import state) through the library call the CLI makes
-(``fimaudit.audit.run_audit``, ``--method exact --gradients graph``); the stages are timed by
+(``fimaudit.audit.run_audit``, ``--method exact --gradients graph``, or the ``--method`` given:
+``auto`` for the 3x224x224 corpus, where exact would mean K = 1000 reverse rows a sample); peak
+memory is the child process's maximum resident set. The stages are timed by
 wrapping the functions ``run_audit`` calls (nothing in the package is changed):
 
 - ``intake``: load and check the model, describe it, choose input and logits;
@@ -22,6 +24,7 @@ XDG_CACHE_HOME filled by one unmeasured audit of the same model, then the measur
     .venv/bin/python benchmarks/audit_stages.py [--models resnet18_torchscript ...] [--samples 8]
         [--modes cold warm] [--corpus /work/corpus] [--data /work/corpus/inputs_3x32x32.npy]
         [--roots /work/main /tmp/before]   # before/after: a `git worktree add /tmp/before <commit>`
+        [--method auto]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -54,7 +58,7 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def child(model: str, data: str, samples: int, cache: bool) -> dict[str, Any]:
+def child(model: str, data: str, samples: int, cache: bool, method: str = "exact") -> dict[str, Any]:
     """One audit in this process, every stage timed (runs in the fresh process ``measure`` starts)."""
     started = time.perf_counter()
     from fimaudit import audit
@@ -80,7 +84,7 @@ def child(model: str, data: str, samples: int, cache: bool) -> dict[str, Any]:
 
     for stage, attribute in STAGES:
         setattr(audit, attribute, timed(stage, getattr(audit, attribute)))
-    config = audit.AuditConfig(model_path=model, data_path=data, samples=samples, method="exact",
+    config = audit.AuditConfig(model_path=model, data_path=data, samples=samples, method=method,
                                gradients="graph", cache=cache)
     begun = time.perf_counter()
     result = audit.run_audit(config)
@@ -92,15 +96,19 @@ def child(model: str, data: str, samples: int, cache: bool) -> dict[str, Any]:
         "stages": seconds,
         "check": None if check is None else check.status,
         "bound_seconds": None if result.bound is None else result.bound.details.get("seconds"),
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
-def measure(model: Path, data: str, samples: int, mode: str, root: Path = ROOT) -> dict[str, Any]:
+def measure(
+    model: Path, data: str, samples: int, mode: str, root: Path = ROOT, method: str = "exact"
+) -> dict[str, Any]:
     """The audit of ``model`` in a fresh process: cold (--no-cache) or warm (cache filled first).
 
     ``root``: the checkout whose fimaudit runs (another commit's worktree, for before/after).
     """
-    command = [sys.executable, __file__, "--child", str(model), "--data", data, "--samples", str(samples)]
+    command = [sys.executable, __file__, "--child", str(model), "--data", data, "--samples", str(samples),
+               "--method", method]
     with tempfile.TemporaryDirectory() as cache_home:
         environment = {**os.environ, "XDG_CACHE_HOME": cache_home, "PYTHONPATH": str(root)}
         if mode == "warm":
@@ -118,7 +126,8 @@ def row(name: str, mode: str, measured: dict[str, Any]) -> str:
     stages["other"] = total - sum(stages.values())
     cells = [f"{stages.get(stage, 0.0):6.2f} {100 * stages.get(stage, 0.0) / total:3.0f}%"
              for stage in [*(s for s, _ in STAGES), "other"]]
-    return f"{name:24} {mode:5} {total:7.2f} " + " ".join(f"{cell:>12}" for cell in cells) + f"  {measured['check']}"
+    return (f"{name:24} {mode:5} {total:7.2f} " + " ".join(f"{cell:>12}" for cell in cells)
+            + f" {measured['peak_mib']:8.0f}  {measured['check']}")
 
 
 def main() -> None:
@@ -126,6 +135,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--modes", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--method", default="exact", choices=["exact", "auto", "lanczos"])
     parser.add_argument("--corpus", default="/work/corpus")
     parser.add_argument("--data", default="/work/corpus/inputs_3x32x32.npy")
     parser.add_argument("--roots", nargs="+", default=[str(ROOT)],
@@ -134,15 +144,16 @@ def main() -> None:
     parser.add_argument("--no-cache", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.data, args.samples, not args.no_cache)))
+        print(json.dumps(child(args.child, args.data, args.samples, not args.no_cache, args.method)))
         return
     print(f"load before: {loadavg()}")
     header = " ".join(f"{stage:>12}" for stage in [*(s for s, _ in STAGES), "other"])
-    print(f"{'model':24} {'mode':5} {'total s':>7} {header}  check (seconds, share of total)")
+    print(f"{'model':24} {'mode':5} {'total s':>7} {header} {'peak MiB':>8}  check (seconds, share of total)")
     for name in args.models:
         for mode in args.modes:
             for number, root in enumerate(args.roots):
-                measured = measure(Path(args.corpus) / f"{name}.onnx", args.data, args.samples, mode, Path(root))
+                measured = measure(Path(args.corpus) / f"{name}.onnx", args.data, args.samples, mode, Path(root),
+                                   args.method)
                 label = name if len(args.roots) == 1 else f"{name[:21]}@{number}"
                 print(row(label, mode, measured), flush=True)
     if len(args.roots) > 1:

@@ -103,7 +103,8 @@ def gradient_check(check: GradientCheck | None, gradients: str) -> Check:
         if gradients == "fd":
             return _check("gradient_check", "not_applicable",
                           "the gradients are finite differences themselves; there is no gradient graph to check")
-        return _check("gradient_check", "not_computed", "no gradient check was run in this audit")
+        return _check("gradient_check", "not_computed",
+                      "no gradient check was run in this audit (none was asked for: --check-samples 0)")
     return _check("gradient_check", check.status, _gradient_check_detail(check))  # type: ignore[arg-type]
 
 

@@ -39,3 +39,16 @@ def test_auto_falls_back_when_the_gradient_graph_cannot_run(tmp_path) -> None:
     assert result.gradients == "fd"
     assert "could not be loaded or run" in result.gradients_note
     assert result.samples[0].result.value >= 0
+
+
+def test_check_samples_sets_how_many_samples_the_gradient_check_compares() -> None:
+    base = {"model_path": str(SAMPLES / "vgg_small.onnx"), "data_path": str(SAMPLES / "digits_test.npy"),
+            "samples": 4, "gradients": "graph", "bounds": False}
+    one = run_audit(AuditConfig(**base, check_samples=1))
+    assert one.gradient_check is not None and one.gradient_check.samples == [0]
+    assert one.gradient_check.passed
+    none = run_audit(AuditConfig(**base, check_samples=0))
+    assert none.gradient_check is None
+    (entry,) = [check for check in none.checks if check.name == "gradient_check"]
+    assert entry.status == "not_computed" and "--check-samples 0" in entry.detail
+    assert [s.result.value for s in none.samples] == [s.result.value for s in one.samples], "the values do not change"

@@ -128,3 +128,14 @@ def test_no_bounds_skips_the_analytic_bound(tmp_path) -> None:
     assert document["bound"] is None
     assert document["architecture"]["family"] == "mlp"
     assert all(sample.get("bound") is None for sample in document["samples"])
+
+
+def test_check_samples_zero_runs_no_gradient_check_and_a_negative_count_is_exit_two(tmp_path) -> None:
+    out = tmp_path / "a.json"
+    result = invoke("audit", MLP, "--data", DATA, "--samples", "2", "--gradients", "graph", "--no-bounds",
+                    "--check-samples", "0", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["gradient_check"] is None
+    bad = invoke("audit", MLP, "--data", DATA, "--check-samples", "-1")
+    assert bad.exit_code == 2 and "--check-samples" in bad.output

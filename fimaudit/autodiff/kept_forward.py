@@ -36,8 +36,9 @@ class SplitGradientModel:
 
     Why by reference: the halves exist to be serialised for ONNX Runtime once each; copying the
     weights into them first cost VGG-11 4.3 s of the 19.6 s its gradient source took to build
-    (515 MB twice). ``runtime.create_session(half, weights=...)`` appends them on the wire
-    instead; ``complete`` gives a whole model where one is needed (tests, debugging).
+    (515 MB twice). ``runtime.create_session(half, weights=...)`` hands them to ONNX Runtime
+    beside the half instead (session_weights.py: small ones serialised after it, large ones in
+    memory); ``complete`` gives a whole model where one is needed (tests, debugging).
     """
 
     #: data inputs -> (logits, *kept): the forward pass and the tensors the gradient side reads.
