@@ -57,6 +57,7 @@ from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.autodiff.shared_forward import share_forward
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.gradients.base import JacobianCache
+from fimaudit.graph.flops import largest_activation_bytes
 from fimaudit.graph.onnx_utils import tensor_bytes
 from fimaudit.graph.selection import LOGITS
 from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session_parts
@@ -75,6 +76,15 @@ def _numpy_dtype(session: Any, name: str, default: str) -> np.dtype:
 #: J v calls on one sample that run the combined JVP model before its kept-forward halves take
 #: over (``GraphJacobian._jvp_runner``): above the gradient check's few, below an estimator's tens.
 KEEP_FORWARD_AFTER = 8
+
+#: The most bytes of the model's largest activation, over all of its rows, that one run of a
+#: kept gradient half carries (``GraphJacobian.speed_rows``). Why: rows batched into one run pay
+#: off while per-run overheads dominate (3x32x32: VGG-11's J v 8.8 ms a row alone, 2.6 at 80 rows
+#: of 0.25 MiB each) and cost once the tensors are large (3x224x224: VGG-11's kept J v 88 ms a
+#: row alone, 101 at 2 rows, 156 at 27, with 25 thousand page faults a row; ResNet-18 and
+#: DenseNet-121, 3 MiB an activation, are fastest at 2-4 rows and 5-20% slower at 8; measured
+#: with /work/scratch/rowsweep.py, benchmarks/README.md). Beyond it the rows run in chunks.
+RUN_ACTIVATION_BYTES = 20 << 20
 
 
 def _run_gradient(session: Any, outputs: list[str], feeds: dict[str, np.ndarray], timeout: float | None) -> list[Any]:
@@ -284,6 +294,9 @@ class GraphJacobian:
         self.input_size = int(np.prod(sample_shape))
         self.num_classes = num_classes
         self.max_rows = max(1, max_rows or runner.max_batch)
+        #: Rows one run of a kept gradient half takes for speed (``RUN_ACTIVATION_BYTES``); at most max_rows.
+        largest = max(1, largest_activation_bytes(runner.model))
+        self.speed_rows = min(self.max_rows, max(1, RUN_ACTIVATION_BYTES // largest))
         # Dense Jacobians and products alike: the split halves when the split works (the forward
         # half once per group of samples or per sample), else the combined model.
         split = _split(vjp_model, COTANGENT, INPUT_GRAD)
@@ -408,7 +421,7 @@ class GraphJacobian:
             rows = self._padded(inputs[start : start + per_run])
             real = min(per_run, count - start)
             width = rows.shape[0]
-            classes = max(1, self.max_rows // width)
+            classes = max(1, self._rows_per_run(self._vjp) // width)
             for first in range(0, k, classes):
                 last = min(k, first + classes)
                 seeds = np.zeros((last - first, width, k), dtype=self._vjp.seed_dtype)
@@ -428,8 +441,16 @@ class GraphJacobian:
     ) -> np.ndarray:
         """Run ``session`` on one sample with M seed vectors, in chunks; returns [M, prod(out)]."""
         return self._in_chunks(
-            sample, vectors, seed_shape, session.seed_dtype, lambda rows, seeds: session.run(rows, seeds)[1]
+            sample, vectors, seed_shape, session.seed_dtype, lambda rows, seeds: session.run(rows, seeds)[1],
+            self._rows_per_run(session),
         )
+
+    def _rows_per_run(self, session: _KeptForwardSession | _GradientSession) -> int:
+        """Gradient rows per run of ``session``: ``speed_rows`` for a kept half, else ``max_rows``.
+
+        A combined model re-runs the forward pass in every run, which only large chunks amortise.
+        """
+        return self.speed_rows if isinstance(session, _KeptForwardSession) else self.max_rows
 
     def _in_chunks(
         self,
@@ -438,6 +459,7 @@ class GraphJacobian:
         seed_shape: tuple[int, ...],
         seed_dtype: np.dtype,
         run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        max_rows: int,
     ) -> np.ndarray:
         """M seed vectors of one sample, ``max_rows`` per ``run(rows, seeds [M', B, ...])``: [M, prod(out)] float64.
 
@@ -445,7 +467,7 @@ class GraphJacobian:
         """
         rows = self._padded(sample[None])
         width = rows.shape[0]
-        chunk = max(1, self.max_rows // width)
+        chunk = max(1, max_rows // width)
         results = []
         for start in range(0, vectors.shape[0], chunk):
             part = vectors[start : start + chunk]
@@ -626,7 +648,7 @@ class GraphJacobian:
             self.runner.accounting.evaluations += seeds.shape[0] * seeds.shape[1]  # and the jvp's
             return out
 
-        return self._in_chunks(sample, cotangents, (self.num_classes,), vjp.seed_dtype, fused_run)
+        return self._in_chunks(sample, cotangents, (self.num_classes,), vjp.seed_dtype, fused_run, self.speed_rows)
 
     def _gram_session(self, sample: np.ndarray) -> tuple[Any, FusedGram] | None:
         """The fused Gram session, made on the first call where both modes' kept halves exist."""
@@ -667,6 +689,11 @@ class GraphJacobian:
         session = self._jvp_session()
         if session is None:
             return tangents.astype(np.float64) @ self._cached_jacobian(sample).T
+        if tangents.shape[0] > self.speed_rows:
+            # More rows than one run should carry (the gradient check's stacks at 3x224x224): the
+            # kept halves, whose chunks do not re-run the forward pass. Decided by the call alone,
+            # so every executor makes the same runs.
+            self.expect_products(sample)
         return self._one_sample_runs(self._jvp_runner(sample, session), sample, tangents, self.sample_shape)
 
 
