@@ -173,3 +173,21 @@ def test_gradient_sources_give_identical_jacobians_with_every_initializer_in_mem
     serialised = _jacobians(monkeypatch, 1 << 62)
     for got, expected in zip(in_memory, serialised, strict=True):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(("dtype", "elem"), [(np.float16, TensorProto.FLOAT16), (np.float64, TensorProto.DOUBLE)])
+def test_half_and_double_weights_go_in_memory_with_the_same_numbers(monkeypatch, dtype, elem) -> None:
+    side = 1024  # 2 MiB in float16
+    weight = numpy_helper.from_array((RNG.standard_normal((side, side)) / 32).astype(dtype), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [helper.make_tensor_value_info("x", elem, [1, side])],
+        [helper.make_tensor_value_info("y", elem, [1, side])], [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert list(session_payload(model).in_memory) == ["w"]
+    x = RNG.standard_normal((1, side)).astype(dtype)
+    in_memory, _ = create_session(model, ["CPUExecutionProvider"], 1)
+    _serialised_only(monkeypatch)
+    serialised, _ = create_session(model, ["CPUExecutionProvider"], 1)
+    np.testing.assert_array_equal(in_memory.run(None, {"x": x})[0], serialised.run(None, {"x": x})[0])
