@@ -480,15 +480,18 @@ def run_audit(
     progress: ProgressCallback | None = None,
     on_loaded: Callable[[LoadedModel], None] | None = None,
     certify_progress: ProgressCallback | None = None,
+    check_progress: ProgressCallback | None = None,
 ) -> AuditResult:
     """Audit one model: every sample's lambda_max by ``config.method``, summary and verdict.
 
     ``on_loaded`` sees the loaded model before anything runs (the CLI refuses there an output path
     that is one of the model's external-data files, which only the loader knows).
+    ``progress``, ``certify_progress``, ``check_progress``: (done, total) of the samples, the
+    certificates and the gradient check's rounds (sanity.round_count a checked sample).
     """
     background: list[EarlyBounds] = []
     try:
-        return _run_audit(config, progress, on_loaded, certify_progress, background)
+        return _run_audit(config, progress, on_loaded, certify_progress, background, check_progress)
     finally:  # a failed or interrupted audit leaves no bound computation running behind it
         for early in background:
             early.task.cancel()
@@ -500,6 +503,7 @@ def _run_audit(
     on_loaded: Callable[[LoadedModel], None] | None,
     certify_progress: ProgressCallback | None,
     background: list[EarlyBounds],
+    check_progress: ProgressCallback | None = None,
 ) -> AuditResult:
     """``run_audit``'s body; a bound computation it starts goes into ``background``."""
     started = time.perf_counter()
@@ -601,7 +605,8 @@ def _run_audit(
         if data.tokens is not None:
             reference = data.tokens.wrap(reference, prepared.runner.extra_feeds, data.inputs)
         check = gradient_check(
-            jacobian, reference.central_differences, data.inputs, streams.gradient_check(), count=config.check_samples
+            jacobian, reference.central_differences, data.inputs, streams.gradient_check(), count=config.check_samples,
+            progress=check_progress,
         )
         if check.status == "failed":
             logger.warning("%s: the graph's derivatives disagree beyond the error bound", check.summary())

@@ -344,11 +344,13 @@ def attack_config(
         raise click.BadParameter(str(exc)) from None
 
 
-def progress_reporter(label: str, quiet: bool = False) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+def progress_reporter(
+    label: str, quiet: bool = False, unit: str = "sample"
+) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """Progress on stderr: a bar on a terminal, a line a minute otherwise, nothing with --quiet (progress.py)."""
     from fimaudit.progress import reporter
 
-    return reporter(label, quiet)
+    return reporter(label, quiet, unit=unit)
 
 
 def scale_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -586,14 +588,16 @@ def audit(
     )
     update, finish = progress_reporter("auditing samples", quiet)
     certifying, certified = progress_reporter("certifying samples", quiet or certify is None)
+    checking, checked = progress_reporter("checking gradients", quiet, unit="round")
     try:
         # Checked again once the loader knows the external-data files, before anything runs.
         extra: dict[str, Any] = {"certify_progress": certifying} if certify is not None else {}
         if any(outputs):
             extra["on_loaded"] = lambda loaded: check_output_paths([model, data_path, *model_files(loaded)], outputs)
-        result = run_audit(config, progress=update, **extra)
+        result = run_audit(config, progress=update, check_progress=checking, **extra)
     finally:
         finish()
+        checked()
         certified()
     # Everything is rendered before anything is written: a failure leaves no file at all.
     write_audit_outputs(result, json_path, report_path, summary_path, adversarial_path)

@@ -65,8 +65,8 @@ class LogLines:
 class Bar:
     """A tqdm bar on a terminal, created at the first update (it knows the total then)."""
 
-    def __init__(self, label: str, stream: IO[str], delay: float = BAR_DELAY_S) -> None:
-        self.label, self.stream, self.delay = label, stream, delay
+    def __init__(self, label: str, stream: IO[str], delay: float = BAR_DELAY_S, unit: str = "sample") -> None:
+        self.label, self.stream, self.delay, self.unit = label, stream, delay, unit
         self.bar: Any = None
 
     def update(self, done: int, total: int) -> None:
@@ -79,7 +79,7 @@ class Bar:
                 desc=self.label,
                 file=self.stream,
                 delay=self.delay,
-                unit="sample",
+                unit=self.unit,
                 dynamic_ncols=True,
                 leave=False,
             )
@@ -91,8 +91,13 @@ class Bar:
             self.bar.close()
 
 
-def reporter(label: str, quiet: bool = False, stream: IO[str] | None = None) -> tuple[Update, Finish]:
-    """``(update(done, total), finish())`` for ``label``: a bar, log lines, or nothing (see the module doc)."""
+def reporter(
+    label: str, quiet: bool = False, stream: IO[str] | None = None, unit: str = "sample"
+) -> tuple[Update, Finish]:
+    """``(update(done, total), finish())`` for ``label``: a bar, log lines, or nothing (see the module doc).
+
+    ``unit``: what the bar counts (samples, or the gradient check's rounds).
+    """
     out = stream if stream is not None else sys.stderr
     if quiet:
         return (lambda done, total: None), (lambda: None)
@@ -100,5 +105,5 @@ def reporter(label: str, quiet: bool = False, stream: IO[str] | None = None) -> 
         terminal = out.isatty()
     except (AttributeError, ValueError):
         terminal = False
-    shown: Bar | LogLines = Bar(label, out) if terminal else LogLines(label, out)
+    shown: Bar | LogLines = Bar(label, out, unit=unit) if terminal else LogLines(label, out)
     return shown.update, shown.close

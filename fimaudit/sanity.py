@@ -326,12 +326,14 @@ def compare_directions(
     tolerance: float = GRADIENT_CHECK_TOLERANCE,
     start: float = GRADIENT_CHECK_START,
     early_stop: bool = True,
+    on_round: Callable[[], None] | None = None,
 ) -> DirectionOutcomes:
     """The finite-difference comparison of one sample (module doc), steps tried outward from ``start``.
 
     The step pairs are taken in rounds (``ROUND_PAIRS``); with ``early_stop`` a direction is
     settled after a round as soon as the pairs still to come cannot change its verdict (module
     doc, "Evaluated lazily"); without it every step is evaluated for every direction.
+    ``on_round`` is called once per round (``round_count`` in all), skipped rounds included.
     """
     steps = sorted(steps, reverse=True)
     count = tangents.shape[0]
@@ -340,12 +342,13 @@ def compare_directions(
     best_bound = np.full(count, np.inf)
     best_step = np.full(count, steps[0])
     open_rows = np.ones(count, dtype=bool)
-    order = _pair_order(steps, start)
-    cuts = [int(cut) for cut in np.cumsum([0, *ROUND_PAIRS])]
-    rounds = [order[a:b] for a, b in zip(cuts, [*cuts[1:], len(order)], strict=True)]
-    for pairs in rounds:
+    rounds = _rounds(steps, start)
+    for number, pairs in enumerate(rounds):
         rows = np.flatnonzero(open_rows)
         if rows.size == 0 or not pairs:
+            if on_round is not None:
+                for _ in rounds[number:]:  # the rounds no direction needs count as done
+                    on_round()
             break
         needed = sorted({i for j in pairs for i in (j - 1, j)})
         wanted = [(steps[i], rows[~values[i].done[rows]], values[i]) for i in needed]
@@ -368,8 +371,22 @@ def compare_directions(
             best_bound[improved], best_error[improved], best_step[improved] = bound[better], error[better], steps[j]
         if early_stop:
             open_rows[rows[_settled(best_error[rows], best_bound[rows], tolerance)]] = False
+        if on_round is not None:
+            on_round()
     differenced = sum(int(value.done.sum()) for value in values)
     return DirectionOutcomes(best_error, best_bound, best_step, tolerance, differenced)
+
+
+def _rounds(steps: Sequence[float], start: float) -> list[list[int]]:
+    """The step pairs of each round, in the order tried (``ROUND_PAIRS`` pairs, then the rest)."""
+    order = _pair_order(steps, start)
+    cuts = [int(cut) for cut in np.cumsum([0, *ROUND_PAIRS])]
+    return [order[a:b] for a, b in zip(cuts, [*cuts[1:], len(order)], strict=True)]
+
+
+def round_count(steps: Sequence[float] = GRADIENT_CHECK_STEPS, start: float = GRADIENT_CHECK_START) -> int:
+    """Rounds one sample's comparison takes at most: the unit of the check's progress."""
+    return len(_rounds(sorted(steps, reverse=True), start))
 
 
 def _settled(error: np.ndarray, bound: np.ndarray, tolerance: float) -> np.ndarray:
@@ -413,20 +430,31 @@ def gradient_check(
     directions: int = GRADIENT_CHECK_DIRECTIONS,
     tolerance: float = GRADIENT_CHECK_TOLERANCE,
     steps: Sequence[float] = GRADIENT_CHECK_STEPS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> GradientCheck:
     """Check ``checked`` on the first ``count`` samples (module doc), drawing from ``rng``.
 
     ``difference(sample, tangents, relative_step)`` evaluates the model on both sides of each
     tangent (``FiniteDifferenceJacobian.central_differences``); how either was built is the
-    caller's business (``fimaudit.gradients.make_source``).
+    caller's business (``fimaudit.gradients.make_source``). ``progress(done, total)`` counts
+    rounds of differences (``round_count`` a sample): on an ImageNet-size CNN a round is tens of
+    seconds.
     """
     chosen = inputs[:count]
     unavailable = checked.forward_mode_unavailable() or ""
     fd, adjoint = [], []
+    total = chosen.shape[0] * round_count(steps)
+    done = [0]
+
+    def advance() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
     for sample in chosen:
         tangents = rng.standard_normal((directions, sample.size))
         tangents /= np.linalg.norm(tangents, axis=1, keepdims=True)
-        fd.append(compare_directions(checked, difference, sample, tangents, steps, tolerance))
+        fd.append(compare_directions(checked, difference, sample, tangents, steps, tolerance, on_round=advance))
         if not unavailable:
             adjoint.append(adjoint_identity(checked, sample, rng))
     reason = f"no forward-mode (JVP) graph: {unavailable}" if unavailable else ""

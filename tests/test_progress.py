@@ -54,3 +54,14 @@ def test_a_terminal_gets_a_tqdm_bar() -> None:
     assert bar.bar.n == 7 and bar.bar.total == 10
     bar.close()
     assert "auditing" in terminal.getvalue() and "/10" in terminal.getvalue()
+
+
+def test_the_bar_counts_in_the_unit_it_is_given() -> None:
+    terminal = _Terminal()
+    update, finish = reporter("checking gradients", stream=terminal, unit="round")
+    assert update.__self__.unit == "round"  # type: ignore[attr-defined]
+    bar = Bar("checking gradients", terminal, delay=0, unit="round")
+    bar.update(2, 6)
+    assert bar.bar.n == 2 and bar.bar.unit == "round"
+    bar.close()
+    assert "round/s" in terminal.getvalue()  # tqdm's first render (later ones depend on its refresh timer)

@@ -292,3 +292,20 @@ def test_a_column_of_steps_differences_like_one_call_per_step() -> None:
     for index in (0, 2, 3):  # differences, magnitudes, second differences
         got, expected = together[index], apart[index]
         np.testing.assert_allclose(got, expected, rtol=0, atol=rounding)
+
+
+@pytest.mark.parametrize("name", ["vgg_small.onnx", "mlp.onnx"])
+def test_the_checks_progress_counts_every_round_of_every_sample_once(name) -> None:
+    """progress(done, total) rises by one per round up to samples x round_count, the rounds no
+    direction needed included (mlp settles all 16 directions in the first round, vgg_small one
+    sample there and the other in the second)."""
+    from fimaudit.sanity import round_count
+
+    graph, fd, inputs = sources(SAMPLES / name, str(SAMPLES / "digits_test.npy"), samples=2)
+    calls: list[tuple[int, int]] = []
+    check = gradient_check(graph, fd.central_differences, inputs, np.random.default_rng(0), count=2,
+                           progress=lambda done, total: calls.append((done, total)))
+    total = 2 * round_count()
+    assert round_count() == 3
+    assert calls == [(done, total) for done in range(1, total + 1)]
+    assert check.status == PASSED

@@ -11,7 +11,7 @@ from fimaudit.cli import main, one_line
 
 @pytest.fixture
 def crashing_audit(monkeypatch: pytest.MonkeyPatch) -> None:
-    def crash(config, progress=None):
+    def crash(config, progress=None, **hooks):
         raise ZeroDivisionError("a bug deep inside")
 
     monkeypatch.setattr(fimaudit.audit, "run_audit", crash)
