@@ -365,13 +365,18 @@ class ModelRunner:
 
     def __post_init__(self) -> None:
         if self.memory_pattern is None:
-            from fimaudit.graph.flops import largest_activation_bytes
-
-            self.memory_pattern = largest_activation_bytes(self.model) < MEMORY_PATTERN_MAX_ACTIVATION_BYTES
+            self.memory_pattern = self.largest_activation_bytes < MEMORY_PATTERN_MAX_ACTIVATION_BYTES
         self.session, self.model = create_session(
             self.model, self.providers, self.threads, memory_pattern=self.uses_memory_pattern
         )
         self.provider = self.session.get_providers()[0]
+
+    @functools.cached_property
+    def largest_activation_bytes(self) -> int:
+        """The model's largest activation at batch 1 (``graph/flops.py``): its sessions' speed settings read it."""
+        from fimaudit.graph.flops import largest_activation_bytes
+
+        return largest_activation_bytes(self.model)
 
     @property
     def uses_memory_pattern(self) -> bool:

@@ -29,6 +29,8 @@ import onnx
 import onnxruntime as ort
 from google.protobuf.message import Message
 
+from fimaudit.graph.onnx_utils import tensor_bytes
+
 #: Initializers at least this large go to ONNX Runtime in memory; smaller ones are serialised
 #: (a placeholder and an OrtValue cost more than a few kilobytes of bytes do).
 IN_MEMORY_MIN_BYTES = 1 << 20
@@ -132,8 +134,7 @@ def _held_in_memory(tensor: onnx.TensorProto) -> bool:
         return False
     if tensor.HasField("segment") or not tensor.HasField("raw_data"):
         return False
-    size = int(np.prod(tensor.dims, dtype=np.int64)) * _NUMPY_TYPES[tensor.data_type].itemsize
-    return size >= IN_MEMORY_MIN_BYTES
+    return tensor_bytes(tensor) >= IN_MEMORY_MIN_BYTES
 
 
 def _ort_value(tensor: onnx.TensorProto) -> ort.OrtValue:

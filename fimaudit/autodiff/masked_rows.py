@@ -36,6 +36,7 @@ import onnx
 from onnx import helper
 
 from fimaudit.autodiff.context import RuleContext
+from fimaudit.graph.onnx_utils import tensor_bytes
 
 #: The model property saying how many products a gradient model has rewritten (build.py sets it).
 COUNT_KEY = "fimaudit.masked_rows"
@@ -159,9 +160,7 @@ def _large_matrix(weight: onnx.TensorProto | None) -> onnx.TensorProto | None:
     """The initializer when it is a matrix of at least MIN_WEIGHT_BYTES with at least two rows."""
     if weight is None or len(weight.dims) != 2 or weight.data_type not in _FLOAT_TYPES:
         return None
-    rows, columns = (int(dim) for dim in weight.dims)
-    itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(weight.data_type)).itemsize
-    if rows * columns * itemsize < MIN_WEIGHT_BYTES or rows < 2:
+    if tensor_bytes(weight) < MIN_WEIGHT_BYTES or int(weight.dims[0]) < 2:
         return None
     return weight
 

@@ -57,7 +57,6 @@ from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.autodiff.shared_forward import share_forward
 from fimaudit.errors import ModelError, ModelTimeoutError, UnsupportedOpError
 from fimaudit.gradients.base import JacobianCache
-from fimaudit.graph.flops import largest_activation_bytes
 from fimaudit.graph.onnx_utils import tensor_bytes
 from fimaudit.graph.selection import LOGITS
 from fimaudit.runtime import ModelRunner, RunAccounting, create_session, run_session_parts
@@ -295,8 +294,7 @@ class GraphJacobian:
         self.num_classes = num_classes
         self.max_rows = max(1, max_rows or runner.max_batch)
         #: Rows one run of a kept gradient half takes for speed (``RUN_ACTIVATION_BYTES``); at most max_rows.
-        largest = max(1, largest_activation_bytes(runner.model))
-        self.speed_rows = min(self.max_rows, max(1, RUN_ACTIVATION_BYTES // largest))
+        self.speed_rows = min(self.max_rows, max(1, RUN_ACTIVATION_BYTES // max(1, runner.largest_activation_bytes)))
         # Dense Jacobians and products alike: the split halves when the split works (the forward
         # half once per group of samples or per sample), else the combined model.
         split = _split(vjp_model, COTANGENT, INPUT_GRAD)

@@ -17,7 +17,8 @@ import math
 from dataclasses import dataclass
 
 import onnx
-from onnx import helper
+
+from fimaudit.graph.onnx_utils import element_size
 
 _LINEAR = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 
@@ -85,9 +86,8 @@ def largest_activation_bytes(model: onnx.ModelProto) -> int:
         tensor_type = value.type.tensor_type
         if value.name in weights or not tensor_type.HasField("shape") or not tensor_type.elem_type:
             continue
-        try:
-            itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
-        except (KeyError, TypeError):  # a type numpy has no dtype for: not an activation worth counting
+        itemsize = element_size(tensor_type.elem_type)
+        if itemsize is None:  # strings and types numpy has no dtype for: not activations worth counting
             continue
         largest = max(largest, itemsize * math.prod(dim.dim_value or 1 for dim in tensor_type.shape.dim))
     return largest
