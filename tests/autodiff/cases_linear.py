@@ -57,6 +57,14 @@ CASES: list[OpCase] = [
     _conv("stride1-1d-same-upper", (2, 3, 8), (4, 3, 4), auto_pad="SAME_UPPER"),
     _conv("stride1-3d", (1, 2, 4, 4, 3), (3, 2, 3, 2, 2), pads=[1, 0, 1, 1, 1, 0]),
     _conv("stride1-pad-beyond-extent", (1, 2, 4, 4), (3, 2, 1, 1), pads=[1, 2, 0, 1]),  # stays ConvTranspose
+    # ... when the Conv reads more than linear.FEW_INPUT_CHANNELS channels or is grouped (the
+    # ungrouped ones above read fewer: their adjoint stays ConvTranspose, test_graph_economy)
+    _conv("stride1-six-channels-dilation-asym-pads", (2, 6, 7, 6), (3, 6, 3, 2), dilations=[2, 1],
+          pads=[0, 1, 3, 0]),
+    _conv("stride1-five-channels-1d-same-upper", (2, 5, 8), (4, 5, 4), auto_pad="SAME_UPPER"),
+    _conv("stride1-five-channels-3d", (1, 5, 4, 4, 3), (3, 5, 3, 2, 2), pads=[1, 0, 1, 1, 1, 0]),
+    _conv("stride1-five-channels-bias", (2, 5, 5, 5), (4, 5, 3, 3), bias=True, pads=[1, 1, 1, 1]),
+    _conv("stride1-four-channels", (2, 4, 6, 6), (5, 4, 3, 3), pads=[1, 1, 1, 1]),
     # strided 2-D convs of the shapes classifiers use (ConvTranspose adjoints)
     _conv("strided-1x1-stride2", (2, 3, 7, 6), (4, 3, 1, 1), strides=[2, 2]),
     _conv("strided-7x7-stride2-pad3", (1, 3, 11, 12), (4, 3, 7, 7), strides=[2, 2], pads=[3, 3, 3, 3]),

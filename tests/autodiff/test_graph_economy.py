@@ -6,6 +6,9 @@
 - MaxPool windows that tile the input route gradients through a winner mask, without
   ScatterElements or GatherElements (op cases MaxPool/tiling-*); at ties the mask picks the tap
   the scatter path picks (checked below on tied inputs, where the op cases have none).
+- A stride-1 Conv's adjoint is a flipped Conv, except for an ungrouped Conv reading few channels
+  (``linear.FEW_INPUT_CHANNELS``: an image's first layer), whose adjoint stays ConvTranspose
+  (the op cases Conv/* check the values of both forms).
 - Dims that shape inference names with fresh symbols are measured by the probe, so broadcasts
   between them are undone statically, without the run-time Shape/Equal/NonZero chain
   (``build._unsettled``).
@@ -24,6 +27,7 @@ from fimaudit.autodiff.build import COTANGENT, INPUT_GRAD, build_vjp_model
 from fimaudit.autodiff.probe_shapes import ShapeProbe
 from fimaudit.autodiff.build import OUTPUT_TANGENT, TANGENT, build_jvp_model
 from tests.autodiff.cases_gather import CASES as GATHER_CASES
+from tests.autodiff.cases_linear import CASES as LINEAR_CASES
 from tests.autodiff.cases_pooling import CASES as POOLING_CASES
 from tests.autodiff.cases_shape import CASES as SHAPE_CASES
 from tests.autodiff.test_rules import _ort
@@ -44,6 +48,22 @@ def test_tiling_placements_are_joined_by_one_concat(case_id: str, present: set[s
     ops = _ops(build_vjp_model(case.build(np.float32), "x", "y"))
     assert present <= set(ops), ops
     assert not absent & set(ops), ops
+
+
+@pytest.mark.parametrize(("case_id", "adjoint"), [
+    ("Conv/plain-bias", "ConvTranspose"),  # 3 channels, like an RGB image's first layer
+    ("Conv/stride1-four-channels", "ConvTranspose"),
+    ("Conv/stride1-five-channels-bias", "Conv"),
+    ("Conv/stride1-six-channels-dilation-asym-pads", "Conv"),
+    ("Conv/stride1-five-channels-3d", "Conv"),
+    ("Conv/stride1-group3-dilation-asym-pads", "Conv"),  # grouped: 2 channels a group, still a Conv
+    ("Conv/stride2-odd", "ConvTranspose"),
+])
+def test_stride1_conv_adjoint_form_follows_the_channels_read(case_id: str, adjoint: str) -> None:
+    case = next(c for c in LINEAR_CASES if c.id == case_id)
+    ops = _ops(build_vjp_model(case.build(np.float32), "x", "y"))
+    other = {"Conv": "ConvTranspose", "ConvTranspose": "Conv"}[adjoint]
+    assert ops[adjoint] == 1 and ops[other] == 0, ops
 
 
 def _reshaped_by_its_own_shape() -> onnx.ModelProto:

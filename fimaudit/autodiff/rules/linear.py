@@ -7,7 +7,8 @@ except MatMul in attention, where both operands are handled).
 Conv and ConvTranspose fold the lead axis M into the batch axis ([M, B, C, ...] -> [M*B, C, ...])
 and run the same kind of kernel as the forward pass:
 - the adjoint of a stride-1 Conv with constant weights is a Conv with the weights flipped and
-  transposed (MLAS's fast kernels); otherwise the adjoint of Conv is ConvTranspose with the same
+  transposed (MLAS's fast kernels), unless the forward reads only a few channels (an image's
+  first layer, ``FEW_INPUT_CHANNELS``); otherwise the adjoint of Conv is ConvTranspose with the same
   weights, strides, dilations, group and pads, plus
   ``output_padding = (X + pads - effective kernel) mod stride``, the rows the strided convolution
   never reached, so that the result has exactly the input's spatial shape;
@@ -27,6 +28,16 @@ from fimaudit.autodiff.registry import jvp_rule, vjp_rule
 from fimaudit.errors import UnsupportedOpError
 from fimaudit.graph.onnx_utils import attribute, float_attribute, int_attribute, ints_attribute, str_attribute
 from fimaudit.graph.padding import same_padding
+
+# An ungrouped Conv reading at most this many channels keeps ConvTranspose as its adjoint even at
+# stride 1. Its adjoint writes that many channels, and ONNX Runtime's NCHWc Conv pads its output
+# to a block of 8 or 16, computing 2-5x the useful FLOPs, while ConvTranspose is one GEMM of
+# k*k*channels rows and a col2im. Measured (benchmarks/conv_adjoint_channels.py, one Conv's VJP
+# model, ConvTranspose / Conv time, 2 threads): 3 channels read by 64 at 3x3: 0.59 at 224x224 and
+# 1 row, 0.28 at 4 rows, 0.51 at 32x32 and 16 rows, 0.30 at 7x7; 1 channel 0.26; 4 channels
+# 0.56; 8 channels 0.87-0.93 (the adjoint alone 0.81-1.05: no clear gain); 16 channels 1.2-1.5.
+# Grouped Convs stay flipped Convs (depthwise: ConvTranspose 2-24x slower).
+FEW_INPUT_CHANNELS = 4
 
 
 def _refuse_weight_paths(ctx: RuleContext, node: onnx.NodeProto, data_inputs: int = 1) -> None:
@@ -115,7 +126,8 @@ def _adjoint_as_conv(
     Why: ONNX Runtime's CPU provider runs Conv through MLAS's fast paths (and, at ORT_ENABLE_ALL,
     its NCHWc kernels) but ConvTranspose as a GEMM followed by col2im; measured on 2 threads,
     a 3x3 conv's adjoint on 512 channels at 1x1 took 62.8 ms as ConvTranspose and 0.6 ms as
-    Conv, on 64 channels at 56x56 40.7 ms against 19.8 ms.
+    Conv, on 64 channels at 56x56 40.7 ms against 19.8 ms; but not for an ungrouped Conv that
+    reads ``FEW_INPUT_CHANNELS`` or fewer (see there).
 
     With stride 1 the adjoint is a correlation with the kernel flipped in space and its two
     channel axes swapped within each group (W'[g, i, j] = W[g, j, i] flipped), padded by
@@ -126,6 +138,8 @@ def _adjoint_as_conv(
         return None
     weight = ctx.constant_value(node.input[1])
     if weight is None or weight.ndim != len(kernel) + 2 or weight.shape[0] % group:
+        return None
+    if group == 1 and weight.shape[1] <= FEW_INPUT_CHANNELS:
         return None
     extents = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     pads = [e - 1 - b for e, b in zip(extents, begin, strict=True)]
@@ -144,7 +158,8 @@ def _adjoint_as_conv(
 def conv_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | None]) -> list[str | None]:
     """The adjoint of the (folded) cotangent: a Conv with flipped weights at stride 1, else ConvTranspose.
 
-    ConvTranspose takes the same weights, and output_padding restores X's shape.
+    When the flipped Conv is used: ``_adjoint_as_conv``. ConvTranspose takes the same weights,
+    and output_padding restores X's shape.
     """
     _refuse_weight_paths(ctx, node)
     kernel, strides, dilations, group = _common(ctx, node)
