@@ -457,5 +457,12 @@ def gradient_check(
         fd.append(compare_directions(checked, difference, sample, tangents, steps, tolerance, on_round=advance))
         if not unavailable:
             adjoint.append(adjoint_identity(checked, sample, rng))
+    if not unavailable:
+        # A source may learn late that its forward mode is unavailable (a JVP session made on its
+        # first run and refused, GraphJacobian._combined_jvp); J v then came from the reverse
+        # graph, and the identity compared that graph with itself.
+        unavailable = checked.forward_mode_unavailable() or ""
+        if unavailable:
+            adjoint = []
     reason = f"no forward-mode (JVP) graph: {unavailable}" if unavailable else ""
     return GradientCheck(list(range(chosen.shape[0])), directions, tolerance, fd, adjoint, reason)

@@ -309,10 +309,12 @@ class GraphJacobian:
         del split
         self.dtype = self._vjp.input_dtype
         self.probe = shape_probe(runner, self.sample_shape, self._vjp.input_dtype)
+        # The JVP model runs combined until one sample has had KEEP_FORWARD_AFTER runs (see jvp);
+        # its proto is held until it has been split (or the split refused). The combined
+        # session is made on its first run only (``_combined_jvp``).
         self._jvp: _GradientSession | None = None
         self._jvp_unavailable: str | None = None
-        # The JVP model runs combined until one sample has had KEEP_FORWARD_AFTER runs (see jvp);
-        # its proto is held until it has been split (or the split refused).
+        self._jvp_built = False
         self._jvp_model: onnx.ModelProto | None = None
         self._jvp_kept: _KeptForwardSession | None = None
         self._jvp_rows = _RowsSeen()
@@ -484,23 +486,51 @@ class GraphJacobian:
         """J^T u for one sample and cotangents [M, K]: [M, d] (float64), one reverse run per chunk."""
         return self._one_sample_runs(self._vjp, sample, cotangents, (self.num_classes,))
 
-    def _jvp_session(self) -> _GradientSession | None:
-        if self._jvp is None and self._jvp_unavailable is None:
+    def _build_jvp_model(self) -> onnx.ModelProto:
+        return build_jvp_model(
+            with_sample_shape(self._base_model(), self.runner.input_name, self.sample_shape),
+            self.runner.input_name,
+            LOGITS,
+            self.probe,
+        )
+
+    def _jvp_available(self) -> bool:
+        """Whether J v runs forward-mode graphs: the JVP model is built on the first ask (held until split).
+
+        False when no JVP model can be derived (a rule missing) or ONNX Runtime refused one of
+        its sessions (``_combined_jvp``); J v then uses the dense Jacobian.
+        """
+        if not self._jvp_built and self._jvp_unavailable is None:
             try:
-                model = build_jvp_model(
-                    with_sample_shape(self._base_model(), self.runner.input_name, self.sample_shape),
-                    self.runner.input_name,
-                    LOGITS,
-                    self.probe,
-                )
-                self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
-                self._jvp_model = model
+                self._jvp_model = self._build_jvp_model()
+                self._jvp_built = True
             except (UnsupportedOpError, ModelError) as exc:
-                self._jvp_unavailable = str(exc)
-                logger.warning("forward-mode gradient graph unavailable (%s); J v uses the dense Jacobian", exc)
+                self._unavailable(exc)
+        return self._jvp_unavailable is None
+
+    def _unavailable(self, exc: Exception) -> None:
+        self._jvp_unavailable = str(exc)
+        self._jvp, self._jvp_kept, self._jvp_model = None, None, None
+        logger.warning("forward-mode gradient graph unavailable (%s); J v uses the dense Jacobian", exc)
+
+    def _combined_jvp(self) -> _GradientSession | None:
+        """The combined JVP session, made on its first run; None when ONNX Runtime refuses it.
+
+        Why on its first run: a Lanczos audit splits the JVP before its first product
+        (``expect_products``) and never runs the combined model, which held VGG-11's weights
+        a further time at 3x224x224 (3.6 s to make, 1.3 GiB resident, measured). After the
+        split has let its proto go, the model is derived again (``build_jvp_model`` is
+        deterministic) and not held.
+        """
+        if self._jvp is None and self._jvp_available():
+            model = self._jvp_model if self._jvp_model is not None else self._build_jvp_model()
+            try:
+                self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
+            except ModelError as exc:
+                self._unavailable(exc)
         return self._jvp
 
-    def _jvp_runner(self, sample: np.ndarray, combined: _GradientSession) -> _KeptForwardSession | _GradientSession:
+    def _jvp_runner(self, sample: np.ndarray) -> _KeptForwardSession | _GradientSession | None:
         """The combined JVP model, or its kept-forward halves once this sample has had many runs.
 
         Why not always split: the halves are two more sessions, each with a copy of the weights
@@ -508,15 +538,16 @@ class GraphJacobian:
         per sample; a matrix-free estimator makes tens (Lanczos at K = 1000: about 22), and from
         run KEEP_FORWARD_AFTER of one sample on, each of them stops re-running the forward; an
         estimator that says so first (``expect_products``) splits before its first run. The rule
-        depends only on the calls for the sample, so every executor makes the same runs.
+        depends only on the calls for the sample, so every executor makes the same runs. None
+        when ONNX Runtime refused the JVP model (then J v uses the dense Jacobian).
         """
         if not self._jvp_rows.matches(sample):
             self._jvp_rows.remember(sample)
             self._jvp_runs_on_rows = 0
         self._jvp_runs_on_rows += 1
         if self._jvp_runs_on_rows <= KEEP_FORWARD_AFTER:
-            return combined
-        return self._kept_jvp() or combined
+            return self._combined_jvp()
+        return self._kept_jvp() or self._combined_jvp()
 
     def _kept_jvp(self) -> _KeptForwardSession | None:
         """The JVP's kept halves, split on the first call (the proto is let go then, split or not)."""
@@ -621,7 +652,7 @@ class GraphJacobian:
         """
         self._jvp_rows.remember(sample)
         self._jvp_runs_on_rows = KEEP_FORWARD_AFTER
-        if self._jvp_session() is not None:
+        if self._jvp_available():
             self._kept_jvp()
 
     def gram_product(self, sample: np.ndarray, cotangents: np.ndarray) -> np.ndarray | None:
@@ -631,6 +662,8 @@ class GraphJacobian:
         modes, or weights too large to hold a third time); the caller then runs vjp and jvp.
         Counted as a vjp and a jvp of M rows each, in one run.
         """
+        if self._jvp_unavailable is not None:  # refused by ONNX Runtime after the fused model was made
+            return None
         fused = self._gram_session(sample)
         if fused is None:
             return None
@@ -652,8 +685,7 @@ class GraphJacobian:
         """The fused Gram session, made on the first call where both modes' kept halves exist."""
         if self._gram is not None or self._gram_unavailable:
             return self._gram
-        combined = self._jvp_session()
-        jvp = None if combined is None else self._jvp_runner(sample, combined)
+        jvp = self._jvp_runner(sample) if self._jvp_available() else None
         vjp = self._vjp
         if not isinstance(jvp, _KeptForwardSession) or not isinstance(vjp, _KeptForwardSession):
             return None  # the JVP may split later (after KEEP_FORWARD_AFTER runs): ask again then
@@ -677,22 +709,27 @@ class GraphJacobian:
     def forward_mode_unavailable(self) -> str | None:
         """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse graph.
 
-        The gradient check's adjoint identity then has nothing independent to compare.
+        The gradient check's adjoint identity then has nothing independent to compare. Asked
+        before any J v has run, this makes the combined session, so that a model ONNX Runtime
+        refuses is known now; once the kept halves exist they answer for it.
         """
-        self._jvp_session()
+        if self._jvp_available() and self._jvp_kept is None:
+            self._combined_jvp()
         return self._jvp_unavailable
 
     def jvp(self, sample: np.ndarray, tangents: np.ndarray) -> np.ndarray:
         """J v for one sample and tangents [M, d]: [M, K] (float64), forward mode."""
-        session = self._jvp_session()
-        if session is None:
+        runner = None
+        if self._jvp_available():
+            if tangents.shape[0] > self.speed_rows:
+                # More rows than one run should carry (the gradient check's stacks at 3x224x224):
+                # the kept halves, whose chunks do not re-run the forward pass. Decided by the
+                # call alone, so every executor makes the same runs.
+                self.expect_products(sample)
+            runner = self._jvp_runner(sample)
+        if runner is None:
             return tangents.astype(np.float64) @ self._cached_jacobian(sample).T
-        if tangents.shape[0] > self.speed_rows:
-            # More rows than one run should carry (the gradient check's stacks at 3x224x224): the
-            # kept halves, whose chunks do not re-run the forward pass. Decided by the call alone,
-            # so every executor makes the same runs.
-            self.expect_products(sample)
-        return self._one_sample_runs(self._jvp_runner(sample, session), sample, tangents, self.sample_shape)
+        return self._one_sample_runs(runner, sample, tangents, self.sample_shape)
 
 
 class _RowsSeen:
