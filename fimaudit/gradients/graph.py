@@ -523,10 +523,10 @@ class GraphJacobian:
         deterministic) and not held.
         """
         if self._jvp is None and self._jvp_available():
-            model = self._jvp_model if self._jvp_model is not None else self._build_jvp_model()
             try:
+                model = self._jvp_model if self._jvp_model is not None else self._build_jvp_model()
                 self._jvp = _GradientSession(model, self.runner, TANGENT, OUTPUT_TANGENT)
-            except ModelError as exc:
+            except (UnsupportedOpError, ModelError) as exc:
                 self._unavailable(exc)
         return self._jvp
 
