@@ -18,12 +18,13 @@ import click
 import fimaudit
 from fimaudit import ort_threads
 from fimaudit.attacks.deepfool import DEFAULT_BUDGET as DEFAULT_ATTACK_BUDGET
-from fimaudit.audit import GRADIENT_SOURCES
+from fimaudit.audit import GRADIENT_CHECK_SAMPLES, GRADIENT_SOURCES
 from fimaudit.errors import FimauditError
 from fimaudit.fisher.registry import estimator_names
 from fimaudit.interrupts import Interrupted, install_handlers, restore_handlers
 from fimaudit.results import AuditResult
 from fimaudit.runtime import DEFAULT_TIMEOUT_S
+from fimaudit.sanity import GRADIENT_CHECK_DIRECTIONS, GRADIENT_CHECK_STEPS
 from fimaudit.statistics import STATISTICS
 
 if TYPE_CHECKING:
@@ -465,11 +466,11 @@ def inspect(
 @click.option(
     "--check-samples",
     type=click.IntRange(min=0),
-    default=3,
+    default=GRADIENT_CHECK_SAMPLES,
     show_default=True,
     help="Samples (the first ones) on which the gradient graphs are checked against finite differences and the "
-    "adjoint identity; 0: no check (reported as not run). Each costs up to 16 x 7 x (2 forward runs + 1 J v): "
-    "on ImageNet-size CNNs more than auditing a few samples.",
+    f"adjoint identity; 0: no check (reported as not run). Each costs up to {GRADIENT_CHECK_DIRECTIONS} x "
+    f"{len(GRADIENT_CHECK_STEPS)} x (2 forward runs + 1 J v): on ImageNet-size CNNs more than auditing a few samples.",
 )
 @click.option(
     "--wrt",
