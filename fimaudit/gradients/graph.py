@@ -82,7 +82,7 @@ KEEP_FORWARD_AFTER = 8
 #: of 0.25 MiB each) and cost once the tensors are large (3x224x224: VGG-11's kept J v 88 ms a
 #: row alone, 101 at 2 rows, 156 at 27, with 25 thousand page faults a row; ResNet-18 and
 #: DenseNet-121, 3 MiB an activation, are fastest at 2-4 rows and 5-20% slower at 8; measured
-#: with /work/scratch/rowsweep.py, benchmarks/README.md). Beyond it the rows run in chunks.
+#: with benchmarks/gradient_rows.py, benchmarks/README.md). Beyond it the rows run in chunks.
 RUN_ACTIVATION_BYTES = 20 << 20
 
 
