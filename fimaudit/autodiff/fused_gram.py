@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import onnx
 
 from fimaudit.autodiff.kept_forward import SplitGradientModel
+from fimaudit.autodiff.patch_gram import fold_patch_gram
 from fimaudit.graph.onnx_utils import tensor_bytes
 
 #: The JVP half's tensors and nodes, renamed in the fused model.
@@ -41,12 +42,19 @@ class FusedGram:
     #: The JVP half's kept tensor names -> their names in the fused model.
     jvp_inputs: dict[str, str]
     result: str
+    #: Whether a patch embedding's Gram was folded (patch_gram.py): then its first product is checked.
+    folded: bool = False
 
 
 def fuse_gram(
-    vjp: SplitGradientModel, jvp: SplitGradientModel, vjp_result: str, jvp_seed: str, jvp_result: str
+    vjp: SplitGradientModel, jvp: SplitGradientModel, vjp_result: str, jvp_seed: str, jvp_result: str,
+    vjp_seed: str | None = None,
 ) -> FusedGram | None:
-    """VJP half then JVP half in one model (seed: the VJP's cotangent), or None where it does not apply."""
+    """VJP half then JVP half in one model (seed: the VJP's cotangent), or None where it does not apply.
+
+    With ``vjp_seed`` (the cotangent's name) a patch embedding's Gram is folded where it applies
+    (patch_gram.py); without it, or where it does not apply, the halves meet as they are.
+    """
     vjp_graph, jvp_graph = vjp.gradient.graph, jvp.gradient.graph
     if any(
         attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
@@ -108,4 +116,12 @@ def fuse_gram(
     domains = {opset.domain for opset in fused.opset_import}
     fused.opset_import.extend(opset for opset in jvp.gradient.opset_import if opset.domain not in domains)
     jvp_inputs = {name: renamed(name) for name in jvp.kept}
+    sample_dims = tuple(dim.dim_value for dim in vjp_out.type.tensor_type.shape.dim[2:])
+    if vjp_seed is not None and sample_dims and all(d > 0 for d in sample_dims):
+        folded = fold_patch_gram(fused, {tensor.name: tensor for tensor in weights}, vjp_result, vjp_seed, sample_dims)
+        if folded is not None:
+            fused, gram = folded
+            read = {name for node in fused.graph.node for name in node.input}
+            weights = [tensor for tensor in weights if tensor.name in read] + [gram]
+            return FusedGram(fused, tuple(weights), jvp_inputs, renamed(jvp_result), folded=True)
     return FusedGram(fused, tuple(weights), jvp_inputs, renamed(jvp_result))

@@ -72,6 +72,11 @@ def _numpy_dtype(session: Any, name: str, default: str) -> np.dtype:
     return np.dtype(default)
 
 
+#: Largest difference, relative to the largest entry, between the folded fused Gram product and
+#: vjp then jvp that keeps the fold (``GraphJacobian._fold_agrees``): float32 rounding of the two
+#: orders of summation is ~1e-6 (tests/autodiff/test_fused_gram.py compares at 1e-5).
+FOLD_TOLERANCE = 1e-4
+
 #: J v calls on one sample that run the combined JVP model before its kept-forward halves take
 #: over (``GraphJacobian._jvp_runner``): above the gradient check's few, below an estimator's tens.
 KEEP_FORWARD_AFTER = 8
@@ -691,9 +696,18 @@ class GraphJacobian:
             return None  # the JVP may split later (after KEEP_FORWARD_AFTER runs): ask again then
         gram = None
         if vjp.split is not None and jvp.split is not None:
-            gram = fuse_gram(vjp.split, jvp.split, INPUT_GRAD, TANGENT, OUTPUT_TANGENT)
+            gram = fuse_gram(vjp.split, jvp.split, INPUT_GRAD, TANGENT, OUTPUT_TANGENT, COTANGENT)
+        self._gram = self._fused_session(gram)
+        if self._gram is not None and self._gram[1].folded and not self._fold_agrees(sample):
+            logger.info("folded patch-embedding Gram disagrees with vjp then jvp; the fused model runs unfolded")
+            assert vjp.split is not None and jvp.split is not None  # the fold came from them
+            self._gram = self._fused_session(fuse_gram(vjp.split, jvp.split, INPUT_GRAD, TANGENT, OUTPUT_TANGENT))
+        self._gram_unavailable = self._gram is None
+        return self._gram
+
+    def _fused_session(self, gram: FusedGram | None) -> tuple[Any, FusedGram] | None:
+        """A session of ``gram``, or None (no fused model, or ONNX Runtime refuses it)."""
         if gram is None:
-            self._gram_unavailable = True
             return None
         try:
             session, _ = create_session(
@@ -701,10 +715,29 @@ class GraphJacobian:
             )
         except ModelError as exc:
             logger.info("fused Gram model rejected by ONNX Runtime (%s); products run vjp then jvp", exc)
-            self._gram_unavailable = True
             return None
-        self._gram = (session, gram)
-        return self._gram
+        return session, gram
+
+    def _fold_agrees(self, sample: np.ndarray) -> bool:
+        """Whether the folded fused model's product at ``sample`` matches vjp then jvp (``FOLD_TOLERANCE``).
+
+        Why: the fold (autodiff/patch_gram.py) is exact when the graph is what its checks read it
+        as; one product compared before the model is kept turns a misreading into the unfolded
+        model instead of wrong products. Its runs are not counted: the audit did not ask for them.
+        """
+        accounting = self.runner.accounting
+        counted = (accounting.runs, accounting.evaluations)
+        cotangent = np.random.default_rng(0).standard_normal((1, self.num_classes))
+        try:
+            fused = self.gram_product(sample, cotangent)
+            separate = self.jvp(sample, self.vjp(sample, cotangent))
+        except ModelError as exc:
+            logger.info("folded patch-embedding Gram failed to run (%s)", exc)
+            return False
+        finally:
+            accounting.runs, accounting.evaluations = counted
+        scale = float(np.abs(separate).max())
+        return fused is not None and bool(np.abs(fused - separate).max() <= FOLD_TOLERANCE * scale)
 
     def forward_mode_unavailable(self) -> str | None:
         """None when J v runs the forward-mode (JVP) graph; else why it falls back to the reverse graph.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from onnx import numpy_helper
 
-from fimaudit.autodiff import fused_gram
+from fimaudit.autodiff import fused_gram, patch_gram
 from fimaudit.gradients import base
 from fimaudit.gradients import graph as graph_gradients
 
@@ -115,3 +116,110 @@ def test_the_halves_are_wired_through_the_vjp_result_and_names_that_would_meet_r
     # A model that names a tensor with the prefix itself: the renamed JVP tensor would meet it.
     clashing = _split(COTANGENT, fused_gram.PREFIX + "t", INPUT_GRAD)
     assert fused_gram.fuse_gram(clashing, jvp, INPUT_GRAD, TANGENT, OUTPUT_TANGENT) is None
+
+
+def test_a_patch_embedding_gram_is_folded_with_the_values_of_vjp_then_jvp() -> None:
+    """The sample ViT's 2x2 stride-2 patch Conv: ConvTranspose then Conv become one 1x1 Conv by W W^T."""
+    source, data = _source("vit_small.onnx")
+    cotangents = np.random.default_rng(3).normal(size=(4, source.num_classes))
+    for sample in data:
+        base.expect_products(source, sample)
+        separate = source.jvp(sample, source.vjp(sample, cotangents))
+        fused = source.gram_product(sample, cotangents)
+        np.testing.assert_allclose(fused, separate, rtol=1e-5, atol=1e-6 * np.abs(separate).max())
+    session, gram = source._gram
+    assert gram.folded
+    ops = [node.op_type for node in gram.model.graph.node]
+    assert "ConvTranspose" not in ops and "patch.weight" not in {tensor.name for tensor in gram.weights}
+    weight = next(tensor for tensor in gram.weights if tensor.name == patch_gram.FOLD_PREFIX + "weight")
+    assert list(weight.dims) == [32, 32, 1, 1]
+
+
+def test_an_overlapping_first_conv_is_not_folded() -> None:
+    source, data = _source("resnet_small.onnx")
+    base.expect_products(source, data[0])
+    assert source.gram_product(data[0], np.ones((1, source.num_classes))) is not None
+    assert not source._gram[1].folded
+
+
+def test_a_fold_that_disagrees_with_vjp_then_jvp_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wrong W W^T (here doubled) is caught by the first product's comparison; the products stay right."""
+    real = fused_gram.fold_patch_gram
+
+    def doubled(*args, **kwargs):
+        folded = real(*args, **kwargs)
+        assert folded is not None
+        model, weight = folded
+        values = 2 * numpy_helper.to_array(weight)
+        return model, numpy_helper.from_array(values, weight.name)
+
+    monkeypatch.setattr(fused_gram, "fold_patch_gram", doubled)
+    source, data = _source("vit_small.onnx")
+    base.expect_products(source, data[0])
+    cotangents = np.random.default_rng(4).normal(size=(2, source.num_classes))
+    separate = source.jvp(data[0], source.vjp(data[0], cotangents))
+    runs = source.accounting.runs
+    fused = source.gram_product(data[0], cotangents)
+    assert not source._gram[1].folded
+    assert source.accounting.runs - runs == 1  # the comparison's runs are not the audit's
+    np.testing.assert_allclose(fused, separate, rtol=1e-5, atol=1e-6 * np.abs(separate).max())
+
+
+def _patch_pair(extra_reader: str | None):
+    """A hand-made fused graph: g -> ConvTranspose(W) -> Reshape -> r; r -> Reshape -> Conv(W) -> y."""
+    from onnx import TensorProto, helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(5).normal(size=(4, 2, 2, 2)).astype(np.float32), "W")
+    ints = numpy_helper.from_array(np.array([1, 1, 2, 4, 4], dtype=np.int64), "to5")
+    flat = numpy_helper.from_array(np.array([1, 2, 4, 4], dtype=np.int64), "to4")
+    nodes = [
+        helper.make_node("ConvTranspose", ["g", "W"], ["x"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Reshape", ["x", "to5"], ["r"]),
+        helper.make_node("Shape", ["r"], ["r_shape"]),
+        helper.make_node("Reshape", ["r", "to4"], ["r4"]),
+        helper.make_node("Conv", ["r4", "W"], ["c"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Cast", ["r_shape"], ["r_shape_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["r_shape_f"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["c", "total"], ["y"]),
+    ]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 2, 2])]
+    if extra_reader == "neg":
+        nodes.append(helper.make_node("Neg", ["x"], ["x_neg"]))
+        outputs.append(helper.make_tensor_value_info("x_neg", TensorProto.FLOAT, None))
+    graph = helper.make_graph(
+        nodes, "pair",
+        [helper.make_tensor_value_info("g", TensorProto.FLOAT, [1, 4, 2, 2]),
+         helper.make_tensor_value_info("seed", TensorProto.FLOAT, [1, 1, 3])],
+        outputs, [ints, flat],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, {"W": weight}
+
+
+def test_the_fold_is_exact_on_a_hand_made_pair_and_refused_when_the_adjoint_has_another_reader() -> None:
+    from tests.autodiff.test_rules import _ort
+
+    model, weights = _patch_pair(None)
+    rng = np.random.default_rng(6)
+    feeds = {"g": rng.normal(size=(1, 4, 2, 2)).astype(np.float32), "seed": np.zeros((1, 1, 3), np.float32)}
+    with_weights = onnx_with(model, weights)
+    (expected,) = _ort(with_weights).run(["y"], feeds)
+    folded = patch_gram.fold_patch_gram(model, weights, "r", "seed", (2, 4, 4))
+    assert folded is not None
+    model, gram = folded
+    assert [node.op_type for node in model.graph.node].count("ConvTranspose") == 0
+    (out,) = _ort(onnx_with(model, {**weights, gram.name: gram})).run(["y"], feeds)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)  # the Shape of r read from [M, B] and the sample dims
+    other, weights = _patch_pair("neg")
+    assert patch_gram.fold_patch_gram(other, weights, "r", "seed", (2, 4, 4)) is None
+
+
+def onnx_with(model, weights):
+    """``model`` with ``weights`` as its initializers (what create_session does on the wire)."""
+    import copy
+
+    whole = copy.deepcopy(model)
+    names = {tensor.name for tensor in whole.graph.initializer}
+    whole.graph.initializer.extend(tensor for name, tensor in weights.items() if name not in names)
+    return whole
