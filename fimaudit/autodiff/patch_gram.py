@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -33,7 +34,7 @@ from onnx import helper, numpy_helper
 FOLD_PREFIX = "fimaudit_patch_gram/"
 
 
-def _attributes(node: onnx.NodeProto) -> dict[str, object]:
+def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
 
 
@@ -49,12 +50,12 @@ def _non_overlapping(node: onnx.NodeProto, kernel: tuple[int, ...], transposed: 
     auto_pad = attributes.get("auto_pad", b"NOTSET")
     return (
         (auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)) == "NOTSET"
-        and list(attributes.get("kernel_shape", kernel)) == list(kernel)  # type: ignore[call-overload]
-        and list(attributes.get("strides", [1] * spatial)) == list(kernel)  # type: ignore[call-overload]
-        and all(pad == 0 for pad in attributes.get("pads", []))  # type: ignore[attr-defined]
-        and all(step == 1 for step in attributes.get("dilations", []))  # type: ignore[attr-defined]
+        and list(attributes.get("kernel_shape", kernel)) == list(kernel)
+        and list(attributes.get("strides", [1] * spatial)) == list(kernel)
+        and all(pad == 0 for pad in attributes.get("pads", []))
+        and all(step == 1 for step in attributes.get("dilations", []))
         and attributes.get("group", 1) == 1
-        and all(pad == 0 for pad in attributes.get("output_padding", []))  # type: ignore[attr-defined]
+        and all(pad == 0 for pad in attributes.get("output_padding", []))
     )
 
 
