@@ -127,7 +127,7 @@ def test_a_patch_embedding_gram_is_folded_with_the_values_of_vjp_then_jvp() -> N
         separate = source.jvp(sample, source.vjp(sample, cotangents))
         fused = source.gram_product(sample, cotangents)
         np.testing.assert_allclose(fused, separate, rtol=1e-5, atol=1e-6 * np.abs(separate).max())
-    session, gram = source._gram
+    _, gram = source._gram
     assert gram.folded
     ops = [node.op_type for node in gram.model.graph.node]
     assert "ConvTranspose" not in ops and "patch.weight" not in {tensor.name for tensor in gram.weights}
