@@ -76,6 +76,10 @@ def fold_patch_gram(
     """
     graph = model.graph
     every = list(graph.node)  # one list, so that nodes compare by identity below
+    names = {name for node in every for name in [*node.input, *node.output]}
+    names |= {value.name for value in graph.input} | {tensor.name for tensor in graph.initializer} | set(weights)
+    if any(name.startswith(FOLD_PREFIX) for name in names):
+        return None  # the model's own names could meet the fold's
     producer = {output: node for node in every for output in node.output}
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in every:

@@ -698,8 +698,9 @@ class GraphJacobian:
         if vjp.split is not None and jvp.split is not None:
             gram = fuse_gram(vjp.split, jvp.split, INPUT_GRAD, TANGENT, OUTPUT_TANGENT, COTANGENT)
         self._gram = self._fused_session(gram)
-        if self._gram is not None and self._gram[1].folded and not self._fold_agrees(sample):
-            logger.info("folded patch-embedding Gram disagrees with vjp then jvp; the fused model runs unfolded")
+        if gram is not None and gram.folded and (self._gram is None or not self._fold_agrees(sample)):
+            logger.info("folded patch-embedding Gram refused or disagrees with vjp then jvp; the fused model "
+                        "runs unfolded")
             assert vjp.split is not None and jvp.split is not None  # the fold came from them
             self._gram = self._fused_session(fuse_gram(vjp.split, jvp.split, INPUT_GRAD, TANGENT, OUTPUT_TANGENT))
         self._gram_unavailable = self._gram is None
@@ -727,7 +728,7 @@ class GraphJacobian:
         """
         accounting = self.runner.accounting
         counted = (accounting.runs, accounting.evaluations)
-        cotangent = np.random.default_rng(0).standard_normal((1, self.num_classes))
+        cotangent = np.random.default_rng(0).standard_normal((2, self.num_classes))  # two rows: M > 1 too
         try:
             fused = self.gram_product(sample, cotangent)
             separate = self.jvp(sample, self.vjp(sample, cotangent))

@@ -223,3 +223,34 @@ def onnx_with(model, weights):
     names = {tensor.name for tensor in whole.graph.initializer}
     whole.graph.initializer.extend(tensor for name, tensor in weights.items() if name not in names)
     return whole
+
+
+def test_a_folded_model_that_onnx_runtime_refuses_gives_way_to_the_unfolded_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fimaudit.errors import ModelError
+
+    real = graph_gradients.create_session
+
+    def refusing(model, *args, **kwargs):
+        if any(node.name.startswith(patch_gram.FOLD_PREFIX) for node in model.graph.node):
+            raise ModelError("ONNX Runtime cannot load the model: refused for the test")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(graph_gradients, "create_session", refusing)
+    source, data = _source("vit_small.onnx")
+    base.expect_products(source, data[0])
+    cotangents = np.random.default_rng(7).normal(size=(2, source.num_classes))
+    separate = source.jvp(data[0], source.vjp(data[0], cotangents))
+    fused = source.gram_product(data[0], cotangents)
+    assert fused is not None and not source._gram[1].folded
+    np.testing.assert_allclose(fused, separate, rtol=1e-5, atol=1e-6 * np.abs(separate).max())
+
+
+def test_a_model_using_the_folds_names_is_not_folded() -> None:
+    model, weights = _patch_pair(None)
+    model.graph.node[-1].output[0] = patch_gram.FOLD_PREFIX + "weight"
+    model.graph.output[0].name = patch_gram.FOLD_PREFIX + "weight"
+    assert patch_gram.fold_patch_gram(model, weights, "r", "seed", (2, 4, 4)) is None
+    renamed, weights = _patch_pair(None)
+    assert patch_gram.fold_patch_gram(renamed, weights, "r", "seed", (2, 4, 4)) is not None
