@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import helper
 
+from fimaudit.graph.tensors import drop_unread
+
 #: Broadcasting Mul/Div/Add/Sub without the ``broadcast`` attribute: opset 7 on.
 MIN_OPSET = 7
 
@@ -53,17 +55,7 @@ def fold_scalings(nodes: list[onnx.NodeProto], seed: str, keep: set[str], fresh:
         if not made:
             return folds
         folds += made
-        _drop_unread(nodes, keep)  # the folded-away nodes' reads would block the next fold
-
-
-def _drop_unread(nodes: list[onnx.NodeProto], keep: set[str]) -> None:
-    """Remove nodes none of whose outputs is read (by ``nodes`` or as ``keep``), until none is left."""
-    while True:
-        read = {name for node in nodes for name in node.input} | keep
-        live = [node for node in nodes if any(name in read for name in node.output)]
-        if len(live) == len(nodes):
-            return
-        nodes[:] = live
+        drop_unread(nodes, keep)  # the folded-away nodes' reads would block the next fold
 
 
 def _one_pass(nodes: list[onnx.NodeProto], seed: str, keep: set[str], fresh: Callable[[str], str]) -> int:

@@ -30,17 +30,16 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from fimaudit.graph.onnx_utils import attributes_of
+from fimaudit.graph.tensors import drop_unread
+
 #: Prefix of the tensors and nodes the fold adds.
 FOLD_PREFIX = "fimaudit_patch_gram/"
 
 
-def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
-    return {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
-
-
 def _non_overlapping(node: onnx.NodeProto, kernel: tuple[int, ...], transposed: bool) -> bool:
     """A Conv / ConvTranspose by a weight of spatial ``kernel`` whose patches tile without overlap or padding."""
-    attributes = _attributes(node)
+    attributes: dict[str, Any] = attributes_of(node)
     spatial = len(kernel)
     allowed = {"kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"}
     if transposed:
@@ -144,7 +143,8 @@ def fold_patch_gram(
         for node in shapes[1:]:
             instead[id(node)] = [helper.make_node("Identity", [shapes[0].output[0]], [node.output[0]],
                                                   name=FOLD_PREFIX + node.name)]
-    nodes = _without_dead_nodes([new for node in every for new in instead.get(id(node), [node])], outputs)
+    nodes = [new for node in every for new in instead.get(id(node), [node])]
+    drop_unread(nodes, outputs)  # the reshape targets and Shapes of the replaced chain
     available = {value.name for value in graph.input} | set(known) | {gram.name, trailing, starts, ends, ""}
     available |= {name for node in nodes for name in node.output}
     if any(name not in available for node in nodes for name in node.input):
@@ -159,13 +159,3 @@ def fold_patch_gram(
             numpy_helper.from_array(np.array([2], dtype=np.int64), ends),
         ])
     return model, gram
-
-
-def _without_dead_nodes(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
-    """``nodes`` less those whose outputs nothing reads (repeatedly: the fold leaves reshape targets unread)."""
-    while True:
-        read = {name for node in nodes for name in node.input} | outputs
-        alive = [node for node in nodes if any(name in read for name in node.output if name)]
-        if len(alive) == len(nodes):
-            return nodes
-        nodes = alive

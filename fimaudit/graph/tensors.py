@@ -110,6 +110,16 @@ def subgraph_inputs(node: onnx.NodeProto) -> set[str]:
     return names
 
 
+def drop_unread(nodes: list[onnx.NodeProto], keep: set[str]) -> None:
+    """Remove nodes none of whose outputs is read (by ``nodes`` or as ``keep``), until none is left."""
+    while True:
+        read = {name for node in nodes for name in node.input} | keep
+        live = [node for node in nodes if any(name in read for name in node.output)]
+        if len(live) == len(nodes):
+            return
+        nodes[:] = live
+
+
 def nodes_needed_for(graph: onnx.GraphProto, outputs: Iterable[str]) -> list[onnx.NodeProto]:
     """Nodes (in graph order) that the given tensors depend on."""
     return [graph.node[i] for i in sorted(node_indices_needed_for(graph, outputs))]
