@@ -5,7 +5,8 @@
   Gather/same-position-twice and Slice/tiles check the values).
 - MaxPool windows that tile the input route gradients through a winner mask, without
   ScatterElements or GatherElements (op cases MaxPool/tiling-*); at ties the mask picks the tap
-  the scatter path picks (checked below on tied inputs, where the op cases have none).
+  the scatter path picks (checked below on tied inputs, where the op cases have none), square
+  2-D float windows by SpaceToDepth's blocks.
 - A stride-1 Conv's adjoint is a flipped Conv, except for an ungrouped Conv reading few channels
   (``linear.FEW_INPUT_CHANNELS``: an image's first layer), whose adjoint stays ConvTranspose
   (the op cases Conv/* check the values of both forms).
@@ -138,8 +139,13 @@ def test_tiling_max_pools_use_the_winner_mask_and_match_the_scatter_path_at_ties
     case = next(c for c in POOLING_CASES if c.id == case_id)
     model = case.build(np.float32)
     masked_vjp, masked_jvp = build_vjp_model(model, "x", "y"), build_jvp_model(model, "x", "y")
+    # Square 2-D float windows: the mask by SpaceToDepth's blocks (pooling._winner_mask_by_blocks),
+    # so the ties below check its tap order too; the 1-D pool and a float64 model keep the Transpose form.
+    square = len(case.x_shape) == 4
     for built in (masked_vjp, masked_jvp):
         assert not {"ScatterElements", "GatherElements"} & set(_ops(built)), _ops(built)
+        assert ({"SpaceToDepth", "DepthToSpace"} <= set(_ops(built))) == square, _ops(built)
+    assert "SpaceToDepth" not in _ops(build_vjp_model(case.build(np.float64), "x", "y"))
     monkeypatch.setattr(pooling, "_tiles", lambda win: False)
     scatter_vjp, scatter_jvp = build_vjp_model(model, "x", "y"), build_jvp_model(model, "x", "y")
     assert "ScatterElements" in _ops(scatter_vjp) and "GatherElements" in _ops(scatter_jvp)
