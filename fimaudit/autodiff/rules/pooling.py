@@ -20,8 +20,9 @@ rules scatter window contributions back with ``ConvTranspose`` (col2im), croppin
   Indices output of MaxPool is not used: onnx.reference computes it wrongly for unit strides.
   Windows that tile the input (stride = kernel, no padding or dilation, no remainder) take a
   cheaper exact path: a 0/1 mask of the winners in the input's layout, from the forward input
-  alone; the VJP multiplies the cotangent, repeated over its window, by it, and the JVP sums the
-  masked tangent over each window (one non-zero term: exact).
+  alone (square 2-D float windows by SpaceToDepth, ArgMax and DepthToSpace; others by strided
+  taps and a Transpose); the VJP multiplies the cotangent, repeated over its window, by it, and
+  the JVP sums the masked tangent over each window (one non-zero term: exact).
 - Under ``ceil_mode`` onnx shape inference can report one output more than ONNX Runtime and
   onnx.reference compute (both drop a last window that starts in the padding, as PyTorch does).
   ONNX Runtime then folds ``Shape`` of the output to the inferred (wrong) value, so no gradient
