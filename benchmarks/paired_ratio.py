@@ -18,8 +18,9 @@ auto`` (``speed.auto_job``) and PyTorch running the same estimator (benchmarks/t
 its J v by the double-backward trick, or by forward-mode AD where double backward is refused
 (MobileNet-V3's hardsigmoid); ``speed.py`` showed double backward the faster on every other
 model. Per window of ``--window`` pairs: each side's fastest sample and their ratio; then the
-median and quartiles of the per-pair ratios over the row, the ratio of the two sides' fastest
-samples, and how many windows had their ratio of fastest samples at or below 0.5.
+median and quartiles of the per-pair ratios over the row, each side's median sample (to set
+beside a floor: benchmarks/sample_breakdown.py), the ratio of the two sides' fastest samples, and
+how many windows had their ratio of fastest samples at or below 0.5.
 
     PYTHONPATH=/work/main /work/venvs/torch/bin/python benchmarks/paired_ratio.py
         [--archs vgg11_bn vit_small] [--exporters torchscript dynamo] [--seconds 300] [--window 6]
@@ -106,6 +107,7 @@ def paired_row(name: str, exporter: str, args: argparse.Namespace, all_inputs: n
     del jobs, fimaudit, model
     gc.collect()
     return (f"{name:20s} {exporter:11s} {mode:15s} {len(ratios):5d} {middle:6.2f} {low:5.2f}-{high:4.2f} "
+            f"{np.median(ours) * 1e3:8.0f} {np.median(theirs) * 1e3:9.0f} "
             f"{min(ours) * 1e3:8.0f} {min(theirs) * 1e3:8.0f} {min(ours) / min(theirs):6.2f} "
             f"{at_goal:3d}/{len(window_ratios):<3d} {difference:8.1e}")
 
@@ -137,9 +139,11 @@ def main() -> None:
             rows.append(paired_row(name, exporter, args, all_inputs))
             print(rows[-1], file=sys.stderr, flush=True)
     print(f"{'model':20s} {'exporter':11s} {'torch J v':15s} {'pairs':>5s} {'median':>6s} {'quartiles':>10s} "
-          f"{'fim min':>8s} {'torch min':>8s} {'ratio':>6s} {'<=0.5':>7s} {'lam diff':>8s}")
+          f"{'fim med':>8s} {'torch med':>9s} {'fim min':>8s} {'torch min':>8s} {'ratio':>6s} {'<=0.5':>7s} "
+          f"{'lam diff':>8s}")
     print("\n".join(rows))
-    print("median, quartiles: of the per-pair ratios fimaudit / torch; fim min, torch min: each side's fastest "
+    print("median, quartiles: of the per-pair ratios fimaudit / torch; fim med, torch med: each side's median "
+          "sample (ms); fim min, torch min: each side's fastest "
           f"sample (ms) and their ratio; <=0.5: windows of {args.window} pairs whose ratio of fastest samples is "
           "at most 0.5; lam diff: max relative difference of lambda_max between the two sides")
     print(f"load after: {load()}")
