@@ -15,7 +15,6 @@ what a change to fimaudit could still win.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 import time
@@ -26,7 +25,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools" / "corpus")]
-from speed import auto_job, forward_flops, graph_source, load, peak_gflops, prime, share_ort_pool  # noqa: E402
+from speed import (  # noqa: E402
+    auto_job,
+    forward_flops,
+    graph_source,
+    load,
+    model_arguments,
+    peak_gflops,
+    prime,
+)
 
 import fimaudit.gradients.graph as graph  # noqa: E402
 
@@ -35,15 +42,7 @@ KINDS = ("logits", "forward half", "gradient halves")
 
 
 def main() -> None:
-    share_ort_pool()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("/work/corpus224/vgg11_bn_dynamo.onnx"))
-    parser.add_argument("--inputs", type=Path, default=None, help="default: the corpus inputs beside the model")
-    parser.add_argument("--samples", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    side = "224" if "224" in str(args.model.parent) else "32"
-    inputs = np.load(args.inputs or args.model.parent / f"inputs_3x{side}x{side}.npy")[:4]
+    args, inputs = model_arguments(__doc__, samples=6)
     print(f"load before: {load()}")
     peak = peak_gflops(args.threads)
     flops = forward_flops(args.model, tuple(int(d) for d in inputs.shape[1:]))

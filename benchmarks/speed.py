@@ -163,9 +163,8 @@ def lever_undone(lever: str) -> Iterator[None]:
     import onnxruntime as ort
 
     import fimaudit.autodiff.rules.linear as linear
-    import fimaudit.runtime as runtime
-
     import fimaudit.gradients.graph as graph_gradients
+    import fimaudit.runtime as runtime
 
     saved_adjoint, saved_options = linear._adjoint_as_conv, runtime._session_options
     saved_split = graph_gradients.split_gradient_model
@@ -290,6 +289,29 @@ def auto_job(
         return result.value
 
     return job
+
+
+def model_arguments(doc: str, **options: int | float) -> tuple[argparse.Namespace, np.ndarray]:
+    """The common start of the scripts that study one corpus model: options parsed, inputs loaded.
+
+    One shared ONNX Runtime pool first (as fimaudit's CLI runs); then --model, --inputs,
+    --threads and one ``--name`` per keyword of ``options`` (typed and defaulted by its value).
+    """
+    share_ort_pool()
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("/work/corpus224/vgg11_bn_dynamo.onnx"))
+    parser.add_argument("--inputs", type=Path, default=None, help="default: the corpus inputs beside the model")
+    parser.add_argument("--threads", type=int, default=2)
+    for name, default in options.items():
+        parser.add_argument(f"--{name}", type=type(default), default=default)
+    args = parser.parse_args()
+    return args, corpus_inputs(args.model, args.inputs)
+
+
+def corpus_inputs(model: Path, given: Path | None = None, count: int = 4) -> np.ndarray:
+    """The first ``count`` inputs of ``given``, else of the corpus beside ``model`` (3x224x224 or 3x32x32)."""
+    side = "224" if "224" in str(model.parent) else "32"
+    return np.load(given or model.parent / f"inputs_3x{side}x{side}.npy")[:count]
 
 
 def prime(source: InputJacobian, sample: np.ndarray) -> None:

@@ -17,7 +17,6 @@ the gradient halves. lambda_max must come out the same (the masks are the same n
 
 from __future__ import annotations
 
-import argparse
 import collections
 import sys
 import time
@@ -29,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools" / "corpus")]
-from speed import auto_job, graph_source, prime, share_ort_pool  # noqa: E402
+from speed import auto_job, graph_source, model_arguments, prime  # noqa: E402
 
 import fimaudit.autodiff.rules.pooling as pooling  # noqa: E402
 import fimaudit.gradients.graph as graph  # noqa: E402
@@ -53,15 +52,7 @@ def build_jobs(model: Path, inputs: np.ndarray, threads: int) -> dict[str, Calla
 
 
 def main() -> None:
-    share_ort_pool()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=Path("/work/corpus224/vgg11_bn_dynamo.onnx"))
-    parser.add_argument("--inputs", type=Path, default=None, help="default: the corpus inputs beside the model")
-    parser.add_argument("--seconds", type=float, default=300.0)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    side = "224" if "224" in str(args.model.parent) else "32"
-    inputs = np.load(args.inputs or args.model.parent / f"inputs_3x{side}x{side}.npy")[:4]
+    args, inputs = model_arguments(__doc__, seconds=300.0)
     jobs = build_jobs(args.model, inputs, args.threads)
 
     calls: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
