@@ -344,16 +344,21 @@ def _tile_shape(win: Window) -> list[int]:
     return [size for o, k in zip(win.max_out, win.kernel, strict=True) for size in (o, k)]
 
 
+def _one_hot(ctx: RuleContext, index: str, taps: int, axis: int, rank: int, like: str) -> str:
+    """1 where ``index`` (size 1 on ``axis``) names the tap, along ``axis`` of ``taps`` entries; ``like``'s type."""
+    shape = [1] * rank
+    shape[axis] = taps
+    order = ctx.constant(np.arange(taps, dtype=np.int64).reshape(shape), "taps")
+    return ctx.emit("Cast", [ctx.emit("Equal", [index, order])], to=ctx.elem_type(like))
+
+
 def _winner_mask(ctx: RuleContext, node: onnx.NodeProto, win: Window) -> str:
     """[N, C, o1, k1, o2, k2, ...]: 1 at each window's maximum (the tap ``_winning_tap`` names), else 0.
 
     Computed from the forward input alone, so the kept-forward split runs it once per sample.
     """
-    x = node.input[0]
     count = len(win.kernel)
-    taps = ctx.ints(list(range(win.taps)))
-    taps = ctx.unsqueeze(taps, [0, 1, *range(3, 3 + count)])  # [1, 1, K, 1, ...]
-    one_hot = ctx.emit("Cast", [ctx.emit("Equal", [_winning_tap(ctx, node, win), taps])], to=ctx.elem_type(x))
+    one_hot = _one_hot(ctx, _winning_tap(ctx, node, win), win.taps, axis=2, rank=3 + count, like=node.input[0])
     # [N, C, K, *out] -> [N, C, k1, k2, ..., o1, o2, ...] -> interleaved [N, C, o1, k1, o2, k2, ...]
     split = ctx.emit("Reshape", [one_hot, ctx.ints([0, 0, *win.kernel, *win.max_out])])  # 0: N, C as they are
     perm = [0, 1] + [axis for i in range(count) for axis in (2 + count + i, 2 + i)]
@@ -385,8 +390,7 @@ def _winner_mask_by_blocks(ctx: RuleContext, node: onnx.NodeProto, win: Window) 
     blocks = ctx.emit("SpaceToDepth", [node.input[0]], blocksize=k)  # [N, k*k*C, *out]
     taps = ctx.emit("Reshape", [blocks, ctx.ints([0, win.taps, -1, *win.max_out])])  # [N, k*k, C, *out]
     winner = ctx.emit("ArgMax", [taps], axis=1, keepdims=1)  # the first maximum at a tie
-    order = ctx.constant(np.arange(win.taps, dtype=np.int64).reshape(1, win.taps, 1, 1, 1), "taps")
-    one_hot = ctx.emit("Cast", [ctx.emit("Equal", [winner, order])], to=ctx.elem_type(node.input[0]))
+    one_hot = _one_hot(ctx, winner, win.taps, axis=1, rank=5, like=node.input[0])  # [N, k*k, C, *out]
     flat = ctx.emit("Reshape", [one_hot, ctx.ints([0, -1, *win.max_out])])
     return ctx.emit("DepthToSpace", [flat], blocksize=k, mode="DCR")
 
@@ -433,14 +437,7 @@ def max_pool_vjp(ctx: RuleContext, node: onnx.NodeProto, grads: Sequence[str | N
         index = _lead_index(ctx, _argmax_index(ctx, node, win), updates)
         scattered = ctx.emit("ScatterElements", [zeros, index, updates], axis=3, reduction="add")
         return [ctx.reshape_like(scattered, x)]
-    taps = ctx.emit(
-        "Reshape",
-        [
-            ctx.emit("Range", [_int_scalar(ctx, 0), _int_scalar(ctx, win.taps), _int_scalar(ctx, 1)]),
-            ctx.ints([1, 1, win.taps] + [1] * len(win.kernel)),
-        ],
-    )
-    mask = ctx.emit("Cast", [ctx.emit("Equal", [_winning_tap(ctx, node, win), taps])], to=ctx.elem_type(x))
+    mask = _one_hot(ctx, _winning_tap(ctx, node, win), win.taps, axis=2, rank=3 + len(win.kernel), like=x)
     weighted = ctx.emit("Mul", [ctx.unsqueeze(g, [3]), mask])  # type: ignore[arg-type]
     columns = _fold(ctx, weighted, win.taps, 4)
     return [ctx.reshape_like(_col2im(ctx, columns, _one_hot_taps(ctx, win, x), win), x)]
@@ -479,7 +476,3 @@ def max_pool_jvp(ctx: RuleContext, node: onnx.NodeProto, tangents: Sequence[str 
 def _is_power_of_two(count: int) -> bool:
     return count > 0 and count & (count - 1) == 0
 
-
-def _int_scalar(ctx: RuleContext, value: int) -> str:
-    """A 0-d int64 tensor (Range wants true scalars; ``ctx.constant`` stores 0-d arrays as [1])."""
-    return ctx.squeeze(ctx.ints([value]), [0])
