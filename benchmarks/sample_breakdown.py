@@ -19,7 +19,6 @@ import collections
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,9 +32,8 @@ from speed import (  # noqa: E402
     model_arguments,
     peak_gflops,
     prime,
+    session_calls_timed,
 )
-
-import fimaudit.gradients.graph as graph  # noqa: E402
 
 #: Call kinds in a sample's order.
 KINDS = ("logits", "forward half", "gradient halves")
@@ -54,13 +52,10 @@ def main() -> None:
     job(inputs[1])  # every session made
 
     calls: dict[str, list[float]] = collections.defaultdict(list)
-    real_run, real_logits = graph.run_session_parts, source.runner.run_batched
+    real_logits = source.runner.run_batched
 
-    def timed(session: Any, outputs: list[str], parts: list[dict], timeout: float | None) -> list[list[Any]]:
-        started = time.perf_counter()
-        result = real_run(session, outputs, parts, timeout)
-        calls["forward half" if len(outputs) > 2 else "gradient halves"].append(time.perf_counter() - started)
-        return result
+    def seen(forward_half: bool, seconds: float) -> None:
+        calls["forward half" if forward_half else "gradient halves"].append(seconds)
 
     def timed_logits(rows: np.ndarray) -> list[np.ndarray]:
         started = time.perf_counter()
@@ -68,7 +63,6 @@ def main() -> None:
         calls["logits"].append(time.perf_counter() - started)
         return result
 
-    graph.run_session_parts = timed  # type: ignore[assignment]
     source.runner.run_batched = timed_logits  # type: ignore[method-assign]
     print(f"{args.model.name}: linear work {flops / 1e9:.2f} GFLOP a pass; GEMM peak {peak:.0f} GFLOP/s "
           f"({flops / peak / 1e6:.1f} ms a pass at the peak)")
@@ -78,7 +72,8 @@ def main() -> None:
     for index in range(args.samples):
         calls.clear()
         started = time.perf_counter()
-        job(inputs[2 + index % 2])
+        with session_calls_timed(seen):
+            job(inputs[2 + index % 2])
         wall = time.perf_counter() - started
         spent = sum(sum(times) for times in calls.values())
         runs = sum(len(calls[kind]) for kind in KINDS)

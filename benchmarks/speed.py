@@ -75,6 +75,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -183,6 +184,30 @@ def lever_undone(lever: str) -> Iterator[None]:
     finally:
         linear._adjoint_as_conv, runtime._session_options = saved_adjoint, saved_options
         graph_gradients.split_gradient_model = saved_split
+
+
+@contextlib.contextmanager
+def session_calls_timed(seen: Callable[[bool, float], None]) -> Iterator[None]:
+    """Every gradient-graph session call made inside timed: ``seen(forward_half, seconds)``.
+
+    A forward half is the call with more than two outputs (it returns its kept tensors); the
+    gradient halves return one. Benchmark-only patching of ``gradients/graph.run_session_parts``.
+    """
+    import fimaudit.gradients.graph as graph_gradients
+
+    real = graph_gradients.run_session_parts
+
+    def timed(session: Any, outputs: list[str], parts: list[dict], timeout: float | None) -> list[list[Any]]:
+        started = time.perf_counter()
+        result = real(session, outputs, parts, timeout)
+        seen(len(outputs) > 2, time.perf_counter() - started)
+        return result
+
+    graph_gradients.run_session_parts = timed  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        graph_gradients.run_session_parts = real  # type: ignore[assignment]
 
 
 def torch_jobs(name: str, inputs: np.ndarray) -> dict[str, Callable[[np.ndarray], float]]:

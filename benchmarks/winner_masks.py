@@ -22,16 +22,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tools" / "corpus")]
-from speed import auto_job, graph_source, model_arguments, prime  # noqa: E402
+from speed import auto_job, graph_source, model_arguments, prime, session_calls_timed  # noqa: E402
 
 import fimaudit.autodiff.rules.pooling as pooling  # noqa: E402
-import fimaudit.gradients.graph as graph  # noqa: E402
 
 
 def build_jobs(model: Path, inputs: np.ndarray, threads: int) -> dict[str, Callable[[np.ndarray], float]]:
@@ -57,28 +55,22 @@ def main() -> None:
 
     calls: dict[tuple[str, str], list[float]] = collections.defaultdict(list)
     running = ["transpose"]
-    real_run = graph.run_session_parts
 
-    def timed(session: Any, outputs: list[str], parts: list[dict], timeout: float | None) -> list[list[Any]]:
-        started = time.perf_counter()
-        result = real_run(session, outputs, parts, timeout)
-        kind = "forward half" if len(outputs) > 2 else "gradient half"
-        calls[(running[0], kind)].append(time.perf_counter() - started)
-        return result
+    def seen(forward_half: bool, seconds: float) -> None:
+        calls[(running[0], "forward half" if forward_half else "gradient half")].append(seconds)
 
-    graph.run_session_parts = timed  # type: ignore[assignment]
     walls: dict[str, list[float]] = collections.defaultdict(list)
     values: dict[str, list[float]] = collections.defaultdict(list)
     ends, pairs = time.time() + args.seconds, 0
-    while time.time() < ends:
-        sample = inputs[2 + pairs % 2]  # never the same sample twice in a row on one side
-        for label in ("transpose", "blocks") if pairs % 2 == 0 else ("blocks", "transpose"):
-            running[0] = label
-            started = time.perf_counter()
-            values[label].append(jobs[label](sample))
-            walls[label].append(time.perf_counter() - started)
-        pairs += 1
-    graph.run_session_parts = real_run  # type: ignore[assignment]
+    with session_calls_timed(seen):
+        while time.time() < ends:
+            sample = inputs[2 + pairs % 2]  # never the same sample twice in a row on one side
+            for label in ("transpose", "blocks") if pairs % 2 == 0 else ("blocks", "transpose"):
+                running[0] = label
+                started = time.perf_counter()
+                values[label].append(jobs[label](sample))
+                walls[label].append(time.perf_counter() - started)
+            pairs += 1
 
     ratios = np.array(walls["blocks"]) / np.array(walls["transpose"])
     print(f"{args.model.name}: {pairs} pairs in {args.seconds:.0f} s; per-pair ratio blocks / transpose: median "
